@@ -1,0 +1,664 @@
+//! Configuration: the OpenTelemetry Collector's shape, read from one or more
+//! YAML files with positions kept, typed per component, and validated as a
+//! graph.
+//!
+//! Loading goes: YAML text → marked [`yaml::Node`] tree (with `${env:...}`
+//! substituted) → trees of several files merged → each component's section
+//! deserialised into its own typed config (errors carry file, line, column
+//! and component id) → pipelines checked against the defined components and
+//! the signals each supports.
+
+pub mod de;
+pub mod types;
+pub mod yaml;
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::exporters::ExporterConfig;
+use crate::extensions::ExtensionConfig;
+use crate::processors::ProcessorConfig;
+use crate::receivers::ReceiverConfig;
+use crate::signal::Signal;
+use yaml::{Mark, Node, Scalar, Value};
+
+/// A component id: `type` or `type/name`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ComponentId {
+    /// The component type, e.g. `otlp`.
+    pub kind: String,
+    /// The optional name after the slash.
+    pub name: Option<String>,
+}
+
+impl ComponentId {
+    /// Parses `type[/name]`.
+    pub fn parse(s: &str) -> Result<ComponentId, String> {
+        let (kind, name) = match s.split_once('/') {
+            Some((k, n)) => (k, Some(n)),
+            None => (s, None),
+        };
+        let valid_type = !kind.is_empty()
+            && kind
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !valid_type {
+            return Err(format!(
+                "invalid component id `{s}`: the type must be lower-case letters, digits or `_`"
+            ));
+        }
+        if let Some(n) = name {
+            if n.is_empty() || n.contains(char::is_whitespace) {
+                return Err(format!("invalid component id `{s}`: the name after `/` must be non-empty without spaces"));
+            }
+        }
+        Ok(ComponentId {
+            kind: kind.to_string(),
+            name: name.map(str::to_string),
+        })
+    }
+}
+
+impl fmt::Display for ComponentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.name {
+            Some(n) => write!(f, "{}/{}", self.kind, n),
+            None => f.write_str(&self.kind),
+        }
+    }
+}
+
+/// One problem found in a config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigError {
+    /// Where in which file, when known.
+    pub mark: Option<Mark>,
+    /// The component it concerns, e.g. `receivers::otlp` or `service::pipelines::traces`.
+    pub component: Option<String>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(m) = &self.mark {
+            write!(f, "{m}: ")?;
+        }
+        if let Some(c) = &self.component {
+            write!(f, "{c}: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// All problems found in a config; never empty.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A defined component: its id, where it was defined, and its typed config.
+#[derive(Debug, Clone)]
+pub struct Defined<T> {
+    /// The id.
+    pub id: ComponentId,
+    /// Where the id was written.
+    pub mark: Mark,
+    /// The typed config.
+    pub config: T,
+}
+
+/// A pipeline id: `traces`, `metrics/x`, ...
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PipelineId {
+    /// The signal the pipeline carries.
+    pub signal: Signal,
+    /// The optional name.
+    pub name: Option<String>,
+}
+
+impl fmt::Display for PipelineId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.name {
+            Some(n) => write!(f, "{}/{}", self.signal, n),
+            None => write!(f, "{}", self.signal),
+        }
+    }
+}
+
+/// One pipeline as configured.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    /// The id.
+    pub id: PipelineId,
+    /// Receivers feeding it.
+    pub receivers: Vec<ComponentId>,
+    /// Processors, in order.
+    pub processors: Vec<ComponentId>,
+    /// Exporters it fans out to.
+    pub exporters: Vec<ComponentId>,
+}
+
+/// Log output settings (`service.telemetry.logs`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogsTelemetry {
+    /// `trace`, `debug`, `info`, `warn` or `error` (or any `tracing` filter directive).
+    pub level: String,
+    /// `text` or `json`.
+    pub format: LogFormat,
+}
+
+impl Default for LogsTelemetry {
+    fn default() -> Self {
+        LogsTelemetry {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Self-metrics settings (`service.telemetry.metrics`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsTelemetry {
+    /// Where to serve self-metrics in Prometheus text format; empty disables the endpoint.
+    pub address: String,
+    /// `none` disables the endpoint; `basic`, `normal` and `detailed` serve everything.
+    pub level: String,
+}
+
+impl Default for MetricsTelemetry {
+    fn default() -> Self {
+        MetricsTelemetry {
+            address: "localhost:8888".into(),
+            level: "normal".into(),
+        }
+    }
+}
+
+/// `service.telemetry`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// Logs.
+    pub logs: LogsTelemetry,
+    /// Self-metrics.
+    pub metrics: MetricsTelemetry,
+}
+
+/// The `service` section.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// Extensions to start.
+    pub extensions: Vec<ComponentId>,
+    /// The pipelines.
+    pub pipelines: Vec<PipelineConfig>,
+    /// Self-telemetry.
+    pub telemetry: TelemetryConfig,
+    /// How long shutdown may take to drain queues (`service.shutdown_timeout`, default 30s).
+    pub shutdown_timeout: Duration,
+}
+
+/// A loaded and validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Defined receivers.
+    pub receivers: Vec<Defined<ReceiverConfig>>,
+    /// Defined processors.
+    pub processors: Vec<Defined<ProcessorConfig>>,
+    /// Defined exporters.
+    pub exporters: Vec<Defined<ExporterConfig>>,
+    /// Defined extensions.
+    pub extensions: Vec<Defined<ExtensionConfig>>,
+    /// The service section.
+    pub service: ServiceConfig,
+    /// Warnings (unused components, unset variables).
+    pub warnings: Vec<String>,
+}
+
+impl Config {
+    /// Finds a receiver by id.
+    pub fn receiver(&self, id: &ComponentId) -> Option<&Defined<ReceiverConfig>> {
+        self.receivers.iter().find(|d| &d.id == id)
+    }
+    /// Finds a processor by id.
+    pub fn processor(&self, id: &ComponentId) -> Option<&Defined<ProcessorConfig>> {
+        self.processors.iter().find(|d| &d.id == id)
+    }
+    /// Finds an exporter by id.
+    pub fn exporter(&self, id: &ComponentId) -> Option<&Defined<ExporterConfig>> {
+        self.exporters.iter().find(|d| &d.id == id)
+    }
+    /// Finds an extension by id.
+    pub fn extension(&self, id: &ComponentId) -> Option<&Defined<ExtensionConfig>> {
+        self.extensions.iter().find(|d| &d.id == id)
+    }
+}
+
+/// Reads, merges and validates config files from disk, with the process environment.
+pub fn load_files(paths: &[String]) -> Result<Config, ConfigErrors> {
+    let mut sources = Vec::new();
+    for p in paths {
+        match std::fs::read_to_string(p) {
+            Ok(text) => sources.push((p.clone(), text)),
+            Err(e) => {
+                return Err(ConfigErrors(vec![ConfigError {
+                    mark: None,
+                    component: None,
+                    message: format!("cannot read config file `{p}`: {e}"),
+                }]))
+            }
+        }
+    }
+    let env = |name: &str| std::env::var(name).ok();
+    load_sources(&sources, &env)
+}
+
+/// Parses, merges and validates config texts `(file name, text)`.
+pub fn load_sources(sources: &[(String, String)], env: yaml::EnvLookup<'_>) -> Result<Config, ConfigErrors> {
+    let mut warnings = Vec::new();
+    let mut root: Option<Node> = None;
+    for (name, text) in sources {
+        let (node, w) = yaml::parse(name, text, env).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                mark: Some(e.mark),
+                component: None,
+                message: e.message,
+            }])
+        })?;
+        warnings.extend(w);
+        match &mut root {
+            None => root = Some(node),
+            Some(r) => r.merge(node),
+        }
+    }
+    let root = root.ok_or_else(|| {
+        ConfigErrors(vec![ConfigError {
+            mark: None,
+            component: None,
+            message: "no config file given".into(),
+        }])
+    })?;
+    let mut cfg = from_tree(&root)?;
+    cfg.warnings.splice(0..0, warnings);
+    Ok(cfg)
+}
+
+const SECTIONS: &[&str] = &["receivers", "processors", "exporters", "connectors", "extensions", "service"];
+
+fn err(mark: &Mark, component: Option<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        mark: Some(mark.clone()),
+        component,
+        message: message.into(),
+    }
+}
+
+fn de_err(e: de::DeError, fallback: &Mark, component: Option<String>) -> ConfigError {
+    let path = e.path_string();
+    let message = if path.is_empty() {
+        e.message
+    } else {
+        format!("{path}: {}", e.message)
+    };
+    ConfigError {
+        mark: Some(e.mark.unwrap_or_else(|| fallback.clone())),
+        component,
+        message,
+    }
+}
+
+/// Parses each `id: config` entry of a section with `parse(kind, node)`.
+fn section<T>(
+    root: &Node,
+    name: &str,
+    errors: &mut Vec<ConfigError>,
+    parse: impl Fn(&str, &Node) -> Option<Result<T, de::DeError>>,
+    known: &[&str],
+) -> Vec<Defined<T>> {
+    let mut out = Vec::new();
+    let Some(node) = root.get(name) else { return out };
+    let Some(entries) = node.as_map() else {
+        errors.push(err(&node.mark, None, format!("`{name}` must be a mapping of component ids to settings")));
+        return out;
+    };
+    for (k, v) in entries {
+        let Some(text) = k.as_str() else {
+            errors.push(err(&k.mark, None, format!("`{name}` keys must be component ids")));
+            continue;
+        };
+        let component = Some(format!("{name}::{text}"));
+        let id = match ComponentId::parse(text) {
+            Ok(id) => id,
+            Err(e) => {
+                errors.push(err(&k.mark, component, e));
+                continue;
+            }
+        };
+        match parse(&id.kind, v) {
+            None => errors.push(err(
+                &k.mark,
+                component,
+                format!(
+                    "unknown {} type `{}`; known types: {}",
+                    name.trim_end_matches('s'),
+                    id.kind,
+                    if known.is_empty() { "none yet".to_string() } else { known.join(", ") }
+                ),
+            )),
+            Some(Err(e)) => errors.push(de_err(e, &v.mark, component)),
+            Some(Ok(config)) => out.push(Defined {
+                id,
+                mark: k.mark.clone(),
+                config,
+            }),
+        }
+    }
+    out
+}
+
+fn id_list(node: Option<&Node>, component: &str, errors: &mut Vec<ConfigError>) -> Vec<(ComponentId, Mark)> {
+    let mut out = Vec::new();
+    let Some(node) = node else { return out };
+    match &node.value {
+        Value::Scalar(Scalar::Null) => {}
+        Value::Seq(items) => {
+            for item in items {
+                match item.as_str().map(ComponentId::parse) {
+                    Some(Ok(id)) => {
+                        if out.iter().any(|(o, _)| o == &id) {
+                            errors.push(err(&item.mark, Some(component.into()), format!("`{id}` is listed twice")));
+                        } else {
+                            out.push((id, item.mark.clone()));
+                        }
+                    }
+                    Some(Err(e)) => errors.push(err(&item.mark, Some(component.into()), e)),
+                    None => errors.push(err(
+                        &item.mark,
+                        Some(component.into()),
+                        format!("expected a component id, found a {}", item.kind()),
+                    )),
+                }
+            }
+        }
+        _ => errors.push(err(
+            &node.mark,
+            Some(component.into()),
+            format!("expected a list of component ids, found a {}", node.kind()),
+        )),
+    }
+    out
+}
+
+fn from_tree(root: &Node) -> Result<Config, ConfigErrors> {
+    let mut errors = Vec::new();
+    let mut warnings = Vec::new();
+    let Some(top) = root.as_map() else {
+        return Err(ConfigErrors(vec![err(&root.mark, None, "the config must be a mapping")]));
+    };
+    for (k, _) in top {
+        if !SECTIONS.contains(&k.key_text().as_str()) {
+            errors.push(err(
+                &k.mark,
+                None,
+                format!("unknown top-level key `{}`; expected one of {}", k.key_text(), SECTIONS.join(", ")),
+            ));
+        }
+    }
+
+    let receivers = section(root, "receivers", &mut errors, ReceiverConfig::parse, ReceiverConfig::KINDS);
+    let processors = section(root, "processors", &mut errors, ProcessorConfig::parse, ProcessorConfig::KINDS);
+    let exporters = section(root, "exporters", &mut errors, ExporterConfig::parse, ExporterConfig::KINDS);
+    let extensions = section(root, "extensions", &mut errors, ExtensionConfig::parse, ExtensionConfig::KINDS);
+    let _connectors: Vec<Defined<()>> = section(root, "connectors", &mut errors, |_, _| None, &[]);
+
+    let empty = Node {
+        value: Value::Map(Vec::new()),
+        mark: root.mark.clone(),
+    };
+    let service = root.get("service").unwrap_or(&empty);
+    if service.as_map().is_none() {
+        errors.push(err(&service.mark, Some("service".into()), "`service` must be a mapping"));
+    }
+    for (k, _) in service.as_map().unwrap_or(&[]) {
+        let key = k.key_text();
+        if !["extensions", "pipelines", "telemetry", "shutdown_timeout"].contains(&key.as_str()) {
+            errors.push(err(
+                &k.mark,
+                Some("service".into()),
+                format!("unknown key `{key}`; expected one of extensions, pipelines, telemetry, shutdown_timeout"),
+            ));
+        }
+    }
+
+    let telemetry = match service.get("telemetry") {
+        None => TelemetryConfig::default(),
+        Some(n) => match de::from_node::<TelemetryConfig>(n) {
+            Ok(t) => t,
+            Err(e) => {
+                errors.push(de_err(e, &n.mark, Some("service::telemetry".into())));
+                TelemetryConfig::default()
+            }
+        },
+    };
+    let shutdown_timeout = match service.get("shutdown_timeout") {
+        None => Duration::from_secs(30),
+        Some(n) => match de::from_node::<types::HumanDuration>(n) {
+            Ok(d) => d.0,
+            Err(e) => {
+                errors.push(de_err(e, &n.mark, Some("service::shutdown_timeout".into())));
+                Duration::from_secs(30)
+            }
+        },
+    };
+
+    // Extensions in use.
+    let mut used: BTreeSet<(String, ComponentId)> = BTreeSet::new();
+    let ext_ids = id_list(service.get("extensions"), "service::extensions", &mut errors);
+    for (id, mark) in &ext_ids {
+        if !extensions.iter().any(|d| &d.id == id) {
+            errors.push(err(
+                mark,
+                Some("service::extensions".into()),
+                format!("extension `{id}` is used but not defined under `extensions`"),
+            ));
+        }
+        used.insert(("extensions".into(), id.clone()));
+    }
+
+    // Pipelines.
+    let mut pipelines = Vec::new();
+    match service.get("pipelines") {
+        None => errors.push(err(&service.mark, Some("service".into()), "`service.pipelines` is required")),
+        Some(pnode) => match pnode.as_map() {
+            None => errors.push(err(&pnode.mark, Some("service::pipelines".into()), "must be a mapping")),
+            Some([]) => errors.push(err(
+                &pnode.mark,
+                Some("service::pipelines".into()),
+                "at least one pipeline is required",
+            )),
+            Some(entries) => {
+                for (k, v) in entries {
+                    let text = k.key_text();
+                    let component = format!("service::pipelines::{text}");
+                    let (sig, name) = match text.split_once('/') {
+                        Some((s, n)) => (s.to_string(), Some(n.to_string())),
+                        None => (text.clone(), None),
+                    };
+                    let Some(signal) = Signal::parse(&sig) else {
+                        errors.push(err(
+                            &k.mark,
+                            Some(component),
+                            format!("unknown pipeline type `{sig}`; expected traces, metrics or logs"),
+                        ));
+                        continue;
+                    };
+                    if v.as_map().is_none() {
+                        errors.push(err(&v.mark, Some(component), "a pipeline must be a mapping"));
+                        continue;
+                    }
+                    for (pk, _) in v.as_map().unwrap_or(&[]) {
+                        let key = pk.key_text();
+                        if !["receivers", "processors", "exporters"].contains(&key.as_str()) {
+                            errors.push(err(
+                                &pk.mark,
+                                Some(component.clone()),
+                                format!("unknown key `{key}`; expected receivers, processors, exporters"),
+                            ));
+                        }
+                    }
+                    let recv = id_list(v.get("receivers"), &component, &mut errors);
+                    let procs = id_list(v.get("processors"), &component, &mut errors);
+                    let exps = id_list(v.get("exporters"), &component, &mut errors);
+                    if recv.is_empty() {
+                        errors.push(err(&v.mark, Some(component.clone()), "a pipeline needs at least one receiver"));
+                    }
+                    if exps.is_empty() {
+                        errors.push(err(&v.mark, Some(component.clone()), "a pipeline needs at least one exporter"));
+                    }
+                    for (id, mark) in &recv {
+                        used.insert(("receivers".into(), id.clone()));
+                        match receivers.iter().find(|d| &d.id == id) {
+                            None => errors.push(err(
+                                mark,
+                                Some(component.clone()),
+                                format!("receiver `{id}` is used but not defined under `receivers`"),
+                            )),
+                            Some(d) if !d.config.signals().contains(&signal) => errors.push(err(
+                                mark,
+                                Some(component.clone()),
+                                format!("receiver `{id}` does not support {signal}"),
+                            )),
+                            Some(_) => {}
+                        }
+                    }
+                    for (id, mark) in &procs {
+                        used.insert(("processors".into(), id.clone()));
+                        match processors.iter().find(|d| &d.id == id) {
+                            None => errors.push(err(
+                                mark,
+                                Some(component.clone()),
+                                format!("processor `{id}` is used but not defined under `processors`"),
+                            )),
+                            Some(d) if !d.config.signals().contains(&signal) => errors.push(err(
+                                mark,
+                                Some(component.clone()),
+                                format!("processor `{id}` does not support {signal}"),
+                            )),
+                            Some(_) => {}
+                        }
+                    }
+                    for (id, mark) in &exps {
+                        used.insert(("exporters".into(), id.clone()));
+                        match exporters.iter().find(|d| &d.id == id) {
+                            None => errors.push(err(
+                                mark,
+                                Some(component.clone()),
+                                format!("exporter `{id}` is used but not defined under `exporters`"),
+                            )),
+                            Some(d) if !d.config.signals().contains(&signal) => errors.push(err(
+                                mark,
+                                Some(component.clone()),
+                                format!("exporter `{id}` does not support {signal}"),
+                            )),
+                            Some(_) => {}
+                        }
+                    }
+                    pipelines.push(PipelineConfig {
+                        id: PipelineId { signal, name },
+                        receivers: recv.into_iter().map(|(i, _)| i).collect(),
+                        processors: procs.into_iter().map(|(i, _)| i).collect(),
+                        exporters: exps.into_iter().map(|(i, _)| i).collect(),
+                    });
+                }
+            }
+        },
+    }
+
+    // Defined but unused: a warning.
+    let unused = |section: &str, id: &ComponentId, mark: &Mark| {
+        (!used.contains(&(section.to_string(), id.clone())))
+            .then(|| format!("{mark}: {section}::{id}: defined but not used in any pipeline"))
+    };
+    warnings.extend(receivers.iter().filter_map(|d| unused("receivers", &d.id, &d.mark)));
+    warnings.extend(processors.iter().filter_map(|d| unused("processors", &d.id, &d.mark)));
+    warnings.extend(exporters.iter().filter_map(|d| unused("exporters", &d.id, &d.mark)));
+    warnings.extend(extensions.iter().filter_map(|d| unused("extensions", &d.id, &d.mark)));
+
+    // Components that bind the same address would fail at start; say so now.
+    let mut endpoints: Vec<(String, String, Mark)> = Vec::new();
+    for d in &receivers {
+        for ep in d.config.endpoints() {
+            endpoints.push((ep, format!("receivers::{}", d.id), d.mark.clone()));
+        }
+    }
+    for d in &extensions {
+        for ep in d.config.endpoints() {
+            endpoints.push((ep, format!("extensions::{}", d.id), d.mark.clone()));
+        }
+    }
+    for d in &exporters {
+        for ep in d.config.listen_endpoints() {
+            endpoints.push((ep, format!("exporters::{}", d.id), d.mark.clone()));
+        }
+    }
+    if !telemetry.metrics.address.is_empty() && telemetry.metrics.level != "none" {
+        endpoints.push((
+            telemetry.metrics.address.clone(),
+            "service::telemetry::metrics".into(),
+            service.mark.clone(),
+        ));
+    }
+    for (i, (ep, who, mark)) in endpoints.iter().enumerate() {
+        if let Some((_, other, _)) = endpoints[..i].iter().find(|(e, _, _)| e == ep) {
+            errors.push(err(mark, Some(who.clone()), format!("endpoint `{ep}` is also used by {other}")));
+        }
+    }
+
+    if !errors.is_empty() {
+        errors.sort_by(|a, b| {
+            let key = |e: &ConfigError| e.mark.as_ref().map(|m| (m.file.to_string(), m.line, m.col));
+            key(a).cmp(&key(b))
+        });
+        return Err(ConfigErrors(errors));
+    }
+    Ok(Config {
+        receivers,
+        processors,
+        exporters,
+        extensions,
+        service: ServiceConfig {
+            extensions: ext_ids.into_iter().map(|(i, _)| i).collect(),
+            pipelines,
+            telemetry,
+            shutdown_timeout,
+        },
+        warnings,
+    })
+}

@@ -1,0 +1,165 @@
+//! Config value types shared by several components.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+
+/// A duration written as `200ms`, `5s`, `1m30s` (Go / humantime syntax).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = HumanDuration;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration such as 200ms, 5s or 1m")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<HumanDuration, E> {
+                if s.trim() == "0" {
+                    return Ok(HumanDuration(Duration::ZERO));
+                }
+                humantime::parse_duration(s.trim())
+                    .map(HumanDuration)
+                    .map_err(|e| E::custom(format!("invalid duration `{s}`: {e} (write e.g. 200ms, 5s or 1m)")))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<HumanDuration, E> {
+                if v == 0 {
+                    Ok(HumanDuration(Duration::ZERO))
+                } else {
+                    Err(E::custom(format!("a bare number `{v}` is ambiguous as a duration; add a unit, e.g. {v}s")))
+                }
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<HumanDuration, E> {
+                self.visit_i64(v as i64)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Serde helpers for `Duration` fields.
+pub mod duration {
+    use super::*;
+
+    /// Deserialises a [`Duration`] from `200ms`-style text.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        HumanDuration::deserialize(d).map(|h| h.0)
+    }
+}
+
+/// Compression for exporters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// gzip (the default, as in the OTel Collector).
+    #[default]
+    Gzip,
+    /// zstd.
+    Zstd,
+    /// No compression.
+    None,
+}
+
+/// Client TLS settings.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsClientConfig {
+    /// Plain text, no TLS (for `host:port` endpoints without a scheme).
+    pub insecure: bool,
+    /// Use TLS but do not verify the server certificate (testing only).
+    pub insecure_skip_verify: bool,
+    /// PEM file with CA certificates to trust instead of the built-in roots.
+    pub ca_file: Option<String>,
+    /// PEM client certificate (for mutual TLS).
+    pub cert_file: Option<String>,
+    /// PEM client key (for mutual TLS).
+    pub key_file: Option<String>,
+    /// Server name to verify instead of the endpoint's host.
+    pub server_name_override: Option<String>,
+}
+
+/// `retry_on_failure` of exporters.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// Retry at all.
+    pub enabled: bool,
+    /// First wait.
+    #[serde(with = "duration")]
+    pub initial_interval: Duration,
+    /// Longest single wait.
+    #[serde(with = "duration")]
+    pub max_interval: Duration,
+    /// Give up after this long (0 = never).
+    #[serde(with = "duration")]
+    pub max_elapsed_time: Duration,
+    /// Growth factor between waits.
+    pub multiplier: f64,
+    /// Jitter: each wait is drawn from `[w·(1−f), w·(1+f)]`.
+    pub randomization_factor: f64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            enabled: true,
+            initial_interval: Duration::from_secs(5),
+            max_interval: Duration::from_secs(30),
+            max_elapsed_time: Duration::from_secs(300),
+            multiplier: 1.5,
+            randomization_factor: 0.5,
+        }
+    }
+}
+
+/// `sending_queue` of exporters.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// Queue at all; when false the export happens in the sender's call.
+    pub enabled: bool,
+    /// Concurrent senders draining the queue.
+    pub num_consumers: usize,
+    /// Capacity in batches.
+    pub queue_size: usize,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            enabled: true,
+            num_consumers: 10,
+            queue_size: 1000,
+        }
+    }
+}
+
+impl QueueConfig {
+    /// Checks the values make sense.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.enabled && self.num_consumers == 0 {
+            return Err("sending_queue.num_consumers must be at least 1".into());
+        }
+        if self.enabled && self.queue_size == 0 {
+            return Err("sending_queue.queue_size must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// Splits `host:port` (or `[v6]:port`) and checks the port.
+pub fn check_listen_endpoint(ep: &str) -> Result<(), String> {
+    let (host, port) = ep
+        .rsplit_once(':')
+        .ok_or_else(|| format!("endpoint `{ep}` must be host:port"))?;
+    if host.is_empty() {
+        return Err(format!("endpoint `{ep}` has no host; write e.g. 0.0.0.0{ep} or localhost{ep}"));
+    }
+    port.parse::<u16>()
+        .map_err(|_| format!("endpoint `{ep}` has an invalid port `{port}`"))?;
+    Ok(())
+}

@@ -1,0 +1,3 @@
+//! Pure conversions between data formats: no I/O, easy to test and benchmark.
+
+pub mod otlp_json;

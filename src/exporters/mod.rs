@@ -1,0 +1,156 @@
+//! Exporters: where data leaves spanwire. Each exporter implements [`Export`]
+//! (send one batch, say whether a failure is worth retrying); the shared
+//! [`queue`] gives every exporter its own bounded sending queue, consumers and
+//! retry loop, so one slow exporter never stalls another beyond its own queue.
+
+pub mod debug;
+pub mod file;
+pub mod otlp;
+pub mod otlphttp;
+pub mod queue;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::config::de::{from_node, DeError};
+use crate::config::types::{QueueConfig, RetryConfig};
+use crate::config::yaml::Node;
+use crate::config::ComponentId;
+use crate::pipeline::StartError;
+use crate::signal::{Signal, Telemetry};
+
+/// The typed config of one exporter.
+#[derive(Debug, Clone)]
+pub enum ExporterConfig {
+    /// `otlp` / `otlp_grpc`: OTLP over gRPC.
+    Otlp(otlp::OtlpExporterConfig),
+    /// `otlphttp` / `otlp_http`: OTLP over HTTP.
+    OtlpHttp(otlphttp::OtlpHttpExporterConfig),
+    /// `debug`: to stderr.
+    Debug(debug::DebugConfig),
+    /// `file`: OTLP/JSON lines to a file.
+    File(file::FileConfig),
+}
+
+impl ExporterConfig {
+    /// Exporter types spanwire knows.
+    pub const KINDS: &'static [&'static str] = &["otlp", "otlp_grpc", "otlphttp", "otlp_http", "debug", "file"];
+
+    /// Parses the section of an exporter of type `kind`; `None` for an unknown type.
+    pub fn parse(kind: &str, node: &Node) -> Option<Result<ExporterConfig, DeError>> {
+        Some(match kind {
+            "otlp" | "otlp_grpc" => from_node::<otlp::OtlpExporterConfig>(node)
+                .and_then(|c| c.validate().map(|_| c))
+                .map(ExporterConfig::Otlp),
+            "otlphttp" | "otlp_http" => from_node::<otlphttp::OtlpHttpExporterConfig>(node)
+                .and_then(|c| c.validate().map(|_| c))
+                .map(ExporterConfig::OtlpHttp),
+            "debug" => from_node::<debug::DebugConfig>(node).map(ExporterConfig::Debug),
+            "file" => from_node::<file::FileConfig>(node)
+                .and_then(|c| c.validate().map(|_| c))
+                .map(ExporterConfig::File),
+            _ => return None,
+        })
+    }
+
+    /// Signals the exporter takes.
+    pub fn signals(&self) -> &'static [Signal] {
+        &Signal::ALL
+    }
+
+    /// Addresses the exporter itself listens on (e.g. a scrape endpoint).
+    pub fn listen_endpoints(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Builds the exporter with its queue and retry settings.
+    pub fn build(&self, id: &ComponentId) -> Result<Built, StartError> {
+        let name = id.to_string();
+        Ok(match self {
+            ExporterConfig::Otlp(c) => Built {
+                export: Arc::new(otlp::OtlpExporter::new(c, name)?),
+                queue: c.sending_queue.clone(),
+                retry: c.retry_on_failure.clone(),
+            },
+            ExporterConfig::OtlpHttp(c) => Built {
+                export: Arc::new(otlphttp::OtlpHttpExporter::new(c, name)?),
+                queue: c.sending_queue.clone(),
+                retry: c.retry_on_failure.clone(),
+            },
+            ExporterConfig::Debug(c) => Built {
+                export: Arc::new(debug::DebugExporter::new(c)),
+                queue: QueueConfig {
+                    enabled: true,
+                    num_consumers: 1,
+                    queue_size: 100,
+                },
+                retry: RetryConfig {
+                    enabled: false,
+                    ..RetryConfig::default()
+                },
+            },
+            ExporterConfig::File(c) => Built {
+                export: Arc::new(file::FileExporter::new(c)?),
+                queue: QueueConfig {
+                    enabled: true,
+                    num_consumers: 1,
+                    queue_size: 1000,
+                },
+                retry: RetryConfig {
+                    enabled: true,
+                    initial_interval: Duration::from_millis(100),
+                    max_interval: Duration::from_secs(5),
+                    max_elapsed_time: Duration::from_secs(60),
+                    ..RetryConfig::default()
+                },
+            },
+        })
+    }
+}
+
+/// An exporter ready to run.
+pub struct Built {
+    /// The sender.
+    pub export: Arc<dyn Export>,
+    /// Its queue settings.
+    pub queue: QueueConfig,
+    /// Its retry settings.
+    pub retry: RetryConfig,
+}
+
+/// What a successful export reports.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct ExportOk {
+    /// Items the backend rejected (OTLP partial success).
+    pub rejected: u64,
+    /// The backend's message about them.
+    pub message: String,
+}
+
+/// Why an export failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ExportError {
+    /// Worth retrying (UNAVAILABLE, 429, 502–504, connection errors, timeouts).
+    #[error("{reason}")]
+    Retryable {
+        /// What happened.
+        reason: String,
+        /// The backend's hint (Retry-After / RetryInfo).
+        retry_after: Option<Duration>,
+    },
+    /// Not worth retrying (400, invalid data, auth).
+    #[error("{0}")]
+    Permanent(String),
+}
+
+/// Sends one batch to a destination.
+#[async_trait]
+pub trait Export: Send + Sync + 'static {
+    /// Sends `data`; may be called again with the same data to retry.
+    async fn export(&self, data: &Telemetry) -> Result<ExportOk, ExportError>;
+
+    /// Flushes and closes, after the last export.
+    async fn shutdown(&self) {}
+}

@@ -1,0 +1,336 @@
+//! Exporter `otlphttp` (also `otlp_http`): OTLP over HTTP, protobuf or JSON.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use prost::Message;
+use serde::Deserialize;
+
+use super::{Export, ExportError, ExportOk};
+use crate::config::de::DeError;
+use crate::config::types::{duration, Compression, QueueConfig, RetryConfig, TlsClientConfig};
+use crate::net::HttpsConnector;
+use crate::pipeline::StartError;
+use crate::signal::{Signal, Telemetry};
+
+/// Wire encoding of request bodies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum HttpEncoding {
+    /// `application/x-protobuf`.
+    #[default]
+    Proto,
+    /// `application/json` (OTLP/JSON).
+    Json,
+}
+
+/// `exporters.otlphttp`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpHttpExporterConfig {
+    /// Base URL; `/v1/traces` etc. are appended.
+    pub endpoint: Option<String>,
+    /// Full URL for traces, overriding `endpoint`.
+    #[serde(default)]
+    pub traces_endpoint: Option<String>,
+    /// Full URL for metrics, overriding `endpoint`.
+    #[serde(default)]
+    pub metrics_endpoint: Option<String>,
+    /// Full URL for logs, overriding `endpoint`.
+    #[serde(default)]
+    pub logs_endpoint: Option<String>,
+    /// `proto` (default) or `json`.
+    #[serde(default)]
+    pub encoding: HttpEncoding,
+    /// Extra HTTP headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// `gzip` (default), `zstd` or `none`.
+    #[serde(default)]
+    pub compression: Compression,
+    /// Deadline of one request.
+    #[serde(default = "super::otlp::default_timeout", with = "duration")]
+    pub timeout: Duration,
+    /// TLS settings (used for `https://` URLs).
+    #[serde(default)]
+    pub tls: TlsClientConfig,
+    /// Retry settings.
+    #[serde(default)]
+    pub retry_on_failure: RetryConfig,
+    /// Queue settings.
+    #[serde(default)]
+    pub sending_queue: QueueConfig,
+}
+
+impl OtlpHttpExporterConfig {
+    fn url(&self, signal: Signal) -> Option<String> {
+        let specific = match signal {
+            Signal::Traces => &self.traces_endpoint,
+            Signal::Metrics => &self.metrics_endpoint,
+            Signal::Logs => &self.logs_endpoint,
+        };
+        specific.clone().or_else(|| {
+            self.endpoint
+                .as_ref()
+                .map(|e| format!("{}/v1/{}", e.trim_end_matches('/'), signal.as_str()))
+        })
+    }
+
+    /// Checks values serde cannot.
+    pub fn validate(&self) -> Result<(), DeError> {
+        use serde::de::Error;
+        for s in Signal::ALL {
+            match self.url(s) {
+                None => {
+                    return Err(DeError::custom(format!(
+                        "set endpoint (or {}_endpoint)",
+                        s.as_str()
+                    )))
+                }
+                Some(u) => {
+                    if !(u.starts_with("http://") || u.starts_with("https://")) {
+                        return Err(DeError::custom(format!("endpoint `{u}` must start with http:// or https://")));
+                    }
+                    u.parse::<http::Uri>()
+                        .map_err(|e| DeError::custom(format!("invalid endpoint `{u}`: {e}")))?;
+                }
+            }
+        }
+        for (k, v) in &self.headers {
+            HeaderName::from_bytes(k.as_bytes()).map_err(|_| DeError::custom(format!("headers: invalid name `{k}`")))?;
+            HeaderValue::from_str(v).map_err(|_| DeError::custom(format!("headers: invalid value for `{k}`")))?;
+        }
+        self.sending_queue.validate().map_err(DeError::custom)?;
+        Ok(())
+    }
+}
+
+/// The running exporter.
+pub struct OtlpHttpExporter {
+    client: Client<HttpsConnector, Full<Bytes>>,
+    urls: [http::Uri; 3],
+    headers: HeaderMap,
+    encoding: HttpEncoding,
+    compression: Compression,
+    timeout: Duration,
+}
+
+impl OtlpHttpExporter {
+    /// Builds the client.
+    pub fn new(cfg: &OtlpHttpExporterConfig, name: String) -> Result<Self, StartError> {
+        let connector = crate::net::https_connector(&cfg.tls, false).map_err(|e| StartError::component(&name, e.to_string()))?;
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(connector);
+        let url = |s: Signal| -> Result<http::Uri, StartError> {
+            let u = cfg
+                .url(s)
+                .ok_or_else(|| StartError::component(&name, "no endpoint configured"))?;
+            u.parse()
+                .map_err(|e| StartError::component(&name, format!("invalid endpoint `{u}`: {e}")))
+        };
+        let mut headers = HeaderMap::new();
+        for (k, v) in &cfg.headers {
+            let name_ = HeaderName::from_bytes(k.as_bytes()).map_err(|e| StartError::component(&name, e.to_string()))?;
+            let value = HeaderValue::from_str(v).map_err(|e| StartError::component(&name, e.to_string()))?;
+            headers.insert(name_, value);
+        }
+        Ok(OtlpHttpExporter {
+            client,
+            urls: [url(Signal::Traces)?, url(Signal::Metrics)?, url(Signal::Logs)?],
+            headers,
+            encoding: cfg.encoding,
+            compression: cfg.compression,
+            timeout: cfg.timeout,
+        })
+    }
+
+    fn body(&self, data: &Telemetry) -> Bytes {
+        match self.encoding {
+            HttpEncoding::Json => Bytes::from(crate::convert::otlp_json::encode_to_vec(data)),
+            HttpEncoding::Proto => match data {
+                Telemetry::Traces(v) => super::otlp::encode_request(v),
+                Telemetry::Metrics(v) => super::otlp::encode_request(v),
+                Telemetry::Logs(v) => super::otlp::encode_request(v),
+            },
+        }
+    }
+}
+
+/// Seconds or an HTTP date in a Retry-After header (dates are taken as "soon": 1s).
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let v = headers.get(header::RETRY_AFTER)?.to_str().ok()?;
+    match v.trim().parse::<u64>() {
+        Ok(s) => Some(Duration::from_secs(s)),
+        Err(_) => Some(Duration::from_secs(1)),
+    }
+}
+
+/// Reads `partialSuccess` from a response body.
+fn partial_success(signal: Signal, encoding: HttpEncoding, body: &[u8]) -> ExportOk {
+    if body.is_empty() {
+        return ExportOk::default();
+    }
+    match encoding {
+        HttpEncoding::Proto => {
+            use opentelemetry_proto::tonic::collector::{logs, metrics, trace};
+            let p = match signal {
+                Signal::Traces => trace::v1::ExportTraceServiceResponse::decode(body)
+                    .ok()
+                    .and_then(|r| r.partial_success)
+                    .map(|p| (p.rejected_spans, p.error_message)),
+                Signal::Metrics => metrics::v1::ExportMetricsServiceResponse::decode(body)
+                    .ok()
+                    .and_then(|r| r.partial_success)
+                    .map(|p| (p.rejected_data_points, p.error_message)),
+                Signal::Logs => logs::v1::ExportLogsServiceResponse::decode(body)
+                    .ok()
+                    .and_then(|r| r.partial_success)
+                    .map(|p| (p.rejected_log_records, p.error_message)),
+            };
+            p.map(|(n, message)| ExportOk {
+                rejected: n.max(0) as u64,
+                message,
+            })
+            .unwrap_or_default()
+        }
+        HttpEncoding::Json => {
+            let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+                return ExportOk::default();
+            };
+            let Some(p) = v.get("partialSuccess").or_else(|| v.get("partial_success")) else {
+                return ExportOk::default();
+            };
+            let rejected = p
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(k, _)| k.starts_with("rejected"))
+                .find_map(|(_, n)| n.as_u64().or_else(|| n.as_str().and_then(|s| s.parse().ok())))
+                .unwrap_or(0);
+            let message = p
+                .get("errorMessage")
+                .or_else(|| p.get("error_message"))
+                .and_then(|m| m.as_str())
+                .unwrap_or_default()
+                .to_string();
+            ExportOk { rejected, message }
+        }
+    }
+}
+
+#[async_trait]
+impl Export for OtlpHttpExporter {
+    async fn export(&self, data: &Telemetry) -> Result<ExportOk, ExportError> {
+        let signal = data.signal();
+        let raw = self.body(data);
+        let (body, content_encoding) = match self.compression {
+            Compression::Gzip => (Bytes::from(crate::net::gzip(&raw)), Some("gzip")),
+            Compression::Zstd => (Bytes::from(crate::net::zstd_compress(&raw)), Some("zstd")),
+            Compression::None => (raw, None),
+        };
+        let url = &self.urls[match signal {
+            Signal::Traces => 0,
+            Signal::Metrics => 1,
+            Signal::Logs => 2,
+        }];
+        let mut req = http::Request::builder()
+            .method(Method::POST)
+            .uri(url.clone())
+            .header(
+                header::CONTENT_TYPE,
+                match self.encoding {
+                    HttpEncoding::Proto => "application/x-protobuf",
+                    HttpEncoding::Json => "application/json",
+                },
+            )
+            .header(header::USER_AGENT, concat!("spanwire/", env!("CARGO_PKG_VERSION")));
+        if let Some(ce) = content_encoding {
+            req = req.header(header::CONTENT_ENCODING, ce);
+        }
+        let mut req = req
+            .body(Full::new(body))
+            .map_err(|e| ExportError::Permanent(format!("cannot build request: {e}")))?;
+        req.headers_mut().extend(self.headers.clone());
+        let resp = match tokio::time::timeout(self.timeout, self.client.request(req)).await {
+            Err(_) => {
+                return Err(ExportError::Retryable {
+                    reason: format!("POST {url} timed out after {:?}", self.timeout),
+                    retry_after: None,
+                })
+            }
+            Ok(Err(e)) => {
+                return Err(ExportError::Retryable {
+                    reason: format!("POST {url}: {e}"),
+                    retry_after: None,
+                })
+            }
+            Ok(Ok(r)) => r,
+        };
+        let status = resp.status();
+        let hint = retry_after(resp.headers());
+        let body = match tokio::time::timeout(self.timeout, Limited::new(resp.into_body(), 4 * 1024 * 1024).collect()).await {
+            Ok(Ok(b)) => b.to_bytes(),
+            _ => Bytes::new(),
+        };
+        if status.is_success() {
+            return Ok(partial_success(signal, self.encoding, &body));
+        }
+        let text: String = String::from_utf8_lossy(&body).chars().take(300).collect();
+        let reason = format!("POST {url}: HTTP {status}: {}", text.trim());
+        match status {
+            StatusCode::TOO_MANY_REQUESTS
+            | StatusCode::BAD_GATEWAY
+            | StatusCode::SERVICE_UNAVAILABLE
+            | StatusCode::GATEWAY_TIMEOUT
+            | StatusCode::REQUEST_TIMEOUT => Err(ExportError::Retryable {
+                reason,
+                retry_after: hint,
+            }),
+            _ => Err(ExportError::Permanent(reason)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_partial_success_is_read() {
+        let ok = partial_success(
+            Signal::Traces,
+            HttpEncoding::Json,
+            br#"{"partialSuccess":{"rejectedSpans":"3","errorMessage":"bad ids"}}"#,
+        );
+        assert_eq!(ok.rejected, 3);
+        assert_eq!(ok.message, "bad ids");
+        assert_eq!(partial_success(Signal::Traces, HttpEncoding::Json, b"{}").rejected, 0);
+    }
+
+    #[test]
+    fn urls_come_from_base_or_override() {
+        let c = OtlpHttpExporterConfig {
+            endpoint: Some("http://h:4318/".into()),
+            traces_endpoint: Some("http://t/x".into()),
+            metrics_endpoint: None,
+            logs_endpoint: None,
+            encoding: HttpEncoding::Proto,
+            headers: BTreeMap::new(),
+            compression: Compression::Gzip,
+            timeout: Duration::from_secs(1),
+            tls: TlsClientConfig::default(),
+            retry_on_failure: RetryConfig::default(),
+            sending_queue: QueueConfig::default(),
+        };
+        assert_eq!(c.url(Signal::Traces).unwrap(), "http://t/x");
+        assert_eq!(c.url(Signal::Logs).unwrap(), "http://h:4318/v1/logs");
+        assert!(c.validate().is_ok());
+    }
+}

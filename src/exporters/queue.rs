@@ -1,0 +1,417 @@
+//! The sending queue every exporter gets: a bounded channel of batches,
+//! `num_consumers` workers draining it, and a jittered exponential retry loop
+//! that honours the backend's Retry-After / RetryInfo.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use metrics::Gauge;
+use rand::Rng;
+use tokio::sync::{mpsc, Mutex};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{Export, ExportError};
+use crate::config::types::RetryConfig;
+use crate::pipeline::{ConsumeError, Consumer};
+use crate::signal::{Signal, Telemetry};
+use crate::telemetry::{gauge, SignalCounters};
+
+/// Counters shared by an exporter's input and workers.
+pub struct Shared {
+    name: String,
+    /// Items queued or being sent, per signal (traces, metrics, logs).
+    outstanding: [AtomicU64; 3],
+    queued_batches: AtomicU64,
+    queue_gauge: Gauge,
+    sent: SignalCounters,
+    failed: SignalCounters,
+}
+
+fn slot(signal: Signal) -> usize {
+    match signal {
+        Signal::Traces => 0,
+        Signal::Metrics => 1,
+        Signal::Logs => 2,
+    }
+}
+
+impl Shared {
+    fn new(name: &str) -> Shared {
+        let labels = [("exporter", name.to_string())];
+        Shared {
+            name: name.to_string(),
+            outstanding: Default::default(),
+            queued_batches: AtomicU64::new(0),
+            queue_gauge: gauge("spanwire_exporter_queue_size", &labels),
+            sent: SignalCounters::new("spanwire_exporter_sent", &labels),
+            failed: SignalCounters::new("spanwire_exporter_send_failed", &labels),
+        }
+    }
+
+    /// Items still queued or in flight, per signal.
+    pub fn outstanding(&self) -> Vec<(Signal, u64)> {
+        Signal::ALL
+            .iter()
+            .map(|s| (*s, self.outstanding[slot(*s)].load(Ordering::Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+
+    /// The exporter's id.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// The consumer side of an exporter.
+pub struct ExporterInput {
+    shared: Arc<Shared>,
+    mode: Mode,
+}
+
+enum Mode {
+    Queued(mpsc::Sender<Telemetry>),
+    Direct {
+        export: Arc<dyn Export>,
+        retry: RetryConfig,
+        stop: CancellationToken,
+    },
+}
+
+impl ExporterInput {
+    /// Reserves a queue slot; `Ok(None)` for an exporter without a queue.
+    pub fn try_reserve(&self) -> Result<Option<mpsc::Permit<'_, Telemetry>>, String> {
+        match &self.mode {
+            Mode::Queued(tx) => tx.try_reserve().map(Some).map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => format!("exporter {}: sending queue is full", self.shared.name),
+                mpsc::error::TrySendError::Closed(_) => format!("exporter {}: shutting down", self.shared.name),
+            }),
+            Mode::Direct { .. } => Ok(None),
+        }
+    }
+
+    /// Puts `data` in the reserved slot.
+    pub fn send_reserved(&self, permit: mpsc::Permit<'_, Telemetry>, data: Telemetry) {
+        let n = data.item_count() as u64;
+        self.shared.outstanding[slot(data.signal())].fetch_add(n, Ordering::Relaxed);
+        let depth = self.shared.queued_batches.fetch_add(1, Ordering::Relaxed) + 1;
+        self.shared.queue_gauge.set(depth as f64);
+        permit.send(data);
+    }
+
+    /// Exports `data` in the caller's task (for exporters whose queue is disabled).
+    pub async fn send_direct(&self, data: Telemetry) -> Result<(), ConsumeError> {
+        match &self.mode {
+            Mode::Direct { export, retry, stop } => {
+                let n = data.item_count() as u64;
+                let s = slot(data.signal());
+                self.shared.outstanding[s].fetch_add(n, Ordering::Relaxed);
+                let ok = deliver(export.as_ref(), &data, retry, stop, &self.shared).await;
+                self.shared.outstanding[s].fetch_sub(n, Ordering::Relaxed);
+                if ok {
+                    Ok(())
+                } else {
+                    Err(ConsumeError::Failed(format!("exporter {} could not deliver the data", self.shared.name)))
+                }
+            }
+            Mode::Queued(_) => Err(ConsumeError::Failed("send_direct on a queued exporter".into())),
+        }
+    }
+}
+
+/// Fans a pipeline's output out to its exporters, all or nothing: a batch is
+/// queued to every exporter only if every queue has room, so a refused
+/// batch is retried without duplicating it anywhere.
+pub struct ExporterFanout {
+    targets: Vec<Arc<ExporterInput>>,
+}
+
+impl ExporterFanout {
+    /// A fan-out over `targets`.
+    pub fn new(targets: Vec<Arc<ExporterInput>>) -> ExporterFanout {
+        ExporterFanout { targets }
+    }
+}
+
+#[async_trait]
+impl Consumer for ExporterFanout {
+    async fn consume(&self, data: Telemetry) -> Result<(), ConsumeError> {
+        let mut permits = Vec::with_capacity(self.targets.len());
+        for t in &self.targets {
+            match t.try_reserve() {
+                Ok(p) => permits.push(p),
+                Err(reason) => return Err(ConsumeError::refused(reason, Duration::from_secs(1), data)),
+            }
+        }
+        let direct: Vec<&Arc<ExporterInput>> = self
+            .targets
+            .iter()
+            .zip(&permits)
+            .filter(|(_, p)| p.is_none())
+            .map(|(t, _)| t)
+            .collect();
+        let queued: Vec<(&Arc<ExporterInput>, mpsc::Permit<'_, Telemetry>)> = self
+            .targets
+            .iter()
+            .zip(permits)
+            .filter_map(|(t, p)| p.map(|p| (t, p)))
+            .collect();
+        let copies_needed = queued.len() + direct.len();
+        let mut data = Some(data);
+        let mut made = 0;
+        let mut take = |data: &mut Option<Telemetry>| {
+            made += 1;
+            if made == copies_needed {
+                data.take()
+            } else {
+                data.as_ref().cloned()
+            }
+        };
+        for (t, p) in queued {
+            if let Some(d) = take(&mut data) {
+                t.send_reserved(p, d);
+            }
+        }
+        let mut result = Ok(());
+        for t in direct {
+            if let Some(d) = take(&mut data) {
+                if let Err(e) = t.send_direct(d).await {
+                    result = Err(e);
+                }
+            }
+        }
+        result
+    }
+}
+
+/// A running exporter.
+pub struct RunningExporter {
+    /// Where pipelines send.
+    pub input: Arc<ExporterInput>,
+    /// Counters for the shutdown report.
+    pub shared: Arc<Shared>,
+    /// Queue workers (none without a queue).
+    pub workers: Vec<JoinHandle<()>>,
+    /// The exporter, to shut down after the workers.
+    pub export: Arc<dyn Export>,
+}
+
+/// Starts the queue and its workers. `stop` ends retries at the shutdown deadline.
+pub fn spawn(
+    name: &str,
+    export: Arc<dyn Export>,
+    queue: &crate::config::types::QueueConfig,
+    retry: RetryConfig,
+    stop: CancellationToken,
+) -> RunningExporter {
+    let shared = Arc::new(Shared::new(name));
+    let labels = [("exporter", name.to_string())];
+    if !queue.enabled {
+        gauge("spanwire_exporter_queue_capacity", &labels).set(0.0);
+        return RunningExporter {
+            input: Arc::new(ExporterInput {
+                shared: shared.clone(),
+                mode: Mode::Direct {
+                    export: export.clone(),
+                    retry,
+                    stop,
+                },
+            }),
+            shared,
+            workers: Vec::new(),
+            export,
+        };
+    }
+    gauge("spanwire_exporter_queue_capacity", &labels).set(queue.queue_size as f64);
+    let (tx, rx) = mpsc::channel::<Telemetry>(queue.queue_size);
+    let rx = Arc::new(Mutex::new(rx));
+    let workers = (0..queue.num_consumers)
+        .map(|_| {
+            let rx = rx.clone();
+            let export = export.clone();
+            let shared = shared.clone();
+            let retry = retry.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                loop {
+                    let next = {
+                        let mut rx = rx.lock().await;
+                        tokio::select! {
+                            v = rx.recv() => v,
+                            _ = stop.cancelled() => None,
+                        }
+                    };
+                    let Some(data) = next else { break };
+                    let depth = shared.queued_batches.fetch_sub(1, Ordering::Relaxed).saturating_sub(1);
+                    shared.queue_gauge.set(depth as f64);
+                    let n = data.item_count() as u64;
+                    deliver(export.as_ref(), &data, &retry, &stop, &shared).await;
+                    shared.outstanding[slot(data.signal())].fetch_sub(n, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    RunningExporter {
+        input: Arc::new(ExporterInput {
+            shared: shared.clone(),
+            mode: Mode::Queued(tx),
+        }),
+        shared,
+        workers,
+        export,
+    }
+}
+
+/// Sends one batch, retrying as configured. Returns whether it was delivered.
+async fn deliver(export: &dyn Export, data: &Telemetry, retry: &RetryConfig, stop: &CancellationToken, shared: &Shared) -> bool {
+    let signal = data.signal();
+    let n = data.item_count();
+    let started = Instant::now();
+    let mut interval = retry.initial_interval;
+    loop {
+        match export.export(data).await {
+            Ok(ok) => {
+                let rejected = (ok.rejected as usize).min(n);
+                shared.sent.add(signal, n - rejected);
+                if rejected > 0 {
+                    shared.failed.add(signal, rejected);
+                    tracing::warn!(exporter = %shared.name, %signal, rejected, message = %ok.message,
+                        "backend rejected part of a batch (partial success)");
+                }
+                return true;
+            }
+            Err(ExportError::Permanent(reason)) => {
+                shared.failed.add(signal, n);
+                tracing::error!(exporter = %shared.name, %signal, items = n, %reason, "export failed permanently; dropping");
+                return false;
+            }
+            Err(ExportError::Retryable { reason, retry_after }) => {
+                if !retry.enabled {
+                    shared.failed.add(signal, n);
+                    tracing::error!(exporter = %shared.name, %signal, items = n, %reason, "export failed and retry is disabled; dropping");
+                    return false;
+                }
+                let wait = retry_after.unwrap_or_else(|| jitter(interval, retry.randomization_factor));
+                if !retry.max_elapsed_time.is_zero() && started.elapsed() + wait > retry.max_elapsed_time {
+                    shared.failed.add(signal, n);
+                    tracing::error!(exporter = %shared.name, %signal, items = n, %reason,
+                        elapsed_s = started.elapsed().as_secs_f64(), "giving up after max_elapsed_time; dropping");
+                    return false;
+                }
+                tracing::warn!(exporter = %shared.name, %signal, items = n, %reason, wait_ms = wait.as_millis() as u64,
+                    "export failed; will retry");
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = stop.cancelled() => {
+                        shared.failed.add(signal, n);
+                        tracing::error!(exporter = %shared.name, %signal, items = n, %reason,
+                            "shutdown deadline reached while retrying; dropping");
+                        return false;
+                    }
+                }
+                interval = Duration::from_secs_f64(
+                    (interval.as_secs_f64() * retry.multiplier).min(retry.max_interval.as_secs_f64()),
+                );
+            }
+        }
+    }
+}
+
+fn jitter(d: Duration, factor: f64) -> Duration {
+    if factor <= 0.0 {
+        return d;
+    }
+    let f = factor.min(1.0);
+    let r: f64 = rand::rng().random_range((1.0 - f)..=(1.0 + f));
+    Duration::from_secs_f64(d.as_secs_f64() * r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::types::QueueConfig;
+    use crate::exporters::ExportOk;
+    use std::sync::atomic::AtomicUsize;
+
+    /// Fails `fail_first` times with a retryable error, then succeeds; counts items.
+    struct Flaky {
+        fail_first: usize,
+        calls: AtomicUsize,
+        delivered: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl Export for Flaky {
+        async fn export(&self, data: &Telemetry) -> Result<ExportOk, ExportError> {
+            let c = self.calls.fetch_add(1, Ordering::SeqCst);
+            if c < self.fail_first {
+                return Err(ExportError::Retryable {
+                    reason: "down".into(),
+                    retry_after: Some(Duration::from_millis(5)),
+                });
+            }
+            self.delivered.fetch_add(data.item_count(), Ordering::SeqCst);
+            Ok(ExportOk::default())
+        }
+    }
+
+    fn one_span() -> Telemetry {
+        use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+        Telemetry::Traces(vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans: vec![Span::default()],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }])
+    }
+
+    #[tokio::test]
+    async fn retries_until_delivered_and_refuses_when_full() {
+        let flaky = Arc::new(Flaky {
+            fail_first: 3,
+            calls: AtomicUsize::new(0),
+            delivered: AtomicUsize::new(0),
+        });
+        let q = QueueConfig {
+            enabled: true,
+            num_consumers: 1,
+            queue_size: 2,
+        };
+        let stop = CancellationToken::new();
+        let running = spawn("t", flaky.clone(), &q, RetryConfig::default(), stop.clone());
+        let fan = ExporterFanout::new(vec![running.input.clone()]);
+        let mut accepted = 0;
+        let mut refused = 0;
+        for _ in 0..10 {
+            match fan.consume(one_span()).await {
+                Ok(()) => accepted += 1,
+                Err(ConsumeError::Refused(r)) => {
+                    assert_eq!(r.data.item_count(), 1, "refused data is handed back");
+                    refused += 1
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!(refused > 0, "a queue of 2 must refuse some of 10 immediate sends");
+        drop(fan);
+        drop(running.input);
+        for w in running.workers {
+            w.await.unwrap();
+        }
+        assert_eq!(flaky.delivered.load(Ordering::SeqCst), accepted);
+        assert!(running.shared.outstanding().is_empty());
+    }
+
+    #[test]
+    fn jitter_stays_in_range() {
+        for _ in 0..100 {
+            let j = jitter(Duration::from_secs(10), 0.5);
+            assert!(j >= Duration::from_secs(5) && j <= Duration::from_secs(15));
+        }
+    }
+}

@@ -1,0 +1,324 @@
+//! Networking shared by components: binding listeners, a small HTTP server
+//! with graceful shutdown and TCP_NODELAY, bounded decompression, and TLS
+//! client connectors.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io::{self, Read};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::types::TlsClientConfig;
+
+/// Errors of this module.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// The endpoint could not be resolved or bound.
+    #[error("cannot listen on `{endpoint}`: {source}")]
+    Bind {
+        /// The configured endpoint.
+        endpoint: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// A TLS file could not be used.
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+/// Resolves `host:port` and binds a TCP listener on the first address that works.
+pub async fn bind(endpoint: &str) -> Result<TcpListener, NetError> {
+    let fail = |source: io::Error| NetError::Bind {
+        endpoint: endpoint.to_string(),
+        source,
+    };
+    let mut addrs: Vec<SocketAddr> = tokio::net::lookup_host(endpoint).await.map_err(fail)?.collect();
+    // Prefer IPv4 for `localhost`, as most senders resolve it that way.
+    addrs.sort_by_key(|a| !a.is_ipv4());
+    let mut last = io::Error::new(io::ErrorKind::AddrNotAvailable, "no address resolved");
+    for addr in addrs {
+        match TcpListener::bind(addr).await {
+            Ok(l) => return Ok(l),
+            Err(e) => last = e,
+        }
+    }
+    Err(fail(last))
+}
+
+/// A response body.
+pub type Body = Full<Bytes>;
+
+/// Serves HTTP/1.1 and h2c on `listener` with `handler` until `cancel` fires,
+/// then lets open requests finish (at most `grace`).
+pub fn serve_http<H, F>(listener: TcpListener, handler: H, cancel: CancellationToken, grace: Duration) -> JoinHandle<()>
+where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let (stream, _) = match accepted {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let h = handler.clone();
+                    let svc = hyper::service::service_fn(move |req| {
+                        let fut = h(req);
+                        async move { Ok::<_, Infallible>(fut.await) }
+                    });
+                    let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
+                    let watched = graceful.watch(conn);
+                    tokio::spawn(async move {
+                        let _ = watched.await;
+                    });
+                }
+                _ = cancel.cancelled() => break,
+            }
+        }
+        drop(listener);
+        let _ = tokio::time::timeout(grace, graceful.shutdown()).await;
+    })
+}
+
+/// Why a compressed body was not accepted.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum DecompressError {
+    /// The encoding is not one we read.
+    #[error("unsupported Content-Encoding `{0}`; use gzip, zstd or none")]
+    Unsupported(String),
+    /// The body is not valid for its encoding.
+    #[error("cannot decompress {encoding} body: {message}")]
+    Corrupt {
+        /// The encoding.
+        encoding: &'static str,
+        /// The decoder's message.
+        message: String,
+    },
+    /// The decompressed body would exceed the limit.
+    #[error("decompressed body exceeds the limit of {0} bytes")]
+    TooLarge(usize),
+}
+
+/// Decompresses `body` per `Content-Encoding`, refusing to inflate past `limit` bytes.
+pub fn decompress(encoding: Option<&str>, body: Bytes, limit: usize) -> Result<Bytes, DecompressError> {
+    let enc = encoding.map(|e| e.trim().to_ascii_lowercase()).unwrap_or_default();
+    match enc.as_str() {
+        "" | "identity" | "none" => Ok(body),
+        "gzip" | "x-gzip" => read_bounded(flate2::read::MultiGzDecoder::new(&body[..]), "gzip", limit),
+        "zstd" => {
+            let dec = zstd::stream::read::Decoder::new(&body[..]).map_err(|e| DecompressError::Corrupt {
+                encoding: "zstd",
+                message: e.to_string(),
+            })?;
+            read_bounded(dec, "zstd", limit)
+        }
+        other => Err(DecompressError::Unsupported(other.to_string())),
+    }
+}
+
+fn read_bounded(r: impl Read, encoding: &'static str, limit: usize) -> Result<Bytes, DecompressError> {
+    let mut out = Vec::new();
+    let mut taken = r.take(limit as u64 + 1);
+    taken.read_to_end(&mut out).map_err(|e| DecompressError::Corrupt {
+        encoding,
+        message: e.to_string(),
+    })?;
+    if out.len() > limit {
+        return Err(DecompressError::TooLarge(limit));
+    }
+    Ok(Bytes::from(out))
+}
+
+/// gzip-compresses `data`.
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(data.len() / 4 + 64), flate2::Compression::fast());
+    // Writing to a Vec cannot fail.
+    let _ = enc.write_all(data);
+    enc.finish().unwrap_or_default()
+}
+
+/// zstd-compresses `data`.
+pub fn zstd_compress(data: &[u8]) -> Vec<u8> {
+    zstd::bulk::compress(data, 1).unwrap_or_default()
+}
+
+/// An HTTP(S) connector with TCP_NODELAY for hyper and tonic clients.
+pub type HttpsConnector = hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>;
+
+/// Builds a connector that speaks plain HTTP for `http://` and TLS for `https://` URIs.
+pub fn https_connector(tls: &TlsClientConfig, http2_only: bool) -> Result<HttpsConnector, NetError> {
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(Duration::from_secs(10)));
+    let config = rustls_client_config(tls)?;
+    let builder = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(config)
+        .https_or_http();
+    let builder = match &tls.server_name_override {
+        Some(name) => {
+            let server_name = rustls_pki_types::ServerName::try_from(name.clone())
+                .map_err(|e| NetError::Tls(format!("server_name_override `{name}`: {e}")))?;
+            builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(server_name))
+        }
+        None => builder,
+    };
+    Ok(if http2_only {
+        builder.enable_http2().wrap_connector(http)
+    } else {
+        builder.enable_http1().enable_http2().wrap_connector(http)
+    })
+}
+
+fn rustls_client_config(tls: &TlsClientConfig) -> Result<rustls::ClientConfig, NetError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| NetError::Tls(e.to_string()))?;
+    let builder = if tls.insecure_skip_verify {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
+    } else {
+        let mut roots = rustls::RootCertStore::empty();
+        match &tls.ca_file {
+            Some(path) => {
+                let certs = CertificateDer::pem_file_iter(path)
+                    .map_err(|e| NetError::Tls(format!("ca_file `{path}`: {e}")))?;
+                for c in certs {
+                    let c = c.map_err(|e| NetError::Tls(format!("ca_file `{path}`: {e}")))?;
+                    roots
+                        .add(c)
+                        .map_err(|e| NetError::Tls(format!("ca_file `{path}`: {e}")))?;
+                }
+            }
+            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        }
+        builder.with_root_certificates(roots)
+    };
+    match (&tls.cert_file, &tls.key_file) {
+        (Some(cert), Some(key)) => {
+            let chain: Result<Vec<_>, _> = CertificateDer::pem_file_iter(cert)
+                .map_err(|e| NetError::Tls(format!("cert_file `{cert}`: {e}")))?
+                .collect();
+            let chain = chain.map_err(|e| NetError::Tls(format!("cert_file `{cert}`: {e}")))?;
+            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| NetError::Tls(format!("key_file `{key}`: {e}")))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| NetError::Tls(e.to_string()))
+        }
+        (None, None) => Ok(builder.with_no_client_auth()),
+        _ => Err(NetError::Tls("cert_file and key_file must be given together".into())),
+    }
+}
+
+#[derive(Debug)]
+struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls_pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls_pki_types::CertificateDer<'_>],
+        _server_name: &rustls_pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Normalises an exporter endpoint to a URI with a scheme: `host:port` becomes
+/// `https://host:port`, or `http://host:port` when `insecure` is set.
+pub fn endpoint_uri(endpoint: &str, insecure: bool) -> String {
+    if endpoint.starts_with("http://") || endpoint.starts_with("https://") {
+        endpoint.trim_end_matches('/').to_string()
+    } else if insecure {
+        format!("http://{}", endpoint.trim_end_matches('/'))
+    } else {
+        format!("https://{}", endpoint.trim_end_matches('/'))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gzip_bomb_is_refused_not_inflated() {
+        let zeros = vec![0u8; 50 * 1024 * 1024];
+        let bomb = gzip(&zeros);
+        assert!(bomb.len() < 1024 * 1024);
+        let err = decompress(Some("gzip"), Bytes::from(bomb), 1024 * 1024).unwrap_err();
+        assert_eq!(err, DecompressError::TooLarge(1024 * 1024));
+    }
+
+    #[test]
+    fn round_trips_and_rejects_garbage() {
+        let data = b"hello hello hello".to_vec();
+        assert_eq!(decompress(Some("gzip"), Bytes::from(gzip(&data)), 100).unwrap(), &data[..]);
+        assert_eq!(
+            decompress(Some("zstd"), Bytes::from(zstd_compress(&data)), 100).unwrap(),
+            &data[..]
+        );
+        assert!(matches!(
+            decompress(Some("gzip"), Bytes::from_static(b"not gzip"), 100),
+            Err(DecompressError::Corrupt { .. })
+        ));
+        assert!(matches!(
+            decompress(Some("br"), Bytes::from_static(b"x"), 100),
+            Err(DecompressError::Unsupported(_))
+        ));
+    }
+
+    #[test]
+    fn endpoints_get_schemes() {
+        assert_eq!(endpoint_uri("collector:4317", true), "http://collector:4317");
+        assert_eq!(endpoint_uri("collector:4317", false), "https://collector:4317");
+        assert_eq!(endpoint_uri("http://x:1/", false), "http://x:1");
+    }
+}

@@ -1,0 +1,528 @@
+//! Processor `batch`: groups items into batches of `send_batch_size`, sends
+//! what it has after `timeout`, and splits anything larger than
+//! `send_batch_max_size`.
+//!
+//! Its input is a bounded channel. When the next stage refuses a batch (its
+//! queues are full), the batcher holds the batch and retries with backoff;
+//! meanwhile its own input fills and receivers refuse new data, so pressure
+//! reaches the sender instead of memory.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::de::DeError;
+use crate::config::types::duration;
+use crate::pipeline::{BoxConsumer, ConsumeError, Consumer};
+use crate::signal::{metric_points, Telemetry};
+use crate::telemetry::SignalCounters;
+use opentelemetry_proto::tonic::logs::v1::{ResourceLogs, ScopeLogs};
+use opentelemetry_proto::tonic::metrics::v1::{metric::Data, Metric, ResourceMetrics, ScopeMetrics};
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+
+/// Requests the batcher's input holds before it refuses.
+pub const INPUT_CAPACITY: usize = 64;
+
+/// `processors.batch`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchConfig {
+    /// Send as soon as this many items are pending.
+    pub send_batch_size: usize,
+    /// Largest batch sent; larger ones are split (0 = no limit).
+    pub send_batch_max_size: usize,
+    /// Send whatever is pending after this long.
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig {
+            send_batch_size: 8192,
+            send_batch_max_size: 0,
+            timeout: Duration::from_millis(200),
+        }
+    }
+}
+
+impl BatchConfig {
+    /// Checks the values make sense together.
+    pub fn validate(&self) -> Result<(), DeError> {
+        use serde::de::Error;
+        if self.send_batch_max_size > 0 && self.send_batch_max_size < self.send_batch_size {
+            return Err(DeError::custom(format!(
+                "send_batch_max_size ({}) must be 0 or at least send_batch_size ({})",
+                self.send_batch_max_size, self.send_batch_size
+            )));
+        }
+        if self.send_batch_size == 0 && self.timeout.is_zero() {
+            return Err(DeError::custom("send_batch_size 0 needs a non-zero timeout"));
+        }
+        Ok(())
+    }
+}
+
+/// The consumer side of a running batcher.
+pub struct BatchInput {
+    tx: mpsc::Sender<Telemetry>,
+    pending: Arc<AtomicU64>,
+    name: String,
+}
+
+#[async_trait]
+impl Consumer for BatchInput {
+    async fn consume(&self, data: Telemetry) -> Result<(), ConsumeError> {
+        let n = data.item_count() as u64;
+        match self.tx.try_send(data) {
+            Ok(()) => {
+                self.pending.fetch_add(n, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Full(data)) => Err(ConsumeError::refused(
+                format!("{}: pipeline is full", self.name),
+                Duration::from_secs(1),
+                data,
+            )),
+            Err(mpsc::error::TrySendError::Closed(data)) => Err(ConsumeError::refused(
+                format!("{}: shutting down", self.name),
+                Duration::from_secs(5),
+                data,
+            )),
+        }
+    }
+}
+
+/// A running batcher: its input, its task, and a count of items it holds.
+pub struct RunningBatch {
+    /// Feed data here.
+    pub input: BoxConsumer,
+    /// Ends after the input closes and everything was passed on (or `stop` fired).
+    pub task: JoinHandle<()>,
+    /// Items received but not yet passed on.
+    pub pending: Arc<AtomicU64>,
+}
+
+/// Starts a batcher in front of `next`. `stop` makes it give up retrying a
+/// refused batch (at the shutdown deadline); what it held is counted as dropped.
+pub fn spawn(cfg: BatchConfig, next: BoxConsumer, name: String, labels: &[(&'static str, String)], stop: CancellationToken) -> RunningBatch {
+    let (tx, rx) = mpsc::channel(INPUT_CAPACITY);
+    let pending = Arc::new(AtomicU64::new(0));
+    let dropped = SignalCounters::new("spanwire_processor_dropped", labels);
+    let task = tokio::spawn(run(cfg, rx, next, pending.clone(), dropped, name.clone(), stop));
+    RunningBatch {
+        input: Arc::new(BatchInput {
+            tx,
+            pending: pending.clone(),
+            name,
+        }),
+        task,
+        pending,
+    }
+}
+
+async fn run(
+    cfg: BatchConfig,
+    mut rx: mpsc::Receiver<Telemetry>,
+    next: BoxConsumer,
+    pending: Arc<AtomicU64>,
+    dropped: SignalCounters,
+    name: String,
+    stop: CancellationToken,
+) {
+    let mut buf: Option<Telemetry> = None;
+    let mut count = 0usize;
+    let mut deadline: Option<Instant> = None;
+    let target = cfg.send_batch_size.max(1);
+    let max = cfg.send_batch_max_size;
+    let sender = Sender {
+        next,
+        pending,
+        dropped,
+        name,
+        stop,
+    };
+    loop {
+        let timer = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            msg = rx.recv() => match msg {
+                Some(data) => {
+                    count += data.item_count();
+                    match &mut buf {
+                        Some(b) => append(b, data),
+                        None => buf = Some(data),
+                    }
+                    while count >= target {
+                        let take = if max > 0 { count.min(max) } else { count };
+                        let batch = if take == count {
+                            buf.take()
+                        } else {
+                            buf.as_mut().map(|b| split_front(b, take))
+                        };
+                        count -= take;
+                        if let Some(batch) = batch {
+                            sender.send(batch).await;
+                        }
+                    }
+                    if count > 0 && deadline.is_none() {
+                        deadline = Some(Instant::now() + cfg.timeout);
+                    }
+                    if count == 0 {
+                        deadline = None;
+                    }
+                }
+                None => break,
+            },
+            _ = timer => {
+                deadline = None;
+                if let Some(b) = buf.take() {
+                    count = 0;
+                    sender.send_split(b, max).await;
+                }
+            }
+        }
+    }
+    if let Some(b) = buf.take() {
+        sender.send_split(b, max).await;
+    }
+}
+
+struct Sender {
+    next: BoxConsumer,
+    pending: Arc<AtomicU64>,
+    dropped: SignalCounters,
+    name: String,
+    stop: CancellationToken,
+}
+
+impl Sender {
+    async fn send_split(&self, mut data: Telemetry, max: usize) {
+        if max > 0 {
+            while data.item_count() > max {
+                let head = split_front(&mut data, max);
+                self.send(head).await;
+            }
+        }
+        self.send(data).await;
+    }
+
+    /// Passes a batch on, retrying while the next stage refuses it.
+    async fn send(&self, data: Telemetry) {
+        let n = data.item_count();
+        if n == 0 {
+            return;
+        }
+        let signal = data.signal();
+        let mut data = data;
+        let mut backoff = Duration::from_millis(5);
+        loop {
+            match self.next.consume(data).await {
+                Ok(()) => break,
+                Err(ConsumeError::Refused(r)) => {
+                    data = r.data;
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = self.stop.cancelled() => {
+                            tracing::error!(processor = %self.name, items = n, %signal, reason = %r.reason,
+                                "shutdown deadline reached; dropping a batch the next stage refused");
+                            self.dropped.add(signal, n);
+                            break;
+                        }
+                    }
+                    backoff = (backoff * 2).min(Duration::from_millis(500));
+                }
+                Err(ConsumeError::Failed(reason)) => {
+                    tracing::error!(processor = %self.name, items = n, %signal, %reason, "next stage failed a batch");
+                    break;
+                }
+            }
+        }
+        self.pending.fetch_sub(n as u64, Ordering::Relaxed);
+    }
+}
+
+/// Appends `from` to `into` (same signal; a mismatch is ignored).
+pub fn append(into: &mut Telemetry, from: Telemetry) {
+    match (into, from) {
+        (Telemetry::Traces(a), Telemetry::Traces(b)) => a.extend(b),
+        (Telemetry::Metrics(a), Telemetry::Metrics(b)) => a.extend(b),
+        (Telemetry::Logs(a), Telemetry::Logs(b)) => a.extend(b),
+        _ => {}
+    }
+}
+
+/// Removes the first `n` items from `data` and returns them as a batch of
+/// their own; resources and scopes are copied to both halves as needed.
+pub fn split_front(data: &mut Telemetry, n: usize) -> Telemetry {
+    match data {
+        Telemetry::Traces(rs) => Telemetry::Traces(split_traces(rs, n)),
+        Telemetry::Logs(rl) => Telemetry::Logs(split_logs(rl, n)),
+        Telemetry::Metrics(rm) => Telemetry::Metrics(split_metrics(rm, n)),
+    }
+}
+
+fn split_traces(rs: &mut Vec<ResourceSpans>, mut n: usize) -> Vec<ResourceSpans> {
+    let mut out = Vec::new();
+    while n > 0 && !rs.is_empty() {
+        let total: usize = rs[0].scope_spans.iter().map(|s| s.spans.len()).sum();
+        if total <= n {
+            n -= total;
+            out.push(rs.remove(0));
+            continue;
+        }
+        let first = &mut rs[0];
+        let mut head = ResourceSpans {
+            resource: first.resource.clone(),
+            scope_spans: Vec::new(),
+            schema_url: first.schema_url.clone(),
+        };
+        while n > 0 {
+            let s = &mut first.scope_spans[0];
+            if s.spans.len() <= n {
+                n -= s.spans.len();
+                head.scope_spans.push(first.scope_spans.remove(0));
+            } else {
+                head.scope_spans.push(ScopeSpans {
+                    scope: s.scope.clone(),
+                    spans: s.spans.drain(..n).collect(),
+                    schema_url: s.schema_url.clone(),
+                });
+                n = 0;
+            }
+        }
+        out.push(head);
+    }
+    out
+}
+
+fn split_logs(rl: &mut Vec<ResourceLogs>, mut n: usize) -> Vec<ResourceLogs> {
+    let mut out = Vec::new();
+    while n > 0 && !rl.is_empty() {
+        let total: usize = rl[0].scope_logs.iter().map(|s| s.log_records.len()).sum();
+        if total <= n {
+            n -= total;
+            out.push(rl.remove(0));
+            continue;
+        }
+        let first = &mut rl[0];
+        let mut head = ResourceLogs {
+            resource: first.resource.clone(),
+            scope_logs: Vec::new(),
+            schema_url: first.schema_url.clone(),
+        };
+        while n > 0 {
+            let s = &mut first.scope_logs[0];
+            if s.log_records.len() <= n {
+                n -= s.log_records.len();
+                head.scope_logs.push(first.scope_logs.remove(0));
+            } else {
+                head.scope_logs.push(ScopeLogs {
+                    scope: s.scope.clone(),
+                    log_records: s.log_records.drain(..n).collect(),
+                    schema_url: s.schema_url.clone(),
+                });
+                n = 0;
+            }
+        }
+        out.push(head);
+    }
+    out
+}
+
+fn split_metric(m: &mut Metric, n: usize) -> Metric {
+    let data = match &mut m.data {
+        Some(Data::Gauge(g)) => Some(Data::Gauge(opentelemetry_proto::tonic::metrics::v1::Gauge {
+            data_points: g.data_points.drain(..n).collect(),
+        })),
+        Some(Data::Sum(s)) => Some(Data::Sum(opentelemetry_proto::tonic::metrics::v1::Sum {
+            data_points: s.data_points.drain(..n).collect(),
+            aggregation_temporality: s.aggregation_temporality,
+            is_monotonic: s.is_monotonic,
+        })),
+        Some(Data::Histogram(h)) => Some(Data::Histogram(opentelemetry_proto::tonic::metrics::v1::Histogram {
+            data_points: h.data_points.drain(..n).collect(),
+            aggregation_temporality: h.aggregation_temporality,
+        })),
+        Some(Data::ExponentialHistogram(h)) => Some(Data::ExponentialHistogram(
+            opentelemetry_proto::tonic::metrics::v1::ExponentialHistogram {
+                data_points: h.data_points.drain(..n).collect(),
+                aggregation_temporality: h.aggregation_temporality,
+            },
+        )),
+        Some(Data::Summary(s)) => Some(Data::Summary(opentelemetry_proto::tonic::metrics::v1::Summary {
+            data_points: s.data_points.drain(..n).collect(),
+        })),
+        None => None,
+    };
+    Metric {
+        name: m.name.clone(),
+        description: m.description.clone(),
+        unit: m.unit.clone(),
+        metadata: m.metadata.clone(),
+        data,
+    }
+}
+
+fn split_metrics(rm: &mut Vec<ResourceMetrics>, mut n: usize) -> Vec<ResourceMetrics> {
+    let mut out = Vec::new();
+    while n > 0 && !rm.is_empty() {
+        let total: usize = rm[0]
+            .scope_metrics
+            .iter()
+            .flat_map(|s| &s.metrics)
+            .map(metric_points)
+            .sum();
+        if total <= n {
+            n -= total;
+            out.push(rm.remove(0));
+            continue;
+        }
+        let first = &mut rm[0];
+        let mut head = ResourceMetrics {
+            resource: first.resource.clone(),
+            scope_metrics: Vec::new(),
+            schema_url: first.schema_url.clone(),
+        };
+        while n > 0 {
+            let s = &mut first.scope_metrics[0];
+            let scope_total: usize = s.metrics.iter().map(metric_points).sum();
+            if scope_total <= n {
+                n -= scope_total;
+                head.scope_metrics.push(first.scope_metrics.remove(0));
+                continue;
+            }
+            let mut part = ScopeMetrics {
+                scope: s.scope.clone(),
+                metrics: Vec::new(),
+                schema_url: s.schema_url.clone(),
+            };
+            while n > 0 {
+                let points = metric_points(&s.metrics[0]);
+                if points <= n {
+                    n -= points;
+                    part.metrics.push(s.metrics.remove(0));
+                } else {
+                    part.metrics.push(split_metric(&mut s.metrics[0], n));
+                    n = 0;
+                }
+            }
+            head.scope_metrics.push(part);
+        }
+        out.push(head);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::metrics::v1::{Gauge, NumberDataPoint};
+    use opentelemetry_proto::tonic::trace::v1::Span;
+
+    fn spans(groups: &[&[usize]]) -> Telemetry {
+        Telemetry::Traces(
+            groups
+                .iter()
+                .map(|scopes| ResourceSpans {
+                    resource: None,
+                    scope_spans: scopes
+                        .iter()
+                        .map(|&k| ScopeSpans {
+                            scope: None,
+                            spans: (0..k)
+                                .map(|i| Span {
+                                    name: format!("s{i}"),
+                                    ..Default::default()
+                                })
+                                .collect(),
+                            schema_url: String::new(),
+                        })
+                        .collect(),
+                    schema_url: String::new(),
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn split_keeps_every_span_once_in_order() {
+        let mut t = spans(&[&[3, 4], &[5]]);
+        let a = split_front(&mut t, 5);
+        assert_eq!(a.item_count(), 5);
+        assert_eq!(t.item_count(), 7);
+        let b = split_front(&mut t, 5);
+        assert_eq!(b.item_count(), 5);
+        assert_eq!(t.item_count(), 2);
+        let Telemetry::Traces(ra) = &a else { panic!() };
+        let names: Vec<_> = ra
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .flat_map(|s| &s.spans)
+            .map(|s| s.name.as_str())
+            .collect();
+        assert_eq!(names, ["s0", "s1", "s2", "s0", "s1"]);
+    }
+
+    #[test]
+    fn split_inside_a_metric() {
+        let mut t = Telemetry::Metrics(vec![ResourceMetrics {
+            resource: None,
+            scope_metrics: vec![ScopeMetrics {
+                scope: None,
+                metrics: vec![Metric {
+                    name: "g".into(),
+                    data: Some(Data::Gauge(Gauge {
+                        data_points: vec![NumberDataPoint::default(); 10],
+                    })),
+                    ..Default::default()
+                }],
+                schema_url: String::new(),
+            }],
+            schema_url: String::new(),
+        }]);
+        let head = split_front(&mut t, 4);
+        assert_eq!(head.item_count(), 4);
+        assert_eq!(t.item_count(), 6);
+    }
+
+    struct Collect(tokio::sync::Mutex<Vec<usize>>);
+
+    #[async_trait]
+    impl Consumer for Collect {
+        async fn consume(&self, data: Telemetry) -> Result<(), ConsumeError> {
+            self.0.lock().await.push(data.item_count());
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn batches_by_size_then_by_timeout_and_caps_the_size() {
+        let sink = Arc::new(Collect(tokio::sync::Mutex::new(Vec::new())));
+        let cfg = BatchConfig {
+            send_batch_size: 10,
+            send_batch_max_size: 12,
+            timeout: Duration::from_millis(50),
+        };
+        let running = spawn(cfg, sink.clone(), "batch".into(), &[], CancellationToken::new());
+        running.input.consume(spans(&[&[25]])).await.unwrap();
+        running.input.consume(spans(&[&[3]])).await.unwrap();
+        drop(running.input);
+        running.task.await.unwrap();
+        let sizes = sink.0.lock().await.clone();
+        assert_eq!(sizes.iter().sum::<usize>(), 28);
+        assert!(sizes.iter().all(|&s| s <= 12), "{sizes:?}");
+        assert_eq!(running.pending.load(Ordering::Relaxed), 0);
+    }
+}

@@ -1,0 +1,64 @@
+//! Receivers: where data enters spanwire. Each receiver type has a config
+//! struct (deserialised from its YAML section) and a `start` that binds its
+//! listeners and feeds the [`Consumers`] of the pipelines that list it.
+
+pub mod otlp;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::de::{from_node, DeError};
+use crate::config::yaml::Node;
+use crate::config::ComponentId;
+use crate::pipeline::{Consumers, StartError};
+use crate::signal::Signal;
+
+/// The typed config of one receiver.
+#[derive(Debug, Clone)]
+pub enum ReceiverConfig {
+    /// `otlp`: OTLP over gRPC and HTTP.
+    Otlp(otlp::OtlpReceiverConfig),
+}
+
+impl ReceiverConfig {
+    /// Receiver types spanwire knows.
+    pub const KINDS: &'static [&'static str] = &["otlp"];
+
+    /// Parses the section of a receiver of type `kind`; `None` for an unknown type.
+    pub fn parse(kind: &str, node: &Node) -> Option<Result<ReceiverConfig, DeError>> {
+        match kind {
+            "otlp" => Some(
+                from_node::<otlp::OtlpReceiverConfig>(node)
+                    .and_then(|c| c.validate().map(|_| c))
+                    .map(ReceiverConfig::Otlp),
+            ),
+            _ => None,
+        }
+    }
+
+    /// Signals the receiver can produce.
+    pub fn signals(&self) -> &'static [Signal] {
+        match self {
+            ReceiverConfig::Otlp(_) => &Signal::ALL,
+        }
+    }
+
+    /// Addresses the receiver listens on.
+    pub fn endpoints(&self) -> Vec<String> {
+        match self {
+            ReceiverConfig::Otlp(c) => c.endpoints(),
+        }
+    }
+
+    /// Binds and starts the receiver; it stops when `cancel` fires.
+    pub async fn start(
+        &self,
+        id: &ComponentId,
+        consumers: Consumers,
+        cancel: CancellationToken,
+    ) -> Result<Vec<JoinHandle<()>>, StartError> {
+        match self {
+            ReceiverConfig::Otlp(c) => otlp::start(c, id, consumers, cancel).await,
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! OTLP/gRPC: the three collector services on one tonic server.
+
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{LogsService, LogsServiceServer};
+use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse};
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsServiceRequest, ExportMetricsServiceResponse};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::codec::CompressionEncoding;
+use tonic::transport::server::TcpIncoming;
+use tonic::{Request, Response, Status};
+
+use super::{GrpcConfig, Intake, Rejection};
+use crate::pipeline::{BoxConsumer, StartError};
+use crate::signal::{Signal, Telemetry};
+
+#[derive(Clone)]
+struct Svc {
+    intake: Intake,
+    consumer: BoxConsumer,
+}
+
+impl Svc {
+    async fn handle(&self, data: Telemetry) -> Result<(), Status> {
+        self.intake.deliver(&self.consumer, data).await.map_err(|r| match r {
+            Rejection::Unavailable { reason, retry_after } => crate::rpc::unavailable(&reason, retry_after),
+            Rejection::Failed(reason) => Status::internal(reason),
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl TraceService for Svc {
+    async fn export(
+        &self,
+        request: Request<ExportTraceServiceRequest>,
+    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+        self.handle(Telemetry::Traces(request.into_inner().resource_spans)).await?;
+        Ok(Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+#[tonic::async_trait]
+impl MetricsService for Svc {
+    async fn export(
+        &self,
+        request: Request<ExportMetricsServiceRequest>,
+    ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
+        self.handle(Telemetry::Metrics(request.into_inner().resource_metrics)).await?;
+        Ok(Response::new(ExportMetricsServiceResponse::default()))
+    }
+}
+
+#[tonic::async_trait]
+impl LogsService for Svc {
+    async fn export(
+        &self,
+        request: Request<ExportLogsServiceRequest>,
+    ) -> Result<Response<ExportLogsServiceResponse>, Status> {
+        self.handle(Telemetry::Logs(request.into_inner().resource_logs)).await?;
+        Ok(Response::new(ExportLogsServiceResponse::default()))
+    }
+}
+
+/// Binds and serves; services exist only for signals some pipeline takes
+/// (others answer `UNIMPLEMENTED`).
+pub(super) async fn start(cfg: &GrpcConfig, intake: Intake, cancel: CancellationToken) -> Result<JoinHandle<()>, StartError> {
+    let listener = crate::net::bind(&cfg.endpoint).await?;
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let limit = cfg.max_recv_msg_size_mib * 1024 * 1024;
+    let svc = |signal: Signal| {
+        intake.consumer(signal).map(|c| Svc {
+            intake: intake.clone(),
+            consumer: c.clone(),
+        })
+    };
+    let traces = svc(Signal::Traces).map(|s| {
+        TraceServiceServer::new(s)
+            .max_decoding_message_size(limit)
+            .accept_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Zstd)
+            .send_compressed(CompressionEncoding::Gzip)
+    });
+    let metrics = svc(Signal::Metrics).map(|s| {
+        MetricsServiceServer::new(s)
+            .max_decoding_message_size(limit)
+            .accept_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Zstd)
+            .send_compressed(CompressionEncoding::Gzip)
+    });
+    let logs = svc(Signal::Logs).map(|s| {
+        LogsServiceServer::new(s)
+            .max_decoding_message_size(limit)
+            .accept_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Zstd)
+            .send_compressed(CompressionEncoding::Gzip)
+    });
+    let router = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .max_concurrent_streams(cfg.max_concurrent_streams)
+        .add_optional_service(traces)
+        .add_optional_service(metrics)
+        .add_optional_service(logs);
+    let endpoint = cfg.endpoint.clone();
+    tracing::info!(endpoint = %endpoint, "OTLP/gRPC receiver listening");
+    Ok(tokio::spawn(async move {
+        if let Err(e) = router.serve_with_incoming_shutdown(incoming, cancel.cancelled_owned()).await {
+            tracing::error!(endpoint = %endpoint, error = %e, "OTLP/gRPC server stopped with an error");
+        }
+    }))
+}

@@ -1,0 +1,220 @@
+//! OTLP/HTTP: POST protobuf or JSON bodies, gzip/zstd, bounded sizes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, Method, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use prost::Message;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::{HttpConfig, Intake, Rejection};
+use crate::net::{self, Body, DecompressError};
+use crate::pipeline::StartError;
+use crate::rpc::RpcStatus;
+use crate::signal::{
+    ExportLogsServiceRequest, ExportMetricsServiceRequest, ExportTraceServiceRequest, Signal, Telemetry,
+};
+
+#[derive(Clone, Copy, PartialEq)]
+enum Encoding {
+    Proto,
+    Json,
+}
+
+impl Encoding {
+    fn content_type(self) -> &'static str {
+        match self {
+            Encoding::Proto => "application/x-protobuf",
+            Encoding::Json => "application/json",
+        }
+    }
+}
+
+struct State {
+    cfg: HttpConfig,
+    intake: Intake,
+}
+
+/// Binds and serves until `cancel`.
+pub(super) async fn start(cfg: &HttpConfig, intake: Intake, cancel: CancellationToken) -> Result<JoinHandle<()>, StartError> {
+    let listener = net::bind(&cfg.endpoint).await?;
+    tracing::info!(endpoint = %cfg.endpoint, "OTLP/HTTP receiver listening");
+    let state = Arc::new(State {
+        cfg: cfg.clone(),
+        intake,
+    });
+    Ok(net::serve_http(
+        listener,
+        move |req| {
+            let state = state.clone();
+            async move { handle(&state, req).await }
+        },
+        cancel,
+        Duration::from_secs(10),
+    ))
+}
+
+fn status_body(enc: Option<Encoding>, status: StatusCode, message: &str) -> Response<Body> {
+    // gRPC code matching the HTTP status, as OTLP/HTTP error bodies carry a google.rpc.Status.
+    let code = match status {
+        StatusCode::BAD_REQUEST => 3,
+        StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS => 14,
+        StatusCode::PAYLOAD_TOO_LARGE => 8,
+        StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED => 12,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => 3,
+        _ => 13,
+    };
+    let (ctype, body) = match enc {
+        Some(Encoding::Proto) => (
+            Encoding::Proto.content_type(),
+            RpcStatus {
+                code,
+                message: message.to_string(),
+                details: vec![],
+            }
+            .encode_to_vec(),
+        ),
+        Some(Encoding::Json) => (
+            Encoding::Json.content_type(),
+            serde_json::to_vec(&serde_json::json!({"code": code, "message": message})).unwrap_or_default(),
+        ),
+        None => ("text/plain; charset=utf-8", format!("{message}\n").into_bytes()),
+    };
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    if let Ok(v) = header::HeaderValue::from_str(ctype) {
+        resp.headers_mut().insert(header::CONTENT_TYPE, v);
+    }
+    resp
+}
+
+async fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path();
+    let signal = if path == state.cfg.traces_url_path {
+        Signal::Traces
+    } else if path == state.cfg.metrics_url_path {
+        Signal::Metrics
+    } else if path == state.cfg.logs_url_path {
+        Signal::Logs
+    } else {
+        return status_body(None, StatusCode::NOT_FOUND, &format!("no OTLP endpoint at `{path}`"));
+    };
+    if req.method() != Method::POST {
+        let mut r = status_body(
+            None,
+            StatusCode::METHOD_NOT_ALLOWED,
+            &format!("method {} not allowed; OTLP/HTTP uses POST", req.method()),
+        );
+        r.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static("POST"));
+        return r;
+    }
+    let ctype = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    let enc = match ctype.as_str() {
+        "application/x-protobuf" | "application/protobuf" => Encoding::Proto,
+        "application/json" => Encoding::Json,
+        other => {
+            return status_body(
+                None,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                &format!("unsupported Content-Type `{other}`; use application/x-protobuf or application/json"),
+            )
+        }
+    };
+    let Some(consumer) = state.intake.consumer(signal) else {
+        return status_body(
+            Some(enc),
+            StatusCode::NOT_FOUND,
+            &format!("this receiver feeds no {signal} pipeline"),
+        );
+    };
+    let limit = state.cfg.max_request_body_size;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return status_body(
+            Some(enc),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("body exceeds max_request_body_size ({limit} bytes)"),
+        );
+    }
+    let content_encoding = req
+        .headers()
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = match Limited::new(req.into_body(), limit).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                return status_body(
+                    Some(enc),
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &format!("body exceeds max_request_body_size ({limit} bytes)"),
+                );
+            }
+            return status_body(Some(enc), StatusCode::BAD_REQUEST, &format!("cannot read body: {e}"));
+        }
+    };
+    let body = match net::decompress(content_encoding.as_deref(), body, limit) {
+        Ok(b) => b,
+        Err(e @ DecompressError::TooLarge(_)) => {
+            return status_body(Some(enc), StatusCode::PAYLOAD_TOO_LARGE, &e.to_string())
+        }
+        Err(e @ DecompressError::Unsupported(_)) => {
+            return status_body(Some(enc), StatusCode::UNSUPPORTED_MEDIA_TYPE, &e.to_string())
+        }
+        Err(e) => return status_body(Some(enc), StatusCode::BAD_REQUEST, &e.to_string()),
+    };
+    let data = match decode(signal, enc, &body) {
+        Ok(d) => d,
+        Err(message) => return status_body(Some(enc), StatusCode::BAD_REQUEST, &message),
+    };
+    match state.intake.deliver(consumer, data).await {
+        Ok(()) => {
+            let body = match enc {
+                Encoding::Proto => Bytes::new(),
+                Encoding::Json => Bytes::from_static(b"{}"),
+            };
+            let mut r = Response::new(Full::new(body));
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, header::HeaderValue::from_static(enc.content_type()));
+            r
+        }
+        Err(Rejection::Unavailable { reason, retry_after }) => {
+            let mut r = status_body(Some(enc), StatusCode::SERVICE_UNAVAILABLE, &reason);
+            let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+            r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+            r
+        }
+        Err(Rejection::Failed(reason)) => status_body(Some(enc), StatusCode::INTERNAL_SERVER_ERROR, &reason),
+    }
+}
+
+fn decode(signal: Signal, enc: Encoding, body: &[u8]) -> Result<Telemetry, String> {
+    match enc {
+        Encoding::Json => crate::convert::otlp_json::decode(signal, body).map_err(|e| e.to_string()),
+        Encoding::Proto => {
+            let r = match signal {
+                Signal::Traces => ExportTraceServiceRequest::decode(body).map(|r| Telemetry::Traces(r.resource_spans)),
+                Signal::Metrics => {
+                    ExportMetricsServiceRequest::decode(body).map(|r| Telemetry::Metrics(r.resource_metrics))
+                }
+                Signal::Logs => ExportLogsServiceRequest::decode(body).map(|r| Telemetry::Logs(r.resource_logs)),
+            };
+            r.map_err(|e| format!("invalid OTLP protobuf: {e}"))
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! Receiver `otlp`: OTLP/gRPC (default `localhost:4317`) and OTLP/HTTP
+//! (default `localhost:4318`, protobuf and JSON) for traces, metrics and logs.
+
+mod grpc;
+mod http;
+
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::de::DeError;
+use crate::config::types::check_listen_endpoint;
+use crate::config::ComponentId;
+use crate::pipeline::{BoxConsumer, ConsumeError, Consumers, StartError};
+use crate::signal::{Signal, Telemetry};
+use crate::telemetry::SignalCounters;
+
+/// `receivers.otlp`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpReceiverConfig {
+    /// The protocols to serve; a protocol key present (even empty) enables it.
+    pub protocols: Protocols,
+}
+
+/// `receivers.otlp.protocols`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Protocols {
+    /// gRPC settings; absent means gRPC is off.
+    #[serde(default, deserialize_with = "present")]
+    pub grpc: Option<GrpcConfig>,
+    /// HTTP settings; absent means HTTP is off.
+    #[serde(default, deserialize_with = "present")]
+    pub http: Option<HttpConfig>,
+}
+
+/// A key that is present enables the section, even with no settings under it.
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+/// `protocols.grpc`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrpcConfig {
+    /// `host:port` to listen on.
+    pub endpoint: String,
+    /// Largest accepted message, after decompression, in MiB.
+    pub max_recv_msg_size_mib: usize,
+    /// Most concurrent streams per HTTP/2 connection.
+    pub max_concurrent_streams: Option<u32>,
+}
+
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        GrpcConfig {
+            endpoint: "localhost:4317".into(),
+            max_recv_msg_size_mib: 4,
+            max_concurrent_streams: None,
+        }
+    }
+}
+
+/// `protocols.http`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// `host:port` to listen on.
+    pub endpoint: String,
+    /// Largest accepted body in bytes, compressed or not (decompression is bounded by it too).
+    pub max_request_body_size: usize,
+    /// Path for traces.
+    pub traces_url_path: String,
+    /// Path for metrics.
+    pub metrics_url_path: String,
+    /// Path for logs.
+    pub logs_url_path: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            endpoint: "localhost:4318".into(),
+            max_request_body_size: 20 * 1024 * 1024,
+            traces_url_path: "/v1/traces".into(),
+            metrics_url_path: "/v1/metrics".into(),
+            logs_url_path: "/v1/logs".into(),
+        }
+    }
+}
+
+impl OtlpReceiverConfig {
+    /// Checks values serde cannot.
+    pub fn validate(&self) -> Result<(), DeError> {
+        use serde::de::Error;
+        if self.protocols.grpc.is_none() && self.protocols.http.is_none() {
+            return Err(DeError::custom(
+                "protocols: enable at least one of `grpc` or `http` (an empty `grpc:` uses the defaults)",
+            ));
+        }
+        if let Some(g) = &self.protocols.grpc {
+            check_listen_endpoint(&g.endpoint).map_err(|e| DeError::custom(format!("protocols.grpc: {e}")))?;
+            if g.max_recv_msg_size_mib == 0 {
+                return Err(DeError::custom("protocols.grpc.max_recv_msg_size_mib must be at least 1"));
+            }
+        }
+        if let Some(h) = &self.protocols.http {
+            check_listen_endpoint(&h.endpoint).map_err(|e| DeError::custom(format!("protocols.http: {e}")))?;
+            if h.max_request_body_size == 0 {
+                return Err(DeError::custom("protocols.http.max_request_body_size must be at least 1"));
+            }
+            for p in [&h.traces_url_path, &h.metrics_url_path, &h.logs_url_path] {
+                if !p.starts_with('/') {
+                    return Err(DeError::custom(format!("protocols.http: url path `{p}` must start with `/`")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Addresses it listens on.
+    pub fn endpoints(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if let Some(g) = &self.protocols.grpc {
+            v.push(g.endpoint.clone());
+        }
+        if let Some(h) = &self.protocols.http {
+            v.push(h.endpoint.clone());
+        }
+        v
+    }
+}
+
+/// Why data was not taken, as a receiver reports it to the sender.
+pub(crate) enum Rejection {
+    /// Retry later (UNAVAILABLE / 503).
+    Unavailable { reason: String, retry_after: Duration },
+    /// Failed for good (INTERNAL / 500).
+    Failed(String),
+}
+
+/// Hands decoded data to the pipelines and counts it.
+#[derive(Clone)]
+pub(crate) struct Intake {
+    consumers: Consumers,
+    accepted: SignalCounters,
+    refused: SignalCounters,
+}
+
+impl Intake {
+    fn new(id: &ComponentId, transport: &str, consumers: Consumers) -> Intake {
+        let labels = [("receiver", id.to_string()), ("transport", transport.to_string())];
+        Intake {
+            consumers,
+            accepted: SignalCounters::new("spanwire_receiver_accepted", &labels),
+            refused: SignalCounters::new("spanwire_receiver_refused", &labels),
+        }
+    }
+
+    fn consumer(&self, signal: Signal) -> Option<&BoxConsumer> {
+        self.consumers.get(signal)
+    }
+
+    async fn deliver(&self, consumer: &BoxConsumer, data: Telemetry) -> Result<(), Rejection> {
+        let signal = data.signal();
+        let n = data.item_count();
+        if n == 0 {
+            return Ok(());
+        }
+        match consumer.consume(data).await {
+            Ok(()) => {
+                self.accepted.add(signal, n);
+                Ok(())
+            }
+            Err(ConsumeError::Refused(r)) => {
+                self.refused.add(signal, n);
+                Err(Rejection::Unavailable {
+                    reason: r.reason,
+                    retry_after: r.retry_after,
+                })
+            }
+            Err(ConsumeError::Failed(reason)) => {
+                self.refused.add(signal, n);
+                Err(Rejection::Failed(reason))
+            }
+        }
+    }
+}
+
+/// Starts the enabled protocols.
+pub async fn start(
+    cfg: &OtlpReceiverConfig,
+    id: &ComponentId,
+    consumers: Consumers,
+    cancel: CancellationToken,
+) -> Result<Vec<JoinHandle<()>>, StartError> {
+    let mut tasks = Vec::new();
+    if let Some(g) = &cfg.protocols.grpc {
+        tasks.push(grpc::start(g, Intake::new(id, "grpc", consumers.clone()), cancel.clone()).await?);
+    }
+    if let Some(h) = &cfg.protocols.http {
+        tasks.push(http::start(h, Intake::new(id, "http", consumers), cancel).await?);
+    }
+    Ok(tasks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{de::from_node, yaml::parse};
+
+    fn cfg(text: &str) -> Result<OtlpReceiverConfig, DeError> {
+        let (n, _) = parse("t", text, &|_| None).unwrap();
+        from_node::<OtlpReceiverConfig>(&n).and_then(|c| c.validate().map(|_| c))
+    }
+
+    #[test]
+    fn empty_protocol_key_enables_defaults() {
+        let c = cfg("protocols:\n  grpc:\n").unwrap();
+        assert_eq!(c.protocols.grpc, Some(GrpcConfig::default()));
+        assert_eq!(c.protocols.http, None);
+        assert!(cfg("protocols: {}\n").is_err());
+        assert!(cfg("protocols:\n  http:\n    endpoint: nohost\n").is_err());
+    }
+}

@@ -1,0 +1,132 @@
+//! The data that flows through pipelines: OTLP protobuf structs, one enum per batch.
+
+use std::fmt;
+
+pub use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+pub use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+pub use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+pub use opentelemetry_proto::tonic::logs::v1::ResourceLogs;
+pub use opentelemetry_proto::tonic::metrics::v1::ResourceMetrics;
+pub use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
+use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+use opentelemetry_proto::tonic::metrics::v1::Metric;
+
+/// One of the three OTLP signals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Signal {
+    /// Spans.
+    Traces,
+    /// Metric data points.
+    Metrics,
+    /// Log records.
+    Logs,
+}
+
+impl Signal {
+    /// All signals.
+    pub const ALL: [Signal; 3] = [Signal::Traces, Signal::Metrics, Signal::Logs];
+
+    /// The name used in pipeline ids (`traces`, `metrics`, `logs`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Signal::Traces => "traces",
+            Signal::Metrics => "metrics",
+            Signal::Logs => "logs",
+        }
+    }
+
+    /// The unit items are counted in, as used in self-metric names.
+    pub fn item_name(self) -> &'static str {
+        match self {
+            Signal::Traces => "spans",
+            Signal::Metrics => "metric_points",
+            Signal::Logs => "log_records",
+        }
+    }
+
+    /// Parses a pipeline type.
+    pub fn parse(s: &str) -> Option<Signal> {
+        match s {
+            "traces" => Some(Signal::Traces),
+            "metrics" => Some(Signal::Metrics),
+            "logs" => Some(Signal::Logs),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Signal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A batch of telemetry of one signal.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Telemetry {
+    /// Spans grouped by resource and scope.
+    Traces(Vec<ResourceSpans>),
+    /// Metrics grouped by resource and scope.
+    Metrics(Vec<ResourceMetrics>),
+    /// Log records grouped by resource and scope.
+    Logs(Vec<ResourceLogs>),
+}
+
+impl Telemetry {
+    /// The signal of this batch.
+    pub fn signal(&self) -> Signal {
+        match self {
+            Telemetry::Traces(_) => Signal::Traces,
+            Telemetry::Metrics(_) => Signal::Metrics,
+            Telemetry::Logs(_) => Signal::Logs,
+        }
+    }
+
+    /// Number of items: spans, metric data points or log records.
+    pub fn item_count(&self) -> usize {
+        match self {
+            Telemetry::Traces(rs) => rs
+                .iter()
+                .flat_map(|r| &r.scope_spans)
+                .map(|s| s.spans.len())
+                .sum(),
+            Telemetry::Metrics(rm) => rm
+                .iter()
+                .flat_map(|r| &r.scope_metrics)
+                .flat_map(|s| &s.metrics)
+                .map(metric_points)
+                .sum(),
+            Telemetry::Logs(rl) => rl
+                .iter()
+                .flat_map(|r| &r.scope_logs)
+                .map(|s| s.log_records.len())
+                .sum(),
+        }
+    }
+
+    /// True when the batch holds no items.
+    pub fn is_empty(&self) -> bool {
+        self.item_count() == 0
+    }
+
+    /// An empty batch of the given signal.
+    pub fn empty(signal: Signal) -> Telemetry {
+        match signal {
+            Signal::Traces => Telemetry::Traces(Vec::new()),
+            Signal::Metrics => Telemetry::Metrics(Vec::new()),
+            Signal::Logs => Telemetry::Logs(Vec::new()),
+        }
+    }
+}
+
+/// Number of data points in one metric.
+pub fn metric_points(m: &Metric) -> usize {
+    match &m.data {
+        Some(Data::Gauge(g)) => g.data_points.len(),
+        Some(Data::Sum(s)) => s.data_points.len(),
+        Some(Data::Histogram(h)) => h.data_points.len(),
+        Some(Data::ExponentialHistogram(h)) => h.data_points.len(),
+        Some(Data::Summary(s)) => s.data_points.len(),
+        None => 0,
+    }
+}

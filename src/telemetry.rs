@@ -1,0 +1,134 @@
+//! spanwire's own telemetry: `tracing` logs (text or JSON) and Prometheus
+//! self-metrics (per component counters, queue gauges, process RSS and CPU).
+
+use std::sync::OnceLock;
+
+use metrics::{Counter, Gauge};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{LogFormat, LogsTelemetry};
+use crate::signal::Signal;
+
+/// Why telemetry could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    /// The log level is not a valid filter.
+    #[error("invalid service.telemetry.logs.level `{0}`: {1}")]
+    Level(String, String),
+}
+
+/// Starts logging to stderr. Calling it twice keeps the first setup.
+pub fn init_logging(cfg: &LogsTelemetry) -> Result<(), TelemetryError> {
+    let filter = EnvFilter::try_new(&cfg.level).map_err(|e| TelemetryError::Level(cfg.level.clone(), e.to_string()))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let _ = match cfg.format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+    Ok(())
+}
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the global metrics recorder (once) and returns its handle.
+pub fn init_metrics() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            // Fails only if another recorder was installed first; the handle still renders ours.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+/// Renders all self-metrics in the Prometheus text format, process metrics included.
+pub fn render(handle: &PrometheusHandle) -> String {
+    let mut out = handle.render();
+    if let Some(p) = process_stats() {
+        out.push_str("# HELP spanwire_process_resident_memory_bytes Resident set size of the spanwire process.\n");
+        out.push_str("# TYPE spanwire_process_resident_memory_bytes gauge\n");
+        out.push_str(&format!("spanwire_process_resident_memory_bytes {}\n", p.rss_bytes));
+        out.push_str("# HELP spanwire_process_cpu_seconds_total CPU time (user + system) used by the spanwire process.\n");
+        out.push_str("# TYPE spanwire_process_cpu_seconds_total counter\n");
+        out.push_str(&format!("spanwire_process_cpu_seconds_total {:.3}\n", p.cpu_seconds));
+    }
+    out
+}
+
+/// Resident memory and CPU time of this process.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcessStats {
+    /// Resident set size.
+    pub rss_bytes: u64,
+    /// User + system CPU seconds.
+    pub cpu_seconds: f64,
+}
+
+/// Reads RSS and CPU time from `/proc/self` (Linux); `None` elsewhere.
+pub fn process_stats() -> Option<ProcessStats> {
+    let rss_bytes = current_rss()?;
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are 14th and 15th overall.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    // USER_HZ is 100 on every Linux we run on.
+    Some(ProcessStats {
+        rss_bytes,
+        cpu_seconds: (utime + stime) / 100.0,
+    })
+}
+
+/// Current resident set size in bytes, from `/proc/self/status`.
+pub fn current_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// One counter per signal, for a metric family like `spanwire_receiver_accepted_*_total`.
+#[derive(Clone)]
+pub struct SignalCounters {
+    spans: Counter,
+    metric_points: Counter,
+    log_records: Counter,
+}
+
+impl SignalCounters {
+    /// Creates `{prefix}_{spans|metric_points|log_records}_total` with the given labels.
+    pub fn new(prefix: &str, labels: &[(&'static str, String)]) -> SignalCounters {
+        let make = |signal: Signal| {
+            let name = format!("{prefix}_{}_total", signal.item_name());
+            let labels: Vec<metrics::Label> = labels.iter().map(|(k, v)| metrics::Label::new(*k, v.clone())).collect();
+            metrics::counter!(name, labels)
+        };
+        SignalCounters {
+            spans: make(Signal::Traces),
+            metric_points: make(Signal::Metrics),
+            log_records: make(Signal::Logs),
+        }
+    }
+
+    /// Adds `n` items of `signal`.
+    pub fn add(&self, signal: Signal, n: usize) {
+        match signal {
+            Signal::Traces => self.spans.increment(n as u64),
+            Signal::Metrics => self.metric_points.increment(n as u64),
+            Signal::Logs => self.log_records.increment(n as u64),
+        }
+    }
+}
+
+/// A gauge with labels.
+pub fn gauge(name: &'static str, labels: &[(&'static str, String)]) -> Gauge {
+    let labels: Vec<metrics::Label> = labels.iter().map(|(k, v)| metrics::Label::new(*k, v.clone())).collect();
+    metrics::gauge!(name, labels)
+}
