@@ -150,13 +150,14 @@ impl<'de> de::Deserializer<'de> for &'de Node {
     fn deserialize_enum<V: Visitor<'de>>(
         self,
         _name: &'static str,
-        _variants: &'static [&'static str],
+        variants: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, DeError> {
+        let expected = format!("one of {}", variants.join(", "));
         let r = match &self.value {
             Value::Scalar(Scalar::Str(s)) => visitor.visit_enum(s.as_str().into_deserializer()),
             Value::Map(entries) if entries.len() == 1 => visitor.visit_enum(EnumAccess { entry: &entries[0] }),
-            _ => Err(de::Error::invalid_type(unexpected(self), &"a variant name")),
+            _ => Err(de::Error::invalid_type(unexpected(self), &expected.as_str())),
         };
         r.map_err(|e: DeError| e.at(&self.mark))
     }

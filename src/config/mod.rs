@@ -339,6 +339,7 @@ fn section<T>(
     root: &Node,
     name: &str,
     errors: &mut Vec<ConfigError>,
+    broken: &mut BTreeSet<ComponentId>,
     parse: impl Fn(&str, &Node) -> Option<Result<T, de::DeError>>,
     known: &[&str],
 ) -> Vec<Defined<T>> {
@@ -372,7 +373,10 @@ fn section<T>(
                     if known.is_empty() { "none yet".to_string() } else { known.join(", ") }
                 ),
             )),
-            Some(Err(e)) => errors.push(de_err(e, &v.mark, component)),
+            Some(Err(e)) => {
+                errors.push(de_err(e, &v.mark, component));
+                broken.insert(id);
+            }
             Some(Ok(config)) => out.push(Defined {
                 id,
                 mark: k.mark.clone(),
@@ -432,11 +436,14 @@ fn from_tree(root: &Node) -> Result<Config, ConfigErrors> {
         }
     }
 
-    let receivers = section(root, "receivers", &mut errors, ReceiverConfig::parse, ReceiverConfig::KINDS);
-    let processors = section(root, "processors", &mut errors, ProcessorConfig::parse, ProcessorConfig::KINDS);
-    let exporters = section(root, "exporters", &mut errors, ExporterConfig::parse, ExporterConfig::KINDS);
-    let extensions = section(root, "extensions", &mut errors, ExtensionConfig::parse, ExtensionConfig::KINDS);
-    let _connectors: Vec<Defined<()>> = section(root, "connectors", &mut errors, |_, _| None, &[]);
+    // Ids defined with errors: already reported, so not reported again as undefined.
+    let mut broken = BTreeSet::new();
+    let b = &mut broken;
+    let receivers = section(root, "receivers", &mut errors, b, ReceiverConfig::parse, ReceiverConfig::KINDS);
+    let processors = section(root, "processors", &mut errors, b, ProcessorConfig::parse, ProcessorConfig::KINDS);
+    let exporters = section(root, "exporters", &mut errors, b, ExporterConfig::parse, ExporterConfig::KINDS);
+    let extensions = section(root, "extensions", &mut errors, b, ExtensionConfig::parse, ExtensionConfig::KINDS);
+    let _connectors: Vec<Defined<()>> = section(root, "connectors", &mut errors, b, |_, _| None, &[]);
 
     let empty = Node {
         value: Value::Map(Vec::new()),
@@ -482,7 +489,7 @@ fn from_tree(root: &Node) -> Result<Config, ConfigErrors> {
     let mut used: BTreeSet<(String, ComponentId)> = BTreeSet::new();
     let ext_ids = id_list(service.get("extensions"), "service::extensions", &mut errors);
     for (id, mark) in &ext_ids {
-        if !extensions.iter().any(|d| &d.id == id) {
+        if !extensions.iter().any(|d| &d.id == id) && !broken.contains(id) {
             errors.push(err(
                 mark,
                 Some("service::extensions".into()),
@@ -545,6 +552,7 @@ fn from_tree(root: &Node) -> Result<Config, ConfigErrors> {
                     for (id, mark) in &recv {
                         used.insert(("receivers".into(), id.clone()));
                         match receivers.iter().find(|d| &d.id == id) {
+                            None if broken.contains(id) => {}
                             None => errors.push(err(
                                 mark,
                                 Some(component.clone()),
@@ -561,6 +569,7 @@ fn from_tree(root: &Node) -> Result<Config, ConfigErrors> {
                     for (id, mark) in &procs {
                         used.insert(("processors".into(), id.clone()));
                         match processors.iter().find(|d| &d.id == id) {
+                            None if broken.contains(id) => {}
                             None => errors.push(err(
                                 mark,
                                 Some(component.clone()),
@@ -577,6 +586,7 @@ fn from_tree(root: &Node) -> Result<Config, ConfigErrors> {
                     for (id, mark) in &exps {
                         used.insert(("exporters".into(), id.clone()));
                         match exporters.iter().find(|d| &d.id == id) {
+                            None if broken.contains(id) => {}
                             None => errors.push(err(
                                 mark,
                                 Some(component.clone()),

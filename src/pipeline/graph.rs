@@ -264,21 +264,31 @@ impl Service {
         let mut batch_tasks = Vec::new();
         for b in self.batches {
             let mut task = b.task;
-            if drained && tokio::time::timeout_at(deadline, &mut task).await.is_err() {
-                drained = false;
-            }
-            batch_tasks.push((b.name, b.signal, task, b.pending));
+            // A finished task must not be polled again, so keep only unfinished ones.
+            let unfinished = if drained {
+                match tokio::time::timeout_at(deadline, &mut task).await {
+                    Ok(_) => None,
+                    Err(_) => {
+                        drained = false;
+                        Some(task)
+                    }
+                }
+            } else {
+                Some(task)
+            };
+            batch_tasks.push((b.name, b.signal, unfinished, b.pending));
         }
         let mut exporter_parts = Vec::new();
         for mut e in self.exporters {
-            if drained {
-                for w in &mut e.workers {
-                    if tokio::time::timeout_at(deadline, w).await.is_err() {
-                        drained = false;
-                        break;
-                    }
+            let mut unfinished = Vec::new();
+            for mut w in std::mem::take(&mut e.workers) {
+                if drained && tokio::time::timeout_at(deadline, &mut w).await.is_ok() {
+                    continue;
                 }
+                drained = false;
+                unfinished.push(w);
             }
+            e.workers = unfinished;
             exporter_parts.push(e);
         }
         if !drained {
@@ -291,7 +301,9 @@ impl Service {
             drained,
         };
         for (name, signal, task, pending) in batch_tasks {
-            let _ = tokio::time::timeout(Duration::from_millis(200), task).await;
+            if let Some(task) = task {
+                let _ = tokio::time::timeout(Duration::from_millis(200), task).await;
+            }
             let n = pending.load(Ordering::Relaxed);
             if n > 0 {
                 report.lost.push((format!("processor {name}"), signal, n));
