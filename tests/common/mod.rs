@@ -1,0 +1,430 @@
+//! Test harness: run the real `spanwire` binary on free loopback ports, an
+//! OTLP sink (gRPC and HTTP) it exports to, and a small HTTP client.
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::net::TcpListener as StdListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{LogsService, LogsServiceServer};
+use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse};
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsServiceRequest, ExportMetricsServiceResponse};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message;
+use spanwire::signal::{Signal, Telemetry};
+use tokio_util::sync::CancellationToken;
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The Python interpreter with the OpenTelemetry SDK (installed by `scripts/test`).
+pub fn python() -> PathBuf {
+    if let Ok(p) = std::env::var("SPANWIRE_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/test, which installs the Python test dependencies",
+        p.display()
+    );
+    p
+}
+
+/// A running `spanwire run` process.
+pub struct Daemon {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    log: PathBuf,
+    pub health_port: u16,
+}
+
+impl Daemon {
+    /// Starts spanwire with `config` (which must include a health_check on `health_port`)
+    /// and waits until it reports ready.
+    pub fn start(config: &str, health_port: u16) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("config.yaml");
+        std::fs::write(&cfg, config).unwrap();
+        let log = dir.path().join("spanwire.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_spanwire"))
+            .arg("run")
+            .arg("--config")
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut d = Daemon {
+            child: Some(child),
+            dir,
+            log,
+            health_port,
+        };
+        d.wait_ready();
+        d
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("spanwire exited early with {status}:\n{}", self.logs());
+            }
+            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.health_port)) {
+                use std::io::Write;
+                let _ = s.write_all(b"GET / HTTP/1.0\r\n\r\n");
+                let mut buf = String::new();
+                let _ = s.read_to_string(&mut buf);
+                if buf.starts_with("HTTP/1.0 200") || buf.starts_with("HTTP/1.1 200") {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "spanwire not ready in 30s:\n{}", self.logs());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Its pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Everything it logged so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Resident memory in bytes.
+    pub fn rss(&self) -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let kb: u64 = s
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap();
+        kb * 1024
+    }
+
+    /// Sends SIGTERM and waits (at most `limit`) for the exit status.
+    pub fn terminate(&mut self, limit: Duration) -> ExitStatus {
+        let pid = self.pid();
+        let ok = Command::new("kill").arg("-TERM").arg(pid.to_string()).status().unwrap();
+        assert!(ok.success());
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(s) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                self.child.take();
+                return s;
+            }
+            assert!(Instant::now() < deadline, "spanwire did not exit after SIGTERM:\n{}", self.logs());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// An OTLP receiver (gRPC and HTTP) that stores what it gets, and can refuse.
+pub struct Sink {
+    pub grpc_port: u16,
+    pub http_port: u16,
+    pub received: Arc<Mutex<Vec<Telemetry>>>,
+    /// While set, answers UNAVAILABLE / 503.
+    pub refuse: Arc<AtomicBool>,
+    cancel: CancellationToken,
+}
+
+#[derive(Clone)]
+struct SinkSvc {
+    received: Arc<Mutex<Vec<Telemetry>>>,
+    refuse: Arc<AtomicBool>,
+}
+
+impl SinkSvc {
+    fn take(&self, t: Telemetry) -> Result<(), tonic::Status> {
+        if self.refuse.load(Ordering::SeqCst) {
+            return Err(tonic::Status::unavailable("sink is refusing"));
+        }
+        self.received.lock().unwrap().push(t);
+        Ok(())
+    }
+}
+
+#[tonic::async_trait]
+impl TraceService for SinkSvc {
+    async fn export(
+        &self,
+        r: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        self.take(Telemetry::Traces(r.into_inner().resource_spans))?;
+        Ok(tonic::Response::new(Default::default()))
+    }
+}
+
+#[tonic::async_trait]
+impl MetricsService for SinkSvc {
+    async fn export(
+        &self,
+        r: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        self.take(Telemetry::Metrics(r.into_inner().resource_metrics))?;
+        Ok(tonic::Response::new(Default::default()))
+    }
+}
+
+#[tonic::async_trait]
+impl LogsService for SinkSvc {
+    async fn export(
+        &self,
+        r: tonic::Request<ExportLogsServiceRequest>,
+    ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+        self.take(Telemetry::Logs(r.into_inner().resource_logs))?;
+        Ok(tonic::Response::new(Default::default()))
+    }
+}
+
+impl Sink {
+    /// Starts both servers on free ports.
+    pub async fn start() -> Sink {
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let refuse = Arc::new(AtomicBool::new(false));
+        let cancel = CancellationToken::new();
+        let svc = SinkSvc {
+            received: received.clone(),
+            refuse: refuse.clone(),
+        };
+        let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let grpc_port = grpc.local_addr().unwrap().port();
+        let c = cancel.clone();
+        let s = svc.clone();
+        tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(
+                    TraceServiceServer::new(s.clone())
+                        .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+                        .accept_compressed(tonic::codec::CompressionEncoding::Zstd)
+                        .max_decoding_message_size(64 << 20),
+                )
+                .add_service(
+                    MetricsServiceServer::new(s.clone())
+                        .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+                        .accept_compressed(tonic::codec::CompressionEncoding::Zstd),
+                )
+                .add_service(
+                    LogsServiceServer::new(s)
+                        .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+                        .accept_compressed(tonic::codec::CompressionEncoding::Zstd),
+                )
+                .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(grpc), c.cancelled_owned())
+                .await
+                .unwrap();
+        });
+        let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let http_port = http.local_addr().unwrap().port();
+        let c = cancel.clone();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = tokio::select! {
+                    a = http.accept() => a.unwrap(),
+                    _ = c.cancelled() => break,
+                };
+                let svc = svc.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                        let svc = svc.clone();
+                        async move { Ok::<_, std::convert::Infallible>(sink_http(&svc, req).await) }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Sink {
+            grpc_port,
+            http_port,
+            received,
+            refuse,
+            cancel,
+        }
+    }
+
+    /// Items received of a signal.
+    pub fn count(&self, signal: Signal) -> usize {
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|t| t.signal() == signal)
+            .map(|t| t.item_count())
+            .sum()
+    }
+
+    /// All spans received.
+    pub fn spans(&self) -> Vec<Span> {
+        self.received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|t| match t {
+                Telemetry::Traces(rs) => Some(rs.clone()),
+                _ => None,
+            })
+            .flatten()
+            .flat_map(|r| r.scope_spans)
+            .flat_map(|s| s.spans)
+            .collect()
+    }
+
+    /// Waits (bounded) until `count(signal) >= n`; returns the count.
+    pub async fn wait_for(&self, signal: Signal, n: usize, limit: Duration) -> usize {
+        let deadline = Instant::now() + limit;
+        loop {
+            let c = self.count(signal);
+            if c >= n || Instant::now() > deadline {
+                return c;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+async fn sink_http(svc: &SinkSvc, req: hyper::Request<hyper::body::Incoming>) -> hyper::Response<Full<Bytes>> {
+    let path = req.uri().path().to_string();
+    let json = req
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v.to_str().unwrap_or("").starts_with("application/json"));
+    let enc = req
+        .headers()
+        .get("content-encoding")
+        .map(|v| v.to_str().unwrap_or("").to_string());
+    let body = req.into_body().collect().await.unwrap().to_bytes();
+    let body = spanwire::net::decompress(enc.as_deref(), body, 256 << 20).unwrap();
+    let signal = match path.as_str() {
+        "/v1/traces" => Signal::Traces,
+        "/v1/metrics" => Signal::Metrics,
+        "/v1/logs" => Signal::Logs,
+        _ => return response(404, Bytes::new()),
+    };
+    if svc.refuse.load(Ordering::SeqCst) {
+        return response(503, Bytes::from_static(b"refusing"));
+    }
+    let t = if json {
+        spanwire::convert::otlp_json::decode(signal, &body).unwrap()
+    } else {
+        match signal {
+            Signal::Traces => Telemetry::Traces(ExportTraceServiceRequest::decode(&body[..]).unwrap().resource_spans),
+            Signal::Metrics => {
+                Telemetry::Metrics(ExportMetricsServiceRequest::decode(&body[..]).unwrap().resource_metrics)
+            }
+            Signal::Logs => Telemetry::Logs(ExportLogsServiceRequest::decode(&body[..]).unwrap().resource_logs),
+        }
+    };
+    svc.received.lock().unwrap().push(t);
+    response(200, if json { Bytes::from_static(b"{}") } else { Bytes::new() })
+}
+
+fn response(status: u16, body: Bytes) -> hyper::Response<Full<Bytes>> {
+    let mut r = hyper::Response::new(Full::new(body));
+    *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+    r
+}
+
+/// A minimal HTTP client result.
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+/// Sends one HTTP request to 127.0.0.1.
+pub async fn http_request(method: &str, port: u16, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Reply {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(format!("http://127.0.0.1:{port}{path}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = client.request(req.body(Full::new(Bytes::from(body))).unwrap()).await.unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    Reply { status, headers, body }
+}
+
+/// An export request of `n` agent-like spans (one trace, parent/child ids, gen_ai attributes).
+pub fn agent_spans(n: usize, tag: &str) -> ExportTraceServiceRequest {
+    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+    let kv = |k: &str, v: &str| KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v.into())),
+        }),
+        key_strindex: 0,
+    };
+    let trace_id: Vec<u8> = (0..16u8).map(|i| i.wrapping_mul(7).wrapping_add(tag.len() as u8)).collect();
+    let spans = (0..n)
+        .map(|i| Span {
+            trace_id: trace_id.clone(),
+            span_id: ((i as u64) + 1).to_be_bytes().to_vec(),
+            parent_span_id: if i == 0 { vec![] } else { 1u64.to_be_bytes().to_vec() },
+            name: format!("{tag}-{i}"),
+            kind: if i == 0 { 3 } else { 1 },
+            start_time_unix_nano: 1_700_000_000_000_000_000 + i as u64 * 1000,
+            end_time_unix_nano: 1_700_000_000_000_500_000 + i as u64 * 1000,
+            attributes: vec![
+                kv("gen_ai.operation.name", if i == 0 { "invoke_agent" } else { "chat" }),
+                kv("gen_ai.agent.name", "travel-agent"),
+                kv("test.tag", tag),
+            ],
+            ..Default::default()
+        })
+        .collect();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", "agent")],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            schema_url: String::new(),
+        }],
+    }
+}
