@@ -6,7 +6,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "spanwire", version, about = "Telemetry pipeline daemon for AI agents on AWS")]
+#[command(
+    name = "spanwire",
+    version,
+    about = "Telemetry pipeline daemon for AI agents on AWS"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -82,7 +86,10 @@ fn run(paths: &[String]) -> anyhow::Result<ExitCode> {
         let report = service.shutdown(cfg.service.shutdown_timeout).await;
         if !report.lost.is_empty() {
             let total: u64 = report.lost.iter().map(|(_, _, n)| n).sum();
-            tracing::error!(items = total, "shutdown dropped data still queued at the deadline");
+            tracing::error!(
+                items = total,
+                "shutdown dropped data still queued at the deadline"
+            );
         }
         Ok::<_, anyhow::Error>(())
     })?;

@@ -42,7 +42,10 @@ pub async fn bind(endpoint: &str) -> Result<TcpListener, NetError> {
         endpoint: endpoint.to_string(),
         source,
     };
-    let mut addrs: Vec<SocketAddr> = tokio::net::lookup_host(endpoint).await.map_err(fail)?.collect();
+    let mut addrs: Vec<SocketAddr> = tokio::net::lookup_host(endpoint)
+        .await
+        .map_err(fail)?
+        .collect();
     // Prefer IPv4 for `localhost`, as most senders resolve it that way.
     addrs.sort_by_key(|a| !a.is_ipv4());
     let mut last = io::Error::new(io::ErrorKind::AddrNotAvailable, "no address resolved");
@@ -60,7 +63,12 @@ pub type Body = Full<Bytes>;
 
 /// Serves HTTP/1.1 and h2c on `listener` with `handler` until `cancel` fires,
 /// then lets open requests finish (at most `grace`).
-pub fn serve_http<H, F>(listener: TcpListener, handler: H, cancel: CancellationToken, grace: Duration) -> JoinHandle<()>
+pub fn serve_http<H, F>(
+    listener: TcpListener,
+    handler: H,
+    cancel: CancellationToken,
+    grace: Duration,
+) -> JoinHandle<()>
 where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
@@ -119,15 +127,25 @@ pub enum DecompressError {
 }
 
 /// Decompresses `body` per `Content-Encoding`, refusing to inflate past `limit` bytes.
-pub fn decompress(encoding: Option<&str>, body: Bytes, limit: usize) -> Result<Bytes, DecompressError> {
-    let enc = encoding.map(|e| e.trim().to_ascii_lowercase()).unwrap_or_default();
+pub fn decompress(
+    encoding: Option<&str>,
+    body: Bytes,
+    limit: usize,
+) -> Result<Bytes, DecompressError> {
+    let enc = encoding
+        .map(|e| e.trim().to_ascii_lowercase())
+        .unwrap_or_default();
     match enc.as_str() {
         "" | "identity" | "none" => Ok(body),
-        "gzip" | "x-gzip" => read_bounded(flate2::read::MultiGzDecoder::new(&body[..]), "gzip", limit),
+        "gzip" | "x-gzip" => {
+            read_bounded(flate2::read::MultiGzDecoder::new(&body[..]), "gzip", limit)
+        }
         "zstd" => {
-            let dec = zstd::stream::read::Decoder::new(&body[..]).map_err(|e| DecompressError::Corrupt {
-                encoding: "zstd",
-                message: e.to_string(),
+            let dec = zstd::stream::read::Decoder::new(&body[..]).map_err(|e| {
+                DecompressError::Corrupt {
+                    encoding: "zstd",
+                    message: e.to_string(),
+                }
             })?;
             read_bounded(dec, "zstd", limit)
         }
@@ -135,13 +153,19 @@ pub fn decompress(encoding: Option<&str>, body: Bytes, limit: usize) -> Result<B
     }
 }
 
-fn read_bounded(r: impl Read, encoding: &'static str, limit: usize) -> Result<Bytes, DecompressError> {
+fn read_bounded(
+    r: impl Read,
+    encoding: &'static str,
+    limit: usize,
+) -> Result<Bytes, DecompressError> {
     let mut out = Vec::new();
     let mut taken = r.take(limit as u64 + 1);
-    taken.read_to_end(&mut out).map_err(|e| DecompressError::Corrupt {
-        encoding,
-        message: e.to_string(),
-    })?;
+    taken
+        .read_to_end(&mut out)
+        .map_err(|e| DecompressError::Corrupt {
+            encoding,
+            message: e.to_string(),
+        })?;
     if out.len() > limit {
         return Err(DecompressError::TooLarge(limit));
     }
@@ -151,7 +175,10 @@ fn read_bounded(r: impl Read, encoding: &'static str, limit: usize) -> Result<By
 /// gzip-compresses `data`.
 pub fn gzip(data: &[u8]) -> Vec<u8> {
     use std::io::Write;
-    let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(data.len() / 4 + 64), flate2::Compression::fast());
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(data.len() / 4 + 64),
+        flate2::Compression::fast(),
+    );
     // Writing to a Vec cannot fail.
     let _ = enc.write_all(data);
     enc.finish().unwrap_or_default()
@@ -163,10 +190,14 @@ pub fn zstd_compress(data: &[u8]) -> Vec<u8> {
 }
 
 /// An HTTP(S) connector with TCP_NODELAY for hyper and tonic clients.
-pub type HttpsConnector = hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>;
+pub type HttpsConnector =
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>;
 
 /// Builds a connector that speaks plain HTTP for `http://` and TLS for `https://` URIs.
-pub fn https_connector(tls: &TlsClientConfig, http2_only: bool) -> Result<HttpsConnector, NetError> {
+pub fn https_connector(
+    tls: &TlsClientConfig,
+    http2_only: bool,
+) -> Result<HttpsConnector, NetError> {
     let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
     http.set_nodelay(true);
     http.enforce_http(false);
@@ -179,7 +210,8 @@ pub fn https_connector(tls: &TlsClientConfig, http2_only: bool) -> Result<HttpsC
         Some(name) => {
             let server_name = rustls_pki_types::ServerName::try_from(name.clone())
                 .map_err(|e| NetError::Tls(format!("server_name_override `{name}`: {e}")))?;
-            builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(server_name))
+            builder
+                .with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(server_name))
         }
         None => builder,
     };
@@ -224,13 +256,16 @@ fn rustls_client_config(tls: &TlsClientConfig) -> Result<rustls::ClientConfig, N
                 .map_err(|e| NetError::Tls(format!("cert_file `{cert}`: {e}")))?
                 .collect();
             let chain = chain.map_err(|e| NetError::Tls(format!("cert_file `{cert}`: {e}")))?;
-            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| NetError::Tls(format!("key_file `{key}`: {e}")))?;
+            let key = PrivateKeyDer::from_pem_file(key)
+                .map_err(|e| NetError::Tls(format!("key_file `{key}`: {e}")))?;
             builder
                 .with_client_auth_cert(chain, key)
                 .map_err(|e| NetError::Tls(e.to_string()))
         }
         (None, None) => Ok(builder.with_no_client_auth()),
-        _ => Err(NetError::Tls("cert_file and key_file must be given together".into())),
+        _ => Err(NetError::Tls(
+            "cert_file and key_file must be given together".into(),
+        )),
     }
 }
 
@@ -255,7 +290,12 @@ impl rustls::client::danger::ServerCertVerifier for NoVerify {
         cert: &rustls_pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -264,7 +304,12 @@ impl rustls::client::danger::ServerCertVerifier for NoVerify {
         cert: &rustls_pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
@@ -300,7 +345,10 @@ mod tests {
     #[test]
     fn round_trips_and_rejects_garbage() {
         let data = b"hello hello hello".to_vec();
-        assert_eq!(decompress(Some("gzip"), Bytes::from(gzip(&data)), 100).unwrap(), &data[..]);
+        assert_eq!(
+            decompress(Some("gzip"), Bytes::from(gzip(&data)), 100).unwrap(),
+            &data[..]
+        );
         assert_eq!(
             decompress(Some("zstd"), Bytes::from(zstd_compress(&data)), 100).unwrap(),
             &data[..]
@@ -317,8 +365,14 @@ mod tests {
 
     #[test]
     fn endpoints_get_schemes() {
-        assert_eq!(endpoint_uri("collector:4317", true), "http://collector:4317");
-        assert_eq!(endpoint_uri("collector:4317", false), "https://collector:4317");
+        assert_eq!(
+            endpoint_uri("collector:4317", true),
+            "http://collector:4317"
+        );
+        assert_eq!(
+            endpoint_uri("collector:4317", false),
+            "https://collector:4317"
+        );
         assert_eq!(endpoint_uri("http://x:1/", false), "http://x:1");
     }
 }

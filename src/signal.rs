@@ -6,10 +6,10 @@ pub use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceReques
 pub use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 pub use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 pub use opentelemetry_proto::tonic::logs::v1::ResourceLogs;
-pub use opentelemetry_proto::tonic::metrics::v1::ResourceMetrics;
-pub use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use opentelemetry_proto::tonic::metrics::v1::Metric;
+pub use opentelemetry_proto::tonic::metrics::v1::ResourceMetrics;
+pub use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 
 /// One of the three OTLP signals.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -20,7 +20,8 @@ pub enum TelemetryError {
 
 /// Starts logging to stderr. Calling it twice keeps the first setup.
 pub fn init_logging(cfg: &LogsTelemetry) -> Result<(), TelemetryError> {
-    let filter = EnvFilter::try_new(&cfg.level).map_err(|e| TelemetryError::Level(cfg.level.clone(), e.to_string()))?;
+    let filter = EnvFilter::try_new(&cfg.level)
+        .map_err(|e| TelemetryError::Level(cfg.level.clone(), e.to_string()))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -54,10 +55,16 @@ pub fn render(handle: &PrometheusHandle) -> String {
     if let Some(p) = process_stats() {
         out.push_str("# HELP spanwire_process_resident_memory_bytes Resident set size of the spanwire process.\n");
         out.push_str("# TYPE spanwire_process_resident_memory_bytes gauge\n");
-        out.push_str(&format!("spanwire_process_resident_memory_bytes {}\n", p.rss_bytes));
+        out.push_str(&format!(
+            "spanwire_process_resident_memory_bytes {}\n",
+            p.rss_bytes
+        ));
         out.push_str("# HELP spanwire_process_cpu_seconds_total CPU time (user + system) used by the spanwire process.\n");
         out.push_str("# TYPE spanwire_process_cpu_seconds_total counter\n");
-        out.push_str(&format!("spanwire_process_cpu_seconds_total {:.3}\n", p.cpu_seconds));
+        out.push_str(&format!(
+            "spanwire_process_cpu_seconds_total {:.3}\n",
+            p.cpu_seconds
+        ));
     }
     out
 }
@@ -108,7 +115,10 @@ impl SignalCounters {
     pub fn new(prefix: &str, labels: &[(&'static str, String)]) -> SignalCounters {
         let make = |signal: Signal| {
             let name = format!("{prefix}_{}_total", signal.item_name());
-            let labels: Vec<metrics::Label> = labels.iter().map(|(k, v)| metrics::Label::new(*k, v.clone())).collect();
+            let labels: Vec<metrics::Label> = labels
+                .iter()
+                .map(|(k, v)| metrics::Label::new(*k, v.clone()))
+                .collect();
             metrics::counter!(name, labels)
         };
         SignalCounters {
@@ -130,6 +140,9 @@ impl SignalCounters {
 
 /// A gauge with labels.
 pub fn gauge(name: &'static str, labels: &[(&'static str, String)]) -> Gauge {
-    let labels: Vec<metrics::Label> = labels.iter().map(|(k, v)| metrics::Label::new(*k, v.clone())).collect();
+    let labels: Vec<metrics::Label> = labels
+        .iter()
+        .map(|(k, v)| metrics::Label::new(*k, v.clone()))
+        .collect();
     metrics::gauge!(name, labels)
 }

@@ -58,16 +58,37 @@ async fn bad_requests_get_their_status_and_good_ones_all_arrive() {
 
         // Truncated protobuf.
         let bytes = agent_spans(20, "cut").encode_to_vec();
-        let r = http_request("POST", http, "/v1/traces", &[proto], bytes[..bytes.len() / 2].to_vec()).await;
+        let r = http_request(
+            "POST",
+            http,
+            "/v1/traces",
+            &[proto],
+            bytes[..bytes.len() / 2].to_vec(),
+        )
+        .await;
         assert_eq!(r.status, 400);
         let status = spanwire::rpc::RpcStatus::decode(&r.body[..]).unwrap();
-        assert!(status.message.contains("invalid OTLP protobuf"), "{}", status.message);
+        assert!(
+            status.message.contains("invalid OTLP protobuf"),
+            "{}",
+            status.message
+        );
 
         // Invalid JSON: the reason names the problem, in JSON.
-        let r = http_request("POST", http, "/v1/traces", &[json], b"{\"resourceSpans\": [".to_vec()).await;
+        let r = http_request(
+            "POST",
+            http,
+            "/v1/traces",
+            &[json],
+            b"{\"resourceSpans\": [".to_vec(),
+        )
+        .await;
         assert_eq!(r.status, 400);
         let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-        assert!(v["message"].as_str().unwrap().contains("invalid OTLP/JSON"), "{v}");
+        assert!(
+            v["message"].as_str().unwrap().contains("invalid OTLP/JSON"),
+            "{v}"
+        );
         let r = http_request(
             "POST",
             http,
@@ -82,15 +103,36 @@ async fn bad_requests_get_their_status_and_good_ones_all_arrive() {
         // A gzip bomb: 64 MiB of zeros in ~64 KiB.
         let bomb = spanwire::net::gzip(&vec![0u8; 64 << 20]);
         assert!(bomb.len() < 1 << 20);
-        let r = http_request("POST", http, "/v1/traces", &[proto, ("content-encoding", "gzip")], bomb).await;
+        let r = http_request(
+            "POST",
+            http,
+            "/v1/traces",
+            &[proto, ("content-encoding", "gzip")],
+            bomb,
+        )
+        .await;
         assert_eq!(r.status, 413);
 
         // Corrupt gzip.
-        let r = http_request("POST", http, "/v1/traces", &[proto, ("content-encoding", "gzip")], b"not gzip".to_vec()).await;
+        let r = http_request(
+            "POST",
+            http,
+            "/v1/traces",
+            &[proto, ("content-encoding", "gzip")],
+            b"not gzip".to_vec(),
+        )
+        .await;
         assert_eq!(r.status, 400);
 
         // Wrong content type, oversize body, wrong method, unknown path.
-        let r = http_request("POST", http, "/v1/traces", &[("content-type", "text/plain")], b"hi".to_vec()).await;
+        let r = http_request(
+            "POST",
+            http,
+            "/v1/traces",
+            &[("content-type", "text/plain")],
+            b"hi".to_vec(),
+        )
+        .await;
         assert_eq!(r.status, 415);
         let r = http_request("POST", http, "/v1/traces", &[proto], vec![b'x'; 2 << 20]).await;
         assert_eq!(r.status, 413);
@@ -111,7 +153,10 @@ async fn bad_requests_get_their_status_and_good_ones_all_arrive() {
     big.resource_spans[0].scope_spans[0].spans[0].name = "a".repeat(32 << 20);
     let err = client.export(big).await.unwrap_err();
     assert!(
-        matches!(err.code(), tonic::Code::OutOfRange | tonic::Code::ResourceExhausted),
+        matches!(
+            err.code(),
+            tonic::Code::OutOfRange | tonic::Code::ResourceExhausted
+        ),
         "{err:?}"
     );
     let mut plain = TraceServiceClient::connect(format!("http://127.0.0.1:{grpc}"))
@@ -126,10 +171,19 @@ async fn bad_requests_get_their_status_and_good_ones_all_arrive() {
 
     // Still serving, and nothing good was lost; nothing bad got through.
     assert!(daemon.rss() < 200 << 20, "RSS {} after bombs", daemon.rss());
-    let n = sink.wait_for(Signal::Traces, good, Duration::from_secs(15)).await;
+    let n = sink
+        .wait_for(Signal::Traces, good, Duration::from_secs(15))
+        .await;
     assert_eq!(n, good, "{}", daemon.logs());
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(sink.count(Signal::Traces), good);
-    let r = http_request("POST", http, "/v1/traces", &[proto], agent_spans(1, "last").encode_to_vec()).await;
+    let r = http_request(
+        "POST",
+        http,
+        "/v1/traces",
+        &[proto],
+        agent_spans(1, "last").encode_to_vec(),
+    )
+    .await;
     assert_eq!(r.status, 200);
 }

@@ -48,7 +48,15 @@ service:
 fn send_with_python(protocol: &str, endpoint: &str, tag: &str, spans: usize, logs: usize) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/send_otel.py");
     let out = Command::new(python())
-        .args([script, "--protocol", protocol, "--endpoint", endpoint, "--tag", tag])
+        .args([
+            script,
+            "--protocol",
+            protocol,
+            "--endpoint",
+            endpoint,
+            "--tag",
+            tag,
+        ])
         .args(["--spans", &spans.to_string(), "--logs", &logs.to_string()])
         .env("OTEL_SDK_DISABLED", "false")
         .output()
@@ -61,7 +69,10 @@ fn send_with_python(protocol: &str, endpoint: &str, tag: &str, spans: usize, log
     );
 }
 
-fn attr<'a>(attrs: &'a [opentelemetry_proto::tonic::common::v1::KeyValue], key: &str) -> Option<&'a any_value::Value> {
+fn attr<'a>(
+    attrs: &'a [opentelemetry_proto::tonic::common::v1::KeyValue],
+    key: &str,
+) -> Option<&'a any_value::Value> {
     attrs
         .iter()
         .find(|kv| kv.key == key)
@@ -95,13 +106,23 @@ async fn python_sdk_over_grpc_and_http_arrives_through_both_exporters() {
     let cfg = config(grpc, http, health, sink_grpc.grpc_port, sink_http.http_port);
     let daemon = Daemon::start(&cfg, health);
 
-    send_with_python("grpc", &format!("http://127.0.0.1:{grpc}"), "viagrpc", 12, 4);
+    send_with_python(
+        "grpc",
+        &format!("http://127.0.0.1:{grpc}"),
+        "viagrpc",
+        12,
+        4,
+    );
     send_with_python("http", &format!("http://127.0.0.1:{http}"), "viahttp", 9, 3);
 
     for sink in [&sink_grpc, &sink_http] {
-        let n = sink.wait_for(Signal::Traces, 21, Duration::from_secs(20)).await;
+        let n = sink
+            .wait_for(Signal::Traces, 21, Duration::from_secs(20))
+            .await;
         assert_eq!(n, 21, "spans at a sink; daemon log:\n{}", daemon.logs());
-        let l = sink.wait_for(Signal::Logs, 7, Duration::from_secs(20)).await;
+        let l = sink
+            .wait_for(Signal::Logs, 7, Duration::from_secs(20))
+            .await;
         assert_eq!(l, 7, "log records at a sink");
         let metrics = {
             let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -127,22 +148,34 @@ async fn python_sdk_over_grpc_and_http_arrives_through_both_exporters() {
         assert_eq!(p.sum, Some(555.0));
         assert_eq!(p.bucket_counts.iter().sum::<u64>(), 3);
         assert!(!p.explicit_bounds.is_empty());
-        assert!(metrics.iter().any(|(n, d)| n == "e2e.requests" && matches!(d, Data::Sum(s) if s.is_monotonic)));
-        assert!(metrics.iter().any(|(n, d)| n == "e2e.queue" && matches!(d, Data::Gauge(_))));
+        assert!(metrics
+            .iter()
+            .any(|(n, d)| n == "e2e.requests" && matches!(d, Data::Sum(s) if s.is_monotonic)));
+        assert!(metrics
+            .iter()
+            .any(|(n, d)| n == "e2e.queue" && matches!(d, Data::Gauge(_))));
 
         let spans = sink.spans();
         for tag in ["viagrpc", "viahttp"] {
             let tagged: Vec<_> = spans
                 .iter()
-                .filter(|s| attr(&s.attributes, "test.tag") == Some(&any_value::Value::StringValue(tag.into())))
+                .filter(|s| {
+                    attr(&s.attributes, "test.tag")
+                        == Some(&any_value::Value::StringValue(tag.into()))
+                })
                 .collect();
             assert_eq!(tagged.len(), if tag == "viagrpc" { 12 } else { 9 });
-            let root = tagged.iter().find(|s| s.parent_span_id.is_empty()).expect("root span");
+            let root = tagged
+                .iter()
+                .find(|s| s.parent_span_id.is_empty())
+                .expect("root span");
             assert_eq!(root.name, format!("invoke_agent travel-{tag}"));
             for child in tagged.iter().filter(|s| !s.parent_span_id.is_empty()) {
                 assert_eq!(child.parent_span_id, root.span_id);
                 assert_eq!(child.trace_id, root.trace_id);
-                assert!(matches!(attr(&child.attributes, "gen_ai.usage.input_tokens"), Some(any_value::Value::IntValue(v)) if *v >= 100));
+                assert!(
+                    matches!(attr(&child.attributes, "gen_ai.usage.input_tokens"), Some(any_value::Value::IntValue(v)) if *v >= 100)
+                );
                 assert_eq!(
                     attr(&child.attributes, "gen_ai.request.temperature"),
                     Some(&any_value::Value::DoubleValue(0.5))
@@ -157,13 +190,23 @@ async fn python_sdk_over_grpc_and_http_arrives_through_both_exporters() {
 async fn raw_otlp_json_with_all_metric_types_arrives_intact() {
     let sink = Sink::start().await;
     let (grpc, http, health) = (free_port(), free_port(), free_port());
-    let daemon = Daemon::start(&config(grpc, http, health, sink.grpc_port, sink.http_port), health);
+    let daemon = Daemon::start(
+        &config(grpc, http, health, sink.grpc_port, sink.http_port),
+        health,
+    );
 
     let traces = r#"{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"raw"}}]},
       "scopeSpans":[{"spans":[{"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174",
       "name":"raw-json","kind":2,"startTimeUnixNano":"1700000000000000000","endTimeUnixNano":1700000000500000000,
       "attributes":[{"key":"big","value":{"intValue":"9007199254740993"}}]}]}]}]}"#;
-    let r = http_request("POST", http, "/v1/traces", &[("content-type", "application/json")], traces.into()).await;
+    let r = http_request(
+        "POST",
+        http,
+        "/v1/traces",
+        &[("content-type", "application/json")],
+        traces.into(),
+    )
+    .await;
     assert_eq!(r.status, 200);
     assert_eq!(&r.body[..], b"{}");
     assert_eq!(r.headers["content-type"], "application/json");
@@ -174,14 +217,38 @@ async fn raw_otlp_json_with_all_metric_types_arrives_intact() {
       {"name":"h","histogram":{"aggregationTemporality":2,"dataPoints":[{"count":"6","sum":12.5,"bucketCounts":["1","2","3"],"explicitBounds":[1,5]}]}},
       {"name":"e","exponentialHistogram":{"aggregationTemporality":2,"dataPoints":[{"count":"3","scale":2,"zeroCount":"1","positive":{"offset":1,"bucketCounts":["1","1"]}}]}},
       {"name":"q","summary":{"dataPoints":[{"count":"3","sum":7,"quantileValues":[{"quantile":0.5,"value":2}]}]}}]}]}]}"#;
-    let r = http_request("POST", http, "/v1/metrics", &[("content-type", "application/json")], metrics.into()).await;
+    let r = http_request(
+        "POST",
+        http,
+        "/v1/metrics",
+        &[("content-type", "application/json")],
+        metrics.into(),
+    )
+    .await;
     assert_eq!(r.status, 200);
 
-    assert_eq!(sink.wait_for(Signal::Traces, 2, Duration::from_secs(10)).await, 2, "{}", daemon.logs());
-    assert_eq!(sink.wait_for(Signal::Metrics, 10, Duration::from_secs(10)).await, 10);
-    let span = sink.spans().into_iter().find(|s| s.name == "raw-json").unwrap();
+    assert_eq!(
+        sink.wait_for(Signal::Traces, 2, Duration::from_secs(10))
+            .await,
+        2,
+        "{}",
+        daemon.logs()
+    );
+    assert_eq!(
+        sink.wait_for(Signal::Metrics, 10, Duration::from_secs(10))
+            .await,
+        10
+    );
+    let span = sink
+        .spans()
+        .into_iter()
+        .find(|s| s.name == "raw-json")
+        .unwrap();
     assert_eq!(span.end_time_unix_nano, 1_700_000_000_500_000_000);
-    assert_eq!(attr(&span.attributes, "big"), Some(&any_value::Value::IntValue(9_007_199_254_740_993)));
+    assert_eq!(
+        attr(&span.attributes, "big"),
+        Some(&any_value::Value::IntValue(9_007_199_254_740_993))
+    );
     let metrics = metric_names(&sink);
     let h = metrics
         .iter()
@@ -201,5 +268,6 @@ async fn raw_otlp_json_with_all_metric_types_arrives_intact() {
         })
         .unwrap();
     assert_eq!(e.positive.unwrap().bucket_counts, vec![1, 1]);
-    assert!(metrics.iter().any(|(n, d)| n == "q" && matches!(d, Data::Summary(s) if s.data_points[0].quantile_values.len() == 1)));
+    assert!(metrics.iter().any(|(n, d)| n == "q"
+        && matches!(d, Data::Summary(s) if s.data_points[0].quantile_values.len() == 1)));
 }

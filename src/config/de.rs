@@ -82,7 +82,10 @@ impl<'de> de::Deserializer<'de> for &'de Node {
             Value::Scalar(Scalar::Int(i)) => visitor.visit_i64(*i),
             Value::Scalar(Scalar::Float(f)) => visitor.visit_f64(*f),
             Value::Scalar(Scalar::Str(s)) => visitor.visit_borrowed_str(s),
-            Value::Seq(items) => visitor.visit_seq(SeqAccess { iter: items.iter(), index: 0 }),
+            Value::Seq(items) => visitor.visit_seq(SeqAccess {
+                iter: items.iter(),
+                index: 0,
+            }),
             Value::Map(entries) => visitor.visit_map(MapAccess {
                 iter: entries.iter(),
                 value: None,
@@ -156,13 +159,22 @@ impl<'de> de::Deserializer<'de> for &'de Node {
         let expected = format!("one of {}", variants.join(", "));
         let r = match &self.value {
             Value::Scalar(Scalar::Str(s)) => visitor.visit_enum(s.as_str().into_deserializer()),
-            Value::Map(entries) if entries.len() == 1 => visitor.visit_enum(EnumAccess { entry: &entries[0] }),
-            _ => Err(de::Error::invalid_type(unexpected(self), &expected.as_str())),
+            Value::Map(entries) if entries.len() == 1 => {
+                visitor.visit_enum(EnumAccess { entry: &entries[0] })
+            }
+            _ => Err(de::Error::invalid_type(
+                unexpected(self),
+                &expected.as_str(),
+            )),
         };
         r.map_err(|e: DeError| e.at(&self.mark))
     }
 
-    fn deserialize_newtype_struct<V: Visitor<'de>>(self, _name: &'static str, visitor: V) -> Result<V::Value, DeError> {
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
         visitor.visit_newtype_struct(self)
     }
 
@@ -180,7 +192,10 @@ struct SeqAccess<'de> {
 impl<'de> de::SeqAccess<'de> for SeqAccess<'de> {
     type Error = DeError;
 
-    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, DeError> {
+    fn next_element_seed<T: DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, DeError> {
         match self.iter.next() {
             None => Ok(None),
             Some(node) => {
@@ -202,20 +217,27 @@ struct MapAccess<'de> {
 impl<'de> de::MapAccess<'de> for MapAccess<'de> {
     type Error = DeError;
 
-    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, DeError> {
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, DeError> {
         match self.iter.next() {
             None => Ok(None),
             Some((k, v)) => {
                 let name = k.key_text();
                 self.value = Some((v, name.clone()));
-                seed.deserialize(k).map(Some).map_err(|e| e.at(&k.mark).under(name))
+                seed.deserialize(k)
+                    .map(Some)
+                    .map_err(|e| e.at(&k.mark).under(name))
             }
         }
     }
 
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, DeError> {
         match self.value.take() {
-            Some((node, name)) => seed.deserialize(node).map_err(|e| e.at(&node.mark).under(name)),
+            Some((node, name)) => seed
+                .deserialize(node)
+                .map_err(|e| e.at(&node.mark).under(name)),
             None => Err(de::Error::custom("value requested before key")),
         }
     }
@@ -229,7 +251,10 @@ impl<'de> de::EnumAccess<'de> for EnumAccess<'de> {
     type Error = DeError;
     type Variant = &'de Node;
 
-    fn variant_seed<V: DeserializeSeed<'de>>(self, seed: V) -> Result<(V::Value, &'de Node), DeError> {
+    fn variant_seed<V: DeserializeSeed<'de>>(
+        self,
+        seed: V,
+    ) -> Result<(V::Value, &'de Node), DeError> {
         let v = seed.deserialize(&self.entry.0)?;
         Ok((v, &self.entry.1))
     }
@@ -253,7 +278,11 @@ impl<'de> de::VariantAccess<'de> for &'de Node {
         de::Deserializer::deserialize_seq(self, visitor)
     }
 
-    fn struct_variant<V: Visitor<'de>>(self, fields: &'static [&'static str], visitor: V) -> Result<V::Value, DeError> {
+    fn struct_variant<V: Visitor<'de>>(
+        self,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
         de::Deserializer::deserialize_struct(self, "", fields, visitor)
     }
 }
@@ -289,7 +318,11 @@ mod tests {
     fn unknown_key_is_reported_at_the_key() {
         let (n, _) = parse("f", "inner:\n  port: 1\n  sise: 2\n", &no_env).unwrap();
         let err = from_node::<Outer>(&n).unwrap_err();
-        assert!(err.message.contains("unknown field `sise`"), "{}", err.message);
+        assert!(
+            err.message.contains("unknown field `sise`"),
+            "{}",
+            err.message
+        );
         let m = err.mark.clone().unwrap();
         assert_eq!((m.line, m.col), (3, 3));
         assert_eq!(err.path_string(), "inner.sise");
@@ -314,5 +347,6 @@ mod tests {
         let (n, _) = parse("f", "inner:\n", &no_env).unwrap();
         let o = from_node::<Outer>(&n).unwrap();
         assert_eq!(o.inner.size, 0);
+        assert!(o.list.is_empty());
     }
 }

@@ -281,7 +281,10 @@ pub fn load_files(paths: &[String]) -> Result<Config, ConfigErrors> {
 }
 
 /// Parses, merges and validates config texts `(file name, text)`.
-pub fn load_sources(sources: &[(String, String)], env: yaml::EnvLookup<'_>) -> Result<Config, ConfigErrors> {
+pub fn load_sources(
+    sources: &[(String, String)],
+    env: yaml::EnvLookup<'_>,
+) -> Result<Config, ConfigErrors> {
     let mut warnings = Vec::new();
     let mut root: Option<Node> = None;
     for (name, text) in sources {
@@ -310,7 +313,14 @@ pub fn load_sources(sources: &[(String, String)], env: yaml::EnvLookup<'_>) -> R
     Ok(cfg)
 }
 
-const SECTIONS: &[&str] = &["receivers", "processors", "exporters", "connectors", "extensions", "service"];
+const SECTIONS: &[&str] = &[
+    "receivers",
+    "processors",
+    "exporters",
+    "connectors",
+    "extensions",
+    "service",
+];
 
 fn err(mark: &Mark, component: Option<String>, message: impl Into<String>) -> ConfigError {
     ConfigError {
@@ -344,14 +354,24 @@ fn section<T>(
     known: &[&str],
 ) -> Vec<Defined<T>> {
     let mut out = Vec::new();
-    let Some(node) = root.get(name) else { return out };
+    let Some(node) = root.get(name) else {
+        return out;
+    };
     let Some(entries) = node.as_map() else {
-        errors.push(err(&node.mark, None, format!("`{name}` must be a mapping of component ids to settings")));
+        errors.push(err(
+            &node.mark,
+            None,
+            format!("`{name}` must be a mapping of component ids to settings"),
+        ));
         return out;
     };
     for (k, v) in entries {
         let Some(text) = k.as_str() else {
-            errors.push(err(&k.mark, None, format!("`{name}` keys must be component ids")));
+            errors.push(err(
+                &k.mark,
+                None,
+                format!("`{name}` keys must be component ids"),
+            ));
             continue;
         };
         let component = Some(format!("{name}::{text}"));
@@ -370,7 +390,11 @@ fn section<T>(
                     "unknown {} type `{}`; known types: {}",
                     name.trim_end_matches('s'),
                     id.kind,
-                    if known.is_empty() { "none yet".to_string() } else { known.join(", ") }
+                    if known.is_empty() {
+                        "none yet".to_string()
+                    } else {
+                        known.join(", ")
+                    }
                 ),
             )),
             Some(Err(e)) => {
@@ -387,7 +411,11 @@ fn section<T>(
     out
 }
 
-fn id_list(node: Option<&Node>, component: &str, errors: &mut Vec<ConfigError>) -> Vec<(ComponentId, Mark)> {
+fn id_list(
+    node: Option<&Node>,
+    component: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<(ComponentId, Mark)> {
     let mut out = Vec::new();
     let Some(node) = node else { return out };
     match &node.value {
@@ -397,7 +425,11 @@ fn id_list(node: Option<&Node>, component: &str, errors: &mut Vec<ConfigError>) 
                 match item.as_str().map(ComponentId::parse) {
                     Some(Ok(id)) => {
                         if out.iter().any(|(o, _)| o == &id) {
-                            errors.push(err(&item.mark, Some(component.into()), format!("`{id}` is listed twice")));
+                            errors.push(err(
+                                &item.mark,
+                                Some(component.into()),
+                                format!("`{id}` is listed twice"),
+                            ));
                         } else {
                             out.push((id, item.mark.clone()));
                         }
@@ -424,14 +456,22 @@ fn from_tree(root: &Node) -> Result<Config, ConfigErrors> {
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
     let Some(top) = root.as_map() else {
-        return Err(ConfigErrors(vec![err(&root.mark, None, "the config must be a mapping")]));
+        return Err(ConfigErrors(vec![err(
+            &root.mark,
+            None,
+            "the config must be a mapping",
+        )]));
     };
     for (k, _) in top {
         if !SECTIONS.contains(&k.key_text().as_str()) {
             errors.push(err(
                 &k.mark,
                 None,
-                format!("unknown top-level key `{}`; expected one of {}", k.key_text(), SECTIONS.join(", ")),
+                format!(
+                    "unknown top-level key `{}`; expected one of {}",
+                    k.key_text(),
+                    SECTIONS.join(", ")
+                ),
             ));
         }
     }
@@ -439,11 +479,40 @@ fn from_tree(root: &Node) -> Result<Config, ConfigErrors> {
     // Ids defined with errors: already reported, so not reported again as undefined.
     let mut broken = BTreeSet::new();
     let b = &mut broken;
-    let receivers = section(root, "receivers", &mut errors, b, ReceiverConfig::parse, ReceiverConfig::KINDS);
-    let processors = section(root, "processors", &mut errors, b, ProcessorConfig::parse, ProcessorConfig::KINDS);
-    let exporters = section(root, "exporters", &mut errors, b, ExporterConfig::parse, ExporterConfig::KINDS);
-    let extensions = section(root, "extensions", &mut errors, b, ExtensionConfig::parse, ExtensionConfig::KINDS);
-    let _connectors: Vec<Defined<()>> = section(root, "connectors", &mut errors, b, |_, _| None, &[]);
+    let receivers = section(
+        root,
+        "receivers",
+        &mut errors,
+        b,
+        ReceiverConfig::parse,
+        ReceiverConfig::KINDS,
+    );
+    let processors = section(
+        root,
+        "processors",
+        &mut errors,
+        b,
+        ProcessorConfig::parse,
+        ProcessorConfig::KINDS,
+    );
+    let exporters = section(
+        root,
+        "exporters",
+        &mut errors,
+        b,
+        ExporterConfig::parse,
+        ExporterConfig::KINDS,
+    );
+    let extensions = section(
+        root,
+        "extensions",
+        &mut errors,
+        b,
+        ExtensionConfig::parse,
+        ExtensionConfig::KINDS,
+    );
+    let _connectors: Vec<Defined<()>> =
+        section(root, "connectors", &mut errors, b, |_, _| None, &[]);
 
     let empty = Node {
         value: Value::Map(Vec::new()),
@@ -451,7 +520,11 @@ fn from_tree(root: &Node) -> Result<Config, ConfigErrors> {
     };
     let service = root.get("service").unwrap_or(&empty);
     if service.as_map().is_none() {
-        errors.push(err(&service.mark, Some("service".into()), "`service` must be a mapping"));
+        errors.push(err(
+            &service.mark,
+            Some("service".into()),
+            "`service` must be a mapping",
+        ));
     }
     for (k, _) in service.as_map().unwrap_or(&[]) {
         let key = k.key_text();
@@ -487,7 +560,11 @@ fn from_tree(root: &Node) -> Result<Config, ConfigErrors> {
 
     // Extensions in use.
     let mut used: BTreeSet<(String, ComponentId)> = BTreeSet::new();
-    let ext_ids = id_list(service.get("extensions"), "service::extensions", &mut errors);
+    let ext_ids = id_list(
+        service.get("extensions"),
+        "service::extensions",
+        &mut errors,
+    );
     for (id, mark) in &ext_ids {
         if !extensions.iter().any(|d| &d.id == id) && !broken.contains(id) {
             errors.push(err(
@@ -502,9 +579,17 @@ fn from_tree(root: &Node) -> Result<Config, ConfigErrors> {
     // Pipelines.
     let mut pipelines = Vec::new();
     match service.get("pipelines") {
-        None => errors.push(err(&service.mark, Some("service".into()), "`service.pipelines` is required")),
+        None => errors.push(err(
+            &service.mark,
+            Some("service".into()),
+            "`service.pipelines` is required",
+        )),
         Some(pnode) => match pnode.as_map() {
-            None => errors.push(err(&pnode.mark, Some("service::pipelines".into()), "must be a mapping")),
+            None => errors.push(err(
+                &pnode.mark,
+                Some("service::pipelines".into()),
+                "must be a mapping",
+            )),
             Some([]) => errors.push(err(
                 &pnode.mark,
                 Some("service::pipelines".into()),
@@ -522,12 +607,18 @@ fn from_tree(root: &Node) -> Result<Config, ConfigErrors> {
                         errors.push(err(
                             &k.mark,
                             Some(component),
-                            format!("unknown pipeline type `{sig}`; expected traces, metrics or logs"),
+                            format!(
+                                "unknown pipeline type `{sig}`; expected traces, metrics or logs"
+                            ),
                         ));
                         continue;
                     };
                     if v.as_map().is_none() {
-                        errors.push(err(&v.mark, Some(component), "a pipeline must be a mapping"));
+                        errors.push(err(
+                            &v.mark,
+                            Some(component),
+                            "a pipeline must be a mapping",
+                        ));
                         continue;
                     }
                     for (pk, _) in v.as_map().unwrap_or(&[]) {
@@ -544,10 +635,18 @@ fn from_tree(root: &Node) -> Result<Config, ConfigErrors> {
                     let procs = id_list(v.get("processors"), &component, &mut errors);
                     let exps = id_list(v.get("exporters"), &component, &mut errors);
                     if recv.is_empty() {
-                        errors.push(err(&v.mark, Some(component.clone()), "a pipeline needs at least one receiver"));
+                        errors.push(err(
+                            &v.mark,
+                            Some(component.clone()),
+                            "a pipeline needs at least one receiver",
+                        ));
                     }
                     if exps.is_empty() {
-                        errors.push(err(&v.mark, Some(component.clone()), "a pipeline needs at least one exporter"));
+                        errors.push(err(
+                            &v.mark,
+                            Some(component.clone()),
+                            "a pipeline needs at least one exporter",
+                        ));
                     }
                     for (id, mark) in &recv {
                         used.insert(("receivers".into(), id.clone()));
@@ -556,7 +655,9 @@ fn from_tree(root: &Node) -> Result<Config, ConfigErrors> {
                             None => errors.push(err(
                                 mark,
                                 Some(component.clone()),
-                                format!("receiver `{id}` is used but not defined under `receivers`"),
+                                format!(
+                                    "receiver `{id}` is used but not defined under `receivers`"
+                                ),
                             )),
                             Some(d) if !d.config.signals().contains(&signal) => errors.push(err(
                                 mark,
@@ -573,7 +674,9 @@ fn from_tree(root: &Node) -> Result<Config, ConfigErrors> {
                             None => errors.push(err(
                                 mark,
                                 Some(component.clone()),
-                                format!("processor `{id}` is used but not defined under `processors`"),
+                                format!(
+                                    "processor `{id}` is used but not defined under `processors`"
+                                ),
                             )),
                             Some(d) if !d.config.signals().contains(&signal) => errors.push(err(
                                 mark,
@@ -590,7 +693,9 @@ fn from_tree(root: &Node) -> Result<Config, ConfigErrors> {
                             None => errors.push(err(
                                 mark,
                                 Some(component.clone()),
-                                format!("exporter `{id}` is used but not defined under `exporters`"),
+                                format!(
+                                    "exporter `{id}` is used but not defined under `exporters`"
+                                ),
                             )),
                             Some(d) if !d.config.signals().contains(&signal) => errors.push(err(
                                 mark,
@@ -616,10 +721,26 @@ fn from_tree(root: &Node) -> Result<Config, ConfigErrors> {
         (!used.contains(&(section.to_string(), id.clone())))
             .then(|| format!("{mark}: {section}::{id}: defined but not used in any pipeline"))
     };
-    warnings.extend(receivers.iter().filter_map(|d| unused("receivers", &d.id, &d.mark)));
-    warnings.extend(processors.iter().filter_map(|d| unused("processors", &d.id, &d.mark)));
-    warnings.extend(exporters.iter().filter_map(|d| unused("exporters", &d.id, &d.mark)));
-    warnings.extend(extensions.iter().filter_map(|d| unused("extensions", &d.id, &d.mark)));
+    warnings.extend(
+        receivers
+            .iter()
+            .filter_map(|d| unused("receivers", &d.id, &d.mark)),
+    );
+    warnings.extend(
+        processors
+            .iter()
+            .filter_map(|d| unused("processors", &d.id, &d.mark)),
+    );
+    warnings.extend(
+        exporters
+            .iter()
+            .filter_map(|d| unused("exporters", &d.id, &d.mark)),
+    );
+    warnings.extend(
+        extensions
+            .iter()
+            .filter_map(|d| unused("extensions", &d.id, &d.mark)),
+    );
 
     // Components that bind the same address would fail at start; say so now.
     let mut endpoints: Vec<(String, String, Mark)> = Vec::new();
@@ -647,13 +768,18 @@ fn from_tree(root: &Node) -> Result<Config, ConfigErrors> {
     }
     for (i, (ep, who, mark)) in endpoints.iter().enumerate() {
         if let Some((_, other, _)) = endpoints[..i].iter().find(|(e, _, _)| e == ep) {
-            errors.push(err(mark, Some(who.clone()), format!("endpoint `{ep}` is also used by {other}")));
+            errors.push(err(
+                mark,
+                Some(who.clone()),
+                format!("endpoint `{ep}` is also used by {other}"),
+            ));
         }
     }
 
     if !errors.is_empty() {
         errors.sort_by(|a, b| {
-            let key = |e: &ConfigError| e.mark.as_ref().map(|m| (m.file.to_string(), m.line, m.col));
+            let key =
+                |e: &ConfigError| e.mark.as_ref().map(|m| (m.file.to_string(), m.line, m.col));
             key(a).cmp(&key(b))
         });
         return Err(ConfigErrors(errors));

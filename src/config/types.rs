@@ -24,13 +24,19 @@ impl<'de> Deserialize<'de> for HumanDuration {
                 }
                 humantime::parse_duration(s.trim())
                     .map(HumanDuration)
-                    .map_err(|e| E::custom(format!("invalid duration `{s}`: {e} (write e.g. 200ms, 5s or 1m)")))
+                    .map_err(|e| {
+                        E::custom(format!(
+                            "invalid duration `{s}`: {e} (write e.g. 200ms, 5s or 1m)"
+                        ))
+                    })
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<HumanDuration, E> {
                 if v == 0 {
                     Ok(HumanDuration(Duration::ZERO))
                 } else {
-                    Err(E::custom(format!("a bare number `{v}` is ambiguous as a duration; add a unit, e.g. {v}s")))
+                    Err(E::custom(format!(
+                        "a bare number `{v}` is ambiguous as a duration; add a unit, e.g. {v}s"
+                    )))
                 }
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<HumanDuration, E> {
@@ -157,7 +163,9 @@ pub fn check_listen_endpoint(ep: &str) -> Result<(), String> {
         .rsplit_once(':')
         .ok_or_else(|| format!("endpoint `{ep}` must be host:port"))?;
     if host.is_empty() {
-        return Err(format!("endpoint `{ep}` has no host; write e.g. 0.0.0.0{ep} or localhost{ep}"));
+        return Err(format!(
+            "endpoint `{ep}` has no host; write e.g. 0.0.0.0{ep} or localhost{ep}"
+        ));
     }
     port.parse::<u16>()
         .map_err(|_| format!("endpoint `{ep}` has an invalid port `{port}`"))?;

@@ -123,7 +123,9 @@ impl Node {
             (Value::Map(mine), Value::Map(theirs)) => {
                 for (k, v) in theirs {
                     let key = k.key_text();
-                    if let Some((_, existing)) = mine.iter_mut().find(|(mk, _)| mk.key_text() == key) {
+                    if let Some((_, existing)) =
+                        mine.iter_mut().find(|(mk, _)| mk.key_text() == key)
+                    {
                         existing.merge(v);
                     } else {
                         mine.push((k, v));
@@ -179,7 +181,11 @@ pub fn parse(file: &str, text: &str, env: EnvLookup<'_>) -> Result<(Node, Vec<St
     }
     let root = builder.root.unwrap_or(Node {
         value: Value::Scalar(Scalar::Null),
-        mark: Mark { file, line: 1, col: 1 },
+        mark: Mark {
+            file,
+            line: 1,
+            col: 1,
+        },
     });
     Ok((root, builder.warnings))
 }
@@ -221,7 +227,8 @@ impl Builder<'_> {
                 Some(key) => {
                     if let Value::Map(entries) = &mut map.value {
                         let text = key.key_text();
-                        if entries.iter().any(|(k, _)| k.key_text() == text) && self.error.is_none() {
+                        if entries.iter().any(|(k, _)| k.key_text() == text) && self.error.is_none()
+                        {
                             self.error = Some(YamlError {
                                 mark: key.mark.clone(),
                                 message: format!("duplicate key `{text}`"),
@@ -258,16 +265,25 @@ impl MarkedEventReceiver for Builder<'_> {
                 if self.documents > 1 && self.error.is_none() {
                     self.error = Some(YamlError {
                         mark,
-                        message: "a config file holds one YAML document; found a second `---`".into(),
+                        message: "a config file holds one YAML document; found a second `---`"
+                            .into(),
                     });
                 }
             }
             Event::Scalar(text, style, anchor, tag) => {
-                let (value, warnings) = scalar(&text, style, tag.as_ref().map(|t| t.suffix.as_str()), self.env);
+                let (value, warnings) = scalar(
+                    &text,
+                    style,
+                    tag.as_ref().map(|t| t.suffix.as_str()),
+                    self.env,
+                );
                 for w in warnings {
                     self.warnings.push(format!("{mark}: {w}"));
                 }
-                let node = Node { value: Value::Scalar(value), mark };
+                let node = Node {
+                    value: Value::Scalar(value),
+                    mark,
+                };
                 if anchor > 0 {
                     self.anchors.push((anchor, node.clone()));
                 }
@@ -290,7 +306,12 @@ impl MarkedEventReceiver for Builder<'_> {
             )),
             Event::SequenceEnd | Event::MappingEnd => self.finish(),
             Event::Alias(id) => {
-                let found = self.anchors.iter().rev().find(|(a, _)| *a == id).map(|(_, n)| n.clone());
+                let found = self
+                    .anchors
+                    .iter()
+                    .rev()
+                    .find(|(a, _)| *a == id)
+                    .map(|(_, n)| n.clone());
                 match found {
                     Some(node) => self.push_node(node),
                     None => {
@@ -309,7 +330,12 @@ impl MarkedEventReceiver for Builder<'_> {
 }
 
 /// Types a scalar by the YAML 1.2 core schema after substituting variables.
-fn scalar(text: &str, style: TScalarStyle, tag: Option<&str>, env: EnvLookup<'_>) -> (Scalar, Vec<String>) {
+fn scalar(
+    text: &str,
+    style: TScalarStyle,
+    tag: Option<&str>,
+    env: EnvLookup<'_>,
+) -> (Scalar, Vec<String>) {
     let (text, warnings) = substitute(text, env);
     if style != TScalarStyle::Plain || tag == Some("str") {
         return (Scalar::Str(text), warnings);
@@ -323,7 +349,9 @@ fn infer(text: &str) -> Scalar {
         "" | "~" | "null" | "Null" | "NULL" => return Scalar::Null,
         "true" | "True" | "TRUE" => return Scalar::Bool(true),
         "false" | "False" | "FALSE" => return Scalar::Bool(false),
-        ".inf" | "+.inf" | ".Inf" | "+.Inf" | ".INF" | "+.INF" => return Scalar::Float(f64::INFINITY),
+        ".inf" | "+.inf" | ".Inf" | "+.Inf" | ".INF" | "+.INF" => {
+            return Scalar::Float(f64::INFINITY)
+        }
         "-.inf" | "-.Inf" | "-.INF" => return Scalar::Float(f64::NEG_INFINITY),
         ".nan" | ".NaN" | ".NAN" => return Scalar::Float(f64::NAN),
         _ => {}
@@ -384,9 +412,9 @@ pub fn substitute(text: &str, env: EnvLookup<'_>) -> (String, Vec<String>) {
                     match (env(name), default) {
                         (Some(v), _) if !v.is_empty() || default.is_none() => out.push_str(&v),
                         (_, Some(d)) => out.push_str(d),
-                        (None, None) => {
-                            warnings.push(format!("environment variable `{name}` is not set; using an empty value"))
-                        }
+                        (None, None) => warnings.push(format!(
+                            "environment variable `{name}` is not set; using an empty value"
+                        )),
                         (Some(v), None) => out.push_str(&v),
                     }
                     rest = &body_start[end + 1..];
@@ -416,7 +444,10 @@ mod tests {
 
     #[test]
     fn substitutes_all_forms() {
-        let (s, w) = substitute("${env:HOST}:${PORT}/${env:NOPE:-dflt}/$${HOST}/${EMPTY:-e}", &env);
+        let (s, w) = substitute(
+            "${env:HOST}:${PORT}/${env:NOPE:-dflt}/$${HOST}/${EMPTY:-e}",
+            &env,
+        );
         assert_eq!(s, "example:4317/dflt/${HOST}/e");
         assert!(w.is_empty());
         let (s, w) = substitute("a${MISSING}b", &env);

@@ -14,9 +14,10 @@ use opentelemetry_proto::tonic::common::v1::{
 };
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::metrics::v1::{
-    exemplar, exponential_histogram_data_point::Buckets, metric, number_data_point, summary_data_point::ValueAtQuantile,
-    Exemplar, ExponentialHistogram, ExponentialHistogramDataPoint, Gauge, Histogram, HistogramDataPoint, Metric,
-    NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, Summary, SummaryDataPoint,
+    exemplar, exponential_histogram_data_point::Buckets, metric, number_data_point,
+    summary_data_point::ValueAtQuantile, Exemplar, ExponentialHistogram,
+    ExponentialHistogramDataPoint, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
+    ResourceMetrics, ScopeMetrics, Sum, Summary, SummaryDataPoint,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{span, ResourceSpans, ScopeSpans, Span, Status};
@@ -57,7 +58,11 @@ impl Ctx {
         }
     }
 
-    fn with<T>(&mut self, seg: impl Into<String>, f: impl FnOnce(&mut Ctx) -> Result<T, JsonError>) -> Result<T, JsonError> {
+    fn with<T>(
+        &mut self,
+        seg: impl Into<String>,
+        f: impl FnOnce(&mut Ctx) -> Result<T, JsonError>,
+    ) -> Result<T, JsonError> {
         self.path.push(seg.into());
         let r = f(self);
         self.path.pop();
@@ -79,11 +84,27 @@ pub fn decode_value(signal: Signal, value: &Value) -> Result<Telemetry, JsonErro
     let mut cx = Ctx { path: Vec::new() };
     let root = as_obj(&mut cx, value)?;
     Ok(match signal {
-        Signal::Traces => Telemetry::Traces(list(&mut cx, root, "resourceSpans", "resource_spans", resource_spans)?),
-        Signal::Metrics => {
-            Telemetry::Metrics(list(&mut cx, root, "resourceMetrics", "resource_metrics", resource_metrics)?)
-        }
-        Signal::Logs => Telemetry::Logs(list(&mut cx, root, "resourceLogs", "resource_logs", resource_logs)?),
+        Signal::Traces => Telemetry::Traces(list(
+            &mut cx,
+            root,
+            "resourceSpans",
+            "resource_spans",
+            resource_spans,
+        )?),
+        Signal::Metrics => Telemetry::Metrics(list(
+            &mut cx,
+            root,
+            "resourceMetrics",
+            "resource_metrics",
+            resource_metrics,
+        )?),
+        Signal::Logs => Telemetry::Logs(list(
+            &mut cx,
+            root,
+            "resourceLogs",
+            "resource_logs",
+            resource_logs,
+        )?),
     })
 }
 
@@ -130,7 +151,9 @@ fn list<T>(
                 .map(|(i, v)| cx.with(format!("[{i}]"), |cx| f(cx, v)))
                 .collect()
         }),
-        Some(other) => cx.with(camel, |cx| Err(cx.err(format!("expected an array, found {}", kind(other))))),
+        Some(other) => cx.with(camel, |cx| {
+            Err(cx.err(format!("expected an array, found {}", kind(other))))
+        }),
     }
 }
 
@@ -151,7 +174,9 @@ fn string(cx: &mut Ctx, o: &Obj, camel: &str, snake: &str) -> Result<String, Jso
     match get(o, camel, snake) {
         None => Ok(String::new()),
         Some(Value::String(s)) => Ok(s.clone()),
-        Some(other) => cx.with(camel, |cx| Err(cx.err(format!("expected a string, found {}", kind(other))))),
+        Some(other) => cx.with(camel, |cx| {
+            Err(cx.err(format!("expected a string, found {}", kind(other))))
+        }),
     }
 }
 
@@ -159,7 +184,9 @@ fn boolean(cx: &mut Ctx, o: &Obj, camel: &str, snake: &str) -> Result<bool, Json
     match get(o, camel, snake) {
         None => Ok(false),
         Some(Value::Bool(b)) => Ok(*b),
-        Some(other) => cx.with(camel, |cx| Err(cx.err(format!("expected a boolean, found {}", kind(other))))),
+        Some(other) => cx.with(camel, |cx| {
+            Err(cx.err(format!("expected a boolean, found {}", kind(other))))
+        }),
     }
 }
 
@@ -224,7 +251,9 @@ fn i32_field(cx: &mut Ctx, o: &Obj, camel: &str, snake: &str) -> Result<i32, Jso
 
 fn double(cx: &mut Ctx, v: &Value) -> Result<f64, JsonError> {
     match v {
-        Value::Number(n) => n.as_f64().ok_or_else(|| cx.err("number is not representable as a double")),
+        Value::Number(n) => n
+            .as_f64()
+            .ok_or_else(|| cx.err("number is not representable as a double")),
         Value::String(s) => match s.as_str() {
             "NaN" => Ok(f64::NAN),
             "Infinity" => Ok(f64::INFINITY),
@@ -245,7 +274,12 @@ fn f64_field(cx: &mut Ctx, o: &Obj, camel: &str, snake: &str) -> Result<f64, Jso
     }
 }
 
-fn opt_f64_field(cx: &mut Ctx, o: &Obj, camel: &str, snake: &str) -> Result<Option<f64>, JsonError> {
+fn opt_f64_field(
+    cx: &mut Ctx,
+    o: &Obj,
+    camel: &str,
+    snake: &str,
+) -> Result<Option<f64>, JsonError> {
     match get(o, camel, snake) {
         None => Ok(None),
         Some(v) => cx.with(camel, |cx| double(cx, v)).map(Some),
@@ -253,7 +287,13 @@ fn opt_f64_field(cx: &mut Ctx, o: &Obj, camel: &str, snake: &str) -> Result<Opti
 }
 
 /// An enum given as a number or as one of its names.
-fn enum_field(cx: &mut Ctx, o: &Obj, camel: &str, snake: &str, names: &[&str]) -> Result<i32, JsonError> {
+fn enum_field(
+    cx: &mut Ctx,
+    o: &Obj,
+    camel: &str,
+    snake: &str,
+    names: &[&str],
+) -> Result<i32, JsonError> {
     match get(o, camel, snake) {
         None => Ok(0),
         Some(Value::String(s)) => match names.iter().position(|n| *n == s) {
@@ -268,18 +308,29 @@ fn enum_field(cx: &mut Ctx, o: &Obj, camel: &str, snake: &str, names: &[&str]) -
 }
 
 /// A trace or span id in hex (OTLP/JSON), of `len` bytes; empty means unset.
-fn id_field(cx: &mut Ctx, o: &Obj, camel: &str, snake: &str, len: usize) -> Result<Vec<u8>, JsonError> {
+fn id_field(
+    cx: &mut Ctx,
+    o: &Obj,
+    camel: &str,
+    snake: &str,
+    len: usize,
+) -> Result<Vec<u8>, JsonError> {
     match get(o, camel, snake) {
         None => Ok(Vec::new()),
         Some(Value::String(s)) if s.is_empty() => Ok(Vec::new()),
         Some(Value::String(s)) => cx.with(camel, |cx| {
             let bytes = hex::decode(s).map_err(|e| cx.err(format!("id {s:?} is not hex: {e}")))?;
             if bytes.len() != len {
-                return Err(cx.err(format!("id {s:?} has {} bytes; expected {len}", bytes.len())));
+                return Err(cx.err(format!(
+                    "id {s:?} has {} bytes; expected {len}",
+                    bytes.len()
+                )));
             }
             Ok(bytes)
         }),
-        Some(other) => cx.with(camel, |cx| Err(cx.err(format!("expected a hex string, found {}", kind(other))))),
+        Some(other) => cx.with(camel, |cx| {
+            Err(cx.err(format!("expected a hex string, found {}", kind(other))))
+        }),
     }
 }
 
@@ -305,36 +356,62 @@ fn any_value(cx: &mut Ctx, v: &Value) -> Result<AnyValue, JsonError> {
     let value = if let Some(s) = get(o, "stringValue", "string_value") {
         match s {
             Value::String(s) => Some(any_value::Value::StringValue(s.clone())),
-            other => return cx.with("stringValue", |cx| Err(cx.err(format!("expected a string, found {}", kind(other))))),
+            other => {
+                return cx.with("stringValue", |cx| {
+                    Err(cx.err(format!("expected a string, found {}", kind(other))))
+                })
+            }
         }
     } else if get(o, "boolValue", "bool_value").is_some() {
-        Some(any_value::Value::BoolValue(boolean(cx, o, "boolValue", "bool_value")?))
+        Some(any_value::Value::BoolValue(boolean(
+            cx,
+            o,
+            "boolValue",
+            "bool_value",
+        )?))
     } else if let Some(i) = get(o, "intValue", "int_value") {
-        Some(any_value::Value::IntValue(cx.with("intValue", |cx| ranged(cx, i, "int64"))?))
+        Some(any_value::Value::IntValue(
+            cx.with("intValue", |cx| ranged(cx, i, "int64"))?,
+        ))
     } else if let Some(d) = get(o, "doubleValue", "double_value") {
-        Some(any_value::Value::DoubleValue(cx.with("doubleValue", |cx| double(cx, d))?))
+        Some(any_value::Value::DoubleValue(
+            cx.with("doubleValue", |cx| double(cx, d))?,
+        ))
     } else if let Some(a) = get(o, "arrayValue", "array_value") {
-        Some(any_value::Value::ArrayValue(cx.with("arrayValue", |cx| {
-            let ao = as_obj(cx, a)?;
-            Ok(ArrayValue {
-                values: list(cx, ao, "values", "values", any_value)?,
-            })
-        })?))
+        Some(any_value::Value::ArrayValue(cx.with(
+            "arrayValue",
+            |cx| {
+                let ao = as_obj(cx, a)?;
+                Ok(ArrayValue {
+                    values: list(cx, ao, "values", "values", any_value)?,
+                })
+            },
+        )?))
     } else if let Some(k) = get(o, "kvlistValue", "kvlist_value") {
-        Some(any_value::Value::KvlistValue(cx.with("kvlistValue", |cx| {
-            let ko = as_obj(cx, k)?;
-            Ok(KeyValueList {
-                values: list(cx, ko, "values", "values", key_value)?,
-            })
-        })?))
+        Some(any_value::Value::KvlistValue(cx.with(
+            "kvlistValue",
+            |cx| {
+                let ko = as_obj(cx, k)?;
+                Ok(KeyValueList {
+                    values: list(cx, ko, "values", "values", key_value)?,
+                })
+            },
+        )?))
     } else if let Some(b) = get(o, "bytesValue", "bytes_value") {
-        Some(any_value::Value::BytesValue(cx.with("bytesValue", |cx| match b {
-            Value::String(s) => base64::engine::general_purpose::STANDARD
-                .decode(s)
-                .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(s))
-                .map_err(|e| cx.err(format!("bytesValue is not base64: {e}"))),
-            other => Err(cx.err(format!("expected a base64 string, found {}", kind(other)))),
-        })?))
+        Some(any_value::Value::BytesValue(cx.with(
+            "bytesValue",
+            |cx| {
+                match b {
+                    Value::String(s) => base64::engine::general_purpose::STANDARD
+                        .decode(s)
+                        .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(s))
+                        .map_err(|e| cx.err(format!("bytesValue is not base64: {e}"))),
+                    other => {
+                        Err(cx.err(format!("expected a base64 string, found {}", kind(other))))
+                    }
+                }
+            },
+        )?))
     } else {
         None
     };
@@ -358,7 +435,12 @@ fn resource(cx: &mut Ctx, v: &Value) -> Result<Resource, JsonError> {
     let o = as_obj(cx, v)?;
     Ok(Resource {
         attributes: attributes(cx, o)?,
-        dropped_attributes_count: u32_field(cx, o, "droppedAttributesCount", "dropped_attributes_count")?,
+        dropped_attributes_count: u32_field(
+            cx,
+            o,
+            "droppedAttributesCount",
+            "dropped_attributes_count",
+        )?,
         entity_refs: list(cx, o, "entityRefs", "entity_refs", |cx, v| {
             let e = as_obj(cx, v)?;
             Ok(EntityRef {
@@ -377,7 +459,12 @@ fn scope(cx: &mut Ctx, v: &Value) -> Result<InstrumentationScope, JsonError> {
         name: string(cx, o, "name", "name")?,
         version: string(cx, o, "version", "version")?,
         attributes: attributes(cx, o)?,
-        dropped_attributes_count: u32_field(cx, o, "droppedAttributesCount", "dropped_attributes_count")?,
+        dropped_attributes_count: u32_field(
+            cx,
+            o,
+            "droppedAttributesCount",
+            "dropped_attributes_count",
+        )?,
     })
 }
 
@@ -422,14 +509,24 @@ fn span(cx: &mut Ctx, v: &Value) -> Result<Span, JsonError> {
         start_time_unix_nano: u64_field(cx, o, "startTimeUnixNano", "start_time_unix_nano")?,
         end_time_unix_nano: u64_field(cx, o, "endTimeUnixNano", "end_time_unix_nano")?,
         attributes: attributes(cx, o)?,
-        dropped_attributes_count: u32_field(cx, o, "droppedAttributesCount", "dropped_attributes_count")?,
+        dropped_attributes_count: u32_field(
+            cx,
+            o,
+            "droppedAttributesCount",
+            "dropped_attributes_count",
+        )?,
         events: list(cx, o, "events", "events", |cx, v| {
             let e = as_obj(cx, v)?;
             Ok(span::Event {
                 time_unix_nano: u64_field(cx, e, "timeUnixNano", "time_unix_nano")?,
                 name: string(cx, e, "name", "name")?,
                 attributes: attributes(cx, e)?,
-                dropped_attributes_count: u32_field(cx, e, "droppedAttributesCount", "dropped_attributes_count")?,
+                dropped_attributes_count: u32_field(
+                    cx,
+                    e,
+                    "droppedAttributesCount",
+                    "dropped_attributes_count",
+                )?,
             })
         })?,
         dropped_events_count: u32_field(cx, o, "droppedEventsCount", "dropped_events_count")?,
@@ -440,7 +537,12 @@ fn span(cx: &mut Ctx, v: &Value) -> Result<Span, JsonError> {
                 span_id: id_field(cx, l, "spanId", "span_id", 8)?,
                 trace_state: string(cx, l, "traceState", "trace_state")?,
                 attributes: attributes(cx, l)?,
-                dropped_attributes_count: u32_field(cx, l, "droppedAttributesCount", "dropped_attributes_count")?,
+                dropped_attributes_count: u32_field(
+                    cx,
+                    l,
+                    "droppedAttributesCount",
+                    "dropped_attributes_count",
+                )?,
                 flags: u32_field(cx, l, "flags", "flags")?,
             })
         })?,
@@ -518,19 +620,22 @@ fn metric(cx: &mut Ctx, v: &Value) -> Result<Metric, JsonError> {
             })
         })?))
     } else if let Some(h) = get(o, "exponentialHistogram", "exponential_histogram") {
-        Some(metric::Data::ExponentialHistogram(cx.with("exponentialHistogram", |cx| {
-            let h = as_obj(cx, h)?;
-            Ok(ExponentialHistogram {
-                data_points: list(cx, h, "dataPoints", "data_points", exp_histogram_point)?,
-                aggregation_temporality: enum_field(
-                    cx,
-                    h,
-                    "aggregationTemporality",
-                    "aggregation_temporality",
-                    TEMPORALITIES,
-                )?,
-            })
-        })?))
+        Some(metric::Data::ExponentialHistogram(cx.with(
+            "exponentialHistogram",
+            |cx| {
+                let h = as_obj(cx, h)?;
+                Ok(ExponentialHistogram {
+                    data_points: list(cx, h, "dataPoints", "data_points", exp_histogram_point)?,
+                    aggregation_temporality: enum_field(
+                        cx,
+                        h,
+                        "aggregationTemporality",
+                        "aggregation_temporality",
+                        TEMPORALITIES,
+                    )?,
+                })
+            },
+        )?))
     } else if let Some(s) = get(o, "summary", "summary") {
         Some(metric::Data::Summary(cx.with("summary", |cx| {
             let s = as_obj(cx, s)?;
@@ -554,14 +659,24 @@ fn exemplars(cx: &mut Ctx, o: &Obj) -> Result<Vec<Exemplar>, JsonError> {
     list(cx, o, "exemplars", "exemplars", |cx, v| {
         let e = as_obj(cx, v)?;
         let value = if let Some(d) = get(e, "asDouble", "as_double") {
-            Some(exemplar::Value::AsDouble(cx.with("asDouble", |cx| double(cx, d))?))
+            Some(exemplar::Value::AsDouble(
+                cx.with("asDouble", |cx| double(cx, d))?,
+            ))
         } else if let Some(i) = get(e, "asInt", "as_int") {
-            Some(exemplar::Value::AsInt(cx.with("asInt", |cx| ranged(cx, i, "int64"))?))
+            Some(exemplar::Value::AsInt(
+                cx.with("asInt", |cx| ranged(cx, i, "int64"))?,
+            ))
         } else {
             None
         };
         Ok(Exemplar {
-            filtered_attributes: list(cx, e, "filteredAttributes", "filtered_attributes", key_value)?,
+            filtered_attributes: list(
+                cx,
+                e,
+                "filteredAttributes",
+                "filtered_attributes",
+                key_value,
+            )?,
             time_unix_nano: u64_field(cx, e, "timeUnixNano", "time_unix_nano")?,
             span_id: id_field(cx, e, "spanId", "span_id", 8)?,
             trace_id: id_field(cx, e, "traceId", "trace_id", 16)?,
@@ -573,9 +688,13 @@ fn exemplars(cx: &mut Ctx, o: &Obj) -> Result<Vec<Exemplar>, JsonError> {
 fn number_point(cx: &mut Ctx, v: &Value) -> Result<NumberDataPoint, JsonError> {
     let o = as_obj(cx, v)?;
     let value = if let Some(d) = get(o, "asDouble", "as_double") {
-        Some(number_data_point::Value::AsDouble(cx.with("asDouble", |cx| double(cx, d))?))
+        Some(number_data_point::Value::AsDouble(
+            cx.with("asDouble", |cx| double(cx, d))?,
+        ))
     } else if let Some(i) = get(o, "asInt", "as_int") {
-        Some(number_data_point::Value::AsInt(cx.with("asInt", |cx| ranged(cx, i, "int64"))?))
+        Some(number_data_point::Value::AsInt(
+            cx.with("asInt", |cx| ranged(cx, i, "int64"))?,
+        ))
     } else {
         None
     };
@@ -614,7 +733,10 @@ fn buckets(cx: &mut Ctx, v: &Value) -> Result<Buckets, JsonError> {
     })
 }
 
-fn exp_histogram_point(cx: &mut Ctx, v: &Value) -> Result<ExponentialHistogramDataPoint, JsonError> {
+fn exp_histogram_point(
+    cx: &mut Ctx,
+    v: &Value,
+) -> Result<ExponentialHistogramDataPoint, JsonError> {
     let o = as_obj(cx, v)?;
     Ok(ExponentialHistogramDataPoint {
         attributes: attributes(cx, o)?,
@@ -703,12 +825,22 @@ fn log_record(cx: &mut Ctx, v: &Value) -> Result<LogRecord, JsonError> {
     let o = as_obj(cx, v)?;
     Ok(LogRecord {
         time_unix_nano: u64_field(cx, o, "timeUnixNano", "time_unix_nano")?,
-        observed_time_unix_nano: u64_field(cx, o, "observedTimeUnixNano", "observed_time_unix_nano")?,
+        observed_time_unix_nano: u64_field(
+            cx,
+            o,
+            "observedTimeUnixNano",
+            "observed_time_unix_nano",
+        )?,
         severity_number: enum_field(cx, o, "severityNumber", "severity_number", SEVERITIES)?,
         severity_text: string(cx, o, "severityText", "severity_text")?,
         body: opt_msg(cx, o, "body", "body", any_value)?,
         attributes: attributes(cx, o)?,
-        dropped_attributes_count: u32_field(cx, o, "droppedAttributesCount", "dropped_attributes_count")?,
+        dropped_attributes_count: u32_field(
+            cx,
+            o,
+            "droppedAttributesCount",
+            "dropped_attributes_count",
+        )?,
         flags: u32_field(cx, o, "flags", "flags")?,
         trace_id: id_field(cx, o, "traceId", "trace_id", 16)?,
         span_id: id_field(cx, o, "spanId", "span_id", 8)?,
@@ -723,7 +855,10 @@ pub fn encode(data: &Telemetry) -> Value {
     let mut o = Obj::new();
     match data {
         Telemetry::Traces(rs) => {
-            o.insert("resourceSpans".into(), Value::Array(rs.iter().map(enc_resource_spans).collect()));
+            o.insert(
+                "resourceSpans".into(),
+                Value::Array(rs.iter().map(enc_resource_spans).collect()),
+            );
         }
         Telemetry::Metrics(rm) => {
             o.insert(
@@ -732,7 +867,10 @@ pub fn encode(data: &Telemetry) -> Value {
             );
         }
         Telemetry::Logs(rl) => {
-            o.insert("resourceLogs".into(), Value::Array(rl.iter().map(enc_resource_logs).collect()));
+            o.insert(
+                "resourceLogs".into(),
+                Value::Array(rl.iter().map(enc_resource_logs).collect()),
+            );
         }
     }
     Value::Object(o)
@@ -800,7 +938,8 @@ impl W {
     }
     fn arr<T>(mut self, k: &str, items: &[T], f: impl Fn(&T) -> Value) -> W {
         if !items.is_empty() {
-            self.0.insert(k.into(), Value::Array(items.iter().map(f).collect()));
+            self.0
+                .insert(k.into(), Value::Array(items.iter().map(f).collect()));
         }
         self
     }
@@ -815,7 +954,9 @@ fn enc_double(v: f64) -> Value {
     } else if v.is_infinite() {
         Value::String(if v > 0.0 { "Infinity" } else { "-Infinity" }.into())
     } else {
-        Number::from_f64(v).map(Value::Number).unwrap_or(Value::Null)
+        Number::from_f64(v)
+            .map(Value::Number)
+            .unwrap_or(Value::Null)
     }
 }
 
@@ -843,16 +984,27 @@ fn enc_any(v: &AnyValue) -> Value {
             o.insert("doubleValue".into(), enc_double(*d));
             Value::Object(o)
         }
-        Some(any_value::Value::ArrayValue(a)) => {
-            w.val("arrayValue", Some(W::new().arr("values", &a.values, enc_any).done())).done()
-        }
-        Some(any_value::Value::KvlistValue(k)) => {
-            w.val("kvlistValue", Some(W::new().arr("values", &k.values, enc_kv).done())).done()
-        }
-        Some(any_value::Value::BytesValue(b)) => w
-            .str("bytesValue", &base64::engine::general_purpose::STANDARD.encode(b))
+        Some(any_value::Value::ArrayValue(a)) => w
+            .val(
+                "arrayValue",
+                Some(W::new().arr("values", &a.values, enc_any).done()),
+            )
             .done(),
-        Some(any_value::Value::StringValueStrindex(i)) => w.num("stringValueStrindex", *i as i64).done(),
+        Some(any_value::Value::KvlistValue(k)) => w
+            .val(
+                "kvlistValue",
+                Some(W::new().arr("values", &k.values, enc_kv).done()),
+            )
+            .done(),
+        Some(any_value::Value::BytesValue(b)) => w
+            .str(
+                "bytesValue",
+                &base64::engine::general_purpose::STANDARD.encode(b),
+            )
+            .done(),
+        Some(any_value::Value::StringValueStrindex(i)) => {
+            w.num("stringValueStrindex", *i as i64).done()
+        }
     }
 }
 
@@ -871,7 +1023,9 @@ fn enc_resource(r: &Resource) -> Value {
         .num("droppedAttributesCount", r.dropped_attributes_count as i64)
         .arr("entityRefs", &r.entity_refs, |e| {
             let strs = |v: &[String]| Value::Array(v.iter().cloned().map(Value::String).collect());
-            let mut w = W::new().str("schemaUrl", &e.schema_url).str("type", &e.r#type);
+            let mut w = W::new()
+                .str("schemaUrl", &e.schema_url)
+                .str("type", &e.r#type);
             if !e.id_keys.is_empty() {
                 w = w.val("idKeys", Some(strs(&e.id_keys)));
             }
@@ -941,9 +1095,12 @@ fn enc_span(s: &Span) -> Value {
         .num("droppedLinksCount", s.dropped_links_count as i64)
         .val(
             "status",
-            s.status
-                .as_ref()
-                .map(|st| W::new().str("message", &st.message).num("code", st.code as i64).done()),
+            s.status.as_ref().map(|st| {
+                W::new()
+                    .str("message", &st.message)
+                    .num("code", st.code as i64)
+                    .done()
+            }),
         )
         .done()
 }
@@ -985,7 +1142,9 @@ fn enc_number_point(p: &NumberDataPoint) -> Value {
         .num("flags", p.flags as i64);
     match p.value {
         Some(number_data_point::Value::AsDouble(d)) => w.val("asDouble", Some(enc_double(d))),
-        Some(number_data_point::Value::AsInt(i)) => w.val("asInt", Some(Value::String(i.to_string()))),
+        Some(number_data_point::Value::AsInt(i)) => {
+            w.val("asInt", Some(Value::String(i.to_string())))
+        }
         None => w,
     }
     .done()
@@ -1013,7 +1172,11 @@ fn enc_metric(m: &Metric) -> Value {
         None => w,
         Some(metric::Data::Gauge(g)) => w.val(
             "gauge",
-            Some(W::new().arr("dataPoints", &g.data_points, enc_number_point).done()),
+            Some(
+                W::new()
+                    .arr("dataPoints", &g.data_points, enc_number_point)
+                    .done(),
+            ),
         ),
         Some(metric::Data::Sum(s)) => w.val(
             "sum",
@@ -1042,7 +1205,9 @@ fn enc_metric(m: &Metric) -> Value {
                         if !p.explicit_bounds.is_empty() {
                             w = w.val(
                                 "explicitBounds",
-                                Some(Value::Array(p.explicit_bounds.iter().map(|b| enc_double(*b)).collect())),
+                                Some(Value::Array(
+                                    p.explicit_bounds.iter().map(|b| enc_double(*b)).collect(),
+                                )),
                             );
                         }
                         w.arr("exemplars", &p.exemplars, enc_exemplar)
@@ -1093,7 +1258,10 @@ fn enc_metric(m: &Metric) -> Value {
                             .u64s("count", p.count)
                             .f64("sum", p.sum)
                             .arr("quantileValues", &p.quantile_values, |q| {
-                                W::new().f64("quantile", q.quantile).f64("value", q.value).done()
+                                W::new()
+                                    .f64("quantile", q.quantile)
+                                    .f64("value", q.value)
+                                    .done()
                             })
                             .num("flags", p.flags as i64)
                             .done()
@@ -1148,7 +1316,10 @@ mod tests {
         let t = decode(Signal::Traces, body).unwrap();
         let Telemetry::Traces(rs) = &t else { panic!() };
         let s = &rs[0].scope_spans[0].spans[0];
-        assert_eq!(s.trace_id, hex::decode("5b8efff798038103d269b633813fc60c").unwrap());
+        assert_eq!(
+            s.trace_id,
+            hex::decode("5b8efff798038103d269b633813fc60c").unwrap()
+        );
         assert_eq!(s.start_time_unix_nano, 1_544_712_660_000_000_000);
         assert_eq!(s.end_time_unix_nano, 1_544_712_661_000_000_000);
         assert_eq!(s.kind, 2);
@@ -1183,7 +1354,10 @@ mod tests {
         let m = &rm[0].scope_metrics[0].metrics;
         match &m[1].data {
             Some(metric::Data::Sum(s)) => {
-                assert_eq!(s.data_points[0].value, Some(number_data_point::Value::AsInt(9_007_199_254_740_993)));
+                assert_eq!(
+                    s.data_points[0].value,
+                    Some(number_data_point::Value::AsInt(9_007_199_254_740_993))
+                );
                 assert!(s.is_monotonic);
             }
             other => panic!("{other:?}"),
@@ -1194,7 +1368,10 @@ mod tests {
                 assert_eq!(h.aggregation_temporality, 1);
                 assert_eq!(p.bucket_counts, vec![1, 2, 3]);
                 assert_eq!(p.explicit_bounds, vec![1.0, 5.0]);
-                assert_eq!((p.count, p.sum, p.min, p.max), (6, Some(12.5), Some(0.5), Some(9.0)));
+                assert_eq!(
+                    (p.count, p.sum, p.min, p.max),
+                    (6, Some(12.5), Some(0.5), Some(9.0))
+                );
             }
             other => panic!("{other:?}"),
         }
@@ -1230,16 +1407,30 @@ mod tests {
 
     #[test]
     fn errors_name_the_path() {
-        let err = decode(Signal::Traces, br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"zz"}]}]}]}"#).unwrap_err();
-        assert_eq!(err.path, "$.resourceSpans[0].scopeSpans[0].spans[0].traceId");
-        let err = decode(Signal::Traces, br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"startTimeUnixNano":"soon"}]}]}]}"#)
-            .unwrap_err();
+        let err = decode(
+            Signal::Traces,
+            br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"zz"}]}]}]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.path,
+            "$.resourceSpans[0].scopeSpans[0].spans[0].traceId"
+        );
+        let err = decode(
+            Signal::Traces,
+            br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"startTimeUnixNano":"soon"}]}]}]}"#,
+        )
+        .unwrap_err();
         assert!(err.message.contains("integer"), "{err}");
         let err = decode(Signal::Traces, b"{not json").unwrap_err();
         assert_eq!(err.path, "$");
         let err = decode(Signal::Metrics, br#"{"resourceMetrics":{}}"#).unwrap_err();
         assert!(err.message.contains("array"));
-        let err = decode(Signal::Traces, br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"spanId":"0102"}]}]}]}"#).unwrap_err();
+        let err = decode(
+            Signal::Traces,
+            br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"spanId":"0102"}]}]}]}"#,
+        )
+        .unwrap_err();
         assert!(err.message.contains("expected 8"), "{err}");
     }
 }

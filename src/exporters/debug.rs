@@ -88,7 +88,8 @@ pub fn render(data: &Telemetry, verbosity: Verbosity) -> String {
         Verbosity::Normal => match data {
             Telemetry::Traces(v) => {
                 for s in v.iter().flat_map(|r| &r.scope_spans).flat_map(|s| &s.spans) {
-                    let dur = s.end_time_unix_nano.saturating_sub(s.start_time_unix_nano) as f64 / 1e6;
+                    let dur =
+                        s.end_time_unix_nano.saturating_sub(s.start_time_unix_nano) as f64 / 1e6;
                     out.push_str(&format!(
                         "  span {} trace={} id={} parent={} kind={} {:.3}ms {}\n",
                         s.name,
@@ -102,7 +103,11 @@ pub fn render(data: &Telemetry, verbosity: Verbosity) -> String {
                 }
             }
             Telemetry::Logs(v) => {
-                for l in v.iter().flat_map(|r| &r.scope_logs).flat_map(|s| &s.log_records) {
+                for l in v
+                    .iter()
+                    .flat_map(|r| &r.scope_logs)
+                    .flat_map(|s| &s.log_records)
+                {
                     out.push_str(&format!(
                         "  log {} {} {}\n",
                         l.severity_text,
@@ -112,7 +117,11 @@ pub fn render(data: &Telemetry, verbosity: Verbosity) -> String {
                 }
             }
             Telemetry::Metrics(v) => {
-                for m in v.iter().flat_map(|r| &r.scope_metrics).flat_map(|s| &s.metrics) {
+                for m in v
+                    .iter()
+                    .flat_map(|r| &r.scope_metrics)
+                    .flat_map(|s| &s.metrics)
+                {
                     out.push_str(&format!(
                         "  metric {} ({}) {} point(s)\n",
                         m.name,

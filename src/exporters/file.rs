@@ -88,7 +88,9 @@ impl FileExporter {
     /// Opens (creating) the file.
     pub fn new(cfg: &FileConfig) -> Result<Self, StartError> {
         let path = PathBuf::from(&cfg.path);
-        let state = open(&path).map_err(|e| StartError::component("file", format!("cannot open `{}`: {e}", cfg.path)))?;
+        let state = open(&path).map_err(|e| {
+            StartError::component("file", format!("cannot open `{}`: {e}", cfg.path))
+        })?;
         Ok(FileExporter {
             path,
             rotation: cfg.rotation.clone(),
@@ -103,7 +105,12 @@ fn backup(path: &std::path::Path, n: usize) -> PathBuf {
     PathBuf::from(s)
 }
 
-fn write_line(path: &PathBuf, rotation: &Option<Rotation>, st: &mut State, line: &[u8]) -> std::io::Result<()> {
+fn write_line(
+    path: &PathBuf,
+    rotation: &Option<Rotation>,
+    st: &mut State,
+    line: &[u8],
+) -> std::io::Result<()> {
     if let Some(r) = rotation {
         let max = r.max_megabytes * 1024 * 1024;
         if st.size > 0 && st.size + line.len() as u64 > max {
@@ -138,7 +145,9 @@ impl Export for FileExporter {
         let path = self.path.clone();
         let rotation = self.rotation.clone();
         let r = tokio::task::spawn_blocking(move || {
-            let mut st = state.lock().map_err(|_| std::io::Error::other("file state poisoned"))?;
+            let mut st = state
+                .lock()
+                .map_err(|_| std::io::Error::other("file state poisoned"))?;
             write_line(&path, &rotation, &mut st, &line)
         })
         .await;
@@ -148,7 +157,9 @@ impl Export for FileExporter {
                 reason: format!("write to `{}` failed: {e}", self.path.display()),
                 retry_after: None,
             }),
-            Err(e) => Err(ExportError::Permanent(format!("file writer task failed: {e}"))),
+            Err(e) => Err(ExportError::Permanent(format!(
+                "file writer task failed: {e}"
+            ))),
         }
     }
 
@@ -195,7 +206,9 @@ mod tests {
         assert!(!backup(&path, 3).exists());
         let text = std::fs::read_to_string(&path).unwrap();
         for line in text.lines() {
-            let t = crate::convert::otlp_json::decode(crate::signal::Signal::Traces, line.as_bytes()).unwrap();
+            let t =
+                crate::convert::otlp_json::decode(crate::signal::Signal::Traces, line.as_bytes())
+                    .unwrap();
             assert_eq!(t.item_count(), 1);
         }
     }

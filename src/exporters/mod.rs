@@ -36,7 +36,14 @@ pub enum ExporterConfig {
 
 impl ExporterConfig {
     /// Exporter types spanwire knows.
-    pub const KINDS: &'static [&'static str] = &["otlp", "otlp_grpc", "otlphttp", "otlp_http", "debug", "file"];
+    pub const KINDS: &'static [&'static str] = &[
+        "otlp",
+        "otlp_grpc",
+        "otlphttp",
+        "otlp_http",
+        "debug",
+        "file",
+    ];
 
     /// Parses the section of an exporter of type `kind`; `None` for an unknown type.
     pub fn parse(kind: &str, node: &Node) -> Option<Result<ExporterConfig, DeError>> {

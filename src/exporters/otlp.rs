@@ -63,7 +63,9 @@ impl OtlpExporterConfig {
         }
         for k in self.headers.keys() {
             MetadataKey::<tonic::metadata::Ascii>::from_bytes(k.to_ascii_lowercase().as_bytes())
-                .map_err(|_| DeError::custom(format!("headers: `{k}` is not a valid gRPC metadata key")))?;
+                .map_err(|_| {
+                    DeError::custom(format!("headers: `{k}` is not a valid gRPC metadata key"))
+                })?;
         }
         self.sending_queue.validate().map_err(DeError::custom)?;
         Ok(())
@@ -87,14 +89,16 @@ impl OtlpExporter {
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(10))
             .timeout(cfg.timeout);
-        let connector = crate::net::https_connector(&cfg.tls, true).map_err(|e| StartError::component(&name, e.to_string()))?;
+        let connector = crate::net::https_connector(&cfg.tls, true)
+            .map_err(|e| StartError::component(&name, e.to_string()))?;
         let channel = endpoint.connect_with_connector_lazy(connector);
         let mut metadata = MetadataMap::new();
         for (k, v) in &cfg.headers {
             let key = MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes())
                 .map_err(|_| StartError::component(&name, format!("invalid header name `{k}`")))?;
-            let value = MetadataValue::try_from(v.as_str())
-                .map_err(|_| StartError::component(&name, format!("invalid value for header `{k}`")))?;
+            let value = MetadataValue::try_from(v.as_str()).map_err(|_| {
+                StartError::component(&name, format!("invalid value for header `{k}`"))
+            })?;
             metadata.insert(key, value);
         }
         Ok(OtlpExporter {
@@ -109,7 +113,11 @@ impl OtlpExporter {
         })
     }
 
-    async fn call<R: prost::Message + Default + Send + Sync + 'static>(&self, path: &'static str, body: Bytes) -> Result<R, Status> {
+    async fn call<R: prost::Message + Default + Send + Sync + 'static>(
+        &self,
+        path: &'static str,
+        body: Bytes,
+    ) -> Result<R, Status> {
         let mut grpc = tonic::client::Grpc::new(self.channel.clone())
             .accept_compressed(CompressionEncoding::Gzip)
             .max_decoding_message_size(16 * 1024 * 1024);
@@ -131,7 +139,10 @@ impl OtlpExporter {
 
 /// Encodes a repeated message field 1 (the shape of every OTLP export request).
 pub fn encode_request<M: prost::Message>(items: &[M]) -> Bytes {
-    let len: usize = items.iter().map(|m| prost::encoding::message::encoded_len(1, m)).sum();
+    let len: usize = items
+        .iter()
+        .map(|m| prost::encoding::message::encoded_len(1, m))
+        .sum();
     let mut buf = Vec::with_capacity(len);
     for m in items {
         prost::encoding::message::encode(1, m, &mut buf);
@@ -144,10 +155,19 @@ fn classify(status: Status) -> ExportError {
     let retry_after = crate::rpc::retry_delay(&status);
     let reason = format!("gRPC {:?}: {}", status.code(), status.message());
     match status.code() {
-        Code::Cancelled | Code::DeadlineExceeded | Code::Aborted | Code::OutOfRange | Code::Unavailable | Code::DataLoss => {
-            ExportError::Retryable { reason, retry_after }
-        }
-        Code::ResourceExhausted if retry_after.is_some() => ExportError::Retryable { reason, retry_after },
+        Code::Cancelled
+        | Code::DeadlineExceeded
+        | Code::Aborted
+        | Code::OutOfRange
+        | Code::Unavailable
+        | Code::DataLoss => ExportError::Retryable {
+            reason,
+            retry_after,
+        },
+        Code::ResourceExhausted if retry_after.is_some() => ExportError::Retryable {
+            reason,
+            retry_after,
+        },
         _ => ExportError::Permanent(reason),
     }
 }
@@ -158,7 +178,10 @@ impl Export for OtlpExporter {
         match data {
             Telemetry::Traces(rs) => {
                 let r: ExportTraceServiceResponse = self
-                    .call("/opentelemetry.proto.collector.trace.v1.TraceService/Export", encode_request(rs))
+                    .call(
+                        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+                        encode_request(rs),
+                    )
                     .await
                     .map_err(classify)?;
                 Ok(r.partial_success
@@ -170,7 +193,10 @@ impl Export for OtlpExporter {
             }
             Telemetry::Metrics(rm) => {
                 let r: ExportMetricsServiceResponse = self
-                    .call("/opentelemetry.proto.collector.metrics.v1.MetricsService/Export", encode_request(rm))
+                    .call(
+                        "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+                        encode_request(rm),
+                    )
                     .await
                     .map_err(classify)?;
                 Ok(r.partial_success
@@ -182,7 +208,10 @@ impl Export for OtlpExporter {
             }
             Telemetry::Logs(rl) => {
                 let r: ExportLogsServiceResponse = self
-                    .call("/opentelemetry.proto.collector.logs.v1.LogsService/Export", encode_request(rl))
+                    .call(
+                        "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+                        encode_request(rl),
+                    )
                     .await
                     .map_err(classify)?;
                 Ok(r.partial_success
@@ -267,12 +296,23 @@ mod tests {
 
     #[test]
     fn status_codes_are_classified() {
-        assert!(matches!(classify(Status::unavailable("x")), ExportError::Retryable { .. }));
-        assert!(matches!(classify(Status::invalid_argument("x")), ExportError::Permanent(_)));
-        assert!(matches!(classify(Status::resource_exhausted("x")), ExportError::Permanent(_)));
+        assert!(matches!(
+            classify(Status::unavailable("x")),
+            ExportError::Retryable { .. }
+        ));
+        assert!(matches!(
+            classify(Status::invalid_argument("x")),
+            ExportError::Permanent(_)
+        ));
+        assert!(matches!(
+            classify(Status::resource_exhausted("x")),
+            ExportError::Permanent(_)
+        ));
         let s = crate::rpc::unavailable("full", Duration::from_secs(2));
         match classify(s) {
-            ExportError::Retryable { retry_after, .. } => assert_eq!(retry_after, Some(Duration::from_secs(2))),
+            ExportError::Retryable { retry_after, .. } => {
+                assert_eq!(retry_after, Some(Duration::from_secs(2)))
+            }
             other => panic!("{other:?}"),
         }
     }

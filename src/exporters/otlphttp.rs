@@ -95,7 +95,9 @@ impl OtlpHttpExporterConfig {
                 }
                 Some(u) => {
                     if !(u.starts_with("http://") || u.starts_with("https://")) {
-                        return Err(DeError::custom(format!("endpoint `{u}` must start with http:// or https://")));
+                        return Err(DeError::custom(format!(
+                            "endpoint `{u}` must start with http:// or https://"
+                        )));
                     }
                     u.parse::<http::Uri>()
                         .map_err(|e| DeError::custom(format!("invalid endpoint `{u}`: {e}")))?;
@@ -103,8 +105,10 @@ impl OtlpHttpExporterConfig {
             }
         }
         for (k, v) in &self.headers {
-            HeaderName::from_bytes(k.as_bytes()).map_err(|_| DeError::custom(format!("headers: invalid name `{k}`")))?;
-            HeaderValue::from_str(v).map_err(|_| DeError::custom(format!("headers: invalid value for `{k}`")))?;
+            HeaderName::from_bytes(k.as_bytes())
+                .map_err(|_| DeError::custom(format!("headers: invalid name `{k}`")))?;
+            HeaderValue::from_str(v)
+                .map_err(|_| DeError::custom(format!("headers: invalid value for `{k}`")))?;
         }
         self.sending_queue.validate().map_err(DeError::custom)?;
         Ok(())
@@ -124,7 +128,8 @@ pub struct OtlpHttpExporter {
 impl OtlpHttpExporter {
     /// Builds the client.
     pub fn new(cfg: &OtlpHttpExporterConfig, name: String) -> Result<Self, StartError> {
-        let connector = crate::net::https_connector(&cfg.tls, false).map_err(|e| StartError::component(&name, e.to_string()))?;
+        let connector = crate::net::https_connector(&cfg.tls, false)
+            .map_err(|e| StartError::component(&name, e.to_string()))?;
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .build(connector);
@@ -137,13 +142,19 @@ impl OtlpHttpExporter {
         };
         let mut headers = HeaderMap::new();
         for (k, v) in &cfg.headers {
-            let name_ = HeaderName::from_bytes(k.as_bytes()).map_err(|e| StartError::component(&name, e.to_string()))?;
-            let value = HeaderValue::from_str(v).map_err(|e| StartError::component(&name, e.to_string()))?;
+            let name_ = HeaderName::from_bytes(k.as_bytes())
+                .map_err(|e| StartError::component(&name, e.to_string()))?;
+            let value = HeaderValue::from_str(v)
+                .map_err(|e| StartError::component(&name, e.to_string()))?;
             headers.insert(name_, value);
         }
         Ok(OtlpHttpExporter {
             client,
-            urls: [url(Signal::Traces)?, url(Signal::Metrics)?, url(Signal::Logs)?],
+            urls: [
+                url(Signal::Traces)?,
+                url(Signal::Metrics)?,
+                url(Signal::Logs)?,
+            ],
             headers,
             encoding: cfg.encoding,
             compression: cfg.compression,
@@ -212,7 +223,10 @@ fn partial_success(signal: Signal, encoding: HttpEncoding, body: &[u8]) -> Expor
                 .into_iter()
                 .flatten()
                 .filter(|(k, _)| k.starts_with("rejected"))
-                .find_map(|(_, n)| n.as_u64().or_else(|| n.as_str().and_then(|s| s.parse().ok())))
+                .find_map(|(_, n)| {
+                    n.as_u64()
+                        .or_else(|| n.as_str().and_then(|s| s.parse().ok()))
+                })
                 .unwrap_or(0);
             let message = p
                 .get("errorMessage")
@@ -250,7 +264,10 @@ impl Export for OtlpHttpExporter {
                     HttpEncoding::Json => "application/json",
                 },
             )
-            .header(header::USER_AGENT, concat!("spanwire/", env!("CARGO_PKG_VERSION")));
+            .header(
+                header::USER_AGENT,
+                concat!("spanwire/", env!("CARGO_PKG_VERSION")),
+            );
         if let Some(ce) = content_encoding {
             req = req.header(header::CONTENT_ENCODING, ce);
         }
@@ -275,7 +292,12 @@ impl Export for OtlpHttpExporter {
         };
         let status = resp.status();
         let hint = retry_after(resp.headers());
-        let body = match tokio::time::timeout(self.timeout, Limited::new(resp.into_body(), 4 * 1024 * 1024).collect()).await {
+        let body = match tokio::time::timeout(
+            self.timeout,
+            Limited::new(resp.into_body(), 4 * 1024 * 1024).collect(),
+        )
+        .await
+        {
             Ok(Ok(b)) => b.to_bytes(),
             _ => Bytes::new(),
         };
@@ -311,7 +333,10 @@ mod tests {
         );
         assert_eq!(ok.rejected, 3);
         assert_eq!(ok.message, "bad ids");
-        assert_eq!(partial_success(Signal::Traces, HttpEncoding::Json, b"{}").rejected, 0);
+        assert_eq!(
+            partial_success(Signal::Traces, HttpEncoding::Json, b"{}").rejected,
+            0
+        );
     }
 
     #[test]

@@ -87,8 +87,12 @@ impl ExporterInput {
     pub fn try_reserve(&self) -> Result<Option<mpsc::Permit<'_, Telemetry>>, String> {
         match &self.mode {
             Mode::Queued(tx) => tx.try_reserve().map(Some).map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => format!("exporter {}: sending queue is full", self.shared.name),
-                mpsc::error::TrySendError::Closed(_) => format!("exporter {}: shutting down", self.shared.name),
+                mpsc::error::TrySendError::Full(_) => {
+                    format!("exporter {}: sending queue is full", self.shared.name)
+                }
+                mpsc::error::TrySendError::Closed(_) => {
+                    format!("exporter {}: shutting down", self.shared.name)
+                }
             }),
             Mode::Direct { .. } => Ok(None),
         }
@@ -106,19 +110,30 @@ impl ExporterInput {
     /// Exports `data` in the caller's task (for exporters whose queue is disabled).
     pub async fn send_direct(&self, data: Telemetry) -> Result<(), ConsumeError> {
         match &self.mode {
-            Mode::Direct { export, retry, stop } => {
+            Mode::Direct {
+                export,
+                retry,
+                stop,
+            } => {
                 let n = data.item_count() as u64;
                 let s = slot(data.signal());
                 self.shared.outstanding[s].fetch_add(n, Ordering::Relaxed);
-                let ok = deliver(export.as_ref(), &data, retry, stop, &self.shared).await;
-                self.shared.outstanding[s].fetch_sub(n, Ordering::Relaxed);
-                if ok {
+                let outcome = deliver(export.as_ref(), &data, retry, stop, &self.shared).await;
+                if outcome != Outcome::Abandoned {
+                    self.shared.outstanding[s].fetch_sub(n, Ordering::Relaxed);
+                }
+                if outcome == Outcome::Delivered {
                     Ok(())
                 } else {
-                    Err(ConsumeError::Failed(format!("exporter {} could not deliver the data", self.shared.name)))
+                    Err(ConsumeError::Failed(format!(
+                        "exporter {} could not deliver the data",
+                        self.shared.name
+                    )))
                 }
             }
-            Mode::Queued(_) => Err(ConsumeError::Failed("send_direct on a queued exporter".into())),
+            Mode::Queued(_) => Err(ConsumeError::Failed(
+                "send_direct on a queued exporter".into(),
+            )),
         }
     }
 }
@@ -144,7 +159,9 @@ impl Consumer for ExporterFanout {
         for t in &self.targets {
             match t.try_reserve() {
                 Ok(p) => permits.push(p),
-                Err(reason) => return Err(ConsumeError::refused(reason, Duration::from_secs(1), data)),
+                Err(reason) => {
+                    return Err(ConsumeError::refused(reason, Duration::from_secs(1), data))
+                }
             }
         }
         let direct: Vec<&Arc<ExporterInput>> = self
@@ -246,11 +263,17 @@ pub fn spawn(
                         }
                     };
                     let Some(data) = next else { break };
-                    let depth = shared.queued_batches.fetch_sub(1, Ordering::Relaxed).saturating_sub(1);
+                    let depth = shared
+                        .queued_batches
+                        .fetch_sub(1, Ordering::Relaxed)
+                        .saturating_sub(1);
                     shared.queue_gauge.set(depth as f64);
                     let n = data.item_count() as u64;
-                    deliver(export.as_ref(), &data, &retry, &stop, &shared).await;
-                    shared.outstanding[slot(data.signal())].fetch_sub(n, Ordering::Relaxed);
+                    if deliver(export.as_ref(), &data, &retry, &stop, &shared).await
+                        != Outcome::Abandoned
+                    {
+                        shared.outstanding[slot(data.signal())].fetch_sub(n, Ordering::Relaxed);
+                    }
                 }
             })
         })
@@ -266,8 +289,25 @@ pub fn spawn(
     }
 }
 
-/// Sends one batch, retrying as configured. Returns whether it was delivered.
-async fn deliver(export: &dyn Export, data: &Telemetry, retry: &RetryConfig, stop: &CancellationToken, shared: &Shared) -> bool {
+/// How one batch ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// Sent (possibly with items the backend rejected, which are counted).
+    Delivered,
+    /// Dropped for good: permanent error or retries exhausted (counted, logged).
+    Failed,
+    /// Given up at the shutdown deadline; still counted as outstanding for the report.
+    Abandoned,
+}
+
+/// Sends one batch, retrying as configured.
+async fn deliver(
+    export: &dyn Export,
+    data: &Telemetry,
+    retry: &RetryConfig,
+    stop: &CancellationToken,
+    shared: &Shared,
+) -> Outcome {
     let signal = data.signal();
     let n = data.item_count();
     let started = Instant::now();
@@ -282,25 +322,31 @@ async fn deliver(export: &dyn Export, data: &Telemetry, retry: &RetryConfig, sto
                     tracing::warn!(exporter = %shared.name, %signal, rejected, message = %ok.message,
                         "backend rejected part of a batch (partial success)");
                 }
-                return true;
+                return Outcome::Delivered;
             }
             Err(ExportError::Permanent(reason)) => {
                 shared.failed.add(signal, n);
                 tracing::error!(exporter = %shared.name, %signal, items = n, %reason, "export failed permanently; dropping");
-                return false;
+                return Outcome::Failed;
             }
-            Err(ExportError::Retryable { reason, retry_after }) => {
+            Err(ExportError::Retryable {
+                reason,
+                retry_after,
+            }) => {
                 if !retry.enabled {
                     shared.failed.add(signal, n);
                     tracing::error!(exporter = %shared.name, %signal, items = n, %reason, "export failed and retry is disabled; dropping");
-                    return false;
+                    return Outcome::Failed;
                 }
-                let wait = retry_after.unwrap_or_else(|| jitter(interval, retry.randomization_factor));
-                if !retry.max_elapsed_time.is_zero() && started.elapsed() + wait > retry.max_elapsed_time {
+                let wait =
+                    retry_after.unwrap_or_else(|| jitter(interval, retry.randomization_factor));
+                if !retry.max_elapsed_time.is_zero()
+                    && started.elapsed() + wait > retry.max_elapsed_time
+                {
                     shared.failed.add(signal, n);
                     tracing::error!(exporter = %shared.name, %signal, items = n, %reason,
                         elapsed_s = started.elapsed().as_secs_f64(), "giving up after max_elapsed_time; dropping");
-                    return false;
+                    return Outcome::Failed;
                 }
                 tracing::warn!(exporter = %shared.name, %signal, items = n, %reason, wait_ms = wait.as_millis() as u64,
                     "export failed; will retry");
@@ -310,11 +356,12 @@ async fn deliver(export: &dyn Export, data: &Telemetry, retry: &RetryConfig, sto
                         shared.failed.add(signal, n);
                         tracing::error!(exporter = %shared.name, %signal, items = n, %reason,
                             "shutdown deadline reached while retrying; dropping");
-                        return false;
+                        return Outcome::Abandoned;
                     }
                 }
                 interval = Duration::from_secs_f64(
-                    (interval.as_secs_f64() * retry.multiplier).min(retry.max_interval.as_secs_f64()),
+                    (interval.as_secs_f64() * retry.multiplier)
+                        .min(retry.max_interval.as_secs_f64()),
                 );
             }
         }
@@ -354,7 +401,8 @@ mod tests {
                     retry_after: Some(Duration::from_millis(5)),
                 });
             }
-            self.delivered.fetch_add(data.item_count(), Ordering::SeqCst);
+            self.delivered
+                .fetch_add(data.item_count(), Ordering::SeqCst);
             Ok(ExportOk::default())
         }
     }
@@ -397,7 +445,10 @@ mod tests {
                 Err(e) => panic!("{e}"),
             }
         }
-        assert!(refused > 0, "a queue of 2 must refuse some of 10 immediate sends");
+        assert!(
+            refused > 0,
+            "a queue of 2 must refuse some of 10 immediate sends"
+        );
         drop(fan);
         drop(running.input);
         for w in running.workers {

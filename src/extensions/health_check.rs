@@ -78,7 +78,11 @@ impl Health {
 }
 
 /// Binds and serves.
-pub async fn start(cfg: &HealthCheckConfig, health: Health, cancel: CancellationToken) -> Result<JoinHandle<()>, StartError> {
+pub async fn start(
+    cfg: &HealthCheckConfig,
+    health: Health,
+    cancel: CancellationToken,
+) -> Result<JoinHandle<()>, StartError> {
     let listener = crate::net::bind(&cfg.endpoint).await?;
     tracing::info!(endpoint = %cfg.endpoint, "health_check listening");
     let path = cfg.path.clone();
@@ -91,17 +95,25 @@ pub async fn start(cfg: &HealthCheckConfig, health: Health, cancel: Cancellation
                 let (status, body) = if req.uri().path() != path {
                     (StatusCode::NOT_FOUND, "not found".to_string())
                 } else if health.is_ready() {
-                    (StatusCode::OK, r#"{"status":"Server available"}"#.to_string())
+                    (
+                        StatusCode::OK,
+                        r#"{"status":"Server available"}"#.to_string(),
+                    )
                 } else {
                     (
                         StatusCode::SERVICE_UNAVAILABLE,
-                        format!(r#"{{"status":"Server not available","state":"{}"}}"#, health.describe()),
+                        format!(
+                            r#"{{"status":"Server not available","state":"{}"}}"#,
+                            health.describe()
+                        ),
                     )
                 };
                 let mut r = http::Response::new(Full::new(Bytes::from(body)));
                 *r.status_mut() = status;
-                r.headers_mut()
-                    .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static("application/json"),
+                );
                 r
             }
         },

@@ -41,9 +41,15 @@ impl ExtensionConfig {
     }
 
     /// Starts it.
-    pub async fn start(&self, health: &Health, cancel: CancellationToken) -> Result<Vec<JoinHandle<()>>, StartError> {
+    pub async fn start(
+        &self,
+        health: &Health,
+        cancel: CancellationToken,
+    ) -> Result<Vec<JoinHandle<()>>, StartError> {
         match self {
-            ExtensionConfig::HealthCheck(c) => Ok(vec![health_check::start(c, health.clone(), cancel).await?]),
+            ExtensionConfig::HealthCheck(c) => {
+                Ok(vec![health_check::start(c, health.clone(), cancel).await?])
+            }
         }
     }
 }

@@ -115,11 +115,15 @@ impl Service {
                         } else {
                             (http::StatusCode::NOT_FOUND, "see /metrics\n".to_string())
                         };
-                        let mut r = http::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
+                        let mut r = http::Response::new(http_body_util::Full::new(
+                            bytes::Bytes::from(body),
+                        ));
                         *r.status_mut() = status;
                         r.headers_mut().insert(
                             http::header::CONTENT_TYPE,
-                            http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                            http::HeaderValue::from_static(
+                                "text/plain; version=0.0.4; charset=utf-8",
+                            ),
                         );
                         r
                     }
@@ -136,9 +140,17 @@ impl Service {
                 if exporters.contains_key(id) {
                     continue;
                 }
-                let Some(def) = cfg.exporter(id) else { continue };
+                let Some(def) = cfg.exporter(id) else {
+                    continue;
+                };
                 let built = def.config.build(id)?;
-                let running = queue::spawn(&id.to_string(), built.export, &built.queue, built.retry, stop.clone());
+                let running = queue::spawn(
+                    &id.to_string(),
+                    built.export,
+                    &built.queue,
+                    built.retry,
+                    stop.clone(),
+                );
                 exporters.insert(id.clone(), running);
             }
         }
@@ -147,16 +159,29 @@ impl Service {
         let mut batches = Vec::new();
         let mut entries: Vec<(crate::config::PipelineId, BoxConsumer)> = Vec::new();
         for p in &cfg.service.pipelines {
-            let inputs = p.exporters.iter().filter_map(|id| exporters.get(id)).map(|e| e.input.clone()).collect();
+            let inputs = p
+                .exporters
+                .iter()
+                .filter_map(|id| exporters.get(id))
+                .map(|e| e.input.clone())
+                .collect();
             let mut next: BoxConsumer = Arc::new(ExporterFanout::new(inputs));
             for id in p.processors.iter().rev() {
-                let Some(def) = cfg.processor(id) else { continue };
+                let Some(def) = cfg.processor(id) else {
+                    continue;
+                };
                 let name = format!("{id} in {}", p.id);
-                let labels = [("processor", id.to_string()), ("pipeline", p.id.to_string())];
+                let labels = [
+                    ("processor", id.to_string()),
+                    ("pipeline", p.id.to_string()),
+                ];
                 next = match &def.config {
                     ProcessorConfig::Batch(c) => {
-                        let RunningBatch { input, task, pending } =
-                            batch::spawn(c.clone(), next, name.clone(), &labels, stop.clone());
+                        let RunningBatch {
+                            input,
+                            task,
+                            pending,
+                        } = batch::spawn(c.clone(), next, name.clone(), &labels, stop.clone());
                         batches.push(BatchRun {
                             name,
                             signal: p.id.signal,
@@ -165,15 +190,21 @@ impl Service {
                         });
                         input
                     }
-                    ProcessorConfig::MemoryLimiter(c) => {
-                        Arc::new(ProcessorStage::new(Arc::new(MemoryLimiter::start(c, name)), next, &labels))
-                    }
-                    ProcessorConfig::Resource(c) => {
-                        Arc::new(ProcessorStage::new(Arc::new(ResourceProcessor::new(c)), next, &labels))
-                    }
-                    ProcessorConfig::Attributes(c) => {
-                        Arc::new(ProcessorStage::new(Arc::new(AttributesProcessor::new(c)), next, &labels))
-                    }
+                    ProcessorConfig::MemoryLimiter(c) => Arc::new(ProcessorStage::new(
+                        Arc::new(MemoryLimiter::start(c, name)),
+                        next,
+                        &labels,
+                    )),
+                    ProcessorConfig::Resource(c) => Arc::new(ProcessorStage::new(
+                        Arc::new(ResourceProcessor::new(c)),
+                        next,
+                        &labels,
+                    )),
+                    ProcessorConfig::Attributes(c) => Arc::new(ProcessorStage::new(
+                        Arc::new(AttributesProcessor::new(c)),
+                        next,
+                        &labels,
+                    )),
                 };
             }
             entries.push((p.id.clone(), next));
@@ -191,7 +222,9 @@ impl Service {
             }
         }
         for rid in receiver_ids {
-            let Some(def) = cfg.receiver(rid) else { continue };
+            let Some(def) = cfg.receiver(rid) else {
+                continue;
+            };
             let mut consumers = Consumers::default();
             for signal in Signal::ALL {
                 let targets: Vec<BoxConsumer> = cfg
@@ -213,7 +246,10 @@ impl Service {
                     Signal::Logs => consumers.logs = consumer,
                 }
             }
-            let tasks = def.config.start(rid, consumers, receivers_cancel.clone()).await?;
+            let tasks = def
+                .config
+                .start(rid, consumers, receivers_cancel.clone())
+                .await?;
             receiver_tasks.extend(tasks);
         }
         drop(entries);
@@ -253,7 +289,10 @@ impl Service {
     pub async fn shutdown(self, timeout: Duration) -> ShutdownReport {
         let deadline = Instant::now() + timeout;
         self.health.set_stopping();
-        tracing::info!(timeout_s = timeout.as_secs_f64(), "shutting down: no longer accepting data, draining");
+        tracing::info!(
+            timeout_s = timeout.as_secs_f64(),
+            "shutting down: no longer accepting data, draining"
+        );
         self.receivers_cancel.cancel();
         let mut drained = true;
         for t in self.receiver_tasks {
@@ -311,7 +350,9 @@ impl Service {
         }
         for e in exporter_parts {
             for (signal, n) in e.shared.outstanding() {
-                report.lost.push((format!("exporter {}", e.shared.name()), signal, n));
+                report
+                    .lost
+                    .push((format!("exporter {}", e.shared.name()), signal, n));
             }
             for w in e.workers {
                 w.abort();
@@ -322,7 +363,7 @@ impl Service {
             tracing::error!(%component, %signal, items = n, "still queued at the shutdown deadline; dropped");
         }
         if report.lost.is_empty() {
-            tracing::info!("shutdown complete; all accepted data was delivered");
+            tracing::info!("shutdown complete; nothing was left queued");
         }
         self.aux_cancel.cancel();
         for t in self.aux_tasks {

@@ -42,7 +42,11 @@ pub enum ConsumeError {
 
 impl ConsumeError {
     /// Builds a refusal that hands `data` back.
-    pub fn refused(reason: impl Into<String>, retry_after: Duration, data: Telemetry) -> ConsumeError {
+    pub fn refused(
+        reason: impl Into<String>,
+        retry_after: Duration,
+        data: Telemetry,
+    ) -> ConsumeError {
         ConsumeError::Refused(Box::new(Refused {
             reason: reason.into(),
             retry_after,

@@ -5,7 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, ArrayValue, KeyValue, KeyValueList};
+use opentelemetry_proto::tonic::common::v1::{
+    any_value, AnyValue, ArrayValue, KeyValue, KeyValueList,
+};
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use serde::Deserialize;
@@ -108,7 +110,9 @@ impl ActionsConfig {
         }
         for (i, a) in self.actions.iter().enumerate() {
             if a.key.is_empty() {
-                return Err(DeError::custom(format!("actions[{i}]: key must not be empty")));
+                return Err(DeError::custom(format!(
+                    "actions[{i}]: key must not be empty"
+                )));
             }
             match a.action {
                 ActionKind::Insert | ActionKind::Update | ActionKind::Upsert => {
@@ -163,7 +167,10 @@ impl Actions {
             let pos = attrs.iter().position(|kv| kv.key == a.key);
             let new_value = || -> Option<AnyValue> {
                 match &a.from {
-                    Some(from) => attrs.iter().find(|kv| &kv.key == from).and_then(|kv| kv.value.clone()),
+                    Some(from) => attrs
+                        .iter()
+                        .find(|kv| &kv.key == from)
+                        .and_then(|kv| kv.value.clone()),
                     None => a.value.clone(),
                 }
             };
@@ -252,7 +259,11 @@ impl SyncProcessor for AttributesProcessor {
         let a = &self.0;
         match &mut data {
             Telemetry::Traces(v) => {
-                for span in v.iter_mut().flat_map(|r| &mut r.scope_spans).flat_map(|s| &mut s.spans) {
+                for span in v
+                    .iter_mut()
+                    .flat_map(|r| &mut r.scope_spans)
+                    .flat_map(|s| &mut s.spans)
+                {
                     a.apply(&mut span.attributes);
                     for e in &mut span.events {
                         a.apply(&mut e.attributes);
@@ -260,20 +271,41 @@ impl SyncProcessor for AttributesProcessor {
                 }
             }
             Telemetry::Logs(v) => {
-                for rec in v.iter_mut().flat_map(|r| &mut r.scope_logs).flat_map(|s| &mut s.log_records) {
+                for rec in v
+                    .iter_mut()
+                    .flat_map(|r| &mut r.scope_logs)
+                    .flat_map(|s| &mut s.log_records)
+                {
                     a.apply(&mut rec.attributes);
                 }
             }
             Telemetry::Metrics(v) => {
-                for m in v.iter_mut().flat_map(|r| &mut r.scope_metrics).flat_map(|s| &mut s.metrics) {
+                for m in v
+                    .iter_mut()
+                    .flat_map(|r| &mut r.scope_metrics)
+                    .flat_map(|s| &mut s.metrics)
+                {
                     match &mut m.data {
-                        Some(Data::Gauge(g)) => g.data_points.iter_mut().for_each(|p| a.apply(&mut p.attributes)),
-                        Some(Data::Sum(s)) => s.data_points.iter_mut().for_each(|p| a.apply(&mut p.attributes)),
-                        Some(Data::Histogram(h)) => h.data_points.iter_mut().for_each(|p| a.apply(&mut p.attributes)),
-                        Some(Data::ExponentialHistogram(h)) => {
-                            h.data_points.iter_mut().for_each(|p| a.apply(&mut p.attributes))
-                        }
-                        Some(Data::Summary(s)) => s.data_points.iter_mut().for_each(|p| a.apply(&mut p.attributes)),
+                        Some(Data::Gauge(g)) => g
+                            .data_points
+                            .iter_mut()
+                            .for_each(|p| a.apply(&mut p.attributes)),
+                        Some(Data::Sum(s)) => s
+                            .data_points
+                            .iter_mut()
+                            .for_each(|p| a.apply(&mut p.attributes)),
+                        Some(Data::Histogram(h)) => h
+                            .data_points
+                            .iter_mut()
+                            .for_each(|p| a.apply(&mut p.attributes)),
+                        Some(Data::ExponentialHistogram(h)) => h
+                            .data_points
+                            .iter_mut()
+                            .for_each(|p| a.apply(&mut p.attributes)),
+                        Some(Data::Summary(s)) => s
+                            .data_points
+                            .iter_mut()
+                            .for_each(|p| a.apply(&mut p.attributes)),
                         None => {}
                     }
                 }
@@ -324,7 +356,12 @@ mod tests {
             },
         ];
         Actions::new(&c).apply(&mut attrs);
-        let get = |k: &str| attrs.iter().find(|kv| kv.key == k).and_then(|kv| kv.value.clone());
+        let get = |k: &str| {
+            attrs
+                .iter()
+                .find(|kv| kv.key == k)
+                .and_then(|kv| kv.value.clone())
+        };
         assert_eq!(get("env"), s("prod"));
         assert_eq!(get("region"), None);
         assert_eq!(

@@ -24,7 +24,9 @@ use crate::pipeline::{BoxConsumer, ConsumeError, Consumer};
 use crate::signal::{metric_points, Telemetry};
 use crate::telemetry::SignalCounters;
 use opentelemetry_proto::tonic::logs::v1::{ResourceLogs, ScopeLogs};
-use opentelemetry_proto::tonic::metrics::v1::{metric::Data, Metric, ResourceMetrics, ScopeMetrics};
+use opentelemetry_proto::tonic::metrics::v1::{
+    metric::Data, Metric, ResourceMetrics, ScopeMetrics,
+};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
 
 /// Requests the batcher's input holds before it refuses.
@@ -64,7 +66,9 @@ impl BatchConfig {
             )));
         }
         if self.send_batch_size == 0 && self.timeout.is_zero() {
-            return Err(DeError::custom("send_batch_size 0 needs a non-zero timeout"));
+            return Err(DeError::custom(
+                "send_batch_size 0 needs a non-zero timeout",
+            ));
         }
         Ok(())
     }
@@ -112,11 +116,25 @@ pub struct RunningBatch {
 
 /// Starts a batcher in front of `next`. `stop` makes it give up retrying a
 /// refused batch (at the shutdown deadline); what it held is counted as dropped.
-pub fn spawn(cfg: BatchConfig, next: BoxConsumer, name: String, labels: &[(&'static str, String)], stop: CancellationToken) -> RunningBatch {
+pub fn spawn(
+    cfg: BatchConfig,
+    next: BoxConsumer,
+    name: String,
+    labels: &[(&'static str, String)],
+    stop: CancellationToken,
+) -> RunningBatch {
     let (tx, rx) = mpsc::channel(INPUT_CAPACITY);
     let pending = Arc::new(AtomicU64::new(0));
     let dropped = SignalCounters::new("spanwire_processor_dropped", labels);
-    let task = tokio::spawn(run(cfg, rx, next, pending.clone(), dropped, name.clone(), stop));
+    let task = tokio::spawn(run(
+        cfg,
+        rx,
+        next,
+        pending.clone(),
+        dropped,
+        name.clone(),
+        stop,
+    ));
     RunningBatch {
         input: Arc::new(BatchInput {
             tx,
@@ -343,27 +361,33 @@ fn split_logs(rl: &mut Vec<ResourceLogs>, mut n: usize) -> Vec<ResourceLogs> {
 
 fn split_metric(m: &mut Metric, n: usize) -> Metric {
     let data = match &mut m.data {
-        Some(Data::Gauge(g)) => Some(Data::Gauge(opentelemetry_proto::tonic::metrics::v1::Gauge {
-            data_points: g.data_points.drain(..n).collect(),
-        })),
+        Some(Data::Gauge(g)) => Some(Data::Gauge(
+            opentelemetry_proto::tonic::metrics::v1::Gauge {
+                data_points: g.data_points.drain(..n).collect(),
+            },
+        )),
         Some(Data::Sum(s)) => Some(Data::Sum(opentelemetry_proto::tonic::metrics::v1::Sum {
             data_points: s.data_points.drain(..n).collect(),
             aggregation_temporality: s.aggregation_temporality,
             is_monotonic: s.is_monotonic,
         })),
-        Some(Data::Histogram(h)) => Some(Data::Histogram(opentelemetry_proto::tonic::metrics::v1::Histogram {
-            data_points: h.data_points.drain(..n).collect(),
-            aggregation_temporality: h.aggregation_temporality,
-        })),
+        Some(Data::Histogram(h)) => Some(Data::Histogram(
+            opentelemetry_proto::tonic::metrics::v1::Histogram {
+                data_points: h.data_points.drain(..n).collect(),
+                aggregation_temporality: h.aggregation_temporality,
+            },
+        )),
         Some(Data::ExponentialHistogram(h)) => Some(Data::ExponentialHistogram(
             opentelemetry_proto::tonic::metrics::v1::ExponentialHistogram {
                 data_points: h.data_points.drain(..n).collect(),
                 aggregation_temporality: h.aggregation_temporality,
             },
         )),
-        Some(Data::Summary(s)) => Some(Data::Summary(opentelemetry_proto::tonic::metrics::v1::Summary {
-            data_points: s.data_points.drain(..n).collect(),
-        })),
+        Some(Data::Summary(s)) => Some(Data::Summary(
+            opentelemetry_proto::tonic::metrics::v1::Summary {
+                data_points: s.data_points.drain(..n).collect(),
+            },
+        )),
         None => None,
     };
     Metric {
@@ -515,7 +539,13 @@ mod tests {
             send_batch_max_size: 12,
             timeout: Duration::from_millis(50),
         };
-        let running = spawn(cfg, sink.clone(), "batch".into(), &[], CancellationToken::new());
+        let running = spawn(
+            cfg,
+            sink.clone(),
+            "batch".into(),
+            &[],
+            CancellationToken::new(),
+        );
         running.input.consume(spans(&[&[25]])).await.unwrap();
         running.input.consume(spans(&[&[3]])).await.unwrap();
         drop(running.input);

@@ -52,9 +52,15 @@ impl MemoryLimiterConfig {
         use serde::de::Error;
         match (self.limit_mib, self.limit_percentage) {
             (None, None) => return Err(DeError::custom("set limit_mib or limit_percentage")),
-            (Some(_), Some(_)) => return Err(DeError::custom("set only one of limit_mib and limit_percentage")),
+            (Some(_), Some(_)) => {
+                return Err(DeError::custom(
+                    "set only one of limit_mib and limit_percentage",
+                ))
+            }
             (Some(0), _) => return Err(DeError::custom("limit_mib must be above 0")),
-            (_, Some(p)) if p == 0 || p > 100 => return Err(DeError::custom("limit_percentage must be 1..=100")),
+            (_, Some(p)) if p == 0 || p > 100 => {
+                return Err(DeError::custom("limit_percentage must be 1..=100"))
+            }
             _ => {}
         }
         if let (Some(l), Some(s)) = (self.limit_mib, self.spike_limit_mib) {
@@ -64,7 +70,9 @@ impl MemoryLimiterConfig {
         }
         if let (Some(l), Some(s)) = (self.limit_percentage, self.spike_limit_percentage) {
             if s >= l {
-                return Err(DeError::custom("spike_limit_percentage must be below limit_percentage"));
+                return Err(DeError::custom(
+                    "spike_limit_percentage must be below limit_percentage",
+                ));
             }
         }
         if self.check_interval.is_zero() {
@@ -76,12 +84,20 @@ impl MemoryLimiterConfig {
     /// `(hard, soft)` limits in bytes.
     pub fn limits(&self) -> (u64, u64) {
         let (hard, spike) = match self.limit_mib {
-            Some(l) => (l * MIB, self.spike_limit_mib.map(|s| s * MIB).unwrap_or(l * MIB / 5)),
+            Some(l) => (
+                l * MIB,
+                self.spike_limit_mib.map(|s| s * MIB).unwrap_or(l * MIB / 5),
+            ),
             None => {
                 let total = total_memory();
                 let p = self.limit_percentage.unwrap_or(80);
                 let hard = total / 100 * p;
-                (hard, self.spike_limit_percentage.map(|s| total / 100 * s).unwrap_or(hard / 5))
+                (
+                    hard,
+                    self.spike_limit_percentage
+                        .map(|s| total / 100 * s)
+                        .unwrap_or(hard / 5),
+                )
             }
         };
         (hard, hard.saturating_sub(spike))
@@ -148,7 +164,9 @@ impl MemoryLimiter {
 }
 
 fn check(state: &State, name: &str) {
-    let Some(rss) = crate::telemetry::current_rss() else { return };
+    let Some(rss) = crate::telemetry::current_rss() else {
+        return;
+    };
     state.last_rss.store(rss, Ordering::Relaxed);
     let over = rss > state.soft;
     let was = state.over.swap(over, Ordering::Relaxed);

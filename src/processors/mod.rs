@@ -33,7 +33,8 @@ pub enum ProcessorConfig {
 
 impl ProcessorConfig {
     /// Processor types spanwire knows.
-    pub const KINDS: &'static [&'static str] = &["batch", "memory_limiter", "resource", "attributes"];
+    pub const KINDS: &'static [&'static str] =
+        &["batch", "memory_limiter", "resource", "attributes"];
 
     /// Parses the section of a processor of type `kind`; `None` for an unknown type.
     pub fn parse(kind: &str, node: &Node) -> Option<Result<ProcessorConfig, DeError>> {
@@ -75,7 +76,11 @@ pub struct ProcessorStage {
 
 impl ProcessorStage {
     /// Wraps `processor` in front of `next`; `labels` name it in self-metrics.
-    pub fn new(processor: Arc<dyn SyncProcessor>, next: BoxConsumer, labels: &[(&'static str, String)]) -> Self {
+    pub fn new(
+        processor: Arc<dyn SyncProcessor>,
+        next: BoxConsumer,
+        labels: &[(&'static str, String)],
+    ) -> Self {
         ProcessorStage {
             processor,
             next,

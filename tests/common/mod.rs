@@ -14,14 +14,24 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{LogsService, LogsServiceServer};
-use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse};
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
+    LogsService, LogsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
     MetricsService, MetricsServiceServer,
 };
-use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsServiceRequest, ExportMetricsServiceResponse};
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 use spanwire::signal::{Signal, Telemetry};
@@ -29,7 +39,11 @@ use tokio_util::sync::CancellationToken;
 
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// The Python interpreter with the OpenTelemetry SDK (installed by `scripts/test`).
@@ -95,7 +109,11 @@ impl Daemon {
                     return;
                 }
             }
-            assert!(Instant::now() < deadline, "spanwire not ready in 30s:\n{}", self.logs());
+            assert!(
+                Instant::now() < deadline,
+                "spanwire not ready in 30s:\n{}",
+                self.logs()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -125,7 +143,11 @@ impl Daemon {
     /// Sends SIGTERM and waits (at most `limit`) for the exit status.
     pub fn terminate(&mut self, limit: Duration) -> ExitStatus {
         let pid = self.pid();
-        let ok = Command::new("kill").arg("-TERM").arg(pid.to_string()).status().unwrap();
+        let ok = Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status()
+            .unwrap();
         assert!(ok.success());
         let deadline = Instant::now() + limit;
         loop {
@@ -133,7 +155,11 @@ impl Daemon {
                 self.child.take();
                 return s;
             }
-            assert!(Instant::now() < deadline, "spanwire did not exit after SIGTERM:\n{}", self.logs());
+            assert!(
+                Instant::now() < deadline,
+                "spanwire did not exit after SIGTERM:\n{}",
+                self.logs()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -239,7 +265,10 @@ impl Sink {
                         .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
                         .accept_compressed(tonic::codec::CompressionEncoding::Zstd),
                 )
-                .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(grpc), c.cancelled_owned())
+                .serve_with_incoming_shutdown(
+                    tonic::transport::server::TcpIncoming::from(grpc),
+                    c.cancelled_owned(),
+                )
                 .await
                 .unwrap();
         });
@@ -254,10 +283,12 @@ impl Sink {
                 };
                 let svc = svc.clone();
                 tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                        let svc = svc.clone();
-                        async move { Ok::<_, std::convert::Infallible>(sink_http(&svc, req).await) }
-                    });
+                    let service = hyper::service::service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| {
+                            let svc = svc.clone();
+                            async move { Ok::<_, std::convert::Infallible>(sink_http(&svc, req).await) }
+                        },
+                    );
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
@@ -319,7 +350,10 @@ impl Drop for Sink {
     }
 }
 
-async fn sink_http(svc: &SinkSvc, req: hyper::Request<hyper::body::Incoming>) -> hyper::Response<Full<Bytes>> {
+async fn sink_http(
+    svc: &SinkSvc,
+    req: hyper::Request<hyper::body::Incoming>,
+) -> hyper::Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
     let json = req
         .headers()
@@ -344,15 +378,32 @@ async fn sink_http(svc: &SinkSvc, req: hyper::Request<hyper::body::Incoming>) ->
         spanwire::convert::otlp_json::decode(signal, &body).unwrap()
     } else {
         match signal {
-            Signal::Traces => Telemetry::Traces(ExportTraceServiceRequest::decode(&body[..]).unwrap().resource_spans),
-            Signal::Metrics => {
-                Telemetry::Metrics(ExportMetricsServiceRequest::decode(&body[..]).unwrap().resource_metrics)
-            }
-            Signal::Logs => Telemetry::Logs(ExportLogsServiceRequest::decode(&body[..]).unwrap().resource_logs),
+            Signal::Traces => Telemetry::Traces(
+                ExportTraceServiceRequest::decode(&body[..])
+                    .unwrap()
+                    .resource_spans,
+            ),
+            Signal::Metrics => Telemetry::Metrics(
+                ExportMetricsServiceRequest::decode(&body[..])
+                    .unwrap()
+                    .resource_metrics,
+            ),
+            Signal::Logs => Telemetry::Logs(
+                ExportLogsServiceRequest::decode(&body[..])
+                    .unwrap()
+                    .resource_logs,
+            ),
         }
     };
     svc.received.lock().unwrap().push(t);
-    response(200, if json { Bytes::from_static(b"{}") } else { Bytes::new() })
+    response(
+        200,
+        if json {
+            Bytes::from_static(b"{}")
+        } else {
+            Bytes::new()
+        },
+    )
 }
 
 fn response(status: u16, body: Bytes) -> hyper::Response<Full<Bytes>> {
@@ -369,7 +420,13 @@ pub struct Reply {
 }
 
 /// Sends one HTTP request to 127.0.0.1.
-pub async fn http_request(method: &str, port: u16, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Reply {
+pub async fn http_request(
+    method: &str,
+    port: u16,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> Reply {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let mut req = hyper::Request::builder()
         .method(method)
@@ -384,7 +441,11 @@ pub async fn http_request(method: &str, port: u16, path: &str, headers: &[(&str,
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
-    Reply { status, headers, body }
+    Reply {
+        status,
+        headers,
+        body,
+    }
 }
 
 /// An export request of `n` agent-like spans (one trace, parent/child ids, gen_ai attributes).
@@ -399,18 +460,27 @@ pub fn agent_spans(n: usize, tag: &str) -> ExportTraceServiceRequest {
         }),
         key_strindex: 0,
     };
-    let trace_id: Vec<u8> = (0..16u8).map(|i| i.wrapping_mul(7).wrapping_add(tag.len() as u8)).collect();
+    let trace_id: Vec<u8> = (0..16u8)
+        .map(|i| i.wrapping_mul(7).wrapping_add(tag.len() as u8))
+        .collect();
     let spans = (0..n)
         .map(|i| Span {
             trace_id: trace_id.clone(),
             span_id: ((i as u64) + 1).to_be_bytes().to_vec(),
-            parent_span_id: if i == 0 { vec![] } else { 1u64.to_be_bytes().to_vec() },
+            parent_span_id: if i == 0 {
+                vec![]
+            } else {
+                1u64.to_be_bytes().to_vec()
+            },
             name: format!("{tag}-{i}"),
             kind: if i == 0 { 3 } else { 1 },
             start_time_unix_nano: 1_700_000_000_000_000_000 + i as u64 * 1000,
             end_time_unix_nano: 1_700_000_000_000_500_000 + i as u64 * 1000,
             attributes: vec![
-                kv("gen_ai.operation.name", if i == 0 { "invoke_agent" } else { "chat" }),
+                kv(
+                    "gen_ai.operation.name",
+                    if i == 0 { "invoke_agent" } else { "chat" },
+                ),
                 kv("gen_ai.agent.name", "travel-agent"),
                 kv("test.tag", tag),
             ],

@@ -1,13 +1,23 @@
 //! OTLP/gRPC: the three collector services on one tonic server.
 
-use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{LogsService, LogsServiceServer};
-use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse};
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
+    LogsService, LogsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
     MetricsService, MetricsServiceServer,
 };
-use opentelemetry_proto::tonic::collector::metrics::v1::{ExportMetricsServiceRequest, ExportMetricsServiceResponse};
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::codec::CompressionEncoding;
@@ -26,10 +36,16 @@ struct Svc {
 
 impl Svc {
     async fn handle(&self, data: Telemetry) -> Result<(), Status> {
-        self.intake.deliver(&self.consumer, data).await.map_err(|r| match r {
-            Rejection::Unavailable { reason, retry_after } => crate::rpc::unavailable(&reason, retry_after),
-            Rejection::Failed(reason) => Status::internal(reason),
-        })
+        self.intake
+            .deliver(&self.consumer, data)
+            .await
+            .map_err(|r| match r {
+                Rejection::Unavailable {
+                    reason,
+                    retry_after,
+                } => crate::rpc::unavailable(&reason, retry_after),
+                Rejection::Failed(reason) => Status::internal(reason),
+            })
     }
 }
 
@@ -39,7 +55,8 @@ impl TraceService for Svc {
         &self,
         request: Request<ExportTraceServiceRequest>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        self.handle(Telemetry::Traces(request.into_inner().resource_spans)).await?;
+        self.handle(Telemetry::Traces(request.into_inner().resource_spans))
+            .await?;
         Ok(Response::new(ExportTraceServiceResponse::default()))
     }
 }
@@ -50,7 +67,8 @@ impl MetricsService for Svc {
         &self,
         request: Request<ExportMetricsServiceRequest>,
     ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
-        self.handle(Telemetry::Metrics(request.into_inner().resource_metrics)).await?;
+        self.handle(Telemetry::Metrics(request.into_inner().resource_metrics))
+            .await?;
         Ok(Response::new(ExportMetricsServiceResponse::default()))
     }
 }
@@ -61,14 +79,19 @@ impl LogsService for Svc {
         &self,
         request: Request<ExportLogsServiceRequest>,
     ) -> Result<Response<ExportLogsServiceResponse>, Status> {
-        self.handle(Telemetry::Logs(request.into_inner().resource_logs)).await?;
+        self.handle(Telemetry::Logs(request.into_inner().resource_logs))
+            .await?;
         Ok(Response::new(ExportLogsServiceResponse::default()))
     }
 }
 
 /// Binds and serves; services exist only for signals some pipeline takes
 /// (others answer `UNIMPLEMENTED`).
-pub(super) async fn start(cfg: &GrpcConfig, intake: Intake, cancel: CancellationToken) -> Result<JoinHandle<()>, StartError> {
+pub(super) async fn start(
+    cfg: &GrpcConfig,
+    intake: Intake,
+    cancel: CancellationToken,
+) -> Result<JoinHandle<()>, StartError> {
     let listener = crate::net::bind(&cfg.endpoint).await?;
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let limit = cfg.max_recv_msg_size_mib * 1024 * 1024;
@@ -108,7 +131,10 @@ pub(super) async fn start(cfg: &GrpcConfig, intake: Intake, cancel: Cancellation
     let endpoint = cfg.endpoint.clone();
     tracing::info!(endpoint = %endpoint, "OTLP/gRPC receiver listening");
     Ok(tokio::spawn(async move {
-        if let Err(e) = router.serve_with_incoming_shutdown(incoming, cancel.cancelled_owned()).await {
+        if let Err(e) = router
+            .serve_with_incoming_shutdown(incoming, cancel.cancelled_owned())
+            .await
+        {
             tracing::error!(endpoint = %endpoint, error = %e, "OTLP/gRPC server stopped with an error");
         }
     }))

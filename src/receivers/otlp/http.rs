@@ -17,7 +17,8 @@ use crate::net::{self, Body, DecompressError};
 use crate::pipeline::StartError;
 use crate::rpc::RpcStatus;
 use crate::signal::{
-    ExportLogsServiceRequest, ExportMetricsServiceRequest, ExportTraceServiceRequest, Signal, Telemetry,
+    ExportLogsServiceRequest, ExportMetricsServiceRequest, ExportTraceServiceRequest, Signal,
+    Telemetry,
 };
 
 #[derive(Clone, Copy, PartialEq)]
@@ -41,7 +42,11 @@ struct State {
 }
 
 /// Binds and serves until `cancel`.
-pub(super) async fn start(cfg: &HttpConfig, intake: Intake, cancel: CancellationToken) -> Result<JoinHandle<()>, StartError> {
+pub(super) async fn start(
+    cfg: &HttpConfig,
+    intake: Intake,
+    cancel: CancellationToken,
+) -> Result<JoinHandle<()>, StartError> {
     let listener = net::bind(&cfg.endpoint).await?;
     tracing::info!(endpoint = %cfg.endpoint, "OTLP/HTTP receiver listening");
     let state = Arc::new(State {
@@ -81,9 +86,13 @@ fn status_body(enc: Option<Encoding>, status: StatusCode, message: &str) -> Resp
         ),
         Some(Encoding::Json) => (
             Encoding::Json.content_type(),
-            serde_json::to_vec(&serde_json::json!({"code": code, "message": message})).unwrap_or_default(),
+            serde_json::to_vec(&serde_json::json!({"code": code, "message": message}))
+                .unwrap_or_default(),
         ),
-        None => ("text/plain; charset=utf-8", format!("{message}\n").into_bytes()),
+        None => (
+            "text/plain; charset=utf-8",
+            format!("{message}\n").into_bytes(),
+        ),
     };
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;
@@ -102,7 +111,11 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
     } else if path == state.cfg.logs_url_path {
         Signal::Logs
     } else {
-        return status_body(None, StatusCode::NOT_FOUND, &format!("no OTLP endpoint at `{path}`"));
+        return status_body(
+            None,
+            StatusCode::NOT_FOUND,
+            &format!("no OTLP endpoint at `{path}`"),
+        );
     };
     if req.method() != Method::POST {
         let mut r = status_body(
@@ -110,14 +123,21 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
             StatusCode::METHOD_NOT_ALLOWED,
             &format!("method {} not allowed; OTLP/HTTP uses POST", req.method()),
         );
-        r.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static("POST"));
+        r.headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
         return r;
     }
     let ctype = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
         .unwrap_or_default();
     let enc = match ctype.as_str() {
         "application/x-protobuf" | "application/protobuf" => Encoding::Proto,
@@ -164,7 +184,13 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
     let body = match read_body(req.into_body(), limit, drain_cap).await {
         Ok(Some(b)) => b,
         Ok(None) => return too_large(),
-        Err(e) => return status_body(Some(enc), StatusCode::BAD_REQUEST, &format!("cannot read body: {e}")),
+        Err(e) => {
+            return status_body(
+                Some(enc),
+                StatusCode::BAD_REQUEST,
+                &format!("cannot read body: {e}"),
+            )
+        }
     };
     let body = match net::decompress(content_encoding.as_deref(), body, limit) {
         Ok(b) => b,
@@ -172,7 +198,11 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
             return status_body(Some(enc), StatusCode::PAYLOAD_TOO_LARGE, &e.to_string())
         }
         Err(e @ DecompressError::Unsupported(_)) => {
-            return status_body(Some(enc), StatusCode::UNSUPPORTED_MEDIA_TYPE, &e.to_string())
+            return status_body(
+                Some(enc),
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                &e.to_string(),
+            )
         }
         Err(e) => return status_body(Some(enc), StatusCode::BAD_REQUEST, &e.to_string()),
     };
@@ -187,23 +217,35 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
                 Encoding::Json => Bytes::from_static(b"{}"),
             };
             let mut r = Response::new(Full::new(body));
-            r.headers_mut()
-                .insert(header::CONTENT_TYPE, header::HeaderValue::from_static(enc.content_type()));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static(enc.content_type()),
+            );
             r
         }
-        Err(Rejection::Unavailable { reason, retry_after }) => {
+        Err(Rejection::Unavailable {
+            reason,
+            retry_after,
+        }) => {
             let mut r = status_body(Some(enc), StatusCode::SERVICE_UNAVAILABLE, &reason);
             let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
-            r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
             r
         }
-        Err(Rejection::Failed(reason)) => status_body(Some(enc), StatusCode::INTERNAL_SERVER_ERROR, &reason),
+        Err(Rejection::Failed(reason)) => {
+            status_body(Some(enc), StatusCode::INTERNAL_SERVER_ERROR, &reason)
+        }
     }
 }
 
 /// Reads at most `limit` bytes; `Ok(None)` if the body is larger (it is then
 /// drained up to `drain_cap` bytes, or for 10 seconds, and dropped).
-async fn read_body(mut body: Incoming, limit: usize, drain_cap: usize) -> Result<Option<Bytes>, hyper::Error> {
+async fn read_body(
+    mut body: Incoming,
+    limit: usize,
+    drain_cap: usize,
+) -> Result<Option<Bytes>, hyper::Error> {
     let mut buf = bytes::BytesMut::new();
     let mut total = 0usize;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -229,14 +271,18 @@ async fn read_body(mut body: Incoming, limit: usize, drain_cap: usize) -> Result
 
 fn decode(signal: Signal, enc: Encoding, body: &[u8]) -> Result<Telemetry, String> {
     match enc {
-        Encoding::Json => crate::convert::otlp_json::decode(signal, body).map_err(|e| e.to_string()),
+        Encoding::Json => {
+            crate::convert::otlp_json::decode(signal, body).map_err(|e| e.to_string())
+        }
         Encoding::Proto => {
             let r = match signal {
-                Signal::Traces => ExportTraceServiceRequest::decode(body).map(|r| Telemetry::Traces(r.resource_spans)),
-                Signal::Metrics => {
-                    ExportMetricsServiceRequest::decode(body).map(|r| Telemetry::Metrics(r.resource_metrics))
+                Signal::Traces => ExportTraceServiceRequest::decode(body)
+                    .map(|r| Telemetry::Traces(r.resource_spans)),
+                Signal::Metrics => ExportMetricsServiceRequest::decode(body)
+                    .map(|r| Telemetry::Metrics(r.resource_metrics)),
+                Signal::Logs => {
+                    ExportLogsServiceRequest::decode(body).map(|r| Telemetry::Logs(r.resource_logs))
                 }
-                Signal::Logs => ExportLogsServiceRequest::decode(body).map(|r| Telemetry::Logs(r.resource_logs)),
             };
             r.map_err(|e| format!("invalid OTLP protobuf: {e}"))
         }

@@ -102,19 +102,27 @@ impl OtlpReceiverConfig {
             ));
         }
         if let Some(g) = &self.protocols.grpc {
-            check_listen_endpoint(&g.endpoint).map_err(|e| DeError::custom(format!("protocols.grpc: {e}")))?;
+            check_listen_endpoint(&g.endpoint)
+                .map_err(|e| DeError::custom(format!("protocols.grpc: {e}")))?;
             if g.max_recv_msg_size_mib == 0 {
-                return Err(DeError::custom("protocols.grpc.max_recv_msg_size_mib must be at least 1"));
+                return Err(DeError::custom(
+                    "protocols.grpc.max_recv_msg_size_mib must be at least 1",
+                ));
             }
         }
         if let Some(h) = &self.protocols.http {
-            check_listen_endpoint(&h.endpoint).map_err(|e| DeError::custom(format!("protocols.http: {e}")))?;
+            check_listen_endpoint(&h.endpoint)
+                .map_err(|e| DeError::custom(format!("protocols.http: {e}")))?;
             if h.max_request_body_size == 0 {
-                return Err(DeError::custom("protocols.http.max_request_body_size must be at least 1"));
+                return Err(DeError::custom(
+                    "protocols.http.max_request_body_size must be at least 1",
+                ));
             }
             for p in [&h.traces_url_path, &h.metrics_url_path, &h.logs_url_path] {
                 if !p.starts_with('/') {
-                    return Err(DeError::custom(format!("protocols.http: url path `{p}` must start with `/`")));
+                    return Err(DeError::custom(format!(
+                        "protocols.http: url path `{p}` must start with `/`"
+                    )));
                 }
             }
         }
@@ -137,7 +145,10 @@ impl OtlpReceiverConfig {
 /// Why data was not taken, as a receiver reports it to the sender.
 pub(crate) enum Rejection {
     /// Retry later (UNAVAILABLE / 503).
-    Unavailable { reason: String, retry_after: Duration },
+    Unavailable {
+        reason: String,
+        retry_after: Duration,
+    },
     /// Failed for good (INTERNAL / 500).
     Failed(String),
 }
@@ -152,7 +163,10 @@ pub(crate) struct Intake {
 
 impl Intake {
     fn new(id: &ComponentId, transport: &str, consumers: Consumers) -> Intake {
-        let labels = [("receiver", id.to_string()), ("transport", transport.to_string())];
+        let labels = [
+            ("receiver", id.to_string()),
+            ("transport", transport.to_string()),
+        ];
         Intake {
             consumers,
             accepted: SignalCounters::new("spanwire_receiver_accepted", &labels),
@@ -199,7 +213,14 @@ pub async fn start(
 ) -> Result<Vec<JoinHandle<()>>, StartError> {
     let mut tasks = Vec::new();
     if let Some(g) = &cfg.protocols.grpc {
-        tasks.push(grpc::start(g, Intake::new(id, "grpc", consumers.clone()), cancel.clone()).await?);
+        tasks.push(
+            grpc::start(
+                g,
+                Intake::new(id, "grpc", consumers.clone()),
+                cancel.clone(),
+            )
+            .await?,
+        );
     }
     if let Some(h) = &cfg.protocols.http {
         tasks.push(http::start(h, Intake::new(id, "http", consumers), cancel).await?);

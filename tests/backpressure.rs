@@ -1,0 +1,137 @@
+//! Backpressure: the export target refuses → queues fill → the receiver
+//! answers UNAVAILABLE / 503 with memory bounded; the target returns → every
+//! accepted span is delivered exactly once.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::{agent_spans, free_port, http_request, Daemon, Sink};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use prost::Message;
+use spanwire::signal::Signal;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_queues_push_back_and_drain_when_the_target_returns() {
+    let sink = Sink::start().await;
+    sink.refuse.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (grpc, http, health, metrics) = (free_port(), free_port(), free_port(), free_port());
+    let cfg = format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      grpc: {{endpoint: "127.0.0.1:{grpc}"}}
+      http: {{endpoint: "127.0.0.1:{http}"}}
+processors:
+  batch: {{send_batch_size: 200, timeout: 20ms}}
+exporters:
+  otlp:
+    endpoint: "http://127.0.0.1:{sg}"
+    retry_on_failure: {{initial_interval: 50ms, max_interval: 200ms, max_elapsed_time: 0s}}
+    sending_queue: {{num_consumers: 2, queue_size: 10}}
+extensions:
+  health_check: {{endpoint: "127.0.0.1:{health}"}}
+service:
+  extensions: [health_check]
+  telemetry: {{metrics: {{address: "127.0.0.1:{metrics}"}}}}
+  pipelines:
+    traces: {{receivers: [otlp], processors: [batch], exporters: [otlp]}}
+"#,
+        sg = sink.grpc_port
+    );
+    let daemon = Daemon::start(&cfg, health);
+    let rss_before = daemon.rss();
+
+    // Push until the daemon pushes back, over HTTP; count what it accepted.
+    let mut accepted = 0usize;
+    let mut refused = 0usize;
+    let mut peak_rss = 0u64;
+    for i in 0..3000 {
+        let body = agent_spans(100, &format!("bp{i}")).encode_to_vec();
+        let r = http_request(
+            "POST",
+            http,
+            "/v1/traces",
+            &[("content-type", "application/x-protobuf")],
+            body,
+        )
+        .await;
+        match r.status {
+            200 => accepted += 100,
+            503 => {
+                assert!(
+                    r.headers.contains_key("retry-after"),
+                    "503 carries Retry-After"
+                );
+                refused += 1;
+                if refused >= 20 {
+                    break;
+                }
+            }
+            other => panic!("unexpected status {other}"),
+        }
+        if i % 50 == 0 {
+            peak_rss = peak_rss.max(daemon.rss());
+        }
+    }
+    assert!(refused >= 20, "never pushed back after {accepted} spans");
+    // Batcher input (64 requests) + 200-span batches in 10 queue slots + 2 in flight bound what is held.
+    assert!(
+        accepted <= 64 * 100 + 13 * 200 + 400,
+        "accepted {accepted} spans while the target was down"
+    );
+
+    // gRPC senders are told UNAVAILABLE too, with a RetryInfo delay.
+    let mut client = TraceServiceClient::connect(format!("http://127.0.0.1:{grpc}"))
+        .await
+        .unwrap();
+    let err = client.export(agent_spans(10, "grpc-bp")).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable);
+    assert!(spanwire::rpc::retry_delay(&err).is_some());
+
+    peak_rss = peak_rss.max(daemon.rss());
+    assert!(
+        peak_rss < rss_before + (64 << 20),
+        "RSS grew from {rss_before} to {peak_rss} while refusing"
+    );
+
+    // Self-metrics show the refusals and a full queue.
+    let m = http_request("GET", metrics, "/metrics", &[], vec![]).await;
+    let text = String::from_utf8_lossy(&m.body).to_string();
+    assert!(text
+        .contains("spanwire_receiver_refused_spans_total{receiver=\"otlp\",transport=\"http\"}"));
+    assert!(text.contains("spanwire_exporter_queue_capacity{exporter=\"otlp\"} 10"));
+    assert!(
+        text.contains("spanwire_exporter_queue_size{exporter=\"otlp\"} 10"),
+        "{text}"
+    );
+
+    // The target comes back: everything accepted arrives, once.
+    sink.refuse
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let n = sink
+        .wait_for(Signal::Traces, accepted, Duration::from_secs(30))
+        .await;
+    assert_eq!(n, accepted, "{}", daemon.logs());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let spans = sink.spans();
+    assert_eq!(spans.len(), accepted);
+    let unique: HashSet<(String, Vec<u8>)> = spans
+        .iter()
+        .map(|s| (s.name.clone(), s.span_id.clone()))
+        .collect();
+    assert_eq!(unique.len(), accepted, "duplicates delivered");
+
+    // And it accepts again.
+    let r = http_request(
+        "POST",
+        http,
+        "/v1/traces",
+        &[("content-type", "application/x-protobuf")],
+        agent_spans(3, "after").encode_to_vec(),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+}

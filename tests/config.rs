@@ -1,0 +1,199 @@
+//! Config: every file in `pipelines/` validates; bad configs are reported
+//! with the right file, line and component.
+
+use std::process::Command;
+
+fn validate(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_spanwire"))
+        .arg("validate")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
+    let p = dir.path().join(name);
+    std::fs::write(&p, text).unwrap();
+    p.to_string_lossy().to_string()
+}
+
+#[test]
+fn every_shipped_pipeline_validates() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines");
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+            continue;
+        }
+        let p = path.to_string_lossy().to_string();
+        let (ok, _, err) = validate(&["--config", &p]);
+        assert!(ok, "{p} does not validate:\n{err}");
+        assert!(spanwire::config::load_files(&[p]).is_ok());
+        n += 1;
+    }
+    assert!(
+        n >= 3,
+        "expected local, sidecar and gateway pipelines, found {n}"
+    );
+}
+
+const GOOD: &str = "receivers:
+  otlp:
+    protocols:
+      grpc:
+exporters:
+  debug:
+service:
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [debug]
+";
+
+#[test]
+fn unknown_key_wrong_type_and_undefined_component_are_reported_with_their_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpiont: localhost:4317
+processors:
+  batch:
+    send_batch_size: lots
+exporters:
+  debug:
+service:
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: [batch]
+      exporters: [debug, otlp/missing]
+";
+    let f = write(&dir, "bad.yaml", text);
+    let (ok, _, err) = validate(&["--config", &f]);
+    assert!(!ok);
+    assert!(
+        err.contains(&format!(
+            "{f}:5:9: receivers::otlp: protocols.grpc.endpiont: unknown field `endpiont`"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{f}:8:22: processors::batch: send_batch_size: invalid type: string \"lots\""
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{f}:16:26: service::pipelines::traces: exporter `otlp/missing` is used but not defined"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("3 error(s) found"), "{err}");
+}
+
+#[test]
+fn unsupported_signal_unknown_type_and_unused_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "receivers:
+  otlp:
+    protocols: {http: }
+  kafka: {}
+exporters:
+  debug:
+  file/unused: {path: /tmp/x}
+service:
+  pipelines:
+    spans:
+      receivers: [otlp]
+      exporters: [debug]
+    traces:
+      receivers: [otlp]
+      exporters: [debug]
+";
+    let f = write(&dir, "c.yaml", text);
+    let (ok, _, err) = validate(&["--config", &f]);
+    assert!(!ok);
+    assert!(
+        err.contains(&format!(
+            "{f}:4:3: receivers::kafka: unknown receiver type `kafka`"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{f}:10:5: service::pipelines::spans: unknown pipeline type `spans`"
+        )),
+        "{err}"
+    );
+
+    // Without the errors, the unused exporter is only a warning.
+    let ok_text = text.replace("  kafka: {}\n", "").replace(
+        "    spans:\n      receivers: [otlp]\n      exporters: [debug]\n",
+        "",
+    );
+    let f = write(&dir, "w.yaml", &ok_text);
+    let (ok, _, err) = validate(&["--config", &f]);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("exporters::file/unused: defined but not used"),
+        "{err}"
+    );
+}
+
+#[test]
+fn later_files_override_earlier_and_env_is_substituted() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = write(&dir, "a.yaml", GOOD);
+    let b = write(
+        &dir,
+        "b.yaml",
+        "exporters:\n  debug:\n    verbosity: ${env:SPANWIRE_TEST_VERBOSITY:-detailed}\n",
+    );
+    let cfg = spanwire::config::load_files(&[a.clone(), b]).unwrap();
+    let debug = cfg.exporters.iter().find(|e| e.id.kind == "debug").unwrap();
+    match &debug.config {
+        spanwire::exporters::ExporterConfig::Debug(d) => {
+            assert_eq!(d.verbosity, spanwire::exporters::debug::Verbosity::Detailed)
+        }
+        other => panic!("{other:?}"),
+    }
+    // A bad override is reported in the file that made it.
+    let c = write(
+        &dir,
+        "c.yaml",
+        "exporters:\n  debug:\n    verbosity: loud\n",
+    );
+    let (ok, _, err) = validate(&["--config", &a, "--config", &c]);
+    assert!(!ok);
+    assert!(
+        err.contains(&format!(
+            "{c}:3:16: exporters::debug: verbosity: unknown variant `loud`"
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn yaml_syntax_error_and_missing_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        &dir,
+        "s.yaml",
+        "receivers:\n  otlp: [unclosed\nservice: {}\n",
+    );
+    let (ok, _, err) = validate(&["--config", &f]);
+    assert!(!ok);
+    assert!(err.contains(&format!("{f}:")), "{err}");
+    let (ok, _, err) = validate(&["--config", "/nonexistent/spanwire.yaml"]);
+    assert!(!ok);
+    assert!(err.contains("cannot read config file"), "{err}");
+}
