@@ -1,1 +1,517 @@
-fn main() {}
+//! `spanwire-loadgen`: drives a running daemon with realistic agent spans over
+//! OTLP/gRPC or OTLP/HTTP and reports spans/s and latency percentiles; with
+//! `--pid` it also reports the daemon's CPU share and peak RSS. `sink` runs an
+//! OTLP/gRPC receiver that counts what the daemon forwards.
+//!
+//! ```text
+//! spanwire-loadgen sink --listen 127.0.0.1:14317
+//! spanwire-loadgen send --grpc 127.0.0.1:4317 --rate 10000 --duration 30 --pid $(pgrep -x spanwire)
+//! ```
+
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+use prost::Message;
+use spanwire::exporters::otlp::RawCodec;
+
+#[derive(Parser)]
+#[command(about = "Load generator and OTLP sink for spanwire benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Send agent spans to a daemon.
+    Send {
+        /// OTLP/gRPC endpoint, host:port.
+        #[arg(long, conflicts_with = "http")]
+        grpc: Option<String>,
+        /// OTLP/HTTP base URL, e.g. http://127.0.0.1:4318.
+        #[arg(long)]
+        http: Option<String>,
+        /// Target spans per second over all workers (0 = as fast as possible).
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
+        /// Seconds to run.
+        #[arg(long, default_value_t = 20)]
+        duration: u64,
+        /// Concurrent requests in flight.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        /// Spans per request.
+        #[arg(long, default_value_t = 100)]
+        batch: usize,
+        /// Daemon pid: report its CPU share and peak RSS over the run.
+        #[arg(long)]
+        pid: Option<u32>,
+    },
+    /// Count spans received over OTLP/gRPC.
+    Sink {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:14317")]
+        listen: String,
+    },
+}
+
+fn kv(k: &str, v: any_value::Value) -> KeyValue {
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue { value: Some(v) }),
+        key_strindex: 0,
+    }
+}
+
+fn s(v: &str) -> any_value::Value {
+    any_value::Value::StringValue(v.into())
+}
+
+/// One agent invocation: a root `invoke_agent` span with model calls and tool calls under it.
+fn agent_request(seed: u64, spans: usize) -> ExportTraceServiceRequest {
+    let mut trace_id = [0u8; 16];
+    trace_id[..8].copy_from_slice(&seed.to_be_bytes());
+    trace_id[8..].copy_from_slice(&(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)).to_be_bytes());
+    let start = 1_763_000_000_000_000_000u64 + seed * 1_000_000;
+    let root_id = (seed << 16 | 1).to_be_bytes().to_vec();
+    let list = (0..spans)
+        .map(|i| {
+            let (name, op, attrs) = match (i, i % 3) {
+                (0, _) => (
+                    "invoke_agent travel-planner".to_string(),
+                    "invoke_agent",
+                    vec![
+                        kv("gen_ai.agent.id", s("AGENT7X2Q")),
+                        kv("gen_ai.agent.name", s("travel-planner")),
+                        kv("session.id", s(&format!("sess-{}", seed % 97))),
+                    ],
+                ),
+                (_, 1) => (
+                    "chat anthropic.claude-3-5-sonnet".to_string(),
+                    "chat",
+                    vec![
+                        kv(
+                            "gen_ai.request.model",
+                            s("anthropic.claude-3-5-sonnet-20241022-v2:0"),
+                        ),
+                        kv(
+                            "gen_ai.usage.input_tokens",
+                            any_value::Value::IntValue(1200 + i as i64),
+                        ),
+                        kv(
+                            "gen_ai.usage.output_tokens",
+                            any_value::Value::IntValue(180),
+                        ),
+                        kv(
+                            "gen_ai.request.temperature",
+                            any_value::Value::DoubleValue(0.2),
+                        ),
+                        kv("gen_ai.response.finish_reasons", s("end_turn")),
+                    ],
+                ),
+                _ => (
+                    "execute_tool search_flights".to_string(),
+                    "execute_tool",
+                    vec![
+                        kv("gen_ai.tool.name", s("search_flights")),
+                        kv("gen_ai.tool.call.id", s(&format!("toolu_{seed}_{i}"))),
+                    ],
+                ),
+            };
+            let mut attributes = vec![
+                kv("gen_ai.system", s("aws.bedrock")),
+                kv("gen_ai.operation.name", s(op)),
+            ];
+            attributes.extend(attrs);
+            Span {
+                trace_id: trace_id.to_vec(),
+                span_id: if i == 0 {
+                    root_id.clone()
+                } else {
+                    (seed << 16 | (i as u64 + 1)).to_be_bytes().to_vec()
+                },
+                parent_span_id: if i == 0 { vec![] } else { root_id.clone() },
+                name,
+                kind: if i == 0 { 3 } else { 1 },
+                start_time_unix_nano: start + i as u64 * 10_000,
+                end_time_unix_nano: start + i as u64 * 10_000 + 8_000_000,
+                attributes,
+                status: Some(Status {
+                    code: 1,
+                    message: String::new(),
+                }),
+                ..Default::default()
+            }
+        })
+        .collect();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![
+                    kv("service.name", s("travel-agent")),
+                    kv("cloud.provider", s("aws")),
+                    kv("cloud.region", s("us-east-1")),
+                    kv("telemetry.sdk.language", s("python")),
+                ],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                scope: Some(InstrumentationScope {
+                    name: "opentelemetry.instrumentation.bedrock".into(),
+                    version: "0.40.0".into(),
+                    ..Default::default()
+                }),
+                spans: list,
+                schema_url: String::new(),
+            }],
+            schema_url: String::new(),
+        }],
+    }
+}
+
+fn proc_stat(pid: u32) -> Option<(f64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let f: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let cpu = (f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / 100.0;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let hwm = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse::<u64>()
+        .ok()?;
+    Some((cpu, hwm * 1024))
+}
+
+fn pct(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i] as f64 / 1000.0
+}
+
+#[derive(Clone)]
+enum Target {
+    Grpc(tonic::transport::Channel),
+    Http(
+        hyper_util::client::legacy::Client<
+            hyper_util::client::legacy::connect::HttpConnector,
+            http_body_util::Full<Bytes>,
+        >,
+        String,
+    ),
+}
+
+async fn send_one(target: &Target, body: Bytes) -> Result<(), String> {
+    match target {
+        Target::Grpc(ch) => {
+            let mut grpc = tonic::client::Grpc::new(ch.clone());
+            grpc.ready().await.map_err(|e| e.to_string())?;
+            let path = http::uri::PathAndQuery::from_static(
+                "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+            );
+            grpc.unary::<Bytes, ExportTraceServiceResponse, _>(
+                tonic::Request::new(body),
+                path,
+                RawCodec(PhantomData),
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("{:?}", e.code()))
+        }
+        Target::Http(client, url) => {
+            let req = http::Request::post(url.as_str())
+                .header("content-type", "application/x-protobuf")
+                .body(http_body_util::Full::new(body))
+                .map_err(|e| e.to_string())?;
+            let resp = client.request(req).await.map_err(|e| e.to_string())?;
+            let status = resp.status();
+            use http_body_util::BodyExt;
+            let _ = resp.into_body().collect().await;
+            if status.is_success() {
+                Ok(())
+            } else {
+                Err(format!("HTTP {status}"))
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn send(
+    grpc: Option<String>,
+    http_url: Option<String>,
+    rate: u64,
+    duration: u64,
+    concurrency: usize,
+    batch: usize,
+    pid: Option<u32>,
+) {
+    let target = match (grpc, http_url) {
+        (Some(g), None) => {
+            let ch = tonic::transport::Endpoint::from_shared(format!("http://{g}"))
+                .expect("endpoint")
+                .tcp_nodelay(true)
+                .connect()
+                .await
+                .expect("connect");
+            Target::Grpc(ch)
+        }
+        (None, Some(h)) => {
+            let mut conn = hyper_util::client::legacy::connect::HttpConnector::new();
+            conn.set_nodelay(true);
+            let client =
+                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                    .build(conn);
+            Target::Http(client, format!("{}/v1/traces", h.trim_end_matches('/')))
+        }
+        _ => panic!("give exactly one of --grpc or --http"),
+    };
+    let bodies: Arc<Vec<Bytes>> = Arc::new(
+        (0..256u64)
+            .map(|i| Bytes::from(agent_request(i + 1, batch).encode_to_vec()))
+            .collect(),
+    );
+    let sent = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let before = pid.and_then(proc_stat);
+    let started = Instant::now();
+    let end = started + Duration::from_secs(duration);
+    let per_worker_interval = (rate > 0)
+        .then(|| Duration::from_secs_f64(batch as f64 * concurrency as f64 / rate as f64));
+    let mut workers = Vec::new();
+    for w in 0..concurrency {
+        let target = target.clone();
+        let bodies = bodies.clone();
+        let sent = sent.clone();
+        let errors = errors.clone();
+        workers.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut tick = per_worker_interval.map(|d| {
+                let mut t = tokio::time::interval_at(
+                    tokio::time::Instant::now() + d.mul_f64(w as f64 / concurrency as f64),
+                    d,
+                );
+                t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                t
+            });
+            let mut i = w;
+            while Instant::now() < end {
+                if let Some(t) = tick.as_mut() {
+                    t.tick().await;
+                }
+                let body = bodies[i % bodies.len()].clone();
+                i += concurrency;
+                let t0 = Instant::now();
+                match send_one(&target, body).await {
+                    Ok(()) => {
+                        lat.push(t0.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                        sent.fetch_add(batch as u64, Ordering::Relaxed);
+                    }
+                    Err(_) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+            }
+            lat
+        }));
+    }
+    let mut lat = Vec::new();
+    for w in workers {
+        lat.extend(w.await.expect("worker"));
+    }
+    let wall = started.elapsed().as_secs_f64();
+    lat.sort_unstable();
+    let spans = sent.load(Ordering::Relaxed);
+    println!(
+        "sent {spans} spans in {wall:.1}s = {:.0} spans/s; requests {} (errors {}); latency ms p50 {:.3} p90 {:.3} p99 {:.3} max {:.3}",
+        spans as f64 / wall,
+        lat.len(),
+        errors.load(Ordering::Relaxed),
+        pct(&lat, 0.5),
+        pct(&lat, 0.9),
+        pct(&lat, 0.99),
+        pct(&lat, 1.0)
+    );
+    if let (Some(pid), Some((cpu0, _))) = (pid, before) {
+        if let Some((cpu1, hwm)) = proc_stat(pid) {
+            let cores = (cpu1 - cpu0) / wall;
+            println!(
+                "daemon pid {pid}: cpu {:.1}% of one core; {:.0} spans/s per core used; peak RSS {:.1} MiB",
+                cores * 100.0,
+                if cores > 0.0 { spans as f64 / wall / cores } else { 0.0 },
+                hwm as f64 / 1048576.0
+            );
+        }
+    }
+}
+
+/// Export requests decoded only as far as counting spans needs: the sink must
+/// stay cheap so it does not compete with the daemon for CPU.
+#[derive(Clone, PartialEq, prost::Message)]
+struct CountRequest {
+    #[prost(message, repeated, tag = "1")]
+    resource_spans: Vec<CountResource>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct CountResource {
+    #[prost(message, repeated, tag = "2")]
+    scope_spans: Vec<CountScope>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct CountScope {
+    #[prost(bytes = "bytes", repeated, tag = "2")]
+    spans: Vec<Bytes>,
+}
+
+/// A tonic codec that decodes requests as [`CountRequest`] and encodes empty responses.
+#[derive(Clone, Default)]
+struct CountCodec;
+
+impl tonic::codec::Codec for CountCodec {
+    type Encode = ExportTraceServiceResponse;
+    type Decode = CountRequest;
+    type Encoder = CountEncoder;
+    type Decoder = CountDecoder;
+    fn encoder(&mut self) -> CountEncoder {
+        CountEncoder
+    }
+    fn decoder(&mut self) -> CountDecoder {
+        CountDecoder
+    }
+}
+
+struct CountEncoder;
+impl tonic::codec::Encoder for CountEncoder {
+    type Item = ExportTraceServiceResponse;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: Self::Item,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        item.encode(dst)
+            .map_err(|e| tonic::Status::internal(e.to_string()))
+    }
+}
+
+struct CountDecoder;
+impl tonic::codec::Decoder for CountDecoder {
+    type Item = CountRequest;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<CountRequest>, tonic::Status> {
+        CountRequest::decode(src)
+            .map(Some)
+            .map_err(|e| tonic::Status::internal(e.to_string()))
+    }
+}
+
+/// The trace Export method, served with [`CountCodec`].
+#[derive(Clone)]
+struct CountService(Arc<AtomicU64>);
+
+impl tonic::codegen::Service<http::Request<tonic::body::Body>> for CountService {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        let count = self.0.clone();
+        Box::pin(async move {
+            struct Unary(Arc<AtomicU64>);
+            impl tonic::server::UnaryService<CountRequest> for Unary {
+                type Response = ExportTraceServiceResponse;
+                type Future =
+                    std::future::Ready<Result<tonic::Response<Self::Response>, tonic::Status>>;
+                fn call(&mut self, request: tonic::Request<CountRequest>) -> Self::Future {
+                    let n: usize = request
+                        .get_ref()
+                        .resource_spans
+                        .iter()
+                        .flat_map(|r| &r.scope_spans)
+                        .map(|s| s.spans.len())
+                        .sum();
+                    self.0.fetch_add(n as u64, Ordering::Relaxed);
+                    std::future::ready(Ok(tonic::Response::new(
+                        ExportTraceServiceResponse::default(),
+                    )))
+                }
+            }
+            let mut grpc = tonic::server::Grpc::new(CountCodec)
+                .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+                .accept_compressed(tonic::codec::CompressionEncoding::Zstd)
+                .apply_max_message_size_config(Some(64 << 20), None);
+            Ok(grpc.unary(Unary(count), req).await)
+        })
+    }
+}
+
+impl tonic::server::NamedService for CountService {
+    const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+}
+
+async fn sink(listen: String) {
+    let count = Arc::new(AtomicU64::new(0));
+    let c = count.clone();
+    tokio::spawn(async move {
+        let mut last = 0;
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let now = c.load(Ordering::Relaxed);
+            if now != last {
+                eprintln!("sink: {now} spans total, {} spans/s", now - last);
+                last = now;
+            }
+        }
+    });
+    let addr = listen.parse().expect("listen address");
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(CountService(count))
+        .serve(addr)
+        .await
+        .expect("sink server");
+}
+
+#[tokio::main]
+async fn main() {
+    match Cli::parse().cmd {
+        Cmd::Send {
+            grpc,
+            http,
+            rate,
+            duration,
+            concurrency,
+            batch,
+            pid,
+        } => send(grpc, http, rate, duration, concurrency, batch, pid).await,
+        Cmd::Sink { listen } => sink(listen).await,
+    }
+}

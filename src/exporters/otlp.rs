@@ -225,8 +225,8 @@ impl Export for OtlpExporter {
     }
 }
 
-/// Sends pre-encoded bytes; decodes the response with prost.
-struct RawCodec<R>(PhantomData<R>);
+/// A tonic codec that sends pre-encoded bytes and decodes the response with prost.
+pub struct RawCodec<R>(pub PhantomData<R>);
 
 impl<R: prost::Message + Default + Send + 'static> Codec for RawCodec<R> {
     type Encode = Bytes;
@@ -243,7 +243,8 @@ impl<R: prost::Message + Default + Send + 'static> Codec for RawCodec<R> {
     }
 }
 
-struct RawEncoder;
+/// Writes pre-encoded message bytes.
+pub struct RawEncoder;
 
 impl Encoder for RawEncoder {
     type Item = Bytes;
@@ -255,7 +256,8 @@ impl Encoder for RawEncoder {
     }
 }
 
-struct ProstDecoder<R>(PhantomData<R>);
+/// Decodes a prost message.
+pub struct ProstDecoder<R>(PhantomData<R>);
 
 impl<R: prost::Message + Default> Decoder for ProstDecoder<R> {
     type Item = R;
