@@ -15,14 +15,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message;
 use spanwire::exporters::otlp::RawCodec;
+
+#[path = "agent_spans.rs"]
+mod agent_spans;
+use agent_spans::agent_request;
 
 #[derive(Parser)]
 #[command(about = "Load generator and OTLP sink for spanwire benchmarks")]
@@ -65,120 +64,6 @@ enum Cmd {
     },
 }
 
-fn kv(k: &str, v: any_value::Value) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue { value: Some(v) }),
-        key_strindex: 0,
-    }
-}
-
-fn s(v: &str) -> any_value::Value {
-    any_value::Value::StringValue(v.into())
-}
-
-/// One agent invocation: a root `invoke_agent` span with model calls and tool calls under it.
-fn agent_request(seed: u64, spans: usize) -> ExportTraceServiceRequest {
-    let mut trace_id = [0u8; 16];
-    trace_id[..8].copy_from_slice(&seed.to_be_bytes());
-    trace_id[8..].copy_from_slice(&(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)).to_be_bytes());
-    let start = 1_763_000_000_000_000_000u64 + seed * 1_000_000;
-    let root_id = (seed << 16 | 1).to_be_bytes().to_vec();
-    let list = (0..spans)
-        .map(|i| {
-            let (name, op, attrs) = match (i, i % 3) {
-                (0, _) => (
-                    "invoke_agent travel-planner".to_string(),
-                    "invoke_agent",
-                    vec![
-                        kv("gen_ai.agent.id", s("AGENT7X2Q")),
-                        kv("gen_ai.agent.name", s("travel-planner")),
-                        kv("session.id", s(&format!("sess-{}", seed % 97))),
-                    ],
-                ),
-                (_, 1) => (
-                    "chat anthropic.claude-3-5-sonnet".to_string(),
-                    "chat",
-                    vec![
-                        kv(
-                            "gen_ai.request.model",
-                            s("anthropic.claude-3-5-sonnet-20241022-v2:0"),
-                        ),
-                        kv(
-                            "gen_ai.usage.input_tokens",
-                            any_value::Value::IntValue(1200 + i as i64),
-                        ),
-                        kv(
-                            "gen_ai.usage.output_tokens",
-                            any_value::Value::IntValue(180),
-                        ),
-                        kv(
-                            "gen_ai.request.temperature",
-                            any_value::Value::DoubleValue(0.2),
-                        ),
-                        kv("gen_ai.response.finish_reasons", s("end_turn")),
-                    ],
-                ),
-                _ => (
-                    "execute_tool search_flights".to_string(),
-                    "execute_tool",
-                    vec![
-                        kv("gen_ai.tool.name", s("search_flights")),
-                        kv("gen_ai.tool.call.id", s(&format!("toolu_{seed}_{i}"))),
-                    ],
-                ),
-            };
-            let mut attributes = vec![
-                kv("gen_ai.system", s("aws.bedrock")),
-                kv("gen_ai.operation.name", s(op)),
-            ];
-            attributes.extend(attrs);
-            Span {
-                trace_id: trace_id.to_vec(),
-                span_id: if i == 0 {
-                    root_id.clone()
-                } else {
-                    (seed << 16 | (i as u64 + 1)).to_be_bytes().to_vec()
-                },
-                parent_span_id: if i == 0 { vec![] } else { root_id.clone() },
-                name,
-                kind: if i == 0 { 3 } else { 1 },
-                start_time_unix_nano: start + i as u64 * 10_000,
-                end_time_unix_nano: start + i as u64 * 10_000 + 8_000_000,
-                attributes,
-                status: Some(Status {
-                    code: 1,
-                    message: String::new(),
-                }),
-                ..Default::default()
-            }
-        })
-        .collect();
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![
-                    kv("service.name", s("travel-agent")),
-                    kv("cloud.provider", s("aws")),
-                    kv("cloud.region", s("us-east-1")),
-                    kv("telemetry.sdk.language", s("python")),
-                ],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                scope: Some(InstrumentationScope {
-                    name: "opentelemetry.instrumentation.bedrock".into(),
-                    version: "0.40.0".into(),
-                    ..Default::default()
-                }),
-                spans: list,
-                schema_url: String::new(),
-            }],
-            schema_url: String::new(),
-        }],
-    }
-}
-
 fn proc_stat(pid: u32) -> Option<(f64, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let f: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
@@ -202,16 +87,15 @@ fn pct(sorted: &[u32], p: f64) -> f64 {
     sorted[i] as f64 / 1000.0
 }
 
+type HttpClient = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    http_body_util::Full<Bytes>,
+>;
+
 #[derive(Clone)]
 enum Target {
     Grpc(tonic::transport::Channel),
-    Http(
-        hyper_util::client::legacy::Client<
-            hyper_util::client::legacy::connect::HttpConnector,
-            http_body_util::Full<Bytes>,
-        >,
-        String,
-    ),
+    Http(Box<HttpClient>, String),
 }
 
 async fn send_one(target: &Target, body: Bytes) -> Result<(), String> {
@@ -275,7 +159,10 @@ async fn send(
             let client =
                 hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
                     .build(conn);
-            Target::Http(client, format!("{}/v1/traces", h.trim_end_matches('/')))
+            Target::Http(
+                Box::new(client),
+                format!("{}/v1/traces", h.trim_end_matches('/')),
+            )
         }
         _ => panic!("give exactly one of --grpc or --http"),
     };

@@ -1,1 +1,76 @@
-fn main() {}
+//! Criterion benches for the data path's CPU work: protobuf decode → batch
+//! (append and split) → protobuf encode, and OTLP/JSON decode and encode.
+//! Run with `cargo bench --bench pipeline`.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message;
+use spanwire::exporters::otlp::encode_request;
+use spanwire::processors::batch::{append, split_front};
+use spanwire::signal::{Signal, Telemetry};
+
+#[path = "agent_spans.rs"]
+mod agent_spans;
+use agent_spans::agent_request;
+
+fn decode_batch_encode(c: &mut Criterion) {
+    // 16 requests of 100 spans, as 16 concurrent agents would send them.
+    let bodies: Vec<Vec<u8>> = (0..16u64)
+        .map(|i| agent_request(i + 1, 100).encode_to_vec())
+        .collect();
+    let spans = 16 * 100;
+    let mut g = c.benchmark_group("pipeline");
+    g.throughput(Throughput::Elements(spans as u64));
+    g.bench_function("decode", |b| {
+        b.iter(|| {
+            for body in &bodies {
+                let r = ExportTraceServiceRequest::decode(&body[..]).expect("valid");
+                std::hint::black_box(r);
+            }
+        })
+    });
+    for max in [512usize, 1024] {
+        g.bench_with_input(
+            BenchmarkId::new("decode_batch_encode", max),
+            &max,
+            |b, &max| {
+                b.iter(|| {
+                    let mut batch: Option<Telemetry> = None;
+                    for body in &bodies {
+                        let r = ExportTraceServiceRequest::decode(&body[..]).expect("valid");
+                        let t = Telemetry::Traces(r.resource_spans);
+                        match &mut batch {
+                            Some(b) => append(b, t),
+                            None => batch = Some(t),
+                        }
+                    }
+                    let mut batch = batch.expect("non-empty");
+                    let mut out = 0usize;
+                    while batch.item_count() > 0 {
+                        let head = split_front(&mut batch, max);
+                        if let Telemetry::Traces(rs) = &head {
+                            out += encode_request(rs).len();
+                        }
+                    }
+                    std::hint::black_box(out)
+                })
+            },
+        );
+    }
+    g.finish();
+
+    let one = Telemetry::Traces(agent_request(7, 100).resource_spans);
+    let json = spanwire::convert::otlp_json::encode_to_vec(&one);
+    let mut g = c.benchmark_group("otlp_json");
+    g.throughput(Throughput::Elements(100));
+    g.bench_function("decode_100_spans", |b| {
+        b.iter(|| spanwire::convert::otlp_json::decode(Signal::Traces, &json).expect("valid"))
+    });
+    g.bench_function("encode_100_spans", |b| {
+        b.iter(|| spanwire::convert::otlp_json::encode_to_vec(&one))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, decode_batch_encode);
+criterion_main!(benches);
