@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Reproduces the numbers in BENCHMARKS.md.
+#   benches/measure.sh saturation   # as fast as possible, OTLP gRPC -> batch -> OTLP gRPC
+#   benches/measure.sh fixed        # 10k spans/s at concurrency 1: CPU share, RSS, latency
+#   benches/measure.sh http         # saturation over OTLP/HTTP protobuf
+# The daemon is pinned to CPU 0 and the load generator and sink to CPU 1, so the
+# daemon's numbers are not disturbed by its load (the machine has 2 cores).
+# Extra arguments go to `spanwire-loadgen send`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode=${1:-saturation}
+shift || true
+cargo build --release --bins --locked -q
+bin=target/release
+for port in 4317 14317 13133; do
+  if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then echo "port $port is busy" >&2; exit 1; fi
+done
+taskset -c 1 $bin/spanwire-loadgen sink --listen 127.0.0.1:14317 2>/tmp/spanwire-bench-sink.log &
+sink=$!
+taskset -c 0 $bin/spanwire run --config benches/bench.yaml 2>/tmp/spanwire-bench-daemon.log &
+daemon=$!
+trap 'kill $daemon $sink 2>/dev/null || true' EXIT
+for _ in $(seq 100); do
+  curl -sf http://127.0.0.1:13133/ >/dev/null && break
+  sleep 0.1
+done
+case "$mode" in
+  saturation) taskset -c 1 $bin/spanwire-loadgen send --grpc 127.0.0.1:4317 --concurrency 8 --batch 100 --duration 20 --pid $daemon "$@" ;;
+  fixed)      taskset -c 1 $bin/spanwire-loadgen send --grpc 127.0.0.1:4317 --concurrency 1 --batch 100 --rate 10000 --duration 30 --pid $daemon "$@" ;;
+  http)       taskset -c 1 $bin/spanwire-loadgen send --http http://127.0.0.1:4318 --concurrency 8 --batch 100 --duration 20 --pid $daemon "$@" ;;
+  *) echo "unknown mode $mode" >&2; exit 2 ;;
+esac
+sleep 1
+echo "sink: $(tail -n 1 /tmp/spanwire-bench-sink.log)"
