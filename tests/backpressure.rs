@@ -135,3 +135,66 @@ service:
     .await;
     assert_eq!(r.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_exporter_does_not_stall_a_fast_one_while_its_queue_has_room() {
+    let fast = Sink::start().await;
+    let slow = Sink::start().await;
+    slow.refuse.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (http, health) = (free_port(), free_port());
+    let cfg = format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      http: {{endpoint: "127.0.0.1:{http}"}}
+exporters:
+  otlp/fast:
+    endpoint: "http://127.0.0.1:{f}"
+  otlp/slow:
+    endpoint: "http://127.0.0.1:{s}"
+    retry_on_failure: {{initial_interval: 50ms, max_interval: 100ms, max_elapsed_time: 0s}}
+    sending_queue: {{num_consumers: 1, queue_size: 50}}
+extensions:
+  health_check: {{endpoint: "127.0.0.1:{health}"}}
+service:
+  extensions: [health_check]
+  telemetry: {{metrics: {{address: ""}}}}
+  pipelines:
+    traces: {{receivers: [otlp], exporters: [otlp/fast, otlp/slow]}}
+"#,
+        f = fast.grpc_port,
+        s = slow.grpc_port
+    );
+    let daemon = Daemon::start(&cfg, health);
+    // 30 requests fit in the slow exporter's queue of 50: all are accepted and
+    // the fast exporter delivers them while the slow one is still retrying.
+    for i in 0..30 {
+        let r = http_request(
+            "POST",
+            http,
+            "/v1/traces",
+            &[("content-type", "application/x-protobuf")],
+            agent_spans(10, &format!("fan{i}")).encode_to_vec(),
+        )
+        .await;
+        assert_eq!(r.status, 200);
+    }
+    assert_eq!(
+        fast.wait_for(Signal::Traces, 300, Duration::from_secs(10))
+            .await,
+        300,
+        "{}",
+        daemon.logs()
+    );
+    assert_eq!(slow.count(Signal::Traces), 0);
+    // The slow one comes back and gets everything too.
+    slow.refuse
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        slow.wait_for(Signal::Traces, 300, Duration::from_secs(10))
+            .await,
+        300
+    );
+    assert_eq!(fast.count(Signal::Traces), 300);
+}

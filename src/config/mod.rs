@@ -190,14 +190,28 @@ pub struct MetricsTelemetry {
     /// Where to serve self-metrics in Prometheus text format; empty disables the endpoint.
     pub address: String,
     /// `none` disables the endpoint; `basic`, `normal` and `detailed` serve everything.
-    pub level: String,
+    pub level: MetricsLevel,
+}
+
+/// How much self-metrics to expose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricsLevel {
+    /// No self-metrics endpoint.
+    None,
+    /// Everything (spanwire has one level of detail today).
+    Basic,
+    /// Everything.
+    Normal,
+    /// Everything.
+    Detailed,
 }
 
 impl Default for MetricsTelemetry {
     fn default() -> Self {
         MetricsTelemetry {
             address: "localhost:8888".into(),
-            level: "normal".into(),
+            level: MetricsLevel::Normal,
         }
     }
 }
@@ -759,7 +773,18 @@ fn from_tree(root: &Node) -> Result<Config, ConfigErrors> {
             endpoints.push((ep, format!("exporters::{}", d.id), d.mark.clone()));
         }
     }
-    if !telemetry.metrics.address.is_empty() && telemetry.metrics.level != "none" {
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&telemetry.logs.level) {
+        let mark = service.get("telemetry").unwrap_or(service).mark.clone();
+        errors.push(err(
+            &mark,
+            Some("service::telemetry".into()),
+            format!(
+                "logs.level `{}` is not a valid level or filter: {e}",
+                telemetry.logs.level
+            ),
+        ));
+    }
+    if !telemetry.metrics.address.is_empty() && telemetry.metrics.level != MetricsLevel::None {
         endpoints.push((
             telemetry.metrics.address.clone(),
             "service::telemetry::metrics".into(),

@@ -102,7 +102,7 @@ impl Service {
             }
         }
         let m = &cfg.service.telemetry.metrics;
-        if !m.address.is_empty() && m.level != "none" {
+        if !m.address.is_empty() && m.level != crate::config::MetricsLevel::None {
             let listener = crate::net::bind(&m.address).await?;
             tracing::info!(endpoint = %m.address, "self-metrics at /metrics");
             aux_tasks.push(crate::net::serve_http(
