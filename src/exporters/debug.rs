@@ -2,6 +2,8 @@
 
 use std::io::Write;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use serde::Deserialize;
@@ -137,7 +139,7 @@ pub fn render(data: &Telemetry, verbosity: Verbosity) -> String {
 
 #[async_trait]
 impl Export for DebugExporter {
-    async fn export(&self, data: &Telemetry) -> Result<ExportOk, ExportError> {
+    async fn export(&self, data: &Arc<Telemetry>) -> Result<ExportOk, ExportError> {
         let text = render(data, self.verbosity);
         let mut err = std::io::stderr().lock();
         let _ = err.write_all(text.as_bytes());

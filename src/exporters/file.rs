@@ -138,7 +138,7 @@ fn write_line(
 
 #[async_trait]
 impl Export for FileExporter {
-    async fn export(&self, data: &Telemetry) -> Result<ExportOk, ExportError> {
+    async fn export(&self, data: &Arc<Telemetry>) -> Result<ExportOk, ExportError> {
         let mut line = crate::convert::otlp_json::encode_to_vec(data);
         line.push(b'\n');
         let state = self.state.clone();
@@ -187,7 +187,7 @@ mod tests {
             }),
         };
         let exp = FileExporter::new(&cfg).unwrap();
-        let big = Telemetry::Traces(vec![ResourceSpans {
+        let big = Arc::new(Telemetry::Traces(vec![ResourceSpans {
             scope_spans: vec![ScopeSpans {
                 spans: vec![Span {
                     name: "x".repeat(400 * 1024),
@@ -196,7 +196,7 @@ mod tests {
                 ..Default::default()
             }],
             ..Default::default()
-        }]);
+        }]));
         for _ in 0..10 {
             exp.export(&big).await.unwrap();
         }

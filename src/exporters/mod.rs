@@ -156,7 +156,7 @@ pub enum ExportError {
 #[async_trait]
 pub trait Export: Send + Sync + 'static {
     /// Sends `data`; may be called again with the same data to retry.
-    async fn export(&self, data: &Telemetry) -> Result<ExportOk, ExportError>;
+    async fn export(&self, data: &Arc<Telemetry>) -> Result<ExportOk, ExportError>;
 
     /// Flushes and closes, after the last export.
     async fn shutdown(&self) {}

@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use std::marker::PhantomData;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use bytes::{BufMut, Bytes};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
@@ -116,7 +118,7 @@ impl OtlpExporter {
     async fn call<R: prost::Message + Default + Send + Sync + 'static>(
         &self,
         path: &'static str,
-        body: Bytes,
+        body: BatchBody,
     ) -> Result<R, Status> {
         let mut grpc = tonic::client::Grpc::new(self.channel.clone())
             .accept_compressed(CompressionEncoding::Gzip)
@@ -131,7 +133,7 @@ impl OtlpExporter {
         *req.metadata_mut() = self.metadata.clone();
         req.set_timeout(self.timeout);
         let path = http::uri::PathAndQuery::from_static(path);
-        grpc.unary(req, path, RawCodec::<R>(PhantomData))
+        grpc.unary(req, path, RawCodec::<BatchBody, R>(PhantomData))
             .await
             .map(|r| r.into_inner())
     }
@@ -139,15 +141,42 @@ impl OtlpExporter {
 
 /// Encodes a repeated message field 1 (the shape of every OTLP export request).
 pub fn encode_request<M: prost::Message>(items: &[M]) -> Bytes {
-    let len: usize = items
-        .iter()
-        .map(|m| prost::encoding::message::encoded_len(1, m))
-        .sum();
-    let mut buf = Vec::with_capacity(len);
-    for m in items {
-        prost::encoding::message::encode(1, m, &mut buf);
-    }
+    // Growing the buffer costs less than a sizing pass over every span.
+    let mut buf = Vec::with_capacity(64 * 1024);
+    encode_items(items, &mut buf);
     Bytes::from(buf)
+}
+
+/// Writes `items` as repeated field 1 into `buf`.
+pub fn encode_items<M: prost::Message>(items: &[M], buf: &mut impl BufMut) {
+    for m in items {
+        prost::encoding::message::encode(1, m, buf);
+    }
+}
+
+/// Something the pass-through codec can write as a gRPC request message.
+pub trait RequestBody: Send + Sync + 'static {
+    /// Writes the encoded message.
+    fn write_to(self, dst: &mut EncodeBuf<'_>);
+}
+
+impl RequestBody for Bytes {
+    fn write_to(self, dst: &mut EncodeBuf<'_>) {
+        dst.put(self);
+    }
+}
+
+/// A batch written as an OTLP export request straight into tonic's buffer.
+pub struct BatchBody(pub Arc<Telemetry>);
+
+impl RequestBody for BatchBody {
+    fn write_to(self, dst: &mut EncodeBuf<'_>) {
+        match &*self.0 {
+            Telemetry::Traces(v) => encode_items(v, dst),
+            Telemetry::Metrics(v) => encode_items(v, dst),
+            Telemetry::Logs(v) => encode_items(v, dst),
+        }
+    }
 }
 
 /// Maps a gRPC status to retryable or permanent, as the OTLP spec lists them.
@@ -174,13 +203,14 @@ fn classify(status: Status) -> ExportError {
 
 #[async_trait]
 impl Export for OtlpExporter {
-    async fn export(&self, data: &Telemetry) -> Result<ExportOk, ExportError> {
-        match data {
-            Telemetry::Traces(rs) => {
+    async fn export(&self, data: &Arc<Telemetry>) -> Result<ExportOk, ExportError> {
+        let body = BatchBody(data.clone());
+        match &**data {
+            Telemetry::Traces(_) => {
                 let r: ExportTraceServiceResponse = self
                     .call(
                         "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
-                        encode_request(rs),
+                        body,
                     )
                     .await
                     .map_err(classify)?;
@@ -191,11 +221,11 @@ impl Export for OtlpExporter {
                     })
                     .unwrap_or_default())
             }
-            Telemetry::Metrics(rm) => {
+            Telemetry::Metrics(_) => {
                 let r: ExportMetricsServiceResponse = self
                     .call(
                         "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
-                        encode_request(rm),
+                        body,
                     )
                     .await
                     .map_err(classify)?;
@@ -206,11 +236,11 @@ impl Export for OtlpExporter {
                     })
                     .unwrap_or_default())
             }
-            Telemetry::Logs(rl) => {
+            Telemetry::Logs(_) => {
                 let r: ExportLogsServiceResponse = self
                     .call(
                         "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
-                        encode_request(rl),
+                        body,
                     )
                     .await
                     .map_err(classify)?;
@@ -225,17 +255,17 @@ impl Export for OtlpExporter {
     }
 }
 
-/// A tonic codec that sends pre-encoded bytes and decodes the response with prost.
-pub struct RawCodec<R>(pub PhantomData<R>);
+/// A tonic codec that writes a [`RequestBody`] as it is and decodes the response with prost.
+pub struct RawCodec<I, R>(pub PhantomData<(I, R)>);
 
-impl<R: prost::Message + Default + Send + 'static> Codec for RawCodec<R> {
-    type Encode = Bytes;
+impl<I: RequestBody, R: prost::Message + Default + Send + 'static> Codec for RawCodec<I, R> {
+    type Encode = I;
     type Decode = R;
-    type Encoder = RawEncoder;
+    type Encoder = RawEncoder<I>;
     type Decoder = ProstDecoder<R>;
 
-    fn encoder(&mut self) -> RawEncoder {
-        RawEncoder
+    fn encoder(&mut self) -> RawEncoder<I> {
+        RawEncoder(PhantomData)
     }
 
     fn decoder(&mut self) -> ProstDecoder<R> {
@@ -243,15 +273,15 @@ impl<R: prost::Message + Default + Send + 'static> Codec for RawCodec<R> {
     }
 }
 
-/// Writes pre-encoded message bytes.
-pub struct RawEncoder;
+/// Writes a [`RequestBody`].
+pub struct RawEncoder<I>(PhantomData<I>);
 
-impl Encoder for RawEncoder {
-    type Item = Bytes;
+impl<I: RequestBody> Encoder for RawEncoder<I> {
+    type Item = I;
     type Error = Status;
 
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put(item);
+    fn encode(&mut self, item: I, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        item.write_to(dst);
         Ok(())
     }
 }

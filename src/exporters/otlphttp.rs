@@ -3,6 +3,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
@@ -241,7 +243,7 @@ fn partial_success(signal: Signal, encoding: HttpEncoding, body: &[u8]) -> Expor
 
 #[async_trait]
 impl Export for OtlpHttpExporter {
-    async fn export(&self, data: &Telemetry) -> Result<ExportOk, ExportError> {
+    async fn export(&self, data: &Arc<Telemetry>) -> Result<ExportOk, ExportError> {
         let signal = data.signal();
         let raw = self.body(data);
         let (body, content_encoding) = match self.compression {

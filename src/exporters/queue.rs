@@ -74,7 +74,7 @@ pub struct ExporterInput {
 }
 
 enum Mode {
-    Queued(mpsc::Sender<Telemetry>),
+    Queued(mpsc::Sender<Arc<Telemetry>>),
     Direct {
         export: Arc<dyn Export>,
         retry: RetryConfig,
@@ -84,7 +84,7 @@ enum Mode {
 
 impl ExporterInput {
     /// Reserves a queue slot; `Ok(None)` for an exporter without a queue.
-    pub fn try_reserve(&self) -> Result<Option<mpsc::Permit<'_, Telemetry>>, String> {
+    pub fn try_reserve(&self) -> Result<Option<mpsc::Permit<'_, Arc<Telemetry>>>, String> {
         match &self.mode {
             Mode::Queued(tx) => tx.try_reserve().map(Some).map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => {
@@ -99,7 +99,7 @@ impl ExporterInput {
     }
 
     /// Puts `data` in the reserved slot.
-    pub fn send_reserved(&self, permit: mpsc::Permit<'_, Telemetry>, data: Telemetry) {
+    pub fn send_reserved(&self, permit: mpsc::Permit<'_, Arc<Telemetry>>, data: Arc<Telemetry>) {
         let n = data.item_count() as u64;
         self.shared.outstanding[slot(data.signal())].fetch_add(n, Ordering::Relaxed);
         let depth = self.shared.queued_batches.fetch_add(1, Ordering::Relaxed) + 1;
@@ -108,7 +108,7 @@ impl ExporterInput {
     }
 
     /// Exports `data` in the caller's task (for exporters whose queue is disabled).
-    pub async fn send_direct(&self, data: Telemetry) -> Result<(), ConsumeError> {
+    pub async fn send_direct(&self, data: Arc<Telemetry>) -> Result<(), ConsumeError> {
         match &self.mode {
             Mode::Direct {
                 export,
@@ -171,34 +171,21 @@ impl Consumer for ExporterFanout {
             .filter(|(_, p)| p.is_none())
             .map(|(t, _)| t)
             .collect();
-        let queued: Vec<(&Arc<ExporterInput>, mpsc::Permit<'_, Telemetry>)> = self
+        let queued: Vec<(&Arc<ExporterInput>, mpsc::Permit<'_, Arc<Telemetry>>)> = self
             .targets
             .iter()
             .zip(permits)
             .filter_map(|(t, p)| p.map(|p| (t, p)))
             .collect();
-        let copies_needed = queued.len() + direct.len();
-        let mut data = Some(data);
-        let mut made = 0;
-        let mut take = |data: &mut Option<Telemetry>| {
-            made += 1;
-            if made == copies_needed {
-                data.take()
-            } else {
-                data.as_ref().cloned()
-            }
-        };
+        // Exporters only read the batch, so they share one copy.
+        let data = Arc::new(data);
         for (t, p) in queued {
-            if let Some(d) = take(&mut data) {
-                t.send_reserved(p, d);
-            }
+            t.send_reserved(p, data.clone());
         }
         let mut result = Ok(());
         for t in direct {
-            if let Some(d) = take(&mut data) {
-                if let Err(e) = t.send_direct(d).await {
-                    result = Err(e);
-                }
+            if let Err(e) = t.send_direct(data.clone()).await {
+                result = Err(e);
             }
         }
         result
@@ -244,7 +231,7 @@ pub fn spawn(
         };
     }
     gauge("spanwire_exporter_queue_capacity", &labels).set(queue.queue_size as f64);
-    let (tx, rx) = mpsc::channel::<Telemetry>(queue.queue_size);
+    let (tx, rx) = mpsc::channel::<Arc<Telemetry>>(queue.queue_size);
     let rx = Arc::new(Mutex::new(rx));
     let workers = (0..queue.num_consumers)
         .map(|_| {
@@ -303,7 +290,7 @@ enum Outcome {
 /// Sends one batch, retrying as configured.
 async fn deliver(
     export: &dyn Export,
-    data: &Telemetry,
+    data: &Arc<Telemetry>,
     retry: &RetryConfig,
     stop: &CancellationToken,
     shared: &Shared,
@@ -393,7 +380,7 @@ mod tests {
 
     #[async_trait]
     impl Export for Flaky {
-        async fn export(&self, data: &Telemetry) -> Result<ExportOk, ExportError> {
+        async fn export(&self, data: &Arc<Telemetry>) -> Result<ExportOk, ExportError> {
             let c = self.calls.fetch_add(1, Ordering::SeqCst);
             if c < self.fail_first {
                 return Err(ExportError::Retryable {
