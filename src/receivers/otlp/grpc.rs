@@ -86,7 +86,7 @@ impl LogsService for Svc {
 }
 
 /// Binds and serves; services exist only for signals some pipeline takes
-/// (others answer `UNIMPLEMENTED`).
+/// (others answer `UNIMPLEMENTED`). Responses are tiny, so they are never compressed.
 pub(super) async fn start(
     cfg: &GrpcConfig,
     intake: Intake,
@@ -106,21 +106,18 @@ pub(super) async fn start(
             .max_decoding_message_size(limit)
             .accept_compressed(CompressionEncoding::Gzip)
             .accept_compressed(CompressionEncoding::Zstd)
-            .send_compressed(CompressionEncoding::Gzip)
     });
     let metrics = svc(Signal::Metrics).map(|s| {
         MetricsServiceServer::new(s)
             .max_decoding_message_size(limit)
             .accept_compressed(CompressionEncoding::Gzip)
             .accept_compressed(CompressionEncoding::Zstd)
-            .send_compressed(CompressionEncoding::Gzip)
     });
     let logs = svc(Signal::Logs).map(|s| {
         LogsServiceServer::new(s)
             .max_decoding_message_size(limit)
             .accept_compressed(CompressionEncoding::Gzip)
             .accept_compressed(CompressionEncoding::Zstd)
-            .send_compressed(CompressionEncoding::Gzip)
     });
     let router = tonic::transport::Server::builder()
         .tcp_nodelay(true)
