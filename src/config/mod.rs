@@ -466,6 +466,41 @@ fn id_list(
     out
 }
 
+/// Checks the component ids one pipeline lists.
+struct RefCheck<'a> {
+    signal: Signal,
+    component: &'a str,
+    broken: &'a BTreeSet<ComponentId>,
+    used: &'a mut BTreeSet<(String, ComponentId)>,
+    errors: &'a mut Vec<ConfigError>,
+}
+
+impl RefCheck<'_> {
+    /// Each id of `section` must be defined (unless its definition already
+    /// failed) and support the pipeline's signal; `signals_of` looks it up.
+    fn check(
+        &mut self,
+        section: &str,
+        ids: &[(ComponentId, Mark)],
+        signals_of: impl Fn(&ComponentId) -> Option<&'static [Signal]>,
+    ) {
+        let kind = section.trim_end_matches('s');
+        for (id, mark) in ids {
+            self.used.insert((section.to_string(), id.clone()));
+            let message = match signals_of(id) {
+                None if self.broken.contains(id) => continue,
+                None => format!("{kind} `{id}` is used but not defined under `{section}`"),
+                Some(signals) if !signals.contains(&self.signal) => {
+                    format!("{kind} `{id}` does not support {}", self.signal)
+                }
+                Some(_) => continue,
+            };
+            self.errors
+                .push(err(mark, Some(self.component.to_string()), message));
+        }
+    }
+}
+
 fn from_tree(root: &Node) -> Result<Config, ConfigErrors> {
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
@@ -662,63 +697,31 @@ fn from_tree(root: &Node) -> Result<Config, ConfigErrors> {
                             "a pipeline needs at least one exporter",
                         ));
                     }
-                    for (id, mark) in &recv {
-                        used.insert(("receivers".into(), id.clone()));
-                        match receivers.iter().find(|d| &d.id == id) {
-                            None if broken.contains(id) => {}
-                            None => errors.push(err(
-                                mark,
-                                Some(component.clone()),
-                                format!(
-                                    "receiver `{id}` is used but not defined under `receivers`"
-                                ),
-                            )),
-                            Some(d) if !d.config.signals().contains(&signal) => errors.push(err(
-                                mark,
-                                Some(component.clone()),
-                                format!("receiver `{id}` does not support {signal}"),
-                            )),
-                            Some(_) => {}
-                        }
-                    }
-                    for (id, mark) in &procs {
-                        used.insert(("processors".into(), id.clone()));
-                        match processors.iter().find(|d| &d.id == id) {
-                            None if broken.contains(id) => {}
-                            None => errors.push(err(
-                                mark,
-                                Some(component.clone()),
-                                format!(
-                                    "processor `{id}` is used but not defined under `processors`"
-                                ),
-                            )),
-                            Some(d) if !d.config.signals().contains(&signal) => errors.push(err(
-                                mark,
-                                Some(component.clone()),
-                                format!("processor `{id}` does not support {signal}"),
-                            )),
-                            Some(_) => {}
-                        }
-                    }
-                    for (id, mark) in &exps {
-                        used.insert(("exporters".into(), id.clone()));
-                        match exporters.iter().find(|d| &d.id == id) {
-                            None if broken.contains(id) => {}
-                            None => errors.push(err(
-                                mark,
-                                Some(component.clone()),
-                                format!(
-                                    "exporter `{id}` is used but not defined under `exporters`"
-                                ),
-                            )),
-                            Some(d) if !d.config.signals().contains(&signal) => errors.push(err(
-                                mark,
-                                Some(component.clone()),
-                                format!("exporter `{id}` does not support {signal}"),
-                            )),
-                            Some(_) => {}
-                        }
-                    }
+                    let mut refs = RefCheck {
+                        signal,
+                        component: &component,
+                        broken: &broken,
+                        used: &mut used,
+                        errors: &mut errors,
+                    };
+                    refs.check("receivers", &recv, |id| {
+                        receivers
+                            .iter()
+                            .find(|d| &d.id == id)
+                            .map(|d| d.config.signals())
+                    });
+                    refs.check("processors", &procs, |id| {
+                        processors
+                            .iter()
+                            .find(|d| &d.id == id)
+                            .map(|d| d.config.signals())
+                    });
+                    refs.check("exporters", &exps, |id| {
+                        exporters
+                            .iter()
+                            .find(|d| &d.id == id)
+                            .map(|d| d.config.signals())
+                    });
                     pipelines.push(PipelineConfig {
                         id: PipelineId { signal, name },
                         receivers: recv.into_iter().map(|(i, _)| i).collect(),
