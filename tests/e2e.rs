@@ -155,6 +155,61 @@ async fn python_sdk_over_grpc_and_http_arrives_through_both_exporters() {
             .iter()
             .any(|(n, d)| n == "e2e.queue" && matches!(d, Data::Gauge(_))));
 
+        // Log records keep their body, severity and attributes.
+        let logs: Vec<_> = sink
+            .received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|t| match t {
+                Telemetry::Logs(rl) => Some(rl.clone()),
+                _ => None,
+            })
+            .flatten()
+            .flat_map(|r| r.scope_logs)
+            .flat_map(|s| s.log_records)
+            .collect();
+        for tag in ["viagrpc", "viahttp"] {
+            let mut bodies: Vec<String> = logs
+                .iter()
+                .filter(|l| {
+                    attr(&l.attributes, "test.tag")
+                        == Some(&any_value::Value::StringValue(tag.into()))
+                })
+                .map(|l| {
+                    assert_eq!(l.severity_text, "WARN");
+                    assert_eq!(l.severity_number, 13);
+                    match l.body.as_ref().and_then(|b| b.value.as_ref()) {
+                        Some(any_value::Value::StringValue(s)) => s.clone(),
+                        other => panic!("log body {other:?}"),
+                    }
+                })
+                .collect();
+            bodies.sort();
+            let n = if tag == "viagrpc" { 4 } else { 3 };
+            let expected: Vec<String> = (0..n).map(|i| format!("agent log {tag} {i}")).collect();
+            assert_eq!(bodies, expected);
+        }
+        // Metric points keep their attributes.
+        for (_, d) in &metrics {
+            let tagged = match d {
+                Data::Sum(s) => s
+                    .data_points
+                    .iter()
+                    .all(|p| attr(&p.attributes, "test.tag").is_some()),
+                Data::Gauge(g) => g
+                    .data_points
+                    .iter()
+                    .all(|p| attr(&p.attributes, "test.tag").is_some()),
+                Data::Histogram(h) => h
+                    .data_points
+                    .iter()
+                    .all(|p| attr(&p.attributes, "test.tag").is_some()),
+                other => panic!("unexpected metric type {other:?}"),
+            };
+            assert!(tagged, "{d:?}");
+        }
+
         let spans = sink.spans();
         for tag in ["viagrpc", "viahttp"] {
             let tagged: Vec<_> = spans

@@ -50,6 +50,7 @@ impl HealthCheckConfig {
 const STARTING: u8 = 0;
 const READY: u8 = 1;
 const STOPPING: u8 = 2;
+const FAILED: u8 = 3;
 
 /// The service's state as health checks see it.
 #[derive(Clone, Default)]
@@ -58,11 +59,18 @@ pub struct Health(Arc<AtomicU8>);
 impl Health {
     /// All pipelines run.
     pub fn set_ready(&self) {
-        self.0.store(READY, Ordering::SeqCst);
+        // Only from starting: a failure seen during start-up stays visible.
+        let _ = self
+            .0
+            .compare_exchange(STARTING, READY, Ordering::SeqCst, Ordering::SeqCst);
     }
     /// Shutdown has begun.
     pub fn set_stopping(&self) {
         self.0.store(STOPPING, Ordering::SeqCst);
+    }
+    /// A component stopped on its own; the service is no longer whole.
+    pub fn set_failed(&self) {
+        self.0.store(FAILED, Ordering::SeqCst);
     }
     /// Whether all pipelines run.
     pub fn is_ready(&self) -> bool {
@@ -72,6 +80,7 @@ impl Health {
         match self.0.load(Ordering::SeqCst) {
             STARTING => "starting",
             READY => "ready",
+            FAILED => "a component failed",
             _ => "shutting down",
         }
     }

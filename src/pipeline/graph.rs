@@ -250,7 +250,18 @@ impl Service {
                 .config
                 .start(rid, consumers, receivers_cancel.clone())
                 .await?;
-            receiver_tasks.extend(tasks);
+            // A receiver that ends before shutdown leaves the service incomplete: say so in health.
+            for task in tasks {
+                let (health, cancel, id) =
+                    (health.clone(), receivers_cancel.clone(), rid.to_string());
+                receiver_tasks.push(tokio::spawn(async move {
+                    let _ = task.await;
+                    if !cancel.is_cancelled() {
+                        tracing::error!(receiver = %id, "receiver stopped unexpectedly; health now reports failure");
+                        health.set_failed();
+                    }
+                }));
+            }
         }
         drop(entries);
 
