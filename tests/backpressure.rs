@@ -198,3 +198,57 @@ service:
     );
     assert_eq!(fast.count(Signal::Traces), 300);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_limiter_refusals_reach_senders_as_unavailable_and_503() {
+    let sink = Sink::start().await;
+    let (grpc, http, health) = (free_port(), free_port(), free_port());
+    // A 1 MiB limit is always exceeded by a running process: every request is refused.
+    let cfg = format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      grpc: {{endpoint: "127.0.0.1:{grpc}"}}
+      http: {{endpoint: "127.0.0.1:{http}"}}
+processors:
+  memory_limiter: {{check_interval: 100ms, limit_mib: 1}}
+exporters:
+  otlp: {{endpoint: "http://127.0.0.1:{sg}"}}
+extensions:
+  health_check: {{endpoint: "127.0.0.1:{health}"}}
+service:
+  extensions: [health_check]
+  telemetry: {{metrics: {{address: ""}}}}
+  pipelines:
+    traces: {{receivers: [otlp], processors: [memory_limiter], exporters: [otlp]}}
+"#,
+        sg = sink.grpc_port
+    );
+    let daemon = Daemon::start(&cfg, health);
+    let r = http_request(
+        "POST",
+        http,
+        "/v1/traces",
+        &[("content-type", "application/json")],
+        br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"name":"x"}]}]}]}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.headers["retry-after"], "1");
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert!(v["message"].as_str().unwrap().contains("soft limit"), "{v}");
+    let mut client = TraceServiceClient::connect(format!("http://127.0.0.1:{grpc}"))
+        .await
+        .unwrap();
+    let err = client.export(agent_spans(3, "ml")).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable);
+    assert!(
+        err.message().contains("memory_limiter"),
+        "{}",
+        err.message()
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(sink.count(Signal::Traces), 0);
+    assert!(daemon.logs().contains("refusing data"), "{}", daemon.logs());
+}
