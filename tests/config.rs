@@ -197,3 +197,28 @@ fn yaml_syntax_error_and_missing_file() {
     assert!(!ok);
     assert!(err.contains("cannot read config file"), "{err}");
 }
+
+#[test]
+fn run_fails_clearly_when_a_port_is_taken() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        &dir,
+        "busy.yaml",
+        &format!(
+            "receivers:\n  otlp:\n    protocols:\n      http: {{endpoint: \"127.0.0.1:{port}\"}}\nexporters:\n  debug:\nservice:\n  telemetry: {{metrics: {{address: \"\"}}}}\n  pipelines:\n    logs: {{receivers: [otlp], exporters: [debug]}}\n"
+        ),
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_spanwire"))
+        .args(["run", "--config", &f])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("cannot listen on `127.0.0.1:{port}`")),
+        "{err}"
+    );
+    drop(busy);
+}

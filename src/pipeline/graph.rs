@@ -246,10 +246,20 @@ impl Service {
                     Signal::Logs => consumers.logs = consumer,
                 }
             }
-            let tasks = def
+            let tasks = match def
                 .config
                 .start(rid, consumers, receivers_cancel.clone())
-                .await?;
+                .await
+            {
+                Ok(t) => t,
+                Err(e) => {
+                    // Stop what already runs before reporting the failure.
+                    receivers_cancel.cancel();
+                    aux_cancel.cancel();
+                    stop.cancel();
+                    return Err(e);
+                }
+            };
             // A receiver that ends before shutdown leaves the service incomplete: say so in health.
             for task in tasks {
                 let (health, cancel, id) =

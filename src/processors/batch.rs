@@ -84,22 +84,25 @@ pub struct BatchInput {
 #[async_trait]
 impl Consumer for BatchInput {
     async fn consume(&self, data: Telemetry) -> Result<(), ConsumeError> {
+        // Counted before the hand-off, so the batcher never subtracts first.
         let n = data.item_count() as u64;
+        self.pending.fetch_add(n, Ordering::Relaxed);
+        let refused = |reason: String, retry: u64, data| {
+            self.pending.fetch_sub(n, Ordering::Relaxed);
+            Err(ConsumeError::refused(
+                reason,
+                Duration::from_secs(retry),
+                data,
+            ))
+        };
         match self.tx.try_send(data) {
-            Ok(()) => {
-                self.pending.fetch_add(n, Ordering::Relaxed);
-                Ok(())
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(data)) => {
+                refused(format!("{}: pipeline is full", self.name), 1, data)
             }
-            Err(mpsc::error::TrySendError::Full(data)) => Err(ConsumeError::refused(
-                format!("{}: pipeline is full", self.name),
-                Duration::from_secs(1),
-                data,
-            )),
-            Err(mpsc::error::TrySendError::Closed(data)) => Err(ConsumeError::refused(
-                format!("{}: shutting down", self.name),
-                Duration::from_secs(5),
-                data,
-            )),
+            Err(mpsc::error::TrySendError::Closed(data)) => {
+                refused(format!("{}: shutting down", self.name), 5, data)
+            }
         }
     }
 }
