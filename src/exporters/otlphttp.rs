@@ -176,6 +176,21 @@ impl OtlpHttpExporter {
     }
 }
 
+/// An error and its sources, e.g. `client error (Connect): invalid peer certificate: UnknownIssuer`.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let next = s.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = s.source();
+    }
+    text
+}
+
 /// Seconds or an HTTP date in a Retry-After header (dates are taken as "soon": 1s).
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let v = headers.get(header::RETRY_AFTER)?.to_str().ok()?;
@@ -286,7 +301,7 @@ impl Export for OtlpHttpExporter {
             }
             Ok(Err(e)) => {
                 return Err(ExportError::Retryable {
-                    reason: format!("POST {url}: {e}"),
+                    reason: format!("POST {url}: {}", error_chain(&e)),
                     retry_after: None,
                 })
             }
