@@ -110,3 +110,36 @@ async fn loss_at_the_deadline_is_logged_with_exact_counts() {
         "{logs}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_per_line() {
+    let sink = Sink::start().await;
+    let (http, health) = (free_port(), free_port());
+    let cfg = config(http, health, &sink, "5s").replace(
+        "  telemetry: {metrics: {address: \"\"}}",
+        "  telemetry: {metrics: {address: \"\"}, logs: {level: debug, format: json}}",
+    );
+    assert!(cfg.contains("format: json"));
+    let mut daemon = Daemon::start(&cfg, health);
+    send(http, 3, "json").await;
+    assert!(daemon.terminate(Duration::from_secs(10)).success());
+    let logs = daemon.logs();
+    let mut messages = Vec::new();
+    for line in logs.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            v["timestamp"].is_string() && v["level"].is_string(),
+            "{line}"
+        );
+        messages.push(v["message"].as_str().unwrap_or_default().to_string());
+    }
+    assert!(
+        messages.iter().any(|m| m == "spanwire is running"),
+        "{messages:?}"
+    );
+    assert!(
+        messages.iter().any(|m| m.starts_with("shutdown complete")),
+        "{messages:?}"
+    );
+}
