@@ -30,6 +30,41 @@ enum Command {
         #[arg(long = "config", short = 'c', required = true)]
         config: Vec<String>,
     },
+    /// Convert recorded data offline and write the result to stdout.
+    Convert {
+        /// Input format.
+        #[arg(long, value_enum)]
+        from: ConvertFrom,
+        /// Output: OTLP/JSON (one export request per input file) or an indented span tree.
+        #[arg(long, value_enum, default_value = "otlp-json")]
+        to: ConvertTo,
+        /// Prompt and response text: none, truncated (4 KiB) or full.
+        #[arg(long, default_value = "truncated")]
+        capture_content: String,
+        /// A W3C traceparent the converted spans join.
+        #[arg(long)]
+        traceparent: Option<String>,
+        /// `service.name` of the produced spans.
+        #[arg(long, default_value = "bedrock-agent")]
+        service_name: String,
+        /// Files of Bedrock trace events: a JSON array, one event, or NDJSON.
+        #[arg(required = true)]
+        files: Vec<String>,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ConvertFrom {
+    /// Bedrock agent trace events (InvokeAgent / InvokeInlineAgent `trace` parts).
+    Bedrock,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ConvertTo {
+    /// OTLP/JSON export requests, one line per input file.
+    OtlpJson,
+    /// A readable span tree with times and key attributes.
+    Tree,
 }
 
 fn main() -> ExitCode {
@@ -48,6 +83,26 @@ fn main() -> ExitCode {
                     eprintln!("error: {e}");
                 }
                 eprintln!("{} error(s) found", errors.0.len());
+                ExitCode::from(1)
+            }
+        },
+        Command::Convert {
+            from: ConvertFrom::Bedrock,
+            to,
+            capture_content,
+            traceparent,
+            service_name,
+            files,
+        } => match convert(
+            to,
+            &capture_content,
+            traceparent.as_deref(),
+            &service_name,
+            &files,
+        ) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e:#}");
                 ExitCode::from(1)
             }
         },
@@ -94,6 +149,76 @@ fn run(paths: &[String]) -> anyhow::Result<ExitCode> {
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn convert(
+    to: ConvertTo,
+    capture: &str,
+    traceparent: Option<&str>,
+    service_name: &str,
+    files: &[String],
+) -> anyhow::Result<ExitCode> {
+    use spanwire::convert::bedrock;
+    use std::io::Write;
+    let capture_content = match capture {
+        "none" => bedrock::CaptureContent::None,
+        "truncated" => bedrock::CaptureContent::default(),
+        "full" => bedrock::CaptureContent::Full,
+        other => anyhow::bail!("--capture-content must be none, truncated or full, not `{other}`"),
+    };
+    let traceparent = match traceparent {
+        Some(t) => Some(
+            bedrock::TraceParent::parse(t).with_context(|| format!("invalid traceparent `{t}`"))?,
+        ),
+        None => None,
+    };
+    let opts = bedrock::Options {
+        capture_content,
+        traceparent,
+        resource_attributes: vec![opentelemetry_proto::tonic::common::v1::KeyValue {
+            key: "service.name".into(),
+            value: Some(opentelemetry_proto::tonic::common::v1::AnyValue {
+                value: Some(
+                    opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(
+                        service_name.to_string(),
+                    ),
+                ),
+            }),
+            key_strindex: 0,
+        }],
+    };
+    let mut out = std::io::stdout().lock();
+    let mut skipped = 0;
+    for file in files {
+        let text =
+            std::fs::read_to_string(file).with_context(|| format!("cannot read `{file}`"))?;
+        let events = bedrock::parse_events(&text).map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
+        let c = bedrock::convert(&events, &opts);
+        for e in &c.errors {
+            eprintln!("{file}: event {}: skipped: {}", e.index, e.message);
+        }
+        skipped += c.errors.len();
+        let data = spanwire::signal::Telemetry::Traces(c.resource_spans);
+        match to {
+            ConvertTo::OtlpJson => {
+                out.write_all(&spanwire::convert::otlp_json::encode_to_vec(&data))?;
+                out.write_all(b"\n")?;
+            }
+            ConvertTo::Tree => {
+                writeln!(
+                    out,
+                    "# {file}: {} events, {} invocation(s)",
+                    c.events, c.invocations
+                )?;
+                out.write_all(spanwire::exporters::debug::tree(&data).as_bytes())?;
+            }
+        }
+    }
+    Ok(if skipped > 0 {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

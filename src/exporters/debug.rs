@@ -146,3 +146,72 @@ impl Export for DebugExporter {
         Ok(ExportOk::default())
     }
 }
+
+/// Renders the spans of a batch as indented trees (children under parents,
+/// times relative to each tree's root), for reading converted traces.
+pub fn tree(data: &Telemetry) -> String {
+    let Telemetry::Traces(rs) = data else {
+        return render(data, Verbosity::Normal);
+    };
+    let spans: Vec<&opentelemetry_proto::tonic::trace::v1::Span> = rs
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .flat_map(|s| &s.spans)
+        .collect();
+    let ids: std::collections::HashSet<&[u8]> =
+        spans.iter().map(|s| s.span_id.as_slice()).collect();
+    let mut out = String::new();
+    fn walk(
+        spans: &[&opentelemetry_proto::tonic::trace::v1::Span],
+        idx: usize,
+        depth: usize,
+        t0: u64,
+        out: &mut String,
+    ) {
+        let s = spans[idx];
+        let ms = |t: u64| t.saturating_sub(t0) as f64 / 1e6;
+        let keep = [
+            "gen_ai.agent.name",
+            "gen_ai.request.model",
+            "gen_ai.usage.input_tokens",
+            "gen_ai.usage.output_tokens",
+            "gen_ai.tool.name",
+            "gen_ai.data_source.id",
+            "aws.bedrock.guardrail.action",
+            "error.type",
+        ];
+        let attrs: Vec<&KeyValue> = s
+            .attributes
+            .iter()
+            .filter(|kv| keep.contains(&kv.key.as_str()))
+            .collect();
+        let attrs: Vec<KeyValue> = attrs.into_iter().cloned().collect();
+        let status = match &s.status {
+            Some(st) if st.code == 2 => {
+                format!(" ERROR({})", st.message.lines().next().unwrap_or(""))
+            }
+            _ => String::new(),
+        };
+        out.push_str(&format!(
+            "{}{} [{:.3}ms +{:.3}ms]{} {}\n",
+            "  ".repeat(depth),
+            s.name,
+            ms(s.start_time_unix_nano),
+            (s.end_time_unix_nano.saturating_sub(s.start_time_unix_nano)) as f64 / 1e6,
+            status,
+            attrs_text(&attrs)
+        ));
+        for (i, c) in spans.iter().enumerate() {
+            if c.parent_span_id == s.span_id && c.trace_id == s.trace_id {
+                walk(spans, i, depth + 1, t0, out);
+            }
+        }
+    }
+    for (i, s) in spans.iter().enumerate() {
+        if !ids.contains(s.parent_span_id.as_slice()) {
+            out.push_str(&format!("trace {}\n", hex::encode(&s.trace_id)));
+            walk(&spans, i, 1, s.start_time_unix_nano, &mut out);
+        }
+    }
+    out
+}
