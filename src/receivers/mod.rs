@@ -2,6 +2,7 @@
 //! struct (deserialised from its YAML section) and a `start` that binds its
 //! listeners and feeds the [`Consumers`] of the pipelines that list it.
 
+pub mod bedrock;
 pub mod otlp;
 
 use tokio::task::JoinHandle;
@@ -18,11 +19,13 @@ use crate::signal::Signal;
 pub enum ReceiverConfig {
     /// `otlp`: OTLP over gRPC and HTTP.
     Otlp(otlp::OtlpReceiverConfig),
+    /// `bedrock`: Bedrock agent trace events over HTTP, converted to spans.
+    Bedrock(bedrock::BedrockReceiverConfig),
 }
 
 impl ReceiverConfig {
     /// Receiver types spanwire knows.
-    pub const KINDS: &'static [&'static str] = &["otlp"];
+    pub const KINDS: &'static [&'static str] = &["otlp", "bedrock"];
 
     /// Parses the section of a receiver of type `kind`; `None` for an unknown type.
     pub fn parse(kind: &str, node: &Node) -> Option<Result<ReceiverConfig, DeError>> {
@@ -32,6 +35,11 @@ impl ReceiverConfig {
                     .and_then(|c| c.validate().map(|_| c))
                     .map(ReceiverConfig::Otlp),
             ),
+            "bedrock" => Some(
+                from_node::<bedrock::BedrockReceiverConfig>(node)
+                    .and_then(|c| c.validate().map(|_| c))
+                    .map(ReceiverConfig::Bedrock),
+            ),
             _ => None,
         }
     }
@@ -40,6 +48,7 @@ impl ReceiverConfig {
     pub fn signals(&self) -> &'static [Signal] {
         match self {
             ReceiverConfig::Otlp(_) => &Signal::ALL,
+            ReceiverConfig::Bedrock(_) => &[Signal::Traces],
         }
     }
 
@@ -47,6 +56,7 @@ impl ReceiverConfig {
     pub fn endpoints(&self) -> Vec<String> {
         match self {
             ReceiverConfig::Otlp(c) => c.endpoints(),
+            ReceiverConfig::Bedrock(c) => vec![c.endpoint.clone()],
         }
     }
 
@@ -59,6 +69,7 @@ impl ReceiverConfig {
     ) -> Result<Vec<JoinHandle<()>>, StartError> {
         match self {
             ReceiverConfig::Otlp(c) => otlp::start(c, id, consumers, cancel).await,
+            ReceiverConfig::Bedrock(c) => bedrock::start(c, id, consumers.traces, cancel).await,
         }
     }
 }

@@ -7,6 +7,7 @@
 //! Collaborator invocations are joined to the call that made them. Spans are
 //! then built and timed in [`build`]: see that module for the rules.
 
+pub mod assemble;
 mod build;
 
 use std::collections::HashMap;
@@ -182,7 +183,7 @@ fn trace_part(v: &Value) -> Option<&Map<String, Value>> {
 }
 
 /// Reads one event; `Err` says why it cannot be used.
-fn read_event(v: &Value) -> Result<Event<'_>, String> {
+pub(crate) fn read_event(v: &Value) -> Result<Event<'_>, String> {
     let part = trace_part(v).ok_or("an event must be a JSON object")?;
     let trace = part
         .get("trace")
