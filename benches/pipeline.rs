@@ -72,5 +72,35 @@ fn decode_batch_encode(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, decode_batch_encode);
+/// Bedrock trace events → spans, over every recorded stream in tests/fixtures/bedrock.
+fn bedrock_convert(c: &mut Criterion) {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/bedrock");
+    let mut streams: Vec<Vec<serde_json::Value>> = Vec::new();
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .expect("fixtures")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    names.sort();
+    for p in names {
+        let text = std::fs::read_to_string(&p).expect("fixture");
+        streams.push(spanwire::convert::bedrock::parse_events(&text).expect("events"));
+    }
+    let events: usize = streams.iter().map(Vec::len).sum();
+    let opts = spanwire::convert::bedrock::Options::default();
+    let mut g = c.benchmark_group("bedrock");
+    g.throughput(Throughput::Elements(events as u64));
+    g.bench_function("convert_all_fixtures", |b| {
+        b.iter(|| {
+            let mut spans = 0;
+            for s in &streams {
+                let c = spanwire::convert::bedrock::convert(s, &opts);
+                spans += c.resource_spans.len();
+            }
+            std::hint::black_box(spans)
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, decode_batch_encode, bedrock_convert);
 criterion_main!(benches);

@@ -158,13 +158,26 @@ impl<'a> Event<'a> {
     }
 }
 
-/// Parses an RFC 3339 timestamp into Unix nanoseconds.
+/// Parses an RFC 3339 timestamp into Unix nanoseconds: `Z` or a `±HH:MM`
+/// offset (as Python's `isoformat()` writes), `T` or a space between date and time.
 pub(crate) fn parse_time(v: Option<&Value>) -> Option<u64> {
-    let s = v?.as_str()?;
-    let t = humantime::parse_rfc3339_weak(s.trim()).ok()?;
-    t.duration_since(std::time::UNIX_EPOCH)
-        .ok()
-        .map(|d| d.as_nanos() as u64)
+    let s = v?.as_str()?.trim();
+    let (base, offset_s): (&str, i64) = match s.len().checked_sub(6).map(|i| (i, &s[i..])) {
+        Some((i, tz))
+            if (tz.starts_with('+') || tz.starts_with('-'))
+                && tz.as_bytes()[3] == b':'
+                && s.as_bytes().get(i.wrapping_sub(1)).is_some_and(|b| b.is_ascii_digit()) =>
+        {
+            let h: i64 = tz[1..3].parse().ok()?;
+            let m: i64 = tz[4..6].parse().ok()?;
+            let sign = if tz.starts_with('-') { -1 } else { 1 };
+            (&s[..i], sign * (h * 3600 + m * 60))
+        }
+        _ => (s, 0),
+    };
+    let t = humantime::parse_rfc3339_weak(base).ok()?;
+    let nanos = t.duration_since(std::time::UNIX_EPOCH).ok()?.as_nanos() as i128;
+    u64::try_from(nanos - offset_s as i128 * 1_000_000_000).ok()
 }
 
 /// Unwraps `{"trace": TracePart}` to the TracePart.
@@ -316,6 +329,17 @@ mod tests {
         );
         assert_eq!(invocation_key("test-trace-id-1"), "test-trace-id");
         assert_eq!(invocation_key("plain"), "plain");
+    }
+
+    #[test]
+    fn timestamps_with_offsets() {
+        let z = parse_time(Some(&Value::from("2025-05-21T09:49:01.981822147Z"))).unwrap();
+        let py = parse_time(Some(&Value::from("2025-05-21 09:49:01.981822147+00:00"))).unwrap();
+        let cet = parse_time(Some(&Value::from("2025-05-21T11:49:01.981822147+02:00"))).unwrap();
+        assert_eq!(z, py);
+        assert_eq!(z, cet);
+        assert_eq!(z % 1_000_000_000, 981_822_147);
+        assert!(parse_time(Some(&Value::from("yesterday"))).is_none());
     }
 
     #[test]
