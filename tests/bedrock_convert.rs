@@ -505,3 +505,119 @@ fn arbitrary_input_never_panics() {
         assert_eq!(c.events + c.errors.len(), events.len());
     }
 }
+
+/// Span counts per kind for every fixture: steps, model calls, tools,
+/// retrievals, guardrail checks, failures, and agents (root + collaborators).
+#[test]
+fn tree_shape_per_fixture() {
+    let expected: &[(&str, [usize; 7])] = &[
+        //                                                   step chat tool retr guard fail agent
+        ("oi-js_code-interpreter.json", [3, 3, 2, 0, 0, 0, 1]),
+        (
+            "oi-py-testfixture_failure-trace-throttling.json",
+            [1, 0, 0, 0, 0, 1, 1],
+        ),
+        (
+            "oi-py_action-group-function-lambda.json",
+            [2, 2, 1, 0, 0, 0, 1],
+        ),
+        (
+            "oi-py_action-group-function-noparams.json",
+            [2, 2, 1, 0, 0, 0, 1],
+        ),
+        (
+            "oi-py_guardrail-intervened-input.json",
+            [1, 0, 0, 0, 1, 0, 1],
+        ),
+        (
+            "oi-py_guardrail-streaming-output-assessments.json",
+            [3, 1, 0, 0, 6, 0, 1],
+        ),
+        ("oi-py_inline-agent.json", [1, 1, 0, 0, 0, 0, 1]),
+        ("oi-py_knowledge-base-lookup.json", [3, 1, 0, 1, 0, 0, 1]),
+        (
+            "oi-py_multi-agent-3-level-supervisor.json",
+            [9, 9, 0, 0, 0, 0, 3],
+        ),
+        ("oi-py_post-processing.json", [2, 2, 0, 0, 0, 0, 1]),
+        ("oi-py_pre-processing.json", [2, 2, 0, 0, 0, 0, 1]),
+        (
+            "oi-py_routing-classifier-to-collaborator.json",
+            [3, 3, 1, 0, 0, 0, 2],
+        ),
+        (
+            "pika_failure-trace-inline-agent-model-access.json",
+            [1, 0, 0, 0, 0, 1, 1],
+        ),
+    ];
+    for (name, want) in expected {
+        let spans = spans(&fixture(name), &Options::default());
+        let mut got = [0usize; 7];
+        for s in &spans {
+            let slot = match (attr_str(s, "gen_ai.operation.name"), s.name.as_str()) {
+                (Some("chat"), _) => 1,
+                (Some("execute_tool"), _) => 2,
+                (Some("retrieval"), _) => 3,
+                (Some("invoke_agent"), _) => 6,
+                (_, "guardrail input" | "guardrail output") => 4,
+                (_, "failure") => 5,
+                _ => 0,
+            };
+            got[slot] += 1;
+        }
+        assert_eq!(&got, want, "{name}");
+        // Every model call, tool, retrieval, guardrail check and failure sits under a step.
+        let ids = by_id(&spans);
+        for s in spans.iter().filter(|s| {
+            matches!(
+                attr_str(s, "gen_ai.operation.name"),
+                Some("chat" | "execute_tool" | "retrieval")
+            ) || s.name.starts_with("guardrail ")
+                && attr_str(s, "aws.bedrock.guardrail.action").is_some()
+                || s.name == "failure"
+        }) {
+            let parent = ids[&s.parent_span_id];
+            assert!(
+                attr_str(parent, "aws.bedrock.step.type").is_some(),
+                "{name}: {} under {}",
+                s.name,
+                parent.name
+            );
+        }
+    }
+}
+
+#[test]
+fn unknown_fields_are_kept_not_rejected() {
+    let mut events = fixture("oi-py_inline-agent.json");
+    events[0]["newTopLevelField"] = serde_json::json!({"a": 1});
+    events[0]["trace"]["orchestrationTrace"]["modelInvocationInput"]["futureKnob"] =
+        serde_json::json!(42);
+    events[0]["trace"]["orchestrationTrace"]["modelInvocationInput"]["__type"] =
+        serde_json::json!("ignored");
+    let converted = spans(&events, &Options::default());
+    let step = converted
+        .iter()
+        .find(|s| s.name == "orchestration step 0")
+        .unwrap();
+    assert_eq!(
+        attr_str(step, "aws.bedrock.unknown.newTopLevelField"),
+        Some(r#"{"a":1}"#)
+    );
+    assert_eq!(
+        attr_str(step, "aws.bedrock.unknown.modelInvocationInput.futureKnob"),
+        Some("42")
+    );
+    assert!(step.attributes.iter().all(|kv| !kv.key.contains("__type")));
+    // Nothing from the recorded fixtures is unknown.
+    for (name, events) in all_fixtures() {
+        let spans = spans(&events, &Options::default());
+        let unknown: Vec<_> = spans
+            .iter()
+            .flat_map(|s| &s.attributes)
+            .filter(|kv| kv.key.starts_with("aws.bedrock.unknown"))
+            .map(|kv| kv.key.clone())
+            .collect();
+        assert!(unknown.is_empty(), "{name}: {unknown:?}");
+    }
+}

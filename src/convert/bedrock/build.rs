@@ -352,6 +352,7 @@ fn invocation<'a>(
         format!("{what}:{trace_id}:{counter}")
     };
     for e in events {
+        let unknown = unknown_fields(&e);
         let step = *step_of.entry(e.trace_id).or_insert_with(|| {
             let (name, kind) = step_name(key, e.trace_id);
             let idx = bld.add(Node {
@@ -369,6 +370,13 @@ fn invocation<'a>(
         });
         if let Some(t) = e.time {
             bld.nodes[step].times.push(t);
+        }
+        for (k, v) in unknown {
+            if let Some(t) = content(bld.opts.capture_content, &json_text(v)) {
+                bld.nodes[step]
+                    .attrs
+                    .push(s(&format!("aws.bedrock.unknown.{k}"), t));
+            }
         }
         let body = e.body;
         match (e.stage, e.member) {
@@ -563,6 +571,88 @@ fn invocation<'a>(
         }
     }
     Some(inv)
+}
+
+/// Fields of an event that this converter does not read, with their path, so
+/// that data newer than the published model is kept rather than lost.
+fn unknown_fields<'a>(e: &Event<'a>) -> Vec<(String, &'a Value)> {
+    const PART: &[&str] = &[
+        "agentAliasId",
+        "agentId",
+        "agentVersion",
+        "callerChain",
+        "collaboratorName",
+        "eventTime",
+        "sessionId",
+        "trace",
+    ];
+    let known: &[&str] = match (e.stage, e.member) {
+        (Stage::Guardrail, _) => &[
+            "traceId",
+            "action",
+            "inputAssessments",
+            "outputAssessments",
+            "metadata",
+        ],
+        (Stage::Failure, _) => &["traceId", "failureCode", "failureReason", "metadata"],
+        (Stage::CustomOrchestration, _) => &["traceId", "text"],
+        (_, "modelInvocationInput") => &[
+            "traceId",
+            "text",
+            "type",
+            "foundationModel",
+            "inferenceConfiguration",
+            "overrideLambda",
+            "parserMode",
+            "promptCreationMode",
+        ],
+        (_, "modelInvocationOutput") => &[
+            "traceId",
+            "metadata",
+            "rawResponse",
+            "reasoningContent",
+            "parsedResponse",
+        ],
+        (_, "rationale") => &["traceId", "text"],
+        (_, "invocationInput") => &[
+            "traceId",
+            "invocationType",
+            "actionGroupInvocationInput",
+            "knowledgeBaseLookupInput",
+            "codeInterpreterInvocationInput",
+            "agentCollaboratorInvocationInput",
+        ],
+        (_, "observation") => &[
+            "traceId",
+            "type",
+            "actionGroupInvocationOutput",
+            "knowledgeBaseLookupOutput",
+            "codeInterpreterInvocationOutput",
+            "agentCollaboratorInvocationOutput",
+            "finalResponse",
+            "repromptResponse",
+        ],
+        // Members not modelled at all are kept whole by the caller.
+        _ => return Vec::new(),
+    };
+    let mut out: Vec<(String, &'a Value)> = e
+        .part
+        .iter()
+        .filter(|(k, _)| !PART.contains(&k.as_str()) && k.as_str() != "__type")
+        .map(|(k, v)| (k.clone(), v))
+        .collect();
+    let prefix = if e.member.is_empty() {
+        "trace"
+    } else {
+        e.member
+    };
+    out.extend(
+        e.body
+            .iter()
+            .filter(|(k, _)| !known.contains(&k.as_str()) && k.as_str() != "__type")
+            .map(|(k, v)| (format!("{prefix}.{k}"), v)),
+    );
+    out
 }
 
 fn model_input(bld: &mut Builder<'_>, node: usize, body: &Map<String, Value>, time: Option<u64>) {

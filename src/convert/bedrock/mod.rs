@@ -166,7 +166,9 @@ pub(crate) fn parse_time(v: Option<&Value>) -> Option<u64> {
         Some((i, tz))
             if (tz.starts_with('+') || tz.starts_with('-'))
                 && tz.as_bytes()[3] == b':'
-                && s.as_bytes().get(i.wrapping_sub(1)).is_some_and(|b| b.is_ascii_digit()) =>
+                && s.as_bytes()
+                    .get(i.wrapping_sub(1))
+                    .is_some_and(|b| b.is_ascii_digit()) =>
         {
             let h: i64 = tz[1..3].parse().ok()?;
             let m: i64 = tz[4..6].parse().ok()?;
