@@ -621,3 +621,57 @@ fn unknown_fields_are_kept_not_rejected() {
         assert!(unknown.is_empty(), "{name}: {unknown:?}");
     }
 }
+
+#[test]
+fn the_convert_command_writes_otlp_json_and_trees() {
+    let file = format!("{DIR}/oi-py_multi-agent-3-level-supervisor.json");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_spanwire"))
+        .args(["convert", "--from", "bedrock", &file])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = String::from_utf8(out.stdout).unwrap();
+    let decoded = spanwire::convert::otlp_json::decode(
+        spanwire::signal::Signal::Traces,
+        line.trim().as_bytes(),
+    )
+    .unwrap();
+    let expected = spans(
+        &fixture("oi-py_multi-agent-3-level-supervisor.json"),
+        &Options::default(),
+    );
+    assert_eq!(decoded.item_count(), expected.len());
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_spanwire"))
+        .args([
+            "convert",
+            "--from",
+            "bedrock",
+            "--to",
+            "tree",
+            "--capture-content",
+            "none",
+            &file,
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let tree = String::from_utf8(out.stdout).unwrap();
+    assert!(tree.contains("invoke_agent MathSolverAgent"), "{tree}");
+    assert!(tree.contains("33 events, 1 invocation(s)"), "{tree}");
+
+    // A file with an unreadable event: the rest converts, the event is reported, exit 3.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.ndjson");
+    std::fs::write(&bad, "{\"trace\": {\"nothing\": {}}}\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_spanwire"))
+        .args(["convert", "--from", "bedrock", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("event 0: skipped"));
+}
