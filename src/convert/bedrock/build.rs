@@ -51,61 +51,38 @@ struct Node {
     times: Vec<u64>,
 }
 
-fn s(k: &str, v: impl Into<String>) -> KeyValue {
+fn kv(k: &str, v: any_value::Value) -> KeyValue {
     KeyValue {
         key: k.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(v.into())),
-        }),
+        value: Some(AnyValue { value: Some(v) }),
         key_strindex: 0,
     }
+}
+
+fn s(k: &str, v: impl Into<String>) -> KeyValue {
+    kv(k, any_value::Value::StringValue(v.into()))
 }
 
 fn i(k: &str, v: i64) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::IntValue(v)),
-        }),
-        key_strindex: 0,
-    }
+    kv(k, any_value::Value::IntValue(v))
 }
 
 fn f(k: &str, v: f64) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::DoubleValue(v)),
-        }),
-        key_strindex: 0,
-    }
+    kv(k, any_value::Value::DoubleValue(v))
 }
 
 fn b(k: &str, v: bool) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::BoolValue(v)),
-        }),
-        key_strindex: 0,
-    }
+    kv(k, any_value::Value::BoolValue(v))
 }
 
 fn str_array(k: &str, items: &[&str]) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::ArrayValue(ArrayValue {
-                values: items
-                    .iter()
-                    .map(|v| AnyValue {
-                        value: Some(any_value::Value::StringValue((*v).to_string())),
-                    })
-                    .collect(),
-            })),
-        }),
-        key_strindex: 0,
-    }
+    let values = items
+        .iter()
+        .map(|v| AnyValue {
+            value: Some(any_value::Value::StringValue((*v).to_string())),
+        })
+        .collect();
+    kv(k, any_value::Value::ArrayValue(ArrayValue { values }))
 }
 
 fn get_str<'a>(o: &'a Map<String, Value>, k: &str) -> Option<&'a str> {
