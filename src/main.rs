@@ -175,17 +175,10 @@ fn convert(
     let opts = bedrock::Options {
         capture_content,
         traceparent,
-        resource_attributes: vec![opentelemetry_proto::tonic::common::v1::KeyValue {
-            key: "service.name".into(),
-            value: Some(opentelemetry_proto::tonic::common::v1::AnyValue {
-                value: Some(
-                    opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(
-                        service_name.to_string(),
-                    ),
-                ),
-            }),
-            key_strindex: 0,
-        }],
+        resource_attributes: vec![spanwire::signal::string_attribute(
+            "service.name",
+            service_name,
+        )],
     };
     let mut out = std::io::stdout().lock();
     let mut skipped = 0;

@@ -18,7 +18,6 @@ use http::{header, Method, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -31,7 +30,7 @@ use crate::convert::bedrock::assemble::{Assembler, Released};
 use crate::convert::bedrock::{self, CaptureContent, Options, TraceParent};
 use crate::net::{self, Body};
 use crate::pipeline::{BoxConsumer, ConsumeError, StartError};
-use crate::signal::{Signal, Telemetry};
+use crate::signal::{string_attribute, Signal, Telemetry};
 use crate::telemetry::SignalCounters;
 
 /// `receivers.bedrock.capture_content`.
@@ -202,7 +201,11 @@ pub async fn start(
             CaptureMode::Full => CaptureContent::Full,
         },
         traceparent: None,
-        resource_attributes: cfg.resource.iter().map(|(k, v)| kv(k, v)).collect(),
+        resource_attributes: cfg
+            .resource
+            .iter()
+            .map(|(k, v)| string_attribute(k, v.as_str()))
+            .collect(),
     };
     let counters = SignalCounters::new("spanwire_receiver_accepted", &labels);
     drop(state);
@@ -210,16 +213,6 @@ pub async fn start(
         rx, consumer, opts_base, counters, cancel,
     )));
     Ok(tasks)
-}
-
-fn kv(k: &str, v: &str) -> KeyValue {
-    KeyValue {
-        key: k.to_string(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(v.to_string())),
-        }),
-        key_strindex: 0,
-    }
 }
 
 async fn sender(
@@ -234,7 +227,8 @@ async fn sender(
         opts.traceparent = r.ctx.traceparent;
         for (k, v) in &r.ctx.resource {
             opts.resource_attributes.retain(|kv| &kv.key != k);
-            opts.resource_attributes.push(kv(k, v));
+            opts.resource_attributes
+                .push(string_attribute(k, v.as_str()));
         }
         let c = bedrock::convert(&r.events, &opts);
         let mut data = Telemetry::Traces(c.resource_spans);

@@ -51,17 +51,7 @@ struct Node {
     times: Vec<u64>,
 }
 
-fn kv(k: &str, v: any_value::Value) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue { value: Some(v) }),
-        key_strindex: 0,
-    }
-}
-
-fn s(k: &str, v: impl Into<String>) -> KeyValue {
-    kv(k, any_value::Value::StringValue(v.into()))
-}
+use crate::signal::{attribute as kv, string_attribute as s};
 
 fn i(k: &str, v: i64) -> KeyValue {
     kv(k, any_value::Value::IntValue(v))
