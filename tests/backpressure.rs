@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{agent_spans, free_port, http_request, Daemon, Sink};
+use common::{agent_spans, free_port, http_request, post_spans, Daemon, Sink};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use prost::Message;
 use spanwire::signal::Signal;
@@ -125,14 +125,7 @@ service:
     assert_eq!(unique.len(), accepted, "duplicates delivered");
 
     // And it accepts again.
-    let r = http_request(
-        "POST",
-        http,
-        "/v1/traces",
-        &[("content-type", "application/x-protobuf")],
-        agent_spans(3, "after").encode_to_vec(),
-    )
-    .await;
+    let r = post_spans(http, 3, "after").await;
     assert_eq!(r.status, 200);
 }
 

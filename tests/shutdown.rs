@@ -6,8 +6,7 @@ mod common;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{agent_spans, free_port, http_request, Daemon, Sink};
-use prost::Message;
+use common::{free_port, post_spans, Daemon, Sink};
 use spanwire::signal::Signal;
 
 fn config(http: u16, health: u16, sink: &Sink, timeout: &str) -> String {
@@ -37,16 +36,7 @@ service:
 }
 
 async fn send(http: u16, n: usize, tag: &str) {
-    let body = agent_spans(n, tag).encode_to_vec();
-    let r = http_request(
-        "POST",
-        http,
-        "/v1/traces",
-        &[("content-type", "application/x-protobuf")],
-        body,
-    )
-    .await;
-    assert_eq!(r.status, 200);
+    assert_eq!(post_spans(http, n, tag).await.status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{agent_spans, free_port, http_request, Daemon};
+use common::{free_port, post_spans, Daemon};
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
@@ -186,14 +186,7 @@ async fn exporters_verify_the_backend_against_ca_file() {
         &config(http, health, sink, &trusted.to_string_lossy()),
         health,
     );
-    let r = http_request(
-        "POST",
-        http,
-        "/v1/traces",
-        &[("content-type", "application/x-protobuf")],
-        agent_spans(12, "tls").encode_to_vec(),
-    )
-    .await;
+    let r = post_spans(http, 12, "tls").await;
     assert_eq!(r.status, 200);
     assert_eq!(
         wait(&grpc_count, 12, Duration::from_secs(10)).await,
@@ -215,14 +208,7 @@ async fn exporters_verify_the_backend_against_ca_file() {
         &config(http, health, sink, &untrusted.to_string_lossy()),
         health,
     );
-    let r = http_request(
-        "POST",
-        http,
-        "/v1/traces",
-        &[("content-type", "application/x-protobuf")],
-        agent_spans(5, "untrusted").encode_to_vec(),
-    )
-    .await;
+    let r = post_spans(http, 5, "untrusted").await;
     assert_eq!(r.status, 200);
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(grpc_count.load(Ordering::SeqCst), 12);

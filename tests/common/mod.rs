@@ -448,6 +448,19 @@ pub async fn http_request(
     }
 }
 
+/// POSTs `n` agent spans tagged `tag` as OTLP/HTTP protobuf to `/v1/traces`.
+pub async fn post_spans(port: u16, n: usize, tag: &str) -> Reply {
+    use prost::Message;
+    http_request(
+        "POST",
+        port,
+        "/v1/traces",
+        &[("content-type", "application/x-protobuf")],
+        agent_spans(n, tag).encode_to_vec(),
+    )
+    .await
+}
+
 /// An export request of `n` agent-like spans (one trace, parent/child ids, gen_ai attributes).
 pub fn agent_spans(n: usize, tag: &str) -> ExportTraceServiceRequest {
     use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
