@@ -294,70 +294,64 @@ pub fn split_front(data: &mut Telemetry, n: usize) -> Telemetry {
     }
 }
 
+/// Moves the longest prefix of `v` whose sizes fit in `budget` out of `v` (one
+/// shift of the rest, not one per element) and charges it to the budget.
+fn take_whole<T>(v: &mut Vec<T>, budget: &mut usize, size: impl Fn(&T) -> usize) -> Vec<T> {
+    let mut used = 0;
+    let mut k = 0;
+    for item in v.iter() {
+        let s = size(item);
+        if used + s > *budget {
+            break;
+        }
+        used += s;
+        k += 1;
+    }
+    *budget -= used;
+    v.drain(..k).collect()
+}
+
 fn split_traces(rs: &mut Vec<ResourceSpans>, mut n: usize) -> Vec<ResourceSpans> {
-    let mut out = Vec::new();
-    while n > 0 && !rs.is_empty() {
-        let total: usize = rs[0].scope_spans.iter().map(|s| s.spans.len()).sum();
-        if total <= n {
-            n -= total;
-            out.push(rs.remove(0));
-            continue;
+    let mut out = take_whole(rs, &mut n, |r| {
+        r.scope_spans.iter().map(|s| s.spans.len()).sum()
+    });
+    // What is left of the budget is smaller than the next resource: split it.
+    if let Some(first) = rs.first_mut().filter(|_| n > 0) {
+        let mut scopes = take_whole(&mut first.scope_spans, &mut n, |s| s.spans.len());
+        if let Some(s) = first.scope_spans.first_mut().filter(|_| n > 0) {
+            scopes.push(ScopeSpans {
+                scope: s.scope.clone(),
+                spans: s.spans.drain(..n).collect(),
+                schema_url: s.schema_url.clone(),
+            });
         }
-        let first = &mut rs[0];
-        let mut head = ResourceSpans {
+        out.push(ResourceSpans {
             resource: first.resource.clone(),
-            scope_spans: Vec::new(),
+            scope_spans: scopes,
             schema_url: first.schema_url.clone(),
-        };
-        while n > 0 {
-            let s = &mut first.scope_spans[0];
-            if s.spans.len() <= n {
-                n -= s.spans.len();
-                head.scope_spans.push(first.scope_spans.remove(0));
-            } else {
-                head.scope_spans.push(ScopeSpans {
-                    scope: s.scope.clone(),
-                    spans: s.spans.drain(..n).collect(),
-                    schema_url: s.schema_url.clone(),
-                });
-                n = 0;
-            }
-        }
-        out.push(head);
+        });
     }
     out
 }
 
 fn split_logs(rl: &mut Vec<ResourceLogs>, mut n: usize) -> Vec<ResourceLogs> {
-    let mut out = Vec::new();
-    while n > 0 && !rl.is_empty() {
-        let total: usize = rl[0].scope_logs.iter().map(|s| s.log_records.len()).sum();
-        if total <= n {
-            n -= total;
-            out.push(rl.remove(0));
-            continue;
+    let mut out = take_whole(rl, &mut n, |r| {
+        r.scope_logs.iter().map(|s| s.log_records.len()).sum()
+    });
+    if let Some(first) = rl.first_mut().filter(|_| n > 0) {
+        let mut scopes = take_whole(&mut first.scope_logs, &mut n, |s| s.log_records.len());
+        if let Some(s) = first.scope_logs.first_mut().filter(|_| n > 0) {
+            scopes.push(ScopeLogs {
+                scope: s.scope.clone(),
+                log_records: s.log_records.drain(..n).collect(),
+                schema_url: s.schema_url.clone(),
+            });
         }
-        let first = &mut rl[0];
-        let mut head = ResourceLogs {
+        out.push(ResourceLogs {
             resource: first.resource.clone(),
-            scope_logs: Vec::new(),
+            scope_logs: scopes,
             schema_url: first.schema_url.clone(),
-        };
-        while n > 0 {
-            let s = &mut first.scope_logs[0];
-            if s.log_records.len() <= n {
-                n -= s.log_records.len();
-                head.scope_logs.push(first.scope_logs.remove(0));
-            } else {
-                head.scope_logs.push(ScopeLogs {
-                    scope: s.scope.clone(),
-                    log_records: s.log_records.drain(..n).collect(),
-                    schema_url: s.schema_url.clone(),
-                });
-                n = 0;
-            }
-        }
-        out.push(head);
+        });
     }
     out
 }
@@ -403,51 +397,28 @@ fn split_metric(m: &mut Metric, n: usize) -> Metric {
 }
 
 fn split_metrics(rm: &mut Vec<ResourceMetrics>, mut n: usize) -> Vec<ResourceMetrics> {
-    let mut out = Vec::new();
-    while n > 0 && !rm.is_empty() {
-        let total: usize = rm[0]
-            .scope_metrics
-            .iter()
-            .flat_map(|s| &s.metrics)
-            .map(metric_points)
-            .sum();
-        if total <= n {
-            n -= total;
-            out.push(rm.remove(0));
-            continue;
-        }
-        let first = &mut rm[0];
-        let mut head = ResourceMetrics {
-            resource: first.resource.clone(),
-            scope_metrics: Vec::new(),
-            schema_url: first.schema_url.clone(),
-        };
-        while n > 0 {
-            let s = &mut first.scope_metrics[0];
-            let scope_total: usize = s.metrics.iter().map(metric_points).sum();
-            if scope_total <= n {
-                n -= scope_total;
-                head.scope_metrics.push(first.scope_metrics.remove(0));
-                continue;
+    let scope_points = |s: &ScopeMetrics| s.metrics.iter().map(metric_points).sum::<usize>();
+    let mut out = take_whole(rm, &mut n, |r| {
+        r.scope_metrics.iter().map(scope_points).sum()
+    });
+    if let Some(first) = rm.first_mut().filter(|_| n > 0) {
+        let mut scopes = take_whole(&mut first.scope_metrics, &mut n, scope_points);
+        if let Some(s) = first.scope_metrics.first_mut().filter(|_| n > 0) {
+            let mut metrics = take_whole(&mut s.metrics, &mut n, metric_points);
+            if let Some(m) = s.metrics.first_mut().filter(|_| n > 0) {
+                metrics.push(split_metric(m, n));
             }
-            let mut part = ScopeMetrics {
+            scopes.push(ScopeMetrics {
                 scope: s.scope.clone(),
-                metrics: Vec::new(),
+                metrics,
                 schema_url: s.schema_url.clone(),
-            };
-            while n > 0 {
-                let points = metric_points(&s.metrics[0]);
-                if points <= n {
-                    n -= points;
-                    part.metrics.push(s.metrics.remove(0));
-                } else {
-                    part.metrics.push(split_metric(&mut s.metrics[0], n));
-                    n = 0;
-                }
-            }
-            head.scope_metrics.push(part);
+            });
         }
-        out.push(head);
+        out.push(ResourceMetrics {
+            resource: first.resource.clone(),
+            scope_metrics: scopes,
+            schema_url: first.schema_url.clone(),
+        });
     }
     out
 }
@@ -500,6 +471,17 @@ mod tests {
             .map(|s| s.name.as_str())
             .collect();
         assert_eq!(names, ["s0", "s1", "s2", "s0", "s1"]);
+    }
+
+    #[test]
+    fn many_one_span_requests_split_into_full_batches() {
+        let ones: Vec<&[usize]> = vec![&[1]; 5000];
+        let mut t = spans(&ones);
+        let mut sizes = Vec::new();
+        while t.item_count() > 0 {
+            sizes.push(split_front(&mut t, 1024).item_count());
+        }
+        assert_eq!(sizes, vec![1024, 1024, 1024, 1024, 904]);
     }
 
     #[test]
