@@ -8,7 +8,7 @@
 //! buffered events is bounded: past the bound the oldest invocations are
 //! released early rather than dropped.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde_json::Value;
 
@@ -133,71 +133,74 @@ impl<C: Clone> Assembler<C> {
     /// Releases trees whose every invocation has been quiet for `idle_ms`
     /// (everything when `idle_ms` is 0).
     pub fn expire(&mut self, now_ms: u64, idle_ms: u64) -> Vec<Released<C>> {
-        let mut out = Vec::new();
-        loop {
-            let roots: Vec<String> = self.roots();
-            let ready = roots.into_iter().find(|k| {
-                let tree = self.tree(k);
-                tree.iter()
+        let children = self.children();
+        let called: HashSet<&String> = children.values().flatten().collect();
+        // Roots: invocations no buffered invocation called (top-level ones and orphans).
+        let mut roots: Vec<String> = self
+            .pending
+            .keys()
+            .filter(|k| !called.contains(k))
+            .cloned()
+            .collect();
+        roots.sort_by_key(|k| self.pending[k].first_ms);
+        let ready: Vec<Vec<String>> = roots
+            .iter()
+            .map(|k| tree(k, &children))
+            .filter(|members| {
+                members
+                    .iter()
                     .filter_map(|m| self.pending.get(m))
                     .all(|p| now_ms.saturating_sub(p.last_ms) >= idle_ms)
-            });
-            match ready.and_then(|k| self.release(&k)) {
-                Some(r) => out.push(r),
-                None => break,
-            }
-        }
-        out
-    }
-
-    /// Invocations no buffered invocation called: top-level ones and orphans.
-    fn roots(&self) -> Vec<String> {
-        let mut keys: Vec<&String> = self.pending.keys().collect();
-        keys.sort_by_key(|k| self.pending[*k].first_ms);
-        keys.into_iter()
-            .filter(|k| {
-                !self
-                    .pending
-                    .keys()
-                    .any(|other| other != *k && self.tree(other).contains(*k))
             })
-            .cloned()
+            .collect();
+        ready
+            .into_iter()
+            .filter_map(|members| self.take(members))
             .collect()
     }
 
-    /// `key` and every buffered invocation it called, transitively.
-    fn tree(&self, key: &str) -> Vec<String> {
-        let mut out = vec![key.to_string()];
-        let mut i = 0;
-        while i < out.len() {
-            let Some(p) = self.pending.get(&out[i]) else {
-                i += 1;
-                continue;
-            };
-            let chain = p.caller_chain.clone();
-            for id in &p.calls {
-                if self.pending.contains_key(id) && !out.contains(id) {
-                    out.push(id.clone());
+    /// Who called whom among the buffered invocations: by a collaborator
+    /// call's `clientRequestId`, or by a caller chain one longer than the caller's.
+    fn children(&self) -> HashMap<String, Vec<String>> {
+        let mut by_chain: HashMap<&[String], Vec<&String>> = HashMap::new();
+        for (k, p) in &self.pending {
+            if !p.caller_chain.is_empty() {
+                by_chain
+                    .entry(p.caller_chain.as_slice())
+                    .or_default()
+                    .push(k);
+            }
+        }
+        let mut out: HashMap<String, Vec<String>> = HashMap::new();
+        for (k, p) in &self.pending {
+            let mut kids: Vec<String> = p
+                .calls
+                .iter()
+                .filter(|id| *id != k && self.pending.contains_key(*id))
+                .cloned()
+                .collect();
+            for (chain, keys) in &by_chain {
+                if chain.len() == p.caller_chain.len() + 1
+                    && !p.caller_chain.is_empty()
+                    && chain.starts_with(&p.caller_chain)
+                {
+                    kids.extend(keys.iter().filter(|c| **c != k).map(|c| (*c).clone()));
                 }
             }
-            // Collaborators whose chain extends this invocation's chain by one.
-            if !chain.is_empty() {
-                for (k, q) in &self.pending {
-                    if q.caller_chain.len() == chain.len() + 1
-                        && q.caller_chain.starts_with(&chain)
-                        && !out.contains(k)
-                    {
-                        out.push(k.clone());
-                    }
-                }
+            if !kids.is_empty() {
+                out.insert(k.clone(), kids);
             }
-            i += 1;
         }
         out
     }
 
     fn release(&mut self, key: &str) -> Option<Released<C>> {
-        let members = self.tree(key);
+        let members = tree(key, &self.children());
+        self.take(members)
+    }
+
+    /// Removes `members` (the first is the tree's root) and returns their events.
+    fn take(&mut self, members: Vec<String>) -> Option<Released<C>> {
         let mut events = Vec::new();
         let mut ctx = None;
         for m in members {
@@ -211,6 +214,24 @@ impl<C: Clone> Assembler<C> {
         }
         ctx.map(|ctx| Released { events, ctx })
     }
+}
+
+/// `key` and every invocation it called, transitively.
+fn tree(key: &str, children: &HashMap<String, Vec<String>>) -> Vec<String> {
+    let mut out = vec![key.to_string()];
+    let mut seen: HashSet<String> = out.iter().cloned().collect();
+    let mut i = 0;
+    while i < out.len() {
+        if let Some(kids) = children.get(&out[i]) {
+            for k in kids {
+                if seen.insert(k.clone()) {
+                    out.push(k.clone());
+                }
+            }
+        }
+        i += 1;
+    }
+    out
 }
 
 #[cfg(test)]
@@ -243,6 +264,32 @@ mod tests {
         assert_eq!(released[0].events.len(), n);
         assert_eq!(released[0].ctx, 7);
         assert_eq!(a.buffered(), 0);
+    }
+
+    #[test]
+    fn interleaved_trees_are_released_separately() {
+        let a = fixture("oi-py_multi-agent-3-level-supervisor.json");
+        let mut b = fixture("oi-py_routing-classifier-to-collaborator.json");
+        let b_last = b.pop().unwrap();
+        let mut asm: Assembler<&str> = Assembler::new(10_000);
+        let mut released = Vec::new();
+        for i in 0..a.len().max(b.len()) {
+            if let Some(e) = b.get(i) {
+                released.extend(asm.push(e.clone(), 0, &"b").unwrap());
+            }
+            if let Some(e) = a.get(i) {
+                released.extend(asm.push(e.clone(), 0, &"a").unwrap());
+            }
+        }
+        // `a` completed with its two collaborators; `b` still waits for its final response.
+        assert_eq!(released.len(), 1);
+        assert_eq!((released[0].ctx, released[0].events.len()), ("a", a.len()));
+        assert_eq!(asm.buffered(), b.len());
+        assert!(asm.expire(1, 1_000).is_empty(), "b is not idle yet");
+        let r = asm.push(b_last, 2, &"b").unwrap();
+        assert_eq!(r.len(), 1);
+        assert_eq!((r[0].ctx, r[0].events.len()), ("b", b.len() + 1));
+        assert_eq!(asm.buffered(), 0);
     }
 
     #[test]
