@@ -2,3 +2,4 @@
 
 pub mod bedrock;
 pub mod otlp_json;
+pub mod xray;
