@@ -57,6 +57,10 @@ pub struct BedrockReceiverConfig {
     /// An invocation with no new event for this long is converted as it is.
     #[serde(with = "duration")]
     pub idle_timeout: Duration,
+    /// How long to wait after an orchestration's final response for
+    /// post-processing or output guardrail events before converting.
+    #[serde(with = "duration")]
+    pub final_grace: Duration,
     /// Largest accepted body in bytes.
     pub max_request_body_size: usize,
     /// Prompt and response text in spans: `none`, `truncated` or `full`.
@@ -75,6 +79,7 @@ impl Default for BedrockReceiverConfig {
             endpoint: "localhost:4320".into(),
             path: "/v1/bedrock/traces".into(),
             idle_timeout: Duration::from_secs(30),
+            final_grace: Duration::from_millis(500),
             max_request_body_size: 20 * 1024 * 1024,
             capture_content: CaptureMode::Truncated,
             max_content_bytes: 4096,
@@ -144,7 +149,10 @@ pub async fn start(
     let (tx, rx) = mpsc::channel::<Released<Ctx>>(256);
     let state = Arc::new(State {
         cfg: cfg.clone(),
-        assembler: Mutex::new(Assembler::new(cfg.max_pending_events)),
+        assembler: Mutex::new(Assembler::new(
+            cfg.max_pending_events,
+            cfg.final_grace.as_millis() as u64,
+        )),
         out: tx,
         epoch: Instant::now(),
         accepted_events: metrics::counter!(
@@ -172,8 +180,11 @@ pub async fn start(
     let flush_cancel = cancel.clone();
     tasks.push(tokio::spawn(async move {
         let idle = flush_state.cfg.idle_timeout.as_millis() as u64;
-        let mut tick =
-            tokio::time::interval(Duration::from_millis(500).min(flush_state.cfg.idle_timeout));
+        let mut tick = tokio::time::interval(
+            Duration::from_millis(500)
+                .min(flush_state.cfg.idle_timeout)
+                .min((flush_state.cfg.final_grace / 2).max(Duration::from_millis(50))),
+        );
         loop {
             let stopping = tokio::select! {
                 _ = tick.tick() => false,

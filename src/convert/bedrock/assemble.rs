@@ -1,9 +1,13 @@
 //! Assembling streamed trace events into whole invocations, so events can be
 //! posted while the agent still streams. Pure: the caller supplies the clock.
 //!
-//! A top-level invocation is complete when its final response or failure
-//! arrives; it is released together with every collaborator invocation it
-//! called (joined by the call's `clientRequestId`, or by `callerChain`).
+//! A top-level invocation is complete when a failure or the post-processing
+//! model output arrives, or `final_grace` after its orchestration's final
+//! response with nothing new (post-processing and output guardrails come
+//! after the final response; releasing at once would emit the invocation's
+//! root span twice). It is released together with every collaborator
+//! invocation it called (joined by the call's `clientRequestId`, or by
+//! `callerChain`).
 //! Anything that saw no event for `idle` is released as it is. The number of
 //! buffered events is bounded: past the bound the oldest invocations are
 //! released early rather than dropped.
@@ -18,15 +22,33 @@ use super::{invocation_key, read_event, Stage};
 struct Facts {
     key: String,
     caller_chain: Vec<String>,
-    ends: bool,
+    end: End,
     client_request_id: Option<String>,
+}
+
+/// What an event says about its invocation's end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// More may follow.
+    No,
+    /// The orchestration's final response: post-processing may still follow.
+    Final,
+    /// Nothing follows: a failure, or the post-processing model output.
+    Done,
 }
 
 fn facts(v: &Value) -> Result<Facts, String> {
     let e = read_event(v)?;
     let body = e.body;
-    let ends = e.stage == Stage::Failure
-        || (e.member == "observation" && body.contains_key("finalResponse"));
+    let end = if e.stage == Stage::Failure
+        || (e.stage == Stage::PostProcessing && e.member == "modelInvocationOutput")
+    {
+        End::Done
+    } else if e.member == "observation" && body.contains_key("finalResponse") {
+        End::Final
+    } else {
+        End::No
+    };
     let client_request_id = body
         .get("agentCollaboratorInvocationOutput")
         .and_then(|o| o.get("metadata"))
@@ -36,7 +58,7 @@ fn facts(v: &Value) -> Result<Facts, String> {
     Ok(Facts {
         key: invocation_key(e.trace_id).to_string(),
         caller_chain: e.caller_chain().into_iter().map(String::from).collect(),
-        ends,
+        end,
         client_request_id,
     })
 }
@@ -45,7 +67,8 @@ struct Pending<C> {
     events: Vec<Value>,
     caller_chain: Vec<String>,
     calls: Vec<String>,
-    ended: bool,
+    /// When the final response arrived, if nothing came after it.
+    final_ms: Option<u64>,
     last_ms: u64,
     first_ms: u64,
     ctx: C,
@@ -65,15 +88,18 @@ pub struct Assembler<C> {
     pending: HashMap<String, Pending<C>>,
     buffered: usize,
     max_events: usize,
+    final_grace_ms: u64,
 }
 
 impl<C: Clone> Assembler<C> {
-    /// An assembler holding at most `max_events` events.
-    pub fn new(max_events: usize) -> Self {
+    /// An assembler holding at most `max_events` events, releasing an
+    /// invocation `final_grace_ms` after its final response (0: at once).
+    pub fn new(max_events: usize, final_grace_ms: u64) -> Self {
         Assembler {
             pending: HashMap::new(),
             buffered: 0,
             max_events: max_events.max(1),
+            final_grace_ms,
         }
     }
 
@@ -93,7 +119,7 @@ impl<C: Clone> Assembler<C> {
                 events: Vec::new(),
                 caller_chain: f.caller_chain.clone(),
                 calls: Vec::new(),
-                ended: false,
+                final_ms: None,
                 last_ms: now_ms,
                 first_ms: now_ms,
                 ctx: ctx.clone(),
@@ -106,11 +132,17 @@ impl<C: Clone> Assembler<C> {
         if let Some(id) = f.client_request_id {
             p.calls.push(id);
         }
-        p.ended |= f.ends;
+        // Anything after the final response re-opens the wait (post-processing).
+        p.final_ms = (f.end == End::Final).then_some(now_ms);
         let top_level = p.caller_chain.len() <= 1;
         self.buffered += 1;
         let mut out = Vec::new();
-        if f.ends && top_level {
+        let release_now = match f.end {
+            End::Done => true,
+            End::Final => self.final_grace_ms == 0,
+            End::No => false,
+        };
+        if release_now && top_level {
             out.extend(self.release(&f.key));
         }
         while self.buffered > self.max_events {
@@ -131,7 +163,8 @@ impl<C: Clone> Assembler<C> {
     }
 
     /// Releases trees whose every invocation has been quiet for `idle_ms`
-    /// (everything when `idle_ms` is 0).
+    /// (everything when `idle_ms` is 0), and trees whose top-level invocation
+    /// gave its final response and has been quiet for the final grace since.
     pub fn expire(&mut self, now_ms: u64, idle_ms: u64) -> Vec<Released<C>> {
         let children = self.children();
         let called: HashSet<&String> = children.values().flatten().collect();
@@ -147,10 +180,17 @@ impl<C: Clone> Assembler<C> {
             .iter()
             .map(|k| tree(k, &children))
             .filter(|members| {
-                members
-                    .iter()
-                    .filter_map(|m| self.pending.get(m))
-                    .all(|p| now_ms.saturating_sub(p.last_ms) >= idle_ms)
+                let quiet_for = |ms: u64| {
+                    members
+                        .iter()
+                        .filter_map(|m| self.pending.get(m))
+                        .all(|p| now_ms.saturating_sub(p.last_ms) >= ms)
+                };
+                let finished = members
+                    .first()
+                    .and_then(|m| self.pending.get(m))
+                    .is_some_and(|p| p.final_ms.is_some() && p.caller_chain.len() <= 1);
+                quiet_for(idle_ms) || (finished && quiet_for(self.final_grace_ms))
             })
             .collect();
         ready
@@ -251,7 +291,7 @@ mod tests {
     fn a_three_level_tree_is_released_once_at_its_final_response() {
         let events = fixture("oi-py_multi-agent-3-level-supervisor.json");
         let n = events.len();
-        let mut a: Assembler<u32> = Assembler::new(10_000);
+        let mut a: Assembler<u32> = Assembler::new(10_000, 0);
         let mut released = Vec::new();
         for (i, e) in events.into_iter().enumerate() {
             let r = a.push(e, i as u64, &7).unwrap();
@@ -267,11 +307,47 @@ mod tests {
     }
 
     #[test]
+    fn post_processing_after_the_final_response_is_kept_with_its_invocation() {
+        let events = fixture("oi-py_post-processing.json");
+        let n = events.len();
+        let final_at = events
+            .iter()
+            .position(|e| e.to_string().contains("finalResponse"))
+            .unwrap();
+        assert!(
+            final_at + 1 < n,
+            "the fixture has events after the final response"
+        );
+        let mut a: Assembler<()> = Assembler::new(10_000, 500);
+        let mut released = Vec::new();
+        for (i, e) in events.iter().enumerate() {
+            released.extend(a.push(e.clone(), i as u64, &()).unwrap());
+            if i == final_at {
+                assert!(released.is_empty(), "not released at the final response");
+                assert!(a.expire(i as u64 + 499, 30_000).is_empty());
+            }
+        }
+        // The post-processing output ends it: one release with every event.
+        assert_eq!(released.len(), 1);
+        assert_eq!(released[0].events.len(), n);
+
+        // Without post-processing, the grace after the final response releases it.
+        let mut a: Assembler<()> = Assembler::new(10_000, 500);
+        for e in &events[..=final_at] {
+            assert!(a.push(e.clone(), 1_000, &()).unwrap().is_empty());
+        }
+        assert!(a.expire(1_499, 30_000).is_empty());
+        let r = a.expire(1_500, 30_000);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].events.len(), final_at + 1);
+    }
+
+    #[test]
     fn interleaved_trees_are_released_separately() {
         let a = fixture("oi-py_multi-agent-3-level-supervisor.json");
         let mut b = fixture("oi-py_routing-classifier-to-collaborator.json");
         let b_last = b.pop().unwrap();
-        let mut asm: Assembler<&str> = Assembler::new(10_000);
+        let mut asm: Assembler<&str> = Assembler::new(10_000, 0);
         let mut released = Vec::new();
         for i in 0..a.len().max(b.len()) {
             if let Some(e) = b.get(i) {
@@ -296,7 +372,7 @@ mod tests {
     fn idle_invocations_expire_and_the_buffer_is_bounded() {
         let mut events = fixture("oi-py_action-group-function-lambda.json");
         events.pop(); // no final response
-        let mut a: Assembler<()> = Assembler::new(10_000);
+        let mut a: Assembler<()> = Assembler::new(10_000, 0);
         for e in events.clone() {
             assert!(a.push(e, 0, &()).unwrap().is_empty());
         }
@@ -305,7 +381,7 @@ mod tests {
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].events.len(), events.len());
 
-        let mut small: Assembler<()> = Assembler::new(3);
+        let mut small: Assembler<()> = Assembler::new(3, 0);
         let mut out = 0;
         for e in events.clone() {
             out += small
