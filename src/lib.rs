@@ -5,6 +5,7 @@
 //! `opentelemetry-proto` structs. See `ARCHITECTURE.md` for the map.
 #![warn(missing_docs)]
 
+pub mod aws;
 pub mod config;
 pub mod convert;
 pub mod exporters;

@@ -35,7 +35,8 @@ enum Command {
         /// Input format.
         #[arg(long, value_enum)]
         from: ConvertFrom,
-        /// Output: OTLP/JSON (one export request per input file) or an indented span tree.
+        /// Output: OTLP/JSON (one export request per input file), an indented
+        /// span tree, or X-Ray segment documents (one JSON document per line).
         #[arg(long, value_enum, default_value = "otlp-json")]
         to: ConvertTo,
         /// Prompt and response text: none, truncated (4 KiB) or full.
@@ -47,7 +48,14 @@ enum Command {
         /// `service.name` of the produced spans.
         #[arg(long, default_value = "bedrock-agent")]
         service_name: String,
-        /// Files of Bedrock trace events: a JSON array, one event, or NDJSON.
+        /// Index these attributes as X-Ray annotations (`--to xray`; repeatable).
+        #[arg(long = "indexed-attribute")]
+        indexed_attributes: Vec<String>,
+        /// Index every attribute that can be an X-Ray annotation (`--to xray`).
+        #[arg(long)]
+        index_all_attributes: bool,
+        /// Files: Bedrock trace events (a JSON array, one event, or NDJSON), or
+        /// OTLP/JSON trace export requests (one per file or one per line).
         #[arg(required = true)]
         files: Vec<String>,
     },
@@ -57,6 +65,8 @@ enum Command {
 enum ConvertFrom {
     /// Bedrock agent trace events (InvokeAgent / InvokeInlineAgent `trace` parts).
     Bedrock,
+    /// OTLP/JSON trace export requests.
+    OtlpJson,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -65,6 +75,8 @@ enum ConvertTo {
     OtlpJson,
     /// A readable span tree with times and key attributes.
     Tree,
+    /// AWS X-Ray segment documents, one per line, as the awsxray exporter sends them.
+    Xray,
 }
 
 fn main() -> ExitCode {
@@ -87,19 +99,27 @@ fn main() -> ExitCode {
             }
         },
         Command::Convert {
-            from: ConvertFrom::Bedrock,
+            from,
             to,
             capture_content,
             traceparent,
             service_name,
+            indexed_attributes,
+            index_all_attributes,
             files,
-        } => match convert(
+        } => match convert(ConvertArgs {
+            from,
             to,
-            &capture_content,
-            traceparent.as_deref(),
-            &service_name,
-            &files,
-        ) {
+            capture: &capture_content,
+            traceparent: traceparent.as_deref(),
+            service_name: &service_name,
+            xray: spanwire::convert::xray::Options {
+                indexed_attributes,
+                index_all_attributes,
+                ..Default::default()
+            },
+            files: &files,
+        }) {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("error: {e:#}");
@@ -151,22 +171,27 @@ fn run(paths: &[String]) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn convert(
+struct ConvertArgs<'a> {
+    from: ConvertFrom,
     to: ConvertTo,
-    capture: &str,
-    traceparent: Option<&str>,
-    service_name: &str,
-    files: &[String],
-) -> anyhow::Result<ExitCode> {
+    capture: &'a str,
+    traceparent: Option<&'a str>,
+    service_name: &'a str,
+    xray: spanwire::convert::xray::Options,
+    files: &'a [String],
+}
+
+fn convert(args: ConvertArgs<'_>) -> anyhow::Result<ExitCode> {
     use spanwire::convert::bedrock;
+    use spanwire::signal::{Signal, Telemetry};
     use std::io::Write;
-    let capture_content = match capture {
+    let capture_content = match args.capture {
         "none" => bedrock::CaptureContent::None,
         "truncated" => bedrock::CaptureContent::default(),
         "full" => bedrock::CaptureContent::Full,
         other => anyhow::bail!("--capture-content must be none, truncated or full, not `{other}`"),
     };
-    let traceparent = match traceparent {
+    let traceparent = match args.traceparent {
         Some(t) => Some(
             bedrock::TraceParent::parse(t).with_context(|| format!("invalid traceparent `{t}`"))?,
         ),
@@ -177,33 +202,77 @@ fn convert(
         traceparent,
         resource_attributes: vec![spanwire::signal::string_attribute(
             "service.name",
-            service_name,
+            args.service_name,
         )],
     };
     let mut out = std::io::stdout().lock();
     let mut skipped = 0;
-    for file in files {
+    for file in args.files {
         let text =
             std::fs::read_to_string(file).with_context(|| format!("cannot read `{file}`"))?;
-        let events = bedrock::parse_events(&text).map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
-        let c = bedrock::convert(&events, &opts);
-        for e in &c.errors {
-            eprintln!("{file}: event {}: skipped: {}", e.index, e.message);
-        }
-        skipped += c.errors.len();
-        let data = spanwire::signal::Telemetry::Traces(c.resource_spans);
-        match to {
+        let (data, header) = match args.from {
+            ConvertFrom::Bedrock => {
+                let events =
+                    bedrock::parse_events(&text).map_err(|e| anyhow::anyhow!("{file}: {e}"))?;
+                let c = bedrock::convert(&events, &opts);
+                for e in &c.errors {
+                    eprintln!("{file}: event {}: skipped: {}", e.index, e.message);
+                }
+                skipped += c.errors.len();
+                let header = format!(
+                    "# {file}: {} events, {} invocation(s)",
+                    c.events, c.invocations
+                );
+                (Telemetry::Traces(c.resource_spans), header)
+            }
+            ConvertFrom::OtlpJson => {
+                // One request per file, or one per line.
+                let mut spans = Vec::new();
+                let whole = spanwire::convert::otlp_json::decode(Signal::Traces, text.as_bytes());
+                let parts = match whole {
+                    Ok(t) => vec![t],
+                    Err(_) => text
+                        .lines()
+                        .filter(|l| !l.trim().is_empty())
+                        .enumerate()
+                        .map(|(i, l)| {
+                            spanwire::convert::otlp_json::decode(Signal::Traces, l.as_bytes())
+                                .map_err(|e| anyhow::anyhow!("{file}: line {}: {e}", i + 1))
+                        })
+                        .collect::<anyhow::Result<Vec<_>>>()?,
+                };
+                for p in parts {
+                    if let Telemetry::Traces(rs) = p {
+                        spans.extend(rs);
+                    }
+                }
+                let t = Telemetry::Traces(spans);
+                let header = format!("# {file}: {} spans", t.item_count());
+                (t, header)
+            }
+        };
+        match args.to {
             ConvertTo::OtlpJson => {
                 out.write_all(&spanwire::convert::otlp_json::encode_to_vec(&data))?;
                 out.write_all(b"\n")?;
             }
             ConvertTo::Tree => {
-                writeln!(
-                    out,
-                    "# {file}: {} events, {} invocation(s)",
-                    c.events, c.invocations
-                )?;
+                writeln!(out, "{header}")?;
                 out.write_all(spanwire::exporters::debug::tree(&data).as_bytes())?;
+            }
+            ConvertTo::Xray => {
+                let Telemetry::Traces(rs) = &data else {
+                    continue;
+                };
+                let c = spanwire::convert::xray::convert(rs, &args.xray);
+                for e in &c.errors {
+                    eprintln!("{file}: skipped: {e}");
+                }
+                skipped += c.errors.len();
+                for d in &c.documents {
+                    out.write_all(d.json.as_bytes())?;
+                    out.write_all(b"\n")?;
+                }
             }
         }
     }

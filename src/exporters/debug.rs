@@ -139,7 +139,11 @@ pub fn render(data: &Telemetry, verbosity: Verbosity) -> String {
 
 #[async_trait]
 impl Export for DebugExporter {
-    async fn export(&self, data: &Arc<Telemetry>) -> Result<ExportOk, ExportError> {
+    async fn export(
+        &self,
+        data: &Arc<Telemetry>,
+        _progress: &mut super::Progress,
+    ) -> Result<ExportOk, ExportError> {
         let text = render(data, self.verbosity);
         let mut err = std::io::stderr().lock();
         let _ = err.write_all(text.as_bytes());

@@ -138,7 +138,11 @@ fn write_line(
 
 #[async_trait]
 impl Export for FileExporter {
-    async fn export(&self, data: &Arc<Telemetry>) -> Result<ExportOk, ExportError> {
+    async fn export(
+        &self,
+        data: &Arc<Telemetry>,
+        _progress: &mut super::Progress,
+    ) -> Result<ExportOk, ExportError> {
         let mut line = crate::convert::otlp_json::encode_to_vec(data);
         line.push(b'\n');
         let state = self.state.clone();
@@ -198,7 +202,7 @@ mod tests {
             ..Default::default()
         }]));
         for _ in 0..10 {
-            exp.export(&big).await.unwrap();
+            exp.export(&big, &mut None).await.unwrap();
         }
         assert!(path.exists());
         assert!(backup(&path, 1).exists());

@@ -3,6 +3,7 @@
 //! [`queue`] gives every exporter its own bounded sending queue, consumers and
 //! retry loop, so one slow exporter never stalls another beyond its own queue.
 
+pub mod awsxray;
 pub mod debug;
 pub mod file;
 pub mod otlp;
@@ -32,6 +33,8 @@ pub enum ExporterConfig {
     Debug(debug::DebugConfig),
     /// `file`: OTLP/JSON lines to a file.
     File(file::FileConfig),
+    /// `awsxray`: spans to AWS X-Ray.
+    AwsXray(awsxray::AwsXrayExporterConfig),
 }
 
 impl ExporterConfig {
@@ -43,6 +46,7 @@ impl ExporterConfig {
         "otlp_http",
         "debug",
         "file",
+        "awsxray",
     ];
 
     /// Parses the section of an exporter of type `kind`; `None` for an unknown type.
@@ -58,13 +62,19 @@ impl ExporterConfig {
             "file" => from_node::<file::FileConfig>(node)
                 .and_then(|c| c.validate().map(|_| c))
                 .map(ExporterConfig::File),
+            "awsxray" => from_node::<awsxray::AwsXrayExporterConfig>(node)
+                .and_then(|c| c.validate().map(|_| c))
+                .map(ExporterConfig::AwsXray),
             _ => return None,
         })
     }
 
     /// Signals the exporter takes.
     pub fn signals(&self) -> &'static [Signal] {
-        &Signal::ALL
+        match self {
+            ExporterConfig::AwsXray(_) => &[Signal::Traces],
+            _ => &Signal::ALL,
+        }
     }
 
     /// Addresses the exporter itself listens on (e.g. a scrape endpoint).
@@ -97,6 +107,11 @@ impl ExporterConfig {
                     enabled: false,
                     ..RetryConfig::default()
                 },
+            },
+            ExporterConfig::AwsXray(c) => Built {
+                export: Arc::new(awsxray::AwsXrayExporter::new(c, name)?),
+                queue: c.sending_queue.clone(),
+                retry: c.retry_on_failure.clone(),
             },
             ExporterConfig::File(c) => Built {
                 export: Arc::new(file::FileExporter::new(c)?),
@@ -152,11 +167,26 @@ pub enum ExportError {
     Permanent(String),
 }
 
+/// What an exporter remembers about one batch between attempts (e.g. which
+/// documents are still unsent), so a retry re-sends only what is missing. It
+/// starts as `None` and is handed back on every retry of the same batch.
+pub type Progress = Option<Box<dyn std::any::Any + Send + Sync>>;
+
 /// Sends one batch to a destination.
 #[async_trait]
 pub trait Export: Send + Sync + 'static {
-    /// Sends `data`; may be called again with the same data to retry.
-    async fn export(&self, data: &Arc<Telemetry>) -> Result<ExportOk, ExportError>;
+    /// Sends `data`; may be called again with the same data and `progress` to retry.
+    async fn export(
+        &self,
+        data: &Arc<Telemetry>,
+        progress: &mut Progress,
+    ) -> Result<ExportOk, ExportError>;
+
+    /// Items of `data` still undelivered according to `progress`, for exact
+    /// loss counts when retries end; `None` means all of them.
+    fn pending(&self, _data: &Telemetry, _progress: &Progress) -> Option<usize> {
+        None
+    }
 
     /// Flushes and closes, after the last export.
     async fn shutdown(&self) {}

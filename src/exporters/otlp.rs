@@ -203,7 +203,11 @@ fn classify(status: Status) -> ExportError {
 
 #[async_trait]
 impl Export for OtlpExporter {
-    async fn export(&self, data: &Arc<Telemetry>) -> Result<ExportOk, ExportError> {
+    async fn export(
+        &self,
+        data: &Arc<Telemetry>,
+        _progress: &mut super::Progress,
+    ) -> Result<ExportOk, ExportError> {
         let body = BatchBody(data.clone());
         match &**data {
             Telemetry::Traces(_) => {

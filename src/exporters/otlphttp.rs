@@ -258,7 +258,11 @@ fn partial_success(signal: Signal, encoding: HttpEncoding, body: &[u8]) -> Expor
 
 #[async_trait]
 impl Export for OtlpHttpExporter {
-    async fn export(&self, data: &Arc<Telemetry>) -> Result<ExportOk, ExportError> {
+    async fn export(
+        &self,
+        data: &Arc<Telemetry>,
+        _progress: &mut super::Progress,
+    ) -> Result<ExportOk, ExportError> {
         let signal = data.signal();
         let raw = self.body(data);
         let (body, content_encoding) = match self.compression {

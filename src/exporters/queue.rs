@@ -119,9 +119,7 @@ impl ExporterInput {
                 let s = slot(data.signal());
                 self.shared.outstanding[s].fetch_add(n, Ordering::Relaxed);
                 let outcome = deliver(export.as_ref(), &data, retry, stop, &self.shared).await;
-                if outcome != Outcome::Abandoned {
-                    self.shared.outstanding[s].fetch_sub(n, Ordering::Relaxed);
-                }
+                self.shared.outstanding[s].fetch_sub(outcome.settled(n), Ordering::Relaxed);
                 if outcome == Outcome::Delivered {
                     Ok(())
                 } else {
@@ -256,11 +254,9 @@ pub fn spawn(
                         .saturating_sub(1);
                     shared.queue_gauge.set(depth as f64);
                     let n = data.item_count() as u64;
-                    if deliver(export.as_ref(), &data, &retry, &stop, &shared).await
-                        != Outcome::Abandoned
-                    {
-                        shared.outstanding[slot(data.signal())].fetch_sub(n, Ordering::Relaxed);
-                    }
+                    let outcome = deliver(export.as_ref(), &data, &retry, &stop, &shared).await;
+                    shared.outstanding[slot(data.signal())]
+                        .fetch_sub(outcome.settled(n), Ordering::Relaxed);
                 }
             })
         })
@@ -283,8 +279,19 @@ enum Outcome {
     Delivered,
     /// Dropped for good: permanent error or retries exhausted (counted, logged).
     Failed,
-    /// Given up at the shutdown deadline; still counted as outstanding for the report.
-    Abandoned,
+    /// Given up at the shutdown deadline with this many items undelivered;
+    /// they stay counted as outstanding for the shutdown report.
+    Abandoned(u64),
+}
+
+impl Outcome {
+    /// Items of an `n`-item batch no longer outstanding.
+    fn settled(self, n: u64) -> u64 {
+        match self {
+            Outcome::Abandoned(lost) => n.saturating_sub(lost),
+            _ => n,
+        }
+    }
 }
 
 /// Sends one batch, retrying as configured.
@@ -299,8 +306,17 @@ async fn deliver(
     let n = data.item_count();
     let started = Instant::now();
     let mut interval = retry.initial_interval;
+    let mut progress: super::Progress = None;
+    // Counts a batch given up: what the exporter says is still pending is lost,
+    // the rest was delivered by earlier attempts.
+    let give_up = |progress: &super::Progress| -> usize {
+        let lost = export.pending(data, progress).unwrap_or(n).min(n);
+        shared.sent.add(signal, n - lost);
+        shared.failed.add(signal, lost);
+        lost
+    };
     loop {
-        match export.export(data).await {
+        match export.export(data, &mut progress).await {
             Ok(ok) => {
                 let rejected = (ok.rejected as usize).min(n);
                 shared.sent.add(signal, n - rejected);
@@ -312,8 +328,8 @@ async fn deliver(
                 return Outcome::Delivered;
             }
             Err(ExportError::Permanent(reason)) => {
-                shared.failed.add(signal, n);
-                tracing::error!(exporter = %shared.name, %signal, items = n, %reason, "export failed permanently; dropping");
+                let lost = give_up(&progress);
+                tracing::error!(exporter = %shared.name, %signal, items = lost, %reason, "export failed permanently; dropping");
                 return Outcome::Failed;
             }
             Err(ExportError::Retryable {
@@ -321,8 +337,8 @@ async fn deliver(
                 retry_after,
             }) => {
                 if !retry.enabled {
-                    shared.failed.add(signal, n);
-                    tracing::error!(exporter = %shared.name, %signal, items = n, %reason, "export failed and retry is disabled; dropping");
+                    let lost = give_up(&progress);
+                    tracing::error!(exporter = %shared.name, %signal, items = lost, %reason, "export failed and retry is disabled; dropping");
                     return Outcome::Failed;
                 }
                 let wait =
@@ -330,20 +346,21 @@ async fn deliver(
                 if !retry.max_elapsed_time.is_zero()
                     && started.elapsed() + wait > retry.max_elapsed_time
                 {
-                    shared.failed.add(signal, n);
-                    tracing::error!(exporter = %shared.name, %signal, items = n, %reason,
+                    let lost = give_up(&progress);
+                    tracing::error!(exporter = %shared.name, %signal, items = lost, %reason,
                         elapsed_s = started.elapsed().as_secs_f64(), "giving up after max_elapsed_time; dropping");
                     return Outcome::Failed;
                 }
-                tracing::warn!(exporter = %shared.name, %signal, items = n, %reason, wait_ms = wait.as_millis() as u64,
+                let pending = export.pending(data, &progress).unwrap_or(n);
+                tracing::warn!(exporter = %shared.name, %signal, items = pending, %reason, wait_ms = wait.as_millis() as u64,
                     "export failed; will retry");
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = stop.cancelled() => {
-                        shared.failed.add(signal, n);
-                        tracing::error!(exporter = %shared.name, %signal, items = n, %reason,
+                        let lost = give_up(&progress);
+                        tracing::error!(exporter = %shared.name, %signal, items = lost, %reason,
                             "shutdown deadline reached while retrying; dropping");
-                        return Outcome::Abandoned;
+                        return Outcome::Abandoned(lost as u64);
                     }
                 }
                 interval = Duration::from_secs_f64(
@@ -380,7 +397,11 @@ mod tests {
 
     #[async_trait]
     impl Export for Flaky {
-        async fn export(&self, data: &Arc<Telemetry>) -> Result<ExportOk, ExportError> {
+        async fn export(
+            &self,
+            data: &Arc<Telemetry>,
+            _progress: &mut crate::exporters::Progress,
+        ) -> Result<ExportOk, ExportError> {
             let c = self.calls.fetch_add(1, Ordering::SeqCst);
             if c < self.fail_first {
                 return Err(ExportError::Retryable {

@@ -216,7 +216,11 @@ fn name_char(c: char) -> bool {
 /// Removes characters X-Ray does not allow in names and cuts to 200
 /// characters; `None` when nothing is left.
 pub fn sanitize_name(raw: &str) -> Option<String> {
-    let s: String = raw.chars().filter(|c| name_char(*c)).take(MAX_NAME_CHARS).collect();
+    let s: String = raw
+        .chars()
+        .filter(|c| name_char(*c))
+        .take(MAX_NAME_CHARS)
+        .collect();
     let trimmed = s.trim();
     if trimmed.is_empty() {
         None

@@ -1,0 +1,77 @@
+//! Shared AWS SDK set-up for components that call AWS: one HTTPS client
+//! (rustls with ring), the standard credential chain (environment, profile,
+//! web identity / IRSA, ECS and EKS Pod Identity, IMDS), an optional role to
+//! assume, and region and timeout settings. The SDK's own retries are off:
+//! spanwire's sending queues retry with their own backoff and counters, so
+//! every retry is visible in self-metrics and bounded by `retry_on_failure`.
+
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::provider::SharedCredentialsProvider;
+use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+
+/// Where and as whom to call AWS.
+#[derive(Debug, Clone, Default)]
+pub struct AwsSettings {
+    /// Region; `None` uses AWS_REGION, the profile, or IMDS.
+    pub region: Option<String>,
+    /// A role to assume with the base credentials.
+    pub role_arn: Option<String>,
+    /// Deadline of one API call (including its connection).
+    pub timeout: Duration,
+}
+
+/// Why AWS set-up failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AwsError {
+    /// No region could be found anywhere.
+    #[error(
+        "no AWS region: set `region` in the component's config, or AWS_REGION in the environment"
+    )]
+    NoRegion,
+}
+
+/// Loads the SDK config: region, credentials (assuming `role_arn` if set),
+/// the HTTPS client and timeouts. Does not call AWS.
+pub async fn sdk_config(s: &AwsSettings) -> Result<SdkConfig, AwsError> {
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https();
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .http_client(http)
+        .retry_config(RetryConfig::disabled())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .operation_timeout(s.timeout)
+                .connect_timeout(s.timeout.min(Duration::from_secs(10)))
+                .build(),
+        );
+    if let Some(r) = &s.region {
+        loader = loader.region(Region::new(r.clone()));
+    }
+    let base = loader.load().await;
+    if base.region().is_none() {
+        return Err(AwsError::NoRegion);
+    }
+    if let Some(role) = &s.role_arn {
+        let provider = aws_config::sts::AssumeRoleProvider::builder(role.clone())
+            .session_name("spanwire")
+            .configure(&base)
+            .build()
+            .await;
+        return Ok(base
+            .to_builder()
+            .credentials_provider(SharedCredentialsProvider::new(provider))
+            .build());
+    }
+    Ok(base)
+}
+
+/// An error with its sources, for logs (the SDK's top-level messages are
+/// often just "service error").
+pub fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
+    aws_smithy_types::error::display::DisplayErrorContext(e).to_string()
+}
