@@ -13,6 +13,7 @@
 //! Retries keep per-batch [`Progress`]: a retry sends only what is still
 //! pending, so a document is never sent again once X-Ray has taken it.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -289,18 +290,8 @@ impl AwsXrayExporter {
             self.counters.truncated.increment(truncated as u64);
             tracing::debug!(exporter = %self.name, truncated, "documents trimmed to X-Ray's 64 kB limit");
         }
-        let mut chunks = Vec::with_capacity(
-            converted
-                .documents
-                .len()
-                .div_ceil(MAX_DOCUMENTS_PER_REQUEST),
-        );
-        let mut docs = converted.documents.into_iter().peekable();
-        while docs.peek().is_some() {
-            chunks.push(docs.by_ref().take(MAX_DOCUMENTS_PER_REQUEST).collect());
-        }
         Pending {
-            chunks,
+            chunks: chunk(converted.documents),
             dropped: converted.errors.len(),
         }
     }
@@ -429,12 +420,7 @@ impl AwsXrayExporter {
                 }
             }
         }
-        let mut it = retry_docs.into_iter().peekable();
-        while it.peek().is_some() {
-            pending
-                .chunks
-                .push(it.by_ref().take(MAX_DOCUMENTS_PER_REQUEST).collect());
-        }
+        pending.chunks.extend(chunk(retry_docs));
         summary
     }
 
@@ -454,12 +440,7 @@ impl AwsXrayExporter {
                 summary.backoff = true;
                 let mut left = vec![doc];
                 left.extend(rest);
-                let mut it = left.into_iter().peekable();
-                while it.peek().is_some() {
-                    pending
-                        .chunks
-                        .push(it.by_ref().take(MAX_DOCUMENTS_PER_REQUEST).collect());
-                }
+                pending.chunks.extend(chunk(left));
                 break;
             }
         }
@@ -471,6 +452,32 @@ impl AwsXrayExporter {
         tracing::error!(exporter = %self.name, trace_id = %doc.trace_id, id = %doc.id, %reason,
             "X-Ray rejected a document as invalid; dropping it");
     }
+}
+
+/// Groups documents into requests of at most 50 in which no two share a
+/// segment id: X-Ray names unprocessed documents by id alone, so an id must
+/// say which document it means.
+fn chunk(docs: Vec<Document>) -> Vec<Vec<Document>> {
+    let mut chunks: Vec<(Vec<Document>, HashSet<String>)> = Vec::new();
+    // Chunks with room; ids repeat rarely, so this is usually the last one.
+    for doc in docs {
+        let slot = chunks
+            .iter()
+            .position(|(c, ids)| c.len() < MAX_DOCUMENTS_PER_REQUEST && !ids.contains(&doc.id));
+        let i = match slot {
+            Some(i) => i,
+            None => {
+                chunks.push((
+                    Vec::with_capacity(MAX_DOCUMENTS_PER_REQUEST),
+                    HashSet::new(),
+                ));
+                chunks.len() - 1
+            }
+        };
+        chunks[i].1.insert(doc.id.clone());
+        chunks[i].0.push(doc);
+    }
+    chunks.into_iter().map(|(c, _)| c).collect()
 }
 
 /// What one attempt ran into.
@@ -501,6 +508,9 @@ fn unprocessed_is_permanent(code: &str) -> bool {
         "toolarge",
         "too_large",
         "too large",
+        "format",
+        "missing",
+        "parse",
     ]
     .iter()
     .any(|p| c.contains(p))
@@ -635,5 +645,58 @@ impl Export for AwsXrayExporter {
     fn pending(&self, _data: &Telemetry, progress: &Progress) -> Option<usize> {
         let p = progress.as_ref()?.downcast_ref::<Pending>()?;
         Some(p.len() + p.dropped)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(id: &str) -> Document {
+        Document {
+            id: id.into(),
+            trace_id: "1-00000000-000000000000000000000001".into(),
+            json: String::new(),
+            truncated: false,
+        }
+    }
+
+    #[test]
+    fn chunks_hold_at_most_50_and_never_repeat_an_id() {
+        // 120 documents, ids repeating every 30 (several traces, same span ids).
+        let docs: Vec<Document> = (0..120).map(|i| doc(&format!("{:016x}", i % 30))).collect();
+        let chunks = chunk(docs);
+        assert_eq!(chunks.iter().map(Vec::len).sum::<usize>(), 120);
+        for c in &chunks {
+            assert!(c.len() <= MAX_DOCUMENTS_PER_REQUEST);
+            let ids: HashSet<&str> = c.iter().map(|d| d.id.as_str()).collect();
+            assert_eq!(ids.len(), c.len(), "an id twice in one request");
+        }
+        // Distinct ids pack densely.
+        let docs: Vec<Document> = (0..120).map(|i| doc(&format!("{i:016x}"))).collect();
+        assert_eq!(
+            chunk(docs).iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![50, 50, 20]
+        );
+    }
+
+    #[test]
+    fn unprocessed_codes_that_mean_a_bad_document() {
+        for code in [
+            "InvalidSegmentDocument",
+            "JSONFormatError",
+            "MissingParam",
+            "SegmentTooLarge",
+        ] {
+            assert!(unprocessed_is_permanent(code), "{code}");
+        }
+        for code in [
+            "ThrottledException",
+            "InternalFailure",
+            "ServiceUnavailable",
+            "",
+        ] {
+            assert!(!unprocessed_is_permanent(code), "{code}");
+        }
     }
 }
