@@ -102,5 +102,45 @@ fn bedrock_convert(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, decode_batch_encode, bedrock_convert);
+/// OTLP spans → X-Ray segment documents: synthetic agent traces, and the
+/// spans made from every Bedrock fixture.
+fn xray_convert(c: &mut Criterion) {
+    use spanwire::convert::xray;
+    let agent: Vec<_> = (1..=10)
+        .flat_map(|seed| agent_request(seed, 100).resource_spans)
+        .collect();
+    let agent_spans = Telemetry::Traces(agent.clone()).item_count();
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/bedrock");
+    let mut bedrock = Vec::new();
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .expect("fixtures")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    names.sort();
+    for p in names {
+        let text = std::fs::read_to_string(&p).expect("fixture");
+        let events = spanwire::convert::bedrock::parse_events(&text).expect("events");
+        bedrock.extend(
+            spanwire::convert::bedrock::convert(&events, &Default::default()).resource_spans,
+        );
+    }
+    let bedrock_spans = Telemetry::Traces(bedrock.clone()).item_count();
+    let opts = xray::Options::default();
+    let mut g = c.benchmark_group("xray");
+    g.throughput(Throughput::Elements(agent_spans as u64));
+    g.bench_function("convert_1000_agent_spans", |b| {
+        b.iter(|| {
+            let c = xray::convert(&agent, &opts);
+            assert!(c.errors.is_empty());
+            std::hint::black_box(c.documents.len())
+        })
+    });
+    g.throughput(Throughput::Elements(bedrock_spans as u64));
+    g.bench_function("convert_bedrock_fixture_spans", |b| {
+        b.iter(|| std::hint::black_box(xray::convert(&bedrock, &opts).documents.len()))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, decode_batch_encode, bedrock_convert, xray_convert);
 criterion_main!(benches);

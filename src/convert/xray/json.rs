@@ -160,13 +160,38 @@ impl<'o> Writer<'o> {
     }
 }
 
+/// True if any byte of `w` needs escaping: below 0x20, `"` or `\\`
+/// (the classic "has a zero / less-than byte" word tricks; bytes ≥ 0x80 never match).
+#[inline]
+fn word_needs_escape(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let less_than_space = w.wrapping_sub(ONES * 0x20) & !w;
+    let q = w ^ (ONES * b'"' as u64);
+    let quote = q.wrapping_sub(ONES) & !q;
+    let b = w ^ (ONES * b'\\' as u64);
+    let backslash = b.wrapping_sub(ONES) & !b;
+    (less_than_space | quote | backslash) & HIGH != 0
+}
+
 /// Appends `s` as a JSON string literal.
 pub(crate) fn escape(out: &mut String, s: &str) {
     out.reserve(s.len() + 2);
     out.push('"');
     let bytes = s.as_bytes();
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
+    let mut i = 0;
+    while i < bytes.len() {
+        // Skip eight clean bytes at a time; most text has nothing to escape.
+        if i + 8 <= bytes.len() {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(&bytes[i..i + 8]);
+            if !word_needs_escape(u64::from_le_bytes(word)) {
+                i += 8;
+                continue;
+            }
+        }
+        let b = bytes[i];
         let esc: &str = match b {
             b'"' => "\\\"",
             b'\\' => "\\\\",
@@ -174,7 +199,10 @@ pub(crate) fn escape(out: &mut String, s: &str) {
             b'\r' => "\\r",
             b'\t' => "\\t",
             0..=0x1f => "",
-            _ => continue,
+            _ => {
+                i += 1;
+                continue;
+            }
         };
         out.push_str(&s[start..i]);
         if esc.is_empty() {
@@ -184,7 +212,8 @@ pub(crate) fn escape(out: &mut String, s: &str) {
         } else {
             out.push_str(esc);
         }
-        start = i + 1;
+        i += 1;
+        start = i;
     }
     out.push_str(&s[start..]);
     out.push('"');
@@ -211,10 +240,31 @@ mod tests {
             "nl\nx",
             "\u{1}ctl",
             "émoji 🚀 中文",
+            "a long clean run of text then a \"quote\" and\ttab \u{7f}\u{1f} end",
+            "\\\\\\\\\"\"\"\"\"\"\u{0}\u{0}\u{0}\u{0}\u{0}\u{0}\u{0}\u{0}\u{0}",
+            "ééééééééééé bytes of 0x80 and above never match: ÿÿÿÿÿÿÿÿ~~~~~~~~",
         ] {
             let mut out = String::new();
             escape(&mut out, s);
             assert_eq!(out, serde_json::to_string(s).unwrap());
+        }
+    }
+
+    #[test]
+    fn escapes_random_text_like_serde_json() {
+        use rand::{Rng, SeedableRng};
+        let alphabet = [
+            'a', 'Z', ' ', '"', '\\', '\n', '\u{0}', '\u{1f}', '\u{7f}', 'é', '中', '🚀', '~',
+        ];
+        let mut rng = rand::rngs::StdRng::seed_from_u64(42);
+        for _ in 0..5000 {
+            let len = rng.random_range(0..40);
+            let s: String = (0..len)
+                .map(|_| alphabet[rng.random_range(0..alphabet.len())])
+                .collect();
+            let mut out = String::new();
+            escape(&mut out, &s);
+            assert_eq!(out, serde_json::to_string(&s).unwrap(), "{s:?}");
         }
     }
 
