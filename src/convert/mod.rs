@@ -1,5 +1,7 @@
 //! Pure conversions between data formats: no I/O, easy to test and benchmark.
 
+pub mod aws_spans;
 pub mod bedrock;
+pub mod cwl;
 pub mod otlp_json;
 pub mod xray;
