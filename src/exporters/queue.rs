@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Export, ExportError};
 use crate::config::types::RetryConfig;
-use crate::pipeline::{ConsumeError, Consumer};
+use crate::pipeline::{AckOutcome, Acks, ConsumeError, Consumer};
 use crate::signal::{Signal, Telemetry};
 use crate::telemetry::{gauge, SignalCounters};
 
@@ -73,8 +73,12 @@ pub struct ExporterInput {
     mode: Mode,
 }
 
+/// One queued batch: shared by every exporter of the pipeline, with this
+/// exporter's clone of its acknowledgements.
+type Item = (Arc<Telemetry>, Acks);
+
 enum Mode {
-    Queued(mpsc::Sender<Arc<Telemetry>>),
+    Queued(mpsc::Sender<Item>),
     Direct {
         export: Arc<dyn Export>,
         retry: RetryConfig,
@@ -84,7 +88,7 @@ enum Mode {
 
 impl ExporterInput {
     /// Reserves a queue slot; `Ok(None)` for an exporter without a queue.
-    pub fn try_reserve(&self) -> Result<Option<mpsc::Permit<'_, Arc<Telemetry>>>, String> {
+    pub fn try_reserve(&self) -> Result<Option<mpsc::Permit<'_, Item>>, String> {
         match &self.mode {
             Mode::Queued(tx) => tx.try_reserve().map(Some).map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => {
@@ -99,16 +103,16 @@ impl ExporterInput {
     }
 
     /// Puts `data` in the reserved slot.
-    pub fn send_reserved(&self, permit: mpsc::Permit<'_, Arc<Telemetry>>, data: Arc<Telemetry>) {
+    pub fn send_reserved(&self, permit: mpsc::Permit<'_, Item>, data: Arc<Telemetry>, acks: Acks) {
         let n = data.item_count() as u64;
         self.shared.outstanding[slot(data.signal())].fetch_add(n, Ordering::Relaxed);
         let depth = self.shared.queued_batches.fetch_add(1, Ordering::Relaxed) + 1;
         self.shared.queue_gauge.set(depth as f64);
-        permit.send(data);
+        permit.send((data, acks));
     }
 
     /// Exports `data` in the caller's task (for exporters whose queue is disabled).
-    pub async fn send_direct(&self, data: Arc<Telemetry>) -> Result<(), ConsumeError> {
+    pub async fn send_direct(&self, data: Arc<Telemetry>, acks: Acks) -> Result<(), ConsumeError> {
         match &self.mode {
             Mode::Direct {
                 export,
@@ -120,6 +124,7 @@ impl ExporterInput {
                 self.shared.outstanding[s].fetch_add(n, Ordering::Relaxed);
                 let outcome = deliver(export.as_ref(), &data, retry, stop, &self.shared).await;
                 self.shared.outstanding[s].fetch_sub(outcome.settled(n), Ordering::Relaxed);
+                outcome.mark(&acks);
                 if outcome == Outcome::Delivered {
                     Ok(())
                 } else {
@@ -152,13 +157,18 @@ impl ExporterFanout {
 
 #[async_trait]
 impl Consumer for ExporterFanout {
-    async fn consume(&self, data: Telemetry) -> Result<(), ConsumeError> {
+    async fn consume(&self, data: Telemetry, acks: Acks) -> Result<(), ConsumeError> {
         let mut permits = Vec::with_capacity(self.targets.len());
         for t in &self.targets {
             match t.try_reserve() {
                 Ok(p) => permits.push(p),
                 Err(reason) => {
-                    return Err(ConsumeError::refused(reason, Duration::from_secs(1), data))
+                    return Err(ConsumeError::refused(
+                        reason,
+                        Duration::from_secs(1),
+                        data,
+                        acks,
+                    ))
                 }
             }
         }
@@ -169,7 +179,7 @@ impl Consumer for ExporterFanout {
             .filter(|(_, p)| p.is_none())
             .map(|(t, _)| t)
             .collect();
-        let queued: Vec<(&Arc<ExporterInput>, mpsc::Permit<'_, Arc<Telemetry>>)> = self
+        let queued: Vec<(&Arc<ExporterInput>, mpsc::Permit<'_, Item>)> = self
             .targets
             .iter()
             .zip(permits)
@@ -178,11 +188,11 @@ impl Consumer for ExporterFanout {
         // Exporters only read the batch, so they share one copy.
         let data = Arc::new(data);
         for (t, p) in queued {
-            t.send_reserved(p, data.clone());
+            t.send_reserved(p, data.clone(), acks.clone());
         }
         let mut result = Ok(());
         for t in direct {
-            if let Err(e) = t.send_direct(data.clone()).await {
+            if let Err(e) = t.send_direct(data.clone(), acks.clone()).await {
                 result = Err(e);
             }
         }
@@ -229,7 +239,7 @@ pub fn spawn(
         };
     }
     gauge("spanwire_exporter_queue_capacity", &labels).set(queue.queue_size as f64);
-    let (tx, rx) = mpsc::channel::<Arc<Telemetry>>(queue.queue_size);
+    let (tx, rx) = mpsc::channel::<Item>(queue.queue_size);
     let rx = Arc::new(Mutex::new(rx));
     let workers = (0..queue.num_consumers)
         .map(|_| {
@@ -247,7 +257,7 @@ pub fn spawn(
                             _ = stop.cancelled() => None,
                         }
                     };
-                    let Some(data) = next else { break };
+                    let Some((data, acks)) = next else { break };
                     let depth = shared
                         .queued_batches
                         .fetch_sub(1, Ordering::Relaxed)
@@ -257,6 +267,7 @@ pub fn spawn(
                     let outcome = deliver(export.as_ref(), &data, &retry, &stop, &shared).await;
                     shared.outstanding[slot(data.signal())]
                         .fetch_sub(outcome.settled(n), Ordering::Relaxed);
+                    outcome.mark(&acks);
                 }
             })
         })
@@ -285,6 +296,15 @@ enum Outcome {
 }
 
 impl Outcome {
+    /// Marks the batch's acknowledgements (this exporter's clone is dropped next).
+    fn mark(self, acks: &Acks) {
+        match self {
+            Outcome::Delivered => {}
+            Outcome::Failed => acks.mark(AckOutcome::Dropped),
+            Outcome::Abandoned(_) => acks.mark(AckOutcome::Abandoned),
+        }
+    }
+
     /// Items of an `n`-item batch no longer outstanding.
     fn settled(self, n: u64) -> u64 {
         match self {
@@ -444,7 +464,7 @@ mod tests {
         let mut accepted = 0;
         let mut refused = 0;
         for _ in 0..10 {
-            match fan.consume(one_span()).await {
+            match fan.consume(one_span(), Acks::none()).await {
                 Ok(()) => accepted += 1,
                 Err(ConsumeError::Refused(r)) => {
                     assert_eq!(r.data.item_count(), 1, "refused data is handed back");

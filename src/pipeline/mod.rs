@@ -7,7 +7,10 @@
 //! it back ([`Refused`]), and receivers turn that into gRPC `UNAVAILABLE` or
 //! HTTP 503 so the sender retries.
 
+mod ack;
 mod graph;
+
+pub use ack::{Ack, AckOutcome, AckWaiter, Acks};
 
 pub use graph::{Service, ShutdownReport, StartError};
 
@@ -27,6 +30,8 @@ pub struct Refused {
     pub retry_after: Duration,
     /// The data, untouched.
     pub data: Telemetry,
+    /// Its acknowledgements, untouched.
+    pub acks: Acks,
 }
 
 /// Why a stage did not take data.
@@ -41,16 +46,27 @@ pub enum ConsumeError {
 }
 
 impl ConsumeError {
-    /// Builds a refusal that hands `data` back.
+    /// A refusal from a stage that never saw the acks (its caller adds them).
+    pub fn refused_without_acks(
+        reason: impl Into<String>,
+        retry_after: Duration,
+        data: Telemetry,
+    ) -> ConsumeError {
+        ConsumeError::refused(reason, retry_after, data, Acks::none())
+    }
+
+    /// Builds a refusal that hands `data` and its `acks` back.
     pub fn refused(
         reason: impl Into<String>,
         retry_after: Duration,
         data: Telemetry,
+        acks: Acks,
     ) -> ConsumeError {
         ConsumeError::Refused(Box::new(Refused {
             reason: reason.into(),
             retry_after,
             data,
+            acks,
         }))
     }
 }
@@ -58,8 +74,9 @@ impl ConsumeError {
 /// Anything that accepts telemetry: a processor stage, a fan-out, an exporter queue.
 #[async_trait]
 pub trait Consumer: Send + Sync + 'static {
-    /// Takes ownership of `data`, or refuses it (handing it back).
-    async fn consume(&self, data: Telemetry) -> Result<(), ConsumeError>;
+    /// Takes ownership of `data` and its `acks` (see [`Acks`]), or refuses
+    /// them (handing both back).
+    async fn consume(&self, data: Telemetry, acks: Acks) -> Result<(), ConsumeError>;
 }
 
 /// A shared consumer.
@@ -105,7 +122,7 @@ impl PipelineFanout {
 
 #[async_trait]
 impl Consumer for PipelineFanout {
-    async fn consume(&self, data: Telemetry) -> Result<(), ConsumeError> {
+    async fn consume(&self, data: Telemetry, acks: Acks) -> Result<(), ConsumeError> {
         let mut first_error = None;
         let n = self.targets.len();
         let mut data = Some(data);
@@ -116,7 +133,7 @@ impl Consumer for PipelineFanout {
                 data.as_ref().cloned()
             };
             let Some(copy) = copy else { break };
-            if let Err(e) = t.consume(copy).await {
+            if let Err(e) = t.consume(copy, acks.clone()).await {
                 first_error.get_or_insert(e);
             }
         }

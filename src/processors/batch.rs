@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::de::DeError;
 use crate::config::types::duration;
-use crate::pipeline::{BoxConsumer, ConsumeError, Consumer};
+use crate::pipeline::{AckOutcome, Acks, BoxConsumer, ConsumeError, Consumer};
 use crate::signal::{metric_points, Telemetry};
 use crate::telemetry::SignalCounters;
 use opentelemetry_proto::tonic::logs::v1::{ResourceLogs, ScopeLogs};
@@ -76,32 +76,33 @@ impl BatchConfig {
 
 /// The consumer side of a running batcher.
 pub struct BatchInput {
-    tx: mpsc::Sender<Telemetry>,
+    tx: mpsc::Sender<(Telemetry, Acks)>,
     pending: Arc<AtomicU64>,
     name: String,
 }
 
 #[async_trait]
 impl Consumer for BatchInput {
-    async fn consume(&self, data: Telemetry) -> Result<(), ConsumeError> {
+    async fn consume(&self, data: Telemetry, acks: Acks) -> Result<(), ConsumeError> {
         // Counted before the hand-off, so the batcher never subtracts first.
         let n = data.item_count() as u64;
         self.pending.fetch_add(n, Ordering::Relaxed);
-        let refused = |reason: String, retry: u64, data| {
+        let refused = |reason: String, retry: u64, (data, acks): (Telemetry, Acks)| {
             self.pending.fetch_sub(n, Ordering::Relaxed);
             Err(ConsumeError::refused(
                 reason,
                 Duration::from_secs(retry),
                 data,
+                acks,
             ))
         };
-        match self.tx.try_send(data) {
+        match self.tx.try_send((data, acks)) {
             Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(data)) => {
-                refused(format!("{}: pipeline is full", self.name), 1, data)
+            Err(mpsc::error::TrySendError::Full(item)) => {
+                refused(format!("{}: pipeline is full", self.name), 1, item)
             }
-            Err(mpsc::error::TrySendError::Closed(data)) => {
-                refused(format!("{}: shutting down", self.name), 5, data)
+            Err(mpsc::error::TrySendError::Closed(item)) => {
+                refused(format!("{}: shutting down", self.name), 5, item)
             }
         }
     }
@@ -151,7 +152,7 @@ pub fn spawn(
 
 async fn run(
     cfg: BatchConfig,
-    mut rx: mpsc::Receiver<Telemetry>,
+    mut rx: mpsc::Receiver<(Telemetry, Acks)>,
     next: BoxConsumer,
     pending: Arc<AtomicU64>,
     dropped: SignalCounters,
@@ -159,6 +160,9 @@ async fn run(
     stop: CancellationToken,
 ) {
     let mut buf: Option<Telemetry> = None;
+    // Acknowledgements of everything in `buf`: every batch cut from it carries
+    // them all, so each resolves only when all of its data is settled.
+    let mut buf_acks = Acks::none();
     let mut count = 0usize;
     let mut deadline: Option<Instant> = None;
     let target = cfg.send_batch_size.max(1);
@@ -179,22 +183,23 @@ async fn run(
         };
         tokio::select! {
             msg = rx.recv() => match msg {
-                Some(data) => {
+                Some((data, acks)) => {
                     count += data.item_count();
+                    buf_acks.extend(acks);
                     match &mut buf {
                         Some(b) => append(b, data),
                         None => buf = Some(data),
                     }
                     while count >= target {
                         let take = if max > 0 { count.min(max) } else { count };
-                        let batch = if take == count {
-                            buf.take()
+                        let (batch, acks) = if take == count {
+                            (buf.take(), buf_acks.take())
                         } else {
-                            buf.as_mut().map(|b| split_front(b, take))
+                            (buf.as_mut().map(|b| split_front(b, take)), buf_acks.clone())
                         };
                         count -= take;
                         if let Some(batch) = batch {
-                            sender.send(batch).await;
+                            sender.send(batch, acks).await;
                         }
                     }
                     if count > 0 && deadline.is_none() {
@@ -210,13 +215,13 @@ async fn run(
                 deadline = None;
                 if let Some(b) = buf.take() {
                     count = 0;
-                    sender.send_split(b, max).await;
+                    sender.send_split(b, max, buf_acks.take()).await;
                 }
             }
         }
     }
     if let Some(b) = buf.take() {
-        sender.send_split(b, max).await;
+        sender.send_split(b, max, buf_acks.take()).await;
     }
 }
 
@@ -229,36 +234,40 @@ struct Sender {
 }
 
 impl Sender {
-    async fn send_split(&self, mut data: Telemetry, max: usize) {
+    async fn send_split(&self, mut data: Telemetry, max: usize, acks: Acks) {
         if max > 0 {
             while data.item_count() > max {
                 let head = split_front(&mut data, max);
-                self.send(head).await;
+                self.send(head, acks.clone()).await;
             }
         }
-        self.send(data).await;
+        self.send(data, acks).await;
     }
 
     /// Passes a batch on, retrying while the next stage refuses it.
-    async fn send(&self, data: Telemetry) {
+    async fn send(&self, data: Telemetry, acks: Acks) {
         let n = data.item_count();
         if n == 0 {
             return;
         }
         let signal = data.signal();
         let mut data = data;
+        let mut acks = acks;
         let mut backoff = Duration::from_millis(5);
         loop {
-            match self.next.consume(data).await {
+            match self.next.consume(data, acks).await {
                 Ok(()) => break,
                 Err(ConsumeError::Refused(r)) => {
+                    let r = *r;
                     data = r.data;
+                    acks = r.acks;
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
                         _ = self.stop.cancelled() => {
                             tracing::error!(processor = %self.name, items = n, %signal, reason = %r.reason,
                                 "shutdown deadline reached; dropping a batch the next stage refused");
                             self.dropped.add(signal, n);
+                            acks.mark(AckOutcome::Abandoned);
                             break;
                         }
                     }
@@ -506,19 +515,24 @@ mod tests {
         assert_eq!(t.item_count(), 6);
     }
 
-    struct Collect(tokio::sync::Mutex<Vec<usize>>);
+    /// Records batch sizes and keeps each batch's acknowledgements.
+    struct Collect(tokio::sync::Mutex<Vec<usize>>, std::sync::Mutex<Vec<Acks>>);
 
     #[async_trait]
     impl Consumer for Collect {
-        async fn consume(&self, data: Telemetry) -> Result<(), ConsumeError> {
+        async fn consume(&self, data: Telemetry, acks: Acks) -> Result<(), ConsumeError> {
             self.0.lock().await.push(data.item_count());
+            self.1.lock().unwrap().push(acks);
             Ok(())
         }
     }
 
     #[tokio::test]
     async fn batches_by_size_then_by_timeout_and_caps_the_size() {
-        let sink = Arc::new(Collect(tokio::sync::Mutex::new(Vec::new())));
+        let sink = Arc::new(Collect(
+            tokio::sync::Mutex::new(Vec::new()),
+            std::sync::Mutex::new(Vec::new()),
+        ));
         let cfg = BatchConfig {
             send_batch_size: 10,
             send_batch_max_size: 12,
@@ -531,13 +545,40 @@ mod tests {
             &[],
             CancellationToken::new(),
         );
-        running.input.consume(spans(&[&[25]])).await.unwrap();
-        running.input.consume(spans(&[&[3]])).await.unwrap();
+        let (a, mut a_done) = crate::pipeline::Ack::new();
+        let (b, mut b_done) = crate::pipeline::Ack::new();
+        running
+            .input
+            .consume(spans(&[&[25]]), Acks::one(a))
+            .await
+            .unwrap();
+        running
+            .input
+            .consume(spans(&[&[3]]), Acks::one(b))
+            .await
+            .unwrap();
         drop(running.input);
         running.task.await.unwrap();
         let sizes = sink.0.lock().await.clone();
         assert_eq!(sizes.iter().sum::<usize>(), 28);
         assert!(sizes.iter().all(|&s| s <= 12), "{sizes:?}");
         assert_eq!(running.pending.load(Ordering::Relaxed), 0);
+        // The acknowledgements travel with the batches holding their data and
+        // resolve only when the last such batch is settled downstream.
+        let mut held = std::mem::take(&mut *sink.1.lock().unwrap());
+        assert_eq!(held.len(), sizes.len());
+        let last = held.pop().unwrap();
+        drop(held);
+        assert_eq!(b_done.try_outcome(), None, "b's data is in the last batch");
+        last.mark(crate::pipeline::AckOutcome::Delivered);
+        drop(last);
+        assert_eq!(
+            a_done.try_outcome(),
+            Some(crate::pipeline::AckOutcome::Delivered)
+        );
+        assert_eq!(
+            b_done.try_outcome(),
+            Some(crate::pipeline::AckOutcome::Delivered)
+        );
     }
 }

@@ -182,7 +182,7 @@ impl SyncProcessor for MemoryLimiter {
     fn process(&self, data: Telemetry) -> Result<Telemetry, ConsumeError> {
         if self.state.over.load(Ordering::Relaxed) {
             let rss = self.state.last_rss.load(Ordering::Relaxed);
-            return Err(ConsumeError::refused(
+            return Err(ConsumeError::refused_without_acks(
                 format!(
                     "{}: memory {} MiB is above the soft limit {} MiB",
                     self.name,

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 
 use crate::config::de::{from_node, DeError};
 use crate::config::yaml::Node;
-use crate::pipeline::{BoxConsumer, ConsumeError, Consumer};
+use crate::pipeline::{AckOutcome, Acks, BoxConsumer, ConsumeError, Consumer};
 use crate::signal::{Signal, Telemetry};
 use crate::telemetry::SignalCounters;
 
@@ -91,17 +91,28 @@ impl ProcessorStage {
 
 #[async_trait]
 impl Consumer for ProcessorStage {
-    async fn consume(&self, data: Telemetry) -> Result<(), ConsumeError> {
+    async fn consume(&self, data: Telemetry, acks: Acks) -> Result<(), ConsumeError> {
         let signal = data.signal();
         let before = data.item_count();
-        let out = self.processor.process(data)?;
+        let out = match self.processor.process(data) {
+            Ok(out) => out,
+            Err(ConsumeError::Refused(mut r)) => {
+                r.acks = acks;
+                return Err(ConsumeError::Refused(r));
+            }
+            Err(e) => {
+                acks.mark(AckOutcome::Dropped);
+                return Err(e);
+            }
+        };
         let after = out.item_count();
         if after < before {
             self.dropped.add(signal, before - after);
         }
         if after == 0 {
+            // Nothing left to deliver: the acknowledgements resolve as delivered.
             return Ok(());
         }
-        self.next.consume(out).await
+        self.next.consume(out, acks).await
     }
 }

@@ -249,7 +249,7 @@ async fn sender(
         }
         let mut backoff = Duration::from_millis(10);
         loop {
-            match consumer.consume(data).await {
+            match consumer.consume(data, crate::pipeline::Acks::none()).await {
                 Ok(()) => {
                     accepted.add(Signal::Traces, n);
                     break;

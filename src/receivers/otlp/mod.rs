@@ -184,7 +184,7 @@ impl Intake {
         if n == 0 {
             return Ok(());
         }
-        match consumer.consume(data).await {
+        match consumer.consume(data, crate::pipeline::Acks::none()).await {
             Ok(()) => {
                 self.accepted.add(signal, n);
                 Ok(())

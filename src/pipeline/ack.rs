@@ -1,0 +1,170 @@
+//! End-to-end acknowledgements: a receiver that must know when its data is
+//! delivered (the Kinesis receiver, to checkpoint) attaches an [`Ack`] to the
+//! data it hands to a pipeline. Every stage passes acks along with the data
+//! (fan-outs clone them, the batcher attaches them to the batches holding the
+//! data, exporter queues keep them with each queued batch), and each exporter
+//! drops its clone once its copy is delivered, marking it first if the copy
+//! was dropped or abandoned. When the last clone is gone the receiver's
+//! [`AckWaiter`] resolves with the worst outcome.
+//!
+//! Data without acks carries an empty [`Acks`] (no allocation).
+
+use std::fmt;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::oneshot;
+
+/// How the data behind an acknowledgement ended, best to worst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum AckOutcome {
+    /// Every exporter delivered its copy (or nothing was left to deliver,
+    /// e.g. a processor filtered it out).
+    Delivered = 0,
+    /// An exporter dropped its copy for good (invalid data, retries
+    /// exhausted); counted and logged there. Reading it again would not help.
+    Dropped = 1,
+    /// Given up at shutdown while still held: read it again after restart.
+    Abandoned = 2,
+}
+
+impl AckOutcome {
+    fn from_u8(v: u8) -> AckOutcome {
+        match v {
+            0 => AckOutcome::Delivered,
+            1 => AckOutcome::Dropped,
+            _ => AckOutcome::Abandoned,
+        }
+    }
+}
+
+struct AckState {
+    worst: AtomicU8,
+    tx: Mutex<Option<oneshot::Sender<AckOutcome>>>,
+}
+
+impl Drop for AckState {
+    fn drop(&mut self) {
+        let outcome = AckOutcome::from_u8(self.worst.load(Ordering::Acquire));
+        if let Ok(tx) = self.tx.get_mut() {
+            if let Some(tx) = tx.take() {
+                let _ = tx.send(outcome);
+            }
+        }
+    }
+}
+
+/// One acknowledgement; clones share it, and it resolves when the last is dropped.
+#[derive(Clone)]
+pub struct Ack(Arc<AckState>);
+
+impl fmt::Debug for Ack {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Ack({:?})",
+            AckOutcome::from_u8(self.0.worst.load(Ordering::Relaxed))
+        )
+    }
+}
+
+impl Ack {
+    /// A new acknowledgement and the waiter that learns its outcome.
+    pub fn new() -> (Ack, AckWaiter) {
+        let (tx, rx) = oneshot::channel();
+        (
+            Ack(Arc::new(AckState {
+                worst: AtomicU8::new(AckOutcome::Delivered as u8),
+                tx: Mutex::new(Some(tx)),
+            })),
+            AckWaiter(rx),
+        )
+    }
+
+    /// Records an outcome; the worst one recorded wins.
+    pub fn mark(&self, outcome: AckOutcome) {
+        self.0.worst.fetch_max(outcome as u8, Ordering::AcqRel);
+    }
+}
+
+/// Learns how the acknowledged data ended.
+pub struct AckWaiter(oneshot::Receiver<AckOutcome>);
+
+impl AckWaiter {
+    /// Waits until every copy of the data is settled.
+    pub async fn wait(self) -> AckOutcome {
+        self.0.await.unwrap_or(AckOutcome::Abandoned)
+    }
+
+    /// The outcome if already settled.
+    pub fn try_outcome(&mut self) -> Option<AckOutcome> {
+        match self.0.try_recv() {
+            Ok(o) => Some(o),
+            Err(oneshot::error::TryRecvError::Empty) => None,
+            Err(oneshot::error::TryRecvError::Closed) => Some(AckOutcome::Abandoned),
+        }
+    }
+}
+
+/// The acknowledgements travelling with one piece of data.
+#[derive(Clone, Default, Debug)]
+pub struct Acks(Vec<Ack>);
+
+impl Acks {
+    /// No acknowledgements (most data).
+    pub fn none() -> Acks {
+        Acks(Vec::new())
+    }
+
+    /// One acknowledgement.
+    pub fn one(a: Ack) -> Acks {
+        Acks(vec![a])
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Marks every acknowledgement.
+    pub fn mark(&self, outcome: AckOutcome) {
+        for a in &self.0 {
+            a.mark(outcome);
+        }
+    }
+
+    /// Adds `other`'s acknowledgements.
+    pub fn extend(&mut self, other: Acks) {
+        self.0.extend(other.0);
+    }
+
+    /// Takes them all, leaving none.
+    pub fn take(&mut self) -> Acks {
+        Acks(std::mem::take(&mut self.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn resolves_when_the_last_clone_goes_with_the_worst_outcome() {
+        let (ack, mut waiter) = Ack::new();
+        let a = Acks::one(ack);
+        let b = a.clone();
+        let c = a.clone();
+        drop(a);
+        assert_eq!(waiter.try_outcome(), None);
+        b.mark(AckOutcome::Dropped);
+        drop(b);
+        assert_eq!(waiter.try_outcome(), None);
+        c.mark(AckOutcome::Delivered);
+        drop(c);
+        assert_eq!(waiter.wait().await, AckOutcome::Dropped);
+
+        let (ack, waiter) = Ack::new();
+        drop(ack);
+        assert_eq!(waiter.wait().await, AckOutcome::Delivered);
+    }
+}
