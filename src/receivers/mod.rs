@@ -2,6 +2,7 @@
 //! struct (deserialised from its YAML section) and a `start` that binds its
 //! listeners and feeds the [`Consumers`] of the pipelines that list it.
 
+pub mod awskinesis;
 pub mod bedrock;
 pub mod otlp;
 
@@ -21,11 +22,13 @@ pub enum ReceiverConfig {
     Otlp(otlp::OtlpReceiverConfig),
     /// `bedrock`: Bedrock agent trace events over HTTP, converted to spans.
     Bedrock(bedrock::BedrockReceiverConfig),
+    /// `awskinesis`: CloudWatch Logs subscription records from Kinesis.
+    AwsKinesis(awskinesis::AwsKinesisReceiverConfig),
 }
 
 impl ReceiverConfig {
     /// Receiver types spanwire knows.
-    pub const KINDS: &'static [&'static str] = &["otlp", "bedrock"];
+    pub const KINDS: &'static [&'static str] = &["otlp", "bedrock", "awskinesis"];
 
     /// Parses the section of a receiver of type `kind`; `None` for an unknown type.
     pub fn parse(kind: &str, node: &Node) -> Option<Result<ReceiverConfig, DeError>> {
@@ -40,6 +43,11 @@ impl ReceiverConfig {
                     .and_then(|c| c.validate().map(|_| c))
                     .map(ReceiverConfig::Bedrock),
             ),
+            "awskinesis" => Some(
+                from_node::<awskinesis::AwsKinesisReceiverConfig>(node)
+                    .and_then(|c| c.validate().map(|_| c))
+                    .map(ReceiverConfig::AwsKinesis),
+            ),
             _ => None,
         }
     }
@@ -49,6 +57,7 @@ impl ReceiverConfig {
         match self {
             ReceiverConfig::Otlp(_) => &Signal::ALL,
             ReceiverConfig::Bedrock(_) => &[Signal::Traces],
+            ReceiverConfig::AwsKinesis(c) => c.signals(),
         }
     }
 
@@ -57,6 +66,7 @@ impl ReceiverConfig {
         match self {
             ReceiverConfig::Otlp(c) => c.endpoints(),
             ReceiverConfig::Bedrock(c) => vec![c.endpoint.clone()],
+            ReceiverConfig::AwsKinesis(_) => Vec::new(),
         }
     }
 
@@ -70,6 +80,7 @@ impl ReceiverConfig {
         match self {
             ReceiverConfig::Otlp(c) => otlp::start(c, id, consumers, cancel).await,
             ReceiverConfig::Bedrock(c) => bedrock::start(c, id, consumers.traces, cancel).await,
+            ReceiverConfig::AwsKinesis(c) => awskinesis::start(c, id, consumers, cancel).await,
         }
     }
 }

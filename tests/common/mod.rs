@@ -146,6 +146,14 @@ impl Daemon {
         kb * 1024
     }
 
+    /// Kills it with SIGKILL (no chance to flush or checkpoint) and waits.
+    pub fn kill_hard(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
     /// Sends SIGTERM and waits (at most `limit`) for the exit status.
     pub fn terminate(&mut self, limit: Duration) -> ExitStatus {
         let pid = self.pid();

@@ -1,0 +1,101 @@
+//! Kinesis records → spans and log records, one GetRecords batch at a time.
+//! A bad record or a bad span inside one is counted, logged with its shard
+//! and sequence number, and skipped; it never stops the shard.
+
+use opentelemetry_proto::tonic::logs::v1::ResourceLogs;
+use serde::Deserialize;
+
+use crate::convert::aws_spans::{self, PushStats, SpanRecord, SpanStream};
+use crate::convert::cwl;
+
+/// How record contents are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    /// `aws_spans` for the `aws/spans` log group, `cloudwatch_logs` for any other.
+    #[default]
+    Auto,
+    /// Each log event is one span in Transaction Search's JSON.
+    AwsSpans,
+    /// Each log event becomes an OTLP log record.
+    CloudwatchLogs,
+}
+
+/// What one batch of records gave.
+#[derive(Default)]
+pub struct Decoded {
+    /// Spans ready to send.
+    pub spans: Vec<SpanRecord>,
+    /// Log records ready to send.
+    pub logs: Vec<ResourceLogs>,
+    /// Kinesis records that could not be read at all.
+    pub bad_records: u64,
+    /// Log events that were not a convertible span.
+    pub bad_spans: u64,
+    /// CloudWatch Logs health-check records.
+    pub control: u64,
+    /// Log events read.
+    pub events: u64,
+    /// What the span stream did (held in progress, duplicates, loop guard).
+    pub stream: PushStats,
+}
+
+/// Reads one Kinesis record into `out`.
+#[allow(clippy::too_many_arguments)]
+pub fn record(
+    data: &[u8],
+    shard: &str,
+    sequence: &str,
+    format: Format,
+    max_bytes: usize,
+    spans: &mut SpanStream,
+    now_ms: u64,
+    now_unix_nano: u64,
+    out: &mut Decoded,
+) {
+    let parts = match cwl::deaggregate(data) {
+        Ok(p) => p,
+        Err(e) => {
+            out.bad_records += 1;
+            tracing::warn!(shard, sequence, error = %e, "skipping a Kinesis record");
+            return;
+        }
+    };
+    for part in parts {
+        let env = match cwl::decode_envelope(&part, max_bytes) {
+            Ok(env) => env,
+            Err(e) => {
+                out.bad_records += 1;
+                tracing::warn!(shard, sequence, error = %e, "skipping a Kinesis record");
+                continue;
+            }
+        };
+        if env.is_control() {
+            out.control += 1;
+            continue;
+        }
+        out.events += env.log_events.len() as u64;
+        let as_spans = match format {
+            Format::AwsSpans => true,
+            Format::CloudwatchLogs => false,
+            Format::Auto => env.log_group == "aws/spans",
+        };
+        if !as_spans {
+            out.logs.push(cwl::logs_from_envelope(&env, now_unix_nano));
+            continue;
+        }
+        for (i, ev) in env.log_events.iter().enumerate() {
+            let parsed = serde_json::from_str::<serde_json::Value>(&ev.message)
+                .map_err(|e| aws_spans::SpanJsonError::Json(e.to_string()))
+                .and_then(|v| aws_spans::span_from_json(&v));
+            match parsed {
+                Ok(r) => spans.push(r, now_ms, &mut out.spans, &mut out.stream),
+                Err(e) => {
+                    out.bad_spans += 1;
+                    tracing::warn!(shard, sequence, event = i, event_id = %ev.id, log_group = %env.log_group,
+                        error = %e, "skipping a log event that is not a span");
+                }
+            }
+        }
+    }
+}

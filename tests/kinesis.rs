@@ -1,0 +1,396 @@
+//! The `awskinesis` receiver end to end against moto server: spans written
+//! to the `aws/spans` log group travel through a real subscription filter
+//! into a Kinesis stream (in CloudWatch Logs' own gzip envelope), and spanwire
+//! delivers each span once to an OTLP sink — also across kill -9.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_cloudwatchlogs::types::InputLogEvent;
+use aws_sdk_kinesis::primitives::Blob;
+use common::{aws_test_env, aws_test_sdk_config, free_port, http_request, Daemon, Moto, Sink};
+use opentelemetry_proto::tonic::common::v1::any_value;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use serde_json::Value;
+use spanwire::signal::Signal;
+
+const STREAM: &str = "spans-stream";
+
+fn fixture_lines(name: &str) -> Vec<String> {
+    std::fs::read_to_string(format!(
+        "{}/tests/fixtures/aws-spans/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+    .lines()
+    .filter(|l| !l.trim().is_empty())
+    .map(String::from)
+    .collect()
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+struct Aws {
+    kinesis: aws_sdk_kinesis::Client,
+    logs: aws_sdk_cloudwatchlogs::Client,
+}
+
+/// A stream with `shards` shards and an `aws/spans` log group subscribed to it.
+async fn setup(moto: &Moto, shards: i32) -> Aws {
+    let conf = aws_test_sdk_config(&moto.endpoint());
+    let kinesis = aws_sdk_kinesis::Client::new(&conf);
+    let logs = aws_sdk_cloudwatchlogs::Client::new(&conf);
+    kinesis
+        .create_stream()
+        .stream_name(STREAM)
+        .shard_count(shards)
+        .send()
+        .await
+        .unwrap();
+    let arn = kinesis
+        .describe_stream_summary()
+        .stream_name(STREAM)
+        .send()
+        .await
+        .unwrap()
+        .stream_description_summary()
+        .unwrap()
+        .stream_arn()
+        .to_string();
+    logs.create_log_group()
+        .log_group_name("aws/spans")
+        .send()
+        .await
+        .unwrap();
+    logs.create_log_stream()
+        .log_group_name("aws/spans")
+        .log_stream_name("default")
+        .send()
+        .await
+        .unwrap();
+    logs.put_subscription_filter()
+        .log_group_name("aws/spans")
+        .filter_name("to-kinesis")
+        .filter_pattern("")
+        .destination_arn(arn)
+        .role_arn("arn:aws:iam::123456789012:role/cwl-to-kinesis")
+        .send()
+        .await
+        .unwrap();
+    Aws { kinesis, logs }
+}
+
+/// Writes `messages` to `aws/spans` (one PutLogEvents call each `per_call`).
+async fn put_spans(aws: &Aws, messages: &[String], per_call: usize) {
+    for chunk in messages.chunks(per_call) {
+        let t = now_ms();
+        let events: Vec<InputLogEvent> = chunk
+            .iter()
+            .map(|m| {
+                InputLogEvent::builder()
+                    .timestamp(t)
+                    .message(m)
+                    .build()
+                    .unwrap()
+            })
+            .collect();
+        aws.logs
+            .put_log_events()
+            .log_group_name("aws/spans")
+            .log_stream_name("default")
+            .set_log_events(Some(events))
+            .send()
+            .await
+            .unwrap();
+    }
+}
+
+fn config(moto: &Moto, sink: &Sink, dir: &Path, health: u16, metrics: u16) -> String {
+    format!(
+        r#"
+receivers:
+  awskinesis:
+    stream_name: {STREAM}
+    region: us-east-1
+    endpoint: "{endpoint}"
+    poll_interval: 100ms
+    shard_discovery_interval: 1s
+    in_progress_timeout: 2s
+    checkpoint:
+      directory: "{dir}"
+processors:
+  batch: {{timeout: 50ms}}
+exporters:
+  otlp:
+    endpoint: "http://127.0.0.1:{grpc}"
+    retry_on_failure: {{initial_interval: 50ms, max_interval: 200ms, max_elapsed_time: 0s}}
+extensions:
+  health_check: {{endpoint: "127.0.0.1:{health}"}}
+service:
+  extensions: [health_check]
+  telemetry: {{metrics: {{address: "127.0.0.1:{metrics}"}}}}
+  pipelines:
+    traces: {{receivers: [awskinesis], processors: [batch], exporters: [otlp]}}
+"#,
+        endpoint = moto.endpoint(),
+        dir = dir.display(),
+        grpc = sink.grpc_port
+    )
+}
+
+fn span_key(s: &Span) -> (String, String) {
+    (hex::encode(&s.trace_id), hex::encode(&s.span_id))
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+async fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    f()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_spans_arrive_once_completed_and_bad_records_are_skipped() {
+    let moto = Moto::start();
+    let aws = setup(&moto, 2).await;
+    let sink = Sink::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (health, metrics) = (free_port(), free_port());
+    let daemon = Daemon::start_with_env(
+        &config(&moto, &sink, dir.path(), health, metrics),
+        health,
+        &aws_test_env(),
+    );
+
+    // Real records: X-Ray-origin spans (in progress, then completed), AgentCore spans.
+    let mut messages = fixture_lines("coralogix_stepfunctions_aws_spans.jsonl");
+    messages.extend(fixture_lines(
+        "awsdocs_agentcore_understanding_input_spans.jsonl",
+    ));
+    messages.extend(fixture_lines("dev7a_lambda_appsignals_span.jsonl"));
+    let mut expected: HashMap<(String, String), bool> = HashMap::new();
+    for m in &messages {
+        let v: Value = serde_json::from_str(m).unwrap();
+        let key = (
+            v["traceId"].as_str().unwrap().to_string(),
+            v["spanId"].as_str().unwrap().to_string(),
+        );
+        let completed = !v["endTimeUnixNano"].is_null();
+        let e = expected.entry(key).or_insert(false);
+        *e |= completed;
+    }
+    // A span spanwire wrote to X-Ray itself (the loop guard drops it), and a
+    // log event that is not a span.
+    let marked = r#"{"traceId":"0af7651916cd43dd8448eb211c80319c","spanId":"b7ad6b7169203331","name":"written-by-spanwire","kind":"SERVER","startTimeUnixNano":1785830304824000000,"endTimeUnixNano":1785830305824000000,"attributes":{"spanwire_exported":true}}"#;
+    messages.push(marked.to_string());
+    messages.push("this is not a span".to_string());
+    put_spans(&aws, &messages, 7).await;
+
+    // Records no subscription filter writes: a health check, bad gzip, and a
+    // KPL aggregate holding one more envelope.
+    let control = std::fs::read(format!(
+        "{}/tests/fixtures/aws-spans/envelope_control_message_kinesis.clever.json",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let extra = r#"{"traceId":"11111111111111111111111111111111","spanId":"2222222222222222","name":"via-kpl","kind":"INTERNAL","startTimeUnixNano":1785830304824000000,"endTimeUnixNano":1785830305824000000}"#;
+    let envelope = serde_json::json!({
+        "messageType": "DATA_MESSAGE", "owner": "123456789012", "logGroup": "aws/spans",
+        "logStream": "kpl", "subscriptionFilters": ["f"],
+        "logEvents": [{"id": "1", "timestamp": now_ms(), "message": extra}]
+    });
+    let kpl = spanwire::convert::cwl::aggregate(
+        "pk",
+        &[&spanwire::net::gzip(envelope.to_string().as_bytes())],
+    );
+    expected.insert(
+        (
+            "11111111111111111111111111111111".into(),
+            "2222222222222222".into(),
+        ),
+        true,
+    );
+    for data in [
+        spanwire::net::gzip(&control),
+        b"\x1f\x8bnot really gzip".to_vec(),
+        kpl,
+    ] {
+        aws.kinesis
+            .put_record()
+            .stream_name(STREAM)
+            .partition_key("pk")
+            .data(Blob::new(data))
+            .send()
+            .await
+            .unwrap();
+    }
+
+    let arrived = wait_until(Duration::from_secs(30), || {
+        let keys: HashSet<_> = sink.spans().iter().map(span_key).collect();
+        expected.keys().all(|k| keys.contains(k))
+    })
+    .await;
+    // Anything late or duplicated has time to show up.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let spans = sink.spans();
+    assert!(
+        arrived,
+        "missing spans; got {} of {}\n{}",
+        spans.len(),
+        expected.len(),
+        daemon.logs()
+    );
+    let mut seen: HashMap<(String, String), &Span> = HashMap::new();
+    for s in &spans {
+        assert!(
+            seen.insert(span_key(s), s).is_none(),
+            "{:?} arrived twice",
+            span_key(s)
+        );
+    }
+    assert_eq!(seen.len(), expected.len(), "exactly the expected spans");
+    for (k, completed) in &expected {
+        let s = seen[k];
+        assert_eq!(
+            s.end_time_unix_nano != 0,
+            *completed,
+            "{k:?} {}: completed when a completed record exists",
+            s.name
+        );
+    }
+    assert!(
+        spans.iter().all(|s| s.name != "written-by-spanwire"),
+        "the loop guard drops spanwire's own spans"
+    );
+    // Times above 2^53 kept exactly.
+    let s3 = spans.iter().find(|s| s.name == "S3.ListBuckets").unwrap();
+    assert_eq!(s3.start_time_unix_nano, 1_785_830_304_947_000_064);
+    assert!(s3.attributes.iter().any(|kv| kv.key == "http.status_code"
+        && kv.value.as_ref().and_then(|v| v.value.clone())
+            == Some(any_value::Value::IntValue(200))));
+
+    let m = http_request("GET", metrics, "/metrics", &[], Vec::new()).await;
+    let text = String::from_utf8_lossy(&m.body).to_string();
+    assert_eq!(
+        metric(&text, "spanwire_kinesis_bad_records_total"),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(metric(&text, "spanwire_kinesis_bad_spans_total"), 1.0);
+    assert_eq!(
+        metric(&text, "spanwire_kinesis_control_messages_total"),
+        1.0
+    );
+    assert_eq!(
+        metric(&text, "spanwire_kinesis_loop_guard_dropped_spans_total"),
+        1.0
+    );
+    let logs = daemon.logs();
+    assert!(
+        logs.contains("skipping a Kinesis record") && logs.contains("sequence"),
+        "{logs}"
+    );
+
+    // Both shards are checkpointed in the file.
+    let cp: Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join(format!("{STREAM}.checkpoints.json"))).unwrap(),
+    )
+    .unwrap();
+    assert!(!cp["shards"].as_object().unwrap().is_empty(), "{cp}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_kill_9_only_the_unacknowledged_tail_is_read_again() {
+    let moto = Moto::start();
+    let aws = setup(&moto, 1).await;
+    let sink = Sink::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (health, metrics) = (free_port(), free_port());
+    let cfg = config(&moto, &sink, dir.path(), health, metrics);
+    let span = |i: usize| {
+        format!(
+            r#"{{"traceId":"{:032x}","spanId":"{:016x}","name":"span-{i}","kind":"INTERNAL","startTimeUnixNano":1785830304824000000,"endTimeUnixNano":1785830305824000000}}"#,
+            0xabc000 + i / 10,
+            i + 1
+        )
+    };
+    // 1. Delivered and checkpointed.
+    let mut daemon = Daemon::start_with_env(&cfg, health, &aws_test_env());
+    let first: Vec<String> = (0..30).map(span).collect();
+    put_spans(&aws, &first, 10).await;
+    assert!(
+        wait_until(Duration::from_secs(30), || sink.count(Signal::Traces) >= 30).await,
+        "{}",
+        daemon.logs()
+    );
+    let cp_file = dir.path().join(format!("{STREAM}.checkpoints.json"));
+    let checkpointed = || -> usize {
+        std::fs::read(&cp_file)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .map(|v| v["shards"].as_object().map(|o| o.len()).unwrap_or(0))
+            .unwrap_or(0)
+    };
+    assert!(wait_until(Duration::from_secs(10), || checkpointed() == 1).await);
+    // Wait for the checkpoint to settle on the last delivered record.
+    let mut cp_before = std::fs::read_to_string(&cp_file).unwrap();
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = std::fs::read_to_string(&cp_file).unwrap();
+        if now == cp_before {
+            break;
+        }
+        cp_before = now;
+    }
+    // 2. The backend goes down: new records are read but cannot be delivered,
+    //    so the checkpoint must not move. Then the process dies hard.
+    sink.refuse.store(true, std::sync::atomic::Ordering::SeqCst);
+    let second: Vec<String> = (30..50).map(span).collect();
+    put_spans(&aws, &second, 10).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        std::fs::read_to_string(&cp_file).unwrap(),
+        cp_before,
+        "no checkpoint past undelivered data"
+    );
+    daemon.kill_hard();
+    // 3. Back up: exactly the undelivered tail arrives, nothing twice.
+    sink.refuse
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let daemon = Daemon::start_with_env(&cfg, health, &aws_test_env());
+    assert!(
+        wait_until(Duration::from_secs(30), || sink.count(Signal::Traces) >= 50).await,
+        "{}",
+        daemon.logs()
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let spans = sink.spans();
+    let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
+    let distinct: HashSet<&str> = names.iter().copied().collect();
+    assert_eq!(distinct.len(), 50, "every span");
+    assert_eq!(names.len(), 50, "none read twice: {names:?}");
+    assert_ne!(
+        std::fs::read_to_string(&cp_file).unwrap(),
+        cp_before,
+        "the checkpoint moved on"
+    );
+}
