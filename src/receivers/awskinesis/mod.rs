@@ -16,6 +16,7 @@
 
 pub mod checkpoint;
 pub mod decode;
+pub mod lease;
 mod shard;
 
 use std::path::PathBuf;
@@ -56,6 +57,8 @@ pub enum StoreKind {
     /// A JSON file per stream in `directory` (one instance).
     #[default]
     File,
+    /// Leases and checkpoints in a DynamoDB table (several instances).
+    Dynamodb,
 }
 
 fn default_checkpoint_dir() -> PathBuf {
@@ -69,9 +72,18 @@ pub struct CheckpointConfig {
     /// `file` (default).
     #[serde(default)]
     pub store: StoreKind,
-    /// Directory of the checkpoint files.
+    /// Directory of the checkpoint files (`store: file`).
     #[serde(default = "default_checkpoint_dir")]
     pub directory: PathBuf,
+    /// The lease table (`store: dynamodb`); default `spanwire-<stream>`.
+    #[serde(default)]
+    pub table: Option<String>,
+    /// Create the lease table (on-demand) when it does not exist.
+    #[serde(default = "yes")]
+    pub create_table: bool,
+    /// DynamoDB endpoint URL override.
+    #[serde(default)]
+    pub endpoint: Option<String>,
 }
 
 impl Default for CheckpointConfig {
@@ -79,6 +91,37 @@ impl Default for CheckpointConfig {
         CheckpointConfig {
             store: StoreKind::File,
             directory: default_checkpoint_dir(),
+            table: None,
+            create_table: true,
+            endpoint: None,
+        }
+    }
+}
+
+fn default_failover() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_renew() -> Duration {
+    Duration::from_secs(3)
+}
+
+/// `lease:` (with `checkpoint.store: dynamodb`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseConfig {
+    /// A lease whose counter has not moved for this long is taken over.
+    #[serde(default = "default_failover", with = "duration")]
+    pub failover_time: Duration,
+    /// How often leases are renewed and rebalanced.
+    #[serde(default = "default_renew", with = "duration")]
+    pub renew_interval: Duration,
+}
+
+impl Default for LeaseConfig {
+    fn default() -> Self {
+        LeaseConfig {
+            failover_time: default_failover(),
+            renew_interval: default_renew(),
         }
     }
 }
@@ -154,6 +197,9 @@ pub struct AwsKinesisReceiverConfig {
     /// Checkpoint store.
     #[serde(default)]
     pub checkpoint: CheckpointConfig,
+    /// Lease timing (DynamoDB store).
+    #[serde(default)]
+    pub lease: LeaseConfig,
     /// Hold an in-progress X-Ray span this long for its completed record.
     #[serde(default = "default_in_progress_timeout", with = "duration")]
     pub in_progress_timeout: Duration,
@@ -187,6 +233,13 @@ impl AwsKinesisReceiverConfig {
                     "endpoint `{e}` must start with http:// or https://"
                 )));
             }
+        }
+        if self.lease.renew_interval.is_zero()
+            || self.lease.failover_time <= self.lease.renew_interval
+        {
+            return Err(DeError::custom(
+                "lease.failover_time must be longer than lease.renew_interval (which must be more than 0)",
+            ));
         }
         if !(1..=10_000).contains(&self.max_records) {
             return Err(DeError::custom("max_records must be between 1 and 10000"));
@@ -289,6 +342,8 @@ pub(crate) struct Shared {
     pub stream: StreamRef,
     pub client: aws_sdk_kinesis::Client,
     pub store: Arc<dyn checkpoint::Checkpoints>,
+    /// The lease table, with `store: dynamodb`.
+    pub leases: Option<Arc<lease::LeaseStore>>,
     pub consumers: Consumers,
     pub spans: Mutex<SpanStream>,
     pub metrics: Metrics,
@@ -320,13 +375,6 @@ pub async fn start(
         (None, Some(a)) => StreamRef::Arn(a.clone()),
         (None, None) => return Err(StartError::component(&name, "no stream_name or stream_arn")),
     };
-    let store: Arc<dyn checkpoint::Checkpoints> = match cfg.checkpoint.store {
-        StoreKind::File => Arc::new(
-            checkpoint::FileStore::open(&cfg.checkpoint.directory, &cfg.stream_label())
-                .await
-                .map_err(|e| StartError::component(&name, e.to_string()))?,
-        ),
-    };
     let sdk = crate::aws::sdk_config(&AwsSettings {
         region: cfg.region.clone(),
         role_arn: cfg.role_arn.clone(),
@@ -334,6 +382,49 @@ pub async fn start(
     })
     .await
     .map_err(|e| StartError::component(&name, e.to_string()))?;
+    let (store, leases): (Arc<dyn checkpoint::Checkpoints>, _) = match cfg.checkpoint.store {
+        StoreKind::File => (
+            Arc::new(
+                checkpoint::FileStore::open(&cfg.checkpoint.directory, &cfg.stream_label())
+                    .await
+                    .map_err(|e| StartError::component(&name, e.to_string()))?,
+            ),
+            None,
+        ),
+        StoreKind::Dynamodb => {
+            let mut b = aws_sdk_dynamodb::config::Builder::from(&sdk);
+            if let Some(e) = cfg.checkpoint.endpoint.as_ref().or(cfg.endpoint.as_ref()) {
+                b = b.endpoint_url(e.clone());
+            }
+            let table = cfg
+                .checkpoint
+                .table
+                .clone()
+                .unwrap_or_else(|| format!("spanwire-{}", cfg.stream_label()));
+            let initial = match cfg.start_position {
+                StartPosition::TrimHorizon => "TRIM_HORIZON",
+                StartPosition::Latest => "LATEST",
+                StartPosition::AtTimestamp => "AT_TIMESTAMP",
+            };
+            let store = Arc::new(lease::LeaseStore::new(
+                aws_sdk_dynamodb::Client::from_conf(b.build()),
+                table,
+                owner_id(),
+                cfg.lease.failover_time,
+                initial,
+            ));
+            if cfg.checkpoint.create_table {
+                store
+                    .ensure_table()
+                    .await
+                    .map_err(|e| StartError::component(&name, e.to_string()))?;
+            }
+            (
+                store.clone() as Arc<dyn checkpoint::Checkpoints>,
+                Some(store),
+            )
+        }
+    };
     let mut b = aws_sdk_kinesis::config::Builder::from(&sdk);
     if let Some(e) = &cfg.endpoint {
         b = b.endpoint_url(e.clone());
@@ -351,6 +442,7 @@ pub async fn start(
         stream,
         client,
         store,
+        leases,
         consumers,
         epoch: Instant::now(),
         relist: tokio::sync::Notify::new(),
@@ -361,55 +453,109 @@ pub async fn start(
     Ok(tasks)
 }
 
-/// Lists shards and keeps one task per readable shard.
+/// This instance's lease owner id: host, process and a random part.
+fn owner_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "spanwire".to_string());
+    let r: u32 = rand::random();
+    format!("{host}-{}-{r:08x}", std::process::id())
+}
+
+/// A running shard reader.
+struct Running {
+    handle: JoinHandle<shard::Exit>,
+    cancel: CancellationToken,
+}
+
+/// Lists shards and keeps one reader per shard that is readable (and, with
+/// leases, held by this instance).
 async fn supervise(shared: Arc<Shared>, cancel: CancellationToken) {
-    let mut running: std::collections::HashMap<String, JoinHandle<shard::Exit>> =
-        std::collections::HashMap::new();
+    let mut running: std::collections::HashMap<String, Running> = std::collections::HashMap::new();
     let mut backoff = Duration::from_millis(500);
+    let mut shards: Vec<shard::ShardInfo> = Vec::new();
+    let mut listed_at: Option<Instant> = None;
+    let cycle = match &shared.leases {
+        Some(_) => shared.cfg.lease.renew_interval,
+        None => shared.cfg.shard_discovery_interval,
+    };
     loop {
-        // Reap finished shard tasks.
-        running.retain(|_, h| !h.is_finished());
-        match shard::list_shards(&shared).await {
-            Ok(shards) => {
-                backoff = Duration::from_millis(500);
-                match shard::readable(&shared, &shards).await {
-                    Ok(ready) => {
-                        for id in ready {
-                            if running.contains_key(&id) {
-                                continue;
+        running.retain(|_, r| !r.handle.is_finished());
+        let due = listed_at.is_none_or(|t| t.elapsed() >= shared.cfg.shard_discovery_interval);
+        let step: Result<(), String> = async {
+            if due || shards.is_empty() {
+                shards = shard::list_shards(&shared).await?;
+                listed_at = Some(Instant::now());
+            }
+            let held = match &shared.leases {
+                Some(l) => {
+                    let with_parents: Vec<(String, Vec<String>)> =
+                        shards.iter().map(|s| (s.id.clone(), s.parents.clone())).collect();
+                    l.add_shards(&with_parents).await.map_err(|e| e.to_string())?;
+                    let c = l.cycle().await.map_err(|e| e.to_string())?;
+                    // Hand over what another instance asked for: stop the
+                    // reader (it checkpoints what it delivered), then pass on.
+                    for id in &c.hand_off {
+                        match running.get(id) {
+                            Some(r) if !r.handle.is_finished() => r.cancel.cancel(),
+                            _ => {
+                                running.remove(id);
+                                l.hand_off(id).await.map_err(|e| e.to_string())?;
                             }
-                            tracing::info!(receiver = %shared.name, shard = %id, "reading shard");
-                            let h = tokio::spawn(shard::run(
-                                shared.clone(),
-                                id.clone(),
-                                cancel.clone(),
-                            ));
-                            running.insert(id, h);
                         }
                     }
-                    Err(e) => {
-                        tracing::error!(receiver = %shared.name, error = %e, "cannot read checkpoints");
+                    Some(c.ready)
+                }
+                None => None,
+            };
+            let ready = shard::readable(&shared, &shards).await.map_err(|e| e.to_string())?;
+            // Stop readers of shards this instance no longer holds.
+            if let Some(held) = &held {
+                for (id, r) in &running {
+                    if !held.contains(id) {
+                        tracing::info!(receiver = %shared.name, shard = %id, "lease lost; stopping the reader");
+                        r.cancel.cancel();
                     }
                 }
+            }
+            for id in ready {
+                if running.contains_key(&id) || held.as_ref().is_some_and(|h| !h.contains(&id)) {
+                    continue;
+                }
+                tracing::info!(receiver = %shared.name, shard = %id, "reading shard");
+                let token = cancel.child_token();
+                let h = tokio::spawn(shard::run(shared.clone(), id.clone(), token.clone()));
+                running.insert(id, Running { handle: h, cancel: token });
+            }
+            Ok(())
+        }
+        .await;
+        let wait = match step {
+            Ok(()) => {
+                backoff = Duration::from_millis(500);
+                cycle
             }
             Err(e) => {
                 tracing::error!(receiver = %shared.name, error = %e, retry_in_ms = backoff.as_millis() as u64,
-                    "cannot list the stream's shards");
+                    "cannot list shards or update leases");
                 backoff = (backoff * 2).min(Duration::from_secs(30));
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => continue,
-                    _ = cancel.cancelled() => break,
-                }
+                backoff.min(cycle)
             }
-        }
+        };
         tokio::select! {
-            _ = tokio::time::sleep(shared.cfg.shard_discovery_interval) => {}
-            _ = shared.relist.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+            _ = shared.relist.notified() => { listed_at = None; }
             _ = cancel.cancelled() => break,
         }
     }
-    for (_, h) in running {
-        let _ = h.await;
+    for (_, r) in running {
+        let _ = r.handle.await;
+    }
+    if let Some(l) = &shared.leases {
+        l.release_all().await;
     }
 }
 

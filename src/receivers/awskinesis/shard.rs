@@ -293,10 +293,26 @@ impl Reader {
         Some(waiter)
     }
 
-    async fn sleep(&self, d: Duration) -> bool {
-        tokio::select! {
-            _ = tokio::time::sleep(d) => true,
-            _ = self.cancel.cancelled() => false,
+    /// Sleeps `d` (false if cancelled), checkpointing batches as they settle
+    /// meanwhile, so the checkpoint follows delivery within ~50 ms.
+    async fn sleep(&mut self, d: Duration) -> bool {
+        let until = Instant::now() + d;
+        loop {
+            let now = Instant::now();
+            if now >= until {
+                return true;
+            }
+            let slice = (until - now).min(Duration::from_millis(50));
+            tokio::select! {
+                _ = tokio::time::sleep(slice) => {}
+                _ = self.cancel.cancelled() => return false,
+            }
+            if !self.in_flight.is_empty() {
+                if let Err(e) = self.settle(false).await {
+                    tracing::warn!(receiver = %self.shared.name, shard = %self.shard, error = %e,
+                        "cannot write the checkpoint");
+                }
+            }
         }
     }
 }
