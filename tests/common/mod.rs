@@ -255,6 +255,55 @@ impl Drop for Moto {
     }
 }
 
+/// kinesalite (a local Kinesis with realistic iterators, sequence numbers and
+/// resharding) on a free loopback port. Fails, never skips, when it is not
+/// installed: run `scripts/test`, which installs it into `.node`.
+pub struct Kinesalite {
+    child: Child,
+    pub port: u16,
+}
+
+impl Kinesalite {
+    pub fn start() -> Kinesalite {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let modules = std::env::var("SPANWIRE_NODE_PATH")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| root.join(".node/node_modules"));
+        assert!(
+            modules.join("kinesalite").exists(),
+            "{} has no kinesalite: run scripts/test, which installs it",
+            modules.display()
+        );
+        let port = free_port();
+        let child = Command::new("node")
+            .arg(root.join("tests/kinesalite.js"))
+            .arg(port.to_string())
+            .env("NODE_PATH", &modules)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start node: {e}"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "kinesalite did not start in 30s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Kinesalite { child, port }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Kinesalite {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// An AWS SDK config for test clients talking to a local server.
 pub fn aws_test_sdk_config(endpoint: &str) -> aws_config::SdkConfig {
     use aws_config::{BehaviorVersion, Region};

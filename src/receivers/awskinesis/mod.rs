@@ -298,15 +298,13 @@ pub(crate) enum StreamRef {
 
 /// Self-metrics of one receiver.
 pub(crate) struct Metrics {
-    pub records: metrics::Counter,
-    pub bytes: metrics::Counter,
     pub bad_records: metrics::Counter,
     pub bad_spans: metrics::Counter,
     pub control: metrics::Counter,
     pub loop_dropped: metrics::Counter,
     pub duplicates: metrics::Counter,
     pub throttled: metrics::Counter,
-    pub checkpoints: metrics::Counter,
+    pub leases_held: metrics::Gauge,
     pub accepted: crate::telemetry::SignalCounters,
     pub refused: crate::telemetry::SignalCounters,
 }
@@ -320,15 +318,13 @@ impl Metrics {
             ("transport", "kinesis".to_string()),
         ];
         Metrics {
-            records: c("spanwire_kinesis_records_total"),
-            bytes: c("spanwire_kinesis_bytes_total"),
             bad_records: c("spanwire_kinesis_bad_records_total"),
             bad_spans: c("spanwire_kinesis_bad_spans_total"),
             control: c("spanwire_kinesis_control_messages_total"),
             loop_dropped: c("spanwire_kinesis_loop_guard_dropped_spans_total"),
             duplicates: c("spanwire_kinesis_duplicate_spans_total"),
             throttled: c("spanwire_kinesis_throttled_total"),
-            checkpoints: c("spanwire_kinesis_checkpoints_total"),
+            leases_held: metrics::gauge!("spanwire_kinesis_leases_held", &l()),
             accepted: crate::telemetry::SignalCounters::new("spanwire_receiver_accepted", &labels),
             refused: crate::telemetry::SignalCounters::new("spanwire_receiver_refused", &labels),
         }
@@ -496,6 +492,7 @@ async fn supervise(shared: Arc<Shared>, cancel: CancellationToken) {
                         shards.iter().map(|s| (s.id.clone(), s.parents.clone())).collect();
                     l.add_shards(&with_parents).await.map_err(|e| e.to_string())?;
                     let c = l.cycle().await.map_err(|e| e.to_string())?;
+                    shared.metrics.leases_held.set((c.ready.len() + c.hand_off.len()) as f64);
                     // Hand over what another instance asked for: stop the
                     // reader (it checkpoints what it delivered), then pass on.
                     for id in &c.hand_off {

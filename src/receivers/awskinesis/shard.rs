@@ -144,6 +144,31 @@ async fn iterator(
     Ok(resp.shard_iterator().map(String::from))
 }
 
+/// Self-metrics of one shard.
+struct ShardMetrics {
+    records: metrics::Counter,
+    bytes: metrics::Counter,
+    spans: metrics::Counter,
+    checkpoints: metrics::Counter,
+    lag: metrics::Gauge,
+}
+
+impl ShardMetrics {
+    fn new(receiver: &str, shard: &str) -> ShardMetrics {
+        let l = [
+            ("receiver", receiver.to_string()),
+            ("shard", shard.to_string()),
+        ];
+        ShardMetrics {
+            records: metrics::counter!("spanwire_kinesis_records_total", &l),
+            bytes: metrics::counter!("spanwire_kinesis_bytes_total", &l),
+            spans: metrics::counter!("spanwire_kinesis_spans_total", &l),
+            checkpoints: metrics::counter!("spanwire_kinesis_checkpoints_total", &l),
+            lag: metrics::gauge!("spanwire_kinesis_millis_behind_latest", &l),
+        }
+    }
+}
+
 /// A batch sent and not yet checkpointed.
 struct InFlight {
     /// Last sequence number of the batch.
@@ -194,6 +219,7 @@ struct Reader {
     in_flight: VecDeque<InFlight>,
     /// The checkpoint as stored.
     checkpointed: Option<String>,
+    metrics: ShardMetrics,
 }
 
 impl Reader {
@@ -219,7 +245,7 @@ impl Reader {
         }
         if let Some(seq) = newest {
             self.shared.store.set(&self.shard, &seq).await?;
-            self.shared.metrics.checkpoints.increment(1);
+            self.metrics.checkpoints.increment(1);
             self.checkpointed = Some(seq);
         }
         Ok(())
@@ -331,14 +357,13 @@ pub(crate) async fn run(shared: Arc<Shared>, shard: String, cancel: Cancellation
             }
         }
     };
-    let lag = metrics::gauge!("spanwire_kinesis_millis_behind_latest",
-        "receiver" => shared.name.clone(), "shard" => shard.clone());
     let mut r = Reader {
         shared: shared.clone(),
         shard: shard.clone(),
         cancel: cancel.clone(),
         in_flight: VecDeque::new(),
         checkpointed,
+        metrics: ShardMetrics::new(&shared.name, &shard),
     };
     // The last record read (ahead of the checkpoint while batches are in flight).
     let mut last_read: Option<String> = r.checkpointed.clone();
@@ -421,7 +446,7 @@ pub(crate) async fn run(shared: Arc<Shared>, shard: String, cancel: Cancellation
             }
         };
         if let Some(ms) = resp.millis_behind_latest() {
-            lag.set(ms as f64);
+            r.metrics.lag.set(ms as f64);
         }
         let records = resp.records();
         if !records.is_empty() {
@@ -450,9 +475,10 @@ pub(crate) async fn run(shared: Arc<Shared>, shard: String, cancel: Cancellation
                     );
                 }
             }
+            r.metrics.records.increment(records.len() as u64);
+            r.metrics.bytes.increment(bytes as u64);
+            r.metrics.spans.increment(decoded.spans.len() as u64);
             let m = &shared.metrics;
-            m.records.increment(records.len() as u64);
-            m.bytes.increment(bytes as u64);
             m.bad_records.increment(decoded.bad_records);
             m.bad_spans.increment(decoded.bad_spans);
             m.control.increment(decoded.control);
