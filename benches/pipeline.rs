@@ -142,5 +142,49 @@ fn xray_convert(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, decode_batch_encode, bedrock_convert, xray_convert);
+/// `aws/spans` span JSON text → OTLP spans: parse, convert, de-duplicate
+/// in-progress records, group by resource — what the Kinesis receiver does
+/// per log event.
+fn aws_spans_convert(c: &mut Criterion) {
+    use spanwire::convert::aws_spans;
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/aws-spans");
+    let mut lines: Vec<String> = Vec::new();
+    for f in [
+        "coralogix_stepfunctions_aws_spans.jsonl",
+        "awsdocs_agentcore_understanding_input_spans.jsonl",
+        "dev7a_lambda_appsignals_span.jsonl",
+        "awsdocs_strands_split_spans.ABBREVIATED.jsonl",
+    ] {
+        let text = std::fs::read_to_string(format!("{dir}/{f}")).expect("fixture");
+        lines.extend(
+            text.lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(String::from),
+        );
+    }
+    let mut g = c.benchmark_group("aws_spans");
+    g.throughput(Throughput::Elements(lines.len() as u64));
+    g.bench_function("json_to_otlp_fixture_spans", |b| {
+        b.iter(|| {
+            let mut stream = aws_spans::SpanStream::new(aws_spans::StreamOptions::default());
+            let mut out = Vec::with_capacity(lines.len());
+            let mut stats = aws_spans::PushStats::default();
+            for l in &lines {
+                let r = aws_spans::span_from_str(l).expect("span");
+                stream.push(r, 0, &mut out, &mut stats);
+            }
+            stream.expire(1, true, &mut out);
+            std::hint::black_box(aws_spans::group(out).len())
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    decode_batch_encode,
+    bedrock_convert,
+    xray_convert,
+    aws_spans_convert
+);
 criterion_main!(benches);

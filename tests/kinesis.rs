@@ -139,6 +139,7 @@ service:
   telemetry: {{metrics: {{address: "127.0.0.1:{metrics}"}}}}
   pipelines:
     traces: {{receivers: [awskinesis], processors: [batch], exporters: [otlp]}}
+    logs: {{receivers: [awskinesis], processors: [batch], exporters: [otlp]}}
 "#,
         endpoint = moto.endpoint(),
         dir = dir.display(),
@@ -204,6 +205,68 @@ async fn aws_spans_arrive_once_completed_and_bad_records_are_skipped() {
     messages.push(marked.to_string());
     messages.push("this is not a span".to_string());
     put_spans(&aws, &messages, 7).await;
+
+    // Another log group on the same stream (an agent runtime's logs) comes
+    // out as log records (`format: auto`).
+    let group = "/aws/bedrock-agentcore/runtimes/agent-1";
+    aws.logs
+        .create_log_group()
+        .log_group_name(group)
+        .send()
+        .await
+        .unwrap();
+    aws.logs
+        .create_log_stream()
+        .log_group_name(group)
+        .log_stream_name("rt")
+        .send()
+        .await
+        .unwrap();
+    let arn = aws
+        .kinesis
+        .describe_stream_summary()
+        .stream_name(STREAM)
+        .send()
+        .await
+        .unwrap()
+        .stream_description_summary()
+        .unwrap()
+        .stream_arn()
+        .to_string();
+    aws.logs
+        .put_subscription_filter()
+        .log_group_name(group)
+        .filter_name("logs-to-kinesis")
+        .filter_pattern("")
+        .destination_arn(arn)
+        .role_arn("arn:aws:iam::123456789012:role/cwl-to-kinesis")
+        .send()
+        .await
+        .unwrap();
+    let t = now_ms();
+    aws.logs
+        .put_log_events()
+        .log_group_name(group)
+        .log_stream_name("rt")
+        .set_log_events(Some(
+            [
+                "agent started",
+                "tool call: search_flights",
+                "agent finished",
+            ]
+            .iter()
+            .map(|m| {
+                InputLogEvent::builder()
+                    .timestamp(t)
+                    .message(*m)
+                    .build()
+                    .unwrap()
+            })
+            .collect(),
+        ))
+        .send()
+        .await
+        .unwrap();
 
     // Records no subscription filter writes: a health check, bad gzip, and a
     // KPL aggregate holding one more envelope.

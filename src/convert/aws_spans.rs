@@ -26,7 +26,12 @@ use opentelemetry_proto::tonic::trace::v1::{
     status::StatusCode,
     ResourceSpans, ScopeSpans, Span, Status,
 };
-use serde_json::{Map, Value};
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use serde_json::Value;
 
 use crate::signal::string_attribute;
 
@@ -79,252 +84,448 @@ impl SpanRecord {
     }
 }
 
+// Span JSON is read straight into OTLP structs by serde visitors: no
+// intermediate `serde_json::Value` tree (half the cost of a conversion).
+
 /// A JSON value as an OTLP value: objects become key/value lists, arrays
-/// arrays, integers stay integers (u64 above i64's range becomes a double).
-pub fn any_value_from_json(v: &Value) -> AnyValue {
-    let value = match v {
-        Value::Null => None,
-        Value::Bool(b) => Some(any_value::Value::BoolValue(*b)),
-        Value::Number(n) => Some(if let Some(i) = n.as_i64() {
-            any_value::Value::IntValue(i)
-        } else if let Some(u) = n.as_u64() {
-            any_value::Value::DoubleValue(u as f64)
-        } else {
-            any_value::Value::DoubleValue(n.as_f64().unwrap_or(f64::NAN))
-        }),
-        Value::String(s) => Some(any_value::Value::StringValue(s.clone())),
-        Value::Array(a) => Some(any_value::Value::ArrayValue(ArrayValue {
-            values: a.iter().map(any_value_from_json).collect(),
-        })),
-        Value::Object(o) => Some(any_value::Value::KvlistValue(KeyValueList {
-            values: attributes_from_json(o),
-        })),
-    };
-    AnyValue { value }
+/// arrays, integers stay integers (u64 above i64's range becomes a double),
+/// `null` an empty value.
+struct JAny(AnyValue);
+
+impl<'de> Deserialize<'de> for JAny {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = JAny;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_bool<E: de::Error>(self, b: bool) -> Result<JAny, E> {
+                Ok(JAny::of(any_value::Value::BoolValue(b)))
+            }
+            fn visit_i64<E: de::Error>(self, i: i64) -> Result<JAny, E> {
+                Ok(JAny::of(any_value::Value::IntValue(i)))
+            }
+            fn visit_u64<E: de::Error>(self, u: u64) -> Result<JAny, E> {
+                Ok(JAny::of(match i64::try_from(u) {
+                    Ok(i) => any_value::Value::IntValue(i),
+                    Err(_) => any_value::Value::DoubleValue(u as f64),
+                }))
+            }
+            fn visit_f64<E: de::Error>(self, f: f64) -> Result<JAny, E> {
+                Ok(JAny::of(any_value::Value::DoubleValue(f)))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<JAny, E> {
+                Ok(JAny::of(any_value::Value::StringValue(s.to_string())))
+            }
+            fn visit_string<E: de::Error>(self, s: String) -> Result<JAny, E> {
+                Ok(JAny::of(any_value::Value::StringValue(s)))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<JAny, E> {
+                Ok(JAny(AnyValue { value: None }))
+            }
+            fn visit_none<E: de::Error>(self) -> Result<JAny, E> {
+                self.visit_unit()
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<JAny, A::Error> {
+                let mut values = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+                while let Some(JAny(v)) = seq.next_element()? {
+                    values.push(v);
+                }
+                Ok(JAny::of(any_value::Value::ArrayValue(ArrayValue {
+                    values,
+                })))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<JAny, A::Error> {
+                Ok(JAny::of(any_value::Value::KvlistValue(KeyValueList {
+                    values: attrs_from_map(map)?,
+                })))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
-/// A JSON object as OTLP attributes.
-pub fn attributes_from_json(o: &Map<String, Value>) -> Vec<KeyValue> {
-    o.iter()
-        .map(|(k, v)| KeyValue {
-            key: k.clone(),
-            value: Some(any_value_from_json(v)),
+impl JAny {
+    fn of(v: any_value::Value) -> JAny {
+        JAny(AnyValue { value: Some(v) })
+    }
+}
+
+fn attrs_from_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<Vec<KeyValue>, A::Error> {
+    let mut out = Vec::with_capacity(map.size_hint().unwrap_or(8));
+    while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+        let JAny(value) = map.next_value()?;
+        out.push(KeyValue {
+            key: key.into_owned(),
+            value: Some(value),
             key_strindex: 0,
-        })
-        .collect()
+        });
+    }
+    Ok(out)
+}
+
+/// A JSON object as OTLP attributes (`null` or missing: none).
+#[derive(Default)]
+struct JAttrs(Vec<KeyValue>);
+
+impl<'de> Deserialize<'de> for JAttrs {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = JAttrs;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object of attributes")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<JAttrs, E> {
+                Ok(JAttrs::default())
+            }
+            fn visit_none<E: de::Error>(self) -> Result<JAttrs, E> {
+                Ok(JAttrs::default())
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<JAttrs, A::Error> {
+                Ok(JAttrs(attrs_from_map(map)?))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Nanoseconds as u64: JSON integers exactly (never through f64), numeric
+/// strings, floats as a last resort; `null` is 0.
+#[derive(Default, Clone, Copy)]
+struct JNanos(u64);
+
+impl<'de> Deserialize<'de> for JNanos {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = JNanos;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("nanoseconds")
+            }
+            fn visit_u64<E: de::Error>(self, u: u64) -> Result<JNanos, E> {
+                Ok(JNanos(u))
+            }
+            fn visit_i64<E: de::Error>(self, i: i64) -> Result<JNanos, E> {
+                Ok(JNanos(i.max(0) as u64))
+            }
+            fn visit_f64<E: de::Error>(self, f: f64) -> Result<JNanos, E> {
+                Ok(JNanos(if f > 0.0 { f as u64 } else { 0 }))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<JNanos, E> {
+                s.trim()
+                    .parse()
+                    .map(JNanos)
+                    .map_err(|_| E::custom(format!("`{s}` is not a number of nanoseconds")))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<JNanos, E> {
+                Ok(JNanos(0))
+            }
+            fn visit_none<E: de::Error>(self) -> Result<JNanos, E> {
+                Ok(JNanos(0))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A span kind or status code: a name (`SERVER`, `SPAN_KIND_SERVER`) or its number.
+#[derive(Default)]
+struct JEnum<'a>(Option<Cow<'a, str>>, Option<i64>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for JEnum<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = JEnum<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a name or a number")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<JEnum<'de>, E> {
+                Ok(JEnum(Some(Cow::Borrowed(s)), None))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<JEnum<'de>, E> {
+                Ok(JEnum(Some(Cow::Owned(s.to_string())), None))
+            }
+            fn visit_i64<E: de::Error>(self, i: i64) -> Result<JEnum<'de>, E> {
+                Ok(JEnum(None, Some(i)))
+            }
+            fn visit_u64<E: de::Error>(self, u: u64) -> Result<JEnum<'de>, E> {
+                Ok(JEnum(None, i64::try_from(u).ok()))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<JEnum<'de>, E> {
+                Ok(JEnum(None, None))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct RawResource {
+    #[serde(default)]
+    attributes: JAttrs,
+}
+
+#[derive(Deserialize)]
+struct RawScope<'a> {
+    #[serde(default, borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    version: Option<Cow<'a, str>>,
+    #[serde(default)]
+    attributes: JAttrs,
+}
+
+#[derive(Deserialize, Default)]
+struct RawStatus<'a> {
+    #[serde(default, borrow)]
+    code: JEnum<'a>,
+    #[serde(default, borrow)]
+    message: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawEvent<'a> {
+    #[serde(default, borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(default)]
+    time_unix_nano: JNanos,
+    #[serde(default)]
+    attributes: JAttrs,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawLink<'a> {
+    #[serde(default, borrow)]
+    trace_id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    span_id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    trace_state: Option<Cow<'a, str>>,
+    #[serde(default)]
+    attributes: JAttrs,
+    #[serde(default)]
+    flags: Option<u32>,
+}
+
+#[derive(Deserialize, Default)]
+struct RawXray<'a> {
+    #[serde(default, borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    namespace: Option<Cow<'a, str>>,
+    #[serde(default, borrow, rename = "type")]
+    kind: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize, Default)]
+struct RawAws<'a> {
+    #[serde(default, borrow)]
+    xray: Option<RawXray<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawSpan<'a> {
+    #[serde(default)]
+    resource: Option<RawResource>,
+    #[serde(default, borrow)]
+    scope: Option<RawScope<'a>>,
+    #[serde(default, borrow)]
+    trace_id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    span_id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    parent_span_id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    trace_state: Option<Cow<'a, str>>,
+    #[serde(default)]
+    flags: Option<u32>,
+    #[serde(default, borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    kind: JEnum<'a>,
+    #[serde(default)]
+    start_time_unix_nano: JNanos,
+    #[serde(default)]
+    end_time_unix_nano: JNanos,
+    #[serde(default)]
+    attributes: JAttrs,
+    #[serde(default, borrow)]
+    status: Option<RawStatus<'a>>,
+    #[serde(default, borrow)]
+    events: Option<Vec<RawEvent<'a>>>,
+    #[serde(default, borrow)]
+    links: Option<Vec<RawLink<'a>>>,
+    #[serde(default, borrow, rename = "_aws")]
+    aws: Option<RawAws<'a>>,
 }
 
 fn hex_id(
-    o: &Map<String, Value>,
+    v: Option<&str>,
     field: &'static str,
     len: usize,
     required: bool,
 ) -> Result<Vec<u8>, SpanJsonError> {
-    let s = match o.get(field) {
-        Some(Value::String(s)) => s.as_str(),
-        None | Some(Value::Null) if !required => return Ok(Vec::new()),
+    let s = match v {
+        Some(s) if !s.is_empty() => s,
+        _ if !required => return Ok(Vec::new()),
         _ => return Err(SpanJsonError::Field(field, "a hex string")),
     };
-    if s.is_empty() && !required {
-        return Ok(Vec::new());
-    }
-    if s.len() != len {
-        return Err(SpanJsonError::Id {
-            field,
-            len,
-            value: s.chars().take(40).collect(),
-        });
-    }
-    hex::decode(s).map_err(|_| SpanJsonError::Id {
+    let bad = || SpanJsonError::Id {
         field,
         len,
         value: s.chars().take(40).collect(),
-    })
-}
-
-/// Nanoseconds as u64: JSON integers exactly, numeric strings, floats as a
-/// last resort; `null` or missing is 0.
-fn nanos(v: Option<&Value>) -> u64 {
-    match v {
-        Some(Value::Number(n)) => n
-            .as_u64()
-            .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
-            .unwrap_or(0),
-        Some(Value::String(s)) => s.parse().unwrap_or(0),
-        _ => 0,
-    }
-}
-
-fn kind(v: Option<&Value>) -> SpanKind {
-    let s = v.and_then(Value::as_str).unwrap_or("");
-    match s.trim_start_matches("SPAN_KIND_") {
-        "SERVER" => SpanKind::Server,
-        "CLIENT" => SpanKind::Client,
-        "PRODUCER" => SpanKind::Producer,
-        "CONSUMER" => SpanKind::Consumer,
-        "INTERNAL" => SpanKind::Internal,
-        _ => match v.and_then(Value::as_i64) {
-            Some(n) => SpanKind::try_from(n as i32).unwrap_or(SpanKind::Unspecified),
-            None => SpanKind::Unspecified,
-        },
-    }
-}
-
-fn status(v: Option<&Value>) -> Option<Status> {
-    let o = v?.as_object()?;
-    let code = match o.get("code") {
-        Some(Value::String(s)) => match s.trim_start_matches("STATUS_CODE_") {
-            "OK" => StatusCode::Ok,
-            "ERROR" => StatusCode::Error,
-            _ => StatusCode::Unset,
-        },
-        Some(Value::Number(n)) => {
-            StatusCode::try_from(n.as_i64().unwrap_or(0) as i32).unwrap_or(StatusCode::Unset)
-        }
-        _ => StatusCode::Unset,
     };
-    let message = o
-        .get("message")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
+    if s.len() != len {
+        return Err(bad());
+    }
+    hex::decode(s).map_err(|_| bad())
+}
+
+fn kind(k: &JEnum<'_>) -> SpanKind {
+    match k.0.as_deref().map(|s| s.trim_start_matches("SPAN_KIND_")) {
+        Some("SERVER") => SpanKind::Server,
+        Some("CLIENT") => SpanKind::Client,
+        Some("PRODUCER") => SpanKind::Producer,
+        Some("CONSUMER") => SpanKind::Consumer,
+        Some("INTERNAL") => SpanKind::Internal,
+        Some(_) => SpanKind::Unspecified,
+        None => {
+            k.1.and_then(|n| SpanKind::try_from(n as i32).ok())
+                .unwrap_or(SpanKind::Unspecified)
+        }
+    }
+}
+
+fn status(st: Option<RawStatus<'_>>) -> Option<Status> {
+    let st = st?;
+    let code = match st
+        .code
+        .0
+        .as_deref()
+        .map(|s| s.trim_start_matches("STATUS_CODE_"))
+    {
+        Some("OK") => StatusCode::Ok,
+        Some("ERROR") => StatusCode::Error,
+        Some(_) => StatusCode::Unset,
+        None => st
+            .code
+            .1
+            .and_then(|n| StatusCode::try_from(n as i32).ok())
+            .unwrap_or(StatusCode::Unset),
+    };
     Some(Status {
         code: code as i32,
-        message,
+        message: st.message.map(Cow::into_owned).unwrap_or_default(),
     })
 }
 
-fn obj_attrs(o: &Map<String, Value>, key: &str) -> Vec<KeyValue> {
-    o.get(key)
-        .and_then(Value::as_object)
-        .map(attributes_from_json)
-        .unwrap_or_default()
+fn owned(c: Option<Cow<'_, str>>) -> String {
+    c.map(Cow::into_owned).unwrap_or_default()
 }
 
-/// Converts one `aws/spans` span object.
-pub fn span_from_json(v: &Value) -> Result<SpanRecord, SpanJsonError> {
-    let o = v.as_object().ok_or(SpanJsonError::NotObject)?;
-    let trace_id = hex_id(o, "traceId", 32, true)?;
-    let span_id = hex_id(o, "spanId", 16, true)?;
-    let parent_span_id = hex_id(o, "parentSpanId", 16, false)?;
-    let resource = o
-        .get("resource")
-        .and_then(Value::as_object)
-        .map(|r| obj_attrs(r, "attributes"))
-        .unwrap_or_default();
-    let scope = o
-        .get("scope")
-        .and_then(Value::as_object)
-        .map(|s| InstrumentationScope {
-            name: s
-                .get("name")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string(),
-            version: s
-                .get("version")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string(),
-            attributes: obj_attrs(s, "attributes"),
-            dropped_attributes_count: 0,
-        });
-    let mut attributes = obj_attrs(o, "attributes");
-    let xray = o
-        .get("_aws")
-        .and_then(|a| a.get("xray"))
-        .and_then(Value::as_object);
-    let mut name = o
-        .get("name")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    if let Some(x) = xray {
+fn from_raw(raw: RawSpan<'_>) -> Result<SpanRecord, SpanJsonError> {
+    let trace_id = hex_id(raw.trace_id.as_deref(), "traceId", 32, true)?;
+    let span_id = hex_id(raw.span_id.as_deref(), "spanId", 16, true)?;
+    let parent_span_id = hex_id(raw.parent_span_id.as_deref(), "parentSpanId", 16, false)?;
+    let mut attributes = raw.attributes.0;
+    let mut name = owned(raw.name);
+    if let Some(x) = raw.aws.and_then(|a| a.xray) {
         if name.is_empty() {
-            if let Some(n) = x.get("name").and_then(Value::as_str) {
-                name = n.to_string();
-            }
+            name = owned(x.name);
         }
-        for (field, key) in [
-            ("namespace", "aws.xray.namespace"),
-            ("type", "aws.xray.type"),
+        for (value, key) in [
+            (x.namespace, "aws.xray.namespace"),
+            (x.kind, "aws.xray.type"),
         ] {
-            if let Some(s) = x.get(field).and_then(Value::as_str) {
+            if let Some(v) = value {
                 if !attributes.iter().any(|kv| kv.key == key) {
-                    attributes.push(string_attribute(key, s));
+                    attributes.push(string_attribute(key, v.into_owned()));
                 }
             }
         }
     }
-    let events = o
-        .get("events")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_object)
-                .map(|e| Event {
-                    time_unix_nano: nanos(e.get("timeUnixNano")),
-                    name: e
-                        .get("name")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_string(),
-                    attributes: obj_attrs(e, "attributes"),
-                    dropped_attributes_count: 0,
-                })
-                .collect()
+    let events = raw
+        .events
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| Event {
+            time_unix_nano: e.time_unix_nano.0,
+            name: owned(e.name),
+            attributes: e.attributes.0,
+            dropped_attributes_count: 0,
         })
-        .unwrap_or_default();
-    let links = o
-        .get("links")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_object)
-                .filter_map(|l| {
-                    Some(Link {
-                        trace_id: hex_id(l, "traceId", 32, true).ok()?,
-                        span_id: hex_id(l, "spanId", 16, true).ok()?,
-                        trace_state: l
-                            .get("traceState")
-                            .and_then(Value::as_str)
-                            .unwrap_or("")
-                            .to_string(),
-                        attributes: obj_attrs(l, "attributes"),
-                        dropped_attributes_count: 0,
-                        flags: l.get("flags").and_then(Value::as_u64).unwrap_or(0) as u32,
-                    })
-                })
-                .collect()
+        .collect();
+    let links = raw
+        .links
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|l| {
+            Some(Link {
+                trace_id: hex_id(l.trace_id.as_deref(), "traceId", 32, true).ok()?,
+                span_id: hex_id(l.span_id.as_deref(), "spanId", 16, true).ok()?,
+                trace_state: owned(l.trace_state),
+                attributes: l.attributes.0,
+                dropped_attributes_count: 0,
+                flags: l.flags.unwrap_or(0),
+            })
         })
-        .unwrap_or_default();
+        .collect();
     let span = Span {
         trace_id,
         span_id,
-        trace_state: o
-            .get("traceState")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string(),
+        trace_state: owned(raw.trace_state),
         parent_span_id,
-        flags: o.get("flags").and_then(Value::as_u64).unwrap_or(0) as u32,
+        flags: raw.flags.unwrap_or(0),
         name,
-        kind: kind(o.get("kind")) as i32,
-        start_time_unix_nano: nanos(o.get("startTimeUnixNano")),
-        end_time_unix_nano: nanos(o.get("endTimeUnixNano")),
+        kind: kind(&raw.kind) as i32,
+        start_time_unix_nano: raw.start_time_unix_nano.0,
+        end_time_unix_nano: raw.end_time_unix_nano.0,
         attributes,
         dropped_attributes_count: 0,
         events,
         dropped_events_count: 0,
         links,
         dropped_links_count: 0,
-        status: status(o.get("status")),
+        status: status(raw.status),
     };
     Ok(SpanRecord {
-        resource,
-        scope,
+        resource: raw.resource.map(|r| r.attributes.0).unwrap_or_default(),
+        scope: raw.scope.map(|s| InstrumentationScope {
+            name: owned(s.name),
+            version: owned(s.version),
+            attributes: s.attributes.0,
+            dropped_attributes_count: 0,
+        }),
         span,
     })
+}
+
+/// Converts one `aws/spans` span from its JSON text (the fast path).
+pub fn span_from_str(text: &str) -> Result<SpanRecord, SpanJsonError> {
+    if !text.trim_start().starts_with('{') {
+        return Err(match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+            Ok(_) => SpanJsonError::NotObject,
+            Err(e) => SpanJsonError::Json(e.to_string()),
+        });
+    }
+    let raw: RawSpan<'_> =
+        serde_json::from_str(text).map_err(|e| SpanJsonError::Json(e.to_string()))?;
+    from_raw(raw)
+}
+
+/// Converts one `aws/spans` span object already parsed.
+pub fn span_from_json(v: &Value) -> Result<SpanRecord, SpanJsonError> {
+    if !v.is_object() {
+        return Err(SpanJsonError::NotObject);
+    }
+    let raw = RawSpan::deserialize(v).map_err(|e| SpanJsonError::Json(e.to_string()))?;
+    from_raw(raw)
 }
 
 /// Groups spans into `ResourceSpans` by resource, then `ScopeSpans` by scope.
@@ -648,6 +849,33 @@ mod tests {
         );
         assert_eq!(r.span.events[0].time_unix_nano, 3);
         assert_eq!(r.span.links.len(), 1);
+    }
+
+    #[test]
+    fn text_and_parsed_json_convert_alike() {
+        for f in [
+            "coralogix_stepfunctions_aws_spans.jsonl",
+            "awsdocs_agentcore_understanding_input_spans.jsonl",
+            "awsdocs_strands_unified_spans.ABBREVIATED.jsonl",
+        ] {
+            for v in fixture(f) {
+                let text = v.to_string();
+                assert_eq!(span_from_str(&text).unwrap(), span_from_json(&v).unwrap());
+            }
+        }
+        assert_eq!(span_from_str("[1]"), Err(SpanJsonError::NotObject));
+        assert!(matches!(
+            span_from_str("not json"),
+            Err(SpanJsonError::Json(_))
+        ));
+        assert!(matches!(
+            span_from_str("{\"traceId\": 5}"),
+            Err(SpanJsonError::Json(_))
+        ));
+        assert!(matches!(
+            span_from_str("{\"spanId\": \"0123456789abcdef\"}"),
+            Err(SpanJsonError::Field("traceId", _))
+        ));
     }
 
     #[test]

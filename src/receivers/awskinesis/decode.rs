@@ -85,10 +85,7 @@ pub fn record(
             continue;
         }
         for (i, ev) in env.log_events.iter().enumerate() {
-            let parsed = serde_json::from_str::<serde_json::Value>(&ev.message)
-                .map_err(|e| aws_spans::SpanJsonError::Json(e.to_string()))
-                .and_then(|v| aws_spans::span_from_json(&v));
-            match parsed {
+            match aws_spans::span_from_str(&ev.message) {
                 Ok(r) => spans.push(r, now_ms, &mut out.spans, &mut out.stream),
                 Err(e) => {
                     out.bad_spans += 1;
