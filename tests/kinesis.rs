@@ -123,7 +123,8 @@ receivers:
     endpoint: "{endpoint}"
     poll_interval: 100ms
     shard_discovery_interval: 1s
-    in_progress_timeout: 2s
+    # long enough that a completed record is never later than this under load
+    in_progress_timeout: 8s
     checkpoint:
       directory: "{dir}"
 processors:
