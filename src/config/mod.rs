@@ -250,6 +250,8 @@ pub struct Config {
     pub exporters: Vec<Defined<ExporterConfig>>,
     /// Defined extensions.
     pub extensions: Vec<Defined<ExtensionConfig>>,
+    /// Defined connectors.
+    pub connectors: Vec<Defined<crate::connectors::ConnectorConfig>>,
     /// The service section.
     pub service: ServiceConfig,
     /// Warnings (unused components, unset variables).
@@ -257,6 +259,13 @@ pub struct Config {
 }
 
 impl Config {
+    /// Finds a connector by id.
+    pub fn connector(
+        &self,
+        id: &ComponentId,
+    ) -> Option<&Defined<crate::connectors::ConnectorConfig>> {
+        self.connectors.iter().find(|d| &d.id == id)
+    }
     /// Finds a receiver by id.
     pub fn receiver(&self, id: &ComponentId) -> Option<&Defined<ReceiverConfig>> {
         self.receivers.iter().find(|d| &d.id == id)
@@ -560,8 +569,14 @@ fn from_tree(root: &Node) -> Result<Config, ConfigErrors> {
         ExtensionConfig::parse,
         ExtensionConfig::KINDS,
     );
-    let _connectors: Vec<Defined<()>> =
-        section(root, "connectors", &mut errors, b, |_, _| None, &[]);
+    let connectors = section(
+        root,
+        "connectors",
+        &mut errors,
+        b,
+        crate::connectors::ConnectorConfig::parse,
+        crate::connectors::ConnectorConfig::KINDS,
+    );
 
     let empty = Node {
         value: Value::Map(Vec::new()),
@@ -709,6 +724,12 @@ fn from_tree(root: &Node) -> Result<Config, ConfigErrors> {
                             .iter()
                             .find(|d| &d.id == id)
                             .map(|d| d.config.signals())
+                            .or_else(|| {
+                                connectors
+                                    .iter()
+                                    .find(|d| &d.id == id)
+                                    .map(|d| d.config.output_signals())
+                            })
                     });
                     refs.check("processors", &procs, |id| {
                         processors
@@ -721,6 +742,12 @@ fn from_tree(root: &Node) -> Result<Config, ConfigErrors> {
                             .iter()
                             .find(|d| &d.id == id)
                             .map(|d| d.config.signals())
+                            .or_else(|| {
+                                connectors
+                                    .iter()
+                                    .find(|d| &d.id == id)
+                                    .map(|d| d.config.input_signals())
+                            })
                     });
                     pipelines.push(PipelineConfig {
                         id: PipelineId { signal, name },
@@ -758,6 +785,27 @@ fn from_tree(root: &Node) -> Result<Config, ConfigErrors> {
             .iter()
             .filter_map(|d| unused("extensions", &d.id, &d.mark)),
     );
+    // A connector needs both sides: fed by one pipeline, feeding another.
+    for d in &connectors {
+        let fed = used.contains(&("exporters".to_string(), d.id.clone()));
+        let feeds = used.contains(&("receivers".to_string(), d.id.clone()));
+        if fed != feeds {
+            errors.push(err(
+                &d.mark,
+                Some(format!("connectors::{}", d.id)),
+                if fed {
+                    "listed as an exporter but no pipeline lists it as a receiver"
+                } else {
+                    "listed as a receiver but no pipeline lists it as an exporter"
+                },
+            ));
+        } else if !fed {
+            warnings.push(format!(
+                "{}: connectors::{}: defined but not used in any pipeline",
+                d.mark, d.id
+            ));
+        }
+    }
 
     // Components that bind the same address would fail at start; say so now.
     let mut endpoints: Vec<(String, String, Mark)> = Vec::new();
@@ -817,6 +865,7 @@ fn from_tree(root: &Node) -> Result<Config, ConfigErrors> {
         processors,
         exporters,
         extensions,
+        connectors,
         service: ServiceConfig {
             extensions: ext_ids.into_iter().map(|(i, _)| i).collect(),
             pipelines,

@@ -4,4 +4,5 @@ pub mod aws_spans;
 pub mod bedrock;
 pub mod cwl;
 pub mod otlp_json;
+pub mod prometheus;
 pub mod xray;

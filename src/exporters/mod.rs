@@ -8,6 +8,7 @@ pub mod debug;
 pub mod file;
 pub mod otlp;
 pub mod otlphttp;
+pub mod prometheus;
 pub mod queue;
 
 use std::sync::Arc;
@@ -35,6 +36,8 @@ pub enum ExporterConfig {
     File(file::FileConfig),
     /// `awsxray`: spans to AWS X-Ray.
     AwsXray(awsxray::AwsXrayExporterConfig),
+    /// `prometheus`: a `/metrics` endpoint to scrape.
+    Prometheus(prometheus::PrometheusExporterConfig),
 }
 
 impl ExporterConfig {
@@ -47,6 +50,7 @@ impl ExporterConfig {
         "debug",
         "file",
         "awsxray",
+        "prometheus",
     ];
 
     /// Parses the section of an exporter of type `kind`; `None` for an unknown type.
@@ -65,6 +69,9 @@ impl ExporterConfig {
             "awsxray" => from_node::<awsxray::AwsXrayExporterConfig>(node)
                 .and_then(|c| c.validate().map(|_| c))
                 .map(ExporterConfig::AwsXray),
+            "prometheus" => from_node::<prometheus::PrometheusExporterConfig>(node)
+                .and_then(|c| c.validate().map(|_| c))
+                .map(ExporterConfig::Prometheus),
             _ => return None,
         })
     }
@@ -73,13 +80,17 @@ impl ExporterConfig {
     pub fn signals(&self) -> &'static [Signal] {
         match self {
             ExporterConfig::AwsXray(_) => &[Signal::Traces],
+            ExporterConfig::Prometheus(_) => prometheus::SIGNALS,
             _ => &Signal::ALL,
         }
     }
 
     /// Addresses the exporter itself listens on (e.g. a scrape endpoint).
     pub fn listen_endpoints(&self) -> Vec<String> {
-        Vec::new()
+        match self {
+            ExporterConfig::Prometheus(c) => vec![c.endpoint.clone()],
+            _ => Vec::new(),
+        }
     }
 
     /// Builds the exporter with its queue and retry settings.
@@ -112,6 +123,18 @@ impl ExporterConfig {
                 export: Arc::new(awsxray::AwsXrayExporter::new(c, name)?),
                 queue: c.sending_queue.clone(),
                 retry: c.retry_on_failure.clone(),
+            },
+            ExporterConfig::Prometheus(c) => Built {
+                export: Arc::new(prometheus::PrometheusExporter::new(c, name)?),
+                queue: QueueConfig {
+                    enabled: true,
+                    num_consumers: 1,
+                    queue_size: 100,
+                },
+                retry: RetryConfig {
+                    enabled: false,
+                    ..RetryConfig::default()
+                },
             },
             ExporterConfig::File(c) => Built {
                 export: Arc::new(file::FileExporter::new(c)?),

@@ -135,9 +135,38 @@ impl Service {
 
         // Exporters: one instance (and queue) per id, shared by the pipelines that list it.
         let mut exporters: BTreeMap<ComponentId, RunningExporter> = BTreeMap::new();
+        let mut connectors: BTreeMap<
+            ComponentId,
+            Arc<crate::connectors::agentmetrics::AgentMetrics>,
+        > = BTreeMap::new();
         for p in &cfg.service.pipelines {
             for id in &p.exporters {
                 if exporters.contains_key(id) {
+                    continue;
+                }
+                if let Some(def) = cfg.connector(id) {
+                    // A connector's input side: an exporter without a queue
+                    // (aggregating is quick and never fails).
+                    let crate::connectors::ConnectorConfig::AgentMetrics(c) = &def.config;
+                    let conn = Arc::new(crate::connectors::agentmetrics::AgentMetrics::new(
+                        c.clone(),
+                        &id.to_string(),
+                    ));
+                    connectors.insert(id.clone(), conn.clone());
+                    let running = queue::spawn(
+                        &id.to_string(),
+                        Arc::new(crate::connectors::agentmetrics::AgentMetricsInput(conn)),
+                        &crate::config::types::QueueConfig {
+                            enabled: false,
+                            ..Default::default()
+                        },
+                        crate::config::types::RetryConfig {
+                            enabled: false,
+                            ..Default::default()
+                        },
+                        stop.clone(),
+                    );
+                    exporters.insert(id.clone(), running);
                     continue;
                 }
                 let Some(def) = cfg.exporter(id) else {
@@ -222,9 +251,6 @@ impl Service {
             }
         }
         for rid in receiver_ids {
-            let Some(def) = cfg.receiver(rid) else {
-                continue;
-            };
             let mut consumers = Consumers::default();
             for signal in Signal::ALL {
                 let targets: Vec<BoxConsumer> = cfg
@@ -246,11 +272,23 @@ impl Service {
                     Signal::Logs => consumers.logs = consumer,
                 }
             }
-            let tasks = match def
-                .config
-                .start(rid, consumers, receivers_cancel.clone())
-                .await
-            {
+            let started = match (cfg.receiver(rid), connectors.get(rid)) {
+                (Some(def), _) => {
+                    def.config
+                        .start(rid, consumers, receivers_cancel.clone())
+                        .await
+                }
+                (None, Some(conn)) => match consumers.metrics {
+                    Some(next) => Ok(vec![crate::connectors::agentmetrics::start_emitter(
+                        conn.clone(),
+                        next,
+                        receivers_cancel.clone(),
+                    )]),
+                    None => Ok(Vec::new()),
+                },
+                (None, None) => continue,
+            };
+            let tasks = match started {
                 Ok(t) => t,
                 Err(e) => {
                     // Stop what already runs before reporting the failure.

@@ -1,0 +1,294 @@
+//! Spans → `agentmetrics` connector → `prometheus` exporter, end to end: every
+//! Bedrock fixture (through the bedrock receiver) and every aws/spans fixture
+//! span (as OTLP), scraped over HTTP and parsed by the Python
+//! `prometheus_client` parser, with exact counts, token sums and histogram counts.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{free_port, http_request, python, Daemon};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, KeyValue};
+use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
+use prost::Message;
+use serde_json::Value;
+use spanwire::convert::{aws_spans, bedrock};
+
+fn attr<'a>(attrs: &'a [KeyValue], k: &str) -> Option<&'a any_value::Value> {
+    attrs
+        .iter()
+        .find(|kv| kv.key == k)?
+        .value
+        .as_ref()?
+        .value
+        .as_ref()
+}
+
+fn int(attrs: &[KeyValue], k: &str) -> i64 {
+    match attr(attrs, k) {
+        Some(any_value::Value::IntValue(i)) => *i,
+        _ => 0,
+    }
+}
+
+/// Expected totals, counted straight from the spans.
+#[derive(Default, Debug, PartialEq)]
+struct Expected {
+    by_operation: BTreeMap<String, f64>,
+    input_tokens: f64,
+    output_tokens: f64,
+    other_spans: f64,
+}
+
+fn expect(rs: &[ResourceSpans], e: &mut Expected) {
+    for s in rs
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .flat_map(|s| &s.spans)
+    {
+        match attr(&s.attributes, "gen_ai.operation.name") {
+            Some(any_value::Value::StringValue(op)) => {
+                *e.by_operation.entry(op.clone()).or_default() += 1.0;
+                e.input_tokens += int(&s.attributes, "gen_ai.usage.input_tokens") as f64;
+                e.output_tokens += int(&s.attributes, "gen_ai.usage.output_tokens") as f64;
+            }
+            _ => e.other_spans += 1.0,
+        }
+    }
+}
+
+fn parse(text: &str) -> Vec<Value> {
+    let mut child = Command::new(python())
+        .arg(format!(
+            "{}/tests/python/parse_prom.py",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the Prometheus parser rejected the output: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn samples<'a>(fams: &'a [Value], name: &str) -> Vec<&'a Value> {
+    fams.iter()
+        .flat_map(|f| f["samples"].as_array().unwrap())
+        .filter(|s| s["name"] == name)
+        .collect()
+}
+
+fn sum_by(fams: &[Value], name: &str, label: &str) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for s in samples(fams, name) {
+        let key = s["labels"][label].as_str().unwrap_or("").to_string();
+        *out.entry(key).or_default() += s["value"].as_f64().unwrap();
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_metrics_from_bedrock_and_aws_spans_scraped_by_prometheus() {
+    let (bedrock_port, otlp, prom, health) = (free_port(), free_port(), free_port(), free_port());
+    let config = format!(
+        r#"
+receivers:
+  bedrock:
+    endpoint: "127.0.0.1:{bedrock_port}"
+    idle_timeout: 300ms
+    resource: {{service.name: travel-app}}
+  otlp:
+    protocols:
+      http: {{endpoint: "127.0.0.1:{otlp}"}}
+connectors:
+  agentmetrics:
+    metrics_flush_interval: 200ms
+exporters:
+  prometheus:
+    endpoint: "127.0.0.1:{prom}"
+    namespace: ""
+extensions:
+  health_check: {{endpoint: "127.0.0.1:{health}"}}
+service:
+  extensions: [health_check]
+  telemetry: {{metrics: {{address: ""}}}}
+  pipelines:
+    traces: {{receivers: [bedrock, otlp], exporters: [agentmetrics]}}
+    metrics: {{receivers: [agentmetrics], exporters: [prometheus]}}
+"#
+    );
+    let daemon = Daemon::start(&config, health);
+
+    let mut expected = Expected::default();
+    let opts = bedrock::Options {
+        resource_attributes: vec![spanwire::signal::string_attribute(
+            "service.name",
+            "travel-app",
+        )],
+        ..Default::default()
+    };
+    let dir = format!("{}/tests/fixtures/bedrock", env!("CARGO_MANIFEST_DIR"));
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    names.sort();
+    for p in names {
+        let text = std::fs::read_to_string(&p).unwrap();
+        let events = bedrock::parse_events(&text).unwrap();
+        expect(
+            &bedrock::convert(&events, &opts).resource_spans,
+            &mut expected,
+        );
+        let r = http_request(
+            "POST",
+            bedrock_port,
+            "/v1/bedrock/traces",
+            &[("content-type", "application/json")],
+            text.into_bytes(),
+        )
+        .await;
+        assert_eq!(r.status, 200);
+    }
+    // aws/spans fixtures, each span once (completed when it was), as OTLP.
+    let mut stream = aws_spans::SpanStream::new(aws_spans::StreamOptions::default());
+    let (mut recs, mut stats) = (Vec::new(), aws_spans::PushStats::default());
+    for f in [
+        "coralogix_stepfunctions_aws_spans.jsonl",
+        "awsdocs_agentcore_understanding_input_spans.jsonl",
+        "awsdocs_strands_split_spans.ABBREVIATED.jsonl",
+    ] {
+        let text = std::fs::read_to_string(format!(
+            "{}/tests/fixtures/aws-spans/{f}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        for l in text.lines().filter(|l| !l.trim().is_empty()) {
+            stream.push(
+                aws_spans::span_from_str(l).unwrap(),
+                0,
+                &mut recs,
+                &mut stats,
+            );
+        }
+    }
+    stream.expire(0, true, &mut recs);
+    let rs = aws_spans::group(recs);
+    expect(&rs, &mut expected);
+    let r = http_request(
+        "POST",
+        otlp,
+        "/v1/traces",
+        &[("content-type", "application/x-protobuf")],
+        ExportTraceServiceRequest { resource_spans: rs }.encode_to_vec(),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert!(
+        expected.input_tokens > 0.0 && expected.by_operation.len() >= 3,
+        "{expected:?}"
+    );
+
+    // Scrape until the totals match (the connector emits every 200 ms).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let total: f64 = expected.by_operation.values().sum();
+    let (text, fams) = loop {
+        let r = http_request("GET", prom, "/metrics", &[], Vec::new()).await;
+        assert_eq!(r.status, 200);
+        assert!(r.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4"));
+        let text = String::from_utf8(r.body.to_vec()).unwrap();
+        let fams = parse(&text);
+        let got: f64 = samples(&fams, "agent_invocations_total")
+            .iter()
+            .map(|s| s["value"].as_f64().unwrap())
+            .sum();
+        if got >= total || Instant::now() > deadline {
+            break (text, fams);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let types: HashMap<&str, &str> = fams
+        .iter()
+        .map(|f| (f["name"].as_str().unwrap(), f["type"].as_str().unwrap()))
+        .collect();
+    assert_eq!(types.get("agent_invocations"), Some(&"counter"), "{text}");
+    assert_eq!(types.get("agent_duration_seconds"), Some(&"histogram"));
+    assert_eq!(types.get("agent_tokens"), Some(&"counter"));
+    assert_eq!(types.get("agent_active_sessions"), Some(&"gauge"));
+
+    assert_eq!(
+        sum_by(&fams, "agent_invocations_total", "gen_ai_operation_name"),
+        expected.by_operation,
+        "{}",
+        daemon.logs()
+    );
+    let tokens = sum_by(&fams, "agent_tokens_total", "gen_ai_token_type");
+    assert_eq!(
+        tokens.get("input").copied().unwrap_or(0.0),
+        expected.input_tokens
+    );
+    assert_eq!(
+        tokens.get("output").copied().unwrap_or(0.0),
+        expected.output_tokens
+    );
+    let hist_count: f64 = samples(&fams, "agent_duration_seconds_count")
+        .iter()
+        .map(|s| s["value"].as_f64().unwrap())
+        .sum();
+    assert_eq!(hist_count, total, "one duration observation per operation");
+    let inf: f64 = samples(&fams, "agent_duration_seconds_bucket")
+        .iter()
+        .filter(|s| s["labels"]["le"] == "+Inf")
+        .map(|s| s["value"].as_f64().unwrap())
+        .sum();
+    assert_eq!(inf, total);
+    let calls: f64 = samples(&fams, "span_calls_total")
+        .iter()
+        .map(|s| s["value"].as_f64().unwrap())
+        .sum();
+    assert_eq!(
+        calls, expected.other_spans,
+        "spans that are not GenAI operations"
+    );
+    assert!(
+        samples(&fams, "agent_invocations_total")
+            .iter()
+            .all(|s| s["labels"]["job"].is_string()),
+        "job from service.name"
+    );
+
+    // OpenMetrics on request.
+    let r = http_request(
+        "GET",
+        prom,
+        "/metrics",
+        &[("accept", "application/openmetrics-text; version=1.0.0")],
+        Vec::new(),
+    )
+    .await;
+    assert!(r.headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/openmetrics-text"));
+    let om = String::from_utf8(r.body.to_vec()).unwrap();
+    assert!(om.ends_with("# EOF\n") && om.contains("# TYPE agent_invocations counter"));
+}
