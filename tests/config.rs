@@ -222,3 +222,35 @@ fn run_fails_clearly_when_a_port_is_taken() {
     );
     drop(busy);
 }
+
+#[test]
+fn connectors_need_both_sides_and_the_right_signals() {
+    let dir = tempfile::tempdir().unwrap();
+    let one_sided = write(
+        &dir,
+        "one.yaml",
+        "receivers:\n  otlp:\n    protocols: {http: {endpoint: \"127.0.0.1:0\"}}\nconnectors:\n  agentmetrics: {}\nexporters:\n  debug: {}\nservice:\n  pipelines:\n    traces: {receivers: [otlp], exporters: [agentmetrics]}\n",
+    );
+    let (ok, _, err) = validate(&["--config", &one_sided]);
+    assert!(!ok);
+    assert!(
+        err.contains("connectors::agentmetrics")
+            && err.contains("no pipeline lists it as a receiver"),
+        "{err}"
+    );
+    let wrong_signal = write(
+        &dir,
+        "wrong.yaml",
+        "receivers:\n  otlp:\n    protocols: {http: {endpoint: \"127.0.0.1:0\"}}\nconnectors:\n  agentmetrics: {histogram_buckets: [1, 0.5]}\nexporters:\n  debug: {}\nservice:\n  pipelines:\n    metrics: {receivers: [otlp], exporters: [agentmetrics]}\n    logs: {receivers: [agentmetrics], exporters: [debug]}\n",
+    );
+    let (ok, _, err) = validate(&["--config", &wrong_signal]);
+    assert!(!ok);
+    assert!(err.contains("strictly increasing"), "{err}");
+    let good = write(
+        &dir,
+        "good.yaml",
+        "receivers:\n  otlp:\n    protocols: {http: {endpoint: \"127.0.0.1:0\"}}\nconnectors:\n  agentmetrics: {}\nexporters:\n  prometheus: {endpoint: \"127.0.0.1:8889\"}\nservice:\n  pipelines:\n    traces: {receivers: [otlp], exporters: [agentmetrics]}\n    metrics: {receivers: [agentmetrics], exporters: [prometheus]}\n",
+    );
+    let (ok, _, err) = validate(&["--config", &good]);
+    assert!(ok, "{err}");
+}
