@@ -180,11 +180,31 @@ fn aws_spans_convert(c: &mut Criterion) {
     g.finish();
 }
 
+/// Spans → agent metrics: the `agentmetrics` connector's aggregation.
+fn agent_metrics(c: &mut Criterion) {
+    use spanwire::connectors::agentmetrics::{AgentMetrics, AgentMetricsConfig};
+    let batch = Telemetry::Traces(
+        (1..=10)
+            .flat_map(|seed| agent_request(seed, 100).resource_spans)
+            .collect(),
+    );
+    let n = batch.item_count();
+    let cfg: AgentMetricsConfig = serde_json::from_str("{}").expect("defaults");
+    let conn = AgentMetrics::new(cfg, "bench");
+    let mut g = c.benchmark_group("agentmetrics");
+    g.throughput(Throughput::Elements(n as u64));
+    g.bench_function("record_1000_agent_spans", |b| {
+        b.iter(|| conn.record(&batch))
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
     decode_batch_encode,
     bedrock_convert,
     xray_convert,
-    aws_spans_convert
+    aws_spans_convert,
+    agent_metrics
 );
 criterion_main!(benches);
