@@ -146,3 +146,11 @@ pub fn gauge(name: &'static str, labels: &[(&'static str, String)]) -> Gauge {
         .collect();
     metrics::gauge!(name, labels)
 }
+
+/// Now, in nanoseconds since the Unix epoch (0 if the clock is before it).
+pub fn unix_nanos_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}

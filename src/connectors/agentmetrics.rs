@@ -20,7 +20,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use opentelemetry_proto::tonic::common::v1::{any_value, KeyValue};
@@ -206,13 +206,6 @@ pub struct AgentMetrics {
     epoch: std::time::Instant,
 }
 
-fn unix_nanos() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
-}
-
 fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a any_value::Value> {
     attrs
         .iter()
@@ -305,7 +298,7 @@ impl AgentMetrics {
         AgentMetrics {
             cfg,
             state: Mutex::new(State::default()),
-            start_unix_nano: unix_nanos(),
+            start_unix_nano: crate::telemetry::unix_nanos_now(),
             overflow: metrics::counter!("spanwire_connector_series_overflow_total", "connector" => name.to_string()),
             epoch: std::time::Instant::now(),
         }
@@ -534,7 +527,7 @@ impl AgentMetrics {
 
     /// The aggregates as OTLP metrics (cumulative since start), one resource per service.
     pub fn snapshot(&self) -> Vec<ResourceMetrics> {
-        let now_ns = unix_nanos();
+        let now_ns = crate::telemetry::unix_nanos_now();
         let now_ms = self.now_ms();
         let mut st = match self.state.lock() {
             Ok(g) => g,

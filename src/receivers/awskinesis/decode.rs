@@ -24,6 +24,8 @@ pub enum Format {
 /// What one batch of records gave.
 #[derive(Default)]
 pub struct Decoded {
+    /// Spans read, not yet through the span stream ([`Decoded::settle`]).
+    pub read: Vec<SpanRecord>,
     /// Spans ready to send.
     pub spans: Vec<SpanRecord>,
     /// Log records ready to send.
@@ -40,16 +42,24 @@ pub struct Decoded {
     pub stream: PushStats,
 }
 
-/// Reads one Kinesis record into `out`.
-#[allow(clippy::too_many_arguments)]
+impl Decoded {
+    /// Passes the spans read through the receiver's shared span stream
+    /// (in-progress de-duplication, loop guard): one lock per batch, taken
+    /// after the records are decompressed and parsed.
+    pub fn settle(&mut self, stream: &mut SpanStream, now_ms: u64) {
+        for r in self.read.drain(..) {
+            stream.push(r, now_ms, &mut self.spans, &mut self.stream);
+        }
+    }
+}
+
+/// Reads one Kinesis record into `out` (spans into `out.read`).
 pub fn record(
     data: &[u8],
     shard: &str,
     sequence: &str,
     format: Format,
     max_bytes: usize,
-    spans: &mut SpanStream,
-    now_ms: u64,
     now_unix_nano: u64,
     out: &mut Decoded,
 ) {
@@ -86,7 +96,7 @@ pub fn record(
         }
         for (i, ev) in env.log_events.iter().enumerate() {
             match aws_spans::span_from_str(&ev.message) {
-                Ok(r) => spans.push(r, now_ms, &mut out.spans, &mut out.stream),
+                Ok(r) => out.read.push(r),
                 Err(e) => {
                     out.bad_spans += 1;
                     tracing::warn!(shard, sequence, event = i, event_id = %ev.id, log_group = %env.log_group,

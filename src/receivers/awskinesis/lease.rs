@@ -97,6 +97,36 @@ fn lease_from(item: &HashMap<String, AttributeValue>) -> Option<Lease> {
     })
 }
 
+/// Whether a conditional write failed its condition (someone else moved the lease).
+fn condition_failed<E: aws_sdk_dynamodb::error::ProvideErrorMetadata, R>(
+    e: &aws_sdk_dynamodb::error::SdkError<E, R>,
+) -> bool {
+    e.as_service_error()
+        .is_some_and(|s| s.code() == Some("ConditionalCheckFailedException"))
+}
+
+impl LeaseStore {
+    /// An update of a lease this instance holds at `counter`: conditional on
+    /// that counter and this owner, with `:next` (the counter's next value),
+    /// `:c` and `:me` bound; `expression` must set `leaseCounter = :next`.
+    fn held_update(
+        &self,
+        shard: &str,
+        counter: u64,
+        expression: &str,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("leaseKey", s(shard))
+            .update_expression(expression)
+            .condition_expression("leaseCounter = :c AND leaseOwner = :me")
+            .expression_attribute_values(":next", n(counter + 1))
+            .expression_attribute_values(":c", n(counter))
+            .expression_attribute_values(":me", s(&self.owner))
+    }
+}
+
 /// What this instance knows about the leases.
 #[derive(Default)]
 struct State {
@@ -240,9 +270,7 @@ impl LeaseStore {
             }
             match req.send().await {
                 Ok(_) => {}
-                Err(e)
-                    if e.as_service_error()
-                        .is_some_and(|s| s.is_conditional_check_failed_exception()) => {}
+                Err(e) if condition_failed(&e) => {}
                 Err(e) => return Err(StoreError::Service(error_text(&e))),
             }
         }
@@ -287,25 +315,14 @@ impl LeaseStore {
         let held: Vec<(String, u64)> = st.held.iter().map(|(k, c)| (k.clone(), *c)).collect();
         for (shard, counter) in held {
             let r = self
-                .client
-                .update_item()
-                .table_name(&self.table)
-                .key("leaseKey", s(&shard))
-                .update_expression("SET leaseCounter = :next")
-                .condition_expression("leaseCounter = :c AND leaseOwner = :me")
-                .expression_attribute_values(":next", n(counter + 1))
-                .expression_attribute_values(":c", n(counter))
-                .expression_attribute_values(":me", s(&self.owner))
+                .held_update(&shard, counter, "SET leaseCounter = :next")
                 .send()
                 .await;
             match r {
                 Ok(_) => {
                     st.held.insert(shard, counter + 1);
                 }
-                Err(e)
-                    if e.as_service_error()
-                        .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-                {
+                Err(e) if condition_failed(&e) => {
                     tracing::info!(%shard, "lease taken by another instance");
                     st.held.remove(&shard);
                 }
@@ -411,10 +428,7 @@ impl LeaseStore {
                                 tracing::info!(shard = %l.key, from = %busiest, "asked for a lease");
                                 st.asked.insert(l.key.clone(), now);
                             }
-                            Err(e)
-                                if e.as_service_error()
-                                    .is_some_and(|s| s.is_conditional_check_failed_exception()) => {
-                            }
+                            Err(e) if condition_failed(&e) => {}
                             Err(e) => return Err(StoreError::Service(error_text(&e))),
                         }
                     }
@@ -444,9 +458,7 @@ impl LeaseStore {
                     st.seen.insert(l.key.clone(), (l.counter + 1, now));
                     st.asked.remove(&l.key);
                 }
-                Err(e)
-                    if e.as_service_error()
-                        .is_some_and(|s| s.is_conditional_check_failed_exception()) => {}
+                Err(e) if condition_failed(&e) => {}
                 Err(e) => return Err(StoreError::Service(error_text(&e))),
             }
         }
@@ -478,18 +490,12 @@ impl LeaseStore {
             return Ok(());
         };
         let r = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("leaseKey", s(shard))
-            .update_expression(
+            .held_update(
+                shard,
+                counter,
                 "SET leaseOwner = :to, leaseCounter = :next ADD ownerSwitchesSinceCheckpoint :one REMOVE pendingOwner",
             )
-            .condition_expression("leaseCounter = :c AND leaseOwner = :me")
             .expression_attribute_values(":to", s(&to))
-            .expression_attribute_values(":next", n(counter + 1))
-            .expression_attribute_values(":c", n(counter))
-            .expression_attribute_values(":me", s(&self.owner))
             .expression_attribute_values(":one", n(1))
             .send()
             .await;
@@ -499,12 +505,7 @@ impl LeaseStore {
                 tracing::info!(%shard, %to, "handed the lease over");
                 Ok(())
             }
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
-            }
+            Err(e) if condition_failed(&e) => Ok(()),
             Err(e) => Err(StoreError::Service(error_text(&e))),
         }
     }
@@ -515,15 +516,11 @@ impl LeaseStore {
         let held: Vec<(String, u64)> = st.held.drain().collect();
         for (shard, counter) in held {
             let r = self
-                .client
-                .update_item()
-                .table_name(&self.table)
-                .key("leaseKey", s(&shard))
-                .update_expression("REMOVE leaseOwner SET leaseCounter = :next")
-                .condition_expression("leaseCounter = :c AND leaseOwner = :me")
-                .expression_attribute_values(":next", n(counter + 1))
-                .expression_attribute_values(":c", n(counter))
-                .expression_attribute_values(":me", s(&self.owner))
+                .held_update(
+                    &shard,
+                    counter,
+                    "REMOVE leaseOwner SET leaseCounter = :next",
+                )
                 .send()
                 .await;
             if let Err(e) = r {
@@ -558,19 +555,13 @@ impl Checkpoints for LeaseStore {
             return Err(StoreError::LeaseLost(shard.to_string()));
         };
         let r = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("leaseKey", s(shard))
-            .update_expression(
+            .held_update(
+                shard,
+                counter,
                 "SET checkpoint = :seq, checkpointSubSequenceNumber = :zero, ownerSwitchesSinceCheckpoint = :zero, leaseCounter = :next",
             )
-            .condition_expression("leaseCounter = :c AND leaseOwner = :me")
             .expression_attribute_values(":seq", s(sequence))
             .expression_attribute_values(":zero", n(0))
-            .expression_attribute_values(":next", n(counter + 1))
-            .expression_attribute_values(":c", n(counter))
-            .expression_attribute_values(":me", s(&self.owner))
             .send()
             .await;
         match r {
@@ -578,10 +569,7 @@ impl Checkpoints for LeaseStore {
                 st.held.insert(shard.to_string(), counter + 1);
                 Ok(())
             }
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
+            Err(e) if condition_failed(&e) => {
                 st.held.remove(shard);
                 Err(StoreError::LeaseLost(shard.to_string()))
             }

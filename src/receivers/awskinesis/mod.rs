@@ -27,7 +27,7 @@ use serde::Deserialize;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::aws::{error_text, AwsSettings};
+use crate::aws::AwsSettings;
 use crate::config::de::DeError;
 use crate::config::types::duration;
 use crate::config::ComponentId;
@@ -554,12 +554,4 @@ async fn supervise(shared: Arc<Shared>, cancel: CancellationToken) {
     if let Some(l) = &shared.leases {
         l.release_all().await;
     }
-}
-
-pub(crate) fn sdk_error<E, R>(e: &aws_sdk_kinesis::error::SdkError<E, R>) -> String
-where
-    E: std::error::Error + 'static,
-    R: std::fmt::Debug + 'static,
-{
-    error_text(e)
 }

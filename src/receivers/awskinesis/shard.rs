@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use aws_sdk_kinesis::primitives::DateTime;
 use aws_sdk_kinesis::types::ShardIteratorType;
@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::checkpoint::{StoreError, SHARD_END};
 use super::decode::{self, Decoded};
-use super::{sdk_error, Shared, StartPosition, StreamRef};
+use super::{Shared, StartPosition, StreamRef};
+use crate::aws::error_text;
 use crate::convert::aws_spans;
 use crate::pipeline::{Ack, AckOutcome, AckWaiter, Acks, BoxConsumer, ConsumeError};
 use crate::signal::{Signal, Telemetry};
@@ -48,7 +49,7 @@ pub(crate) async fn list_shards(shared: &Shared) -> Result<Vec<ShardInfo>, Strin
                 StreamRef::Arn(a) => req.stream_arn(a),
             },
         };
-        let resp = req.send().await.map_err(|e| sdk_error(&e))?;
+        let resp = req.send().await.map_err(|e| error_text(&e))?;
         for s in resp.shards() {
             let mut parents = Vec::new();
             if let Some(p) = s.parent_shard_id() {
@@ -97,13 +98,6 @@ pub(crate) async fn readable(
     Ok(out)
 }
 
-fn unix_nanos() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
-}
-
 fn jitter(d: Duration) -> Duration {
     let f: f64 = rand::rng().random_range(0.5..1.5);
     Duration::from_secs_f64(d.as_secs_f64() * f)
@@ -140,7 +134,7 @@ async fn iterator(
             }
         },
     };
-    let resp = req.send().await.map_err(|e| sdk_error(&e))?;
+    let resp = req.send().await.map_err(|e| error_text(&e))?;
     Ok(resp.shard_iterator().map(String::from))
 }
 
@@ -436,7 +430,7 @@ pub(crate) async fn run(shared: Arc<Shared>, shard: String, cancel: Cancellation
                     tracing::warn!(receiver = %shared.name, %shard, wait_ms = backoff.as_millis() as u64,
                         "read throughput exceeded; backing off");
                 } else {
-                    tracing::error!(receiver = %shared.name, %shard, error = %sdk_error(&e), "GetRecords failed");
+                    tracing::error!(receiver = %shared.name, %shard, error = %error_text(&e), "GetRecords failed");
                 }
                 if !r.sleep(jitter(backoff)).await {
                     break Exit::Stopped;
@@ -453,27 +447,23 @@ pub(crate) async fn run(shared: Arc<Shared>, shard: String, cancel: Cancellation
             let mut decoded = Decoded::default();
             let mut bytes = 0usize;
             let now_ms = shared.now_ms();
-            let now_ns = unix_nanos();
-            {
-                let mut spans = match shared.spans.lock() {
-                    Ok(g) => g,
-                    Err(p) => p.into_inner(),
-                };
-                for rec in records {
-                    let data = rec.data().as_ref();
-                    bytes += data.len();
-                    decode::record(
-                        data,
-                        &shard,
-                        rec.sequence_number(),
-                        shared.cfg.format,
-                        shared.cfg.max_record_bytes,
-                        &mut spans,
-                        now_ms,
-                        now_ns,
-                        &mut decoded,
-                    );
-                }
+            let now_ns = crate::telemetry::unix_nanos_now();
+            for rec in records {
+                let data = rec.data().as_ref();
+                bytes += data.len();
+                decode::record(
+                    data,
+                    &shard,
+                    rec.sequence_number(),
+                    shared.cfg.format,
+                    shared.cfg.max_record_bytes,
+                    now_ns,
+                    &mut decoded,
+                );
+            }
+            match shared.spans.lock() {
+                Ok(mut g) => decoded.settle(&mut g, now_ms),
+                Err(p) => decoded.settle(&mut p.into_inner(), now_ms),
             }
             r.metrics.records.increment(records.len() as u64);
             r.metrics.bytes.increment(bytes as u64);
