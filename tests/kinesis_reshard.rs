@@ -12,6 +12,7 @@ use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::StreamStatus;
 use common::{aws_test_env, aws_test_sdk_config, free_port, Daemon, Kinesalite, Sink};
 use serde_json::Value;
+use spanwire::signal::Signal;
 
 const STREAM: &str = "resharded";
 
@@ -99,17 +100,13 @@ service:
         grpc = sink.grpc_port
     );
     let daemon = Daemon::start_with_env(&config, health, &aws_test_env());
-    let wait_for = |n: usize| {
-        let sink = &sink;
-        async move {
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while sink.spans().len() < n && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            sink.spans().len()
-        }
-    };
-    assert_eq!(wait_for(20).await, 20, "{}", daemon.logs());
+    assert_eq!(
+        sink.wait_for(Signal::Traces, 20, Duration::from_secs(30))
+            .await,
+        20,
+        "{}",
+        daemon.logs()
+    );
 
     // Split the only shard in two while spanwire reads it.
     let parent = k
@@ -131,7 +128,13 @@ service:
     wait_active(&k).await;
     put(&k, 20..60).await;
 
-    assert_eq!(wait_for(60).await, 60, "{}", daemon.logs());
+    assert_eq!(
+        sink.wait_for(Signal::Traces, 60, Duration::from_secs(30))
+            .await,
+        60,
+        "{}",
+        daemon.logs()
+    );
     tokio::time::sleep(Duration::from_secs(1)).await;
     let spans = sink.spans();
     let mut count: HashMap<String, usize> = HashMap::new();

@@ -188,6 +188,27 @@ impl Drop for Daemon {
     }
 }
 
+/// Sum of the samples of `name` in Prometheus text whose line contains every
+/// one of `labels` (e.g. `reason="throttled"`).
+pub fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && labels.iter().all(|x| l.contains(x)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Polls `f` every 100 ms until it holds or `limit` passes; its last answer.
+pub async fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    f()
+}
+
 /// Environment for a daemon that talks to a local AWS stand-in: fixed test
 /// credentials, no instance metadata, no shared config files, so the SDK
 /// never reaches for anything but 127.0.0.1.
