@@ -3,6 +3,9 @@
 pub mod aws_spans;
 pub mod bedrock;
 pub mod cwl;
+pub mod emf;
+pub(crate) mod json;
+pub mod log_events;
 pub mod otlp_json;
 pub mod prometheus;
 pub mod xray;

@@ -27,7 +27,6 @@
 //!   the document says so in `metadata.spanwire`.
 
 mod cause;
-mod json;
 
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
@@ -35,8 +34,8 @@ use opentelemetry_proto::tonic::trace::v1::{
     span::SpanKind, status::StatusCode, ResourceSpans, Span,
 };
 
+use crate::convert::json::{self, Writer};
 use cause::Exception;
-use json::Writer;
 
 /// The largest document spanwire sends (X-Ray's limit is 64 kB).
 pub const MAX_DOCUMENT_BYTES: usize = 64_000;

@@ -1,6 +1,7 @@
-//! A small JSON writer for segment documents: objects are written straight
+//! A small JSON writer shared by the converters that write JSON text (X-Ray
+//! documents, EMF and CloudWatch Logs events): objects are written straight
 //! into one `String`, and every string *value* can be capped at a number of
-//! characters (the 64 KB trimming uses that); keys are never cut.
+//! characters (X-Ray's 64 KB trimming uses that); keys are never cut.
 
 use std::fmt::Write as _;
 
