@@ -70,6 +70,25 @@ pub async fn sdk_config(s: &AwsSettings) -> Result<SdkConfig, AwsError> {
     Ok(base)
 }
 
+/// Checks the `endpoint` and `role_arn` settings AWS components share.
+pub fn check_settings(endpoint: Option<&str>, role_arn: Option<&str>) -> Result<(), String> {
+    if let Some(e) = endpoint {
+        if !(e.starts_with("http://") || e.starts_with("https://")) {
+            return Err(format!(
+                "endpoint `{e}` must start with http:// or https://"
+            ));
+        }
+        e.parse::<http::Uri>()
+            .map_err(|err| format!("invalid endpoint `{e}`: {err}"))?;
+    }
+    if let Some(r) = role_arn {
+        if !r.starts_with("arn:") {
+            return Err(format!("role_arn `{r}` is not an ARN"));
+        }
+    }
+    Ok(())
+}
+
 /// An error with its sources, for logs (the SDK's top-level messages are
 /// often just "service error").
 pub fn error_text(e: &(dyn std::error::Error + 'static)) -> String {

@@ -80,6 +80,7 @@ enum ConvertTo {
 }
 
 fn main() -> ExitCode {
+    spanwire::telemetry::process_start_nanos();
     let cli = Cli::parse();
     match cli.command {
         Command::Validate { config } => match spanwire::config::load_files(&config) {

@@ -154,3 +154,11 @@ pub fn unix_nanos_now() -> u64 {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0)
 }
+
+/// When this process started (Unix ns): the first call's time, and `main`
+/// calls it first. Cumulative series that started after it are new to the
+/// world, so their first value is all news (see `convert::emf`).
+pub fn process_start_nanos() -> u64 {
+    static START: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *START.get_or_init(unix_nanos_now)
+}

@@ -10,56 +10,12 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::genai::{expect, Expected};
 use common::{free_port, http_request, python, Daemon};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, KeyValue};
-use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
 use prost::Message;
 use serde_json::Value;
 use spanwire::convert::{aws_spans, bedrock};
-
-fn attr<'a>(attrs: &'a [KeyValue], k: &str) -> Option<&'a any_value::Value> {
-    attrs
-        .iter()
-        .find(|kv| kv.key == k)?
-        .value
-        .as_ref()?
-        .value
-        .as_ref()
-}
-
-fn int(attrs: &[KeyValue], k: &str) -> i64 {
-    match attr(attrs, k) {
-        Some(any_value::Value::IntValue(i)) => *i,
-        _ => 0,
-    }
-}
-
-/// Expected totals, counted straight from the spans.
-#[derive(Default, Debug, PartialEq)]
-struct Expected {
-    by_operation: BTreeMap<String, f64>,
-    input_tokens: f64,
-    output_tokens: f64,
-    other_spans: f64,
-}
-
-fn expect(rs: &[ResourceSpans], e: &mut Expected) {
-    for s in rs
-        .iter()
-        .flat_map(|r| &r.scope_spans)
-        .flat_map(|s| &s.spans)
-    {
-        match attr(&s.attributes, "gen_ai.operation.name") {
-            Some(any_value::Value::StringValue(op)) => {
-                *e.by_operation.entry(op.clone()).or_default() += 1.0;
-                e.input_tokens += int(&s.attributes, "gen_ai.usage.input_tokens") as f64;
-                e.output_tokens += int(&s.attributes, "gen_ai.usage.output_tokens") as f64;
-            }
-            _ => e.other_spans += 1.0,
-        }
-    }
-}
 
 fn parse(text: &str) -> Vec<Value> {
     let mut child = Command::new(python())

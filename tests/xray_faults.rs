@@ -6,7 +6,6 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::convert::Infallible;
 use std::net::UdpSocket;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,7 +15,6 @@ use bytes::Bytes;
 use common::{agent_spans, aws_test_env, free_port, http_request, metric, Daemon};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use prost::Message;
 use serde_json::{json, Value};
 
@@ -123,26 +121,8 @@ async fn handle(fake: Arc<Fake>, req: hyper::Request<Incoming>) -> hyper::Respon
 
 async fn start_fake() -> (Arc<Fake>, u16) {
     let fake = Arc::new(Fake::default());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
     let f = fake.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            let f = f.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req| {
-                    let f = f.clone();
-                    async move { Ok::<_, Infallible>(handle(f, req).await) }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
+    let port = common::serve_fake(move |req| handle(f.clone(), req)).await;
     (fake, port)
 }
 

@@ -146,6 +146,9 @@ pub struct Stats {
     pub baselines: usize,
     /// Cumulative series found reset (their new value sent whole).
     pub resets: usize,
+    /// Cumulative points older than one already converted (batches exported
+    /// out of order); the later delta already holds what they counted.
+    pub out_of_order: usize,
     /// Points no metric declaration selects.
     pub filtered: usize,
     /// Points with NaN or infinite values (dropped).
@@ -210,7 +213,10 @@ enum Prev {
 
 struct Entry {
     prev: Prev,
+    /// When the entry was last updated (for the TTL).
     seen_ns: u64,
+    /// The point time of `prev`.
+    time: u64,
 }
 
 /// The last cumulative value of every series, to turn cumulative data into
@@ -230,6 +236,9 @@ enum Step<T> {
     Delta(T, bool),
     /// Baseline only.
     Baseline,
+    /// Older than the point already seen (batches exported out of order):
+    /// what it counted is already in a delta sent, so it is skipped.
+    Stale,
 }
 
 impl Deltas {
@@ -272,12 +281,19 @@ impl Deltas {
         }
     }
 
+    fn stale(&self, key: &str, t: u64) -> bool {
+        t != 0 && self.series.get(key).is_some_and(|e| t < e.time)
+    }
+
     /// `first_whole`: a new series' first value may be sent whole.
     fn first_whole(&self, start: u64) -> bool {
         start != 0 && start >= self.since_ns
     }
 
-    fn number(&mut self, key: String, start: u64, value: f64, now: u64) -> Step<f64> {
+    fn number(&mut self, key: String, start: u64, t: u64, value: f64, now: u64) -> Step<f64> {
+        if self.stale(&key, t) {
+            return Step::Stale;
+        }
         let first_whole = self.first_whole(start);
         let new = Prev::Number { start, value };
         match self.series.insert(
@@ -285,6 +301,7 @@ impl Deltas {
             Entry {
                 prev: new,
                 seen_ns: now,
+                time: t,
             },
         ) {
             Some(Entry {
@@ -307,6 +324,9 @@ impl Deltas {
     }
 
     fn histogram(&mut self, key: String, p: &HistogramDataPoint, now: u64) -> Step<HistDelta> {
+        if self.stale(&key, p.time_unix_nano) {
+            return Step::Stale;
+        }
         let first_whole = self.first_whole(p.start_time_unix_nano);
         let mut buckets = p.bucket_counts.clone();
         buckets.resize(p.explicit_bounds.len() + 1, 0);
@@ -329,6 +349,7 @@ impl Deltas {
                     buckets: buckets.clone(),
                 },
                 seen_ns: now,
+                time: p.time_unix_nano,
             },
         );
         match old {
@@ -377,6 +398,9 @@ impl Deltas {
         p: &ExponentialHistogramDataPoint,
         now: u64,
     ) -> Step<ExpDelta> {
+        if self.stale(&key, p.time_unix_nano) {
+            return Step::Stale;
+        }
         let first_whole = self.first_whole(p.start_time_unix_nano);
         let positive = exp_map(p.positive.as_ref(), 0);
         let negative = exp_map(p.negative.as_ref(), 0);
@@ -394,6 +418,7 @@ impl Deltas {
                     negative: negative.clone(),
                 },
                 seen_ns: now,
+                time: p.time_unix_nano,
             },
         );
         let whole = ExpDelta {
@@ -454,6 +479,9 @@ impl Deltas {
     }
 
     fn summary(&mut self, key: String, p: &SummaryDataPoint, now: u64) -> Step<(u64, f64)> {
+        if self.stale(&key, p.time_unix_nano) {
+            return Step::Stale;
+        }
         let first_whole = self.first_whole(p.start_time_unix_nano);
         let old = self.series.insert(
             key,
@@ -464,6 +492,7 @@ impl Deltas {
                     sum: p.sum,
                 },
                 seen_ns: now,
+                time: p.time_unix_nano,
             },
         );
         match old {
@@ -881,6 +910,9 @@ struct Item {
     dims: Vec<Vec<String>>,
 }
 
+/// A point's labels, sorted by key.
+type Labels = Vec<(String, String)>;
+
 /// Metrics sharing a timestamp and labels.
 struct Group {
     ts_ms: i64,
@@ -1047,7 +1079,7 @@ pub fn convert<'a>(
             .clone()
             .unwrap_or_else(|| resource_namespace(res));
         let mut groups: Vec<Group> = Vec::new();
-        let mut index: HashMap<(i64, Vec<(String, String)>), Vec<usize>> = HashMap::new();
+        let mut index: HashMap<(i64, Labels), Vec<usize>> = HashMap::new();
         for sm in &rm.scope_metrics {
             for m in &sm.metrics {
                 let Some(data) = &m.data else { continue };
@@ -1076,7 +1108,13 @@ pub fn convert<'a>(
                                 if !f.is_finite() {
                                     Some(Value::Float(f))
                                 } else {
-                                    match deltas.number(key, p.start_time_unix_nano, f, now_ns) {
+                                    match deltas.number(
+                                        key,
+                                        p.start_time_unix_nano,
+                                        p.time_unix_nano,
+                                        f,
+                                        now_ns,
+                                    ) {
                                         Step::Delta(d, reset) => {
                                             stats.resets += reset as usize;
                                             Some(match v {
@@ -1086,6 +1124,10 @@ pub fn convert<'a>(
                                         }
                                         Step::Baseline => {
                                             stats.baselines += 1;
+                                            None
+                                        }
+                                        Step::Stale => {
+                                            stats.out_of_order += 1;
                                             None
                                         }
                                     }
@@ -1107,6 +1149,10 @@ pub fn convert<'a>(
                                     }
                                     Step::Baseline => {
                                         stats.baselines += 1;
+                                        None
+                                    }
+                                    Step::Stale => {
+                                        stats.out_of_order += 1;
                                         None
                                     }
                                 }
@@ -1147,6 +1193,10 @@ pub fn convert<'a>(
                                         stats.baselines += 1;
                                         None
                                     }
+                                    Step::Stale => {
+                                        stats.out_of_order += 1;
+                                        None
+                                    }
                                 }
                             } else {
                                 Some(ExpDelta {
@@ -1181,6 +1231,10 @@ pub fn convert<'a>(
                                 }
                                 Step::Baseline => {
                                     stats.baselines += 1;
+                                    None
+                                }
+                                Step::Stale => {
+                                    stats.out_of_order += 1;
                                     None
                                 }
                             };
@@ -1268,6 +1322,7 @@ fn emit(
         events.push(LogEvent {
             timestamp_ms: g.ts_ms,
             message,
+            items: items.len() as u32,
         });
     } else if items.len() == 1 {
         stats.too_large += 1;

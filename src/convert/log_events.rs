@@ -31,6 +31,9 @@ pub struct LogEvent {
     pub timestamp_ms: i64,
     /// The message (UTF-8).
     pub message: String,
+    /// Data items it carries (metric points for EMF, 1 for a log record),
+    /// for exact loss counts.
+    pub items: u32,
 }
 
 /// Events arranged into PutLogEvents calls.
@@ -45,13 +48,8 @@ pub struct Plan {
     pub too_new: usize,
     /// Events over 256 KiB (not sent).
     pub too_large: usize,
-}
-
-impl Plan {
-    /// Events left out.
-    pub fn refused(&self) -> usize {
-        self.too_old + self.too_new + self.too_large
-    }
+    /// Data items in the events left out.
+    pub refused_items: usize,
 }
 
 /// Sorts `events` by time and cuts them into calls that follow the
@@ -59,18 +57,18 @@ impl Plan {
 pub fn plan(mut events: Vec<LogEvent>, now_ms: i64) -> Plan {
     let mut p = Plan::default();
     events.retain(|e| {
-        if e.timestamp_ms < now_ms - MAX_AGE_MS {
-            p.too_old += 1;
-            false
+        let slot = if e.timestamp_ms < now_ms - MAX_AGE_MS {
+            &mut p.too_old
         } else if e.timestamp_ms > now_ms + MAX_AHEAD_MS {
-            p.too_new += 1;
-            false
+            &mut p.too_new
         } else if e.message.len() > MAX_EVENT_BYTES {
-            p.too_large += 1;
-            false
+            &mut p.too_large
         } else {
-            true
-        }
+            return true;
+        };
+        *slot += 1;
+        p.refused_items += e.items as usize;
+        false
     });
     events.sort_by_key(|e| e.timestamp_ms);
     let mut call: Vec<LogEvent> = Vec::new();
@@ -320,6 +318,7 @@ mod tests {
         LogEvent {
             timestamp_ms: ts,
             message: "x".repeat(len),
+            items: 1,
         }
     }
 
@@ -387,6 +386,7 @@ mod tests {
         ];
         let p = plan(events, NOW);
         assert_eq!((p.too_old, p.too_new, p.too_large), (1, 1, 1));
+        assert_eq!(p.refused_items, 3);
         assert_eq!(p.calls.iter().map(Vec::len).sum::<usize>(), 3);
     }
 

@@ -113,20 +113,8 @@ impl AwsXrayExporterConfig {
     /// Checks values serde cannot.
     pub fn validate(&self) -> Result<(), DeError> {
         use serde::de::Error;
-        if let Some(e) = &self.endpoint {
-            if !(e.starts_with("http://") || e.starts_with("https://")) {
-                return Err(DeError::custom(format!(
-                    "endpoint `{e}` must start with http:// or https://"
-                )));
-            }
-            e.parse::<http::Uri>()
-                .map_err(|err| DeError::custom(format!("invalid endpoint `{e}`: {err}")))?;
-        }
-        if let Some(r) = &self.role_arn {
-            if !r.starts_with("arn:") {
-                return Err(DeError::custom(format!("role_arn `{r}` is not an ARN")));
-            }
-        }
+        crate::aws::check_settings(self.endpoint.as_deref(), self.role_arn.as_deref())
+            .map_err(DeError::custom)?;
         if self.transport == Transport::Udp {
             self.udp_endpoint.parse::<SocketAddr>().map_err(|_| {
                 DeError::custom(format!(

@@ -3,7 +3,10 @@
 //! [`queue`] gives every exporter its own bounded sending queue, consumers and
 //! retry loop, so one slow exporter never stalls another beyond its own queue.
 
+pub mod awscloudwatchlogs;
+pub mod awsemf;
 pub mod awsxray;
+pub mod cwlogs;
 pub mod debug;
 pub mod file;
 pub mod otlp;
@@ -38,6 +41,10 @@ pub enum ExporterConfig {
     AwsXray(awsxray::AwsXrayExporterConfig),
     /// `prometheus`: a `/metrics` endpoint to scrape.
     Prometheus(prometheus::PrometheusExporterConfig),
+    /// `awsemf`: metrics as CloudWatch Embedded Metric Format log events.
+    AwsEmf(awsemf::AwsEmfExporterConfig),
+    /// `awscloudwatchlogs`: log records to a CloudWatch Logs stream.
+    AwsCloudWatchLogs(awscloudwatchlogs::AwsCloudWatchLogsExporterConfig),
 }
 
 impl ExporterConfig {
@@ -51,6 +58,8 @@ impl ExporterConfig {
         "file",
         "awsxray",
         "prometheus",
+        "awsemf",
+        "awscloudwatchlogs",
     ];
 
     /// Parses the section of an exporter of type `kind`; `None` for an unknown type.
@@ -72,6 +81,14 @@ impl ExporterConfig {
             "prometheus" => from_node::<prometheus::PrometheusExporterConfig>(node)
                 .and_then(|c| c.validate().map(|_| c))
                 .map(ExporterConfig::Prometheus),
+            "awsemf" => from_node::<awsemf::AwsEmfExporterConfig>(node)
+                .and_then(|c| c.validate().map(|_| c))
+                .map(ExporterConfig::AwsEmf),
+            "awscloudwatchlogs" => {
+                from_node::<awscloudwatchlogs::AwsCloudWatchLogsExporterConfig>(node)
+                    .and_then(|c| c.validate().map(|_| c))
+                    .map(ExporterConfig::AwsCloudWatchLogs)
+            }
             _ => return None,
         })
     }
@@ -81,6 +98,8 @@ impl ExporterConfig {
         match self {
             ExporterConfig::AwsXray(_) => &[Signal::Traces],
             ExporterConfig::Prometheus(_) => prometheus::SIGNALS,
+            ExporterConfig::AwsEmf(_) => awsemf::SIGNALS,
+            ExporterConfig::AwsCloudWatchLogs(_) => awscloudwatchlogs::SIGNALS,
             _ => &Signal::ALL,
         }
     }
@@ -121,6 +140,16 @@ impl ExporterConfig {
             },
             ExporterConfig::AwsXray(c) => Built {
                 export: Arc::new(awsxray::AwsXrayExporter::new(c, name)?),
+                queue: c.sending_queue.clone(),
+                retry: c.retry_on_failure.clone(),
+            },
+            ExporterConfig::AwsEmf(c) => Built {
+                export: Arc::new(awsemf::AwsEmfExporter::new(c, name)?),
+                queue: c.sending_queue.clone(),
+                retry: c.retry_on_failure.clone(),
+            },
+            ExporterConfig::AwsCloudWatchLogs(c) => Built {
+                export: Arc::new(awscloudwatchlogs::AwsCloudWatchLogsExporter::new(c, name)?),
                 queue: c.sending_queue.clone(),
                 retry: c.retry_on_failure.clone(),
             },

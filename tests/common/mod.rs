@@ -2,6 +2,8 @@
 //! OTLP sink (gRPC and HTTP) it exports to, and a small HTTP client.
 #![allow(dead_code)]
 
+pub mod genai;
+
 use std::io::Read;
 use std::net::TcpListener as StdListener;
 use std::path::PathBuf;
@@ -684,4 +686,33 @@ pub fn agent_spans(n: usize, tag: &str) -> ExportTraceServiceRequest {
             schema_url: String::new(),
         }],
     }
+}
+
+/// Serves HTTP/1 and HTTP/2 on a free loopback port with `handler` (a fake
+/// AWS endpoint, say) until the test's runtime ends; returns the port.
+pub async fn serve_fake<F, Fut>(handler: F) -> u16
+where
+    F: Fn(hyper::Request<hyper::body::Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = hyper::Response<Full<Bytes>>> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let handler = handler.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| {
+                    let fut = handler(req);
+                    async move { Ok::<_, std::convert::Infallible>(fut.await) }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    port
 }

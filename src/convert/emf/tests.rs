@@ -518,3 +518,29 @@ fn deltas_forget_stale_series_and_stay_bounded() {
     convert(&batch, &opts(), &mut d, SINCE + 500 * SEC);
     assert_eq!(d.len(), 1, "stale series are forgotten after the TTL");
 }
+
+#[test]
+fn out_of_order_batches_lose_nothing() {
+    // Batches 10 → 14 → 12 → 20 arrive as 10, 14, 12, 20 (12 was late).
+    let mut d = deltas();
+    let start = SINCE + 1;
+    let mut sent = 0;
+    for (i, v) in [(1u64, 10i64), (3, 14), (2, 12), (4, 20)] {
+        let t = SINCE + i * SEC;
+        let batch = vec![rm(vec![counter(
+            "c",
+            "1",
+            vec![point(&[], start, t, AsInt(v))],
+        )])];
+        let c = convert(&batch, &opts(), &mut d, t);
+        sent += events(&c)
+            .iter()
+            .map(|e| e["c"].as_i64().unwrap())
+            .sum::<i64>();
+        if v == 12 {
+            assert_eq!(c.stats.out_of_order, 1);
+            assert_eq!(c.stats.resets, 0, "a late point is not a reset");
+        }
+    }
+    assert_eq!(sent, 20, "the deltas sum to the last cumulative value");
+}

@@ -1,0 +1,49 @@
+//! Expected agent metrics, counted straight from spans.
+
+use std::collections::BTreeMap;
+
+use opentelemetry_proto::tonic::common::v1::{any_value, KeyValue};
+use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
+
+fn attr<'a>(attrs: &'a [KeyValue], k: &str) -> Option<&'a any_value::Value> {
+    attrs
+        .iter()
+        .find(|kv| kv.key == k)?
+        .value
+        .as_ref()?
+        .value
+        .as_ref()
+}
+
+fn int(attrs: &[KeyValue], k: &str) -> i64 {
+    match attr(attrs, k) {
+        Some(any_value::Value::IntValue(i)) => *i,
+        _ => 0,
+    }
+}
+
+/// Expected totals, counted straight from the spans.
+#[derive(Default, Debug, PartialEq)]
+pub struct Expected {
+    pub by_operation: BTreeMap<String, f64>,
+    pub input_tokens: f64,
+    pub output_tokens: f64,
+    pub other_spans: f64,
+}
+
+pub fn expect(rs: &[ResourceSpans], e: &mut Expected) {
+    for s in rs
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .flat_map(|s| &s.spans)
+    {
+        match attr(&s.attributes, "gen_ai.operation.name") {
+            Some(any_value::Value::StringValue(op)) => {
+                *e.by_operation.entry(op.clone()).or_default() += 1.0;
+                e.input_tokens += int(&s.attributes, "gen_ai.usage.input_tokens") as f64;
+                e.output_tokens += int(&s.attributes, "gen_ai.usage.output_tokens") as f64;
+            }
+            _ => e.other_spans += 1.0,
+        }
+    }
+}
