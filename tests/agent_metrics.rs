@@ -248,3 +248,77 @@ service:
     let om = String::from_utf8(r.body.to_vec()).unwrap();
     assert!(om.ends_with("# EOF\n") && om.contains("# TYPE agent_invocations counter"));
 }
+
+/// Spans still in a batch processor at SIGTERM are counted in the
+/// connector's last snapshot: the traces pipeline drains before the
+/// connector emits for the last time, and the metrics pipeline after that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_snapshot_at_shutdown_holds_every_span() {
+    let (otlp, health) = (free_port(), free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("metrics.jsonl");
+    let config = format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      http: {{endpoint: "127.0.0.1:{otlp}"}}
+processors:
+  batch: {{timeout: 30s}}
+  batch/metrics: {{timeout: 30s}}
+connectors:
+  agentmetrics:
+    metrics_flush_interval: 1h
+exporters:
+  file: {{path: "{path}"}}
+extensions:
+  health_check: {{endpoint: "127.0.0.1:{health}"}}
+service:
+  extensions: [health_check]
+  telemetry: {{metrics: {{address: ""}}}}
+  pipelines:
+    traces: {{receivers: [otlp], processors: [batch], exporters: [agentmetrics]}}
+    metrics: {{receivers: [agentmetrics], processors: [batch/metrics], exporters: [file]}}
+"#,
+        path = out.display()
+    );
+    let mut daemon = Daemon::start(&config, health);
+    let r = common::post_spans(otlp, 30, "final").await;
+    assert_eq!(r.status, 200);
+    let status = daemon.terminate(Duration::from_secs(20));
+    assert!(status.success(), "{}", daemon.logs());
+
+    let text = std::fs::read_to_string(&out).unwrap_or_default();
+    let mut invocations: BTreeMap<String, i64> = BTreeMap::new();
+    for line in text.lines() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        for m in v["resourceMetrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|r| r["scopeMetrics"].as_array().unwrap())
+            .flat_map(|s| s["metrics"].as_array().unwrap())
+            .filter(|m| m["name"] == "agent.invocations")
+        {
+            for p in m["sum"]["dataPoints"].as_array().unwrap() {
+                let op = p["attributes"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|a| a["key"] == "gen_ai.operation.name")
+                    .and_then(|a| a["value"]["stringValue"].as_str())
+                    .unwrap_or("")
+                    .to_string();
+                let n = p["asInt"].as_str().unwrap().parse::<i64>().unwrap();
+                // Cumulative: the last value per operation is the total.
+                invocations.insert(op, n);
+            }
+        }
+    }
+    assert_eq!(
+        invocations,
+        BTreeMap::from([("chat".to_string(), 29), ("invoke_agent".to_string(), 1)]),
+        "{text}\n{}",
+        daemon.logs()
+    );
+}

@@ -63,6 +63,11 @@ pub struct ShutdownReport {
 }
 
 struct BatchRun {
+    /// The task has finished (and must not be polled again).
+    done: bool,
+    /// In a pipeline that ends in a connector: drained before connectors
+    /// emit their last snapshot.
+    feeds_connector: bool,
     name: String,
     signal: Signal,
     task: JoinHandle<()>,
@@ -74,6 +79,8 @@ pub struct Service {
     health: Health,
     receivers_cancel: CancellationToken,
     receiver_tasks: Vec<JoinHandle<()>>,
+    connectors_cancel: CancellationToken,
+    connector_tasks: Vec<JoinHandle<()>>,
     batches: Vec<BatchRun>,
     exporters: Vec<RunningExporterParts>,
     stop: CancellationToken,
@@ -212,6 +219,8 @@ impl Service {
                             pending,
                         } = batch::spawn(c.clone(), next, name.clone(), &labels, stop.clone());
                         batches.push(BatchRun {
+                            done: false,
+                            feeds_connector: p.exporters.iter().any(|e| cfg.connector(e).is_some()),
                             name,
                             signal: p.id.signal,
                             task,
@@ -241,7 +250,9 @@ impl Service {
 
         // Receivers last: each feeds every pipeline that lists it.
         let receivers_cancel = CancellationToken::new();
+        let connectors_cancel = CancellationToken::new();
         let mut receiver_tasks = Vec::new();
+        let mut connector_tasks = Vec::new();
         let mut receiver_ids: Vec<&ComponentId> = Vec::new();
         for p in &cfg.service.pipelines {
             for r in &p.receivers {
@@ -279,11 +290,14 @@ impl Service {
                         .await
                 }
                 (None, Some(conn)) => match consumers.metrics {
-                    Some(next) => Ok(vec![crate::connectors::agentmetrics::start_emitter(
-                        conn.clone(),
-                        next,
-                        receivers_cancel.clone(),
-                    )]),
+                    Some(next) => {
+                        connector_tasks.push(crate::connectors::agentmetrics::start_emitter(
+                            conn.clone(),
+                            next,
+                            connectors_cancel.clone(),
+                        ));
+                        Ok(Vec::new())
+                    }
                     None => Ok(Vec::new()),
                 },
                 (None, None) => continue,
@@ -293,6 +307,7 @@ impl Service {
                 Err(e) => {
                     // Stop what already runs before reporting the failure.
                     receivers_cancel.cancel();
+                    connectors_cancel.cancel();
                     aux_cancel.cancel();
                     stop.cancel();
                     return Err(e);
@@ -323,6 +338,8 @@ impl Service {
             health,
             receivers_cancel,
             receiver_tasks,
+            connectors_cancel,
+            connector_tasks,
             batches,
             exporters: exporters
                 .into_values()
@@ -359,8 +376,32 @@ impl Service {
                 drained = false;
             }
         }
+        // Pipelines that end in a connector drain first, so the connector's
+        // last snapshot holds everything; then connectors emit and stop.
+        let (upstream, downstream): (Vec<BatchRun>, Vec<BatchRun>) =
+            self.batches.into_iter().partition(|b| b.feeds_connector);
+        let mut batches = Vec::new();
+        for mut b in upstream {
+            if drained && tokio::time::timeout_at(deadline, &mut b.task).await.is_ok() {
+                b.done = true;
+            } else {
+                drained = false;
+            }
+            batches.push(b);
+        }
+        self.connectors_cancel.cancel();
+        for t in self.connector_tasks {
+            if tokio::time::timeout_at(deadline, t).await.is_err() {
+                drained = false;
+            }
+        }
+        batches.extend(downstream);
         let mut batch_tasks = Vec::new();
-        for b in self.batches {
+        for b in batches {
+            if b.done {
+                batch_tasks.push((b.name, b.signal, None, b.pending));
+                continue;
+            }
             let mut task = b.task;
             // A finished task must not be polled again, so keep only unfinished ones.
             let unfinished = if drained {
