@@ -254,3 +254,59 @@ fn connectors_need_both_sides_and_the_right_signals() {
     let (ok, _, err) = validate(&["--config", &good]);
     assert!(ok, "{err}");
 }
+
+#[test]
+fn cloudwatch_exporters_report_bad_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = |exporter: &str, signal: &str| {
+        format!(
+            "receivers:\n  otlp:\n    protocols: {{http: {{endpoint: \"127.0.0.1:0\"}}}}\nexporters:\n  {exporter}\nservice:\n  pipelines:\n    {signal}: {{receivers: [otlp], exporters: [{}]}}\n",
+            exporter.split(':').next().unwrap()
+        )
+    };
+    for (i, (exporter, signal, want)) in [
+        (
+            "awsemf: {log_group_name: \"/m/{Pod}\"}",
+            "metrics",
+            "unknown placeholder `{Pod}`",
+        ),
+        (
+            "awsemf: {metric_declarations: [{metric_name_selectors: [\"(\"]}]}",
+            "metrics",
+            "not a valid regex",
+        ),
+        (
+            "awsemf: {metric_declarations: [{dimensions: [[a,b,c,d,e,f,g,h,i,j,k,l,m,n,o,p,q,r,s,t,u,v,w,x,y,z,aa,bb,cc,dd,ee]], metric_name_selectors: [x]}]}",
+            "metrics",
+            "at most 30",
+        ),
+        ("awsemf: {log_retention: 4}", "metrics", "log_retention 4"),
+        ("awsemf: {namespace: \"AWS/Bedrock\"}", "metrics", "not a valid CloudWatch namespace"),
+        ("awsemf: {storage_resolution: 5}", "metrics", "1 or 60"),
+        ("awsemf: {}", "traces", "does not support traces"),
+        ("awscloudwatchlogs: {log_group_name: g}", "logs", "log_stream_name"),
+        (
+            "awscloudwatchlogs: {log_group_name: g, log_stream_name: s, endpoint: \"localhost:4566\"}",
+            "logs",
+            "must start with http",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let p = write(&dir, &format!("c{i}.yaml"), &cfg(exporter, signal));
+        let (ok, _, err) = validate(&["--config", &p]);
+        assert!(!ok, "{exporter} should not validate");
+        assert!(err.contains(want), "{exporter}: {err}");
+    }
+    let p = write(
+        &dir,
+        "good.yaml",
+        &cfg(
+            "awscloudwatchlogs: {log_group_name: \"/a/{ServiceName}\", log_stream_name: \"{PodName}\", log_retention: 14}",
+            "logs",
+        ),
+    );
+    let (ok, _, err) = validate(&["--config", &p]);
+    assert!(ok, "{err}");
+}
