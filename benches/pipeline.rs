@@ -199,8 +199,158 @@ fn agent_metrics(c: &mut Criterion) {
     g.finish();
 }
 
+/// Metrics → EMF events: a report of 1000 series × (a cumulative counter and
+/// a cumulative 12-bucket histogram), each report a minute after the last,
+/// so every point goes through the delta state and is rendered.
+fn emf_convert(c: &mut Criterion) {
+    use opentelemetry_proto::tonic::metrics::v1::{
+        metric::Data, number_data_point, AggregationTemporality, Histogram, HistogramDataPoint,
+        Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
+    };
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use spanwire::convert::emf;
+    use spanwire::signal::string_attribute;
+    let start = 1_800_000_000_000_000_000u64;
+    let report = |k: u64| {
+        let mut counters = Vec::new();
+        let mut hists = Vec::new();
+        for a in 0..50 {
+            for op in ["invoke_agent", "chat", "execute_tool", "retrieval"] {
+                for m in 0..5 {
+                    let attrs = vec![
+                        string_attribute("gen_ai.agent.name", format!("agent-{a}")),
+                        string_attribute("gen_ai.operation.name", op),
+                        string_attribute("gen_ai.request.model", format!("model-{m}")),
+                    ];
+                    let t = start + k * 60_000_000_000;
+                    counters.push(NumberDataPoint {
+                        attributes: attrs.clone(),
+                        start_time_unix_nano: start,
+                        time_unix_nano: t,
+                        value: Some(number_data_point::Value::AsInt((k * 7 + a) as i64)),
+                        ..Default::default()
+                    });
+                    hists.push(HistogramDataPoint {
+                        attributes: attrs,
+                        start_time_unix_nano: start,
+                        time_unix_nano: t,
+                        count: k * 12,
+                        sum: Some(k as f64 * 30.0),
+                        bucket_counts: vec![k; 12],
+                        explicit_bounds: (1..12).map(|b| b as f64 * 0.25).collect(),
+                        ..Default::default()
+                    });
+                }
+            }
+        }
+        vec![ResourceMetrics {
+            resource: Some(Resource {
+                attributes: vec![string_attribute("service.name", "travel-app")],
+                ..Default::default()
+            }),
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![
+                    Metric {
+                        name: "agent.invocations".into(),
+                        data: Some(Data::Sum(Sum {
+                            data_points: counters,
+                            aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                            is_monotonic: true,
+                        })),
+                        ..Default::default()
+                    },
+                    Metric {
+                        name: "agent.duration".into(),
+                        unit: "s".into(),
+                        data: Some(Data::Histogram(Histogram {
+                            data_points: hists,
+                            aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                        })),
+                        ..Default::default()
+                    },
+                ],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }]
+    };
+    // Each report is a minute later; values go up, and every other report
+    // they fall back (a counter reset), so both delta paths run.
+    let mut rms = report(1);
+    let mut k = 0u64;
+    let mut next = move || {
+        k += 1;
+        let t = start + k * 60_000_000_000;
+        let level = 1 + k % 2;
+        for m in &mut rms[0].scope_metrics[0].metrics {
+            match &mut m.data {
+                Some(Data::Sum(s)) => {
+                    for (i, p) in s.data_points.iter_mut().enumerate() {
+                        p.time_unix_nano = t;
+                        p.value = Some(number_data_point::Value::AsInt(
+                            (level * 7 + i as u64) as i64,
+                        ));
+                    }
+                }
+                Some(Data::Histogram(h)) => {
+                    for p in &mut h.data_points {
+                        p.time_unix_nano = t;
+                        p.count = level * 12;
+                        p.sum = Some(level as f64 * 30.0);
+                        p.bucket_counts = vec![level; 12];
+                    }
+                }
+                _ => {}
+            }
+        }
+        rms.clone()
+    };
+    let batches: Vec<Vec<ResourceMetrics>> = (0..64).map(|_| next()).collect();
+    let opts = emf::Options {
+        storage_resolution: 60,
+        ..Default::default()
+    };
+    let mut deltas = emf::Deltas::new(start - 1, u64::MAX / 2, 1_000_000);
+    let mut i = 0usize;
+    let mut minute = 64u64;
+    let mut g = c.benchmark_group("emf");
+    g.throughput(Throughput::Elements(2000));
+    g.bench_function("report_of_2000_cumulative_points", |bench| {
+        bench.iter_batched(
+            || {
+                // A later copy of a prepared report (cloned outside the timing).
+                i = (i + 1) % batches.len();
+                minute += 1;
+                let mut b = batches[i].clone();
+                for m in &mut b[0].scope_metrics[0].metrics {
+                    match &mut m.data {
+                        Some(Data::Sum(s)) => s
+                            .data_points
+                            .iter_mut()
+                            .for_each(|p| p.time_unix_nano = start + minute * 60_000_000_000),
+                        Some(Data::Histogram(h)) => h
+                            .data_points
+                            .iter_mut()
+                            .for_each(|p| p.time_unix_nano = start + minute * 60_000_000_000),
+                        _ => {}
+                    }
+                }
+                b
+            },
+            |b| {
+                let n = emf::convert(&b, &opts, &mut deltas, start).stats.values;
+                assert_eq!(n, 2000);
+                b
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
+    emf_convert,
     decode_batch_encode,
     bedrock_convert,
     xray_convert,
