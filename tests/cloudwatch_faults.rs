@@ -283,13 +283,29 @@ service:
     );
     assert_eq!(*fake.retention.lock().unwrap(), Some(30));
 
-    let text = String::from_utf8(
-        http_request("GET", telemetry, "/metrics", &[], Vec::new())
-            .await
-            .body
-            .to_vec(),
-    )
-    .unwrap();
+    // The poison event's last half-call, and the counting of the last
+    // accepted call, may still be in flight: wait for both to be counted.
+    let scrape = || async {
+        String::from_utf8(
+            http_request("GET", telemetry, "/metrics", &[], Vec::new())
+                .await
+                .body
+                .to_vec(),
+        )
+        .unwrap()
+    };
+    let mut text = scrape().await;
+    while Instant::now() < deadline
+        && (metric(
+            &text,
+            "spanwire_cwlogs_events_dropped_total",
+            &["reason=\"invalid\""],
+        ) < 1.0
+            || metric(&text, "spanwire_cwlogs_events_sent_total", &[]) < want.len() as f64)
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        text = scrape().await;
+    }
     assert_eq!(
         metric(
             &text,
