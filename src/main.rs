@@ -1,4 +1,4 @@
-//! The `spanwire` command: `run`, `validate`, `--version`.
+//! The `spanwire` command: `run`, `validate`, `convert`, `healthcheck`, `--version`.
 
 use std::process::ExitCode;
 
@@ -29,6 +29,17 @@ enum Command {
         /// Config file; repeat to merge several.
         #[arg(long = "config", short = 'c', required = true)]
         config: Vec<String>,
+    },
+    /// Ask a running spanwire's health_check extension whether it is healthy:
+    /// exit 0 on HTTP 200, 1 otherwise (for container HEALTHCHECKs in images
+    /// without curl).
+    Healthcheck {
+        /// The health_check URL (plain HTTP).
+        #[arg(long, default_value = "http://127.0.0.1:13133/")]
+        url: String,
+        /// How long to wait for the answer.
+        #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
     },
     /// Convert recorded data offline and write the result to stdout.
     Convert {
@@ -127,6 +138,20 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        Command::Healthcheck { url, timeout } => match healthcheck(&url, timeout) {
+            Ok(status) if status == 200 => {
+                println!("healthy ({status})");
+                ExitCode::SUCCESS
+            }
+            Ok(status) => {
+                println!("unhealthy ({status})");
+                ExitCode::from(1)
+            }
+            Err(e) => {
+                eprintln!("unhealthy: {e:#}");
+                ExitCode::from(1)
+            }
+        },
         Command::Run { config } => match run(&config) {
             Ok(code) => code,
             Err(e) => {
@@ -170,6 +195,38 @@ fn run(paths: &[String]) -> anyhow::Result<ExitCode> {
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// GETs `url` (plain HTTP/1.0) and returns the status code.
+fn healthcheck(url: &str, timeout: std::time::Duration) -> anyhow::Result<u16> {
+    use std::io::{Read, Write};
+    use std::net::ToSocketAddrs;
+    let rest = url
+        .strip_prefix("http://")
+        .with_context(|| format!("`{url}`: only http:// URLs can be checked"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let addr = authority
+        .to_socket_addrs()
+        .with_context(|| format!("cannot resolve `{authority}`"))?
+        .next()
+        .with_context(|| format!("`{authority}` has no address"))?;
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)
+        .with_context(|| format!("cannot connect to {addr}"))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {authority}\r\n\r\n")?;
+    let mut head = Vec::new();
+    stream.take(4096).read_to_end(&mut head)?;
+    let line = String::from_utf8_lossy(&head);
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse::<u16>().ok())
+        .with_context(|| format!("not an HTTP answer from {addr}"))?;
+    Ok(status)
 }
 
 struct ConvertArgs<'a> {

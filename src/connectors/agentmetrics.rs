@@ -383,6 +383,21 @@ impl AgentMetrics {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
+        // A span without its own agent name counts for the agent of its
+        // trace (the invoke_agent span's), when that span is in the batch:
+        // model and tool calls rarely repeat the agent's name.
+        let mut trace_agents: HashMap<&[u8], &str> = HashMap::new();
+        for span in rs
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .flat_map(|s| &s.spans)
+        {
+            if let Some(a) = attr_str(&span.attributes, "gen_ai.agent.name")
+                .or_else(|| attr_str(&span.attributes, "gen_ai.agent.id"))
+            {
+                trace_agents.entry(span.trace_id.as_slice()).or_insert(a);
+            }
+        }
         for r in rs {
             let res: &[KeyValue] = r
                 .resource
@@ -423,6 +438,7 @@ impl AgentMetrics {
                 };
                 let agent = attr_str(a, "gen_ai.agent.name")
                     .or_else(|| attr_str(a, "gen_ai.agent.id"))
+                    .or_else(|| trace_agents.get(span.trace_id.as_slice()).copied())
                     .unwrap_or("")
                     .to_string();
                 let model = attr_str(a, "gen_ai.request.model")
@@ -801,6 +817,55 @@ mod tests {
             .flat_map(|s| &s.metrics)
             .find(|x| x.name == name)
             .unwrap_or_else(|| panic!("{name}"))
+    }
+
+    #[test]
+    fn spans_without_an_agent_name_count_for_their_traces_agent() {
+        let c = AgentMetrics::new(cfg(), "t");
+        let mut root = span(
+            vec![
+                string_attribute("gen_ai.operation.name", "invoke_agent"),
+                string_attribute("gen_ai.agent.name", "planner"),
+            ],
+            1.0,
+            0,
+        );
+        root.trace_id = vec![7; 16];
+        let mut chat = span(
+            vec![
+                string_attribute("gen_ai.operation.name", "chat"),
+                int("gen_ai.usage.input_tokens", 10),
+            ],
+            0.5,
+            0,
+        );
+        chat.trace_id = vec![7; 16];
+        // Another trace with no agent anywhere stays unattributed.
+        let lone = span(
+            vec![string_attribute("gen_ai.operation.name", "chat")],
+            0.1,
+            0,
+        );
+        c.record(&batch(vec![chat, root, lone]));
+        let m = c.snapshot();
+        let Some(Data::Sum(inv)) = &find(&m, "agent.invocations").data else {
+            panic!()
+        };
+        let agent_of = |op: &str| -> Vec<String> {
+            inv.data_points
+                .iter()
+                .filter(|p| attr_str(&p.attributes, "gen_ai.operation.name") == Some(op))
+                .map(|p| {
+                    attr_str(&p.attributes, "gen_ai.agent.name")
+                        .unwrap_or("")
+                        .to_string()
+                })
+                .collect()
+        };
+        assert_eq!(agent_of("invoke_agent"), vec!["planner"]);
+        let mut chats = agent_of("chat");
+        chats.sort();
+        assert_eq!(chats, vec!["", "planner"]);
     }
 
     #[test]
