@@ -1,0 +1,445 @@
+//! Deployment files, checked offline: the container build (deploy/build.sh,
+//! run as the Dockerfile runs it, and the Dockerfile's HEALTHCHECK command
+//! against the staged binary), every Kubernetes manifest against the
+//! Kubernetes schemas (`kubernetes-validate --strict`), the pipelines inside
+//! the ConfigMaps (`spanwire validate`), memory limits against the
+//! memory_limiter, the IAM policies, and the CloudFormation template
+//! (`cfn-lint`).
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{free_port, python};
+use yaml_rust2::{Yaml, YamlLoader};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn venv_bin(name: &str) -> PathBuf {
+    let p = python().parent().unwrap().join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/test, which installs it from tests/requirements.txt",
+        p.display()
+    );
+    p
+}
+
+/// `(instruction, arguments)` of the Dockerfile's final stage.
+fn final_stage(dockerfile: &str) -> Vec<(String, String)> {
+    let joined = dockerfile.replace("\\\n", " ");
+    let mut stages: Vec<Vec<(String, String)>> = Vec::new();
+    for line in joined.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (ins, args) = line.split_once(' ').unwrap_or((line, ""));
+        let ins = ins.to_ascii_uppercase();
+        if ins == "FROM" {
+            stages.push(Vec::new());
+        }
+        stages
+            .last_mut()
+            .expect("FROM first")
+            .push((ins, args.trim().to_string()));
+    }
+    stages.pop().expect("a final stage")
+}
+
+#[test]
+fn container_build_stages_a_runnable_image_with_a_working_healthcheck() {
+    let dockerfile = std::fs::read_to_string(root().join("deploy/Dockerfile")).unwrap();
+    let stage = final_stage(&dockerfile);
+    let get = |ins: &str| -> Vec<&str> {
+        stage
+            .iter()
+            .filter(|(i, _)| i == ins)
+            .map(|(_, a)| a.as_str())
+            .collect()
+    };
+    assert!(
+        get("FROM")[0].contains("distroless") || get("FROM")[0] == "scratch",
+        "a small final image: {:?}",
+        get("FROM")
+    );
+    let user = get("USER");
+    assert_eq!(user.len(), 1);
+    assert!(
+        !user[0].starts_with("root") && !user[0].starts_with("0"),
+        "runs as non-root: {user:?}"
+    );
+    let exposed: BTreeSet<&str> = get("EXPOSE")
+        .iter()
+        .flat_map(|a| a.split_whitespace())
+        .collect();
+    assert_eq!(
+        exposed,
+        BTreeSet::from(["4317", "4318", "4320", "8888", "8889", "13133"])
+    );
+    assert!(dockerfile.contains("RUN deploy/build.sh /out"));
+    assert!(get("COPY")
+        .iter()
+        .any(|c| c.contains("--from=build /out/ /")));
+    let hc = get("HEALTHCHECK");
+    assert_eq!(hc.len(), 1);
+    let cmd_json = &hc[0][hc[0].find("CMD").expect("HEALTHCHECK CMD") + 3..];
+    let hc_cmd: Vec<String> = serde_json::from_str(cmd_json.trim()).expect("exec-form CMD");
+    let entry: Vec<String> = serde_json::from_str(get("ENTRYPOINT")[0]).unwrap();
+    let cmd: Vec<String> = serde_json::from_str(get("CMD")[0]).unwrap();
+    assert_eq!(entry, vec!["/usr/local/bin/spanwire"]);
+
+    // Run the build script as the Dockerfile does (with the binary cargo
+    // already built for these tests), into a fresh root.
+    let out = tempfile::tempdir().unwrap();
+    let status = Command::new(root().join("deploy/build.sh"))
+        .arg(out.path())
+        .env("SPANWIRE_BIN", env!("CARGO_BIN_EXE_spanwire"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let in_image = |p: &str| out.path().join(p.trim_start_matches('/'));
+    assert!(in_image("/usr/local/bin/spanwire").exists());
+    let config = cmd
+        .iter()
+        .skip_while(|a| *a != "--config")
+        .nth(1)
+        .expect("CMD names the config")
+        .clone();
+    assert!(
+        in_image(&config).exists(),
+        "the CMD's config is in the image"
+    );
+
+    // Start it as the image would (entrypoint + CMD, paths inside the staged
+    // root), on free loopback ports, and probe it with the HEALTHCHECK command.
+    let health = free_port();
+    let port = |_| format!("127.0.0.1:{}", free_port());
+    let mut args: Vec<String> = cmd.clone();
+    for a in args.iter_mut() {
+        if a.starts_with('/') {
+            *a = in_image(a).to_string_lossy().into_owned();
+        }
+    }
+    let mut child = Command::new(in_image(&entry[0]))
+        .args(&args)
+        .env("SPANWIRE_OTLP_GRPC", port(()))
+        .env("SPANWIRE_OTLP_HTTP", port(()))
+        .env("SPANWIRE_BEDROCK", port(()))
+        .env("SPANWIRE_PROMETHEUS", port(()))
+        .env("SPANWIRE_SELF_METRICS", port(()))
+        .env("SPANWIRE_HEALTH", format!("127.0.0.1:{health}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let probe = || {
+        let mut c = hc_cmd.clone();
+        c[0] = in_image(&c[0]).to_string_lossy().into_owned();
+        for a in c.iter_mut() {
+            *a = a.replace("127.0.0.1:13133", &format!("127.0.0.1:{health}"));
+        }
+        Command::new(&c[0])
+            .args(&c[1..])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut healthy = false;
+    while Instant::now() < deadline {
+        if probe() {
+            healthy = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let exited = child.wait().unwrap();
+    assert!(healthy, "the HEALTHCHECK never passed");
+    assert!(exited.success(), "SIGTERM: clean exit");
+    assert!(!probe(), "the HEALTHCHECK fails once spanwire is gone");
+}
+
+fn manifests() -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "yaml") {
+                out.push(p);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&root().join("deploy/kubernetes"), &mut out);
+    out.sort();
+    out
+}
+
+fn load(p: &Path) -> Yaml {
+    let mut docs = YamlLoader::load_from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
+    assert_eq!(docs.len(), 1, "{}: one document", p.display());
+    docs.remove(0)
+}
+
+fn kubernetes_validate(files: &[PathBuf]) -> (bool, String) {
+    let out = Command::new(venv_bin("kubernetes-validate"))
+        .arg("--strict")
+        .args(files)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Mebibytes in a Kubernetes quantity such as `512Mi` or `1Gi`.
+fn mib(q: &str) -> u64 {
+    if let Some(n) = q.strip_suffix("Mi") {
+        n.parse().unwrap()
+    } else if let Some(n) = q.strip_suffix("Gi") {
+        n.parse::<u64>().unwrap() * 1024
+    } else {
+        panic!("unexpected quantity {q}")
+    }
+}
+
+#[test]
+fn kubernetes_manifests_validate_and_their_pipelines_too() {
+    let all = manifests();
+    let (kustomizations, resources): (Vec<PathBuf>, Vec<PathBuf>) = all
+        .into_iter()
+        .partition(|p| p.file_name().unwrap() == "kustomization.yaml");
+    assert_eq!(kustomizations.len(), 3, "base, sidecar, kinesis-consumer");
+
+    // Every kustomization lists files that exist, and every file is listed.
+    let mut listed = BTreeSet::new();
+    for k in &kustomizations {
+        let y = load(k);
+        for r in y["resources"].as_vec().unwrap() {
+            let p = k.parent().unwrap().join(r.as_str().unwrap());
+            assert!(
+                p.exists(),
+                "{} lists a missing {}",
+                k.display(),
+                p.display()
+            );
+            listed.insert(p);
+        }
+    }
+    assert_eq!(listed, resources.iter().cloned().collect::<BTreeSet<_>>());
+
+    // The Kubernetes schemas (strict: unknown fields are errors). CRDs have
+    // no schema there and are checked below.
+    let (crds, core): (Vec<PathBuf>, Vec<PathBuf>) = resources.iter().cloned().partition(|p| {
+        load(p)["apiVersion"]
+            .as_str()
+            .unwrap()
+            .contains("coreos.com")
+    });
+    let (ok, out) = kubernetes_validate(&core);
+    assert!(ok, "{out}");
+    assert_eq!(
+        out.matches(" passed for resource ").count(),
+        core.len(),
+        "every manifest checked against a schema:\n{out}"
+    );
+    // The validator does reject what is wrong (an unknown field, a string port).
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    let text = std::fs::read_to_string(root().join("deploy/kubernetes/base/daemonset.yaml"))
+        .unwrap()
+        .replace(
+            "terminationGracePeriodSeconds: 40",
+            "terminationGracePeriod: 40",
+        );
+    std::fs::write(&bad, text).unwrap();
+    assert!(!kubernetes_validate(&[bad]).0, "an unknown field fails");
+
+    // The PodMonitor selects the DaemonSet's pods and names its ports.
+    let ds = load(&root().join("deploy/kubernetes/base/daemonset.yaml"));
+    let pod_labels = &ds["spec"]["template"]["metadata"]["labels"];
+    let port_names: BTreeSet<&str> = ds["spec"]["template"]["spec"]["containers"][0]["ports"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(crds.len(), 1);
+    let pm = load(&crds[0]);
+    assert_eq!(pm["kind"].as_str(), Some("PodMonitor"));
+    for (k, v) in pm["spec"]["selector"]["matchLabels"].as_hash().unwrap() {
+        assert_eq!(&pod_labels[k.as_str().unwrap()], v);
+    }
+    for e in pm["spec"]["podMetricsEndpoints"].as_vec().unwrap() {
+        assert!(port_names.contains(e["port"].as_str().unwrap()));
+    }
+
+    // Every ConfigMap pipeline passes `spanwire validate` (with the
+    // downward-API variables set), and each container that mounts one has a
+    // memory limit above its memory_limiter's.
+    let mut configs: BTreeMap<String, String> = BTreeMap::new();
+    for p in &resources {
+        let y = load(p);
+        if y["kind"].as_str() == Some("ConfigMap") {
+            let name = y["metadata"]["name"].as_str().unwrap().to_string();
+            configs.insert(name, y["data"]["config.yaml"].as_str().unwrap().to_string());
+        }
+    }
+    assert_eq!(configs.len(), 3);
+    for (name, text) in &configs {
+        let f = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&f, text).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_spanwire"))
+            .args(["validate", "--config"])
+            .arg(&f)
+            .env("K8S_NODE_NAME", "node-1")
+            .env("K8S_NODE_IP", "10.0.0.1")
+            .env("K8S_POD_NAME", "pod-1")
+            .env("K8S_POD_NAMESPACE", "agents")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ConfigMap {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut checked = 0;
+    for p in &resources {
+        let y = load(p);
+        let spec = &y["spec"]["template"]["spec"];
+        let Some(containers) = spec["containers"].as_vec() else {
+            continue;
+        };
+        for c in containers
+            .iter()
+            .filter(|c| c["name"].as_str() == Some("spanwire"))
+        {
+            let volume = c["volumeMounts"][0]["name"].as_str().unwrap();
+            let cm = spec["volumes"]
+                .as_vec()
+                .unwrap()
+                .iter()
+                .find(|v| v["name"].as_str() == Some(volume))
+                .unwrap()["configMap"]["name"]
+                .as_str()
+                .unwrap();
+            let cfg = YamlLoader::load_from_str(&configs[cm]).unwrap().remove(0);
+            let ml = &cfg["processors"]["memory_limiter"];
+            let limit = ml["limit_mib"].as_i64().unwrap() as u64;
+            let container_limit = mib(c["resources"]["limits"]["memory"].as_str().unwrap());
+            assert!(
+                limit < container_limit,
+                "{}: memory_limiter {limit} MiB must sit below the container's {container_limit} MiB",
+                p.display()
+            );
+            assert!(
+                c["livenessProbe"].as_hash().is_some() && c["readinessProbe"].as_hash().is_some()
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 3, "DaemonSet, sidecar, Kinesis consumer");
+    // The DaemonSet is reachable node-locally and tells spanwire its node.
+    let svc = load(&root().join("deploy/kubernetes/base/service.yaml"));
+    assert_eq!(svc["spec"]["internalTrafficPolicy"].as_str(), Some("Local"));
+    let env: Vec<&str> = ds["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert!(env.contains(&"K8S_NODE_NAME") && env.contains(&"K8S_POD_NAME"));
+    let sa = load(&root().join("deploy/kubernetes/base/serviceaccount.yaml"));
+    assert!(sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
+        .as_str()
+        .is_some());
+    let kc = load(&root().join("deploy/kubernetes/kinesis-consumer/deployment.yaml"));
+    assert!(kc["spec"]["replicas"].as_i64().unwrap() >= 2);
+    assert!(configs["spanwire-kinesis"].contains("store: dynamodb"));
+}
+
+#[test]
+fn iam_policies_are_least_privilege_and_the_template_lints_clean() {
+    let expected: [(&str, &[&str]); 3] = [
+        ("xray-exporter.json", &["xray:PutTraceSegments"]),
+        (
+            "cloudwatch-exporters.json",
+            &[
+                "logs:CreateLogGroup",
+                "logs:CreateLogStream",
+                "logs:PutLogEvents",
+                "logs:PutRetentionPolicy",
+            ],
+        ),
+        (
+            "kinesis-receiver.json",
+            &[
+                "dynamodb:CreateTable",
+                "dynamodb:DescribeTable",
+                "dynamodb:GetItem",
+                "dynamodb:PutItem",
+                "dynamodb:Scan",
+                "dynamodb:UpdateItem",
+                "kinesis:DescribeStreamSummary",
+                "kinesis:GetRecords",
+                "kinesis:GetShardIterator",
+                "kinesis:ListShards",
+            ],
+        ),
+    ];
+    for (file, want) in expected {
+        let v: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(root().join("deploy/iam").join(file)).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(v["Version"], "2012-10-17");
+        let mut actions = BTreeSet::new();
+        for s in v["Statement"].as_array().unwrap() {
+            assert_eq!(s["Effect"], "Allow");
+            for a in s["Action"].as_array().unwrap() {
+                let a = a.as_str().unwrap();
+                assert!(!a.contains('*'), "{file}: wildcard action {a}");
+                actions.insert(a.to_string());
+            }
+            let res = s["Resource"].as_str().unwrap();
+            // Only X-Ray's PutTraceSegments has no resource-level permission.
+            if res == "*" {
+                assert_eq!(file, "xray-exporter.json");
+            } else {
+                assert!(res.starts_with("arn:aws:"), "{file}: {res}");
+            }
+        }
+        assert_eq!(
+            actions,
+            want.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>(),
+            "{file}"
+        );
+    }
+    let out = Command::new(venv_bin("cfn-lint"))
+        .arg(root().join("deploy/cloudformation/aws-spans-to-kinesis.yaml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cfn-lint: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
