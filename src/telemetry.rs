@@ -162,3 +162,13 @@ pub fn process_start_nanos() -> u64 {
     static START: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     *START.get_or_init(unix_nanos_now)
 }
+
+/// `spanwire_receiver_unauthenticated_requests_total`: requests refused for a
+/// missing or wrong token.
+pub fn unauthenticated_counter(labels: &[(&'static str, String)]) -> metrics::Counter {
+    let labels: Vec<metrics::Label> = labels
+        .iter()
+        .map(|(k, v)| metrics::Label::new(*k, v.clone()))
+        .collect();
+    metrics::counter!("spanwire_receiver_unauthenticated_requests_total", labels)
+}

@@ -171,3 +171,59 @@ pub fn check_listen_endpoint(ep: &str) -> Result<(), String> {
         .map_err(|_| format!("endpoint `{ep}` has an invalid port `{port}`"))?;
     Ok(())
 }
+
+/// A secret from config (a token): shown as `<redacted>` in debug output and
+/// never logged.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// `auth:` of a receiver: senders must present `Authorization: Bearer <token>`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The token (use `${env:…}` rather than writing it into the file).
+    #[serde(default)]
+    pub bearer_token: Option<Secret>,
+    /// A file holding the token (trailing whitespace ignored), e.g. a mounted
+    /// Kubernetes Secret.
+    #[serde(default)]
+    pub bearer_token_file: Option<String>,
+}
+
+impl AuthConfig {
+    /// Exactly one source, and a token that is not empty.
+    pub fn validate(&self) -> Result<(), String> {
+        match (&self.bearer_token, &self.bearer_token_file) {
+            (Some(_), Some(_)) => {
+                Err("auth: set bearer_token or bearer_token_file, not both".into())
+            }
+            (None, None) => Err("auth: set bearer_token or bearer_token_file".into()),
+            (Some(t), None) if t.0.trim().is_empty() => Err("auth.bearer_token is empty".into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// The token, read from the file if configured so.
+    pub fn token(&self) -> Result<Secret, String> {
+        match (&self.bearer_token, &self.bearer_token_file) {
+            (Some(t), _) => Ok(t.clone()),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("auth.bearer_token_file `{path}`: {e}"))?;
+                let t = text.trim_end().to_string();
+                if t.is_empty() {
+                    return Err(format!("auth.bearer_token_file `{path}` is empty"));
+                }
+                Ok(Secret(t))
+            }
+            (None, None) => Err("auth: no token configured".into()),
+        }
+    }
+}

@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::de::DeError;
-use crate::config::types::{check_listen_endpoint, duration};
+use crate::config::types::{check_listen_endpoint, duration, AuthConfig};
 use crate::config::ComponentId;
 use crate::convert::bedrock::assemble::{Assembler, Released};
 use crate::convert::bedrock::{self, CaptureContent, Options, TraceParent};
@@ -71,6 +71,8 @@ pub struct BedrockReceiverConfig {
     pub resource: BTreeMap<String, String>,
     /// Events buffered while invocations are incomplete; past this the oldest are converted early.
     pub max_pending_events: usize,
+    /// Require a bearer token (`Authorization` header).
+    pub auth: Option<AuthConfig>,
 }
 
 impl Default for BedrockReceiverConfig {
@@ -85,6 +87,7 @@ impl Default for BedrockReceiverConfig {
             max_content_bytes: 4096,
             resource: BTreeMap::new(),
             max_pending_events: 100_000,
+            auth: None,
         }
     }
 }
@@ -94,6 +97,9 @@ impl BedrockReceiverConfig {
     pub fn validate(&self) -> Result<(), DeError> {
         use serde::de::Error;
         check_listen_endpoint(&self.endpoint).map_err(DeError::custom)?;
+        if let Some(a) = &self.auth {
+            a.validate().map_err(DeError::custom)?;
+        }
         if !self.path.starts_with('/') {
             return Err(DeError::custom("path must start with `/`"));
         }
@@ -123,6 +129,8 @@ struct State {
     epoch: Instant,
     accepted_events: metrics::Counter,
     refused_events: metrics::Counter,
+    auth: Option<net::BearerAuth>,
+    unauthenticated: metrics::Counter,
 }
 
 impl State {
@@ -140,8 +148,9 @@ pub async fn start(
 ) -> Result<Vec<JoinHandle<()>>, StartError> {
     let consumer = consumer
         .ok_or_else(|| StartError::component(&id.to_string(), "no traces pipeline uses it"))?;
+    let auth = net::bearer_auth(cfg.auth.as_ref(), &id.to_string())?;
     let listener = net::bind(&cfg.endpoint).await?;
-    tracing::info!(endpoint = %cfg.endpoint, path = %cfg.path, "bedrock receiver listening");
+    tracing::info!(endpoint = %cfg.endpoint, path = %cfg.path, auth = auth.is_some(), "bedrock receiver listening");
     let labels = [
         ("receiver", id.to_string()),
         ("transport", "http".to_string()),
@@ -163,6 +172,8 @@ pub async fn start(
             "spanwire_receiver_refused_bedrock_events_total",
             &labels
         ),
+        auth,
+        unauthenticated: crate::telemetry::unauthenticated_counter(&labels),
     });
     let mut tasks = Vec::new();
     let http_state = state.clone();
@@ -297,6 +308,16 @@ fn parse_resource_header(v: &str) -> Result<Vec<(String, String)>, String> {
 }
 
 async fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
+    if let Some(auth) = &state.auth {
+        let given = req
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .map(|v| v.as_bytes());
+        if !auth.check(given) {
+            state.unauthenticated.increment(1);
+            return net::unauthorized();
+        }
+    }
     if req.uri().path() != state.cfg.path {
         return reply(
             StatusCode::NOT_FOUND,

@@ -21,6 +21,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::codec::CompressionEncoding;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
@@ -101,23 +102,44 @@ pub(super) async fn start(
             consumer: c.clone(),
         })
     };
+    let auth = crate::net::bearer_auth(cfg.auth.as_ref(), "otlp grpc")?;
+    let counter = intake.clone();
+    // Checked on the headers, before a body is read or decoded.
+    let check = move |req: Request<()>| -> Result<Request<()>, Status> {
+        match &auth {
+            Some(a) if !a.check(req.metadata().get("authorization").map(|v| v.as_bytes())) => {
+                counter.unauthenticated();
+                Err(Status::unauthenticated("missing or wrong bearer token"))
+            }
+            _ => Ok(req),
+        }
+    };
     let traces = svc(Signal::Traces).map(|s| {
-        TraceServiceServer::new(s)
-            .max_decoding_message_size(limit)
-            .accept_compressed(CompressionEncoding::Gzip)
-            .accept_compressed(CompressionEncoding::Zstd)
+        InterceptedService::new(
+            TraceServiceServer::new(s)
+                .max_decoding_message_size(limit)
+                .accept_compressed(CompressionEncoding::Gzip)
+                .accept_compressed(CompressionEncoding::Zstd),
+            check.clone(),
+        )
     });
     let metrics = svc(Signal::Metrics).map(|s| {
-        MetricsServiceServer::new(s)
-            .max_decoding_message_size(limit)
-            .accept_compressed(CompressionEncoding::Gzip)
-            .accept_compressed(CompressionEncoding::Zstd)
+        InterceptedService::new(
+            MetricsServiceServer::new(s)
+                .max_decoding_message_size(limit)
+                .accept_compressed(CompressionEncoding::Gzip)
+                .accept_compressed(CompressionEncoding::Zstd),
+            check.clone(),
+        )
     });
     let logs = svc(Signal::Logs).map(|s| {
-        LogsServiceServer::new(s)
-            .max_decoding_message_size(limit)
-            .accept_compressed(CompressionEncoding::Gzip)
-            .accept_compressed(CompressionEncoding::Zstd)
+        InterceptedService::new(
+            LogsServiceServer::new(s)
+                .max_decoding_message_size(limit)
+                .accept_compressed(CompressionEncoding::Gzip)
+                .accept_compressed(CompressionEncoding::Zstd),
+            check.clone(),
+        )
     });
     let router = tonic::transport::Server::builder()
         .tcp_nodelay(true)

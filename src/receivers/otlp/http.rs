@@ -39,6 +39,7 @@ impl Encoding {
 struct State {
     cfg: HttpConfig,
     intake: Intake,
+    auth: Option<net::BearerAuth>,
 }
 
 /// Binds and serves until `cancel`.
@@ -47,11 +48,13 @@ pub(super) async fn start(
     intake: Intake,
     cancel: CancellationToken,
 ) -> Result<JoinHandle<()>, StartError> {
+    let auth = net::bearer_auth(cfg.auth.as_ref(), "otlp http")?;
     let listener = net::bind(&cfg.endpoint).await?;
-    tracing::info!(endpoint = %cfg.endpoint, "OTLP/HTTP receiver listening");
+    tracing::info!(endpoint = %cfg.endpoint, auth = auth.is_some(), "OTLP/HTTP receiver listening");
     let state = Arc::new(State {
         cfg: cfg.clone(),
         intake,
+        auth,
     });
     Ok(net::serve_http(
         listener,
@@ -103,6 +106,16 @@ fn status_body(enc: Option<Encoding>, status: StatusCode, message: &str) -> Resp
 }
 
 async fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
+    if let Some(auth) = &state.auth {
+        if !auth.check(
+            req.headers()
+                .get(header::AUTHORIZATION)
+                .map(|v| v.as_bytes()),
+        ) {
+            state.intake.unauthenticated();
+            return net::unauthorized();
+        }
+    }
     let path = req.uri().path();
     let signal = if path == state.cfg.traces_url_path {
         Signal::Traces

@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::de::DeError;
-use crate::config::types::check_listen_endpoint;
+use crate::config::types::{check_listen_endpoint, AuthConfig};
 use crate::config::ComponentId;
 use crate::pipeline::{BoxConsumer, ConsumeError, Consumers, StartError};
 use crate::signal::{Signal, Telemetry};
@@ -52,6 +52,8 @@ pub struct GrpcConfig {
     pub max_recv_msg_size_mib: usize,
     /// Most concurrent streams per HTTP/2 connection.
     pub max_concurrent_streams: Option<u32>,
+    /// Require a bearer token (`authorization` metadata).
+    pub auth: Option<AuthConfig>,
 }
 
 impl Default for GrpcConfig {
@@ -60,6 +62,7 @@ impl Default for GrpcConfig {
             endpoint: "localhost:4317".into(),
             max_recv_msg_size_mib: 4,
             max_concurrent_streams: None,
+            auth: None,
         }
     }
 }
@@ -78,6 +81,8 @@ pub struct HttpConfig {
     pub metrics_url_path: String,
     /// Path for logs.
     pub logs_url_path: String,
+    /// Require a bearer token (`Authorization` header).
+    pub auth: Option<AuthConfig>,
 }
 
 impl Default for HttpConfig {
@@ -88,6 +93,7 @@ impl Default for HttpConfig {
             traces_url_path: "/v1/traces".into(),
             metrics_url_path: "/v1/metrics".into(),
             logs_url_path: "/v1/logs".into(),
+            auth: None,
         }
     }
 }
@@ -104,6 +110,10 @@ impl OtlpReceiverConfig {
         if let Some(g) = &self.protocols.grpc {
             check_listen_endpoint(&g.endpoint)
                 .map_err(|e| DeError::custom(format!("protocols.grpc: {e}")))?;
+            if let Some(a) = &g.auth {
+                a.validate()
+                    .map_err(|e| DeError::custom(format!("protocols.grpc.{e}")))?;
+            }
             if g.max_recv_msg_size_mib == 0 {
                 return Err(DeError::custom(
                     "protocols.grpc.max_recv_msg_size_mib must be at least 1",
@@ -113,6 +123,10 @@ impl OtlpReceiverConfig {
         if let Some(h) = &self.protocols.http {
             check_listen_endpoint(&h.endpoint)
                 .map_err(|e| DeError::custom(format!("protocols.http: {e}")))?;
+            if let Some(a) = &h.auth {
+                a.validate()
+                    .map_err(|e| DeError::custom(format!("protocols.http.{e}")))?;
+            }
             if h.max_request_body_size == 0 {
                 return Err(DeError::custom(
                     "protocols.http.max_request_body_size must be at least 1",
@@ -159,6 +173,7 @@ pub(crate) struct Intake {
     consumers: Consumers,
     accepted: SignalCounters,
     refused: SignalCounters,
+    unauthenticated: metrics::Counter,
 }
 
 impl Intake {
@@ -171,7 +186,13 @@ impl Intake {
             consumers,
             accepted: SignalCounters::new("spanwire_receiver_accepted", &labels),
             refused: SignalCounters::new("spanwire_receiver_refused", &labels),
+            unauthenticated: crate::telemetry::unauthenticated_counter(&labels),
         }
+    }
+
+    /// Counts a request refused for a missing or wrong token.
+    fn unauthenticated(&self) {
+        self.unauthenticated.increment(1);
     }
 
     fn consumer(&self, signal: Signal) -> Option<&BoxConsumer> {
