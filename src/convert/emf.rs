@@ -164,6 +164,24 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// The delta of a cumulative step, counting resets, baselines and late points.
+    fn take<T>(&mut self, step: Step<T>) -> Option<T> {
+        match step {
+            Step::Delta(d, reset) => {
+                self.resets += reset as usize;
+                Some(d)
+            }
+            Step::Baseline => {
+                self.baselines += 1;
+                None
+            }
+            Step::Stale => {
+                self.out_of_order += 1;
+                None
+            }
+        }
+    }
+
     /// Points dropped for a reason worth an error log.
     pub fn dropped(&self) -> usize {
         self.non_finite + self.name_collisions + self.too_large
@@ -328,16 +346,8 @@ impl Deltas {
             return Step::Stale;
         }
         let first_whole = self.first_whole(p.start_time_unix_nano);
-        let mut buckets = p.bucket_counts.clone();
-        buckets.resize(p.explicit_bounds.len() + 1, 0);
-        let sum = p.sum.unwrap_or(0.0);
-        let whole = HistDelta {
-            count: p.count,
-            sum,
-            buckets: buckets.clone(),
-            min: p.min,
-            max: p.max,
-        };
+        let whole = HistDelta::whole(p);
+        let (buckets, sum) = (&whole.buckets, whole.sum);
         let old = self.series.insert(
             key,
             Entry {
@@ -402,9 +412,8 @@ impl Deltas {
             return Step::Stale;
         }
         let first_whole = self.first_whole(p.start_time_unix_nano);
-        let positive = exp_map(p.positive.as_ref(), 0);
-        let negative = exp_map(p.negative.as_ref(), 0);
-        let sum = p.sum.unwrap_or(0.0);
+        let whole = ExpDelta::whole(p);
+        let (positive, negative, sum) = (&whole.positive, &whole.negative, whole.sum);
         let old = self.series.insert(
             key,
             Entry {
@@ -421,16 +430,6 @@ impl Deltas {
                 time: p.time_unix_nano,
             },
         );
-        let whole = ExpDelta {
-            count: p.count,
-            sum,
-            scale: p.scale,
-            zero: p.zero_count,
-            positive: positive.clone(),
-            negative: negative.clone(),
-            min: p.min,
-            max: p.max,
-        };
         match old {
             Some(Entry {
                 prev:
@@ -529,6 +528,21 @@ struct HistDelta {
     max: Option<f64>,
 }
 
+impl HistDelta {
+    /// The point's own counts (a delta point, or a cumulative one sent whole).
+    fn whole(p: &HistogramDataPoint) -> HistDelta {
+        let mut buckets = p.bucket_counts.clone();
+        buckets.resize(p.explicit_bounds.len() + 1, 0);
+        HistDelta {
+            count: p.count,
+            sum: p.sum.unwrap_or(0.0),
+            buckets,
+            min: p.min,
+            max: p.max,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 struct ExpDelta {
     count: u64,
@@ -539,6 +553,22 @@ struct ExpDelta {
     negative: BTreeMap<i32, u64>,
     min: Option<f64>,
     max: Option<f64>,
+}
+
+impl ExpDelta {
+    /// The point's own counts (a delta point, or a cumulative one sent whole).
+    fn whole(p: &ExponentialHistogramDataPoint) -> ExpDelta {
+        ExpDelta {
+            count: p.count,
+            sum: p.sum.unwrap_or(0.0),
+            scale: p.scale,
+            zero: p.zero_count,
+            positive: exp_map(p.positive.as_ref(), 0),
+            negative: exp_map(p.negative.as_ref(), 0),
+            min: p.min,
+            max: p.max,
+        }
+    }
 }
 
 /// The smallest and largest value a delta's buckets allow: the bounds of its
@@ -1108,29 +1138,17 @@ pub fn convert<'a>(
                                 if !f.is_finite() {
                                     Some(Value::Float(f))
                                 } else {
-                                    match deltas.number(
+                                    let step = deltas.number(
                                         key,
                                         p.start_time_unix_nano,
                                         p.time_unix_nano,
                                         f,
                                         now_ns,
-                                    ) {
-                                        Step::Delta(d, reset) => {
-                                            stats.resets += reset as usize;
-                                            Some(match v {
-                                                Value::Int(_) => Value::Int(d as i64),
-                                                _ => Value::Float(d),
-                                            })
-                                        }
-                                        Step::Baseline => {
-                                            stats.baselines += 1;
-                                            None
-                                        }
-                                        Step::Stale => {
-                                            stats.out_of_order += 1;
-                                            None
-                                        }
-                                    }
+                                    );
+                                    stats.take(step).map(|d| match v {
+                                        Value::Int(_) => Value::Int(d as i64),
+                                        _ => Value::Float(d),
+                                    })
                                 }
                             } else {
                                 Some(v)
@@ -1142,30 +1160,9 @@ pub fn convert<'a>(
                         for p in &h.data_points {
                             let d = if h.aggregation_temporality == cumulative {
                                 let key = series_key(&key_name, res, &p.attributes);
-                                match deltas.histogram(key, p, now_ns) {
-                                    Step::Delta(d, reset) => {
-                                        stats.resets += reset as usize;
-                                        Some(d)
-                                    }
-                                    Step::Baseline => {
-                                        stats.baselines += 1;
-                                        None
-                                    }
-                                    Step::Stale => {
-                                        stats.out_of_order += 1;
-                                        None
-                                    }
-                                }
+                                stats.take(deltas.histogram(key, p, now_ns))
                             } else {
-                                let mut buckets = p.bucket_counts.clone();
-                                buckets.resize(p.explicit_bounds.len() + 1, 0);
-                                Some(HistDelta {
-                                    count: p.count,
-                                    sum: p.sum.unwrap_or(0.0),
-                                    buckets,
-                                    min: p.min,
-                                    max: p.max,
-                                })
+                                Some(HistDelta::whole(p))
                             };
                             let Some(d) = d else {
                                 points.push((&p.attributes, p.time_unix_nano, None));
@@ -1184,31 +1181,9 @@ pub fn convert<'a>(
                         for p in &h.data_points {
                             let d = if h.aggregation_temporality == cumulative {
                                 let key = series_key(&key_name, res, &p.attributes);
-                                match deltas.exponential(key, p, now_ns) {
-                                    Step::Delta(d, reset) => {
-                                        stats.resets += reset as usize;
-                                        Some(d)
-                                    }
-                                    Step::Baseline => {
-                                        stats.baselines += 1;
-                                        None
-                                    }
-                                    Step::Stale => {
-                                        stats.out_of_order += 1;
-                                        None
-                                    }
-                                }
+                                stats.take(deltas.exponential(key, p, now_ns))
                             } else {
-                                Some(ExpDelta {
-                                    count: p.count,
-                                    sum: p.sum.unwrap_or(0.0),
-                                    scale: p.scale,
-                                    zero: p.zero_count,
-                                    positive: exp_map(p.positive.as_ref(), 0),
-                                    negative: exp_map(p.negative.as_ref(), 0),
-                                    min: p.min,
-                                    max: p.max,
-                                })
+                                Some(ExpDelta::whole(p))
                             };
                             let v = d.as_ref().and_then(exp_dist);
                             if d.is_some() && v.is_none() {
@@ -1220,24 +1195,16 @@ pub fn convert<'a>(
                     Data::Summary(s) => {
                         for p in &s.data_points {
                             let key = series_key(&key_name, res, &p.attributes);
-                            let v = match deltas.summary(key, p, now_ns) {
-                                Step::Delta((c, sum), reset) => {
-                                    stats.resets += reset as usize;
-                                    let v = summary_dist(c, sum, p);
-                                    if v.is_none() {
-                                        stats.empty += 1;
-                                    }
-                                    v
-                                }
-                                Step::Baseline => {
-                                    stats.baselines += 1;
-                                    None
-                                }
-                                Step::Stale => {
-                                    stats.out_of_order += 1;
-                                    None
-                                }
-                            };
+                            let v =
+                                stats
+                                    .take(deltas.summary(key, p, now_ns))
+                                    .and_then(|(c, sum)| {
+                                        let v = summary_dist(c, sum, p);
+                                        if v.is_none() {
+                                            stats.empty += 1;
+                                        }
+                                        v
+                                    });
                             points.push((&p.attributes, p.time_unix_nano, v));
                         }
                     }
@@ -1258,19 +1225,23 @@ pub fn convert<'a>(
                         continue;
                     };
                     let ts_ms = (if t == 0 { now_ns } else { t } / 1_000_000) as i64;
-                    let slots = index.entry((ts_ms, labels.clone())).or_default();
-                    let slot = slots.iter().copied().find(|&i| {
-                        groups[i].items.len() < MAX_METRICS_PER_DIRECTIVE && !groups[i].has(&m.name)
+                    // Labels are cloned once per event, not per point.
+                    let key = (ts_ms, labels);
+                    let slot = index.get(&key).and_then(|slots| {
+                        slots.iter().copied().find(|&i| {
+                            groups[i].items.len() < MAX_METRICS_PER_DIRECTIVE
+                                && !groups[i].has(&m.name)
+                        })
                     });
                     let gi = match slot {
                         Some(i) => i,
                         None => {
                             groups.push(Group {
                                 ts_ms,
-                                labels,
+                                labels: key.1.clone(),
                                 items: Vec::new(),
                             });
-                            slots.push(groups.len() - 1);
+                            index.entry(key).or_default().push(groups.len() - 1);
                             groups.len() - 1
                         }
                     };
