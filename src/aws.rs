@@ -70,8 +70,14 @@ pub async fn sdk_config(s: &AwsSettings) -> Result<SdkConfig, AwsError> {
     Ok(base)
 }
 
-/// Checks the `endpoint` and `role_arn` settings AWS components share.
-pub fn check_settings(endpoint: Option<&str>, role_arn: Option<&str>) -> Result<(), String> {
+/// Checks the settings AWS exporters share: `endpoint`, `role_arn`,
+/// `request_timeout` and `max_concurrent_requests`.
+pub fn check_settings(
+    endpoint: Option<&str>,
+    role_arn: Option<&str>,
+    request_timeout: Duration,
+    max_concurrent_requests: usize,
+) -> Result<(), String> {
     if let Some(e) = endpoint {
         if !(e.starts_with("http://") || e.starts_with("https://")) {
             return Err(format!(
@@ -85,6 +91,12 @@ pub fn check_settings(endpoint: Option<&str>, role_arn: Option<&str>) -> Result<
         if !r.starts_with("arn:") {
             return Err(format!("role_arn `{r}` is not an ARN"));
         }
+    }
+    if max_concurrent_requests == 0 {
+        return Err("max_concurrent_requests must be at least 1".into());
+    }
+    if request_timeout.is_zero() {
+        return Err("request_timeout must be more than 0".into());
     }
     Ok(())
 }

@@ -172,3 +172,12 @@ pub fn unauthenticated_counter(labels: &[(&'static str, String)]) -> metrics::Co
         .collect();
     metrics::counter!("spanwire_receiver_unauthenticated_requests_total", labels)
 }
+
+/// A counter of one exporter, labelled `reason` too unless `reason` is empty.
+pub fn exporter_counter(metric: &'static str, exporter: &str, reason: &'static str) -> Counter {
+    if reason.is_empty() {
+        metrics::counter!(metric, "exporter" => exporter.to_string())
+    } else {
+        metrics::counter!(metric, "exporter" => exporter.to_string(), "reason" => reason)
+    }
+}

@@ -9,13 +9,13 @@ use async_trait::async_trait;
 use metrics::Counter;
 use serde::Deserialize;
 
-use super::cwlogs::{Pending, Sender, Settings, RETENTION_DAYS};
+use super::cwlogs::{check_destination, Pending, Sender, Settings};
 use super::{Export, ExportError, ExportOk, Progress};
 use crate::aws::AwsSettings;
 use crate::config::de::DeError;
 use crate::config::types::{duration, QueueConfig, RetryConfig};
 use crate::convert::log_events::{
-    check_template, expand, record_message, record_time_ms, LogEvent, LogFormat, NameKind,
+    expand, record_message, record_time_ms, LogEvent, LogFormat, NameKind,
 };
 use crate::pipeline::StartError;
 use crate::signal::{Signal, Telemetry};
@@ -76,24 +76,17 @@ impl AwsCloudWatchLogsExporterConfig {
     }
 
     fn check(&self) -> Result<(), String> {
-        crate::aws::check_settings(self.endpoint.as_deref(), self.role_arn.as_deref())?;
-        if self.log_group_name.is_empty() || self.log_stream_name.is_empty() {
-            return Err("log_group_name and log_stream_name must not be empty".into());
-        }
-        check_template(&self.log_group_name).map_err(|e| format!("log_group_name {e}"))?;
-        check_template(&self.log_stream_name).map_err(|e| format!("log_stream_name {e}"))?;
-        if self.log_retention != 0 && !RETENTION_DAYS.contains(&self.log_retention) {
-            return Err(format!(
-                "log_retention {} is not a retention CloudWatch Logs offers ({RETENTION_DAYS:?}, or 0 for never)",
-                self.log_retention
-            ));
-        }
-        if self.max_concurrent_requests == 0 {
-            return Err("max_concurrent_requests must be at least 1".into());
-        }
-        if self.request_timeout.is_zero() {
-            return Err("request_timeout must be more than 0".into());
-        }
+        crate::aws::check_settings(
+            self.endpoint.as_deref(),
+            self.role_arn.as_deref(),
+            self.request_timeout,
+            self.max_concurrent_requests,
+        )?;
+        check_destination(
+            &self.log_group_name,
+            &self.log_stream_name,
+            self.log_retention,
+        )?;
         self.sending_queue.validate()?;
         Ok(())
     }
@@ -180,19 +173,10 @@ impl Export for AwsCloudWatchLogsExporter {
         data: &Arc<Telemetry>,
         progress: &mut Progress,
     ) -> Result<ExportOk, ExportError> {
-        if progress.is_none() {
-            *progress = Some(Box::new(self.start(data)));
-        }
-        let Some(pending) = progress.as_mut().and_then(|p| p.downcast_mut::<Pending>()) else {
-            return Err(ExportError::Permanent(
-                "internal: unexpected retry state".into(),
-            ));
-        };
-        self.sender.send(pending).await
+        self.sender.export(progress, || self.start(data)).await
     }
 
     fn pending(&self, _data: &Telemetry, progress: &Progress) -> Option<usize> {
-        let p = progress.as_ref()?.downcast_ref::<Pending>()?;
-        Some(p.len() + p.dropped)
+        super::cwlogs::pending_items(progress)
     }
 }

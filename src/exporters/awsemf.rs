@@ -12,7 +12,7 @@ use metrics::Counter;
 use regex::Regex;
 use serde::Deserialize;
 
-use super::cwlogs::{Pending, Sender, Settings, RETENTION_DAYS};
+use super::cwlogs::{check_destination, Pending, Sender, Settings};
 use super::prometheus::ResourceToTelemetry;
 use super::{Export, ExportError, ExportOk, Progress};
 use crate::aws::AwsSettings;
@@ -21,7 +21,7 @@ use crate::config::types::{duration, QueueConfig, RetryConfig};
 use crate::convert::emf::{
     self, Deltas, DimensionRollup, LabelMatcher, MetricDeclaration, MAX_DIMENSIONS_PER_SET,
 };
-use crate::convert::log_events::{check_template, expand, LogEvent, NameKind};
+use crate::convert::log_events::{expand, LogEvent, NameKind};
 use crate::pipeline::StartError;
 use crate::signal::{Signal, Telemetry};
 
@@ -151,24 +151,23 @@ impl AwsEmfExporterConfig {
     }
 
     fn check(&self) -> Result<(), String> {
-        crate::aws::check_settings(self.endpoint.as_deref(), self.role_arn.as_deref())?;
-        check_template(&self.log_group_name).map_err(|e| format!("log_group_name {e}"))?;
-        check_template(&self.log_stream_name).map_err(|e| format!("log_stream_name {e}"))?;
-        if self.log_group_name.is_empty() || self.log_stream_name.is_empty() {
-            return Err("log_group_name and log_stream_name must not be empty".into());
-        }
+        crate::aws::check_settings(
+            self.endpoint.as_deref(),
+            self.role_arn.as_deref(),
+            self.request_timeout,
+            self.max_concurrent_requests,
+        )?;
+        check_destination(
+            &self.log_group_name,
+            &self.log_stream_name,
+            self.log_retention,
+        )?;
         if let Some(ns) = &self.namespace {
             if emf::sanitize_namespace(ns) != *ns {
                 return Err(format!(
                     "namespace `{ns}` is not a valid CloudWatch namespace (letters, digits, `.-_/#:` and spaces, at most 255, not starting with AWS/)"
                 ));
             }
-        }
-        if self.log_retention != 0 && !RETENTION_DAYS.contains(&self.log_retention) {
-            return Err(format!(
-                "log_retention {} is not a retention CloudWatch Logs offers ({RETENTION_DAYS:?}, or 0 for never)",
-                self.log_retention
-            ));
         }
         if self.storage_resolution != 1 && self.storage_resolution != 60 {
             return Err("storage_resolution must be 1 or 60".into());
@@ -198,12 +197,6 @@ impl AwsEmfExporterConfig {
                 }
                 compile(&m.regex, "label_matchers regex")?;
             }
-        }
-        if self.max_concurrent_requests == 0 {
-            return Err("max_concurrent_requests must be at least 1".into());
-        }
-        if self.request_timeout.is_zero() {
-            return Err("request_timeout must be more than 0".into());
         }
         if self.delta_expiration.is_zero() || self.max_delta_series == 0 {
             return Err("delta_expiration and max_delta_series must be more than 0".into());
@@ -279,13 +272,7 @@ impl AwsEmfExporter {
     /// Builds the exporter; the AWS client is made on first use.
     pub fn new(cfg: &AwsEmfExporterConfig, name: String) -> Result<Self, StartError> {
         let opts = cfg.options().map_err(|e| StartError::component(&name, e))?;
-        let c = |metric: &'static str, reason: &'static str| {
-            if reason.is_empty() {
-                metrics::counter!(metric, "exporter" => name.clone())
-            } else {
-                metrics::counter!(metric, "exporter" => name.clone(), "reason" => reason)
-            }
-        };
+        let c = |metric, reason| crate::telemetry::exporter_counter(metric, &name, reason);
         let counters = Counters {
             baselines: c("spanwire_emf_points_total", "baseline"),
             resets: c("spanwire_emf_resets_total", ""),
@@ -386,19 +373,10 @@ impl Export for AwsEmfExporter {
         data: &Arc<Telemetry>,
         progress: &mut Progress,
     ) -> Result<ExportOk, ExportError> {
-        if progress.is_none() {
-            *progress = Some(Box::new(self.start(data)));
-        }
-        let Some(pending) = progress.as_mut().and_then(|p| p.downcast_mut::<Pending>()) else {
-            return Err(ExportError::Permanent(
-                "internal: unexpected retry state".into(),
-            ));
-        };
-        self.sender.send(pending).await
+        self.sender.export(progress, || self.start(data)).await
     }
 
     fn pending(&self, _data: &Telemetry, progress: &Progress) -> Option<usize> {
-        let p = progress.as_ref()?.downcast_ref::<Pending>()?;
-        Some(p.len() + p.dropped)
+        super::cwlogs::pending_items(progress)
     }
 }

@@ -113,8 +113,13 @@ impl AwsXrayExporterConfig {
     /// Checks values serde cannot.
     pub fn validate(&self) -> Result<(), DeError> {
         use serde::de::Error;
-        crate::aws::check_settings(self.endpoint.as_deref(), self.role_arn.as_deref())
-            .map_err(DeError::custom)?;
+        crate::aws::check_settings(
+            self.endpoint.as_deref(),
+            self.role_arn.as_deref(),
+            self.request_timeout,
+            self.max_concurrent_requests,
+        )
+        .map_err(DeError::custom)?;
         if self.transport == Transport::Udp {
             self.udp_endpoint.parse::<SocketAddr>().map_err(|_| {
                 DeError::custom(format!(
@@ -122,14 +127,6 @@ impl AwsXrayExporterConfig {
                     self.udp_endpoint
                 ))
             })?;
-        }
-        if self.max_concurrent_requests == 0 {
-            return Err(DeError::custom(
-                "max_concurrent_requests must be at least 1",
-            ));
-        }
-        if self.request_timeout.is_zero() {
-            return Err(DeError::custom("request_timeout must be more than 0"));
         }
         self.sending_queue.validate().map_err(DeError::custom)?;
         Ok(())
@@ -181,13 +178,7 @@ struct Counters {
 
 impl Counters {
     fn new(name: &str) -> Counters {
-        let c = |metric: &'static str, reason: &'static str| {
-            if reason.is_empty() {
-                metrics::counter!(metric, "exporter" => name.to_string())
-            } else {
-                metrics::counter!(metric, "exporter" => name.to_string(), "reason" => reason)
-            }
-        };
+        let c = |metric, reason| crate::telemetry::exporter_counter(metric, &name, reason);
         Counters {
             sent: c("spanwire_xray_documents_sent_total", ""),
             truncated: c("spanwire_xray_documents_truncated_total", ""),

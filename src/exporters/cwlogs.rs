@@ -7,8 +7,6 @@
 //! and dropped; events CloudWatch reports in `rejectedLogEventsInfo` are
 //! counted and logged.
 
-use std::collections::HashSet;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use aws_sdk_cloudwatchlogs::error::ProvideErrorMetadata;
@@ -18,9 +16,30 @@ use futures_util::stream::{self, StreamExt};
 use metrics::Counter;
 use tokio::sync::OnceCell;
 
-use super::{ExportError, ExportOk};
+use super::{ExportError, ExportOk, Progress};
 use crate::aws::{error_text, AwsSettings};
-use crate::convert::log_events::{plan, LogEvent, Plan};
+use crate::convert::log_events::{check_template, plan, LogEvent, Plan};
+
+/// Checks a log group and stream template pair and a retention setting.
+pub fn check_destination(group: &str, stream: &str, retention: i32) -> Result<(), String> {
+    if group.is_empty() || stream.is_empty() {
+        return Err("log_group_name and log_stream_name must not be empty".into());
+    }
+    check_template(group).map_err(|e| format!("log_group_name {e}"))?;
+    check_template(stream).map_err(|e| format!("log_stream_name {e}"))?;
+    if retention != 0 && !RETENTION_DAYS.contains(&retention) {
+        return Err(format!(
+            "log_retention {retention} is not a retention CloudWatch Logs offers ({RETENTION_DAYS:?}, or 0 for never)"
+        ));
+    }
+    Ok(())
+}
+
+/// Data items of a batch not yet delivered (or dropped), per its `progress`.
+pub fn pending_items(progress: &Progress) -> Option<usize> {
+    let p = progress.as_ref()?.downcast_ref::<Pending>()?;
+    Some(p.len() + p.dropped)
+}
 
 /// Retention periods CloudWatch Logs accepts, in days.
 pub const RETENTION_DAYS: &[i32] = &[
@@ -93,13 +112,7 @@ struct Counters {
 
 impl Counters {
     fn new(name: &str) -> Counters {
-        let c = |metric: &'static str, reason: &'static str| {
-            if reason.is_empty() {
-                metrics::counter!(metric, "exporter" => name.to_string())
-            } else {
-                metrics::counter!(metric, "exporter" => name.to_string(), "reason" => reason)
-            }
-        };
+        let c = |metric, reason| crate::telemetry::exporter_counter(metric, &name, reason);
         Counters {
             sent: c("spanwire_cwlogs_events_sent_total", ""),
             calls: c("spanwire_cwlogs_put_calls_total", ""),
@@ -135,8 +148,6 @@ pub struct Sender {
     name: String,
     settings: Settings,
     client: OnceCell<Client>,
-    /// Streams known to exist (created or written to).
-    known: Mutex<HashSet<(String, String)>>,
     counters: Counters,
 }
 
@@ -147,7 +158,6 @@ impl Sender {
             name: name.to_string(),
             settings,
             client: OnceCell::new(),
-            known: Mutex::new(HashSet::new()),
             counters: Counters::new(name),
         }
     }
@@ -199,6 +209,24 @@ impl Sender {
             })
             .await
             .cloned()
+    }
+
+    /// One attempt at a batch: `start` converts it on the first attempt; the
+    /// calls still pending are kept in `progress` between attempts.
+    pub async fn export(
+        &self,
+        progress: &mut Progress,
+        start: impl FnOnce() -> Pending,
+    ) -> Result<ExportOk, ExportError> {
+        if progress.is_none() {
+            *progress = Some(Box::new(start()));
+        }
+        let Some(pending) = progress.as_mut().and_then(|p| p.downcast_mut::<Pending>()) else {
+            return Err(ExportError::Permanent(
+                "internal: unexpected retry state".into(),
+            ));
+        };
+        self.send(pending).await
     }
 
     /// Makes every pending call; what fails retryably stays in `pending`.
@@ -284,24 +312,6 @@ impl Sender {
         })
     }
 
-    fn is_known(&self, group: &str, stream: &str) -> bool {
-        self.known
-            .lock()
-            .map(|k| k.contains(&(group.to_string(), stream.to_string())))
-            .unwrap_or(false)
-    }
-
-    fn remember(&self, group: &str, stream: &str, known: bool) {
-        if let Ok(mut k) = self.known.lock() {
-            let key = (group.to_string(), stream.to_string());
-            if known {
-                k.insert(key);
-            } else {
-                k.remove(&key);
-            }
-        }
-    }
-
     async fn put(&self, client: &Client, call: Call) -> CallResult {
         let events: Vec<InputLogEvent> = call
             .events
@@ -326,7 +336,6 @@ impl Sender {
                 .await;
             match result {
                 Ok(out) => {
-                    self.remember(&call.group, &call.stream, true);
                     let (refused, refused_items) = out
                         .rejected_log_events_info()
                         .map(|r| self.count_rejected(&call, r))
@@ -339,7 +348,6 @@ impl Sender {
                 Err(e) => {
                     let code = e.code().unwrap_or("").to_string();
                     if code == "ResourceNotFoundException" && !created {
-                        self.remember(&call.group, &call.stream, false);
                         if let Err(r) = self.create(client, &call.group, &call.stream).await {
                             return r.into_result(call);
                         }
@@ -392,9 +400,6 @@ impl Sender {
     }
 
     async fn create(&self, client: &Client, group: &str, stream: &str) -> Result<(), CreateError> {
-        if self.is_known(group, stream) {
-            return Ok(());
-        }
         match client.create_log_group().log_group_name(group).send().await {
             Ok(_) => {
                 tracing::info!(exporter = %self.name, log_group = %group, "created log group");
@@ -450,24 +455,15 @@ impl CreateError {
     }
 }
 
-fn status_of<E, R>(e: &aws_sdk_cloudwatchlogs::error::SdkError<E, R>) -> u16
-where
-    R: HasStatus,
-{
+fn status_of<E>(
+    e: &aws_sdk_cloudwatchlogs::error::SdkError<
+        E,
+        aws_smithy_runtime_api::client::orchestrator::HttpResponse,
+    >,
+) -> u16 {
     match e {
-        aws_sdk_cloudwatchlogs::error::SdkError::ServiceError(se) => se.raw().status_u16(),
+        aws_sdk_cloudwatchlogs::error::SdkError::ServiceError(se) => se.raw().status().as_u16(),
         _ => 0,
-    }
-}
-
-/// The HTTP status of a raw response.
-trait HasStatus {
-    fn status_u16(&self) -> u16;
-}
-
-impl HasStatus for aws_smithy_runtime_api::client::orchestrator::HttpResponse {
-    fn status_u16(&self) -> u16 {
-        self.status().as_u16()
     }
 }
 
