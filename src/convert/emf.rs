@@ -451,8 +451,8 @@ impl Deltas {
                 }
                 // Compare at the coarser of the two scales.
                 let scale = p.scale.min(pscale);
-                let newp = rescale(&positive, p.scale - scale);
-                let newn = rescale(&negative, p.scale - scale);
+                let newp = rescale(positive, p.scale - scale);
+                let newn = rescale(negative, p.scale - scale);
                 let oldp = rescale(&ppos, pscale - scale);
                 let oldn = rescale(&pneg, pscale - scale);
                 let (Some(dp), Some(dn)) = (subtract(&newp, &oldp), subtract(&newn, &oldn)) else {

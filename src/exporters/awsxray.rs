@@ -178,7 +178,7 @@ struct Counters {
 
 impl Counters {
     fn new(name: &str) -> Counters {
-        let c = |metric, reason| crate::telemetry::exporter_counter(metric, &name, reason);
+        let c = |metric, reason| crate::telemetry::exporter_counter(metric, name, reason);
         Counters {
             sent: c("spanwire_xray_documents_sent_total", ""),
             truncated: c("spanwire_xray_documents_truncated_total", ""),

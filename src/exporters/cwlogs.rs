@@ -112,7 +112,7 @@ struct Counters {
 
 impl Counters {
     fn new(name: &str) -> Counters {
-        let c = |metric, reason| crate::telemetry::exporter_counter(metric, &name, reason);
+        let c = |metric, reason| crate::telemetry::exporter_counter(metric, name, reason);
         Counters {
             sent: c("spanwire_cwlogs_events_sent_total", ""),
             calls: c("spanwire_cwlogs_put_calls_total", ""),
