@@ -10,12 +10,12 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::genai::{expect, Expected};
+use common::genai::{expect, replay_bedrock_fixtures, Expected};
 use common::{free_port, http_request, python, Daemon};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 use serde_json::Value;
-use spanwire::convert::{aws_spans, bedrock};
+use spanwire::convert::aws_spans;
 
 fn parse(text: &str) -> Vec<Value> {
     let mut child = Command::new(python())
@@ -92,36 +92,7 @@ service:
     let daemon = Daemon::start(&config, health);
 
     let mut expected = Expected::default();
-    let opts = bedrock::Options {
-        resource_attributes: vec![spanwire::signal::string_attribute(
-            "service.name",
-            "travel-app",
-        )],
-        ..Default::default()
-    };
-    let dir = format!("{}/tests/fixtures/bedrock", env!("CARGO_MANIFEST_DIR"));
-    let mut names: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    names.sort();
-    for p in names {
-        let text = std::fs::read_to_string(&p).unwrap();
-        let events = bedrock::parse_events(&text).unwrap();
-        expect(
-            &bedrock::convert(&events, &opts).resource_spans,
-            &mut expected,
-        );
-        let r = http_request(
-            "POST",
-            bedrock_port,
-            "/v1/bedrock/traces",
-            &[("content-type", "application/json")],
-            text.into_bytes(),
-        )
-        .await;
-        assert_eq!(r.status, 200);
-    }
+    replay_bedrock_fixtures(bedrock_port, &mut expected).await;
     // aws/spans fixtures, each span once (completed when it was), as OTLP.
     let mut stream = aws_spans::SpanStream::new(aws_spans::StreamOptions::default());
     let (mut recs, mut stats) = (Vec::new(), aws_spans::PushStats::default());

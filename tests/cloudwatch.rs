@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::genai::{expect, Expected};
+use common::genai::{replay_bedrock_fixtures, Expected};
 use common::{aws_test_env, aws_test_sdk_config, free_port, http_request, metric, Daemon, Moto};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -21,7 +21,6 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 use serde_json::Value;
-use spanwire::convert::bedrock;
 use spanwire::signal::string_attribute;
 
 /// Every event of a log stream, oldest first (GetLogEvents, all pages).
@@ -143,33 +142,7 @@ service:
     let daemon = Daemon::start_with_env(&config, health, &aws_test_env());
 
     let mut expected = Expected::default();
-    let opts = bedrock::Options {
-        resource_attributes: vec![string_attribute("service.name", "travel-app")],
-        ..Default::default()
-    };
-    let dir = format!("{}/tests/fixtures/bedrock", env!("CARGO_MANIFEST_DIR"));
-    let mut paths: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    paths.sort();
-    for p in paths {
-        let text = std::fs::read_to_string(&p).unwrap();
-        let events = bedrock::parse_events(&text).unwrap();
-        expect(
-            &bedrock::convert(&events, &opts).resource_spans,
-            &mut expected,
-        );
-        let r = http_request(
-            "POST",
-            bedrock_port,
-            "/v1/bedrock/traces",
-            &[("content-type", "application/json")],
-            text.into_bytes(),
-        )
-        .await;
-        assert_eq!(r.status, 200);
-    }
+    replay_bedrock_fixtures(bedrock_port, &mut expected).await;
     let total: f64 = expected.by_operation.values().sum();
     assert!(total > 0.0 && expected.input_tokens > 0.0, "{expected:?}");
 

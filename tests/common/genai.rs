@@ -47,3 +47,37 @@ pub fn expect(rs: &[ResourceSpans], e: &mut Expected) {
         }
     }
 }
+
+/// Posts every Bedrock fixture to a bedrock receiver on `port` (whose
+/// resource is `service.name: travel-app`) and adds what each converts to
+/// into `expected`.
+pub async fn replay_bedrock_fixtures(port: u16, expected: &mut Expected) {
+    use spanwire::convert::bedrock;
+    let opts = bedrock::Options {
+        resource_attributes: vec![spanwire::signal::string_attribute(
+            "service.name",
+            "travel-app",
+        )],
+        ..Default::default()
+    };
+    let dir = format!("{}/tests/fixtures/bedrock", env!("CARGO_MANIFEST_DIR"));
+    let mut paths: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    paths.sort();
+    for p in paths {
+        let text = std::fs::read_to_string(&p).unwrap();
+        let events = bedrock::parse_events(&text).unwrap();
+        expect(&bedrock::convert(&events, &opts).resource_spans, expected);
+        let r = super::http_request(
+            "POST",
+            port,
+            "/v1/bedrock/traces",
+            &[("content-type", "application/json")],
+            text.into_bytes(),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", p.display());
+    }
+}
