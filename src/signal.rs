@@ -110,6 +110,32 @@ impl Telemetry {
         self.item_count() == 0
     }
 
+    /// Appends the batch as the body of an OTLP export request
+    /// (`Export{Trace,Metrics,Logs}ServiceRequest`, field 1 repeated), without
+    /// copying it into a request struct first.
+    pub fn encode_request(&self, buf: &mut Vec<u8>) {
+        use prost::encoding::message;
+        match self {
+            Telemetry::Traces(v) => v.iter().for_each(|m| message::encode(1, m, buf)),
+            Telemetry::Metrics(v) => v.iter().for_each(|m| message::encode(1, m, buf)),
+            Telemetry::Logs(v) => v.iter().for_each(|m| message::encode(1, m, buf)),
+        }
+    }
+
+    /// Decodes what [`Telemetry::encode_request`] wrote for `signal`.
+    pub fn decode_request(signal: Signal, bytes: &[u8]) -> Result<Telemetry, prost::DecodeError> {
+        use prost::Message;
+        Ok(match signal {
+            Signal::Traces => {
+                Telemetry::Traces(ExportTraceServiceRequest::decode(bytes)?.resource_spans)
+            }
+            Signal::Metrics => {
+                Telemetry::Metrics(ExportMetricsServiceRequest::decode(bytes)?.resource_metrics)
+            }
+            Signal::Logs => Telemetry::Logs(ExportLogsServiceRequest::decode(bytes)?.resource_logs),
+        })
+    }
+
     /// An empty batch of the given signal.
     pub fn empty(signal: Signal) -> Telemetry {
         match signal {

@@ -130,8 +130,49 @@ pub struct QueueConfig {
     pub enabled: bool,
     /// Concurrent senders draining the queue.
     pub num_consumers: usize,
-    /// Capacity in batches.
+    /// Capacity in batches. With `storage`, the number of batches also kept
+    /// in memory so workers need not read them back from disk.
     pub queue_size: usize,
+    /// A directory for a disk-backed queue (one subdirectory per exporter).
+    /// Queued data survives restarts and outages; unset, the queue is in memory.
+    pub storage: Option<std::path::PathBuf>,
+    /// Most disk space the queue may use, in MiB.
+    pub max_size_mib: u64,
+    /// Size of one segment file, in MiB (at most a quarter of `max_size_mib`).
+    pub segment_size_mib: u64,
+    /// What to do when the disk queue is full.
+    pub when_full: WhenFull,
+    /// When queued data is flushed to the device.
+    pub fsync: FsyncPolicy,
+    /// With `fsync: interval`, how often.
+    #[serde(with = "duration")]
+    pub fsync_interval: Duration,
+}
+
+/// What a full disk queue does with new data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    /// Refuse it, so the pipeline pushes back on senders (they retry).
+    #[default]
+    Block,
+    /// Drop the oldest queued segment to make room (counted).
+    DropOldest,
+    /// Drop the new batch (counted).
+    DropNewest,
+}
+
+/// When the disk queue calls fsync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum FsyncPolicy {
+    /// After every queued batch, before it is acknowledged (survives power loss).
+    #[default]
+    Always,
+    /// Every `fsync_interval` (survives a crash of spanwire, not of the machine).
+    Interval,
+    /// Never; the OS writes back when it likes.
+    Never,
 }
 
 impl Default for QueueConfig {
@@ -140,6 +181,12 @@ impl Default for QueueConfig {
             enabled: true,
             num_consumers: 10,
             queue_size: 1000,
+            storage: None,
+            max_size_mib: 1024,
+            segment_size_mib: 8,
+            when_full: WhenFull::Block,
+            fsync: FsyncPolicy::Always,
+            fsync_interval: Duration::from_secs(1),
         }
     }
 }
@@ -152,6 +199,23 @@ impl QueueConfig {
         }
         if self.enabled && self.queue_size == 0 {
             return Err("sending_queue.queue_size must be at least 1".into());
+        }
+        if let Some(dir) = &self.storage {
+            if !self.enabled {
+                return Err("sending_queue.storage needs the queue enabled".into());
+            }
+            if dir.as_os_str().is_empty() {
+                return Err("sending_queue.storage must be a directory path".into());
+            }
+            if self.max_size_mib == 0 {
+                return Err("sending_queue.max_size_mib must be at least 1".into());
+            }
+            if self.segment_size_mib == 0 {
+                return Err("sending_queue.segment_size_mib must be at least 1".into());
+            }
+            if self.fsync == FsyncPolicy::Interval && self.fsync_interval.is_zero() {
+                return Err("sending_queue.fsync_interval must be more than 0".into());
+            }
         }
         Ok(())
     }

@@ -8,6 +8,7 @@ pub mod awsemf;
 pub mod awsxray;
 pub mod cwlogs;
 pub mod debug;
+pub mod disk_queue;
 pub mod file;
 pub mod otlp;
 pub mod otlphttp;
@@ -132,6 +133,7 @@ impl ExporterConfig {
                     enabled: true,
                     num_consumers: 1,
                     queue_size: 100,
+                    ..QueueConfig::default()
                 },
                 retry: RetryConfig {
                     enabled: false,
@@ -159,6 +161,7 @@ impl ExporterConfig {
                     enabled: true,
                     num_consumers: 1,
                     queue_size: 100,
+                    ..QueueConfig::default()
                 },
                 retry: RetryConfig {
                     enabled: false,
@@ -171,6 +174,7 @@ impl ExporterConfig {
                     enabled: true,
                     num_consumers: 1,
                     queue_size: 1000,
+                    ..QueueConfig::default()
                 },
                 retry: RetryConfig {
                     enabled: true,

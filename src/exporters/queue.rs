@@ -1,6 +1,7 @@
-//! The sending queue every exporter gets: a bounded channel of batches,
-//! `num_consumers` workers draining it, and a jittered exponential retry loop
-//! that honours the backend's Retry-After / RetryInfo.
+//! The sending queue every exporter gets: a bounded channel of batches (or,
+//! with `sending_queue.storage`, a [`DiskQueue`]), `num_consumers` workers
+//! draining it, and a jittered exponential retry loop that honours the
+//! backend's Retry-After / RetryInfo.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::disk_queue::{self, Appended, DiskConfig, DiskQueue, DiskQueueError};
 use super::{Export, ExportError};
 use crate::config::types::RetryConfig;
 use crate::pipeline::{AckOutcome, Acks, ConsumeError, Consumer};
@@ -29,6 +31,7 @@ pub struct Shared {
     queue_gauge: Gauge,
     sent: SignalCounters,
     failed: SignalCounters,
+    disk: Option<Arc<DiskQueue>>,
 }
 
 fn slot(signal: Signal) -> usize {
@@ -49,6 +52,7 @@ impl Shared {
             queue_gauge: gauge("spanwire_exporter_queue_size", &labels),
             sent: SignalCounters::new("spanwire_exporter_sent", &labels),
             failed: SignalCounters::new("spanwire_exporter_send_failed", &labels),
+            disk: None,
         }
     }
 
@@ -59,6 +63,11 @@ impl Shared {
             .map(|s| (*s, self.outstanding[slot(*s)].load(Ordering::Relaxed)))
             .filter(|(_, n)| *n > 0)
             .collect()
+    }
+
+    /// Items left in the disk queue, kept for the next run (`None` without one).
+    pub fn kept_on_disk(&self) -> Option<(u64, &str)> {
+        self.disk.as_ref().map(|d| (d.pending_items(), d.dir()))
     }
 
     /// The exporter's id.
@@ -79,6 +88,7 @@ type Item = (Arc<Telemetry>, Acks);
 
 enum Mode {
     Queued(mpsc::Sender<Item>),
+    Disk(Arc<DiskQueue>),
     Direct {
         export: Arc<dyn Export>,
         retry: RetryConfig,
@@ -86,11 +96,34 @@ enum Mode {
     },
 }
 
+/// Room reserved in one exporter's queue.
+pub enum Slot<'a> {
+    /// A slot in the in-memory queue.
+    Memory(mpsc::Permit<'a, Item>),
+    /// Room in the disk queue.
+    Disk(disk_queue::Reservation),
+    /// No queue: the export happens in the caller's task.
+    Direct,
+}
+
+impl Drop for ExporterInput {
+    fn drop(&mut self) {
+        if let Mode::Disk(d) = &self.mode {
+            d.close();
+        }
+    }
+}
+
 impl ExporterInput {
-    /// Reserves a queue slot; `Ok(None)` for an exporter without a queue.
-    pub fn try_reserve(&self) -> Result<Option<mpsc::Permit<'_, Item>>, String> {
+    /// Whether this exporter queues on disk (and so needs the encoded record).
+    pub fn is_disk(&self) -> bool {
+        matches!(self.mode, Mode::Disk(_))
+    }
+
+    /// Reserves room for a batch (`record_len`: its encoded size, for a disk queue).
+    pub fn try_reserve(&self, record_len: u64) -> Result<Slot<'_>, String> {
         match &self.mode {
-            Mode::Queued(tx) => tx.try_reserve().map(Some).map_err(|e| match e {
+            Mode::Queued(tx) => tx.try_reserve().map(Slot::Memory).map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => {
                     format!("exporter {}: sending queue is full", self.shared.name)
                 }
@@ -98,7 +131,15 @@ impl ExporterInput {
                     format!("exporter {}: shutting down", self.shared.name)
                 }
             }),
-            Mode::Direct { .. } => Ok(None),
+            Mode::Disk(d) => match d.reserve(record_len) {
+                Ok(Some(r)) => Ok(Slot::Disk(r)),
+                Ok(None) => Err(format!(
+                    "exporter {}: disk queue is full (max_size_mib)",
+                    self.shared.name
+                )),
+                Err(e) => Err(format!("exporter {}: {e}", self.shared.name)),
+            },
+            Mode::Direct { .. } => Ok(Slot::Direct),
         }
     }
 
@@ -109,6 +150,28 @@ impl ExporterInput {
         let depth = self.shared.queued_batches.fetch_add(1, Ordering::Relaxed) + 1;
         self.shared.queue_gauge.set(depth as f64);
         permit.send((data, acks));
+    }
+
+    /// Appends `data` (encoded as `record`) to the disk queue. Its acks are
+    /// settled once it is on disk: durably queued counts as delivered.
+    async fn append_disk(
+        &self,
+        res: disk_queue::Reservation,
+        record: bytes::Bytes,
+        data: Arc<Telemetry>,
+        acks: Acks,
+    ) -> Result<(), DiskQueueError> {
+        let Mode::Disk(d) = &self.mode else {
+            return Err(DiskQueueError::Closed);
+        };
+        let d = d.clone();
+        let appended = tokio::task::spawn_blocking(move || d.append(res, &record, &data))
+            .await
+            .map_err(|_| DiskQueueError::Closed)??;
+        if appended == Appended::Dropped {
+            acks.mark(AckOutcome::Dropped);
+        }
+        Ok(())
     }
 
     /// Exports `data` in the caller's task (for exporters whose queue is disabled).
@@ -122,7 +185,8 @@ impl ExporterInput {
                 let n = data.item_count() as u64;
                 let s = slot(data.signal());
                 self.shared.outstanding[s].fetch_add(n, Ordering::Relaxed);
-                let outcome = deliver(export.as_ref(), &data, retry, stop, &self.shared).await;
+                let outcome =
+                    deliver(export.as_ref(), &data, retry, stop, &self.shared, false).await;
                 self.shared.outstanding[s].fetch_sub(outcome.settled(n), Ordering::Relaxed);
                 outcome.mark(&acks);
                 if outcome == Outcome::Delivered {
@@ -134,7 +198,7 @@ impl ExporterInput {
                     )))
                 }
             }
-            Mode::Queued(_) => Err(ConsumeError::Failed(
+            Mode::Queued(_) | Mode::Disk(_) => Err(ConsumeError::Failed(
                 "send_direct on a queued exporter".into(),
             )),
         }
@@ -158,10 +222,17 @@ impl ExporterFanout {
 #[async_trait]
 impl Consumer for ExporterFanout {
     async fn consume(&self, data: Telemetry, acks: Acks) -> Result<(), ConsumeError> {
-        let mut permits = Vec::with_capacity(self.targets.len());
+        // A disk queue needs the encoded batch; encode it once for all of them.
+        let record = self
+            .targets
+            .iter()
+            .any(|t| t.is_disk())
+            .then(|| disk_queue::encode_record(&data));
+        let record_len = record.as_ref().map_or(0, |r| r.len() as u64);
+        let mut slots = Vec::with_capacity(self.targets.len());
         for t in &self.targets {
-            match t.try_reserve() {
-                Ok(p) => permits.push(p),
+            match t.try_reserve(record_len) {
+                Ok(s) => slots.push(s),
                 Err(reason) => {
                     return Err(ConsumeError::refused(
                         reason,
@@ -172,22 +243,30 @@ impl Consumer for ExporterFanout {
                 }
             }
         }
-        let direct: Vec<&Arc<ExporterInput>> = self
-            .targets
-            .iter()
-            .zip(&permits)
-            .filter(|(_, p)| p.is_none())
-            .map(|(t, _)| t)
-            .collect();
-        let queued: Vec<(&Arc<ExporterInput>, mpsc::Permit<'_, Item>)> = self
-            .targets
-            .iter()
-            .zip(permits)
-            .filter_map(|(t, p)| p.map(|p| (t, p)))
-            .collect();
         // Exporters only read the batch, so they share one copy.
         let data = Arc::new(data);
-        for (t, p) in queued {
+        let mut memory = Vec::new();
+        let mut direct = Vec::new();
+        for (t, s) in self.targets.iter().zip(slots) {
+            match s {
+                Slot::Memory(p) => memory.push((t, p)),
+                Slot::Direct => direct.push(t),
+                Slot::Disk(res) => {
+                    let record = record.clone().unwrap_or_default();
+                    if let Err(e) = t.append_disk(res, record, data.clone(), acks.clone()).await {
+                        tracing::error!(exporter = %t.shared.name, error = %e, "could not write to the disk queue; refusing the batch");
+                        let data = Arc::try_unwrap(data).unwrap_or_else(|d| (*d).clone());
+                        return Err(ConsumeError::refused(
+                            format!("exporter {}: {e}", t.shared.name),
+                            Duration::from_secs(1),
+                            data,
+                            acks,
+                        ));
+                    }
+                }
+            }
+        }
+        for (t, p) in memory {
             t.send_reserved(p, data.clone(), acks.clone());
         }
         let mut result = Ok(());
@@ -219,12 +298,13 @@ pub fn spawn(
     queue: &crate::config::types::QueueConfig,
     retry: RetryConfig,
     stop: CancellationToken,
-) -> RunningExporter {
-    let shared = Arc::new(Shared::new(name));
+) -> Result<RunningExporter, DiskQueueError> {
+    let mut shared = Shared::new(name);
     let labels = [("exporter", name.to_string())];
     if !queue.enabled {
+        let shared = Arc::new(shared);
         gauge("spanwire_exporter_queue_capacity", &labels).set(0.0);
-        return RunningExporter {
+        return Ok(RunningExporter {
             input: Arc::new(ExporterInput {
                 shared: shared.clone(),
                 mode: Mode::Direct {
@@ -236,9 +316,49 @@ pub fn spawn(
             shared,
             workers: Vec::new(),
             export,
-        };
+        });
     }
     gauge("spanwire_exporter_queue_capacity", &labels).set(queue.queue_size as f64);
+    if let Some(root) = &queue.storage {
+        let (disk, _) = DiskQueue::open(DiskConfig::from_queue(queue, root, name), name)?;
+        if queue.fsync == crate::config::types::FsyncPolicy::Interval {
+            disk.spawn_syncer(queue.fsync_interval, stop.clone());
+        }
+        shared.disk = Some(disk.clone());
+        let shared = Arc::new(shared);
+        let workers = (0..queue.num_consumers)
+            .map(|_| {
+                let (disk, export, shared, retry, stop) = (
+                    disk.clone(),
+                    export.clone(),
+                    shared.clone(),
+                    retry.clone(),
+                    stop.clone(),
+                );
+                tokio::spawn(async move {
+                    while let Some(entry) = disk.next(&stop).await {
+                        let outcome =
+                            deliver(export.as_ref(), &entry.data, &retry, &stop, &shared, true)
+                                .await;
+                        // A batch kept at shutdown stays queued for the next run.
+                        if outcome != Outcome::Kept {
+                            disk.done(entry.seq);
+                        }
+                    }
+                })
+            })
+            .collect();
+        return Ok(RunningExporter {
+            input: Arc::new(ExporterInput {
+                shared: shared.clone(),
+                mode: Mode::Disk(disk),
+            }),
+            shared,
+            workers,
+            export,
+        });
+    }
+    let shared = Arc::new(shared);
     let (tx, rx) = mpsc::channel::<Item>(queue.queue_size);
     let rx = Arc::new(Mutex::new(rx));
     let workers = (0..queue.num_consumers)
@@ -264,7 +384,8 @@ pub fn spawn(
                         .saturating_sub(1);
                     shared.queue_gauge.set(depth as f64);
                     let n = data.item_count() as u64;
-                    let outcome = deliver(export.as_ref(), &data, &retry, &stop, &shared).await;
+                    let outcome =
+                        deliver(export.as_ref(), &data, &retry, &stop, &shared, false).await;
                     shared.outstanding[slot(data.signal())]
                         .fetch_sub(outcome.settled(n), Ordering::Relaxed);
                     outcome.mark(&acks);
@@ -272,7 +393,7 @@ pub fn spawn(
             })
         })
         .collect();
-    RunningExporter {
+    Ok(RunningExporter {
         input: Arc::new(ExporterInput {
             shared: shared.clone(),
             mode: Mode::Queued(tx),
@@ -280,7 +401,7 @@ pub fn spawn(
         shared,
         workers,
         export,
-    }
+    })
 }
 
 /// How one batch ended.
@@ -293,13 +414,15 @@ enum Outcome {
     /// Given up at the shutdown deadline with this many items undelivered;
     /// they stay counted as outstanding for the shutdown report.
     Abandoned(u64),
+    /// Stopped at the shutdown deadline; the batch stays in the disk queue.
+    Kept,
 }
 
 impl Outcome {
     /// Marks the batch's acknowledgements (this exporter's clone is dropped next).
     fn mark(self, acks: &Acks) {
         match self {
-            Outcome::Delivered => {}
+            Outcome::Delivered | Outcome::Kept => {}
             Outcome::Failed => acks.mark(AckOutcome::Dropped),
             Outcome::Abandoned(_) => acks.mark(AckOutcome::Abandoned),
         }
@@ -314,13 +437,15 @@ impl Outcome {
     }
 }
 
-/// Sends one batch, retrying as configured.
+/// Sends one batch, retrying as configured. A `durable` batch (from a disk
+/// queue) is kept, not dropped, when shutdown stops the retries.
 async fn deliver(
     export: &dyn Export,
     data: &Arc<Telemetry>,
     retry: &RetryConfig,
     stop: &CancellationToken,
     shared: &Shared,
+    durable: bool,
 ) -> Outcome {
     let signal = data.signal();
     let n = data.item_count();
@@ -377,6 +502,11 @@ async fn deliver(
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = stop.cancelled() => {
+                        if durable {
+                            tracing::warn!(exporter = %shared.name, %signal, items = n, %reason,
+                                "shutdown deadline reached while retrying; the batch stays in the disk queue for the next run");
+                            return Outcome::Kept;
+                        }
                         let lost = give_up(&progress);
                         tracing::error!(exporter = %shared.name, %signal, items = lost, %reason,
                             "shutdown deadline reached while retrying; dropping");
@@ -457,9 +587,10 @@ mod tests {
             enabled: true,
             num_consumers: 1,
             queue_size: 2,
+            ..Default::default()
         };
         let stop = CancellationToken::new();
-        let running = spawn("t", flaky.clone(), &q, RetryConfig::default(), stop.clone());
+        let running = spawn("t", flaky.clone(), &q, RetryConfig::default(), stop.clone()).unwrap();
         let fan = ExporterFanout::new(vec![running.input.clone()]);
         let mut accepted = 0;
         let mut refused = 0;

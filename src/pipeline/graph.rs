@@ -60,6 +60,8 @@ pub struct ShutdownReport {
     pub lost: Vec<(String, Signal, u64)>,
     /// Whether everything drained before the deadline.
     pub drained: bool,
+    /// `(exporter, items)` left in disk queues, to be sent by the next run.
+    pub kept_on_disk: Vec<(String, u64)>,
 }
 
 struct BatchRun {
@@ -172,7 +174,8 @@ impl Service {
                             ..Default::default()
                         },
                         stop.clone(),
-                    );
+                    )
+                    .map_err(|e| StartError::component(&id.to_string(), e.to_string()))?;
                     exporters.insert(id.clone(), running);
                     continue;
                 }
@@ -186,7 +189,8 @@ impl Service {
                     &built.queue,
                     built.retry,
                     stop.clone(),
-                );
+                )
+                .map_err(|e| StartError::component(&id.to_string(), e.to_string()))?;
                 exporters.insert(id.clone(), running);
             }
         }
@@ -438,6 +442,7 @@ impl Service {
         let mut report = ShutdownReport {
             lost: Vec::new(),
             drained,
+            kept_on_disk: Vec::new(),
         };
         for (name, signal, task, pending) in batch_tasks {
             if let Some(task) = task {
@@ -456,6 +461,13 @@ impl Service {
             }
             for w in e.workers {
                 w.abort();
+            }
+            if let Some((n, dir)) = e.shared.kept_on_disk() {
+                if n > 0 {
+                    tracing::warn!(exporter = %e.shared.name(), items = n, queue = %dir,
+                        "left in the disk queue; sent when spanwire next starts");
+                    report.kept_on_disk.push((e.shared.name().to_string(), n));
+                }
             }
             e.export.shutdown().await;
         }

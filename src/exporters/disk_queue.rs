@@ -1,0 +1,942 @@
+//! The disk-backed sending queue (`sending_queue.storage`): batches are
+//! appended to segment files before they are acknowledged, workers read them
+//! back in order, and a batch leaves the disk only once its exporter is done
+//! with it (delivered, or dropped for good). What is queued survives
+//! restarts, crashes (`kill -9`) and long outages of the destination.
+//!
+//! # On-disk format (version 1)
+//!
+//! One directory per exporter, holding:
+//!
+//! - `lock`: held with an exclusive file lock while a process uses the queue.
+//! - `seg-<first seq, 20 digits>.q`: a segment. It starts with the 4 bytes
+//!   `SWQ1`, then records, each:
+//!
+//!   | bytes | field                                                  |
+//!   |-------|--------------------------------------------------------|
+//!   | 4     | record magic `0x53 0x57 0x52 0x31` (`SWR1`)           |
+//!   | 4     | payload length, u32 little-endian                      |
+//!   | 4     | CRC-32 (IEEE) of the signal byte, item count and payload|
+//!   | 1     | signal: 0 traces, 1 metrics, 2 logs                    |
+//!   | 4     | item count, u32 little-endian                          |
+//!   | n     | payload: the body of an OTLP `Export*ServiceRequest`   |
+//!
+//!   Records are numbered from the segment's first seq. A segment is only
+//!   appended to by the process that created it; after a restart a new
+//!   segment is started.
+//! - `cursor`: `SWC1`, the first seq not yet done (u64 LE), the count and
+//!   seqs (u64 LE) of records done after it, and a CRC-32 of all before it.
+//!   Written to `cursor.tmp` and renamed over.
+//!
+//! At start every segment is checked record by record. A record whose magic,
+//! length or checksum is wrong is skipped by searching for the next record
+//! magic; the unreadable bytes are logged and counted, and the records
+//! around them are kept. A torn record at the end of a segment (a crash
+//! mid-write) is dropped the same way.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use metrics::{Counter, Gauge};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::types::{FsyncPolicy, QueueConfig, WhenFull};
+use crate::signal::{Signal, Telemetry};
+use crate::telemetry::gauge;
+
+const SEGMENT_MAGIC: &[u8; 4] = b"SWQ1";
+const RECORD_MAGIC: &[u8; 4] = b"SWR1";
+const CURSOR_MAGIC: &[u8; 4] = b"SWC1";
+const HEADER: usize = 17;
+/// Larger records are not written (and a larger length on disk is corrupt).
+const MAX_RECORD: usize = 256 * 1024 * 1024;
+
+/// Why the disk queue could not be opened or written.
+#[derive(Debug, thiserror::Error)]
+pub enum DiskQueueError {
+    /// A file operation failed.
+    #[error("disk queue {dir}: {what}: {source}")]
+    Io {
+        /// The queue's directory.
+        dir: String,
+        /// What was being done.
+        what: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Another process holds the directory.
+    #[error("disk queue {0} is in use by another process (its lock file is held)")]
+    Locked(String),
+    /// The queue was closed.
+    #[error("disk queue is closed")]
+    Closed,
+}
+
+/// Settings, from `sending_queue`.
+#[derive(Debug, Clone)]
+pub struct DiskConfig {
+    /// This exporter's directory.
+    pub dir: PathBuf,
+    /// Space cap in bytes.
+    pub max_bytes: u64,
+    /// Rotate segments at this size.
+    pub segment_bytes: u64,
+    /// What to do when full.
+    pub when_full: WhenFull,
+    /// When to fsync.
+    pub fsync: FsyncPolicy,
+    /// Batches kept in memory as well, so workers skip reading them back.
+    pub memory_batches: usize,
+}
+
+impl DiskConfig {
+    /// The settings for exporter `name` under `queue.storage`.
+    pub fn from_queue(queue: &QueueConfig, root: &Path, name: &str) -> DiskConfig {
+        let max_bytes = queue.max_size_mib.saturating_mul(1024 * 1024);
+        let segment_bytes = queue
+            .segment_size_mib
+            .saturating_mul(1024 * 1024)
+            .min(max_bytes / 4)
+            .max(4096);
+        DiskConfig {
+            dir: root.join(dir_name(name)),
+            max_bytes,
+            segment_bytes,
+            when_full: queue.when_full,
+            fsync: queue.fsync,
+            memory_batches: queue.queue_size,
+        }
+    }
+}
+
+/// An exporter id as a directory name: `otlp/backend` → `otlp_backend`.
+pub fn dir_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone, Copy)]
+struct RecordMeta {
+    offset: u64,
+    len: u32,
+    items: u32,
+    signal: Signal,
+}
+
+struct Segment {
+    first_seq: u64,
+    path: PathBuf,
+    records: Vec<RecordMeta>,
+    bytes: u64,
+}
+
+impl Segment {
+    fn end_seq(&self) -> u64 {
+        self.first_seq + self.records.len() as u64
+    }
+}
+
+struct State {
+    /// Oldest first; the last is being written when `writer` is set.
+    segments: VecDeque<Segment>,
+    writer: Option<File>,
+    /// Seq of the next record appended.
+    next_seq: u64,
+    /// Next seq handed to a worker.
+    read_seq: u64,
+    /// Every seq below is done.
+    cursor: u64,
+    /// Seqs at or above `cursor` already done.
+    done: BTreeSet<u64>,
+    /// Bytes of segment files on disk.
+    used_bytes: u64,
+    /// Bytes promised to callers between `reserve` and `append`.
+    reserved_bytes: u64,
+    /// Items in records not yet done.
+    pending_items: u64,
+    /// Records not yet done.
+    pending_records: u64,
+    /// Recent batches, by seq, so workers need not read them back.
+    cache: VecDeque<(u64, Arc<Telemetry>)>,
+    closed: bool,
+    dirty: bool,
+}
+
+/// The queue of one exporter.
+pub struct DiskQueue {
+    cfg: DiskConfig,
+    dir_display: String,
+    state: Mutex<State>,
+    notify: Notify,
+    _lock: File,
+    bytes_gauge: Gauge,
+    records_gauge: Gauge,
+    dropped_oldest: Counter,
+    dropped_newest: Counter,
+    corrupt_bytes: Counter,
+    corrupt_items: Counter,
+}
+
+/// A batch handed to a worker.
+pub struct Entry {
+    /// Its number, for [`DiskQueue::done`].
+    pub seq: u64,
+    /// The data.
+    pub data: Arc<Telemetry>,
+}
+
+/// Room promised by [`DiskQueue::reserve`].
+pub struct Reservation {
+    queue: Arc<DiskQueue>,
+    bytes: u64,
+    /// `drop_newest` and no room: the batch will be counted and dropped.
+    drop: bool,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let mut st = self.queue.lock();
+        st.reserved_bytes = st.reserved_bytes.saturating_sub(self.bytes);
+    }
+}
+
+/// What happened to an appended batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    /// On disk (and synced, per the fsync policy).
+    Queued,
+    /// Dropped because the queue is full (`drop_newest`); counted.
+    Dropped,
+}
+
+/// What was found on disk at start.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Recovered {
+    /// Batches still to send.
+    pub batches: u64,
+    /// Their items.
+    pub items: u64,
+    /// Unreadable bytes skipped.
+    pub corrupt_bytes: u64,
+}
+
+fn signal_byte(s: Signal) -> u8 {
+    match s {
+        Signal::Traces => 0,
+        Signal::Metrics => 1,
+        Signal::Logs => 2,
+    }
+}
+
+fn byte_signal(b: u8) -> Option<Signal> {
+    match b {
+        0 => Some(Signal::Traces),
+        1 => Some(Signal::Metrics),
+        2 => Some(Signal::Logs),
+        _ => None,
+    }
+}
+
+fn record_crc(signal: u8, items: u32, payload: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&[signal]);
+    h.update(&items.to_le_bytes());
+    h.update(payload);
+    h.finalize()
+}
+
+/// Encodes a record (header and payload) for `data`.
+pub fn encode_record(data: &Telemetry) -> Bytes {
+    let mut buf = Vec::with_capacity(HEADER + 1024);
+    buf.resize(HEADER, 0);
+    data.encode_request(&mut buf);
+    let len = (buf.len() - HEADER) as u32;
+    let sig = signal_byte(data.signal());
+    let items = data.item_count().min(u32::MAX as usize) as u32;
+    let crc = record_crc(sig, items, &buf[HEADER..]);
+    buf[0..4].copy_from_slice(RECORD_MAGIC);
+    buf[4..8].copy_from_slice(&len.to_le_bytes());
+    buf[8..12].copy_from_slice(&crc.to_le_bytes());
+    buf[12] = sig;
+    buf[13..17].copy_from_slice(&items.to_le_bytes());
+    Bytes::from(buf)
+}
+
+/// Parses the record at `at` in `buf`: its meta, or None if it is not a whole valid record.
+fn parse_record(buf: &[u8], at: usize) -> Option<RecordMeta> {
+    let h = buf.get(at..at + HEADER)?;
+    if &h[0..4] != RECORD_MAGIC {
+        return None;
+    }
+    let len = u32::from_le_bytes(h[4..8].try_into().ok()?);
+    if len as usize > MAX_RECORD {
+        return None;
+    }
+    let crc = u32::from_le_bytes(h[8..12].try_into().ok()?);
+    let signal = byte_signal(h[12])?;
+    let items = u32::from_le_bytes(h[13..17].try_into().ok()?);
+    let payload = buf.get(at + HEADER..at + HEADER + len as usize)?;
+    if record_crc(h[12], items, payload) != crc {
+        return None;
+    }
+    Some(RecordMeta {
+        offset: at as u64,
+        len,
+        items,
+        signal,
+    })
+}
+
+/// Scans one segment: its valid records and the count of bytes skipped.
+fn scan_segment(buf: &[u8]) -> (Vec<RecordMeta>, u64) {
+    let mut records = Vec::new();
+    let mut skipped = 0u64;
+    if buf.len() < 4 || &buf[0..4] != SEGMENT_MAGIC {
+        return (records, buf.len() as u64);
+    }
+    let mut at = 4usize;
+    while at < buf.len() {
+        if let Some(m) = parse_record(buf, at) {
+            at += HEADER + m.len as usize;
+            records.push(m);
+            continue;
+        }
+        // Resynchronise on the next record magic.
+        let next = buf[at + 1..]
+            .windows(4)
+            .position(|w| w == RECORD_MAGIC)
+            .map(|p| at + 1 + p)
+            .unwrap_or(buf.len());
+        skipped += (next - at) as u64;
+        at = next;
+    }
+    (records, skipped)
+}
+
+fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
+    dir.join(format!("seg-{first_seq:020}.q"))
+}
+
+impl DiskQueue {
+    /// Opens (or creates) the queue in `cfg.dir`, recovering what a previous
+    /// run left there.
+    pub fn open(
+        cfg: DiskConfig,
+        name: &str,
+    ) -> Result<(Arc<DiskQueue>, Recovered), DiskQueueError> {
+        let dir_display = cfg.dir.display().to_string();
+        let io = |what: &str| {
+            let dir = dir_display.clone();
+            let what = what.to_string();
+            move |source| DiskQueueError::Io { dir, what, source }
+        };
+        fs::create_dir_all(&cfg.dir).map_err(io("create directory"))?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(cfg.dir.join("lock"))
+            .map_err(io("open lock file"))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(DiskQueueError::Locked(dir_display));
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(io("lock")(e)),
+        }
+
+        let mut seg_files: Vec<(u64, PathBuf)> = Vec::new();
+        for e in fs::read_dir(&cfg.dir).map_err(io("list directory"))? {
+            let e = e.map_err(io("list directory"))?;
+            let fname = e.file_name().to_string_lossy().to_string();
+            if let Some(seq) = fname
+                .strip_prefix("seg-")
+                .and_then(|r| r.strip_suffix(".q"))
+                .and_then(|n| n.parse::<u64>().ok())
+            {
+                seg_files.push((seq, e.path()));
+            }
+        }
+        seg_files.sort();
+        let (mut cursor, done) = read_cursor(&cfg.dir);
+        let labels = [("exporter", name.to_string())];
+        let q_counter = |n: &'static str, extra: Option<(&'static str, &'static str)>| {
+            let mut l: Vec<metrics::Label> =
+                vec![metrics::Label::new("exporter", name.to_string())];
+            if let Some((k, v)) = extra {
+                l.push(metrics::Label::new(k, v));
+            }
+            metrics::counter!(n, l)
+        };
+        let mut recovered = Recovered::default();
+        let mut segments = VecDeque::new();
+        let mut used = 0u64;
+        for (first_seq, path) in seg_files {
+            let mut buf = Vec::new();
+            File::open(&path)
+                .and_then(|mut f| f.read_to_end(&mut buf))
+                .map_err(io("read segment"))?;
+            let (records, skipped) = scan_segment(&buf);
+            if skipped > 0 {
+                tracing::error!(queue = %dir_display, segment = %path.display(), bytes = skipped, records = records.len(),
+                    "disk queue: unreadable bytes in a segment skipped (checksum or length wrong); the records around them are kept");
+                recovered.corrupt_bytes += skipped;
+            }
+            let seg = Segment {
+                first_seq,
+                path,
+                records,
+                bytes: buf.len() as u64,
+            };
+            if seg.end_seq() <= cursor || seg.records.is_empty() {
+                let _ = fs::remove_file(&seg.path);
+                continue;
+            }
+            used += seg.bytes;
+            segments.push_back(seg);
+        }
+        let next_seq = segments
+            .back()
+            .map(|s| s.end_seq())
+            .unwrap_or(0)
+            .max(cursor);
+        if let Some(first) = segments.front() {
+            cursor = cursor.max(first.first_seq);
+        } else {
+            cursor = next_seq;
+        }
+        let done: BTreeSet<u64> = done.into_iter().filter(|s| *s >= cursor).collect();
+        for seg in &segments {
+            for (i, r) in seg.records.iter().enumerate() {
+                let seq = seg.first_seq + i as u64;
+                if seq >= cursor && !done.contains(&seq) {
+                    recovered.batches += 1;
+                    recovered.items += r.items as u64;
+                }
+            }
+        }
+        let q = DiskQueue {
+            dir_display: dir_display.clone(),
+            state: Mutex::new(State {
+                segments,
+                writer: None,
+                next_seq,
+                read_seq: cursor,
+                cursor,
+                done,
+                used_bytes: used,
+                reserved_bytes: 0,
+                pending_items: recovered.items,
+                pending_records: recovered.batches,
+                cache: VecDeque::new(),
+                closed: false,
+                dirty: false,
+            }),
+            notify: Notify::new(),
+            _lock: lock,
+            bytes_gauge: gauge("spanwire_exporter_disk_queue_bytes", &labels),
+            records_gauge: gauge("spanwire_exporter_disk_queue_batches", &labels),
+            dropped_oldest: q_counter(
+                "spanwire_exporter_disk_queue_dropped_items_total",
+                Some(("reason", "drop_oldest")),
+            ),
+            dropped_newest: q_counter(
+                "spanwire_exporter_disk_queue_dropped_items_total",
+                Some(("reason", "drop_newest")),
+            ),
+            corrupt_bytes: q_counter("spanwire_exporter_disk_queue_corrupt_bytes_total", None),
+            corrupt_items: q_counter("spanwire_exporter_disk_queue_corrupt_items_total", None),
+            cfg,
+        };
+        q.corrupt_bytes.increment(recovered.corrupt_bytes);
+        gauge("spanwire_exporter_disk_queue_capacity_bytes", &labels).set(q.cfg.max_bytes as f64);
+        {
+            let mut st = q.lock();
+            q.write_cursor(&mut st);
+            q.update_gauges(&st);
+        }
+        if recovered.batches > 0 {
+            tracing::info!(queue = %dir_display, batches = recovered.batches, items = recovered.items,
+                "disk queue: resuming data queued by a previous run");
+        }
+        Ok((Arc::new(q), recovered))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves consistent-enough counters; keep going.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn update_gauges(&self, st: &State) {
+        self.bytes_gauge.set(st.used_bytes as f64);
+        self.records_gauge.set(st.pending_records as f64);
+    }
+
+    /// Items queued and not yet done (what a shutdown leaves for the next run).
+    pub fn pending_items(&self) -> u64 {
+        self.lock().pending_items
+    }
+
+    /// Batches queued and not yet done.
+    pub fn pending_batches(&self) -> u64 {
+        self.lock().pending_records
+    }
+
+    /// The queue's directory, for messages.
+    pub fn dir(&self) -> &str {
+        &self.dir_display
+    }
+
+    /// Promises room for a record of `bytes`; `None` when the queue is full
+    /// and `when_full` is `block` (the caller refuses the data).
+    pub fn reserve(self: &Arc<Self>, bytes: u64) -> Result<Option<Reservation>, DiskQueueError> {
+        let mut st = self.lock();
+        if st.closed {
+            return Err(DiskQueueError::Closed);
+        }
+        let fits = st.used_bytes + st.reserved_bytes + bytes <= self.cfg.max_bytes;
+        let drop = match self.cfg.when_full {
+            _ if fits => false,
+            WhenFull::Block => return Ok(None),
+            WhenFull::DropNewest => true,
+            // Room is made at append time, unless the record alone is too big.
+            WhenFull::DropOldest => {
+                bytes > self.cfg.max_bytes.saturating_sub(self.cfg.segment_bytes)
+            }
+        };
+        let held = if drop { 0 } else { bytes };
+        st.reserved_bytes += held;
+        Ok(Some(Reservation {
+            queue: self.clone(),
+            bytes: held,
+            drop,
+        }))
+    }
+
+    /// Appends an encoded record (from [`encode_record`]) for `data`.
+    /// Blocking file I/O: call from a blocking thread.
+    pub fn append(
+        &self,
+        res: Reservation,
+        record: &[u8],
+        data: &Arc<Telemetry>,
+    ) -> Result<Appended, DiskQueueError> {
+        let items = data.item_count() as u64;
+        if res.drop {
+            self.dropped_newest.increment(items);
+            tracing::warn!(queue = %self.dir_display, items, "disk queue full; dropping the newest batch (when_full: drop_newest)");
+            return Ok(Appended::Dropped);
+        }
+        let mut st = self.lock();
+        if st.closed {
+            return Err(DiskQueueError::Closed);
+        }
+        let len = record.len() as u64;
+        // The reservation's bytes become used bytes below.
+        st.reserved_bytes = st.reserved_bytes.saturating_sub(res.bytes);
+        let mut res = res;
+        res.bytes = 0;
+        if self.cfg.when_full == WhenFull::DropOldest {
+            self.make_room(&mut st, len);
+        }
+        let rotate = match (&st.writer, st.segments.back()) {
+            (Some(_), Some(seg)) => {
+                seg.bytes + len > self.cfg.segment_bytes && !seg.records.is_empty()
+            }
+            _ => true,
+        };
+        if rotate {
+            self.rotate(&mut st)?;
+        }
+        let seq = st.next_seq;
+        let Some(seg) = st.segments.back_mut() else {
+            return Err(DiskQueueError::Closed);
+        };
+        let offset = seg.bytes;
+        let Some(w) = st.writer.as_mut() else {
+            return Err(DiskQueueError::Closed);
+        };
+        w.write_all(record).map_err(|e| self.io_err("append", e))?;
+        if self.cfg.fsync == FsyncPolicy::Always {
+            w.sync_data().map_err(|e| self.io_err("fsync", e))?;
+        } else {
+            st.dirty = true;
+        }
+        let seg = st.segments.back_mut().ok_or(DiskQueueError::Closed)?;
+        seg.records.push(RecordMeta {
+            offset,
+            len: (len as usize - HEADER) as u32,
+            items: items as u32,
+            signal: data.signal(),
+        });
+        seg.bytes += len;
+        st.used_bytes += len;
+        st.next_seq = seq + 1;
+        st.pending_items += items;
+        st.pending_records += 1;
+        if st.cache.len() < self.cfg.memory_batches {
+            st.cache.push_back((seq, data.clone()));
+        }
+        self.update_gauges(&st);
+        drop(st);
+        self.notify.notify_waiters();
+        Ok(Appended::Queued)
+    }
+
+    fn io_err(&self, what: &str, source: std::io::Error) -> DiskQueueError {
+        DiskQueueError::Io {
+            dir: self.dir_display.clone(),
+            what: what.into(),
+            source,
+        }
+    }
+
+    /// Closes the segment being written and starts a new one.
+    fn rotate(&self, st: &mut State) -> Result<(), DiskQueueError> {
+        if let Some(w) = st.writer.take() {
+            if self.cfg.fsync != FsyncPolicy::Never {
+                w.sync_data().map_err(|e| self.io_err("fsync", e))?;
+            }
+        }
+        // A fully done segment can go now.
+        self.remove_done_segments(st);
+        let path = segment_path(&self.cfg.dir, st.next_seq);
+        let mut f = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| self.io_err("create segment", e))?;
+        f.write_all(SEGMENT_MAGIC)
+            .map_err(|e| self.io_err("write segment", e))?;
+        st.segments.push_back(Segment {
+            first_seq: st.next_seq,
+            path,
+            records: Vec::new(),
+            bytes: SEGMENT_MAGIC.len() as u64,
+        });
+        st.used_bytes += SEGMENT_MAGIC.len() as u64;
+        st.writer = Some(f);
+        Ok(())
+    }
+
+    /// `drop_oldest`: removes the oldest segments until `len` more bytes fit.
+    fn make_room(&self, st: &mut State, len: u64) {
+        while st.used_bytes + st.reserved_bytes + len > self.cfg.max_bytes {
+            // Never the segment being written.
+            let evictable = st.segments.len() > 1 || st.writer.is_none();
+            if !evictable {
+                break;
+            }
+            let Some(seg) = st.segments.pop_front() else {
+                break;
+            };
+            // Batches a worker already holds are still being sent; the rest are lost.
+            let mut lost_items = 0u64;
+            for (i, r) in seg.records.iter().enumerate() {
+                let seq = seg.first_seq + i as u64;
+                if seq >= st.cursor && !st.done.contains(&seq) {
+                    st.pending_records = st.pending_records.saturating_sub(1);
+                    st.pending_items = st.pending_items.saturating_sub(r.items as u64);
+                    if seq >= st.read_seq {
+                        lost_items += r.items as u64;
+                    }
+                }
+            }
+            let end = seg.end_seq();
+            st.read_seq = st.read_seq.max(end);
+            st.cursor = st.cursor.max(end);
+            let cursor = st.cursor;
+            st.done.retain(|s| *s >= cursor);
+            while st.cache.front().is_some_and(|(s, _)| *s < cursor) {
+                st.cache.pop_front();
+            }
+            st.used_bytes = st.used_bytes.saturating_sub(seg.bytes);
+            let _ = fs::remove_file(&seg.path);
+            self.dropped_oldest.increment(lost_items);
+            tracing::warn!(queue = %self.dir_display, items = lost_items, "disk queue full; dropped the oldest segment (when_full: drop_oldest)");
+            self.write_cursor(st);
+        }
+    }
+
+    /// The next batch to send, waiting for one; `None` once the queue is
+    /// closed and empty, or at `stop`.
+    pub async fn next(&self, stop: &CancellationToken) -> Option<Entry> {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let found = {
+                let mut st = self.lock();
+                match self.take_next(&mut st) {
+                    Some(found) => Some(found),
+                    None if st.closed => return None,
+                    None => None,
+                }
+            };
+            if let Some((seq, cached, meta, path)) = found {
+                if let Some(data) = cached {
+                    return Some(Entry { seq, data });
+                }
+                match self.read_back(&path, meta) {
+                    Ok(data) => {
+                        return Some(Entry {
+                            seq,
+                            data: Arc::new(data),
+                        })
+                    }
+                    Err(reason) => {
+                        tracing::error!(queue = %self.dir_display, seq, items = meta.items, %reason,
+                            "disk queue: a queued batch could not be read back; skipping it");
+                        self.corrupt_items.increment(meta.items as u64);
+                        self.done(seq);
+                        continue;
+                    }
+                }
+            }
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = stop.cancelled() => return None,
+            }
+        }
+    }
+
+    /// Picks the next seq to hand out: its cached data, or where to read it.
+    #[allow(clippy::type_complexity)]
+    fn take_next(
+        &self,
+        st: &mut State,
+    ) -> Option<(u64, Option<Arc<Telemetry>>, RecordMeta, PathBuf)> {
+        loop {
+            if st.read_seq >= st.next_seq {
+                return None;
+            }
+            let seq = st.read_seq;
+            let (meta, path) = match st
+                .segments
+                .iter()
+                .find(|s| seq >= s.first_seq && seq < s.end_seq())
+            {
+                Some(seg) => (
+                    seg.records[(seq - seg.first_seq) as usize],
+                    seg.path.clone(),
+                ),
+                None => {
+                    // A gap (records lost to corruption): jump to the next segment.
+                    st.read_seq = st
+                        .segments
+                        .iter()
+                        .map(|s| s.first_seq)
+                        .find(|f| *f > seq)
+                        .unwrap_or(st.next_seq);
+                    continue;
+                }
+            };
+            st.read_seq = seq + 1;
+            if seq < st.cursor || st.done.contains(&seq) {
+                continue;
+            }
+            while st.cache.front().is_some_and(|(s, _)| *s < seq) {
+                st.cache.pop_front();
+            }
+            let cached = match st.cache.front() {
+                Some((s, _)) if *s == seq => st.cache.pop_front().map(|(_, d)| d),
+                _ => None,
+            };
+            return Some((seq, cached, meta, path));
+        }
+    }
+
+    fn read_back(&self, path: &Path, meta: RecordMeta) -> Result<Telemetry, String> {
+        let f = File::open(path).map_err(|e| e.to_string())?;
+        let mut buf = vec![0u8; HEADER + meta.len as usize];
+        f.read_exact_at(&mut buf, meta.offset)
+            .map_err(|e| e.to_string())?;
+        let m = parse_record(&buf, 0).ok_or("checksum mismatch")?;
+        Telemetry::decode_request(m.signal, &buf[HEADER..]).map_err(|e| e.to_string())
+    }
+
+    /// Marks a batch done (delivered, or dropped for good by the exporter):
+    /// it will not be sent again, and its space is freed once every batch
+    /// before it is done too.
+    pub fn done(&self, seq: u64) {
+        let mut st = self.lock();
+        if seq < st.cursor || !st.done.insert(seq) {
+            return;
+        }
+        if let Some(meta) = st
+            .segments
+            .iter()
+            .find(|s| seq >= s.first_seq && seq < s.end_seq())
+            .map(|s| s.records[(seq - s.first_seq) as usize])
+        {
+            st.pending_items = st.pending_items.saturating_sub(meta.items as u64);
+            st.pending_records = st.pending_records.saturating_sub(1);
+        }
+        // Advance the cursor over done seqs and gaps.
+        loop {
+            let c = st.cursor;
+            if st.done.remove(&c) {
+                st.cursor += 1;
+                continue;
+            }
+            let in_segment = st
+                .segments
+                .iter()
+                .any(|s| c >= s.first_seq && c < s.end_seq());
+            if !in_segment && c < st.next_seq {
+                st.cursor = st
+                    .segments
+                    .iter()
+                    .map(|s| s.first_seq)
+                    .find(|f| *f > c)
+                    .unwrap_or(st.next_seq);
+                continue;
+            }
+            break;
+        }
+        self.remove_done_segments(&mut st);
+        self.write_cursor(&mut st);
+        self.update_gauges(&st);
+    }
+
+    fn remove_done_segments(&self, st: &mut State) {
+        loop {
+            let removable = match st.segments.front() {
+                Some(seg) => {
+                    seg.end_seq() <= st.cursor && !(st.segments.len() == 1 && st.writer.is_some())
+                }
+                None => false,
+            };
+            if !removable {
+                break;
+            }
+            if let Some(seg) = st.segments.pop_front() {
+                st.used_bytes = st.used_bytes.saturating_sub(seg.bytes);
+                if let Err(e) = fs::remove_file(&seg.path) {
+                    tracing::warn!(queue = %self.dir_display, segment = %seg.path.display(), error = %e, "disk queue: could not remove a sent segment");
+                }
+            }
+        }
+    }
+
+    fn write_cursor(&self, st: &mut State) {
+        let mut buf = Vec::with_capacity(20 + 8 * st.done.len());
+        buf.extend_from_slice(CURSOR_MAGIC);
+        buf.extend_from_slice(&st.cursor.to_le_bytes());
+        buf.extend_from_slice(&(st.done.len() as u32).to_le_bytes());
+        for s in &st.done {
+            buf.extend_from_slice(&s.to_le_bytes());
+        }
+        let crc = crc32fast::hash(&buf);
+        buf.extend_from_slice(&crc.to_le_bytes());
+        let tmp = self.cfg.dir.join("cursor.tmp");
+        let result = File::create(&tmp)
+            .and_then(|mut f| {
+                f.write_all(&buf)?;
+                if self.cfg.fsync == FsyncPolicy::Always {
+                    f.sync_data()?;
+                }
+                Ok(())
+            })
+            .and_then(|()| fs::rename(&tmp, self.cfg.dir.join("cursor")));
+        if let Err(e) = result {
+            // Not fatal: after a restart some sent batches are sent again.
+            tracing::warn!(queue = %self.dir_display, error = %e, "disk queue: could not save the read position");
+        }
+    }
+
+    /// Flushes written data to the device (for `fsync: interval`).
+    pub fn sync(&self) {
+        let mut st = self.lock();
+        if !st.dirty {
+            return;
+        }
+        st.dirty = false;
+        if let Some(w) = &st.writer {
+            if let Err(e) = w.sync_data() {
+                tracing::warn!(queue = %self.dir_display, error = %e, "disk queue: fsync failed");
+            }
+        }
+    }
+
+    /// No more appends; workers finish what is queued (or stop at their
+    /// stop token) and then get `None`.
+    pub fn close(&self) {
+        let mut st = self.lock();
+        st.closed = true;
+        if let Some(w) = st.writer.take() {
+            if self.cfg.fsync != FsyncPolicy::Never {
+                let _ = w.sync_data();
+            }
+        }
+        drop(st);
+        self.notify.notify_waiters();
+    }
+
+    /// Periodic fsync task for `fsync: interval`.
+    pub fn spawn_syncer(self: &Arc<Self>, every: Duration, stop: CancellationToken) {
+        let q = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.cancelled() => break,
+                }
+                let syncing = q.clone();
+                let _ = tokio::task::spawn_blocking(move || syncing.sync()).await;
+                if q.lock().closed {
+                    break;
+                }
+            }
+        });
+    }
+}
+
+/// Reads the cursor file; a missing or damaged one means "from the start".
+fn read_cursor(dir: &Path) -> (u64, Vec<u64>) {
+    let Ok(buf) = fs::read(dir.join("cursor")) else {
+        return (0, Vec::new());
+    };
+    let parse = || -> Option<(u64, Vec<u64>)> {
+        if buf.len() < 20 || &buf[0..4] != CURSOR_MAGIC {
+            return None;
+        }
+        let (body, crc) = buf.split_at(buf.len() - 4);
+        if crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().ok()?) {
+            return None;
+        }
+        let cursor = u64::from_le_bytes(body[4..12].try_into().ok()?);
+        let n = u32::from_le_bytes(body[12..16].try_into().ok()?) as usize;
+        if body.len() != 16 + 8 * n {
+            return None;
+        }
+        let done = body[16..]
+            .chunks_exact(8)
+            .filter_map(|c| c.try_into().ok().map(u64::from_le_bytes))
+            .collect();
+        Some((cursor, done))
+    };
+    parse().unwrap_or_else(|| {
+        tracing::warn!(dir = %dir.display(), "disk queue: the saved read position is damaged; resending from the oldest segment");
+        (0, Vec::new())
+    })
+}
+
+#[cfg(test)]
+mod tests;

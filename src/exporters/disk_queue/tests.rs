@@ -1,0 +1,287 @@
+use super::*;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+/// A batch of `n` spans whose names carry `tag`.
+fn spans(tag: &str, n: usize) -> Arc<Telemetry> {
+    Arc::new(Telemetry::Traces(vec![ResourceSpans {
+        scope_spans: vec![ScopeSpans {
+            spans: (0..n)
+                .map(|i| Span {
+                    name: format!("{tag}-{i}"),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }]))
+}
+
+fn tag_of(t: &Telemetry) -> String {
+    match t {
+        Telemetry::Traces(rs) => rs[0].scope_spans[0].spans[0]
+            .name
+            .split('-')
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+        _ => panic!("not traces"),
+    }
+}
+
+fn cfg(dir: &Path, max_bytes: u64, segment_bytes: u64, when_full: WhenFull) -> DiskConfig {
+    DiskConfig {
+        dir: dir.to_path_buf(),
+        max_bytes,
+        segment_bytes,
+        when_full,
+        fsync: FsyncPolicy::Always,
+        memory_batches: 0,
+    }
+}
+
+fn put(q: &Arc<DiskQueue>, data: &Arc<Telemetry>) -> Option<Appended> {
+    let rec = encode_record(data);
+    let res = q.reserve(rec.len() as u64).unwrap()?;
+    Some(q.append(res, &rec, data).unwrap())
+}
+
+async fn take(q: &Arc<DiskQueue>) -> Option<Entry> {
+    let stop = CancellationToken::new();
+    tokio::time::timeout(Duration::from_millis(200), q.next(&stop))
+        .await
+        .ok()
+        .flatten()
+}
+
+fn segment_files(dir: &Path) -> usize {
+    fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("seg-")
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn delivers_in_order_from_disk_and_frees_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let (q, rec) = DiskQueue::open(cfg(dir.path(), 1 << 20, 4096, WhenFull::Block), "t").unwrap();
+    assert_eq!(rec, Recovered::default());
+    for i in 0..20 {
+        assert_eq!(
+            put(&q, &spans(&format!("b{i}"), 30)),
+            Some(Appended::Queued)
+        );
+    }
+    assert_eq!(q.pending_items(), 600);
+    assert!(segment_files(dir.path()) > 1, "4 KiB segments must rotate");
+    for i in 0..20 {
+        let e = take(&q).await.expect("queued batch");
+        // memory_batches is 0, so every batch was read back and decoded.
+        assert_eq!(tag_of(&e.data), format!("b{i}"));
+        assert_eq!(e.data.item_count(), 30);
+        q.done(e.seq);
+    }
+    assert!(take(&q).await.is_none());
+    assert_eq!(q.pending_items(), 0);
+    assert_eq!(
+        segment_files(dir.path()),
+        1,
+        "only the segment being written stays"
+    );
+    q.close();
+    drop(q);
+    let (_q, rec) = DiskQueue::open(cfg(dir.path(), 1 << 20, 4096, WhenFull::Block), "t").unwrap();
+    assert_eq!(rec.batches, 0, "nothing done is sent again");
+    assert_eq!(segment_files(dir.path()), 0);
+}
+
+#[tokio::test]
+async fn a_crash_keeps_what_was_not_done_even_out_of_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (q, _) = DiskQueue::open(cfg(dir.path(), 1 << 20, 1 << 16, WhenFull::Block), "t").unwrap();
+    for i in 0..6 {
+        put(&q, &spans(&format!("b{i}"), 2));
+    }
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(take(&q).await.unwrap());
+    }
+    // Done out of order: 0 and 2; 1 and 3 still in flight at the "crash".
+    q.done(held[0].seq);
+    q.done(held[2].seq);
+    drop(held);
+    drop(q); // no close(): as after kill -9
+    let (q, rec) =
+        DiskQueue::open(cfg(dir.path(), 1 << 20, 1 << 16, WhenFull::Block), "t").unwrap();
+    assert_eq!(rec.batches, 4);
+    assert_eq!(rec.items, 8);
+    let mut tags = Vec::new();
+    while let Some(e) = take(&q).await {
+        tags.push(tag_of(&e.data));
+        q.done(e.seq);
+    }
+    assert_eq!(tags, ["b1", "b3", "b4", "b5"]);
+    // New data after a restart goes to a new segment and is read after.
+    put(&q, &spans("new", 1));
+    assert_eq!(tag_of(&take(&q).await.unwrap().data), "new");
+}
+
+#[tokio::test]
+async fn corrupt_and_torn_records_are_skipped_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (q, _) = DiskQueue::open(cfg(dir.path(), 1 << 20, 1 << 16, WhenFull::Block), "t").unwrap();
+    let sizes: Vec<usize> = (0..4)
+        .map(|i| encode_record(&spans(&format!("b{i}"), 5)).len())
+        .collect();
+    for i in 0..4 {
+        put(&q, &spans(&format!("b{i}"), 5));
+    }
+    drop(q);
+    let seg = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("seg-"))
+        .unwrap();
+    let mut bytes = fs::read(&seg).unwrap();
+    // Flip a payload byte of record 1, and tear record 3 in half.
+    let r1 = 4 + sizes[0] + HEADER + 3;
+    bytes[r1] ^= 0xff;
+    let torn = bytes.len() - sizes[3] / 2;
+    bytes.truncate(torn);
+    fs::write(&seg, &bytes).unwrap();
+    let (q, rec) =
+        DiskQueue::open(cfg(dir.path(), 1 << 20, 1 << 16, WhenFull::Block), "t").unwrap();
+    assert_eq!(rec.batches, 2);
+    assert_eq!(
+        rec.corrupt_bytes as usize,
+        sizes[1] + (sizes[3] - sizes[3] / 2),
+        "exactly the bad record and the torn tail are skipped"
+    );
+    let mut tags = Vec::new();
+    while let Some(e) = take(&q).await {
+        tags.push(tag_of(&e.data));
+        q.done(e.seq);
+    }
+    assert_eq!(tags, ["b0", "b2"]);
+}
+
+#[tokio::test]
+async fn block_refuses_when_full_until_space_is_freed() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec_len = encode_record(&spans("x", 10)).len() as u64;
+    // Room for about 4 records in 2-record segments.
+    let max = 4 * rec_len + 16;
+    let (q, _) =
+        DiskQueue::open(cfg(dir.path(), max, 2 * rec_len + 4, WhenFull::Block), "t").unwrap();
+    let mut queued = 0;
+    while put(&q, &spans("x", 10)).is_some() {
+        queued += 1;
+        assert!(queued < 10, "the cap must bite");
+    }
+    assert!(queued >= 3, "{queued}");
+    let used: u64 = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert!(used <= max + 64, "on disk {used} > cap {max}");
+    // Sending two frees the first segment.
+    for _ in 0..2 {
+        let e = take(&q).await.unwrap();
+        q.done(e.seq);
+    }
+    assert!(
+        put(&q, &spans("x", 10)).is_some(),
+        "room again after a segment is sent"
+    );
+}
+
+#[tokio::test]
+async fn drop_newest_and_drop_oldest_count_what_they_drop() {
+    let rec_len = encode_record(&spans("x", 10)).len() as u64;
+    let max = 4 * rec_len + 16;
+    let seg = 2 * rec_len + 4;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (q, _) = DiskQueue::open(cfg(dir.path(), max, seg, WhenFull::DropNewest), "t").unwrap();
+    let mut outcomes = Vec::new();
+    for i in 0..8 {
+        outcomes.push(put(&q, &spans(&format!("n{i}"), 10)).unwrap());
+    }
+    let dropped = outcomes.iter().filter(|o| **o == Appended::Dropped).count();
+    assert!(dropped >= 4, "{outcomes:?}");
+    assert_eq!(outcomes[0], Appended::Queued);
+    assert_eq!(q.pending_items() as usize, (8 - dropped) * 10);
+    let first = take(&q).await.unwrap();
+    assert_eq!(tag_of(&first.data), "n0", "the oldest are kept");
+
+    let dir = tempfile::tempdir().unwrap();
+    let (q, _) = DiskQueue::open(cfg(dir.path(), max, seg, WhenFull::DropOldest), "t").unwrap();
+    for i in 0..9 {
+        assert_eq!(
+            put(&q, &spans(&format!("o{i}"), 10)),
+            Some(Appended::Queued)
+        );
+    }
+    let mut tags = Vec::new();
+    while let Some(e) = take(&q).await {
+        tags.push(tag_of(&e.data));
+        q.done(e.seq);
+    }
+    assert!(tags.len() < 9 && !tags.is_empty(), "{tags:?}");
+    assert_eq!(
+        tags.last().map(String::as_str),
+        Some("o8"),
+        "the newest are kept"
+    );
+    let kept: Vec<usize> = tags.iter().map(|t| t[1..].parse().unwrap()).collect();
+    assert!(
+        kept.windows(2).all(|w| w[1] == w[0] + 1),
+        "a contiguous newest run: {tags:?}"
+    );
+}
+
+#[tokio::test]
+async fn one_process_per_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_q, _) = DiskQueue::open(cfg(dir.path(), 1 << 20, 4096, WhenFull::Block), "t").unwrap();
+    match DiskQueue::open(cfg(dir.path(), 1 << 20, 4096, WhenFull::Block), "t") {
+        Err(DiskQueueError::Locked(_)) => {}
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("a second open of a held directory must fail"),
+    }
+}
+
+#[tokio::test]
+async fn closed_queue_drains_then_ends_and_cache_matches_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cfg(dir.path(), 1 << 20, 1 << 16, WhenFull::Block);
+    c.memory_batches = 2;
+    let (q, _) = DiskQueue::open(c, "t").unwrap();
+    for i in 0..4 {
+        put(&q, &spans(&format!("c{i}"), 3));
+    }
+    q.close();
+    assert!(matches!(q.reserve(10), Err(DiskQueueError::Closed)));
+    let stop = CancellationToken::new();
+    let mut got = Vec::new();
+    // Two come from memory, two are read back: the same data either way.
+    while let Some(e) = q.next(&stop).await {
+        assert_eq!(*e.data, *spans(&tag_of(&e.data), 3));
+        got.push(tag_of(&e.data));
+        q.done(e.seq);
+    }
+    assert_eq!(got, ["c0", "c1", "c2", "c3"]);
+}
+
+#[test]
+fn exporter_ids_become_safe_directory_names() {
+    assert_eq!(dir_name("otlp/backend"), "otlp_backend");
+    assert_eq!(dir_name("../x"), ".._x");
+    assert_eq!(dir_name("awsxray"), "awsxray");
+}
