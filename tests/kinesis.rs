@@ -6,8 +6,7 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use aws_sdk_cloudwatchlogs::types::InputLogEvent;
 use aws_sdk_kinesis::primitives::Blob;
@@ -20,145 +19,7 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use serde_json::Value;
 use spanwire::signal::Signal;
 
-const STREAM: &str = "spans-stream";
-
-fn fixture_lines(name: &str) -> Vec<String> {
-    std::fs::read_to_string(format!(
-        "{}/tests/fixtures/aws-spans/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap()
-    .lines()
-    .filter(|l| !l.trim().is_empty())
-    .map(String::from)
-    .collect()
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
-struct Aws {
-    kinesis: aws_sdk_kinesis::Client,
-    logs: aws_sdk_cloudwatchlogs::Client,
-}
-
-/// A stream with `shards` shards and an `aws/spans` log group subscribed to it.
-async fn setup(moto: &Moto, shards: i32) -> Aws {
-    let conf = aws_test_sdk_config(&moto.endpoint());
-    let kinesis = aws_sdk_kinesis::Client::new(&conf);
-    let logs = aws_sdk_cloudwatchlogs::Client::new(&conf);
-    kinesis
-        .create_stream()
-        .stream_name(STREAM)
-        .shard_count(shards)
-        .send()
-        .await
-        .unwrap();
-    let arn = stream_arn(&kinesis).await;
-    logs.create_log_group()
-        .log_group_name("aws/spans")
-        .send()
-        .await
-        .unwrap();
-    logs.create_log_stream()
-        .log_group_name("aws/spans")
-        .log_stream_name("default")
-        .send()
-        .await
-        .unwrap();
-    logs.put_subscription_filter()
-        .log_group_name("aws/spans")
-        .filter_name("to-kinesis")
-        .filter_pattern("")
-        .destination_arn(arn)
-        .role_arn("arn:aws:iam::123456789012:role/cwl-to-kinesis")
-        .send()
-        .await
-        .unwrap();
-    Aws { kinesis, logs }
-}
-
-/// Writes `messages` to `aws/spans` (one PutLogEvents call each `per_call`).
-async fn put_spans(aws: &Aws, messages: &[String], per_call: usize) {
-    for chunk in messages.chunks(per_call) {
-        let t = now_ms();
-        let events: Vec<InputLogEvent> = chunk
-            .iter()
-            .map(|m| {
-                InputLogEvent::builder()
-                    .timestamp(t)
-                    .message(m)
-                    .build()
-                    .unwrap()
-            })
-            .collect();
-        aws.logs
-            .put_log_events()
-            .log_group_name("aws/spans")
-            .log_stream_name("default")
-            .set_log_events(Some(events))
-            .send()
-            .await
-            .unwrap();
-    }
-}
-
-fn config(moto: &Moto, sink: &Sink, dir: &Path, health: u16, metrics: u16) -> String {
-    format!(
-        r#"
-receivers:
-  awskinesis:
-    stream_name: {STREAM}
-    region: us-east-1
-    endpoint: "{endpoint}"
-    poll_interval: 100ms
-    shard_discovery_interval: 1s
-    # long enough that a completed record is never later than this under load
-    in_progress_timeout: 8s
-    checkpoint:
-      directory: "{dir}"
-processors:
-  batch: {{timeout: 50ms}}
-exporters:
-  otlp:
-    endpoint: "http://127.0.0.1:{grpc}"
-    retry_on_failure: {{initial_interval: 50ms, max_interval: 200ms, max_elapsed_time: 0s}}
-extensions:
-  health_check: {{endpoint: "127.0.0.1:{health}"}}
-service:
-  extensions: [health_check]
-  telemetry: {{metrics: {{address: "127.0.0.1:{metrics}"}}}}
-  pipelines:
-    traces: {{receivers: [awskinesis], processors: [batch], exporters: [otlp]}}
-    logs: {{receivers: [awskinesis], processors: [batch], exporters: [otlp]}}
-"#,
-        endpoint = moto.endpoint(),
-        dir = dir.display(),
-        grpc = sink.grpc_port
-    )
-}
-
-fn span_key(s: &Span) -> (String, String) {
-    (hex::encode(&s.trace_id), hex::encode(&s.span_id))
-}
-
-/// The stream's ARN.
-async fn stream_arn(kinesis: &aws_sdk_kinesis::Client) -> String {
-    kinesis
-        .describe_stream_summary()
-        .stream_name(STREAM)
-        .send()
-        .await
-        .unwrap()
-        .stream_description_summary()
-        .unwrap()
-        .stream_arn()
-        .to_string()
-}
+use common::kinesis::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aws_spans_arrive_once_completed_and_bad_records_are_skipped() {
@@ -168,7 +29,7 @@ async fn aws_spans_arrive_once_completed_and_bad_records_are_skipped() {
     let dir = tempfile::tempdir().unwrap();
     let (health, metrics) = (free_port(), free_port());
     let daemon = Daemon::start_with_env(
-        &config(&moto, &sink, dir.path(), health, metrics),
+        &config(&moto.endpoint(), &sink, dir.path(), health, metrics),
         health,
         &aws_test_env(),
     );
@@ -378,7 +239,7 @@ async fn after_kill_9_only_the_unacknowledged_tail_is_read_again() {
     let sink = Sink::start().await;
     let dir = tempfile::tempdir().unwrap();
     let (health, metrics) = (free_port(), free_port());
-    let cfg = config(&moto, &sink, dir.path(), health, metrics);
+    let cfg = config(&moto.endpoint(), &sink, dir.path(), health, metrics);
     let span = |i: usize| {
         format!(
             r#"{{"traceId":"{:032x}","spanId":"{:016x}","name":"span-{i}","kind":"INTERNAL","startTimeUnixNano":1785830304824000000,"endTimeUnixNano":1785830305824000000}}"#,

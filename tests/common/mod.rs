@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod genai;
+pub mod kinesis;
 
 use std::io::Read;
 use std::net::TcpListener as StdListener;
@@ -354,6 +355,8 @@ pub struct Sink {
     pub received: Arc<Mutex<Vec<Telemetry>>>,
     /// While set, answers UNAVAILABLE / 503.
     pub refuse: Arc<AtomicBool>,
+    /// Milliseconds each request takes (a slow target).
+    pub delay_ms: Arc<std::sync::atomic::AtomicU64>,
     cancel: CancellationToken,
 }
 
@@ -361,10 +364,15 @@ pub struct Sink {
 struct SinkSvc {
     received: Arc<Mutex<Vec<Telemetry>>>,
     refuse: Arc<AtomicBool>,
+    delay_ms: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl SinkSvc {
-    fn take(&self, t: Telemetry) -> Result<(), tonic::Status> {
+    async fn take(&self, t: Telemetry) -> Result<(), tonic::Status> {
+        let delay = self.delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
         if self.refuse.load(Ordering::SeqCst) {
             return Err(tonic::Status::unavailable("sink is refusing"));
         }
@@ -379,7 +387,8 @@ impl TraceService for SinkSvc {
         &self,
         r: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        self.take(Telemetry::Traces(r.into_inner().resource_spans))?;
+        self.take(Telemetry::Traces(r.into_inner().resource_spans))
+            .await?;
         Ok(tonic::Response::new(Default::default()))
     }
 }
@@ -390,7 +399,8 @@ impl MetricsService for SinkSvc {
         &self,
         r: tonic::Request<ExportMetricsServiceRequest>,
     ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
-        self.take(Telemetry::Metrics(r.into_inner().resource_metrics))?;
+        self.take(Telemetry::Metrics(r.into_inner().resource_metrics))
+            .await?;
         Ok(tonic::Response::new(Default::default()))
     }
 }
@@ -401,7 +411,8 @@ impl LogsService for SinkSvc {
         &self,
         r: tonic::Request<ExportLogsServiceRequest>,
     ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
-        self.take(Telemetry::Logs(r.into_inner().resource_logs))?;
+        self.take(Telemetry::Logs(r.into_inner().resource_logs))
+            .await?;
         Ok(tonic::Response::new(Default::default()))
     }
 }
@@ -409,14 +420,27 @@ impl LogsService for SinkSvc {
 impl Sink {
     /// Starts both servers on free ports.
     pub async fn start() -> Sink {
-        let received = Arc::new(Mutex::new(Vec::new()));
+        Sink::start_on(0, 0, Arc::new(Mutex::new(Vec::new()))).await
+    }
+
+    /// Starts both servers on the given ports (0: a free one), storing into
+    /// `received` (to restart a stopped sink where it was, with its data).
+    pub async fn start_on(
+        grpc_port: u16,
+        http_port: u16,
+        received: Arc<Mutex<Vec<Telemetry>>>,
+    ) -> Sink {
         let refuse = Arc::new(AtomicBool::new(false));
+        let delay_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let cancel = CancellationToken::new();
         let svc = SinkSvc {
             received: received.clone(),
             refuse: refuse.clone(),
+            delay_ms: delay_ms.clone(),
         };
-        let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let grpc = tokio::net::TcpListener::bind(("127.0.0.1", grpc_port))
+            .await
+            .unwrap();
         let grpc_port = grpc.local_addr().unwrap().port();
         let c = cancel.clone();
         let s = svc.clone();
@@ -445,7 +469,9 @@ impl Sink {
                 .await
                 .unwrap();
         });
-        let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let http = tokio::net::TcpListener::bind(("127.0.0.1", http_port))
+            .await
+            .unwrap();
         let http_port = http.local_addr().unwrap().port();
         let c = cancel.clone();
         tokio::spawn(async move {
@@ -473,6 +499,7 @@ impl Sink {
             http_port,
             received,
             refuse,
+            delay_ms,
             cancel,
         }
     }
@@ -544,9 +571,6 @@ async fn sink_http(
         "/v1/logs" => Signal::Logs,
         _ => return response(404, Bytes::new()),
     };
-    if svc.refuse.load(Ordering::SeqCst) {
-        return response(503, Bytes::from_static(b"refusing"));
-    }
     let t = if json {
         spanwire::convert::otlp_json::decode(signal, &body).unwrap()
     } else {
@@ -568,7 +592,9 @@ async fn sink_http(
             ),
         }
     };
-    svc.received.lock().unwrap().push(t);
+    if svc.take(t).await.is_err() {
+        return response(503, Bytes::from_static(b"refusing"));
+    }
     response(
         200,
         if json {

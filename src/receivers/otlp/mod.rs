@@ -13,7 +13,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::de::DeError;
 use crate::config::types::{check_listen_endpoint, AuthConfig};
 use crate::config::ComponentId;
-use crate::pipeline::{BoxConsumer, ConsumeError, Consumers, StartError};
+use crate::pipeline::{
+    Ack, AckOutcome, AckWaiter, Acks, BoxConsumer, ConsumeError, Consumers, StartError,
+};
 use crate::signal::{Signal, Telemetry};
 use crate::telemetry::SignalCounters;
 
@@ -54,6 +56,13 @@ pub struct GrpcConfig {
     pub max_concurrent_streams: Option<u32>,
     /// Require a bearer token (`authorization` metadata).
     pub auth: Option<AuthConfig>,
+    /// Answer only once the data is delivered by every exporter (or durably
+    /// queued on disk), instead of when the pipeline accepts it.
+    pub wait_for_delivery: bool,
+    /// With `wait_for_delivery`, how long to wait before answering
+    /// `UNAVAILABLE` (the data may still be delivered; a retry may duplicate it).
+    #[serde(with = "crate::config::types::duration")]
+    pub delivery_timeout: Duration,
 }
 
 impl Default for GrpcConfig {
@@ -63,9 +72,14 @@ impl Default for GrpcConfig {
             max_recv_msg_size_mib: 4,
             max_concurrent_streams: None,
             auth: None,
+            wait_for_delivery: false,
+            delivery_timeout: DEFAULT_DELIVERY_TIMEOUT,
         }
     }
 }
+
+/// How long `wait_for_delivery` waits by default.
+pub const DEFAULT_DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `protocols.http`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -83,6 +97,13 @@ pub struct HttpConfig {
     pub logs_url_path: String,
     /// Require a bearer token (`Authorization` header).
     pub auth: Option<AuthConfig>,
+    /// Answer only once the data is delivered by every exporter (or durably
+    /// queued on disk), instead of when the pipeline accepts it.
+    pub wait_for_delivery: bool,
+    /// With `wait_for_delivery`, how long to wait before answering 503 (the
+    /// data may still be delivered; a retry may duplicate it).
+    #[serde(with = "crate::config::types::duration")]
+    pub delivery_timeout: Duration,
 }
 
 impl Default for HttpConfig {
@@ -94,6 +115,8 @@ impl Default for HttpConfig {
             metrics_url_path: "/v1/metrics".into(),
             logs_url_path: "/v1/logs".into(),
             auth: None,
+            wait_for_delivery: false,
+            delivery_timeout: DEFAULT_DELIVERY_TIMEOUT,
         }
     }
 }
@@ -171,19 +194,27 @@ pub(crate) enum Rejection {
 #[derive(Clone)]
 pub(crate) struct Intake {
     consumers: Consumers,
+    /// `wait_for_delivery`: answer after delivery, waiting at most this long.
+    wait: Option<Duration>,
     accepted: SignalCounters,
     refused: SignalCounters,
     unauthenticated: metrics::Counter,
 }
 
 impl Intake {
-    fn new(id: &ComponentId, transport: &str, consumers: Consumers) -> Intake {
+    fn new(
+        id: &ComponentId,
+        transport: &str,
+        consumers: Consumers,
+        wait: Option<Duration>,
+    ) -> Intake {
         let labels = [
             ("receiver", id.to_string()),
             ("transport", transport.to_string()),
         ];
         Intake {
             consumers,
+            wait,
             accepted: SignalCounters::new("spanwire_receiver_accepted", &labels),
             refused: SignalCounters::new("spanwire_receiver_refused", &labels),
             unauthenticated: crate::telemetry::unauthenticated_counter(&labels),
@@ -205,10 +236,20 @@ impl Intake {
         if n == 0 {
             return Ok(());
         }
-        match consumer.consume(data, crate::pipeline::Acks::none()).await {
+        let (acks, waiter) = match self.wait {
+            Some(_) => {
+                let (ack, waiter) = Ack::new();
+                (Acks::one(ack), Some(waiter))
+            }
+            None => (Acks::none(), None),
+        };
+        match consumer.consume(data, acks).await {
             Ok(()) => {
                 self.accepted.add(signal, n);
-                Ok(())
+                match (waiter, self.wait) {
+                    (Some(w), Some(timeout)) => delivery_result(w, timeout).await,
+                    _ => Ok(()),
+                }
             }
             Err(ConsumeError::Refused(r)) => {
                 self.refused.add(signal, n);
@@ -225,6 +266,27 @@ impl Intake {
     }
 }
 
+/// Waits for the data's acknowledgement and says how to answer.
+async fn delivery_result(waiter: AckWaiter, timeout: Duration) -> Result<(), Rejection> {
+    match tokio::time::timeout(timeout, waiter.wait()).await {
+        Ok(AckOutcome::Delivered) => Ok(()),
+        Ok(AckOutcome::Dropped) => Err(Rejection::Failed(
+            "accepted, but an exporter dropped the data for good (see its log)".into(),
+        )),
+        Ok(AckOutcome::Abandoned) => Err(Rejection::Unavailable {
+            reason: "spanwire shut down before the data was delivered".into(),
+            retry_after: Duration::from_secs(1),
+        }),
+        Err(_) => Err(Rejection::Unavailable {
+            reason: format!(
+                "not delivered within delivery_timeout ({}s); it may still be",
+                timeout.as_secs_f64()
+            ),
+            retry_after: Duration::from_secs(1),
+        }),
+    }
+}
+
 /// Starts the enabled protocols.
 pub async fn start(
     cfg: &OtlpReceiverConfig,
@@ -237,14 +299,20 @@ pub async fn start(
         tasks.push(
             grpc::start(
                 g,
-                Intake::new(id, "grpc", consumers.clone()),
+                Intake::new(
+                    id,
+                    "grpc",
+                    consumers.clone(),
+                    g.wait_for_delivery.then_some(g.delivery_timeout),
+                ),
                 cancel.clone(),
             )
             .await?,
         );
     }
     if let Some(h) = &cfg.protocols.http {
-        tasks.push(http::start(h, Intake::new(id, "http", consumers), cancel).await?);
+        let wait = h.wait_for_delivery.then_some(h.delivery_timeout);
+        tasks.push(http::start(h, Intake::new(id, "http", consumers, wait), cancel).await?);
     }
     Ok(tasks)
 }

@@ -3,16 +3,14 @@
 //! every valid document arrives exactly once and only the invalid ones are
 //! dropped (and counted). Also: `transport: udp` to a daemon-style listener.
 
-mod common;
-
 use std::collections::{HashMap, HashSet};
 use std::net::UdpSocket;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::common::{agent_spans, aws_test_env, free_port, http_request, metric, Daemon};
 use bytes::Bytes;
-use common::{agent_spans, aws_test_env, free_port, http_request, metric, Daemon};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use prost::Message;
@@ -122,7 +120,7 @@ async fn handle(fake: Arc<Fake>, req: hyper::Request<Incoming>) -> hyper::Respon
 async fn start_fake() -> (Arc<Fake>, u16) {
     let fake = Arc::new(Fake::default());
     let f = fake.clone();
-    let port = common::serve_fake(move |req| handle(f.clone(), req)).await;
+    let port = crate::common::serve_fake(move |req| handle(f.clone(), req)).await;
     (fake, port)
 }
 
@@ -159,7 +157,7 @@ service:
     // Six traces of 100 spans (distinct trace ids: the tag length sets them).
     let mut expected = 0;
     for tag in ["a", "bb", "ccc", "dddd", "eeeee", "ffffff"] {
-        let r = common::post_spans(otlp, 100, tag).await;
+        let r = crate::common::post_spans(otlp, 100, tag).await;
         assert_eq!(r.status, 200);
         expected += 100;
     }
@@ -284,7 +282,7 @@ service:
 "#
     );
     let _daemon = Daemon::start(&config, health);
-    let r = common::post_spans(otlp, 30, "udp").await;
+    let r = crate::common::post_spans(otlp, 30, "udp").await;
     assert_eq!(r.status, 200);
     let mut ids = HashSet::new();
     let mut buf = vec![0u8; 70_000];

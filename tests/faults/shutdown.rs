@@ -1,12 +1,10 @@
 //! Shutdown: data accepted before SIGTERM is delivered before exit, even when
 //! it sits in a batcher or the target is refusing for a while.
 
-mod common;
-
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::{free_port, post_spans, Daemon, Sink};
+use crate::common::{free_port, post_spans, Daemon, Sink};
 use spanwire::signal::Signal;
 
 fn config(http: u16, health: u16, sink: &Sink, timeout: &str) -> String {

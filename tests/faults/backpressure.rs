@@ -2,12 +2,10 @@
 //! answers UNAVAILABLE / 503 with memory bounded; the target returns → every
 //! accepted span is delivered exactly once.
 
-mod common;
-
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{agent_spans, free_port, http_request, post_spans, Daemon, Sink};
+use crate::common::{agent_spans, free_port, http_request, post_spans, Daemon, Sink};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use prost::Message;
 use spanwire::signal::Signal;
@@ -244,4 +242,129 @@ service:
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(sink.count(Signal::Traces), 0);
     assert!(daemon.logs().contains("refusing data"), "{}", daemon.logs());
+}
+
+/// Ten times more load than the target takes: the memory limiter keeps the
+/// daemon's RSS under its limit by telling senders to retry (503), and every
+/// span it accepted is delivered once the load stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_times_overload_stays_under_the_memory_limit() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    let sink = Sink::start().await;
+    // The target takes one 500-span batch per 250 ms: 2,000 spans/s.
+    sink.delay_ms.store(250, Ordering::SeqCst);
+    let (http, health) = (free_port(), free_port());
+    let limit_mib = 160u64;
+    let cfg = format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      http: {{endpoint: "127.0.0.1:{http}"}}
+processors:
+  memory_limiter: {{check_interval: 20ms, limit_mib: {limit_mib}, spike_limit_mib: 60}}
+  batch: {{send_batch_size: 500, send_batch_max_size: 500, timeout: 50ms}}
+exporters:
+  otlp:
+    endpoint: "http://127.0.0.1:{sg}"
+    timeout: 30s
+    sending_queue: {{num_consumers: 1, queue_size: 100000}}
+extensions:
+  health_check: {{endpoint: "127.0.0.1:{health}"}}
+service:
+  extensions: [health_check]
+  shutdown_timeout: 5s
+  telemetry: {{metrics: {{address: ""}}}}
+  pipelines:
+    traces: {{receivers: [otlp], processors: [memory_limiter, batch], exporters: [otlp]}}
+"#,
+        sg = sink.grpc_port
+    );
+    let daemon = Daemon::start(&cfg, health);
+    let base_rss = daemon.rss();
+    let stop = Arc::new(AtomicBool::new(false));
+    let accepted = Arc::new(Mutex::new(Vec::<String>::new()));
+    let refused = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicU64::new(0));
+    let pid = daemon.pid();
+    let sampler = {
+        let (stop, peak) = (stop.clone(), peak.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+                    if let Some(kb) = s
+                        .lines()
+                        .find(|l| l.starts_with("VmRSS:"))
+                        .and_then(|l| l.split_whitespace().nth(1))
+                        .and_then(|v| v.parse::<u64>().ok())
+                    {
+                        peak.fetch_max(kb * 1024, Ordering::SeqCst);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    let started = std::time::Instant::now();
+    let mut senders = Vec::new();
+    for s in 0..4 {
+        let (stop, accepted, refused) = (stop.clone(), accepted.clone(), refused.clone());
+        senders.push(tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(Ordering::SeqCst) {
+                let tag = format!("O{s}x{i}");
+                let r = post_spans(http, 1000, &tag).await;
+                match r.status {
+                    200 => accepted.lock().unwrap().push(tag),
+                    503 => {
+                        refused.fetch_add(1, Ordering::SeqCst);
+                        assert!(r.headers.contains_key("retry-after"));
+                    }
+                    other => panic!("unexpected status {other}"),
+                }
+                i += 1;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    stop.store(true, Ordering::SeqCst);
+    for s in senders {
+        s.await.unwrap();
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    sampler.join().unwrap();
+    let accepted = accepted.lock().unwrap().clone();
+    let refused = refused.load(Ordering::SeqCst);
+    let offered_per_s = (accepted.len() + refused) as f64 * 1000.0 / elapsed;
+    let peak = peak.load(Ordering::SeqCst);
+    eprintln!(
+        "overload: offered {offered_per_s:.0} spans/s against 2000/s, {} accepted, {refused} refused, RSS {} → peak {} MiB (limit {limit_mib})",
+        accepted.len(),
+        base_rss >> 20,
+        peak >> 20
+    );
+    assert!(
+        offered_per_s >= 10.0 * 2000.0,
+        "the load must be 10× the target's rate: {offered_per_s:.0}/s"
+    );
+    assert!(refused > 0, "senders were told to retry");
+    assert!(
+        peak < limit_mib * 1024 * 1024,
+        "peak RSS {} MiB over the {limit_mib} MiB limit",
+        peak >> 20
+    );
+    sink.delay_ms.store(0, Ordering::SeqCst);
+    let expected = accepted.len() * 1000;
+    sink.wait_for(Signal::Traces, expected, Duration::from_secs(60))
+        .await;
+    let mut seen = std::collections::HashMap::new();
+    for s in sink.spans() {
+        *seen.entry(s.name).or_insert(0usize) += 1;
+    }
+    for tag in &accepted {
+        for i in 0..1000 {
+            assert_eq!(seen.get(&format!("{tag}-{i}")), Some(&1), "{tag}-{i}");
+        }
+    }
 }

@@ -4,15 +4,13 @@
 //! arrives exactly once, every call follows the PutLogEvents rules, and what
 //! is lost is counted.
 
-mod common;
-
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::common::{aws_test_env, free_port, http_request, metric, Daemon};
 use bytes::Bytes;
-use common::{aws_test_env, free_port, http_request, metric, Daemon};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
@@ -168,7 +166,7 @@ fn record(t: u64, body: String) -> LogRecord {
 async fn throttling_5xx_invalid_and_expired_events() {
     let fake = Arc::new(Fake::default());
     let f = fake.clone();
-    let fake_port = common::serve_fake(move |req| handle(f.clone(), req)).await;
+    let fake_port = crate::common::serve_fake(move |req| handle(f.clone(), req)).await;
     let (otlp, health, telemetry) = (free_port(), free_port(), free_port());
     let config = format!(
         r#"

@@ -1,0 +1,24 @@
+//! The fault suite: spanwire under failures, checked for exactly what is
+//! lost, duplicated and refused.
+//!
+//! - `disk_queue`: the export target down for 60 s under load; `kill -9` and
+//!   restart; SIGTERM while retrying; a full disk queue pushing back.
+//! - `delivery`: `wait_for_delivery` answers only after delivery.
+//! - `backpressure`: full queues and the memory limiter push back on senders;
+//!   10× overload keeps RSS under the limit.
+//! - `shutdown`: SIGTERM flushes batches, keeps retrying to the deadline, and
+//!   logs exact loss counts without a disk queue.
+//! - `xray`: throttling, 5xx and UnprocessedTraceSegments storms.
+//! - `cloudwatch`: throttling, 5xx, invalid and expired events.
+//! - `kinesis_throttle`: ProvisionedThroughputExceeded storms on GetRecords.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod backpressure;
+mod cloudwatch;
+mod delivery;
+mod disk_queue;
+mod kinesis_throttle;
+mod shutdown;
+mod xray;
