@@ -11,6 +11,7 @@ pub mod connectors;
 pub mod convert;
 pub mod exporters;
 pub mod extensions;
+pub mod fuzzing;
 pub mod net;
 pub mod pipeline;
 pub mod processors;

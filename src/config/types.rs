@@ -88,6 +88,46 @@ pub struct TlsClientConfig {
     pub server_name_override: Option<String>,
 }
 
+/// Server TLS settings of a receiver (`tls:` next to `endpoint`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsServerConfig {
+    /// PEM certificate chain the receiver presents.
+    pub cert_file: String,
+    /// PEM private key of that certificate.
+    pub key_file: String,
+    /// PEM CA certificates: when set, clients must present a certificate
+    /// signed by one of them (mutual TLS).
+    #[serde(default)]
+    pub client_ca_file: Option<String>,
+    /// Lowest TLS version accepted: `"1.2"` (default) or `"1.3"`.
+    #[serde(default = "default_tls_min")]
+    pub min_version: String,
+}
+
+fn default_tls_min() -> String {
+    "1.2".into()
+}
+
+impl TlsServerConfig {
+    /// Checks values without reading the files (they are read at start).
+    pub fn validate(&self) -> Result<(), String> {
+        if self.cert_file.is_empty() || self.key_file.is_empty() {
+            return Err("tls: cert_file and key_file are required".into());
+        }
+        if self.client_ca_file.as_deref() == Some("") {
+            return Err("tls: client_ca_file must not be empty".into());
+        }
+        if self.min_version != "1.2" && self.min_version != "1.3" {
+            return Err(format!(
+                "tls: min_version `{}` must be \"1.2\" or \"1.3\"",
+                self.min_version
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// `retry_on_failure` of exporters.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]

@@ -24,9 +24,11 @@
 //!   Records are numbered from the segment's first seq. A segment is only
 //!   appended to by the process that created it; after a restart a new
 //!   segment is started.
-//! - `cursor`: `SWC1`, the first seq not yet done (u64 LE), the count and
-//!   seqs (u64 LE) of records done after it, and a CRC-32 of all before it.
-//!   Written to `cursor.tmp` and renamed over.
+//! - `cursor`: `SWC1`, the first seq not yet done (u64 LE), the count (u32
+//!   LE) and seqs (u64 LE) of records done after it, and a CRC-32 of all
+//!   before it; bytes after that are ignored. Rewritten in place (one small
+//!   write, never fsynced) each time a batch is done: if it is lost or torn,
+//!   the next run sends some batches again, it never skips one.
 //!
 //! At start every segment is checked record by record. A record whose magic,
 //! length or checksum is wrong is skipped by searching for the next record
@@ -151,9 +153,10 @@ impl Segment {
 }
 
 struct State {
-    /// Oldest first; the last is being written when `writer` is set.
+    /// Oldest first; the last is being written when `writing` is set.
     segments: VecDeque<Segment>,
-    writer: Option<File>,
+    writing: bool,
+    cursor_file: Option<File>,
     /// Seq of the next record appended.
     next_seq: u64,
     /// Next seq handed to a worker.
@@ -173,7 +176,6 @@ struct State {
     /// Recent batches, by seq, so workers need not read them back.
     cache: VecDeque<(u64, Arc<Telemetry>)>,
     closed: bool,
-    dirty: bool,
 }
 
 /// The queue of one exporter.
@@ -181,6 +183,10 @@ pub struct DiskQueue {
     cfg: DiskConfig,
     dir_display: String,
     state: Mutex<State>,
+    /// The segment file being appended to; taken before `state` when both are held.
+    writer: Mutex<Option<File>>,
+    /// Written since the last fsync (`fsync: interval`).
+    dirty: std::sync::atomic::AtomicBool,
     notify: Notify,
     _lock: File,
     bytes_gauge: Gauge,
@@ -433,7 +439,8 @@ impl DiskQueue {
             dir_display: dir_display.clone(),
             state: Mutex::new(State {
                 segments,
-                writer: None,
+                writing: false,
+                cursor_file: None,
                 next_seq,
                 read_seq: cursor,
                 cursor,
@@ -444,8 +451,9 @@ impl DiskQueue {
                 pending_records: recovered.batches,
                 cache: VecDeque::new(),
                 closed: false,
-                dirty: false,
             }),
+            writer: Mutex::new(None),
+            dirty: std::sync::atomic::AtomicBool::new(false),
             notify: Notify::new(),
             _lock: lock,
             bytes_gauge: gauge("spanwire_exporter_disk_queue_bytes", &labels),
@@ -528,7 +536,9 @@ impl DiskQueue {
     }
 
     /// Appends an encoded record (from [`encode_record`]) for `data`.
-    /// Blocking file I/O: call from a blocking thread.
+    /// Blocking file I/O: call from a blocking thread. Appends are
+    /// serialised by the writer lock; the write and fsync happen without the
+    /// state lock, so workers keep reading and finishing batches meanwhile.
     pub fn append(
         &self,
         res: Reservation,
@@ -541,42 +551,50 @@ impl DiskQueue {
             tracing::warn!(queue = %self.dir_display, items, "disk queue full; dropping the newest batch (when_full: drop_newest)");
             return Ok(Appended::Dropped);
         }
-        let mut st = self.lock();
-        if st.closed {
-            return Err(DiskQueueError::Closed);
-        }
         let len = record.len() as u64;
-        // The reservation's bytes become used bytes below.
-        st.reserved_bytes = st.reserved_bytes.saturating_sub(res.bytes);
-        let mut res = res;
-        res.bytes = 0;
-        if self.cfg.when_full == WhenFull::DropOldest {
-            self.make_room(&mut st, len);
-        }
-        let rotate = match (&st.writer, st.segments.back()) {
-            (Some(_), Some(seg)) => {
-                seg.bytes + len > self.cfg.segment_bytes && !seg.records.is_empty()
+        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let (seq, offset) = {
+            let mut st = self.lock();
+            if st.closed {
+                return Err(DiskQueueError::Closed);
             }
-            _ => true,
+            if self.cfg.when_full == WhenFull::DropOldest {
+                // Count this record as reserved while making room for it.
+                self.make_room(&mut st, 0);
+            }
+            let rotate = match (&*w, st.segments.back()) {
+                (Some(_), Some(seg)) if st.writing => {
+                    seg.bytes + len > self.cfg.segment_bytes && !seg.records.is_empty()
+                }
+                _ => true,
+            };
+            if rotate {
+                self.rotate(&mut st, &mut w)?;
+            }
+            let offset = st.segments.back().map(|s| s.bytes).unwrap_or(0);
+            (st.next_seq, offset)
         };
-        if rotate {
-            self.rotate(&mut st)?;
+        let Some(file) = w.as_mut() else {
+            return Err(DiskQueueError::Closed);
+        };
+        let written = file.write_all(record).and_then(|()| {
+            if self.cfg.fsync == FsyncPolicy::Always {
+                file.sync_data()
+            } else {
+                self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
+                Ok(())
+            }
+        });
+        if let Err(e) = written {
+            // Part of the record may be in the file: the next append starts a new segment.
+            *w = None;
+            self.lock().writing = false;
+            return Err(self.io_err("append", e));
         }
-        let seq = st.next_seq;
+        let mut st = self.lock();
         let Some(seg) = st.segments.back_mut() else {
             return Err(DiskQueueError::Closed);
         };
-        let offset = seg.bytes;
-        let Some(w) = st.writer.as_mut() else {
-            return Err(DiskQueueError::Closed);
-        };
-        w.write_all(record).map_err(|e| self.io_err("append", e))?;
-        if self.cfg.fsync == FsyncPolicy::Always {
-            w.sync_data().map_err(|e| self.io_err("fsync", e))?;
-        } else {
-            st.dirty = true;
-        }
-        let seg = st.segments.back_mut().ok_or(DiskQueueError::Closed)?;
         seg.records.push(RecordMeta {
             offset,
             len: (len as usize - HEADER) as u32,
@@ -585,6 +603,9 @@ impl DiskQueue {
         });
         seg.bytes += len;
         st.used_bytes += len;
+        st.reserved_bytes = st.reserved_bytes.saturating_sub(res.bytes);
+        let mut res = res;
+        res.bytes = 0;
         st.next_seq = seq + 1;
         st.pending_items += items;
         st.pending_records += 1;
@@ -593,6 +614,7 @@ impl DiskQueue {
         }
         self.update_gauges(&st);
         drop(st);
+        drop(w);
         self.notify.notify_waiters();
         Ok(Appended::Queued)
     }
@@ -606,12 +628,13 @@ impl DiskQueue {
     }
 
     /// Closes the segment being written and starts a new one.
-    fn rotate(&self, st: &mut State) -> Result<(), DiskQueueError> {
-        if let Some(w) = st.writer.take() {
+    fn rotate(&self, st: &mut State, w: &mut Option<File>) -> Result<(), DiskQueueError> {
+        if let Some(f) = w.take() {
             if self.cfg.fsync != FsyncPolicy::Never {
-                w.sync_data().map_err(|e| self.io_err("fsync", e))?;
+                f.sync_data().map_err(|e| self.io_err("fsync", e))?;
             }
         }
+        st.writing = false;
         // A fully done segment can go now.
         self.remove_done_segments(st);
         let path = segment_path(&self.cfg.dir, st.next_seq);
@@ -630,7 +653,8 @@ impl DiskQueue {
             bytes: SEGMENT_MAGIC.len() as u64,
         });
         st.used_bytes += SEGMENT_MAGIC.len() as u64;
-        st.writer = Some(f);
+        st.writing = true;
+        *w = Some(f);
         Ok(())
     }
 
@@ -638,7 +662,7 @@ impl DiskQueue {
     fn make_room(&self, st: &mut State, len: u64) {
         while st.used_bytes + st.reserved_bytes + len > self.cfg.max_bytes {
             // Never the segment being written.
-            let evictable = st.segments.len() > 1 || st.writer.is_none();
+            let evictable = st.segments.len() > 1 || !st.writing;
             if !evictable {
                 break;
             }
@@ -817,9 +841,7 @@ impl DiskQueue {
     fn remove_done_segments(&self, st: &mut State) {
         loop {
             let removable = match st.segments.front() {
-                Some(seg) => {
-                    seg.end_seq() <= st.cursor && !(st.segments.len() == 1 && st.writer.is_some())
-                }
+                Some(seg) => seg.end_seq() <= st.cursor && !(st.segments.len() == 1 && st.writing),
                 None => false,
             };
             if !removable {
@@ -844,31 +866,31 @@ impl DiskQueue {
         }
         let crc = crc32fast::hash(&buf);
         buf.extend_from_slice(&crc.to_le_bytes());
-        let tmp = self.cfg.dir.join("cursor.tmp");
-        let result = File::create(&tmp)
-            .and_then(|mut f| {
-                f.write_all(&buf)?;
-                if self.cfg.fsync == FsyncPolicy::Always {
-                    f.sync_data()?;
-                }
-                Ok(())
-            })
-            .and_then(|()| fs::rename(&tmp, self.cfg.dir.join("cursor")));
-        if let Err(e) = result {
-            // Not fatal: after a restart some sent batches are sent again.
-            tracing::warn!(queue = %self.dir_display, error = %e, "disk queue: could not save the read position");
+        if st.cursor_file.is_none() {
+            st.cursor_file = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(self.cfg.dir.join("cursor"))
+                .map_err(|e| tracing::warn!(queue = %self.dir_display, error = %e, "disk queue: cannot open the cursor file"))
+                .ok();
+        }
+        if let Some(f) = &st.cursor_file {
+            if let Err(e) = f.write_all_at(&buf, 0) {
+                // Not fatal: after a restart some sent batches are sent again.
+                tracing::warn!(queue = %self.dir_display, error = %e, "disk queue: could not save the read position");
+            }
         }
     }
 
     /// Flushes written data to the device (for `fsync: interval`).
     pub fn sync(&self) {
-        let mut st = self.lock();
-        if !st.dirty {
+        if !self.dirty.swap(false, std::sync::atomic::Ordering::Relaxed) {
             return;
         }
-        st.dirty = false;
-        if let Some(w) = &st.writer {
-            if let Err(e) = w.sync_data() {
+        let w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = w.as_ref() {
+            if let Err(e) = f.sync_data() {
                 tracing::warn!(queue = %self.dir_display, error = %e, "disk queue: fsync failed");
             }
         }
@@ -877,14 +899,17 @@ impl DiskQueue {
     /// No more appends; workers finish what is queued (or stop at their
     /// stop token) and then get `None`.
     pub fn close(&self) {
+        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let mut st = self.lock();
         st.closed = true;
-        if let Some(w) = st.writer.take() {
+        st.writing = false;
+        if let Some(f) = w.take() {
             if self.cfg.fsync != FsyncPolicy::Never {
-                let _ = w.sync_data();
+                let _ = f.sync_data();
             }
         }
         drop(st);
+        drop(w);
         self.notify.notify_waiters();
     }
 
@@ -917,13 +942,12 @@ fn read_cursor(dir: &Path) -> (u64, Vec<u64>) {
         if buf.len() < 20 || &buf[0..4] != CURSOR_MAGIC {
             return None;
         }
-        let (body, crc) = buf.split_at(buf.len() - 4);
+        let cursor = u64::from_le_bytes(buf[4..12].try_into().ok()?);
+        let n = u32::from_le_bytes(buf[12..16].try_into().ok()?) as usize;
+        let end = 16usize.checked_add(n.checked_mul(8)?)?;
+        let body = buf.get(..end)?;
+        let crc = buf.get(end..end + 4)?;
         if crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().ok()?) {
-            return None;
-        }
-        let cursor = u64::from_le_bytes(body[4..12].try_into().ok()?);
-        let n = u32::from_le_bytes(body[12..16].try_into().ok()?) as usize;
-        if body.len() != 16 + 8 * n {
             return None;
         }
         let done = body[16..]

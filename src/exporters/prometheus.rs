@@ -131,6 +131,7 @@ impl PrometheusExporter {
         let expiration = cfg.metric_expiration;
         crate::net::serve_http(
             listener,
+            None,
             move |req: hyper::Request<hyper::body::Incoming>| {
                 let state = serve_state.clone();
                 async move {

@@ -97,6 +97,7 @@ pub async fn start(
     let path = cfg.path.clone();
     Ok(crate::net::serve_http(
         listener,
+        None,
         move |req| {
             let health = health.clone();
             let path = path.clone();

@@ -116,6 +116,7 @@ impl Service {
             tracing::info!(endpoint = %m.address, "self-metrics at /metrics");
             aux_tasks.push(crate::net::serve_http(
                 listener,
+                None,
                 move |req| {
                     let handle = handle.clone();
                     async move {

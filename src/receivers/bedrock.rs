@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::de::DeError;
-use crate::config::types::{check_listen_endpoint, duration, AuthConfig};
+use crate::config::types::{check_listen_endpoint, duration, AuthConfig, TlsServerConfig};
 use crate::config::ComponentId;
 use crate::convert::bedrock::assemble::{Assembler, Released};
 use crate::convert::bedrock::{self, CaptureContent, Options, TraceParent};
@@ -73,6 +73,8 @@ pub struct BedrockReceiverConfig {
     pub max_pending_events: usize,
     /// Require a bearer token (`Authorization` header).
     pub auth: Option<AuthConfig>,
+    /// Serve HTTPS with these certificates.
+    pub tls: Option<TlsServerConfig>,
 }
 
 impl Default for BedrockReceiverConfig {
@@ -88,6 +90,7 @@ impl Default for BedrockReceiverConfig {
             resource: BTreeMap::new(),
             max_pending_events: 100_000,
             auth: None,
+            tls: None,
         }
     }
 }
@@ -99,6 +102,9 @@ impl BedrockReceiverConfig {
         check_listen_endpoint(&self.endpoint).map_err(DeError::custom)?;
         if let Some(a) = &self.auth {
             a.validate().map_err(DeError::custom)?;
+        }
+        if let Some(t) = &self.tls {
+            t.validate().map_err(DeError::custom)?;
         }
         if !self.path.starts_with('/') {
             return Err(DeError::custom("path must start with `/`"));
@@ -149,6 +155,11 @@ pub async fn start(
     let consumer = consumer
         .ok_or_else(|| StartError::component(&id.to_string(), "no traces pipeline uses it"))?;
     let auth = net::bearer_auth(cfg.auth.as_ref(), &id.to_string())?;
+    let tls = cfg
+        .tls
+        .as_ref()
+        .map(|t| net::TlsAcceptor::new(t, &[b"h2", b"http/1.1"], "bedrock"))
+        .transpose()?;
     let listener = net::bind(&cfg.endpoint).await?;
     tracing::info!(endpoint = %cfg.endpoint, path = %cfg.path, auth = auth.is_some(), "bedrock receiver listening");
     let labels = [
@@ -179,6 +190,7 @@ pub async fn start(
     let http_state = state.clone();
     tasks.push(net::serve_http(
         listener,
+        tls,
         move |req| {
             let state = http_state.clone();
             async move { handle(&state, req).await }

@@ -249,6 +249,7 @@ service:
 /// span it accepted is delivered once the load stops.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_times_overload_stays_under_the_memory_limit() {
+    let _heavy = crate::HEAVY.lock().await;
     use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
     let sink = Sink::start().await;

@@ -88,6 +88,7 @@ fn check_all(got: &HashMap<String, usize>, accepted: &[String], n: usize) -> (us
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn target_down_for_60s_under_load_loses_nothing() {
+    let _heavy = crate::HEAVY.lock().await;
     let store = tempfile::tempdir().unwrap();
     let received_store = Arc::new(Mutex::new(Vec::new()));
     let sink = Sink::start_on(0, 0, received_store.clone()).await;
@@ -99,17 +100,29 @@ async fn target_down_for_60s_under_load_loses_nothing() {
     let stop = Arc::new(AtomicBool::new(false));
     let accepted = Arc::new(Mutex::new(Vec::<String>::new()));
     let refused = Arc::new(AtomicUsize::new(0));
+    let why = Arc::new(Mutex::new(Vec::<String>::new()));
     let load = {
-        let (stop, accepted, refused, http) =
-            (stop.clone(), accepted.clone(), refused.clone(), p.http);
+        let (stop, accepted, refused, http, why) = (
+            stop.clone(),
+            accepted.clone(),
+            refused.clone(),
+            p.http,
+            why.clone(),
+        );
         tokio::spawn(async move {
             let mut i = 0;
             while !stop.load(Ordering::SeqCst) {
                 let tag = format!("L{i}");
-                if post_spans(http, 50, &tag).await.status == 200 {
+                let r = post_spans(http, 50, &tag).await;
+                if r.status == 200 {
                     accepted.lock().unwrap().push(tag);
                 } else {
                     refused.fetch_add(1, Ordering::SeqCst);
+                    why.lock().unwrap().push(format!(
+                        "{:?} {}",
+                        std::time::SystemTime::now(),
+                        String::from_utf8_lossy(&r.body)
+                    ));
                 }
                 i += 1;
                 tokio::time::sleep(Duration::from_millis(20)).await;

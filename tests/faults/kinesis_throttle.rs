@@ -38,7 +38,7 @@ async fn proxy(
         .to_string();
     if target.ends_with(".GetRecords") {
         let n = storm.get_records.fetch_add(1, Ordering::SeqCst);
-        if storm.started.elapsed() < Duration::from_secs(4) || n % 3 != 0 {
+        if storm.started.elapsed() < Duration::from_secs(4) || !n.is_multiple_of(3) {
             storm.throttled.fetch_add(1, Ordering::SeqCst);
             let mut r = hyper::Response::new(Full::new(Bytes::from_static(
                 br#"{"__type":"ProvisionedThroughputExceededException","message":"Rate exceeded for shard in account 123456789012."}"#,

@@ -22,3 +22,7 @@ mod disk_queue;
 mod kinesis_throttle;
 mod shutdown;
 mod xray;
+
+/// Held by the tests that load the machine (10× overload, the 60 s outage),
+/// so they do not run at the same time and skew each other's results.
+pub static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

@@ -93,8 +93,12 @@ pub(super) async fn start(
     intake: Intake,
     cancel: CancellationToken,
 ) -> Result<JoinHandle<()>, StartError> {
+    let tls = cfg
+        .tls
+        .as_ref()
+        .map(|t| crate::net::TlsAcceptor::new(t, &[b"h2"], "otlp grpc"))
+        .transpose()?;
     let listener = crate::net::bind(&cfg.endpoint).await?;
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let limit = cfg.max_recv_msg_size_mib * 1024 * 1024;
     let svc = |signal: Signal| {
         intake.consumer(signal).map(|c| Svc {
@@ -148,12 +152,23 @@ pub(super) async fn start(
         .add_optional_service(metrics)
         .add_optional_service(logs);
     let endpoint = cfg.endpoint.clone();
-    tracing::info!(endpoint = %endpoint, "OTLP/gRPC receiver listening");
+    tracing::info!(endpoint = %endpoint, tls = tls.is_some(), "OTLP/gRPC receiver listening");
     Ok(tokio::spawn(async move {
-        if let Err(e) = router
-            .serve_with_incoming_shutdown(incoming, cancel.cancelled_owned())
-            .await
-        {
+        let served = match tls {
+            None => {
+                let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+                router
+                    .serve_with_incoming_shutdown(incoming, cancel.cancelled_owned())
+                    .await
+            }
+            Some(tls) => {
+                let incoming = tls.incoming(listener, cancel.clone());
+                router
+                    .serve_with_incoming_shutdown(incoming, cancel.cancelled_owned())
+                    .await
+            }
+        };
+        if let Err(e) = served {
             tracing::error!(endpoint = %endpoint, error = %e, "OTLP/gRPC server stopped with an error");
         }
     }))

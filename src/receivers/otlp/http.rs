@@ -49,8 +49,13 @@ pub(super) async fn start(
     cancel: CancellationToken,
 ) -> Result<JoinHandle<()>, StartError> {
     let auth = net::bearer_auth(cfg.auth.as_ref(), "otlp http")?;
+    let tls = cfg
+        .tls
+        .as_ref()
+        .map(|t| net::TlsAcceptor::new(t, &[b"h2", b"http/1.1"], "otlp http"))
+        .transpose()?;
     let listener = net::bind(&cfg.endpoint).await?;
-    tracing::info!(endpoint = %cfg.endpoint, auth = auth.is_some(), "OTLP/HTTP receiver listening");
+    tracing::info!(endpoint = %cfg.endpoint, auth = auth.is_some(), tls = tls.is_some(), "OTLP/HTTP receiver listening");
     let state = Arc::new(State {
         cfg: cfg.clone(),
         intake,
@@ -58,6 +63,7 @@ pub(super) async fn start(
     });
     Ok(net::serve_http(
         listener,
+        tls,
         move |req| {
             let state = state.clone();
             async move { handle(&state, req).await }

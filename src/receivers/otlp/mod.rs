@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::de::DeError;
-use crate::config::types::{check_listen_endpoint, AuthConfig};
+use crate::config::types::{check_listen_endpoint, AuthConfig, TlsServerConfig};
 use crate::config::ComponentId;
 use crate::pipeline::{
     Ack, AckOutcome, AckWaiter, Acks, BoxConsumer, ConsumeError, Consumers, StartError,
@@ -56,6 +56,8 @@ pub struct GrpcConfig {
     pub max_concurrent_streams: Option<u32>,
     /// Require a bearer token (`authorization` metadata).
     pub auth: Option<AuthConfig>,
+    /// Serve TLS with these certificates.
+    pub tls: Option<TlsServerConfig>,
     /// Answer only once the data is delivered by every exporter (or durably
     /// queued on disk), instead of when the pipeline accepts it.
     pub wait_for_delivery: bool,
@@ -72,6 +74,7 @@ impl Default for GrpcConfig {
             max_recv_msg_size_mib: 4,
             max_concurrent_streams: None,
             auth: None,
+            tls: None,
             wait_for_delivery: false,
             delivery_timeout: DEFAULT_DELIVERY_TIMEOUT,
         }
@@ -97,6 +100,8 @@ pub struct HttpConfig {
     pub logs_url_path: String,
     /// Require a bearer token (`Authorization` header).
     pub auth: Option<AuthConfig>,
+    /// Serve HTTPS with these certificates.
+    pub tls: Option<TlsServerConfig>,
     /// Answer only once the data is delivered by every exporter (or durably
     /// queued on disk), instead of when the pipeline accepts it.
     pub wait_for_delivery: bool,
@@ -115,6 +120,7 @@ impl Default for HttpConfig {
             metrics_url_path: "/v1/metrics".into(),
             logs_url_path: "/v1/logs".into(),
             auth: None,
+            tls: None,
             wait_for_delivery: false,
             delivery_timeout: DEFAULT_DELIVERY_TIMEOUT,
         }
@@ -137,6 +143,10 @@ impl OtlpReceiverConfig {
                 a.validate()
                     .map_err(|e| DeError::custom(format!("protocols.grpc.{e}")))?;
             }
+            if let Some(t) = &g.tls {
+                t.validate()
+                    .map_err(|e| DeError::custom(format!("protocols.grpc.{e}")))?;
+            }
             if g.max_recv_msg_size_mib == 0 {
                 return Err(DeError::custom(
                     "protocols.grpc.max_recv_msg_size_mib must be at least 1",
@@ -148,6 +158,10 @@ impl OtlpReceiverConfig {
                 .map_err(|e| DeError::custom(format!("protocols.http: {e}")))?;
             if let Some(a) = &h.auth {
                 a.validate()
+                    .map_err(|e| DeError::custom(format!("protocols.http.{e}")))?;
+            }
+            if let Some(t) = &h.tls {
+                t.validate()
                     .map_err(|e| DeError::custom(format!("protocols.http.{e}")))?;
             }
             if h.max_request_body_size == 0 {
