@@ -61,6 +61,10 @@ enum Cmd {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:14317")]
         listen: String,
+        /// Decode every request in full (prost) instead of only counting:
+        /// the "decode-only ceiling" server of the rotel comparison.
+        #[arg(long)]
+        decode: bool,
     },
 }
 
@@ -364,7 +368,32 @@ impl tonic::server::NamedService for CountService {
     const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
 }
 
-async fn sink(listen: String) {
+/// Decodes every request in full with the standard OTLP service and counts its spans.
+struct DecodeService(Arc<AtomicU64>);
+
+#[tonic::async_trait]
+impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService
+    for DecodeService
+{
+    async fn export(
+        &self,
+        request: tonic::Request<
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
+        >,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let n: usize = request
+            .get_ref()
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len())
+            .sum();
+        self.0.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+async fn sink(listen: String, decode: bool) {
     let count = Arc::new(AtomicU64::new(0));
     let c = count.clone();
     tokio::spawn(async move {
@@ -379,12 +408,22 @@ async fn sink(listen: String) {
         }
     });
     let addr = listen.parse().expect("listen address");
-    tonic::transport::Server::builder()
-        .tcp_nodelay(true)
-        .add_service(CountService(count))
-        .serve(addr)
-        .await
-        .expect("sink server");
+    let mut server = tonic::transport::Server::builder().tcp_nodelay(true);
+    let served = if decode {
+        use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
+        server
+            .add_service(
+                TraceServiceServer::new(DecodeService(count))
+                    .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+                    .accept_compressed(tonic::codec::CompressionEncoding::Zstd)
+                    .max_decoding_message_size(64 << 20),
+            )
+            .serve(addr)
+            .await
+    } else {
+        server.add_service(CountService(count)).serve(addr).await
+    };
+    served.expect("sink server");
 }
 
 #[tokio::main]
@@ -399,6 +438,6 @@ async fn main() {
             batch,
             pid,
         } => send(grpc, http, rate, duration, concurrency, batch, pid).await,
-        Cmd::Sink { listen } => sink(listen).await,
+        Cmd::Sink { listen, decode } => sink(listen, decode).await,
     }
 }

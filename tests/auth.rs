@@ -12,6 +12,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::Trac
 use prost::Message;
 use spanwire::signal::Signal;
 
+/// A secret in an exporter header: also never logged.
+const EXPORTER_SECRET: &str = "exp-5ecret-9f3a";
 const TOKEN: &str = "tok-7f3a9c2e51d84b60";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -45,6 +47,7 @@ receivers:
 exporters:
   otlp:
     endpoint: "http://127.0.0.1:{sink}"
+    headers: {{authorization: "Bearer {EXPORTER_SECRET}"}}
 extensions:
   health_check: {{endpoint: "127.0.0.1:{health}"}}
 service:
@@ -165,6 +168,10 @@ service:
     );
     let logs = daemon.logs();
     assert!(!logs.contains(TOKEN), "the token was logged:\n{logs}");
+    assert!(
+        !logs.contains(EXPORTER_SECRET),
+        "an exporter header was logged:\n{logs}"
+    );
 }
 
 #[test]

@@ -248,6 +248,11 @@ impl Service {
                         next,
                         &labels,
                     )),
+                    ProcessorConfig::Limits(c) => Arc::new(ProcessorStage::new(
+                        Arc::new(crate::processors::limits::Limits::new(c, &labels)),
+                        next,
+                        &labels,
+                    )),
                 };
             }
             entries.push((p.id.clone(), next));

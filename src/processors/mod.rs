@@ -6,6 +6,7 @@
 
 pub mod attributes;
 pub mod batch;
+pub mod limits;
 pub mod memory_limiter;
 
 use std::sync::Arc;
@@ -29,12 +30,19 @@ pub enum ProcessorConfig {
     Resource(attributes::ActionsConfig),
     /// `attributes`: actions on span, log record and data point attributes.
     Attributes(attributes::ActionsConfig),
+    /// `limits`: attribute count and value length, span events and links.
+    Limits(limits::LimitsConfig),
 }
 
 impl ProcessorConfig {
     /// Processor types spanwire knows.
-    pub const KINDS: &'static [&'static str] =
-        &["batch", "memory_limiter", "resource", "attributes"];
+    pub const KINDS: &'static [&'static str] = &[
+        "batch",
+        "memory_limiter",
+        "resource",
+        "attributes",
+        "limits",
+    ];
 
     /// Parses the section of a processor of type `kind`; `None` for an unknown type.
     pub fn parse(kind: &str, node: &Node) -> Option<Result<ProcessorConfig, DeError>> {
@@ -51,6 +59,9 @@ impl ProcessorConfig {
             "attributes" => from_node::<attributes::ActionsConfig>(node)
                 .and_then(|c| c.validate().map(|_| c))
                 .map(ProcessorConfig::Attributes),
+            "limits" => from_node::<limits::LimitsConfig>(node)
+                .and_then(|c| c.validate().map(|_| c))
+                .map(ProcessorConfig::Limits),
             _ => return None,
         })
     }

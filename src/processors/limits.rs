@@ -1,0 +1,328 @@
+//! Processor `limits`: bounds what one sender can make spanwire hold and
+//! forward — the number of attributes per resource, scope, span, span event,
+//! link, log record and data point, the length of attribute values, and the
+//! number of events and links per span. What is cut is recorded in OTLP's
+//! own `dropped_*_count` fields (so backends show it) and counted in
+//! self-metrics.
+
+use metrics::Counter;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+use serde::Deserialize;
+
+use super::SyncProcessor;
+use crate::config::de::DeError;
+use crate::pipeline::ConsumeError;
+use crate::signal::Telemetry;
+
+/// `processors.limits`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Attributes kept per resource, scope, span, event, link, log record or
+    /// data point (the first ones; as OTel SDKs' default span limit).
+    pub max_attributes: usize,
+    /// Bytes kept of a string or bytes attribute value (cut on a character
+    /// boundary); also elements kept of an array or map value. 0: no limit.
+    pub max_attribute_value_length: usize,
+    /// Events kept per span.
+    pub max_span_events: usize,
+    /// Links kept per span.
+    pub max_span_links: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_attributes: 128,
+            max_attribute_value_length: 16384,
+            max_span_events: 128,
+            max_span_links: 128,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// Checks values serde cannot.
+    pub fn validate(&self) -> Result<(), DeError> {
+        use serde::de::Error;
+        if self.max_attributes == 0 {
+            return Err(DeError::custom("max_attributes must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+/// The `limits` processor.
+pub struct Limits {
+    cfg: LimitsConfig,
+    attributes_dropped: Counter,
+    values_truncated: Counter,
+    events_dropped: Counter,
+    links_dropped: Counter,
+}
+
+impl Limits {
+    /// A processor; `labels` name it in self-metrics.
+    pub fn new(cfg: &LimitsConfig, labels: &[(&'static str, String)]) -> Limits {
+        let c = |name: &'static str| {
+            let l: Vec<metrics::Label> = labels
+                .iter()
+                .map(|(k, v)| metrics::Label::new(*k, v.clone()))
+                .collect();
+            metrics::counter!(name, l)
+        };
+        Limits {
+            cfg: cfg.clone(),
+            attributes_dropped: c("spanwire_limits_attributes_dropped_total"),
+            values_truncated: c("spanwire_limits_values_truncated_total"),
+            events_dropped: c("spanwire_limits_span_events_dropped_total"),
+            links_dropped: c("spanwire_limits_span_links_dropped_total"),
+        }
+    }
+
+    /// Applies the limits to one attribute list; returns how many were dropped.
+    fn attrs(&self, attrs: &mut Vec<KeyValue>) -> u32 {
+        let dropped = attrs.len().saturating_sub(self.cfg.max_attributes);
+        if dropped > 0 {
+            attrs.truncate(self.cfg.max_attributes);
+            self.attributes_dropped.increment(dropped as u64);
+        }
+        if self.cfg.max_attribute_value_length > 0 {
+            let mut cut = 0u64;
+            for kv in attrs.iter_mut() {
+                if let Some(v) = &mut kv.value {
+                    cut += self.value(v);
+                }
+            }
+            if cut > 0 {
+                self.values_truncated.increment(cut);
+            }
+        }
+        dropped.min(u32::MAX as usize) as u32
+    }
+
+    /// Bounds one value (recursively); returns how many values were cut.
+    fn value(&self, v: &mut AnyValue) -> u64 {
+        let max = self.cfg.max_attribute_value_length;
+        match &mut v.value {
+            Some(any_value::Value::StringValue(s)) if s.len() > max => {
+                let mut end = max;
+                while !s.is_char_boundary(end) {
+                    end -= 1;
+                }
+                s.truncate(end);
+                1
+            }
+            Some(any_value::Value::BytesValue(b)) if b.len() > max => {
+                b.truncate(max);
+                1
+            }
+            Some(any_value::Value::ArrayValue(a)) => {
+                let mut n = 0;
+                if a.values.len() > max {
+                    a.values.truncate(max);
+                    n += 1;
+                }
+                n + a.values.iter_mut().map(|e| self.value(e)).sum::<u64>()
+            }
+            Some(any_value::Value::KvlistValue(l)) => {
+                let mut n = 0;
+                if l.values.len() > max {
+                    l.values.truncate(max);
+                    n += 1;
+                }
+                n + l
+                    .values
+                    .iter_mut()
+                    .filter_map(|kv| kv.value.as_mut())
+                    .map(|e| self.value(e))
+                    .sum::<u64>()
+            }
+            _ => 0,
+        }
+    }
+
+    fn resource(&self, r: &mut Option<opentelemetry_proto::tonic::resource::v1::Resource>) {
+        if let Some(r) = r {
+            r.dropped_attributes_count += self.attrs(&mut r.attributes);
+        }
+    }
+
+    fn scope(&self, s: &mut Option<opentelemetry_proto::tonic::common::v1::InstrumentationScope>) {
+        if let Some(s) = s {
+            s.dropped_attributes_count += self.attrs(&mut s.attributes);
+        }
+    }
+}
+
+impl SyncProcessor for Limits {
+    fn process(&self, mut data: Telemetry) -> Result<Telemetry, ConsumeError> {
+        match &mut data {
+            Telemetry::Traces(v) => {
+                for rs in v {
+                    self.resource(&mut rs.resource);
+                    for ss in &mut rs.scope_spans {
+                        self.scope(&mut ss.scope);
+                        for span in &mut ss.spans {
+                            span.dropped_attributes_count += self.attrs(&mut span.attributes);
+                            let extra = span.events.len().saturating_sub(self.cfg.max_span_events);
+                            if extra > 0 {
+                                span.events.truncate(self.cfg.max_span_events);
+                                span.dropped_events_count += extra as u32;
+                                self.events_dropped.increment(extra as u64);
+                            }
+                            let extra = span.links.len().saturating_sub(self.cfg.max_span_links);
+                            if extra > 0 {
+                                span.links.truncate(self.cfg.max_span_links);
+                                span.dropped_links_count += extra as u32;
+                                self.links_dropped.increment(extra as u64);
+                            }
+                            for e in &mut span.events {
+                                e.dropped_attributes_count += self.attrs(&mut e.attributes);
+                            }
+                            for l in &mut span.links {
+                                l.dropped_attributes_count += self.attrs(&mut l.attributes);
+                            }
+                        }
+                    }
+                }
+            }
+            Telemetry::Logs(v) => {
+                for rl in v {
+                    self.resource(&mut rl.resource);
+                    for sl in &mut rl.scope_logs {
+                        self.scope(&mut sl.scope);
+                        for rec in &mut sl.log_records {
+                            rec.dropped_attributes_count += self.attrs(&mut rec.attributes);
+                        }
+                    }
+                }
+            }
+            Telemetry::Metrics(v) => {
+                for rm in v {
+                    self.resource(&mut rm.resource);
+                    for sm in &mut rm.scope_metrics {
+                        self.scope(&mut sm.scope);
+                        for m in &mut sm.metrics {
+                            // Data points have no dropped count in OTLP; the counter has it.
+                            match &mut m.data {
+                                Some(Data::Gauge(g)) => g.data_points.iter_mut().for_each(|p| {
+                                    self.attrs(&mut p.attributes);
+                                }),
+                                Some(Data::Sum(s)) => s.data_points.iter_mut().for_each(|p| {
+                                    self.attrs(&mut p.attributes);
+                                }),
+                                Some(Data::Histogram(h)) => {
+                                    h.data_points.iter_mut().for_each(|p| {
+                                        self.attrs(&mut p.attributes);
+                                    })
+                                }
+                                Some(Data::ExponentialHistogram(h)) => {
+                                    h.data_points.iter_mut().for_each(|p| {
+                                        self.attrs(&mut p.attributes);
+                                    })
+                                }
+                                Some(Data::Summary(s)) => s.data_points.iter_mut().for_each(|p| {
+                                    self.attrs(&mut p.attributes);
+                                }),
+                                None => {}
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(data)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::common::v1::ArrayValue;
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::span::Event;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+    fn kv(k: &str, v: any_value::Value) -> KeyValue {
+        KeyValue {
+            key: k.into(),
+            value: Some(AnyValue { value: Some(v) }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn cuts_counts_values_events_and_records_it() {
+        let cfg = LimitsConfig {
+            max_attributes: 3,
+            max_attribute_value_length: 5,
+            max_span_events: 2,
+            max_span_links: 128,
+        };
+        let p = Limits::new(&cfg, &[]);
+        let many: Vec<KeyValue> = (0..10)
+            .map(|i| kv(&format!("k{i}"), any_value::Value::IntValue(i)))
+            .collect();
+        let span = Span {
+            attributes: vec![
+                // "héll" is exactly 5 bytes (é is 2).
+                kv("s", any_value::Value::StringValue("héllo wörld".into())),
+                kv("ü", any_value::Value::StringValue("üüü".into())),
+                kv(
+                    "a",
+                    any_value::Value::ArrayValue(ArrayValue {
+                        values: (0..9)
+                            .map(|i| AnyValue {
+                                value: Some(any_value::Value::IntValue(i)),
+                            })
+                            .collect(),
+                    }),
+                ),
+                kv("extra", any_value::Value::BoolValue(true)),
+            ],
+            events: (0..5)
+                .map(|_| Event {
+                    attributes: many.clone(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let data = Telemetry::Traces(vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: many.clone(),
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans: vec![span],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }]);
+        let Telemetry::Traces(out) = p.process(data).unwrap() else {
+            panic!()
+        };
+        let r = out[0].resource.as_ref().unwrap();
+        assert_eq!((r.attributes.len(), r.dropped_attributes_count), (3, 7));
+        let s = &out[0].scope_spans[0].spans[0];
+        assert_eq!((s.attributes.len(), s.dropped_attributes_count), (3, 1));
+        let text = |i: usize| match &s.attributes[i].value.as_ref().unwrap().value {
+            Some(any_value::Value::StringValue(t)) => t.clone(),
+            _ => panic!(),
+        };
+        assert_eq!(text(0), "héll");
+        // "üüü" is 6 bytes; 5 would split the third ü, so 4 bytes stay.
+        assert_eq!(text(1), "üü");
+        match &s.attributes[2].value.as_ref().unwrap().value {
+            Some(any_value::Value::ArrayValue(a)) => assert_eq!(a.values.len(), 5),
+            _ => panic!(),
+        }
+        assert_eq!((s.events.len(), s.dropped_events_count), (2, 3));
+        assert!(s
+            .events
+            .iter()
+            .all(|e| e.attributes.len() == 3 && e.dropped_attributes_count == 7));
+    }
+}
