@@ -5,7 +5,8 @@
 # one collector after the other. The collector is pinned to CPU 0, the load
 # generator and the sink to CPU 1.
 #
-#   benches/vs-rotel.sh            # saturation, fixed 10k spans/s, decode-only ceiling
+#   benches/vs-rotel.sh            # saturation (8 and 64 senders), fixed 10k spans/s,
+#                                  # and the decode-only ceiling
 #   ROTEL_AGENT=/path/to/rotel-agent benches/vs-rotel.sh
 #
 # Prints one line per run and a summary table (see BENCHMARKS.md).
@@ -58,7 +59,7 @@ start_collector() {
         --exporter otlp --otlp-exporter-endpoint http://127.0.0.1:14317 \
         --otlp-exporter-compression none \
         --traces-batch-max-size 8192 --batch-timeout 200ms \
-        --pid-file /tmp/vs-rotel.pid 2>/tmp/vs-rotel.log &
+        --pid-file /tmp/vs-rotel.pid >/tmp/vs-rotel.log 2>&1 &
       cpid=$! ;;
     ceiling)
       taskset -c 0 $bin/spanwire-loadgen sink --listen 127.0.0.1:4317 --decode 2>/tmp/vs-ceiling.log &
@@ -80,6 +81,7 @@ run() {
   sleep 1
   case "$mode" in
     saturation) out=$(taskset -c 1 $bin/spanwire-loadgen send --grpc 127.0.0.1:4317 --concurrency 8 --batch 100 --duration "$secs" --pid "$cpid") ;;
+    saturation64) out=$(taskset -c 1 $bin/spanwire-loadgen send --grpc 127.0.0.1:4317 --concurrency 64 --batch 100 --duration "$secs" --pid "$cpid") ;;
     fixed)      out=$(taskset -c 1 $bin/spanwire-loadgen send --grpc 127.0.0.1:4317 --concurrency 1 --batch 100 --rate 10000 --duration "$secs" --pid "$cpid") ;;
   esac
   sleep 1.5
@@ -88,26 +90,29 @@ run() {
   [ "$name" = ceiling ] && sunk=$(grep -o 'sink: [0-9]* spans total' /tmp/vs-ceiling.log | tail -n 1 | grep -o '[0-9]*' || echo 0)
   kill "$cpid" "$spid" 2>/dev/null || true
   wait "$cpid" "$spid" 2>/dev/null || true
-  local rate cpu rss
+  local rate cpu rss p50
   rate=$(echo "$out" | grep -o '= [0-9]* spans/s' | grep -o '[0-9]*')
+  p50=$(echo "$out" | grep -o 'p50 [0-9.]*' | grep -o '[0-9.]*$')
   cpu=$(echo "$out" | grep -o 'cpu [0-9.]*%' | grep -o '[0-9.]*')
   rss=$(echo "$out" | grep -o 'peak RSS [0-9.]* MiB' | grep -o '[0-9.]*')
-  echo "$name $mode: sent $rate spans/s, cpu $cpu%, peak RSS $rss MiB, received by the sink $sunk" >&2
-  echo "$name $mode $rate $cpu $rss $sunk"
+  echo "$name $mode: sent $rate spans/s, p50 $p50 ms, cpu $cpu%, peak RSS $rss MiB, received by the sink $sunk" >&2
+  echo "$name $mode $rate $p50 $cpu $rss $sunk"
 }
 
 results=()
-for name in spanwire rotel ceiling; do
-  results+=("$(run "$name" saturation)")
+for mode in saturation saturation64; do
+  for name in spanwire rotel ceiling; do
+    results+=("$(run "$name" "$mode")")
+  done
 done
 for name in spanwire rotel; do
   results+=("$(run "$name" fixed)")
 done
 
 echo
-echo "| run | spans/s sent | CPU (one core) | peak RSS MiB | spans at the sink |"
-echo "|---|---|---|---|---|"
+echo "| run | spans/s sent | p50 latency ms | CPU (one core) | peak RSS MiB | spans at the sink |"
+echo "|---|---|---|---|---|---|"
 for r in "${results[@]}"; do
   set -- $r
-  echo "| $1 $2 | $3 | $4% | $5 | $6 |"
+  echo "| $1 $2 | $3 | $4 | $5% | $6 | $7 |"
 done
