@@ -51,7 +51,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::types::{FsyncPolicy, QueueConfig, WhenFull};
 use crate::signal::{Signal, Telemetry};
-use crate::telemetry::gauge;
+use crate::telemetry::{exporter_counter, gauge};
 
 const SEGMENT_MAGIC: &[u8; 4] = b"SWQ1";
 const RECORD_MAGIC: &[u8; 4] = b"SWR1";
@@ -176,6 +176,25 @@ struct State {
     /// Recent batches, by seq, so workers need not read them back.
     cache: VecDeque<(u64, Arc<Telemetry>)>,
     closed: bool,
+}
+
+impl State {
+    /// The segment holding `seq`, if any (none: a gap left by corruption).
+    fn segment_of(&self, seq: u64) -> Option<&Segment> {
+        self.segments
+            .iter()
+            .find(|s| seq >= s.first_seq && seq < s.end_seq())
+    }
+
+    /// Where numbering resumes after the gap at `seq`: the next segment's
+    /// first seq, or the next seq to be appended.
+    fn after_gap(&self, seq: u64) -> u64 {
+        self.segments
+            .iter()
+            .map(|s| s.first_seq)
+            .find(|f| *f > seq)
+            .unwrap_or(self.next_seq)
+    }
 }
 
 /// The queue of one exporter.
@@ -380,14 +399,6 @@ impl DiskQueue {
         seg_files.sort();
         let (mut cursor, done) = read_cursor(&cfg.dir);
         let labels = [("exporter", name.to_string())];
-        let q_counter = |n: &'static str, extra: Option<(&'static str, &'static str)>| {
-            let mut l: Vec<metrics::Label> =
-                vec![metrics::Label::new("exporter", name.to_string())];
-            if let Some((k, v)) = extra {
-                l.push(metrics::Label::new(k, v));
-            }
-            metrics::counter!(n, l)
-        };
         let mut recovered = Recovered::default();
         let mut segments = VecDeque::new();
         let mut used = 0u64;
@@ -458,16 +469,26 @@ impl DiskQueue {
             _lock: lock,
             bytes_gauge: gauge("spanwire_exporter_disk_queue_bytes", &labels),
             records_gauge: gauge("spanwire_exporter_disk_queue_batches", &labels),
-            dropped_oldest: q_counter(
+            dropped_oldest: exporter_counter(
                 "spanwire_exporter_disk_queue_dropped_items_total",
-                Some(("reason", "drop_oldest")),
+                name,
+                "drop_oldest",
             ),
-            dropped_newest: q_counter(
+            dropped_newest: exporter_counter(
                 "spanwire_exporter_disk_queue_dropped_items_total",
-                Some(("reason", "drop_newest")),
+                name,
+                "drop_newest",
             ),
-            corrupt_bytes: q_counter("spanwire_exporter_disk_queue_corrupt_bytes_total", None),
-            corrupt_items: q_counter("spanwire_exporter_disk_queue_corrupt_items_total", None),
+            corrupt_bytes: exporter_counter(
+                "spanwire_exporter_disk_queue_corrupt_bytes_total",
+                name,
+                "",
+            ),
+            corrupt_items: exporter_counter(
+                "spanwire_exporter_disk_queue_corrupt_items_total",
+                name,
+                "",
+            ),
             cfg,
         };
         q.corrupt_bytes.increment(recovered.corrupt_bytes);
@@ -497,11 +518,6 @@ impl DiskQueue {
     /// Items queued and not yet done (what a shutdown leaves for the next run).
     pub fn pending_items(&self) -> u64 {
         self.lock().pending_items
-    }
-
-    /// Batches queued and not yet done.
-    pub fn pending_batches(&self) -> u64 {
-        self.lock().pending_records
     }
 
     /// The queue's directory, for messages.
@@ -750,23 +766,14 @@ impl DiskQueue {
                 return None;
             }
             let seq = st.read_seq;
-            let (meta, path) = match st
-                .segments
-                .iter()
-                .find(|s| seq >= s.first_seq && seq < s.end_seq())
-            {
+            let (meta, path) = match st.segment_of(seq) {
                 Some(seg) => (
                     seg.records[(seq - seg.first_seq) as usize],
                     seg.path.clone(),
                 ),
                 None => {
                     // A gap (records lost to corruption): jump to the next segment.
-                    st.read_seq = st
-                        .segments
-                        .iter()
-                        .map(|s| s.first_seq)
-                        .find(|f| *f > seq)
-                        .unwrap_or(st.next_seq);
+                    st.read_seq = st.after_gap(seq);
                     continue;
                 }
             };
@@ -803,9 +810,7 @@ impl DiskQueue {
             return;
         }
         if let Some(meta) = st
-            .segments
-            .iter()
-            .find(|s| seq >= s.first_seq && seq < s.end_seq())
+            .segment_of(seq)
             .map(|s| s.records[(seq - s.first_seq) as usize])
         {
             st.pending_items = st.pending_items.saturating_sub(meta.items as u64);
@@ -818,17 +823,8 @@ impl DiskQueue {
                 st.cursor += 1;
                 continue;
             }
-            let in_segment = st
-                .segments
-                .iter()
-                .any(|s| c >= s.first_seq && c < s.end_seq());
-            if !in_segment && c < st.next_seq {
-                st.cursor = st
-                    .segments
-                    .iter()
-                    .map(|s| s.first_seq)
-                    .find(|f| *f > c)
-                    .unwrap_or(st.next_seq);
+            if st.segment_of(c).is_none() && c < st.next_seq {
+                st.cursor = st.after_gap(c);
                 continue;
             }
             break;
