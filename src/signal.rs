@@ -158,6 +158,20 @@ pub fn metric_points(m: &Metric) -> usize {
     }
 }
 
+/// Calls `f` on the attribute list of every data point of `m`, whatever its type.
+pub fn for_each_point_attributes(m: &mut Metric, mut f: impl FnMut(&mut Vec<KeyValue>)) {
+    match &mut m.data {
+        Some(Data::Gauge(g)) => g.data_points.iter_mut().for_each(|p| f(&mut p.attributes)),
+        Some(Data::Sum(s)) => s.data_points.iter_mut().for_each(|p| f(&mut p.attributes)),
+        Some(Data::Histogram(h)) => h.data_points.iter_mut().for_each(|p| f(&mut p.attributes)),
+        Some(Data::ExponentialHistogram(h)) => {
+            h.data_points.iter_mut().for_each(|p| f(&mut p.attributes))
+        }
+        Some(Data::Summary(s)) => s.data_points.iter_mut().for_each(|p| f(&mut p.attributes)),
+        None => {}
+    }
+}
+
 /// An attribute with the given value.
 pub fn attribute(key: &str, value: any_value::Value) -> KeyValue {
     KeyValue {

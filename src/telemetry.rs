@@ -140,11 +140,19 @@ impl SignalCounters {
 
 /// A gauge with labels.
 pub fn gauge(name: &'static str, labels: &[(&'static str, String)]) -> Gauge {
-    let labels: Vec<metrics::Label> = labels
+    metrics::gauge!(name, to_labels(labels))
+}
+
+/// A counter handle with the given labels.
+pub fn counter(name: &'static str, labels: &[(&'static str, String)]) -> Counter {
+    metrics::counter!(name, to_labels(labels))
+}
+
+fn to_labels(labels: &[(&'static str, String)]) -> Vec<metrics::Label> {
+    labels
         .iter()
         .map(|(k, v)| metrics::Label::new(*k, v.clone()))
-        .collect();
-    metrics::gauge!(name, labels)
+        .collect()
 }
 
 /// Now, in nanoseconds since the Unix epoch (0 if the clock is before it).

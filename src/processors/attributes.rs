@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use opentelemetry_proto::tonic::common::v1::{
     any_value, AnyValue, ArrayValue, KeyValue, KeyValueList,
 };
-use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -285,29 +284,7 @@ impl SyncProcessor for AttributesProcessor {
                     .flat_map(|r| &mut r.scope_metrics)
                     .flat_map(|s| &mut s.metrics)
                 {
-                    match &mut m.data {
-                        Some(Data::Gauge(g)) => g
-                            .data_points
-                            .iter_mut()
-                            .for_each(|p| a.apply(&mut p.attributes)),
-                        Some(Data::Sum(s)) => s
-                            .data_points
-                            .iter_mut()
-                            .for_each(|p| a.apply(&mut p.attributes)),
-                        Some(Data::Histogram(h)) => h
-                            .data_points
-                            .iter_mut()
-                            .for_each(|p| a.apply(&mut p.attributes)),
-                        Some(Data::ExponentialHistogram(h)) => h
-                            .data_points
-                            .iter_mut()
-                            .for_each(|p| a.apply(&mut p.attributes)),
-                        Some(Data::Summary(s)) => s
-                            .data_points
-                            .iter_mut()
-                            .for_each(|p| a.apply(&mut p.attributes)),
-                        None => {}
-                    }
+                    crate::signal::for_each_point_attributes(m, |attrs| a.apply(attrs));
                 }
             }
         }

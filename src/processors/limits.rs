@@ -7,7 +7,6 @@
 
 use metrics::Counter;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
-use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use serde::Deserialize;
 
 use super::SyncProcessor;
@@ -65,13 +64,7 @@ pub struct Limits {
 impl Limits {
     /// A processor; `labels` name it in self-metrics.
     pub fn new(cfg: &LimitsConfig, labels: &[(&'static str, String)]) -> Limits {
-        let c = |name: &'static str| {
-            let l: Vec<metrics::Label> = labels
-                .iter()
-                .map(|(k, v)| metrics::Label::new(*k, v.clone()))
-                .collect();
-            metrics::counter!(name, l)
-        };
+        let c = |name: &'static str| crate::telemetry::counter(name, labels);
         Limits {
             cfg: cfg.clone(),
             attributes_dropped: c("spanwire_limits_attributes_dropped_total"),
@@ -206,28 +199,9 @@ impl SyncProcessor for Limits {
                         self.scope(&mut sm.scope);
                         for m in &mut sm.metrics {
                             // Data points have no dropped count in OTLP; the counter has it.
-                            match &mut m.data {
-                                Some(Data::Gauge(g)) => g.data_points.iter_mut().for_each(|p| {
-                                    self.attrs(&mut p.attributes);
-                                }),
-                                Some(Data::Sum(s)) => s.data_points.iter_mut().for_each(|p| {
-                                    self.attrs(&mut p.attributes);
-                                }),
-                                Some(Data::Histogram(h)) => {
-                                    h.data_points.iter_mut().for_each(|p| {
-                                        self.attrs(&mut p.attributes);
-                                    })
-                                }
-                                Some(Data::ExponentialHistogram(h)) => {
-                                    h.data_points.iter_mut().for_each(|p| {
-                                        self.attrs(&mut p.attributes);
-                                    })
-                                }
-                                Some(Data::Summary(s)) => s.data_points.iter_mut().for_each(|p| {
-                                    self.attrs(&mut p.attributes);
-                                }),
-                                None => {}
-                            }
+                            crate::signal::for_each_point_attributes(m, |attrs| {
+                                self.attrs(attrs);
+                            });
                         }
                     }
                 }
