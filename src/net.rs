@@ -61,6 +61,23 @@ pub async fn bind(endpoint: &str) -> Result<TcpListener, NetError> {
 /// A response body.
 pub type Body = Full<Bytes>;
 
+/// The next connection, with TCP_NODELAY set; accept errors (e.g. out of
+/// file descriptors) are logged and retried after a pause.
+async fn accept(listener: &TcpListener) -> (tokio::net::TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                return (stream, peer);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
 /// Serves HTTP/1.1 and h2c on `listener` (or HTTPS with `tls`) with
 /// `handler` until `cancel` fires, then lets open requests finish (at most `grace`).
 pub fn serve_http<H, F>(
@@ -79,16 +96,7 @@ where
         let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
         loop {
             tokio::select! {
-                accepted = listener.accept() => {
-                    let (stream, peer) = match accepted {
-                        Ok(s) => s,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    };
-                    let _ = stream.set_nodelay(true);
+                (stream, peer) = accept(&listener) => {
                     let h = handler.clone();
                     let svc = hyper::service::service_fn(move |req| {
                         let fut = h(req);
@@ -202,6 +210,16 @@ impl TlsAcceptor {
         })
     }
 
+    /// The acceptor for a receiver's optional `tls` settings.
+    pub fn optional(
+        cfg: Option<&TlsServerConfig>,
+        alpn: &[&[u8]],
+        component: &str,
+    ) -> Result<Option<TlsAcceptor>, NetError> {
+        cfg.map(|t| TlsAcceptor::new(t, alpn, component))
+            .transpose()
+    }
+
     /// Completes the handshake; `None` (logged and counted) if it fails or times out.
     pub async fn handshake(
         &self,
@@ -234,16 +252,7 @@ impl TlsAcceptor {
         tokio::spawn(async move {
             loop {
                 tokio::select! {
-                    accepted = listener.accept() => {
-                        let (stream, peer) = match accepted {
-                            Ok(s) => s,
-                            Err(e) => {
-                                tracing::warn!(error = %e, "accept failed");
-                                tokio::time::sleep(Duration::from_millis(50)).await;
-                                continue;
-                            }
-                        };
-                        let _ = stream.set_nodelay(true);
+                    (stream, peer) = accept(&listener) => {
                         let (tls, tx) = (self.clone(), tx.clone());
                         tokio::spawn(async move {
                             if let Some(s) = tls.handshake(stream, peer).await {

@@ -155,11 +155,7 @@ pub async fn start(
     let consumer = consumer
         .ok_or_else(|| StartError::component(&id.to_string(), "no traces pipeline uses it"))?;
     let auth = net::bearer_auth(cfg.auth.as_ref(), &id.to_string())?;
-    let tls = cfg
-        .tls
-        .as_ref()
-        .map(|t| net::TlsAcceptor::new(t, &[b"h2", b"http/1.1"], "bedrock"))
-        .transpose()?;
+    let tls = net::TlsAcceptor::optional(cfg.tls.as_ref(), &[b"h2", b"http/1.1"], "bedrock")?;
     let listener = net::bind(&cfg.endpoint).await?;
     tracing::info!(endpoint = %cfg.endpoint, path = %cfg.path, auth = auth.is_some(), "bedrock receiver listening");
     let labels = [

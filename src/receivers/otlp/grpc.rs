@@ -93,11 +93,7 @@ pub(super) async fn start(
     intake: Intake,
     cancel: CancellationToken,
 ) -> Result<JoinHandle<()>, StartError> {
-    let tls = cfg
-        .tls
-        .as_ref()
-        .map(|t| crate::net::TlsAcceptor::new(t, &[b"h2"], "otlp grpc"))
-        .transpose()?;
+    let tls = crate::net::TlsAcceptor::optional(cfg.tls.as_ref(), &[b"h2"], "otlp grpc")?;
     let listener = crate::net::bind(&cfg.endpoint).await?;
     let limit = cfg.max_recv_msg_size_mib * 1024 * 1024;
     let svc = |signal: Signal| {

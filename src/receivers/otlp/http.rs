@@ -49,11 +49,7 @@ pub(super) async fn start(
     cancel: CancellationToken,
 ) -> Result<JoinHandle<()>, StartError> {
     let auth = net::bearer_auth(cfg.auth.as_ref(), "otlp http")?;
-    let tls = cfg
-        .tls
-        .as_ref()
-        .map(|t| net::TlsAcceptor::new(t, &[b"h2", b"http/1.1"], "otlp http"))
-        .transpose()?;
+    let tls = net::TlsAcceptor::optional(cfg.tls.as_ref(), &[b"h2", b"http/1.1"], "otlp http")?;
     let listener = net::bind(&cfg.endpoint).await?;
     tracing::info!(endpoint = %cfg.endpoint, auth = auth.is_some(), tls = tls.is_some(), "OTLP/HTTP receiver listening");
     let state = Arc::new(State {
