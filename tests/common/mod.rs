@@ -139,14 +139,7 @@ impl Daemon {
 
     /// Resident memory in bytes.
     pub fn rss(&self) -> u64 {
-        let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
-        let kb: u64 = s
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap();
-        kb * 1024
+        rss_of(self.pid()).unwrap()
     }
 
     /// Kills it with SIGKILL (no chance to flush or checkpoint) and waits.
@@ -189,6 +182,19 @@ impl Drop for Daemon {
             let _ = c.wait();
         }
     }
+}
+
+/// Resident memory of process `pid` in bytes (None once it has exited).
+pub fn rss_of(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: u64 = s
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
 }
 
 /// Sum of the samples of `name` in Prometheus text whose line contains every

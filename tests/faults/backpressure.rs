@@ -293,15 +293,8 @@ service:
         let (stop, peak) = (stop.clone(), peak.clone());
         std::thread::spawn(move || {
             while !stop.load(Ordering::SeqCst) {
-                if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
-                    if let Some(kb) = s
-                        .lines()
-                        .find(|l| l.starts_with("VmRSS:"))
-                        .and_then(|l| l.split_whitespace().nth(1))
-                        .and_then(|v| v.parse::<u64>().ok())
-                    {
-                        peak.fetch_max(kb * 1024, Ordering::SeqCst);
-                    }
+                if let Some(rss) = crate::common::rss_of(pid) {
+                    peak.fetch_max(rss, Ordering::SeqCst);
                 }
                 std::thread::sleep(Duration::from_millis(5));
             }
