@@ -1,12 +1,12 @@
 //! The disk-backed sending queue under faults: nothing accepted is lost.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::common::{free_port, http_request, metric, post_spans, Daemon, Sink};
+use crate::missing_and_duplicates;
 use spanwire::signal::Signal;
 
 struct Ports {
@@ -58,32 +58,6 @@ service:
 async fn scrape(port: u16) -> String {
     let r = http_request("GET", port, "/metrics", &[], Vec::new()).await;
     String::from_utf8_lossy(&r.body).to_string()
-}
-
-/// Span names received, with how many times each arrived.
-fn received(
-    sink_spans: Vec<opentelemetry_proto::tonic::trace::v1::Span>,
-) -> HashMap<String, usize> {
-    let mut m = HashMap::new();
-    for s in sink_spans {
-        *m.entry(s.name).or_insert(0) += 1;
-    }
-    m
-}
-
-/// Checks every span of every accepted request (`tag`, `n` spans each) arrived.
-fn check_all(got: &HashMap<String, usize>, accepted: &[String], n: usize) -> (usize, usize) {
-    let mut missing = 0;
-    let mut dup = 0;
-    for tag in accepted {
-        for i in 0..n {
-            match got.get(&format!("{tag}-{i}")) {
-                None => missing += 1,
-                Some(c) => dup += c - 1,
-            }
-        }
-    }
-    (missing, dup)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -160,7 +134,7 @@ async fn target_down_for_60s_under_load_loses_nothing() {
     let got = sink
         .wait_for(Signal::Traces, expected, Duration::from_secs(120))
         .await;
-    let (missing, dup) = check_all(&received(sink.spans()), &accepted, 50);
+    let (missing, dup) = missing_and_duplicates(&sink, &accepted, 50);
     assert_eq!(
         missing,
         0,
@@ -230,7 +204,7 @@ async fn kill_9_then_restart_delivers_every_acknowledged_span() {
     sink.wait_for(Signal::Traces, expected, Duration::from_secs(60))
         .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (missing, dup) = check_all(&received(sink.spans()), &accepted, 40);
+    let (missing, dup) = missing_and_duplicates(&sink, &accepted, 40);
     assert_eq!(missing, 0, "of {expected}:\n{}", daemon.logs());
     assert_eq!(
         dup, 0,
@@ -348,7 +322,7 @@ async fn a_full_disk_queue_pushes_back_and_drains_when_the_target_returns() {
     let expected = accepted.len() * 100;
     sink.wait_for(Signal::Traces, expected, Duration::from_secs(30))
         .await;
-    let (missing, dup) = check_all(&received(sink.spans()), &accepted, 100);
+    let (missing, dup) = missing_and_duplicates(&sink, &accepted, 100);
     assert_eq!((missing, dup), (0, 0), "{}", daemon.logs());
 }
 

@@ -26,3 +26,27 @@ mod xray;
 /// Held by the tests that load the machine (10× overload, the 60 s outage),
 /// so they do not run at the same time and skew each other's results.
 pub static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Of the spans of every accepted request (`tag`, `n` spans named
+/// `{tag}-{i}` each): how many never reached `sink`, and how many extra
+/// copies arrived.
+pub fn missing_and_duplicates(
+    sink: &common::Sink,
+    accepted: &[String],
+    n: usize,
+) -> (usize, usize) {
+    let mut got = std::collections::HashMap::new();
+    for s in sink.spans() {
+        *got.entry(s.name).or_insert(0usize) += 1;
+    }
+    let (mut missing, mut dup) = (0, 0);
+    for tag in accepted {
+        for i in 0..n {
+            match got.get(&format!("{tag}-{i}")) {
+                None => missing += 1,
+                Some(c) => dup += c - 1,
+            }
+        }
+    }
+    (missing, dup)
+}
