@@ -113,13 +113,11 @@ impl Telemetry {
     /// Appends the batch as the body of an OTLP export request
     /// (`Export{Trace,Metrics,Logs}ServiceRequest`, field 1 repeated), without
     /// copying it into a request struct first.
+    ///
+    /// Traces and logs take the one-pass encoder in
+    /// [`crate::convert::otlp_proto`]; the bytes are the same as prost's.
     pub fn encode_request(&self, buf: &mut Vec<u8>) {
-        use prost::encoding::message;
-        match self {
-            Telemetry::Traces(v) => v.iter().for_each(|m| message::encode(1, m, buf)),
-            Telemetry::Metrics(v) => v.iter().for_each(|m| message::encode(1, m, buf)),
-            Telemetry::Logs(v) => v.iter().for_each(|m| message::encode(1, m, buf)),
-        }
+        crate::convert::otlp_proto::encode_request(self, buf);
     }
 
     /// Decodes what [`Telemetry::encode_request`] wrote for `signal`.

@@ -7,5 +7,6 @@ pub mod emf;
 pub(crate) mod json;
 pub mod log_events;
 pub mod otlp_json;
+pub mod otlp_proto;
 pub mod prometheus;
 pub mod xray;

@@ -139,19 +139,17 @@ impl OtlpExporter {
     }
 }
 
-/// Encodes a repeated message field 1 (the shape of every OTLP export request).
-pub fn encode_request<M: prost::Message>(items: &[M]) -> Bytes {
-    // Growing the buffer costs less than a sizing pass over every span.
-    let mut buf = Vec::with_capacity(64 * 1024);
-    encode_items(items, &mut buf);
+/// Encodes `data` as an OTLP export request body.
+pub fn encode_request(data: &Telemetry) -> Bytes {
+    let mut buf = Vec::with_capacity(initial_capacity(data));
+    data.encode_request(&mut buf);
     Bytes::from(buf)
 }
 
-/// Writes `items` as repeated field 1 into `buf`.
-pub fn encode_items<M: prost::Message>(items: &[M], buf: &mut impl BufMut) {
-    for m in items {
-        prost::encoding::message::encode(1, m, buf);
-    }
+/// A first guess at a batch's encoded size (a few hundred bytes an item), so
+/// the buffer rarely grows; untouched capacity is never paged in.
+fn initial_capacity(data: &Telemetry) -> usize {
+    (data.item_count() * 512).clamp(4096, 64 << 20)
 }
 
 /// Something the pass-through codec can write as a gRPC request message.
@@ -171,11 +169,11 @@ pub struct BatchBody(pub Arc<Telemetry>);
 
 impl RequestBody for BatchBody {
     fn write_to(self, dst: &mut EncodeBuf<'_>) {
-        match &*self.0 {
-            Telemetry::Traces(v) => encode_items(v, dst),
-            Telemetry::Metrics(v) => encode_items(v, dst),
-            Telemetry::Logs(v) => encode_items(v, dst),
-        }
+        // The one-pass encoder patches length prefixes after the fact, which
+        // tonic's append-only buffer cannot do: encode, then copy once.
+        let bytes = encode_request(&self.0);
+        dst.reserve(bytes.len());
+        dst.put_slice(&bytes);
     }
 }
 
@@ -327,7 +325,7 @@ mod tests {
             resource_spans: rs.clone(),
         }
         .encode_to_vec();
-        assert_eq!(encode_request(&rs).to_vec(), expected);
+        assert_eq!(encode_request(&Telemetry::Traces(rs)).to_vec(), expected);
     }
 
     #[test]

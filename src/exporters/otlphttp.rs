@@ -167,11 +167,7 @@ impl OtlpHttpExporter {
     fn body(&self, data: &Telemetry) -> Bytes {
         match self.encoding {
             HttpEncoding::Json => Bytes::from(crate::convert::otlp_json::encode_to_vec(data)),
-            HttpEncoding::Proto => match data {
-                Telemetry::Traces(v) => super::otlp::encode_request(v),
-                Telemetry::Metrics(v) => super::otlp::encode_request(v),
-                Telemetry::Logs(v) => super::otlp::encode_request(v),
-            },
+            HttpEncoding::Proto => super::otlp::encode_request(data),
         }
     }
 }
