@@ -112,11 +112,50 @@ pub fn config(data: &[u8]) {
 }
 
 /// OTLP protobuf spans (as the receivers decode them) to X-Ray documents:
-/// each document is JSON whose `id` is the document's id.
+/// each document is JSON whose `id` is the document's id. Whatever decodes
+/// (as spans, and as logs) also re-encodes with the one-pass encoder to
+/// exactly prost's bytes.
 pub fn otlp_proto_xray(data: &[u8]) {
-    if let Ok(Telemetry::Traces(rs)) = Telemetry::decode_request(Signal::Traces, data) {
-        xray_documents(&rs);
+    if let Ok(t) = Telemetry::decode_request(Signal::Logs, data) {
+        same_bytes_as_prost(&t);
     }
+    if let Ok(t) = Telemetry::decode_request(Signal::Traces, data) {
+        same_bytes_as_prost(&t);
+        if let Telemetry::Traces(rs) = &t {
+            xray_documents(rs);
+        }
+    }
+}
+
+fn same_bytes_as_prost(t: &Telemetry) {
+    use prost::Message;
+    let expected = match t {
+        Telemetry::Traces(v) => v
+            .iter()
+            .map(|m| m.encode_length_delimited_to_vec())
+            .collect::<Vec<_>>(),
+        Telemetry::Logs(v) => v
+            .iter()
+            .map(|m| m.encode_length_delimited_to_vec())
+            .collect(),
+        Telemetry::Metrics(v) => v
+            .iter()
+            .map(|m| m.encode_length_delimited_to_vec())
+            .collect(),
+    };
+    let mut ours = Vec::new();
+    t.encode_request(&mut ours);
+    let mut at = 0;
+    for e in expected {
+        // Each item is field 1 (key 0x0a) followed by the length-delimited message.
+        assert_eq!(ours.get(at), Some(&0x0a), "field key at {at}");
+        assert!(
+            ours[at + 1..].starts_with(&e),
+            "item at {at} differs from prost's"
+        );
+        at += 1 + e.len();
+    }
+    assert_eq!(at, ours.len(), "encoded length");
 }
 
 fn xray_documents(rs: &[opentelemetry_proto::tonic::trace::v1::ResourceSpans]) {
