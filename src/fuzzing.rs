@@ -128,34 +128,21 @@ pub fn otlp_proto_xray(data: &[u8]) {
 }
 
 fn same_bytes_as_prost(t: &Telemetry) {
-    use prost::Message;
+    fn prost_request<M: prost::Message>(items: &[M]) -> Vec<u8> {
+        let mut buf = Vec::new();
+        items
+            .iter()
+            .for_each(|m| prost::encoding::message::encode(1, m, &mut buf));
+        buf
+    }
     let expected = match t {
-        Telemetry::Traces(v) => v
-            .iter()
-            .map(|m| m.encode_length_delimited_to_vec())
-            .collect::<Vec<_>>(),
-        Telemetry::Logs(v) => v
-            .iter()
-            .map(|m| m.encode_length_delimited_to_vec())
-            .collect(),
-        Telemetry::Metrics(v) => v
-            .iter()
-            .map(|m| m.encode_length_delimited_to_vec())
-            .collect(),
+        Telemetry::Traces(v) => prost_request(v),
+        Telemetry::Logs(v) => prost_request(v),
+        Telemetry::Metrics(v) => prost_request(v),
     };
     let mut ours = Vec::new();
     t.encode_request(&mut ours);
-    let mut at = 0;
-    for e in expected {
-        // Each item is field 1 (key 0x0a) followed by the length-delimited message.
-        assert_eq!(ours.get(at), Some(&0x0a), "field key at {at}");
-        assert!(
-            ours[at + 1..].starts_with(&e),
-            "item at {at} differs from prost's"
-        );
-        at += 1 + e.len();
-    }
-    assert_eq!(at, ours.len(), "encoded length");
+    assert!(ours == expected, "one-pass encoding differs from prost's");
 }
 
 fn xray_documents(rs: &[opentelemetry_proto::tonic::trace::v1::ResourceSpans]) {
