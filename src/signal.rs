@@ -73,6 +73,43 @@ pub enum Telemetry {
     Logs(Vec<ResourceLogs>),
 }
 
+/// A batch already encoded as the body of an OTLP export request
+/// (`Export{Trace,Metrics,Logs}ServiceRequest`), for exporters that send
+/// OTLP protobuf as is.
+///
+/// The batch processor builds these when everything after it only sends
+/// bytes (see `Consumer::takes_encoded`): it encodes each request as it
+/// arrives, while the request's memory is still in cache, and drops the
+/// structs at once. Encoded requests concatenate: two request bodies one
+/// after the other are the body of the request holding both.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EncodedBatch {
+    /// The signal of the encoded data.
+    pub signal: Signal,
+    /// Number of items (spans, data points, log records) it holds.
+    pub items: usize,
+    /// The request body.
+    pub bytes: bytes::Bytes,
+}
+
+impl EncodedBatch {
+    /// Encodes `data`.
+    pub fn encode(data: &Telemetry) -> EncodedBatch {
+        let mut buf = Vec::new();
+        data.encode_request(&mut buf);
+        EncodedBatch {
+            signal: data.signal(),
+            items: data.item_count(),
+            bytes: buf.into(),
+        }
+    }
+
+    /// Decodes the structs back (for exporters and tests that need them).
+    pub fn decode(&self) -> Result<Telemetry, prost::DecodeError> {
+        Telemetry::decode_request(self.signal, &self.bytes)
+    }
+}
+
 impl Telemetry {
     /// The signal of this batch.
     pub fn signal(&self) -> Signal {

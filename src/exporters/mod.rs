@@ -25,7 +25,7 @@ use crate::config::types::{QueueConfig, RetryConfig};
 use crate::config::yaml::Node;
 use crate::config::ComponentId;
 use crate::pipeline::StartError;
-use crate::signal::{Signal, Telemetry};
+use crate::signal::{EncodedBatch, Signal, Telemetry};
 
 /// The typed config of one exporter.
 #[derive(Debug, Clone)]
@@ -242,6 +242,26 @@ pub trait Export: Send + Sync + 'static {
     /// loss counts when retries end; `None` means all of them.
     fn pending(&self, _data: &Telemetry, _progress: &Progress) -> Option<usize> {
         None
+    }
+
+    /// Whether [`Export::export_encoded`] works: true for exporters that send
+    /// OTLP protobuf as is (so the batch processor may hand them bytes).
+    fn takes_encoded(&self) -> bool {
+        false
+    }
+
+    /// Sends a batch already encoded as an OTLP export request; may be called
+    /// again to retry. Only called when [`Export::takes_encoded`] is true.
+    async fn export_encoded(
+        &self,
+        data: &EncodedBatch,
+        _progress: &mut Progress,
+    ) -> Result<ExportOk, ExportError> {
+        Err(ExportError::Permanent(format!(
+            "this exporter does not send encoded batches ({} {})",
+            data.items,
+            data.signal.item_name()
+        )))
     }
 
     /// Flushes and closes, after the last export.

@@ -24,7 +24,7 @@ use super::{Export, ExportError, ExportOk};
 use crate::config::de::DeError;
 use crate::config::types::{duration, Compression, QueueConfig, RetryConfig, TlsClientConfig};
 use crate::pipeline::StartError;
-use crate::signal::Telemetry;
+use crate::signal::{EncodedBatch, Signal, Telemetry};
 
 /// `exporters.otlp`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -115,10 +115,10 @@ impl OtlpExporter {
         })
     }
 
-    async fn call<R: prost::Message + Default + Send + Sync + 'static>(
+    async fn call<R: prost::Message + Default + Send + Sync + 'static, B: RequestBody>(
         &self,
         path: &'static str,
-        body: BatchBody,
+        body: B,
     ) -> Result<R, Status> {
         let mut grpc = tonic::client::Grpc::new(self.channel.clone())
             .accept_compressed(CompressionEncoding::Gzip)
@@ -133,7 +133,7 @@ impl OtlpExporter {
         *req.metadata_mut() = self.metadata.clone();
         req.set_timeout(self.timeout);
         let path = http::uri::PathAndQuery::from_static(path);
-        grpc.unary(req, path, RawCodec::<BatchBody, R>(PhantomData))
+        grpc.unary(req, path, RawCodec::<B, R>(PhantomData))
             .await
             .map(|r| r.into_inner())
     }
@@ -199,6 +199,47 @@ fn classify(status: Status) -> ExportError {
     }
 }
 
+impl OtlpExporter {
+    /// Sends one request body for `signal` and reads its partial success.
+    async fn send<B: RequestBody>(&self, signal: Signal, body: B) -> Result<ExportOk, ExportError> {
+        let partial = match signal {
+            Signal::Traces => self
+                .call::<ExportTraceServiceResponse, B>(
+                    "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+                    body,
+                )
+                .await
+                .map_err(classify)?
+                .partial_success
+                .map(|p| (p.rejected_spans, p.error_message)),
+            Signal::Metrics => self
+                .call::<ExportMetricsServiceResponse, B>(
+                    "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+                    body,
+                )
+                .await
+                .map_err(classify)?
+                .partial_success
+                .map(|p| (p.rejected_data_points, p.error_message)),
+            Signal::Logs => self
+                .call::<ExportLogsServiceResponse, B>(
+                    "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+                    body,
+                )
+                .await
+                .map_err(classify)?
+                .partial_success
+                .map(|p| (p.rejected_log_records, p.error_message)),
+        };
+        Ok(partial
+            .map(|(rejected, message)| ExportOk {
+                rejected: rejected.max(0) as u64,
+                message,
+            })
+            .unwrap_or_default())
+    }
+}
+
 #[async_trait]
 impl Export for OtlpExporter {
     async fn export(
@@ -206,54 +247,19 @@ impl Export for OtlpExporter {
         data: &Arc<Telemetry>,
         _progress: &mut super::Progress,
     ) -> Result<ExportOk, ExportError> {
-        let body = BatchBody(data.clone());
-        match &**data {
-            Telemetry::Traces(_) => {
-                let r: ExportTraceServiceResponse = self
-                    .call(
-                        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
-                        body,
-                    )
-                    .await
-                    .map_err(classify)?;
-                Ok(r.partial_success
-                    .map(|p| ExportOk {
-                        rejected: p.rejected_spans.max(0) as u64,
-                        message: p.error_message,
-                    })
-                    .unwrap_or_default())
-            }
-            Telemetry::Metrics(_) => {
-                let r: ExportMetricsServiceResponse = self
-                    .call(
-                        "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
-                        body,
-                    )
-                    .await
-                    .map_err(classify)?;
-                Ok(r.partial_success
-                    .map(|p| ExportOk {
-                        rejected: p.rejected_data_points.max(0) as u64,
-                        message: p.error_message,
-                    })
-                    .unwrap_or_default())
-            }
-            Telemetry::Logs(_) => {
-                let r: ExportLogsServiceResponse = self
-                    .call(
-                        "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
-                        body,
-                    )
-                    .await
-                    .map_err(classify)?;
-                Ok(r.partial_success
-                    .map(|p| ExportOk {
-                        rejected: p.rejected_log_records.max(0) as u64,
-                        message: p.error_message,
-                    })
-                    .unwrap_or_default())
-            }
-        }
+        self.send(data.signal(), BatchBody(data.clone())).await
+    }
+
+    fn takes_encoded(&self) -> bool {
+        true
+    }
+
+    async fn export_encoded(
+        &self,
+        data: &EncodedBatch,
+        _progress: &mut super::Progress,
+    ) -> Result<ExportOk, ExportError> {
+        self.send(data.signal, data.bytes.clone()).await
     }
 }
 

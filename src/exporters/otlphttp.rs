@@ -19,7 +19,7 @@ use crate::config::de::DeError;
 use crate::config::types::{duration, Compression, QueueConfig, RetryConfig, TlsClientConfig};
 use crate::net::HttpsConnector;
 use crate::pipeline::StartError;
-use crate::signal::{Signal, Telemetry};
+use crate::signal::{EncodedBatch, Signal, Telemetry};
 
 /// Wire encoding of request bodies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -259,8 +259,34 @@ impl Export for OtlpHttpExporter {
         data: &Arc<Telemetry>,
         _progress: &mut super::Progress,
     ) -> Result<ExportOk, ExportError> {
-        let signal = data.signal();
-        let raw = self.body(data);
+        self.post(data.signal(), self.body(data)).await
+    }
+
+    fn takes_encoded(&self) -> bool {
+        self.encoding == HttpEncoding::Proto
+    }
+
+    async fn export_encoded(
+        &self,
+        data: &EncodedBatch,
+        progress: &mut super::Progress,
+    ) -> Result<ExportOk, ExportError> {
+        match self.encoding {
+            HttpEncoding::Proto => self.post(data.signal, data.bytes.clone()).await,
+            // Not offered (`takes_encoded` is false), but correct all the same.
+            HttpEncoding::Json => {
+                let structs = data.decode().map_err(|e| {
+                    ExportError::Permanent(format!("cannot decode an encoded batch: {e}"))
+                })?;
+                self.export(&Arc::new(structs), progress).await
+            }
+        }
+    }
+}
+
+impl OtlpHttpExporter {
+    /// POSTs one request body (`raw`, in this exporter's encoding) for `signal`.
+    async fn post(&self, signal: Signal, raw: Bytes) -> Result<ExportOk, ExportError> {
         let (body, content_encoding) = match self.compression {
             Compression::Gzip => (Bytes::from(crate::net::gzip(&raw)), Some("gzip")),
             Compression::Zstd => (Bytes::from(crate::net::zstd_compress(&raw)), Some("zstd")),

@@ -19,7 +19,7 @@ use super::disk_queue::{self, Appended, DiskConfig, DiskQueue, DiskQueueError};
 use super::{Export, ExportError};
 use crate::config::types::RetryConfig;
 use crate::pipeline::{AckOutcome, Acks, ConsumeError, Consumer};
-use crate::signal::{Signal, Telemetry};
+use crate::signal::{EncodedBatch, Signal, Telemetry};
 use crate::telemetry::{gauge, SignalCounters};
 
 /// Counters shared by an exporter's input and workers.
@@ -80,11 +80,40 @@ impl Shared {
 pub struct ExporterInput {
     shared: Arc<Shared>,
     mode: Mode,
+    /// Takes [`Payload::Encoded`] batches (its exporter sends OTLP protobuf
+    /// as is and its queue is in memory).
+    encoded: bool,
 }
 
-/// One queued batch: shared by every exporter of the pipeline, with this
-/// exporter's clone of its acknowledgements.
-type Item = (Arc<Telemetry>, Acks);
+/// One queued batch, with this exporter's clone of its acknowledgements.
+type Item = (Payload, Acks);
+
+/// A batch as an exporter's queue holds it.
+#[derive(Debug, Clone)]
+pub enum Payload {
+    /// Structs, shared by every exporter of the pipeline.
+    Structs(Arc<Telemetry>),
+    /// Already encoded as an OTLP request (see [`EncodedBatch`]).
+    Encoded(EncodedBatch),
+}
+
+impl Payload {
+    /// The signal of the batch.
+    pub fn signal(&self) -> Signal {
+        match self {
+            Payload::Structs(d) => d.signal(),
+            Payload::Encoded(e) => e.signal,
+        }
+    }
+
+    /// Its items (spans, data points, log records).
+    pub fn item_count(&self) -> usize {
+        match self {
+            Payload::Structs(d) => d.item_count(),
+            Payload::Encoded(e) => e.items,
+        }
+    }
+}
 
 enum Mode {
     Queued(mpsc::Sender<Item>),
@@ -144,7 +173,7 @@ impl ExporterInput {
     }
 
     /// Puts `data` in the reserved slot.
-    pub fn send_reserved(&self, permit: mpsc::Permit<'_, Item>, data: Arc<Telemetry>, acks: Acks) {
+    pub fn send_reserved(&self, permit: mpsc::Permit<'_, Item>, data: Payload, acks: Acks) {
         let n = data.item_count() as u64;
         self.shared.outstanding[slot(data.signal())].fetch_add(n, Ordering::Relaxed);
         let depth = self.shared.queued_batches.fetch_add(1, Ordering::Relaxed) + 1;
@@ -175,7 +204,7 @@ impl ExporterInput {
     }
 
     /// Exports `data` in the caller's task (for exporters whose queue is disabled).
-    pub async fn send_direct(&self, data: Arc<Telemetry>, acks: Acks) -> Result<(), ConsumeError> {
+    pub async fn send_direct(&self, data: Payload, acks: Acks) -> Result<(), String> {
         match &self.mode {
             Mode::Direct {
                 export,
@@ -192,15 +221,13 @@ impl ExporterInput {
                 if outcome == Outcome::Delivered {
                     Ok(())
                 } else {
-                    Err(ConsumeError::Failed(format!(
+                    Err(format!(
                         "exporter {} could not deliver the data",
                         self.shared.name
-                    )))
+                    ))
                 }
             }
-            Mode::Queued(_) | Mode::Disk(_) => Err(ConsumeError::Failed(
-                "send_direct on a queued exporter".into(),
-            )),
+            Mode::Queued(_) | Mode::Disk(_) => Err("send_direct on a queued exporter".into()),
         }
     }
 }
@@ -267,12 +294,65 @@ impl Consumer for ExporterFanout {
             }
         }
         for (t, p) in memory {
-            t.send_reserved(p, data.clone(), acks.clone());
+            t.send_reserved(p, Payload::Structs(data.clone()), acks.clone());
         }
         let mut result = Ok(());
         for t in direct {
-            if let Err(e) = t.send_direct(data.clone(), acks.clone()).await {
-                result = Err(e);
+            if let Err(e) = t
+                .send_direct(Payload::Structs(data.clone()), acks.clone())
+                .await
+            {
+                result = Err(ConsumeError::Failed(e));
+            }
+        }
+        result
+    }
+
+    fn takes_encoded(&self) -> bool {
+        !self.targets.is_empty() && self.targets.iter().all(|t| t.encoded)
+    }
+
+    async fn consume_encoded(
+        &self,
+        data: EncodedBatch,
+        acks: Acks,
+    ) -> Result<(), ConsumeError<EncodedBatch>> {
+        let mut slots = Vec::with_capacity(self.targets.len());
+        for t in &self.targets {
+            if !t.encoded {
+                return Err(ConsumeError::Failed(format!(
+                    "exporter {} does not take encoded batches",
+                    t.shared.name
+                )));
+            }
+            match t.try_reserve(0) {
+                Ok(s) => slots.push(s),
+                Err(reason) => {
+                    return Err(ConsumeError::refused(
+                        reason,
+                        Duration::from_secs(1),
+                        data,
+                        acks,
+                    ))
+                }
+            }
+        }
+        let mut direct = Vec::new();
+        for (t, s) in self.targets.iter().zip(slots) {
+            match s {
+                Slot::Memory(p) => t.send_reserved(p, Payload::Encoded(data.clone()), acks.clone()),
+                Slot::Direct => direct.push(t),
+                // `encoded` is never set on a disk-queued exporter.
+                Slot::Disk(_) => {}
+            }
+        }
+        let mut result = Ok(());
+        for t in direct {
+            if let Err(e) = t
+                .send_direct(Payload::Encoded(data.clone()), acks.clone())
+                .await
+            {
+                result = Err(ConsumeError::Failed(e));
             }
         }
         result
@@ -307,6 +387,7 @@ pub fn spawn(
         return Ok(RunningExporter {
             input: Arc::new(ExporterInput {
                 shared: shared.clone(),
+                encoded: export.takes_encoded(),
                 mode: Mode::Direct {
                     export: export.clone(),
                     retry,
@@ -337,9 +418,9 @@ pub fn spawn(
                 );
                 tokio::spawn(async move {
                     while let Some(entry) = disk.next(&stop).await {
+                        let data = Payload::Structs(entry.data);
                         let outcome =
-                            deliver(export.as_ref(), &entry.data, &retry, &stop, &shared, true)
-                                .await;
+                            deliver(export.as_ref(), &data, &retry, &stop, &shared, true).await;
                         // A batch kept at shutdown stays queued for the next run.
                         if outcome != Outcome::Kept {
                             disk.done(entry.seq);
@@ -352,6 +433,7 @@ pub fn spawn(
             input: Arc::new(ExporterInput {
                 shared: shared.clone(),
                 mode: Mode::Disk(disk),
+                encoded: false,
             }),
             shared,
             workers,
@@ -359,6 +441,7 @@ pub fn spawn(
         });
     }
     let shared = Arc::new(shared);
+    let encoded = export.takes_encoded();
     let (tx, rx) = mpsc::channel::<Item>(queue.queue_size);
     let rx = Arc::new(Mutex::new(rx));
     let workers = (0..queue.num_consumers)
@@ -397,6 +480,7 @@ pub fn spawn(
         input: Arc::new(ExporterInput {
             shared: shared.clone(),
             mode: Mode::Queued(tx),
+            encoded,
         }),
         shared,
         workers,
@@ -441,7 +525,7 @@ impl Outcome {
 /// queue) is kept, not dropped, when shutdown stops the retries.
 async fn deliver(
     export: &dyn Export,
-    data: &Arc<Telemetry>,
+    data: &Payload,
     retry: &RetryConfig,
     stop: &CancellationToken,
     shared: &Shared,
@@ -455,13 +539,17 @@ async fn deliver(
     // Counts a batch given up: what the exporter says is still pending is lost,
     // the rest was delivered by earlier attempts.
     let give_up = |progress: &super::Progress| -> usize {
-        let lost = export.pending(data, progress).unwrap_or(n).min(n);
+        let lost = pending(export, data, progress).unwrap_or(n).min(n);
         shared.sent.add(signal, n - lost);
         shared.failed.add(signal, lost);
         lost
     };
     loop {
-        match export.export(data, &mut progress).await {
+        let attempt = match data {
+            Payload::Structs(d) => export.export(d, &mut progress).await,
+            Payload::Encoded(e) => export.export_encoded(e, &mut progress).await,
+        };
+        match attempt {
             Ok(ok) => {
                 let rejected = (ok.rejected as usize).min(n);
                 shared.sent.add(signal, n - rejected);
@@ -496,7 +584,7 @@ async fn deliver(
                         elapsed_s = started.elapsed().as_secs_f64(), "giving up after max_elapsed_time; dropping");
                     return Outcome::Failed;
                 }
-                let pending = export.pending(data, &progress).unwrap_or(n);
+                let pending = pending(export, data, &progress).unwrap_or(n);
                 tracing::warn!(exporter = %shared.name, %signal, items = pending, %reason, wait_ms = wait.as_millis() as u64,
                     "export failed; will retry");
                 tokio::select! {
@@ -519,6 +607,15 @@ async fn deliver(
                 );
             }
         }
+    }
+}
+
+/// What the exporter says is still undelivered (`None`: all of it). Encoded
+/// batches are sent whole, so for them it is all or nothing.
+fn pending(export: &dyn Export, data: &Payload, progress: &super::Progress) -> Option<usize> {
+    match data {
+        Payload::Structs(d) => export.pending(d, progress),
+        Payload::Encoded(_) => None,
     }
 }
 
@@ -615,6 +712,138 @@ mod tests {
         }
         assert_eq!(flaky.delivered.load(Ordering::SeqCst), accepted);
         assert!(running.shared.outstanding().is_empty());
+    }
+
+    /// Sends encoded batches only, failing the first `fail_first` attempts; keeps the bytes.
+    struct EncodedOnly {
+        fail_first: AtomicUsize,
+        got: std::sync::Mutex<Vec<EncodedBatch>>,
+    }
+
+    #[async_trait]
+    impl Export for EncodedOnly {
+        async fn export(
+            &self,
+            _data: &Arc<Telemetry>,
+            _progress: &mut crate::exporters::Progress,
+        ) -> Result<ExportOk, ExportError> {
+            Err(ExportError::Permanent("structs".into()))
+        }
+
+        fn takes_encoded(&self) -> bool {
+            true
+        }
+
+        async fn export_encoded(
+            &self,
+            data: &EncodedBatch,
+            _progress: &mut crate::exporters::Progress,
+        ) -> Result<ExportOk, ExportError> {
+            if self.fail_first.load(Ordering::SeqCst) > 0 {
+                self.fail_first.fetch_sub(1, Ordering::SeqCst);
+                return Err(ExportError::Retryable {
+                    reason: "down".into(),
+                    retry_after: Some(Duration::from_millis(5)),
+                });
+            }
+            self.got.lock().unwrap().push(data.clone());
+            Ok(ExportOk::default())
+        }
+    }
+
+    #[tokio::test]
+    async fn encoded_batches_are_queued_retried_and_delivered_whole() {
+        let enc = Arc::new(EncodedOnly {
+            fail_first: AtomicUsize::new(2),
+            got: std::sync::Mutex::new(Vec::new()),
+        });
+        let stop = CancellationToken::new();
+        let q = QueueConfig {
+            enabled: true,
+            num_consumers: 1,
+            queue_size: 4,
+            ..Default::default()
+        };
+        let running = spawn("enc", enc.clone(), &q, RetryConfig::default(), stop.clone()).unwrap();
+        let direct = spawn(
+            "enc-direct",
+            enc.clone(),
+            &QueueConfig {
+                enabled: false,
+                ..Default::default()
+            },
+            RetryConfig::default(),
+            stop.clone(),
+        )
+        .unwrap();
+        let fan = ExporterFanout::new(vec![running.input.clone(), direct.input.clone()]);
+        assert!(fan.takes_encoded());
+        let batch = EncodedBatch::encode(&one_span());
+        fan.consume_encoded(batch.clone(), Acks::none())
+            .await
+            .unwrap();
+        drop(fan);
+        drop(running.input);
+        drop(direct.input);
+        for w in running.workers {
+            w.await.unwrap();
+        }
+        let got = enc.got.lock().unwrap().clone();
+        assert_eq!(
+            got,
+            vec![batch.clone(), batch],
+            "one copy per exporter, after the retries"
+        );
+        assert!(running.shared.outstanding().is_empty());
+        assert!(direct.shared.outstanding().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_fanout_takes_encoded_batches_only_if_every_exporter_does() {
+        let flaky = Arc::new(Flaky {
+            fail_first: 0,
+            calls: AtomicUsize::new(0),
+            delivered: AtomicUsize::new(0),
+        });
+        let enc = Arc::new(EncodedOnly {
+            fail_first: AtomicUsize::new(0),
+            got: std::sync::Mutex::new(Vec::new()),
+        });
+        let q = QueueConfig {
+            enabled: true,
+            num_consumers: 1,
+            queue_size: 4,
+            ..Default::default()
+        };
+        let stop = CancellationToken::new();
+        let a = spawn("structs", flaky, &q, RetryConfig::default(), stop.clone()).unwrap();
+        let b = spawn("enc", enc.clone(), &q, RetryConfig::default(), stop.clone()).unwrap();
+        let mixed = ExporterFanout::new(vec![b.input.clone(), a.input.clone()]);
+        assert!(!mixed.takes_encoded());
+        let err = mixed
+            .consume_encoded(EncodedBatch::encode(&one_span()), Acks::none())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("exporter structs"), "{err}");
+        assert!(!ExporterFanout::new(Vec::new()).takes_encoded());
+        let dir = tempfile::tempdir().unwrap();
+        let on_disk = spawn(
+            "disk",
+            enc,
+            &QueueConfig {
+                enabled: true,
+                storage: Some(dir.path().to_path_buf()),
+                ..Default::default()
+            },
+            RetryConfig::default(),
+            stop.clone(),
+        )
+        .unwrap();
+        assert!(
+            !ExporterFanout::new(vec![on_disk.input.clone()]).takes_encoded(),
+            "a disk queue stores structs' records"
+        );
+        stop.cancel();
     }
 
     #[test]

@@ -19,27 +19,27 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::signal::Telemetry;
+use crate::signal::{EncodedBatch, Telemetry};
 
 /// Data a stage could not take now; the caller gets it back to retry or refuse.
 #[derive(Debug)]
-pub struct Refused {
+pub struct Refused<T = Telemetry> {
     /// Why (e.g. `exporter otlp: queue is full`).
     pub reason: String,
     /// A hint for the sender's next try.
     pub retry_after: Duration,
     /// The data, untouched.
-    pub data: Telemetry,
+    pub data: T,
     /// Its acknowledgements, untouched.
     pub acks: Acks,
 }
 
-/// Why a stage did not take data.
+/// Why a stage did not take data (`T`: structs, or an [`EncodedBatch`]).
 #[derive(Debug, thiserror::Error)]
-pub enum ConsumeError {
+pub enum ConsumeError<T: std::fmt::Debug = Telemetry> {
     /// Temporary: a queue is full or memory is short. Retry later.
     #[error("refused: {}", .0.reason)]
-    Refused(Box<Refused>),
+    Refused(Box<Refused<T>>),
     /// The data was dropped or failed for good (reason given).
     #[error("failed: {0}")]
     Failed(String),
@@ -54,14 +54,16 @@ impl ConsumeError {
     ) -> ConsumeError {
         ConsumeError::refused(reason, retry_after, data, Acks::none())
     }
+}
 
+impl<T: std::fmt::Debug> ConsumeError<T> {
     /// Builds a refusal that hands `data` and its `acks` back.
     pub fn refused(
         reason: impl Into<String>,
         retry_after: Duration,
-        data: Telemetry,
+        data: T,
         acks: Acks,
-    ) -> ConsumeError {
+    ) -> ConsumeError<T> {
         ConsumeError::Refused(Box::new(Refused {
             reason: reason.into(),
             retry_after,
@@ -77,6 +79,27 @@ pub trait Consumer: Send + Sync + 'static {
     /// Takes ownership of `data` and its `acks` (see [`Acks`]), or refuses
     /// them (handing both back).
     async fn consume(&self, data: Telemetry, acks: Acks) -> Result<(), ConsumeError>;
+
+    /// Whether this consumer also takes batches already encoded as OTLP
+    /// request bytes ([`Consumer::consume_encoded`]): true only when every
+    /// exporter behind it sends OTLP protobuf as is. Fixed for its lifetime.
+    fn takes_encoded(&self) -> bool {
+        false
+    }
+
+    /// Takes an encoded batch, or refuses it (handing it back). Only called
+    /// when [`Consumer::takes_encoded`] is true.
+    async fn consume_encoded(
+        &self,
+        data: EncodedBatch,
+        _acks: Acks,
+    ) -> Result<(), ConsumeError<EncodedBatch>> {
+        Err(ConsumeError::Failed(format!(
+            "this stage does not take encoded batches ({} {})",
+            data.items,
+            data.signal.item_name()
+        )))
+    }
 }
 
 /// A shared consumer.

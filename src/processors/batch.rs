@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::de::DeError;
 use crate::config::types::duration;
 use crate::pipeline::{AckOutcome, Acks, BoxConsumer, ConsumeError, Consumer};
-use crate::signal::{metric_points, Telemetry};
+use crate::signal::{metric_points, EncodedBatch, Signal, Telemetry};
 use crate::telemetry::SignalCounters;
 use opentelemetry_proto::tonic::logs::v1::{ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::metrics::v1::{
@@ -159,6 +159,10 @@ async fn run(
     name: String,
     stop: CancellationToken,
 ) {
+    // When every exporter after this batcher sends OTLP protobuf as is, each
+    // request is encoded as it arrives (while its memory is in cache) and its
+    // structs are dropped at once; the batch is the concatenated bytes.
+    let mut encoded = next.takes_encoded().then(EncodedBuf::new);
     let mut buf: Option<Telemetry> = None;
     // Acknowledgements of everything in `buf`: every batch cut from it carries
     // them all, so each resolves only when all of its data is settled.
@@ -182,37 +186,64 @@ async fn run(
             }
         };
         tokio::select! {
-            msg = rx.recv() => match msg {
-                Some((data, acks)) => {
-                    count += data.item_count();
-                    buf_acks.extend(acks);
-                    match &mut buf {
-                        Some(b) => append(b, data),
-                        None => buf = Some(data),
-                    }
-                    while count >= target {
-                        let take = if max > 0 { count.min(max) } else { count };
-                        let (batch, acks) = if take == count {
-                            (buf.take(), buf_acks.take())
-                        } else {
-                            (buf.as_mut().map(|b| split_front(b, take)), buf_acks.clone())
-                        };
-                        count -= take;
-                        if let Some(batch) = batch {
-                            sender.send(batch, acks).await;
+            msg = rx.recv() => {
+                match (msg, encoded.as_mut()) {
+                    (Some((mut data, acks)), Some(enc)) => {
+                        buf_acks.extend(acks);
+                        // Cut at `send_batch_max_size` before encoding: bytes cannot be split.
+                        while max > 0 && count + data.item_count() > max {
+                            let head = split_front(&mut data, max - count);
+                            count += head.item_count();
+                            enc.push(&head);
+                            drop(head);
+                            let batch = enc.take(count);
+                            count = 0;
+                            sender.send(batch, buf_acks.clone()).await;
+                        }
+                        count += data.item_count();
+                        enc.push(&data);
+                        drop(data);
+                        if count >= target {
+                            let batch = enc.take(count);
+                            count = 0;
+                            sender.send(batch, buf_acks.take()).await;
                         }
                     }
-                    if count > 0 && deadline.is_none() {
-                        deadline = Some(Instant::now() + cfg.timeout);
+                    (Some((data, acks)), None) => {
+                        count += data.item_count();
+                        buf_acks.extend(acks);
+                        match &mut buf {
+                            Some(b) => append(b, data),
+                            None => buf = Some(data),
+                        }
+                        while count >= target {
+                            let take = if max > 0 { count.min(max) } else { count };
+                            let (batch, acks) = if take == count {
+                                (buf.take(), buf_acks.take())
+                            } else {
+                                (buf.as_mut().map(|b| split_front(b, take)), buf_acks.clone())
+                            };
+                            count -= take;
+                            if let Some(batch) = batch {
+                                sender.send(batch, acks).await;
+                            }
+                        }
                     }
-                    if count == 0 {
-                        deadline = None;
-                    }
+                    (None, _) => break,
                 }
-                None => break,
-            },
+                deadline = match (count, deadline) {
+                    (0, _) => None,
+                    (_, None) => Some(Instant::now() + cfg.timeout),
+                    (_, d) => d,
+                };
+            }
             _ = timer => {
                 deadline = None;
+                if let Some(enc) = encoded.as_mut().filter(|e| !e.is_empty()) {
+                    let batch = enc.take(count);
+                    count = 0;
+                    sender.send(batch, buf_acks.take()).await;
+                }
                 if let Some(b) = buf.take() {
                     count = 0;
                     sender.send_split(b, max, buf_acks.take()).await;
@@ -220,8 +251,54 @@ async fn run(
             }
         }
     }
+    if let Some(enc) = encoded.as_mut().filter(|e| !e.is_empty()) {
+        let batch = enc.take(count);
+        sender.send(batch, buf_acks.take()).await;
+    }
     if let Some(b) = buf.take() {
         sender.send_split(b, max, buf_acks.take()).await;
+    }
+}
+
+/// The batch being built in encoded mode: OTLP request bytes.
+struct EncodedBuf {
+    signal: Signal,
+    bytes: Vec<u8>,
+    /// Capacity for the next batch: the last one's size and an eighth, so
+    /// the buffer rarely grows (untouched capacity is never paged in).
+    next_capacity: usize,
+}
+
+impl EncodedBuf {
+    fn new() -> EncodedBuf {
+        EncodedBuf {
+            signal: Signal::Traces,
+            bytes: Vec::new(),
+            next_capacity: 64 * 1024,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    fn push(&mut self, data: &Telemetry) {
+        if self.bytes.is_empty() {
+            self.signal = data.signal();
+            self.bytes.reserve(self.next_capacity);
+        }
+        data.encode_request(&mut self.bytes);
+    }
+
+    /// Hands out what was pushed (`items` of them) and starts over.
+    fn take(&mut self, items: usize) -> EncodedBatch {
+        let bytes = std::mem::take(&mut self.bytes);
+        self.next_capacity = (bytes.len() + bytes.len() / 8).clamp(64 * 1024, 64 << 20);
+        EncodedBatch {
+            signal: self.signal,
+            items,
+            bytes: bytes.into(),
+        }
     }
 }
 
@@ -244,9 +321,9 @@ impl Sender {
         self.send(data, acks).await;
     }
 
-    /// Passes a batch on, retrying while the next stage refuses it.
-    async fn send(&self, data: Telemetry, acks: Acks) {
-        let n = data.item_count();
+    /// Passes a batch on (structs or encoded), retrying while the next stage refuses it.
+    async fn send<B: Outgoing>(&self, data: B, acks: Acks) {
+        let n = data.items();
         if n == 0 {
             return;
         }
@@ -255,7 +332,7 @@ impl Sender {
         let mut acks = acks;
         let mut backoff = Duration::from_millis(5);
         loop {
-            match self.next.consume(data, acks).await {
+            match data.offer(self.next.as_ref(), acks).await {
                 Ok(()) => break,
                 Err(ConsumeError::Refused(r)) => {
                     let r = *r;
@@ -280,6 +357,50 @@ impl Sender {
             }
         }
         self.pending.fetch_sub(n as u64, Ordering::Relaxed);
+    }
+}
+
+/// A batch the batcher passes on: structs, or an encoded batch.
+trait Outgoing: std::fmt::Debug + Send + Sized + 'static {
+    fn items(&self) -> usize;
+    fn signal(&self) -> Signal;
+    /// Hands the batch to `next` (which gives it back on refusal).
+    fn offer(
+        self,
+        next: &dyn Consumer,
+        acks: Acks,
+    ) -> impl std::future::Future<Output = Result<(), ConsumeError<Self>>> + Send;
+}
+
+impl Outgoing for Telemetry {
+    fn items(&self) -> usize {
+        self.item_count()
+    }
+    fn signal(&self) -> Signal {
+        Telemetry::signal(self)
+    }
+    fn offer(
+        self,
+        next: &dyn Consumer,
+        acks: Acks,
+    ) -> impl std::future::Future<Output = Result<(), ConsumeError>> + Send {
+        next.consume(self, acks)
+    }
+}
+
+impl Outgoing for EncodedBatch {
+    fn items(&self) -> usize {
+        self.items
+    }
+    fn signal(&self) -> Signal {
+        self.signal
+    }
+    fn offer(
+        self,
+        next: &dyn Consumer,
+        acks: Acks,
+    ) -> impl std::future::Future<Output = Result<(), ConsumeError<EncodedBatch>>> + Send {
+        next.consume_encoded(self, acks)
     }
 }
 
@@ -580,5 +701,214 @@ mod tests {
             b_done.try_outcome(),
             Some(crate::pipeline::AckOutcome::Delivered)
         );
+    }
+
+    /// Takes encoded batches, refusing the first `refuse` offers; keeps what it took.
+    struct CollectEncoded {
+        refuse: AtomicU64,
+        got: std::sync::Mutex<Vec<EncodedBatch>>,
+    }
+
+    #[async_trait]
+    impl Consumer for CollectEncoded {
+        async fn consume(&self, _data: Telemetry, _acks: Acks) -> Result<(), ConsumeError> {
+            Err(ConsumeError::Failed(
+                "structs offered to an encoded-only stage".into(),
+            ))
+        }
+
+        fn takes_encoded(&self) -> bool {
+            true
+        }
+
+        async fn consume_encoded(
+            &self,
+            data: EncodedBatch,
+            acks: Acks,
+        ) -> Result<(), ConsumeError<EncodedBatch>> {
+            if self.refuse.load(Ordering::SeqCst) > 0 {
+                self.refuse.fetch_sub(1, Ordering::SeqCst);
+                return Err(ConsumeError::refused("full", Duration::ZERO, data, acks));
+            }
+            self.got.lock().unwrap().push(data);
+            Ok(())
+        }
+    }
+
+    fn names(t: &Telemetry) -> Vec<String> {
+        let Telemetry::Traces(rs) = t else {
+            panic!("traces expected")
+        };
+        rs.iter()
+            .flat_map(|r| &r.scope_spans)
+            .flat_map(|s| &s.spans)
+            .map(|s| s.name.clone())
+            .collect()
+    }
+
+    /// Requests of varied shapes, each span named after its request.
+    fn requests() -> Vec<Telemetry> {
+        let shapes: [&[&[usize]]; 6] = [
+            &[&[25]],
+            &[&[3]],
+            &[&[4, 4], &[2]],
+            &[&[1]],
+            &[&[13]],
+            &[&[0]],
+        ];
+        shapes
+            .iter()
+            .enumerate()
+            .map(|(i, shape)| {
+                let mut t = spans(shape);
+                if let Telemetry::Traces(rs) = &mut t {
+                    for s in rs
+                        .iter_mut()
+                        .flat_map(|r| &mut r.scope_spans)
+                        .flat_map(|s| &mut s.spans)
+                    {
+                        s.name = format!("r{i}-{}", s.name);
+                    }
+                }
+                t
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn encoded_mode_sends_the_bytes_struct_mode_would_encode() {
+        let cfg = BatchConfig {
+            send_batch_size: 10,
+            send_batch_max_size: 12,
+            timeout: Duration::from_secs(30),
+        };
+        // Struct mode, for reference.
+        struct Keep(std::sync::Mutex<Vec<Telemetry>>);
+        #[async_trait]
+        impl Consumer for Keep {
+            async fn consume(&self, data: Telemetry, _acks: Acks) -> Result<(), ConsumeError> {
+                self.0.lock().unwrap().push(data);
+                Ok(())
+            }
+        }
+        let keep = Arc::new(Keep(std::sync::Mutex::new(Vec::new())));
+        let running = spawn(
+            cfg.clone(),
+            keep.clone(),
+            "batch".into(),
+            &[],
+            CancellationToken::new(),
+        );
+        for r in requests() {
+            running.input.consume(r, Acks::none()).await.unwrap();
+        }
+        drop(running.input);
+        running.task.await.unwrap();
+        let expected: Vec<Vec<u8>> = keep
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                let mut b = Vec::new();
+                t.encode_request(&mut b);
+                b
+            })
+            .collect();
+
+        // Encoded mode, refusing the first two offers (the batcher retries).
+        let sink = Arc::new(CollectEncoded {
+            refuse: AtomicU64::new(2),
+            got: std::sync::Mutex::new(Vec::new()),
+        });
+        let running = spawn(
+            cfg,
+            sink.clone(),
+            "batch".into(),
+            &[],
+            CancellationToken::new(),
+        );
+        let (a, mut a_done) = crate::pipeline::Ack::new();
+        for (i, r) in requests().into_iter().enumerate() {
+            let acks = if i == 0 {
+                Acks::one(a.clone())
+            } else {
+                Acks::none()
+            };
+            running.input.consume(r, acks).await.unwrap();
+        }
+        drop(a);
+        drop(running.input);
+        running.task.await.unwrap();
+        assert_eq!(running.pending.load(Ordering::Relaxed), 0);
+        let got = std::mem::take(&mut *sink.got.lock().unwrap());
+        let sizes: Vec<usize> = got.iter().map(|b| b.items).collect();
+        assert_eq!(
+            sizes,
+            [12, 12, 12, 12, 4],
+            "full batches of at most 12, then the rest"
+        );
+        let bytes: Vec<Vec<u8>> = got.iter().map(|b| b.bytes.to_vec()).collect();
+        assert_eq!(bytes, expected, "same batches, same bytes as struct mode");
+        let mut all = Vec::new();
+        for b in &got {
+            assert_eq!(b.signal, Signal::Traces);
+            let t = b.decode().unwrap();
+            assert_eq!(t.item_count(), b.items);
+            all.extend(names(&t));
+        }
+        let sent: Vec<String> = requests().iter().flat_map(names).collect();
+        assert_eq!(all, sent, "every span once, in order");
+        // The first request's ack rides on the batches holding its spans;
+        // nothing downstream marked them, so once dropped they count as delivered.
+        drop(got);
+        assert_eq!(
+            a_done.try_outcome(),
+            Some(crate::pipeline::AckOutcome::Delivered)
+        );
+    }
+
+    #[tokio::test]
+    async fn encoded_mode_sends_a_partial_batch_at_the_timeout() {
+        let sink = Arc::new(CollectEncoded {
+            refuse: AtomicU64::new(0),
+            got: std::sync::Mutex::new(Vec::new()),
+        });
+        let cfg = BatchConfig {
+            send_batch_size: 100,
+            send_batch_max_size: 0,
+            timeout: Duration::from_millis(20),
+        };
+        let running = spawn(
+            cfg,
+            sink.clone(),
+            "batch".into(),
+            &[],
+            CancellationToken::new(),
+        );
+        running
+            .input
+            .consume(spans(&[&[3]]), Acks::none())
+            .await
+            .unwrap();
+        running
+            .input
+            .consume(spans(&[&[4]]), Acks::none())
+            .await
+            .unwrap();
+        // The input stays open: only the timer can send these 7 spans.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while sink.got.lock().unwrap().is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no batch after the timeout"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let got = sink.got.lock().unwrap().clone();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].items, 7);
+        assert_eq!(got[0].decode().unwrap().item_count(), 7);
+        assert_eq!(running.pending.load(Ordering::Relaxed), 0);
     }
 }
