@@ -181,6 +181,16 @@ impl RequestBody for BatchBody {
 fn classify(status: Status) -> ExportError {
     let retry_after = crate::rpc::retry_delay(&status);
     let reason = format!("gRPC {:?}: {}", status.code(), status.message());
+    // A status the client built from a transport failure (e.g. `Internal:
+    // h2 protocol error` when the target goes away mid-request) carries its
+    // cause as a source; one the server sent never does. The server did not
+    // answer that request, so it is retried whatever code tonic chose.
+    if std::error::Error::source(&status).is_some() {
+        return ExportError::Retryable {
+            reason,
+            retry_after,
+        };
+    }
     match status.code() {
         Code::Cancelled
         | Code::DeadlineExceeded
@@ -348,6 +358,9 @@ mod tests {
             classify(Status::resource_exhausted("x")),
             ExportError::Permanent(_)
         ));
+        // Made by the client from a transport error: retryable, even as Internal/Unknown.
+        let transport = Status::from_error(Box::new(std::io::Error::other("connection reset")));
+        assert!(matches!(classify(transport), ExportError::Retryable { .. }));
         let s = crate::rpc::unavailable("full", Duration::from_secs(2));
         match classify(s) {
             ExportError::Retryable { retry_after, .. } => {
