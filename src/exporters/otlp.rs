@@ -20,7 +20,7 @@ use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-use super::{Export, ExportError, ExportOk};
+use super::{Export, ExportError, ExportOk, OtlpResponse};
 use crate::config::de::DeError;
 use crate::config::types::{duration, Compression, QueueConfig, RetryConfig, TlsClientConfig};
 use crate::pipeline::StartError;
@@ -212,41 +212,38 @@ fn classify(status: Status) -> ExportError {
 impl OtlpExporter {
     /// Sends one request body for `signal` and reads its partial success.
     async fn send<B: RequestBody>(&self, signal: Signal, body: B) -> Result<ExportOk, ExportError> {
-        let partial = match signal {
-            Signal::Traces => self
-                .call::<ExportTraceServiceResponse, B>(
+        match signal {
+            Signal::Traces => {
+                self.export_call::<ExportTraceServiceResponse, B>(
                     "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
                     body,
                 )
                 .await
-                .map_err(classify)?
-                .partial_success
-                .map(|p| (p.rejected_spans, p.error_message)),
-            Signal::Metrics => self
-                .call::<ExportMetricsServiceResponse, B>(
+            }
+            Signal::Metrics => {
+                self.export_call::<ExportMetricsServiceResponse, B>(
                     "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
                     body,
                 )
                 .await
-                .map_err(classify)?
-                .partial_success
-                .map(|p| (p.rejected_data_points, p.error_message)),
-            Signal::Logs => self
-                .call::<ExportLogsServiceResponse, B>(
+            }
+            Signal::Logs => {
+                self.export_call::<ExportLogsServiceResponse, B>(
                     "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
                     body,
                 )
                 .await
-                .map_err(classify)?
-                .partial_success
-                .map(|p| (p.rejected_log_records, p.error_message)),
-        };
-        Ok(partial
-            .map(|(rejected, message)| ExportOk {
-                rejected: rejected.max(0) as u64,
-                message,
-            })
-            .unwrap_or_default())
+            }
+        }
+    }
+
+    async fn export_call<R: OtlpResponse, B: RequestBody>(
+        &self,
+        path: &'static str,
+        body: B,
+    ) -> Result<ExportOk, ExportError> {
+        let response: R = self.call(path, body).await.map_err(classify)?;
+        Ok(response.into_export_ok())
     }
 }
 

@@ -11,10 +11,9 @@ use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use prost::Message;
 use serde::Deserialize;
 
-use super::{Export, ExportError, ExportOk};
+use super::{Export, ExportError, ExportOk, OtlpResponse};
 use crate::config::de::DeError;
 use crate::config::types::{duration, Compression, QueueConfig, RetryConfig, TlsClientConfig};
 use crate::net::HttpsConnector;
@@ -204,25 +203,14 @@ fn partial_success(signal: Signal, encoding: HttpEncoding, body: &[u8]) -> Expor
     match encoding {
         HttpEncoding::Proto => {
             use opentelemetry_proto::tonic::collector::{logs, metrics, trace};
-            let p = match signal {
-                Signal::Traces => trace::v1::ExportTraceServiceResponse::decode(body)
-                    .ok()
-                    .and_then(|r| r.partial_success)
-                    .map(|p| (p.rejected_spans, p.error_message)),
-                Signal::Metrics => metrics::v1::ExportMetricsServiceResponse::decode(body)
-                    .ok()
-                    .and_then(|r| r.partial_success)
-                    .map(|p| (p.rejected_data_points, p.error_message)),
-                Signal::Logs => logs::v1::ExportLogsServiceResponse::decode(body)
-                    .ok()
-                    .and_then(|r| r.partial_success)
-                    .map(|p| (p.rejected_log_records, p.error_message)),
-            };
-            p.map(|(n, message)| ExportOk {
-                rejected: n.max(0) as u64,
-                message,
-            })
-            .unwrap_or_default()
+            fn read<R: OtlpResponse>(body: &[u8]) -> ExportOk {
+                R::decode(body).map(R::into_export_ok).unwrap_or_default()
+            }
+            match signal {
+                Signal::Traces => read::<trace::v1::ExportTraceServiceResponse>(body),
+                Signal::Metrics => read::<metrics::v1::ExportMetricsServiceResponse>(body),
+                Signal::Logs => read::<logs::v1::ExportLogsServiceResponse>(body),
+            }
         }
         HttpEncoding::Json => {
             let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
@@ -269,18 +257,14 @@ impl Export for OtlpHttpExporter {
     async fn export_encoded(
         &self,
         data: &EncodedBatch,
-        progress: &mut super::Progress,
+        _progress: &mut super::Progress,
     ) -> Result<ExportOk, ExportError> {
-        match self.encoding {
-            HttpEncoding::Proto => self.post(data.signal, data.bytes.clone()).await,
-            // Not offered (`takes_encoded` is false), but correct all the same.
-            HttpEncoding::Json => {
-                let structs = data.decode().map_err(|e| {
-                    ExportError::Permanent(format!("cannot decode an encoded batch: {e}"))
-                })?;
-                self.export(&Arc::new(structs), progress).await
-            }
+        if self.encoding != HttpEncoding::Proto {
+            return Err(ExportError::Permanent(
+                "encoded batches are OTLP protobuf; this exporter sends JSON".into(),
+            ));
         }
+        self.post(data.signal, data.bytes.clone()).await
     }
 }
 

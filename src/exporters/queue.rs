@@ -244,6 +244,29 @@ impl ExporterFanout {
     pub fn new(targets: Vec<Arc<ExporterInput>>) -> ExporterFanout {
         ExporterFanout { targets }
     }
+
+    /// Reserves room in every target's queue, or says which one is full.
+    fn reserve_all(&self, record_len: u64) -> Result<Vec<Slot<'_>>, String> {
+        self.targets
+            .iter()
+            .map(|t| t.try_reserve(record_len))
+            .collect()
+    }
+
+    /// Exports `data` through each queue-less target in turn.
+    async fn send_direct_all(
+        direct: Vec<&Arc<ExporterInput>>,
+        data: Payload,
+        acks: Acks,
+    ) -> Result<(), String> {
+        let mut result = Ok(());
+        for t in direct {
+            if let Err(e) = t.send_direct(data.clone(), acks.clone()).await {
+                result = Err(e);
+            }
+        }
+        result
+    }
 }
 
 #[async_trait]
@@ -256,20 +279,17 @@ impl Consumer for ExporterFanout {
             .any(|t| t.is_disk())
             .then(|| disk_queue::encode_record(&data));
         let record_len = record.as_ref().map_or(0, |r| r.len() as u64);
-        let mut slots = Vec::with_capacity(self.targets.len());
-        for t in &self.targets {
-            match t.try_reserve(record_len) {
-                Ok(s) => slots.push(s),
-                Err(reason) => {
-                    return Err(ConsumeError::refused(
-                        reason,
-                        Duration::from_secs(1),
-                        data,
-                        acks,
-                    ))
-                }
+        let slots = match self.reserve_all(record_len) {
+            Ok(s) => s,
+            Err(reason) => {
+                return Err(ConsumeError::refused(
+                    reason,
+                    Duration::from_secs(1),
+                    data,
+                    acks,
+                ))
             }
-        }
+        };
         // Exporters only read the batch, so they share one copy.
         let data = Arc::new(data);
         let mut memory = Vec::new();
@@ -296,16 +316,9 @@ impl Consumer for ExporterFanout {
         for (t, p) in memory {
             t.send_reserved(p, Payload::Structs(data.clone()), acks.clone());
         }
-        let mut result = Ok(());
-        for t in direct {
-            if let Err(e) = t
-                .send_direct(Payload::Structs(data.clone()), acks.clone())
-                .await
-            {
-                result = Err(ConsumeError::Failed(e));
-            }
-        }
-        result
+        Self::send_direct_all(direct, Payload::Structs(data), acks)
+            .await
+            .map_err(ConsumeError::Failed)
     }
 
     fn takes_encoded(&self) -> bool {
@@ -317,26 +330,23 @@ impl Consumer for ExporterFanout {
         data: EncodedBatch,
         acks: Acks,
     ) -> Result<(), ConsumeError<EncodedBatch>> {
-        let mut slots = Vec::with_capacity(self.targets.len());
-        for t in &self.targets {
-            if !t.encoded {
-                return Err(ConsumeError::Failed(format!(
-                    "exporter {} does not take encoded batches",
-                    t.shared.name
-                )));
-            }
-            match t.try_reserve(0) {
-                Ok(s) => slots.push(s),
-                Err(reason) => {
-                    return Err(ConsumeError::refused(
-                        reason,
-                        Duration::from_secs(1),
-                        data,
-                        acks,
-                    ))
-                }
-            }
+        if let Some(t) = self.targets.iter().find(|t| !t.encoded) {
+            return Err(ConsumeError::Failed(format!(
+                "exporter {} does not take encoded batches",
+                t.shared.name
+            )));
         }
+        let slots = match self.reserve_all(0) {
+            Ok(s) => s,
+            Err(reason) => {
+                return Err(ConsumeError::refused(
+                    reason,
+                    Duration::from_secs(1),
+                    data,
+                    acks,
+                ))
+            }
+        };
         let mut direct = Vec::new();
         for (t, s) in self.targets.iter().zip(slots) {
             match s {
@@ -346,16 +356,9 @@ impl Consumer for ExporterFanout {
                 Slot::Disk(_) => {}
             }
         }
-        let mut result = Ok(());
-        for t in direct {
-            if let Err(e) = t
-                .send_direct(Payload::Encoded(data.clone()), acks.clone())
-                .await
-            {
-                result = Err(ConsumeError::Failed(e));
-            }
-        }
-        result
+        Self::send_direct_all(direct, Payload::Encoded(data), acks)
+            .await
+            .map_err(ConsumeError::Failed)
     }
 }
 

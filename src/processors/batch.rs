@@ -191,16 +191,17 @@ async fn run(
                     (Some((mut data, acks)), Some(enc)) => {
                         buf_acks.extend(acks);
                         // Cut at `send_batch_max_size` before encoding: bytes cannot be split.
-                        while max > 0 && count + data.item_count() > max {
-                            let head = split_front(&mut data, max - count);
-                            count += head.item_count();
+                        let mut n = data.item_count();
+                        while max > 0 && count + n > max {
+                            let take = max - count;
+                            let head = split_front(&mut data, take);
                             enc.push(&head);
                             drop(head);
-                            let batch = enc.take(count);
+                            n -= take;
                             count = 0;
-                            sender.send(batch, buf_acks.clone()).await;
+                            sender.send(enc.take(max), buf_acks.clone()).await;
                         }
-                        count += data.item_count();
+                        count += n;
                         enc.push(&data);
                         drop(data);
                         if count >= target {
@@ -659,13 +660,7 @@ mod tests {
             send_batch_max_size: 12,
             timeout: Duration::from_millis(50),
         };
-        let running = spawn(
-            cfg,
-            sink.clone(),
-            "batch".into(),
-            &[],
-            CancellationToken::new(),
-        );
+        let running = start(cfg, sink.clone());
         let (a, mut a_done) = crate::pipeline::Ack::new();
         let (b, mut b_done) = crate::pipeline::Ack::new();
         running
@@ -709,6 +704,15 @@ mod tests {
         got: std::sync::Mutex<Vec<EncodedBatch>>,
     }
 
+    impl CollectEncoded {
+        fn refusing(n: u64) -> Arc<CollectEncoded> {
+            Arc::new(CollectEncoded {
+                refuse: AtomicU64::new(n),
+                got: std::sync::Mutex::new(Vec::new()),
+            })
+        }
+    }
+
     #[async_trait]
     impl Consumer for CollectEncoded {
         async fn consume(&self, _data: Telemetry, _acks: Acks) -> Result<(), ConsumeError> {
@@ -733,6 +737,11 @@ mod tests {
             self.got.lock().unwrap().push(data);
             Ok(())
         }
+    }
+
+    /// A batcher in front of `next`, as a pipeline would start it.
+    fn start(cfg: BatchConfig, next: BoxConsumer) -> RunningBatch {
+        spawn(cfg, next, "batch".into(), &[], CancellationToken::new())
     }
 
     fn names(t: &Telemetry) -> Vec<String> {
@@ -792,13 +801,7 @@ mod tests {
             }
         }
         let keep = Arc::new(Keep(std::sync::Mutex::new(Vec::new())));
-        let running = spawn(
-            cfg.clone(),
-            keep.clone(),
-            "batch".into(),
-            &[],
-            CancellationToken::new(),
-        );
+        let running = start(cfg.clone(), keep.clone());
         for r in requests() {
             running.input.consume(r, Acks::none()).await.unwrap();
         }
@@ -817,17 +820,8 @@ mod tests {
             .collect();
 
         // Encoded mode, refusing the first two offers (the batcher retries).
-        let sink = Arc::new(CollectEncoded {
-            refuse: AtomicU64::new(2),
-            got: std::sync::Mutex::new(Vec::new()),
-        });
-        let running = spawn(
-            cfg,
-            sink.clone(),
-            "batch".into(),
-            &[],
-            CancellationToken::new(),
-        );
+        let sink = CollectEncoded::refusing(2);
+        let running = start(cfg, sink.clone());
         let (a, mut a_done) = crate::pipeline::Ack::new();
         for (i, r) in requests().into_iter().enumerate() {
             let acks = if i == 0 {
@@ -870,22 +864,13 @@ mod tests {
 
     #[tokio::test]
     async fn encoded_mode_sends_a_partial_batch_at_the_timeout() {
-        let sink = Arc::new(CollectEncoded {
-            refuse: AtomicU64::new(0),
-            got: std::sync::Mutex::new(Vec::new()),
-        });
+        let sink = CollectEncoded::refusing(0);
         let cfg = BatchConfig {
             send_batch_size: 100,
             send_batch_max_size: 0,
             timeout: Duration::from_millis(20),
         };
-        let running = spawn(
-            cfg,
-            sink.clone(),
-            "batch".into(),
-            &[],
-            CancellationToken::new(),
-        );
+        let running = start(cfg, sink.clone());
         running
             .input
             .consume(spans(&[&[3]]), Acks::none())
