@@ -1,9 +1,9 @@
 //! Processor `limits`: bounds what one sender can make spanwire hold and
 //! forward — the number of attributes per resource, scope, span, span event,
 //! link, log record and data point, the length of attribute values, and the
-//! number of events and links per span. What is cut is recorded in OTLP's
-//! own `dropped_*_count` fields (so backends show it) and counted in
-//! self-metrics.
+//! number of events and links per span, and (when set) the length of log
+//! bodies. What is cut is recorded in OTLP's own `dropped_*_count` fields
+//! (so backends show it) and counted in self-metrics.
 
 use metrics::Counter;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
@@ -28,6 +28,10 @@ pub struct LimitsConfig {
     pub max_span_events: usize,
     /// Links kept per span.
     pub max_span_links: usize,
+    /// Bytes kept of a string or bytes log body (cut on a character
+    /// boundary); also elements kept of an array or map body, and bytes of
+    /// the values in it. 0 (the default): no limit, as in OTel's log limits.
+    pub max_log_body_length: usize,
 }
 
 impl Default for LimitsConfig {
@@ -37,6 +41,7 @@ impl Default for LimitsConfig {
             max_attribute_value_length: 16384,
             max_span_events: 128,
             max_span_links: 128,
+            max_log_body_length: 0,
         }
     }
 }
@@ -59,6 +64,7 @@ pub struct Limits {
     values_truncated: Counter,
     events_dropped: Counter,
     links_dropped: Counter,
+    bodies_truncated: Counter,
 }
 
 impl Limits {
@@ -71,6 +77,7 @@ impl Limits {
             values_truncated: c("spanwire_limits_values_truncated_total"),
             events_dropped: c("spanwire_limits_span_events_dropped_total"),
             links_dropped: c("spanwire_limits_span_links_dropped_total"),
+            bodies_truncated: c("spanwire_limits_log_bodies_truncated_total"),
         }
     }
 
@@ -85,7 +92,7 @@ impl Limits {
             let mut cut = 0u64;
             for kv in attrs.iter_mut() {
                 if let Some(v) = &mut kv.value {
-                    cut += self.value(v);
+                    cut += cut_value(v, self.cfg.max_attribute_value_length);
                 }
             }
             if cut > 0 {
@@ -93,47 +100,6 @@ impl Limits {
             }
         }
         dropped.min(u32::MAX as usize) as u32
-    }
-
-    /// Bounds one value (recursively); returns how many values were cut.
-    fn value(&self, v: &mut AnyValue) -> u64 {
-        let max = self.cfg.max_attribute_value_length;
-        match &mut v.value {
-            Some(any_value::Value::StringValue(s)) if s.len() > max => {
-                let mut end = max;
-                while !s.is_char_boundary(end) {
-                    end -= 1;
-                }
-                s.truncate(end);
-                1
-            }
-            Some(any_value::Value::BytesValue(b)) if b.len() > max => {
-                b.truncate(max);
-                1
-            }
-            Some(any_value::Value::ArrayValue(a)) => {
-                let mut n = 0;
-                if a.values.len() > max {
-                    a.values.truncate(max);
-                    n += 1;
-                }
-                n + a.values.iter_mut().map(|e| self.value(e)).sum::<u64>()
-            }
-            Some(any_value::Value::KvlistValue(l)) => {
-                let mut n = 0;
-                if l.values.len() > max {
-                    l.values.truncate(max);
-                    n += 1;
-                }
-                n + l
-                    .values
-                    .iter_mut()
-                    .filter_map(|kv| kv.value.as_mut())
-                    .map(|e| self.value(e))
-                    .sum::<u64>()
-            }
-            _ => 0,
-        }
     }
 
     fn resource(&self, r: &mut Option<opentelemetry_proto::tonic::resource::v1::Resource>) {
@@ -146,6 +112,47 @@ impl Limits {
         if let Some(s) = s {
             s.dropped_attributes_count += self.attrs(&mut s.attributes);
         }
+    }
+}
+
+/// Bounds one value to `max` bytes (strings on a character boundary) or
+/// `max` elements (arrays, maps), recursively; returns how many values were cut.
+fn cut_value(v: &mut AnyValue, max: usize) -> u64 {
+    match &mut v.value {
+        Some(any_value::Value::StringValue(s)) if s.len() > max => {
+            let mut end = max;
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            s.truncate(end);
+            1
+        }
+        Some(any_value::Value::BytesValue(b)) if b.len() > max => {
+            b.truncate(max);
+            1
+        }
+        Some(any_value::Value::ArrayValue(a)) => {
+            let mut n = 0;
+            if a.values.len() > max {
+                a.values.truncate(max);
+                n += 1;
+            }
+            n + a.values.iter_mut().map(|e| cut_value(e, max)).sum::<u64>()
+        }
+        Some(any_value::Value::KvlistValue(l)) => {
+            let mut n = 0;
+            if l.values.len() > max {
+                l.values.truncate(max);
+                n += 1;
+            }
+            n + l
+                .values
+                .iter_mut()
+                .filter_map(|kv| kv.value.as_mut())
+                .map(|e| cut_value(e, max))
+                .sum::<u64>()
+        }
+        _ => 0,
     }
 }
 
@@ -188,6 +195,12 @@ impl SyncProcessor for Limits {
                         self.scope(&mut sl.scope);
                         for rec in &mut sl.log_records {
                             rec.dropped_attributes_count += self.attrs(&mut rec.attributes);
+                            let max = self.cfg.max_log_body_length;
+                            if let Some(body) = rec.body.as_mut().filter(|_| max > 0) {
+                                if cut_value(body, max) > 0 {
+                                    self.bodies_truncated.increment(1);
+                                }
+                            }
                         }
                     }
                 }
@@ -234,6 +247,7 @@ mod tests {
             max_attribute_value_length: 5,
             max_span_events: 2,
             max_span_links: 128,
+            max_log_body_length: 0,
         };
         let p = Limits::new(&cfg, &[]);
         let many: Vec<KeyValue> = (0..10)
@@ -298,5 +312,78 @@ mod tests {
             .events
             .iter()
             .all(|e| e.attributes.len() == 3 && e.dropped_attributes_count == 7));
+    }
+
+    fn log(body: any_value::Value) -> Telemetry {
+        use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+        Telemetry::Logs(vec![ResourceLogs {
+            scope_logs: vec![ScopeLogs {
+                log_records: vec![LogRecord {
+                    body: Some(AnyValue { value: Some(body) }),
+                    attributes: vec![kv("a", any_value::Value::StringValue("x".repeat(40)))],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }])
+    }
+
+    fn body(t: Telemetry) -> (any_value::Value, String) {
+        let Telemetry::Logs(out) = t else { panic!() };
+        let rec = &out[0].scope_logs[0].log_records[0];
+        let attr = match &rec.attributes[0].value.as_ref().unwrap().value {
+            Some(any_value::Value::StringValue(t)) => t.clone(),
+            _ => panic!(),
+        };
+        (rec.body.clone().unwrap().value.unwrap(), attr)
+    }
+
+    #[test]
+    fn log_bodies_cut_only_when_max_log_body_length_is_set() {
+        let text = "ab€".repeat(10); // 5 bytes each; 50 in all
+                                     // Default: no body limit, attribute values bounded as before.
+        let defaults = LimitsConfig {
+            max_attribute_value_length: 30,
+            ..Default::default()
+        };
+        let p = Limits::new(&defaults, &[]);
+        let (b, attr) = body(
+            p.process(log(any_value::Value::StringValue(text.clone())))
+                .unwrap(),
+        );
+        assert_eq!(b, any_value::Value::StringValue(text.clone()));
+        assert_eq!(attr.len(), 30);
+
+        let cfg = LimitsConfig {
+            max_log_body_length: 8,
+            ..Default::default()
+        };
+        let p = Limits::new(&cfg, &[]);
+        // 8 bytes would split the second €: 7 stay.
+        let (b, attr) = body(p.process(log(any_value::Value::StringValue(text))).unwrap());
+        assert_eq!(b, any_value::Value::StringValue("ab€ab".into()));
+        assert_eq!(attr.len(), 40, "the body limit leaves attributes alone");
+        // A map body: at most 8 entries, and each value at most 8 bytes.
+        let map =
+            any_value::Value::KvlistValue(opentelemetry_proto::tonic::common::v1::KeyValueList {
+                values: (0..12)
+                    .map(|i| {
+                        kv(
+                            &format!("k{i}"),
+                            any_value::Value::StringValue("z".repeat(20)),
+                        )
+                    })
+                    .collect(),
+            });
+        let (b, _) = body(p.process(log(map)).unwrap());
+        let any_value::Value::KvlistValue(l) = b else {
+            panic!()
+        };
+        assert_eq!(l.values.len(), 8);
+        assert!(l.values.iter().all(|kv| matches!(
+            &kv.value.as_ref().unwrap().value,
+            Some(any_value::Value::StringValue(s)) if s.len() == 8
+        )));
     }
 }
