@@ -418,6 +418,106 @@ fn emf_convert(c: &mut Criterion) {
     g.finish();
 }
 
+/// The disk-backed sending queue (`sending_queue.storage`): what one queued
+/// batch costs, written and then handed to a worker and marked done. The
+/// record is made as the exporter fan-out makes it (from structs, or from an
+/// encoded batch without a copy), appended to a segment in a temporary
+/// directory, taken back with `next` and released with `done`, so segments
+/// are written, rotated and deleted as in a long run.
+/// `cached`: the worker gets the batch from memory (the default keeps
+/// `queue_size` batches there). `read_back`: it reads the record from the
+/// file, as after a restart or when the backlog outgrows memory, and decodes
+/// it (`structs`) or hands the checked bytes out as they are (`encoded`, for
+/// `otlp` / `otlphttp` exporters). `fsync_always` (the default policy) adds
+/// one `fdatasync` per batch and measures this machine's disk more than
+/// spanwire.
+fn disk_queue(c: &mut Criterion) {
+    use spanwire::config::types::{FsyncPolicy, WhenFull};
+    use spanwire::exporters::disk_queue::{encode_record, encoded_record, DiskConfig, DiskQueue};
+    use spanwire::exporters::queue::Payload;
+    use spanwire::signal::EncodedBatch;
+    use std::sync::Arc;
+    use tokio_util::sync::CancellationToken;
+
+    const BATCHES: u64 = 16;
+    const SPANS: u64 = 1000;
+    let batches: Vec<Arc<Telemetry>> = (0..BATCHES)
+        .map(|i| {
+            let mut t = Telemetry::Traces(agent_request(i * 10 + 1, 100).resource_spans);
+            for j in 2..=(SPANS / 100) {
+                append(
+                    &mut t,
+                    Telemetry::Traces(agent_request(i * 10 + j, 100).resource_spans),
+                );
+            }
+            Arc::new(t)
+        })
+        .collect();
+    let encoded: Vec<EncodedBatch> = batches.iter().map(|b| EncodedBatch::encode(b)).collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let stop = CancellationToken::new();
+    let mut g = c.benchmark_group("disk_queue_16x1000_spans");
+    g.throughput(Throughput::Elements(BATCHES * SPANS));
+    g.sample_size(20);
+    for (name, enc, fsync, memory_batches) in [
+        ("structs/cached/fsync_never", false, FsyncPolicy::Never, 64),
+        (
+            "structs/read_back/fsync_never",
+            false,
+            FsyncPolicy::Never,
+            0,
+        ),
+        ("encoded/read_back/fsync_never", true, FsyncPolicy::Never, 0),
+        (
+            "structs/cached/fsync_always",
+            false,
+            FsyncPolicy::Always,
+            64,
+        ),
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = DiskConfig {
+            dir: dir.path().join("q"),
+            max_bytes: 1 << 30,
+            segment_bytes: 8 << 20,
+            when_full: WhenFull::Block,
+            fsync,
+            memory_batches,
+            read_encoded: enc,
+        };
+        let (q, _) = DiskQueue::open(cfg, "bench").expect("open");
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                for i in 0..BATCHES as usize {
+                    let (record, payload) = if enc {
+                        let e = &encoded[i];
+                        (encoded_record(e), Payload::Encoded(e.clone()))
+                    } else {
+                        let d = &batches[i];
+                        (encode_record(d), Payload::Structs(d.clone()))
+                    };
+                    let res = q
+                        .reserve(record.len() as u64)
+                        .expect("open queue")
+                        .expect("room");
+                    q.append(res, &record, &payload).expect("append");
+                }
+                let mut spans = 0;
+                for _ in 0..BATCHES {
+                    let e = rt.block_on(q.next(&stop)).expect("a batch");
+                    spans += e.data.item_count();
+                    q.done(e.seq);
+                }
+                assert_eq!(spans as u64, BATCHES * SPANS);
+            })
+        });
+        q.close();
+    }
+    g.finish();
+}
+
 criterion_group!(
     benches,
     emf_convert,
@@ -425,6 +525,7 @@ criterion_group!(
     bedrock_convert,
     xray_convert,
     aws_spans_convert,
-    agent_metrics
+    agent_metrics,
+    disk_queue
 );
 criterion_main!(benches);

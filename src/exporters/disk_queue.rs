@@ -49,8 +49,9 @@ use metrics::{Counter, Gauge};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::queue::Payload;
 use crate::config::types::{FsyncPolicy, QueueConfig, WhenFull};
-use crate::signal::{Signal, Telemetry};
+use crate::signal::{EncodedBatch, Signal, Telemetry};
 use crate::telemetry::{exporter_counter, gauge};
 
 const SEGMENT_MAGIC: &[u8; 4] = b"SWQ1";
@@ -96,6 +97,10 @@ pub struct DiskConfig {
     pub fsync: FsyncPolicy,
     /// Batches kept in memory as well, so workers skip reading them back.
     pub memory_batches: usize,
+    /// Batches read back from disk are handed out as the encoded request
+    /// ([`Payload::Encoded`], not decoded) — for exporters that send OTLP
+    /// protobuf as is. Otherwise they are decoded into structs.
+    pub read_encoded: bool,
 }
 
 impl DiskConfig {
@@ -114,6 +119,7 @@ impl DiskConfig {
             when_full: queue.when_full,
             fsync: queue.fsync,
             memory_batches: queue.queue_size,
+            read_encoded: false,
         }
     }
 }
@@ -174,7 +180,7 @@ struct State {
     /// Records not yet done.
     pending_records: u64,
     /// Recent batches, by seq, so workers need not read them back.
-    cache: VecDeque<(u64, Arc<Telemetry>)>,
+    cache: VecDeque<(u64, Payload)>,
     closed: bool,
 }
 
@@ -220,8 +226,9 @@ pub struct DiskQueue {
 pub struct Entry {
     /// Its number, for [`DiskQueue::done`].
     pub seq: u64,
-    /// The data.
-    pub data: Arc<Telemetry>,
+    /// The data: as appended while it is in the memory cache; read back, as
+    /// [`DiskConfig::read_encoded`] says.
+    pub data: Payload,
 }
 
 /// Room promised by [`DiskQueue::reserve`].
@@ -284,21 +291,49 @@ fn record_crc(signal: u8, items: u32, payload: &[u8]) -> u32 {
     h.finalize()
 }
 
-/// Encodes a record (header and payload) for `data`.
-pub fn encode_record(data: &Telemetry) -> Bytes {
-    let mut buf = Vec::with_capacity(HEADER + 1024);
-    buf.resize(HEADER, 0);
+/// A record ready to append: its header and its payload (the body of an
+/// OTLP request), written one after the other.
+#[derive(Debug, Clone)]
+pub struct Record {
+    header: [u8; HEADER],
+    payload: Bytes,
+}
+
+impl Record {
+    /// The record for `payload` (an OTLP request body of `signal`).
+    fn new(signal: Signal, items: usize, payload: Bytes) -> Record {
+        let sig = signal_byte(signal);
+        let items = items.min(u32::MAX as usize) as u32;
+        let mut header = [0u8; HEADER];
+        header[0..4].copy_from_slice(RECORD_MAGIC);
+        header[4..8].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+        header[8..12].copy_from_slice(&record_crc(sig, items, &payload).to_le_bytes());
+        header[12] = sig;
+        header[13..17].copy_from_slice(&items.to_le_bytes());
+        Record { header, payload }
+    }
+
+    /// Bytes on disk, header included.
+    pub fn len(&self) -> usize {
+        HEADER + self.payload.len()
+    }
+
+    /// Never true: a record has at least its header.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+/// Encodes a record for `data`.
+pub fn encode_record(data: &Telemetry) -> Record {
+    let mut buf = Vec::with_capacity(1024);
     data.encode_request(&mut buf);
-    let len = (buf.len() - HEADER) as u32;
-    let sig = signal_byte(data.signal());
-    let items = data.item_count().min(u32::MAX as usize) as u32;
-    let crc = record_crc(sig, items, &buf[HEADER..]);
-    buf[0..4].copy_from_slice(RECORD_MAGIC);
-    buf[4..8].copy_from_slice(&len.to_le_bytes());
-    buf[8..12].copy_from_slice(&crc.to_le_bytes());
-    buf[12] = sig;
-    buf[13..17].copy_from_slice(&items.to_le_bytes());
-    Bytes::from(buf)
+    Record::new(data.signal(), data.item_count(), Bytes::from(buf))
+}
+
+/// The record for an already encoded batch (its bytes are shared, not copied).
+pub fn encoded_record(batch: &EncodedBatch) -> Record {
+    Record::new(batch.signal, batch.items, batch.bytes.clone())
 }
 
 /// Parses the record at `at` in `buf`: its meta, or None if it is not a whole valid record.
@@ -551,15 +586,15 @@ impl DiskQueue {
         }))
     }
 
-    /// Appends an encoded record (from [`encode_record`]) for `data`.
+    /// Appends `record` (from [`encode_record`] or [`encoded_record`]) for `data`.
     /// Blocking file I/O: call from a blocking thread. Appends are
     /// serialised by the writer lock; the write and fsync happen without the
     /// state lock, so workers keep reading and finishing batches meanwhile.
     pub fn append(
         &self,
         res: Reservation,
-        record: &[u8],
-        data: &Arc<Telemetry>,
+        record: &Record,
+        data: &Payload,
     ) -> Result<Appended, DiskQueueError> {
         let items = data.item_count() as u64;
         if res.drop {
@@ -593,14 +628,17 @@ impl DiskQueue {
         let Some(file) = w.as_mut() else {
             return Err(DiskQueueError::Closed);
         };
-        let written = file.write_all(record).and_then(|()| {
-            if self.cfg.fsync == FsyncPolicy::Always {
-                file.sync_data()
-            } else {
-                self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
-                Ok(())
-            }
-        });
+        let written = file
+            .write_all(&record.header)
+            .and_then(|()| file.write_all(&record.payload))
+            .and_then(|()| {
+                if self.cfg.fsync == FsyncPolicy::Always {
+                    file.sync_data()
+                } else {
+                    self.dirty.store(true, std::sync::atomic::Ordering::Relaxed);
+                    Ok(())
+                }
+            });
         if let Err(e) = written {
             // Part of the record may be in the file: the next append starts a new segment.
             *w = None;
@@ -733,12 +771,7 @@ impl DiskQueue {
                     return Some(Entry { seq, data });
                 }
                 match self.read_back(&path, meta) {
-                    Ok(data) => {
-                        return Some(Entry {
-                            seq,
-                            data: Arc::new(data),
-                        })
-                    }
+                    Ok(data) => return Some(Entry { seq, data }),
                     Err(reason) => {
                         tracing::error!(queue = %self.dir_display, seq, items = meta.items, %reason,
                             "disk queue: a queued batch could not be read back; skipping it");
@@ -757,10 +790,7 @@ impl DiskQueue {
 
     /// Picks the next seq to hand out: its cached data, or where to read it.
     #[allow(clippy::type_complexity)]
-    fn take_next(
-        &self,
-        st: &mut State,
-    ) -> Option<(u64, Option<Arc<Telemetry>>, RecordMeta, PathBuf)> {
+    fn take_next(&self, st: &mut State) -> Option<(u64, Option<Payload>, RecordMeta, PathBuf)> {
         loop {
             if st.read_seq >= st.next_seq {
                 return None;
@@ -792,13 +822,25 @@ impl DiskQueue {
         }
     }
 
-    fn read_back(&self, path: &Path, meta: RecordMeta) -> Result<Telemetry, String> {
+    /// Reads a record back, checks it, and decodes it (or, with
+    /// `read_encoded`, hands its payload out as is: the checksum shows it is
+    /// the request that was written).
+    fn read_back(&self, path: &Path, meta: RecordMeta) -> Result<Payload, String> {
         let f = File::open(path).map_err(|e| e.to_string())?;
         let mut buf = vec![0u8; HEADER + meta.len as usize];
         f.read_exact_at(&mut buf, meta.offset)
             .map_err(|e| e.to_string())?;
         let m = parse_record(&buf, 0).ok_or("checksum mismatch")?;
-        Telemetry::decode_request(m.signal, &buf[HEADER..]).map_err(|e| e.to_string())
+        if self.cfg.read_encoded {
+            return Ok(Payload::Encoded(EncodedBatch {
+                signal: m.signal,
+                items: m.items as usize,
+                bytes: Bytes::from(buf).slice(HEADER..),
+            }));
+        }
+        Telemetry::decode_request(m.signal, &buf[HEADER..])
+            .map(|t| Payload::Structs(Arc::new(t)))
+            .map_err(|e| e.to_string())
     }
 
     /// Marks a batch done (delivered, or dropped for good by the exporter):

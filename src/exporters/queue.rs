@@ -81,7 +81,7 @@ pub struct ExporterInput {
     shared: Arc<Shared>,
     mode: Mode,
     /// Takes [`Payload::Encoded`] batches (its exporter sends OTLP protobuf
-    /// as is and its queue is in memory).
+    /// as is).
     encoded: bool,
 }
 
@@ -186,9 +186,9 @@ impl ExporterInput {
     async fn append_disk(
         &self,
         res: disk_queue::Reservation,
-        record: bytes::Bytes,
-        data: Arc<Telemetry>,
-        acks: Acks,
+        record: disk_queue::Record,
+        data: Payload,
+        acks: &Acks,
     ) -> Result<(), DiskQueueError> {
         let Mode::Disk(d) = &self.mode else {
             return Err(DiskQueueError::Closed);
@@ -253,6 +253,49 @@ impl ExporterFanout {
             .collect()
     }
 
+    /// Hands `payload` to every reserved slot: disk queues first (a failed
+    /// write refuses the batch before any memory queue has it), then memory
+    /// queues, then each queue-less target in turn. `record` is the
+    /// payload's disk record when a slot is on disk.
+    async fn dispatch(
+        &self,
+        slots: Vec<Slot<'_>>,
+        payload: Payload,
+        record: Option<disk_queue::Record>,
+        acks: Acks,
+    ) -> Result<(), Dispatch> {
+        let mut memory = Vec::new();
+        let mut direct = Vec::new();
+        for (t, s) in self.targets.iter().zip(slots) {
+            match s {
+                Slot::Memory(p) => memory.push((t, p)),
+                Slot::Direct => direct.push(t),
+                Slot::Disk(res) => {
+                    // Always there: the caller encodes it when any target is on disk.
+                    let Some(record) = record.clone() else {
+                        return Err(Dispatch::DiskWrite(format!(
+                            "exporter {}: no disk record for the batch",
+                            t.shared.name
+                        )));
+                    };
+                    if let Err(e) = t.append_disk(res, record, payload.clone(), &acks).await {
+                        tracing::error!(exporter = %t.shared.name, error = %e, "could not write to the disk queue; refusing the batch");
+                        return Err(Dispatch::DiskWrite(format!(
+                            "exporter {}: {e}",
+                            t.shared.name
+                        )));
+                    }
+                }
+            }
+        }
+        for (t, p) in memory {
+            t.send_reserved(p, payload.clone(), acks.clone());
+        }
+        Self::send_direct_all(direct, payload, acks)
+            .await
+            .map_err(Dispatch::Failed)
+    }
+
     /// Exports `data` through each queue-less target in turn.
     async fn send_direct_all(
         direct: Vec<&Arc<ExporterInput>>,
@@ -292,33 +335,20 @@ impl Consumer for ExporterFanout {
         };
         // Exporters only read the batch, so they share one copy.
         let data = Arc::new(data);
-        let mut memory = Vec::new();
-        let mut direct = Vec::new();
-        for (t, s) in self.targets.iter().zip(slots) {
-            match s {
-                Slot::Memory(p) => memory.push((t, p)),
-                Slot::Direct => direct.push(t),
-                Slot::Disk(res) => {
-                    let record = record.clone().unwrap_or_default();
-                    if let Err(e) = t.append_disk(res, record, data.clone(), acks.clone()).await {
-                        tracing::error!(exporter = %t.shared.name, error = %e, "could not write to the disk queue; refusing the batch");
-                        let data = Arc::try_unwrap(data).unwrap_or_else(|d| (*d).clone());
-                        return Err(ConsumeError::refused(
-                            format!("exporter {}: {e}", t.shared.name),
-                            Duration::from_secs(1),
-                            data,
-                            acks,
-                        ));
-                    }
-                }
+        let payload = Payload::Structs(data.clone());
+        match self.dispatch(slots, payload, record, acks.clone()).await {
+            Ok(()) => Ok(()),
+            Err(Dispatch::Failed(e)) => Err(ConsumeError::Failed(e)),
+            Err(Dispatch::DiskWrite(reason)) => {
+                let data = Arc::try_unwrap(data).unwrap_or_else(|d| (*d).clone());
+                Err(ConsumeError::refused(
+                    reason,
+                    Duration::from_secs(1),
+                    data,
+                    acks,
+                ))
             }
         }
-        for (t, p) in memory {
-            t.send_reserved(p, Payload::Structs(data.clone()), acks.clone());
-        }
-        Self::send_direct_all(direct, Payload::Structs(data), acks)
-            .await
-            .map_err(ConsumeError::Failed)
     }
 
     fn takes_encoded(&self) -> bool {
@@ -336,7 +366,14 @@ impl Consumer for ExporterFanout {
                 t.shared.name
             )));
         }
-        let slots = match self.reserve_all(0) {
+        // A disk queue writes the batch's bytes as they are, after a header.
+        let record = self
+            .targets
+            .iter()
+            .any(|t| t.is_disk())
+            .then(|| disk_queue::encoded_record(&data));
+        let record_len = record.as_ref().map_or(0, |r| r.len() as u64);
+        let slots = match self.reserve_all(record_len) {
             Ok(s) => s,
             Err(reason) => {
                 return Err(ConsumeError::refused(
@@ -347,19 +384,26 @@ impl Consumer for ExporterFanout {
                 ))
             }
         };
-        let mut direct = Vec::new();
-        for (t, s) in self.targets.iter().zip(slots) {
-            match s {
-                Slot::Memory(p) => t.send_reserved(p, Payload::Encoded(data.clone()), acks.clone()),
-                Slot::Direct => direct.push(t),
-                // `encoded` is never set on a disk-queued exporter.
-                Slot::Disk(_) => {}
-            }
+        let payload = Payload::Encoded(data.clone());
+        match self.dispatch(slots, payload, record, acks.clone()).await {
+            Ok(()) => Ok(()),
+            Err(Dispatch::Failed(e)) => Err(ConsumeError::Failed(e)),
+            Err(Dispatch::DiskWrite(reason)) => Err(ConsumeError::refused(
+                reason,
+                Duration::from_secs(1),
+                data,
+                acks,
+            )),
         }
-        Self::send_direct_all(direct, Payload::Encoded(data), acks)
-            .await
-            .map_err(ConsumeError::Failed)
     }
+}
+
+/// Why [`ExporterFanout::dispatch`] failed.
+enum Dispatch {
+    /// A disk queue could not be written: the batch is refused (retryable).
+    DiskWrite(String),
+    /// A queue-less exporter could not deliver it.
+    Failed(String),
 }
 
 /// A running exporter.
@@ -404,7 +448,12 @@ pub fn spawn(
     }
     gauge("spanwire_exporter_queue_capacity", &labels).set(queue.queue_size as f64);
     if let Some(root) = &queue.storage {
-        let (disk, _) = DiskQueue::open(DiskConfig::from_queue(queue, root, name), name)?;
+        let encoded = export.takes_encoded();
+        let cfg = DiskConfig {
+            read_encoded: encoded,
+            ..DiskConfig::from_queue(queue, root, name)
+        };
+        let (disk, _) = DiskQueue::open(cfg, name)?;
         if queue.fsync == crate::config::types::FsyncPolicy::Interval {
             disk.spawn_syncer(queue.fsync_interval, stop.clone());
         }
@@ -421,9 +470,9 @@ pub fn spawn(
                 );
                 tokio::spawn(async move {
                     while let Some(entry) = disk.next(&stop).await {
-                        let data = Payload::Structs(entry.data);
                         let outcome =
-                            deliver(export.as_ref(), &data, &retry, &stop, &shared, true).await;
+                            deliver(export.as_ref(), &entry.data, &retry, &stop, &shared, true)
+                                .await;
                         // A batch kept at shutdown stays queued for the next run.
                         if outcome != Outcome::Kept {
                             disk.done(entry.seq);
@@ -436,7 +485,7 @@ pub fn spawn(
             input: Arc::new(ExporterInput {
                 shared: shared.clone(),
                 mode: Mode::Disk(disk),
-                encoded: false,
+                encoded,
             }),
             shared,
             workers,
@@ -829,22 +878,87 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("exporter structs"), "{err}");
         assert!(!ExporterFanout::new(Vec::new()).takes_encoded());
+        // A disk queue takes what its exporter takes.
         let dir = tempfile::tempdir().unwrap();
-        let on_disk = spawn(
-            "disk",
-            enc,
-            &QueueConfig {
-                enabled: true,
-                storage: Some(dir.path().to_path_buf()),
-                ..Default::default()
-            },
+        let disk = QueueConfig {
+            enabled: true,
+            storage: Some(dir.path().to_path_buf()),
+            ..Default::default()
+        };
+        let enc_on_disk =
+            spawn("disk-enc", enc, &disk, RetryConfig::default(), stop.clone()).unwrap();
+        assert!(ExporterFanout::new(vec![enc_on_disk.input.clone()]).takes_encoded());
+        let flaky = Arc::new(Flaky {
+            fail_first: 0,
+            calls: AtomicUsize::new(0),
+            delivered: AtomicUsize::new(0),
+        });
+        let structs_on_disk = spawn(
+            "disk-structs",
+            flaky,
+            &disk,
             RetryConfig::default(),
             stop.clone(),
         )
         .unwrap();
-        assert!(
-            !ExporterFanout::new(vec![on_disk.input.clone()]).takes_encoded(),
-            "a disk queue stores structs' records"
+        assert!(!ExporterFanout::new(vec![structs_on_disk.input.clone()]).takes_encoded());
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn encoded_batches_go_through_a_disk_queue_as_the_same_bytes() {
+        let enc = Arc::new(EncodedOnly {
+            fail_first: AtomicUsize::new(2),
+            got: std::sync::Mutex::new(Vec::new()),
+        });
+        let dir = tempfile::tempdir().unwrap();
+        // queue_size 0: no batch is kept in memory, every one is read back.
+        let q = QueueConfig {
+            enabled: true,
+            num_consumers: 1,
+            queue_size: 0,
+            storage: Some(dir.path().to_path_buf()),
+            ..Default::default()
+        };
+        let stop = CancellationToken::new();
+        let running = spawn("enc", enc.clone(), &q, RetryConfig::default(), stop.clone()).unwrap();
+        let fan = ExporterFanout::new(vec![running.input.clone()]);
+        assert!(fan.takes_encoded());
+        let mut sent = Vec::new();
+        for i in 0..3u64 {
+            use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+            let t = Telemetry::Traces(vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: (0..=i)
+                        .map(|j| Span {
+                            name: format!("s{i}-{j}"),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }]);
+            let batch = EncodedBatch::encode(&t);
+            let (ack, waiter) = crate::pipeline::Ack::new();
+            fan.consume_encoded(batch.clone(), Acks::one(ack))
+                .await
+                .unwrap();
+            // Durably queued counts as delivered.
+            assert_eq!(waiter.wait().await, AckOutcome::Delivered);
+            sent.push(batch);
+        }
+        // Wait for the worker to send all three (after two refusals).
+        for _ in 0..200 {
+            if enc.got.lock().unwrap().len() == 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(*enc.got.lock().unwrap(), sent, "in order, byte for byte");
+        assert_eq!(
+            running.shared.disk.as_ref().map(|d| d.pending_items()),
+            Some(0)
         );
         stop.cancel();
     }
