@@ -313,6 +313,16 @@ impl Record {
         Record { header, payload }
     }
 
+    /// Items in it, from its header.
+    fn items(&self) -> u32 {
+        u32::from_le_bytes([
+            self.header[13],
+            self.header[14],
+            self.header[15],
+            self.header[16],
+        ])
+    }
+
     /// Bytes on disk, header included.
     pub fn len(&self) -> usize {
         HEADER + self.payload.len()
@@ -596,7 +606,7 @@ impl DiskQueue {
         record: &Record,
         data: &Payload,
     ) -> Result<Appended, DiskQueueError> {
-        let items = data.item_count() as u64;
+        let items = u64::from(record.items());
         if res.drop {
             self.dropped_newest.increment(items);
             tracing::warn!(queue = %self.dir_display, items, "disk queue full; dropping the newest batch (when_full: drop_newest)");

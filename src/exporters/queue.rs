@@ -245,12 +245,20 @@ impl ExporterFanout {
         ExporterFanout { targets }
     }
 
-    /// Reserves room in every target's queue, or says which one is full.
-    fn reserve_all(&self, record_len: u64) -> Result<Vec<Slot<'_>>, String> {
-        self.targets
+    /// Makes the batch's disk record (only when a target queues on disk)
+    /// and reserves room in every target's queue, or says which one is full.
+    fn reserve_all(
+        &self,
+        record: impl FnOnce() -> disk_queue::Record,
+    ) -> Result<(Vec<Slot<'_>>, Option<disk_queue::Record>), String> {
+        let record = self.targets.iter().any(|t| t.is_disk()).then(record);
+        let len = record.as_ref().map_or(0, |r| r.len() as u64);
+        let slots = self
+            .targets
             .iter()
-            .map(|t| t.try_reserve(record_len))
-            .collect()
+            .map(|t| t.try_reserve(len))
+            .collect::<Result<_, _>>()?;
+        Ok((slots, record))
     }
 
     /// Hands `payload` to every reserved slot: disk queues first (a failed
@@ -316,39 +324,21 @@ impl ExporterFanout {
 impl Consumer for ExporterFanout {
     async fn consume(&self, data: Telemetry, acks: Acks) -> Result<(), ConsumeError> {
         // A disk queue needs the encoded batch; encode it once for all of them.
-        let record = self
-            .targets
-            .iter()
-            .any(|t| t.is_disk())
-            .then(|| disk_queue::encode_record(&data));
-        let record_len = record.as_ref().map_or(0, |r| r.len() as u64);
-        let slots = match self.reserve_all(record_len) {
-            Ok(s) => s,
-            Err(reason) => {
-                return Err(ConsumeError::refused(
-                    reason,
-                    Duration::from_secs(1),
-                    data,
-                    acks,
-                ))
-            }
+        let (slots, record) = match self.reserve_all(|| disk_queue::encode_record(&data)) {
+            Ok(r) => r,
+            Err(reason) => return Err(ConsumeError::refused(reason, REFUSED_RETRY, data, acks)),
         };
         // Exporters only read the batch, so they share one copy.
         let data = Arc::new(data);
         let payload = Payload::Structs(data.clone());
-        match self.dispatch(slots, payload, record, acks.clone()).await {
-            Ok(()) => Ok(()),
-            Err(Dispatch::Failed(e)) => Err(ConsumeError::Failed(e)),
-            Err(Dispatch::DiskWrite(reason)) => {
-                let data = Arc::try_unwrap(data).unwrap_or_else(|d| (*d).clone());
-                Err(ConsumeError::refused(
-                    reason,
-                    Duration::from_secs(1),
-                    data,
+        self.dispatch(slots, payload, record, acks.clone())
+            .await
+            .map_err(|e| {
+                e.into_consume_error(
+                    || Arc::try_unwrap(data).unwrap_or_else(|d| (*d).clone()),
                     acks,
-                ))
-            }
-        }
+                )
+            })
     }
 
     fn takes_encoded(&self) -> bool {
@@ -367,36 +357,19 @@ impl Consumer for ExporterFanout {
             )));
         }
         // A disk queue writes the batch's bytes as they are, after a header.
-        let record = self
-            .targets
-            .iter()
-            .any(|t| t.is_disk())
-            .then(|| disk_queue::encoded_record(&data));
-        let record_len = record.as_ref().map_or(0, |r| r.len() as u64);
-        let slots = match self.reserve_all(record_len) {
-            Ok(s) => s,
-            Err(reason) => {
-                return Err(ConsumeError::refused(
-                    reason,
-                    Duration::from_secs(1),
-                    data,
-                    acks,
-                ))
-            }
+        let (slots, record) = match self.reserve_all(|| disk_queue::encoded_record(&data)) {
+            Ok(r) => r,
+            Err(reason) => return Err(ConsumeError::refused(reason, REFUSED_RETRY, data, acks)),
         };
         let payload = Payload::Encoded(data.clone());
-        match self.dispatch(slots, payload, record, acks.clone()).await {
-            Ok(()) => Ok(()),
-            Err(Dispatch::Failed(e)) => Err(ConsumeError::Failed(e)),
-            Err(Dispatch::DiskWrite(reason)) => Err(ConsumeError::refused(
-                reason,
-                Duration::from_secs(1),
-                data,
-                acks,
-            )),
-        }
+        self.dispatch(slots, payload, record, acks.clone())
+            .await
+            .map_err(|e| e.into_consume_error(|| data, acks))
     }
 }
+
+/// How long a sender is asked to wait when a queue is full or a disk write failed.
+const REFUSED_RETRY: Duration = Duration::from_secs(1);
 
 /// Why [`ExporterFanout::dispatch`] failed.
 enum Dispatch {
@@ -404,6 +377,22 @@ enum Dispatch {
     DiskWrite(String),
     /// A queue-less exporter could not deliver it.
     Failed(String),
+}
+
+impl Dispatch {
+    /// The error for the sender; `data` gives the batch back for a refusal.
+    fn into_consume_error<T: std::fmt::Debug>(
+        self,
+        data: impl FnOnce() -> T,
+        acks: Acks,
+    ) -> ConsumeError<T> {
+        match self {
+            Dispatch::Failed(e) => ConsumeError::Failed(e),
+            Dispatch::DiskWrite(reason) => {
+                ConsumeError::refused(reason, REFUSED_RETRY, data(), acks)
+            }
+        }
+    }
 }
 
 /// A running exporter.
