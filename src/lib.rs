@@ -7,6 +7,7 @@
 
 pub mod aws;
 pub mod config;
+pub mod consumer;
 pub mod connectors;
 pub mod convert;
 pub mod exporters;

@@ -36,6 +36,18 @@ pub enum NetError {
     Tls(String),
 }
 
+impl From<NetError> for crate::consumer::StartError {
+    fn from(e: NetError) -> Self {
+        match e {
+            NetError::Bind { endpoint, source } => crate::consumer::StartError::Listen {
+                address: endpoint,
+                source,
+            },
+            NetError::Tls(m) => crate::consumer::StartError::Tls(m),
+        }
+    }
+}
+
 /// Resolves `host:port` and binds a TCP listener on the first address that works.
 pub async fn bind(endpoint: &str) -> Result<TcpListener, NetError> {
     let fail = |source: io::Error| NetError::Bind {
@@ -639,13 +651,13 @@ impl BearerAuth {
 pub fn bearer_auth(
     cfg: Option<&crate::config::types::AuthConfig>,
     component: &str,
-) -> Result<Option<BearerAuth>, crate::pipeline::StartError> {
+) -> Result<Option<BearerAuth>, crate::consumer::StartError> {
     match cfg {
         None => Ok(None),
         Some(a) => a
             .token()
             .map(|t| Some(BearerAuth::new(&t)))
-            .map_err(|e| crate::pipeline::StartError::component(component, e)),
+            .map_err(|e| crate::consumer::StartError::component(component, e)),
     }
 }
 

@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::de::DeError;
 use crate::config::types::duration;
 use crate::exporters::{Export, ExportError, ExportOk, Progress};
-use crate::pipeline::{Acks, BoxConsumer};
+use crate::consumer::{Acks, BoxConsumer};
 use crate::signal::{string_attribute, Telemetry};
 
 fn default_buckets() -> Vec<f64> {

@@ -17,7 +17,7 @@ use crate::config::types::{duration, QueueConfig, RetryConfig};
 use crate::convert::log_events::{
     expand, record_message, record_time_ms, LogEvent, LogFormat, NameKind,
 };
-use crate::pipeline::StartError;
+use crate::consumer::StartError;
 use crate::signal::{Signal, Telemetry};
 
 /// Signals the exporter takes.

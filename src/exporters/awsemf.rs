@@ -22,7 +22,7 @@ use crate::convert::emf::{
     self, Deltas, DimensionRollup, LabelMatcher, MetricDeclaration, MAX_DIMENSIONS_PER_SET,
 };
 use crate::convert::log_events::{expand, LogEvent, NameKind};
-use crate::pipeline::StartError;
+use crate::consumer::StartError;
 use crate::signal::{Signal, Telemetry};
 
 /// Signals the exporter takes.

@@ -30,7 +30,7 @@ use crate::aws::{error_text, AwsSettings};
 use crate::config::de::DeError;
 use crate::config::types::{duration, QueueConfig, RetryConfig};
 use crate::convert::xray::{self, Document};
-use crate::pipeline::StartError;
+use crate::consumer::StartError;
 use crate::signal::Telemetry;
 
 /// Most documents in one PutTraceSegments call.

@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::{Export, ExportError, ExportOk};
 use crate::config::de::DeError;
-use crate::pipeline::StartError;
+use crate::consumer::StartError;
 use crate::signal::Telemetry;
 
 /// `exporters.file.rotation`.

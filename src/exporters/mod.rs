@@ -24,7 +24,7 @@ use crate::config::de::{from_node, DeError};
 use crate::config::types::{QueueConfig, RetryConfig};
 use crate::config::yaml::Node;
 use crate::config::ComponentId;
-use crate::pipeline::StartError;
+use crate::consumer::StartError;
 use crate::signal::{EncodedBatch, Signal, Telemetry};
 
 /// The typed config of one exporter.

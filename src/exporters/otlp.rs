@@ -23,7 +23,7 @@ use tonic::{Code, Status};
 use super::{Export, ExportError, ExportOk, OtlpResponse};
 use crate::config::de::DeError;
 use crate::config::types::{duration, Compression, QueueConfig, RetryConfig, TlsClientConfig};
-use crate::pipeline::StartError;
+use crate::consumer::StartError;
 use crate::signal::{EncodedBatch, Signal, Telemetry};
 
 /// `exporters.otlp`.

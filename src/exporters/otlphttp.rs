@@ -17,7 +17,7 @@ use super::{Export, ExportError, ExportOk, OtlpResponse};
 use crate::config::de::DeError;
 use crate::config::types::{duration, Compression, QueueConfig, RetryConfig, TlsClientConfig};
 use crate::net::HttpsConnector;
-use crate::pipeline::StartError;
+use crate::consumer::StartError;
 use crate::signal::{EncodedBatch, Signal, Telemetry};
 
 /// Wire encoding of request bodies.

@@ -26,7 +26,7 @@ use crate::config::types::{check_listen_endpoint, duration};
 use crate::convert::prometheus::{
     job_instance, label_value, labels, metric_name, render, Family, FamilyType, SeriesValue,
 };
-use crate::pipeline::StartError;
+use crate::consumer::StartError;
 use crate::signal::{Signal, Telemetry};
 
 fn default_endpoint() -> String {

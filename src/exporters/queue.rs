@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::disk_queue::{self, Appended, DiskConfig, DiskQueue, DiskQueueError};
 use super::{Export, ExportError};
 use crate::config::types::RetryConfig;
-use crate::pipeline::{AckOutcome, Acks, ConsumeError, Consumer};
+use crate::consumer::{AckOutcome, Acks, ConsumeError, Consumer};
 use crate::signal::{EncodedBatch, Signal, Telemetry};
 use crate::telemetry::{gauge, SignalCounters};
 
@@ -929,7 +929,7 @@ mod tests {
                 ..Default::default()
             }]);
             let batch = EncodedBatch::encode(&t);
-            let (ack, waiter) = crate::pipeline::Ack::new();
+            let (ack, waiter) = crate::consumer::Ack::new();
             fan.consume_encoded(batch.clone(), Acks::one(ack))
                 .await
                 .unwrap();

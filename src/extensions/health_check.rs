@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::de::DeError;
 use crate::config::types::check_listen_endpoint;
-use crate::pipeline::StartError;
+use crate::consumer::StartError;
 
 /// `extensions.health_check`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -7,7 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::de::{from_node, DeError};
 use crate::config::yaml::Node;
-use crate::pipeline::StartError;
+use crate::consumer::StartError;
 pub use health_check::Health;
 
 /// The typed config of one extension.

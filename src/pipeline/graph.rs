@@ -16,42 +16,16 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{BoxConsumer, Consumers, PipelineFanout};
+use super::PipelineFanout;
+use crate::consumer::{BoxConsumer, Consumers, StartError};
 use crate::config::{ComponentId, Config};
 use crate::exporters::queue::{self, ExporterFanout, RunningExporter};
 use crate::extensions::Health;
-use crate::net::NetError;
 use crate::processors::attributes::{AttributesProcessor, ResourceProcessor};
 use crate::processors::batch::{self, RunningBatch};
 use crate::processors::memory_limiter::MemoryLimiter;
 use crate::processors::{ProcessorConfig, ProcessorStage};
 use crate::signal::Signal;
-
-/// Why the service could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// A listener could not be bound.
-    #[error(transparent)]
-    Net(#[from] NetError),
-    /// A component could not be built.
-    #[error("{component}: {message}")]
-    Component {
-        /// The component id.
-        component: String,
-        /// What went wrong.
-        message: String,
-    },
-}
-
-impl StartError {
-    /// An error about `component`.
-    pub fn component(component: &str, message: impl Into<String>) -> StartError {
-        StartError::Component {
-            component: component.to_string(),
-            message: message.into(),
-        }
-    }
-}
 
 /// What shutdown could not deliver.
 #[derive(Debug, Default, Clone, PartialEq)]

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 use super::SyncProcessor;
 use crate::config::de::DeError;
-use crate::pipeline::ConsumeError;
+use crate::consumer::ConsumeError;
 use crate::signal::Telemetry;
 
 /// What to do with a key.

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::de::DeError;
 use crate::config::types::duration;
-use crate::pipeline::{AckOutcome, Acks, BoxConsumer, ConsumeError, Consumer};
+use crate::consumer::{AckOutcome, Acks, BoxConsumer, ConsumeError, Consumer};
 use crate::signal::{metric_points, EncodedBatch, Signal, Telemetry};
 use crate::telemetry::SignalCounters;
 use opentelemetry_proto::tonic::logs::v1::{ResourceLogs, ScopeLogs};
@@ -661,8 +661,8 @@ mod tests {
             timeout: Duration::from_millis(50),
         };
         let running = start(cfg, sink.clone());
-        let (a, mut a_done) = crate::pipeline::Ack::new();
-        let (b, mut b_done) = crate::pipeline::Ack::new();
+        let (a, mut a_done) = crate::consumer::Ack::new();
+        let (b, mut b_done) = crate::consumer::Ack::new();
         running
             .input
             .consume(spans(&[&[25]]), Acks::one(a))
@@ -686,15 +686,15 @@ mod tests {
         let last = held.pop().unwrap();
         drop(held);
         assert_eq!(b_done.try_outcome(), None, "b's data is in the last batch");
-        last.mark(crate::pipeline::AckOutcome::Delivered);
+        last.mark(crate::consumer::AckOutcome::Delivered);
         drop(last);
         assert_eq!(
             a_done.try_outcome(),
-            Some(crate::pipeline::AckOutcome::Delivered)
+            Some(crate::consumer::AckOutcome::Delivered)
         );
         assert_eq!(
             b_done.try_outcome(),
-            Some(crate::pipeline::AckOutcome::Delivered)
+            Some(crate::consumer::AckOutcome::Delivered)
         );
     }
 
@@ -822,7 +822,7 @@ mod tests {
         // Encoded mode, refusing the first two offers (the batcher retries).
         let sink = CollectEncoded::refusing(2);
         let running = start(cfg, sink.clone());
-        let (a, mut a_done) = crate::pipeline::Ack::new();
+        let (a, mut a_done) = crate::consumer::Ack::new();
         for (i, r) in requests().into_iter().enumerate() {
             let acks = if i == 0 {
                 Acks::one(a.clone())
@@ -858,7 +858,7 @@ mod tests {
         drop(got);
         assert_eq!(
             a_done.try_outcome(),
-            Some(crate::pipeline::AckOutcome::Delivered)
+            Some(crate::consumer::AckOutcome::Delivered)
         );
     }
 

@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::SyncProcessor;
 use crate::config::de::DeError;
-use crate::pipeline::ConsumeError;
+use crate::consumer::ConsumeError;
 use crate::signal::Telemetry;
 
 /// `processors.limits`.

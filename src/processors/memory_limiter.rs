@@ -12,7 +12,7 @@ use serde::Deserialize;
 use super::SyncProcessor;
 use crate::config::de::DeError;
 use crate::config::types::duration;
-use crate::pipeline::ConsumeError;
+use crate::consumer::ConsumeError;
 use crate::signal::Telemetry;
 
 const MIB: u64 = 1024 * 1024;

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 
 use crate::config::de::{from_node, DeError};
 use crate::config::yaml::Node;
-use crate::pipeline::{AckOutcome, Acks, BoxConsumer, ConsumeError, Consumer};
+use crate::consumer::{AckOutcome, Acks, BoxConsumer, ConsumeError, Consumer};
 use crate::signal::{Signal, Telemetry};
 use crate::telemetry::SignalCounters;
 

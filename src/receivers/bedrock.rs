@@ -29,7 +29,7 @@ use crate::config::ComponentId;
 use crate::convert::bedrock::assemble::{Assembler, Released};
 use crate::convert::bedrock::{self, CaptureContent, Options, TraceParent};
 use crate::net::{self, Body};
-use crate::pipeline::{BoxConsumer, ConsumeError, StartError};
+use crate::consumer::{BoxConsumer, ConsumeError, StartError};
 use crate::signal::{string_attribute, Signal, Telemetry};
 use crate::telemetry::SignalCounters;
 
@@ -268,7 +268,7 @@ async fn sender(
         }
         let mut backoff = Duration::from_millis(10);
         loop {
-            match consumer.consume(data, crate::pipeline::Acks::none()).await {
+            match consumer.consume(data, crate::consumer::Acks::none()).await {
                 Ok(()) => {
                     accepted.add(Signal::Traces, n);
                     break;

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::de::{from_node, DeError};
 use crate::config::yaml::Node;
 use crate::config::ComponentId;
-use crate::pipeline::{Consumers, StartError};
+use crate::consumer::{Consumers, StartError};
 use crate::signal::Signal;
 
 /// The typed config of one receiver.

@@ -9,7 +9,7 @@
 //!   second, backing off with jitter on ProvisionedThroughputExceeded, and
 //!   replacing expired iterators after the last record read.
 //! - **At least once.** Each batch goes to the pipelines with an
-//!   acknowledgement ([`crate::pipeline::Ack`]); the shard's checkpoint moves
+//!   acknowledgement ([`crate::consumer::Ack`]); the shard's checkpoint moves
 //!   past a batch only when every exporter has settled its copy, in order.
 //!   After a crash, reading resumes after the checkpoint: only the
 //!   unacknowledged tail is read again.
@@ -32,7 +32,7 @@ use crate::config::de::DeError;
 use crate::config::types::duration;
 use crate::config::ComponentId;
 use crate::convert::aws_spans::{SpanStream, StreamOptions};
-use crate::pipeline::{Consumers, StartError};
+use crate::consumer::{Consumers, StartError};
 use crate::signal::Signal;
 
 pub use decode::Format;

@@ -16,7 +16,7 @@ use super::decode::{self, Decoded};
 use super::{Shared, StartPosition, StreamRef};
 use crate::aws::error_text;
 use crate::convert::aws_spans;
-use crate::pipeline::{Ack, AckOutcome, AckWaiter, Acks, BoxConsumer, ConsumeError};
+use crate::consumer::{Ack, AckOutcome, AckWaiter, Acks, BoxConsumer, ConsumeError};
 use crate::signal::{Signal, Telemetry};
 
 /// A shard as listed.

@@ -26,7 +26,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
 use super::{GrpcConfig, Intake, Rejection};
-use crate::pipeline::{BoxConsumer, StartError};
+use crate::consumer::{BoxConsumer, StartError};
 use crate::signal::{Signal, Telemetry};
 
 #[derive(Clone)]

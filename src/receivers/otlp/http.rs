@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{HttpConfig, Intake, Rejection};
 use crate::net::{self, Body, DecompressError};
-use crate::pipeline::StartError;
+use crate::consumer::StartError;
 use crate::rpc::RpcStatus;
 use crate::signal::{
     ExportLogsServiceRequest, ExportMetricsServiceRequest, ExportTraceServiceRequest, Signal,

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::de::DeError;
 use crate::config::types::{check_listen_endpoint, AuthConfig, TlsServerConfig};
 use crate::config::ComponentId;
-use crate::pipeline::{
+use crate::consumer::{
     Ack, AckOutcome, AckWaiter, Acks, BoxConsumer, ConsumeError, Consumers, StartError,
 };
 use crate::signal::{Signal, Telemetry};
