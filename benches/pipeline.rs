@@ -433,9 +433,9 @@ fn emf_convert(c: &mut Criterion) {
 /// spanwire.
 fn disk_queue(c: &mut Criterion) {
     use spanwire::config::types::{FsyncPolicy, WhenFull};
-    use spanwire::exporters::disk_queue::{encode_record, encoded_record, DiskConfig, DiskQueue};
-    use spanwire::exporters::queue::Payload;
+    use spanwire::queue::disk::{encode_record, encoded_record, DiskConfig, DiskQueue};
     use spanwire::signal::EncodedBatch;
+    use spanwire::signal::Payload;
     use std::sync::Arc;
     use tokio_util::sync::CancellationToken;
 

@@ -106,7 +106,7 @@ pub fn config(data: &[u8]) {
         return;
     };
     let sources = [("fuzz.yaml".to_string(), text.to_string())];
-    if let Err(e) = crate::config::load_sources(&sources, &|_| None) {
+    if let Err(e) = crate::config::load_sources(&sources, &|_| None, &crate::components()) {
         assert!(!e.to_string().is_empty(), "an error without a message");
     }
 }

@@ -6,9 +6,10 @@
 #![warn(missing_docs)]
 
 pub mod aws;
+pub mod component;
 pub mod config;
-pub mod consumer;
 pub mod connectors;
+pub mod consumer;
 pub mod convert;
 pub mod exporters;
 pub mod extensions;
@@ -16,7 +17,19 @@ pub mod fuzzing;
 pub mod net;
 pub mod pipeline;
 pub mod processors;
+pub mod queue;
 pub mod receivers;
 pub mod rpc;
 pub mod signal;
 pub mod telemetry;
+
+/// Every component spanwire ships: the five registries, one per kind.
+pub fn components() -> component::Registry {
+    component::Registry {
+        receivers: receivers::FACTORIES,
+        processors: processors::FACTORIES,
+        exporters: exporters::FACTORIES,
+        connectors: connectors::FACTORIES,
+        extensions: extensions::FACTORIES,
+    }
+}

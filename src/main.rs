@@ -94,22 +94,24 @@ fn main() -> ExitCode {
     spanwire::telemetry::process_start_nanos();
     let cli = Cli::parse();
     match cli.command {
-        Command::Validate { config } => match spanwire::config::load_files(&config) {
-            Ok(cfg) => {
-                for w in &cfg.warnings {
-                    eprintln!("warning: {w}");
+        Command::Validate { config } => {
+            match spanwire::config::load_files(&config, &spanwire::components()) {
+                Ok(cfg) => {
+                    for w in &cfg.warnings {
+                        eprintln!("warning: {w}");
+                    }
+                    println!("{}: valid", config.join(", "));
+                    ExitCode::SUCCESS
                 }
-                println!("{}: valid", config.join(", "));
-                ExitCode::SUCCESS
-            }
-            Err(errors) => {
-                for e in &errors.0 {
-                    eprintln!("error: {e}");
+                Err(errors) => {
+                    for e in &errors.0 {
+                        eprintln!("error: {e}");
+                    }
+                    eprintln!("{} error(s) found", errors.0.len());
+                    ExitCode::from(1)
                 }
-                eprintln!("{} error(s) found", errors.0.len());
-                ExitCode::from(1)
             }
-        },
+        }
         Command::Convert {
             from,
             to,
@@ -163,7 +165,7 @@ fn main() -> ExitCode {
 }
 
 fn run(paths: &[String]) -> anyhow::Result<ExitCode> {
-    let cfg = match spanwire::config::load_files(paths) {
+    let cfg = match spanwire::config::load_files(paths, &spanwire::components()) {
         Ok(c) => c,
         Err(errors) => {
             for e in &errors.0 {

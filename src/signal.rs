@@ -1,6 +1,7 @@
 //! The data that flows through pipelines: OTLP protobuf structs, one enum per batch.
 
 use std::fmt;
+use std::sync::Arc;
 
 pub use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 pub use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -219,4 +220,31 @@ pub fn attribute(key: &str, value: any_value::Value) -> KeyValue {
 /// A string attribute.
 pub fn string_attribute(key: &str, value: impl Into<String>) -> KeyValue {
     attribute(key, any_value::Value::StringValue(value.into()))
+}
+
+/// A batch as an exporter's queue holds it and its exporter sends it.
+#[derive(Debug, Clone)]
+pub enum Payload {
+    /// Structs, shared by every exporter of the pipeline.
+    Structs(Arc<Telemetry>),
+    /// Already encoded as an OTLP request (see [`EncodedBatch`]).
+    Encoded(EncodedBatch),
+}
+
+impl Payload {
+    /// The signal of the batch.
+    pub fn signal(&self) -> Signal {
+        match self {
+            Payload::Structs(d) => d.signal(),
+            Payload::Encoded(e) => e.signal,
+        }
+    }
+
+    /// Its items (spans, data points, log records).
+    pub fn item_count(&self) -> usize {
+        match self {
+            Payload::Structs(d) => d.item_count(),
+            Payload::Encoded(e) => e.items,
+        }
+    }
 }

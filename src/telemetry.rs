@@ -5,10 +5,84 @@ use std::sync::OnceLock;
 
 use metrics::{Counter, Gauge};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use serde::Deserialize;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{LogFormat, LogsTelemetry};
 use crate::signal::Signal;
+
+/// Log output settings (`service.telemetry.logs`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogsTelemetry {
+    /// `trace`, `debug`, `info`, `warn` or `error` (or any `tracing` filter directive).
+    pub level: String,
+    /// `text` or `json`.
+    pub format: LogFormat,
+}
+
+impl Default for LogsTelemetry {
+    fn default() -> Self {
+        LogsTelemetry {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Self-metrics settings (`service.telemetry.metrics`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsTelemetry {
+    /// Where to serve self-metrics in Prometheus text format; empty disables the endpoint.
+    pub address: String,
+    /// `none` disables the endpoint; `basic`, `normal` and `detailed` serve everything.
+    pub level: MetricsLevel,
+}
+
+/// How much self-metrics to expose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricsLevel {
+    /// No self-metrics endpoint.
+    None,
+    /// Everything (spanwire has one level of detail today).
+    Basic,
+    /// Everything.
+    Normal,
+    /// Everything.
+    Detailed,
+}
+
+impl Default for MetricsTelemetry {
+    fn default() -> Self {
+        MetricsTelemetry {
+            address: "localhost:8888".into(),
+            level: MetricsLevel::Normal,
+        }
+    }
+}
+
+/// `service.telemetry`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// Logs.
+    pub logs: LogsTelemetry,
+    /// Self-metrics.
+    pub metrics: MetricsTelemetry,
+}
 
 /// Why telemetry could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -188,4 +262,42 @@ pub fn exporter_counter(metric: &'static str, exporter: &str, reason: &'static s
     } else {
         metrics::counter!(metric, "exporter" => exporter.to_string(), "reason" => reason)
     }
+}
+
+/// Serves the self-metrics of `handle` at `cfg.address` `/metrics`
+/// (`None` when the endpoint is disabled); it stops when `cancel` fires.
+pub async fn serve_metrics(
+    cfg: &MetricsTelemetry,
+    handle: PrometheusHandle,
+    cancel: CancellationToken,
+) -> Result<Option<JoinHandle<()>>, crate::net::NetError> {
+    if cfg.address.is_empty() || cfg.level == MetricsLevel::None {
+        return Ok(None);
+    }
+    let listener = crate::net::bind(&cfg.address).await?;
+    tracing::info!(endpoint = %cfg.address, "self-metrics at /metrics");
+    Ok(Some(crate::net::serve_http(
+        listener,
+        None,
+        move |req| {
+            let handle = handle.clone();
+            async move {
+                let (status, body) = if req.uri().path() == "/metrics" {
+                    (http::StatusCode::OK, render(&handle))
+                } else {
+                    (http::StatusCode::NOT_FOUND, "see /metrics\n".to_string())
+                };
+                let mut r =
+                    http::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
+                *r.status_mut() = status;
+                r.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                r
+            }
+        },
+        cancel,
+        std::time::Duration::from_secs(1),
+    )))
 }

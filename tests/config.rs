@@ -34,7 +34,7 @@ fn every_shipped_pipeline_validates() {
         let p = path.to_string_lossy().to_string();
         let (ok, _, err) = validate(&["--config", &p]);
         assert!(ok, "{p} does not validate:\n{err}");
-        assert!(spanwire::config::load_files(&[p]).is_ok());
+        assert!(spanwire::config::load_files(&[p], &spanwire::components()).is_ok());
         n += 1;
     }
     assert!(
@@ -158,13 +158,15 @@ fn later_files_override_earlier_and_env_is_substituted() {
         "b.yaml",
         "exporters:\n  debug:\n    verbosity: ${env:SPANWIRE_TEST_VERBOSITY:-detailed}\n",
     );
-    let cfg = spanwire::config::load_files(&[a.clone(), b]).unwrap();
+    let cfg = spanwire::config::load_files(&[a.clone(), b], &spanwire::components()).unwrap();
     let debug = cfg.exporters.iter().find(|e| e.id.kind == "debug").unwrap();
-    match &debug.config {
-        spanwire::exporters::ExporterConfig::Debug(d) => {
-            assert_eq!(d.verbosity, spanwire::exporters::debug::Verbosity::Detailed)
-        }
-        other => panic!("{other:?}"),
+    match debug
+        .config
+        .config_as()
+        .downcast_ref::<spanwire::exporters::debug::DebugConfig>()
+    {
+        Some(d) => assert_eq!(d.verbosity, spanwire::exporters::debug::Verbosity::Detailed),
+        None => panic!("{:?}", debug.config),
     }
     // A bad override is reported in the file that made it.
     let c = write(

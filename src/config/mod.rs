@@ -14,62 +14,18 @@ pub mod yaml;
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
-
-use crate::exporters::ExporterConfig;
-use crate::extensions::ExtensionConfig;
-use crate::processors::ProcessorConfig;
-use crate::receivers::ReceiverConfig;
+pub use crate::component::ComponentId;
+use crate::component::{
+    ConnectorDef, ExporterDef, ExtensionDef, Factories, ProcessorDef, ReceiverDef, Registry,
+};
 use crate::signal::Signal;
+pub use crate::telemetry::{
+    LogFormat, LogsTelemetry, MetricsLevel, MetricsTelemetry, TelemetryConfig,
+};
 use yaml::{Mark, Node, Scalar, Value};
-
-/// A component id: `type` or `type/name`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ComponentId {
-    /// The component type, e.g. `otlp`.
-    pub kind: String,
-    /// The optional name after the slash.
-    pub name: Option<String>,
-}
-
-impl ComponentId {
-    /// Parses `type[/name]`.
-    pub fn parse(s: &str) -> Result<ComponentId, String> {
-        let (kind, name) = match s.split_once('/') {
-            Some((k, n)) => (k, Some(n)),
-            None => (s, None),
-        };
-        let valid_type = !kind.is_empty()
-            && kind
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-        if !valid_type {
-            return Err(format!(
-                "invalid component id `{s}`: the type must be lower-case letters, digits or `_`"
-            ));
-        }
-        if let Some(n) = name {
-            if n.is_empty() || n.contains(char::is_whitespace) {
-                return Err(format!("invalid component id `{s}`: the name after `/` must be non-empty without spaces"));
-            }
-        }
-        Ok(ComponentId {
-            kind: kind.to_string(),
-            name: name.map(str::to_string),
-        })
-    }
-}
-
-impl fmt::Display for ComponentId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.name {
-            Some(n) => write!(f, "{}/{}", self.kind, n),
-            None => f.write_str(&self.kind),
-        }
-    }
-}
 
 /// One problem found in a config.
 #[derive(Debug, Clone, PartialEq)]
@@ -154,78 +110,6 @@ pub struct PipelineConfig {
     pub exporters: Vec<ComponentId>,
 }
 
-/// Log output settings (`service.telemetry.logs`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LogsTelemetry {
-    /// `trace`, `debug`, `info`, `warn` or `error` (or any `tracing` filter directive).
-    pub level: String,
-    /// `text` or `json`.
-    pub format: LogFormat,
-}
-
-impl Default for LogsTelemetry {
-    fn default() -> Self {
-        LogsTelemetry {
-            level: "info".into(),
-            format: LogFormat::Text,
-        }
-    }
-}
-
-/// Log line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
-
-/// Self-metrics settings (`service.telemetry.metrics`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct MetricsTelemetry {
-    /// Where to serve self-metrics in Prometheus text format; empty disables the endpoint.
-    pub address: String,
-    /// `none` disables the endpoint; `basic`, `normal` and `detailed` serve everything.
-    pub level: MetricsLevel,
-}
-
-/// How much self-metrics to expose.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MetricsLevel {
-    /// No self-metrics endpoint.
-    None,
-    /// Everything (spanwire has one level of detail today).
-    Basic,
-    /// Everything.
-    Normal,
-    /// Everything.
-    Detailed,
-}
-
-impl Default for MetricsTelemetry {
-    fn default() -> Self {
-        MetricsTelemetry {
-            address: "localhost:8888".into(),
-            level: MetricsLevel::Normal,
-        }
-    }
-}
-
-/// `service.telemetry`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TelemetryConfig {
-    /// Logs.
-    pub logs: LogsTelemetry,
-    /// Self-metrics.
-    pub metrics: MetricsTelemetry,
-}
-
 /// The `service` section.
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
@@ -243,49 +127,51 @@ pub struct ServiceConfig {
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Defined receivers.
-    pub receivers: Vec<Defined<ReceiverConfig>>,
+    pub receivers: Vec<Defined<Arc<dyn ReceiverDef>>>,
     /// Defined processors.
-    pub processors: Vec<Defined<ProcessorConfig>>,
+    pub processors: Vec<Defined<Arc<dyn ProcessorDef>>>,
     /// Defined exporters.
-    pub exporters: Vec<Defined<ExporterConfig>>,
+    pub exporters: Vec<Defined<Arc<dyn ExporterDef>>>,
     /// Defined extensions.
-    pub extensions: Vec<Defined<ExtensionConfig>>,
+    pub extensions: Vec<Defined<Arc<dyn ExtensionDef>>>,
     /// Defined connectors.
-    pub connectors: Vec<Defined<crate::connectors::ConnectorConfig>>,
+    pub connectors: Vec<Defined<Arc<dyn ConnectorDef>>>,
     /// The service section.
     pub service: ServiceConfig,
     /// Warnings (unused components, unset variables).
     pub warnings: Vec<String>,
 }
 
+fn find<'a, T>(defs: &'a [Defined<T>], id: &ComponentId) -> Option<&'a Defined<T>> {
+    defs.iter().find(|d| &d.id == id)
+}
+
 impl Config {
     /// Finds a connector by id.
-    pub fn connector(
-        &self,
-        id: &ComponentId,
-    ) -> Option<&Defined<crate::connectors::ConnectorConfig>> {
-        self.connectors.iter().find(|d| &d.id == id)
+    pub fn connector(&self, id: &ComponentId) -> Option<&Defined<Arc<dyn ConnectorDef>>> {
+        find(&self.connectors, id)
     }
     /// Finds a receiver by id.
-    pub fn receiver(&self, id: &ComponentId) -> Option<&Defined<ReceiverConfig>> {
-        self.receivers.iter().find(|d| &d.id == id)
+    pub fn receiver(&self, id: &ComponentId) -> Option<&Defined<Arc<dyn ReceiverDef>>> {
+        find(&self.receivers, id)
     }
     /// Finds a processor by id.
-    pub fn processor(&self, id: &ComponentId) -> Option<&Defined<ProcessorConfig>> {
-        self.processors.iter().find(|d| &d.id == id)
+    pub fn processor(&self, id: &ComponentId) -> Option<&Defined<Arc<dyn ProcessorDef>>> {
+        find(&self.processors, id)
     }
     /// Finds an exporter by id.
-    pub fn exporter(&self, id: &ComponentId) -> Option<&Defined<ExporterConfig>> {
-        self.exporters.iter().find(|d| &d.id == id)
+    pub fn exporter(&self, id: &ComponentId) -> Option<&Defined<Arc<dyn ExporterDef>>> {
+        find(&self.exporters, id)
     }
     /// Finds an extension by id.
-    pub fn extension(&self, id: &ComponentId) -> Option<&Defined<ExtensionConfig>> {
-        self.extensions.iter().find(|d| &d.id == id)
+    pub fn extension(&self, id: &ComponentId) -> Option<&Defined<Arc<dyn ExtensionDef>>> {
+        find(&self.extensions, id)
     }
 }
 
-/// Reads, merges and validates config files from disk, with the process environment.
-pub fn load_files(paths: &[String]) -> Result<Config, ConfigErrors> {
+/// Reads, merges and validates config files from disk, with the process
+/// environment; `registry` says which component types exist.
+pub fn load_files(paths: &[String], registry: &Registry) -> Result<Config, ConfigErrors> {
     let mut sources = Vec::new();
     for p in paths {
         match std::fs::read_to_string(p) {
@@ -300,13 +186,14 @@ pub fn load_files(paths: &[String]) -> Result<Config, ConfigErrors> {
         }
     }
     let env = |name: &str| std::env::var(name).ok();
-    load_sources(&sources, &env)
+    load_sources(&sources, &env, registry)
 }
 
 /// Parses, merges and validates config texts `(file name, text)`.
 pub fn load_sources(
     sources: &[(String, String)],
     env: yaml::EnvLookup<'_>,
+    registry: &Registry,
 ) -> Result<Config, ConfigErrors> {
     let mut warnings = Vec::new();
     let mut root: Option<Node> = None;
@@ -331,7 +218,7 @@ pub fn load_sources(
             message: "no config file given".into(),
         }])
     })?;
-    let mut cfg = from_tree(&root)?;
+    let mut cfg = from_tree(&root, registry)?;
     cfg.warnings.splice(0..0, warnings);
     Ok(cfg)
 }
@@ -367,15 +254,15 @@ fn de_err(e: de::DeError, fallback: &Mark, component: Option<String>) -> ConfigE
     }
 }
 
-/// Parses each `id: config` entry of a section with `parse(kind, node)`.
-fn section<T>(
+/// Parses each `id: config` entry of a section with the factory its type
+/// names in `factories`.
+fn section<D: ?Sized>(
     root: &Node,
     name: &str,
+    factories: Factories<D>,
     errors: &mut Vec<ConfigError>,
     broken: &mut BTreeSet<ComponentId>,
-    parse: impl Fn(&str, &Node) -> Option<Result<T, de::DeError>>,
-    known: &[&str],
-) -> Vec<Defined<T>> {
+) -> Vec<Defined<Arc<D>>> {
     let mut out = Vec::new();
     let Some(node) = root.get(name) else {
         return out;
@@ -405,8 +292,9 @@ fn section<T>(
                 continue;
             }
         };
-        match parse(&id.kind, v) {
-            None => errors.push(err(
+        let Some(factory) = crate::component::find(factories, &id.kind) else {
+            let known = crate::component::names(factories);
+            errors.push(err(
                 &k.mark,
                 component,
                 format!(
@@ -419,12 +307,15 @@ fn section<T>(
                         known.join(", ")
                     }
                 ),
-            )),
-            Some(Err(e)) => {
+            ));
+            continue;
+        };
+        match factory.parse(v) {
+            Err(e) => {
                 errors.push(de_err(e, &v.mark, component));
                 broken.insert(id);
             }
-            Some(Ok(config)) => out.push(Defined {
+            Ok(config) => out.push(Defined {
                 id,
                 mark: k.mark.clone(),
                 config,
@@ -510,15 +401,52 @@ impl RefCheck<'_> {
     }
 }
 
-fn from_tree(root: &Node) -> Result<Config, ConfigErrors> {
-    let mut errors = Vec::new();
-    let mut warnings = Vec::new();
+/// The five component sections, parsed.
+struct Sections {
+    receivers: Vec<Defined<Arc<dyn ReceiverDef>>>,
+    processors: Vec<Defined<Arc<dyn ProcessorDef>>>,
+    exporters: Vec<Defined<Arc<dyn ExporterDef>>>,
+    extensions: Vec<Defined<Arc<dyn ExtensionDef>>>,
+    connectors: Vec<Defined<Arc<dyn ConnectorDef>>>,
+    /// Ids defined with errors: already reported, so not reported again as undefined.
+    broken: BTreeSet<ComponentId>,
+}
+
+impl Sections {
+    fn parse(root: &Node, registry: &Registry, errors: &mut Vec<ConfigError>) -> Sections {
+        let mut broken = BTreeSet::new();
+        let b = &mut broken;
+        Sections {
+            receivers: section(root, "receivers", registry.receivers, errors, b),
+            processors: section(root, "processors", registry.processors, errors, b),
+            exporters: section(root, "exporters", registry.exporters, errors, b),
+            extensions: section(root, "extensions", registry.extensions, errors, b),
+            connectors: section(root, "connectors", registry.connectors, errors, b),
+            broken,
+        }
+    }
+
+    /// Signals of a component a pipeline lists under `receivers` (a receiver
+    /// or a connector's output side).
+    fn source_signals(&self, id: &ComponentId) -> Option<&'static [Signal]> {
+        find(&self.receivers, id)
+            .map(|d| d.config.signals())
+            .or_else(|| find(&self.connectors, id).map(|d| d.config.output_signals()))
+    }
+
+    /// Signals of a component a pipeline lists under `exporters` (an
+    /// exporter or a connector's input side).
+    fn sink_signals(&self, id: &ComponentId) -> Option<&'static [Signal]> {
+        find(&self.exporters, id)
+            .map(|d| d.config.signals())
+            .or_else(|| find(&self.connectors, id).map(|d| d.config.input_signals()))
+    }
+}
+
+/// Unknown top-level keys.
+fn check_top_level(root: &Node, errors: &mut Vec<ConfigError>) -> bool {
     let Some(top) = root.as_map() else {
-        return Err(ConfigErrors(vec![err(
-            &root.mark,
-            None,
-            "the config must be a mapping",
-        )]));
+        return false;
     };
     for (k, _) in top {
         if !SECTIONS.contains(&k.key_text().as_str()) {
@@ -533,56 +461,11 @@ fn from_tree(root: &Node) -> Result<Config, ConfigErrors> {
             ));
         }
     }
+    true
+}
 
-    // Ids defined with errors: already reported, so not reported again as undefined.
-    let mut broken = BTreeSet::new();
-    let b = &mut broken;
-    let receivers = section(
-        root,
-        "receivers",
-        &mut errors,
-        b,
-        ReceiverConfig::parse,
-        ReceiverConfig::KINDS,
-    );
-    let processors = section(
-        root,
-        "processors",
-        &mut errors,
-        b,
-        ProcessorConfig::parse,
-        ProcessorConfig::KINDS,
-    );
-    let exporters = section(
-        root,
-        "exporters",
-        &mut errors,
-        b,
-        ExporterConfig::parse,
-        ExporterConfig::KINDS,
-    );
-    let extensions = section(
-        root,
-        "extensions",
-        &mut errors,
-        b,
-        ExtensionConfig::parse,
-        ExtensionConfig::KINDS,
-    );
-    let connectors = section(
-        root,
-        "connectors",
-        &mut errors,
-        b,
-        crate::connectors::ConnectorConfig::parse,
-        crate::connectors::ConnectorConfig::KINDS,
-    );
-
-    let empty = Node {
-        value: Value::Map(Vec::new()),
-        mark: root.mark.clone(),
-    };
-    let service = root.get("service").unwrap_or(&empty);
+/// `service`'s own keys, `telemetry` and `shutdown_timeout`.
+fn service_settings(service: &Node, errors: &mut Vec<ConfigError>) -> (TelemetryConfig, Duration) {
     if service.as_map().is_none() {
         errors.push(err(
             &service.mark,
@@ -600,7 +483,6 @@ fn from_tree(root: &Node) -> Result<Config, ConfigErrors> {
             ));
         }
     }
-
     let telemetry = match service.get("telemetry") {
         None => TelemetryConfig::default(),
         Some(n) => match de::from_node::<TelemetryConfig>(n) {
@@ -611,6 +493,17 @@ fn from_tree(root: &Node) -> Result<Config, ConfigErrors> {
             }
         },
     };
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&telemetry.logs.level) {
+        let mark = service.get("telemetry").unwrap_or(service).mark.clone();
+        errors.push(err(
+            &mark,
+            Some("service::telemetry".into()),
+            format!(
+                "logs.level `{}` is not a valid level or filter: {e}",
+                telemetry.logs.level
+            ),
+        ));
+    }
     let shutdown_timeout = match service.get("shutdown_timeout") {
         None => Duration::from_secs(30),
         Some(n) => match de::from_node::<types::HumanDuration>(n) {
@@ -621,16 +514,19 @@ fn from_tree(root: &Node) -> Result<Config, ConfigErrors> {
             }
         },
     };
+    (telemetry, shutdown_timeout)
+}
 
-    // Extensions in use.
-    let mut used: BTreeSet<(String, ComponentId)> = BTreeSet::new();
-    let ext_ids = id_list(
-        service.get("extensions"),
-        "service::extensions",
-        &mut errors,
-    );
+/// `service.extensions`: each must be defined.
+fn service_extensions(
+    service: &Node,
+    sections: &Sections,
+    used: &mut BTreeSet<(String, ComponentId)>,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<ComponentId> {
+    let ext_ids = id_list(service.get("extensions"), "service::extensions", errors);
     for (id, mark) in &ext_ids {
-        if !extensions.iter().any(|d| &d.id == id) && !broken.contains(id) {
+        if find(&sections.extensions, id).is_none() && !sections.broken.contains(id) {
             errors.push(err(
                 mark,
                 Some("service::extensions".into()),
@@ -639,154 +535,160 @@ fn from_tree(root: &Node) -> Result<Config, ConfigErrors> {
         }
         used.insert(("extensions".into(), id.clone()));
     }
+    ext_ids.into_iter().map(|(i, _)| i).collect()
+}
 
-    // Pipelines.
-    let mut pipelines = Vec::new();
-    match service.get("pipelines") {
-        None => errors.push(err(
-            &service.mark,
-            Some("service".into()),
-            "`service.pipelines` is required",
-        )),
+/// `service.pipelines`: each pipeline's lists, checked against the sections.
+fn pipelines(
+    service: &Node,
+    sections: &Sections,
+    used: &mut BTreeSet<(String, ComponentId)>,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<PipelineConfig> {
+    let mut out = Vec::new();
+    let entries = match service.get("pipelines") {
+        None => {
+            errors.push(err(
+                &service.mark,
+                Some("service".into()),
+                "`service.pipelines` is required",
+            ));
+            return out;
+        }
         Some(pnode) => match pnode.as_map() {
-            None => errors.push(err(
-                &pnode.mark,
-                Some("service::pipelines".into()),
-                "must be a mapping",
-            )),
-            Some([]) => errors.push(err(
-                &pnode.mark,
-                Some("service::pipelines".into()),
-                "at least one pipeline is required",
-            )),
-            Some(entries) => {
-                for (k, v) in entries {
-                    let text = k.key_text();
-                    let component = format!("service::pipelines::{text}");
-                    let (sig, name) = match text.split_once('/') {
-                        Some((s, n)) => (s.to_string(), Some(n.to_string())),
-                        None => (text.clone(), None),
-                    };
-                    let Some(signal) = Signal::parse(&sig) else {
-                        errors.push(err(
-                            &k.mark,
-                            Some(component),
-                            format!(
-                                "unknown pipeline type `{sig}`; expected traces, metrics or logs"
-                            ),
-                        ));
-                        continue;
-                    };
-                    if v.as_map().is_none() {
-                        errors.push(err(
-                            &v.mark,
-                            Some(component),
-                            "a pipeline must be a mapping",
-                        ));
-                        continue;
-                    }
-                    for (pk, _) in v.as_map().unwrap_or(&[]) {
-                        let key = pk.key_text();
-                        if !["receivers", "processors", "exporters"].contains(&key.as_str()) {
-                            errors.push(err(
-                                &pk.mark,
-                                Some(component.clone()),
-                                format!("unknown key `{key}`; expected receivers, processors, exporters"),
-                            ));
-                        }
-                    }
-                    let recv = id_list(v.get("receivers"), &component, &mut errors);
-                    let procs = id_list(v.get("processors"), &component, &mut errors);
-                    let exps = id_list(v.get("exporters"), &component, &mut errors);
-                    if recv.is_empty() {
-                        errors.push(err(
-                            &v.mark,
-                            Some(component.clone()),
-                            "a pipeline needs at least one receiver",
-                        ));
-                    }
-                    if exps.is_empty() {
-                        errors.push(err(
-                            &v.mark,
-                            Some(component.clone()),
-                            "a pipeline needs at least one exporter",
-                        ));
-                    }
-                    let mut refs = RefCheck {
-                        signal,
-                        component: &component,
-                        broken: &broken,
-                        used: &mut used,
-                        errors: &mut errors,
-                    };
-                    refs.check("receivers", &recv, |id| {
-                        receivers
-                            .iter()
-                            .find(|d| &d.id == id)
-                            .map(|d| d.config.signals())
-                            .or_else(|| {
-                                connectors
-                                    .iter()
-                                    .find(|d| &d.id == id)
-                                    .map(|d| d.config.output_signals())
-                            })
-                    });
-                    refs.check("processors", &procs, |id| {
-                        processors
-                            .iter()
-                            .find(|d| &d.id == id)
-                            .map(|d| d.config.signals())
-                    });
-                    refs.check("exporters", &exps, |id| {
-                        exporters
-                            .iter()
-                            .find(|d| &d.id == id)
-                            .map(|d| d.config.signals())
-                            .or_else(|| {
-                                connectors
-                                    .iter()
-                                    .find(|d| &d.id == id)
-                                    .map(|d| d.config.input_signals())
-                            })
-                    });
-                    pipelines.push(PipelineConfig {
-                        id: PipelineId { signal, name },
-                        receivers: recv.into_iter().map(|(i, _)| i).collect(),
-                        processors: procs.into_iter().map(|(i, _)| i).collect(),
-                        exporters: exps.into_iter().map(|(i, _)| i).collect(),
-                    });
-                }
+            None => {
+                errors.push(err(
+                    &pnode.mark,
+                    Some("service::pipelines".into()),
+                    "must be a mapping",
+                ));
+                return out;
             }
+            Some([]) => {
+                errors.push(err(
+                    &pnode.mark,
+                    Some("service::pipelines".into()),
+                    "at least one pipeline is required",
+                ));
+                return out;
+            }
+            Some(entries) => entries,
         },
-    }
-
-    // Defined but unused: a warning.
-    let unused = |section: &str, id: &ComponentId, mark: &Mark| {
-        (!used.contains(&(section.to_string(), id.clone())))
-            .then(|| format!("{mark}: {section}::{id}: defined but not used in any pipeline"))
     };
-    warnings.extend(
-        receivers
-            .iter()
-            .filter_map(|d| unused("receivers", &d.id, &d.mark)),
-    );
-    warnings.extend(
-        processors
-            .iter()
-            .filter_map(|d| unused("processors", &d.id, &d.mark)),
-    );
-    warnings.extend(
-        exporters
-            .iter()
-            .filter_map(|d| unused("exporters", &d.id, &d.mark)),
-    );
-    warnings.extend(
-        extensions
-            .iter()
-            .filter_map(|d| unused("extensions", &d.id, &d.mark)),
-    );
+    for (k, v) in entries {
+        if let Some(p) = pipeline(k, v, sections, used, errors) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// One pipeline `k: v`.
+fn pipeline(
+    k: &Node,
+    v: &Node,
+    sections: &Sections,
+    used: &mut BTreeSet<(String, ComponentId)>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<PipelineConfig> {
+    let text = k.key_text();
+    let component = format!("service::pipelines::{text}");
+    let (sig, name) = match text.split_once('/') {
+        Some((s, n)) => (s.to_string(), Some(n.to_string())),
+        None => (text.clone(), None),
+    };
+    let Some(signal) = Signal::parse(&sig) else {
+        errors.push(err(
+            &k.mark,
+            Some(component),
+            format!("unknown pipeline type `{sig}`; expected traces, metrics or logs"),
+        ));
+        return None;
+    };
+    let Some(keys) = v.as_map() else {
+        errors.push(err(
+            &v.mark,
+            Some(component),
+            "a pipeline must be a mapping",
+        ));
+        return None;
+    };
+    for (pk, _) in keys {
+        let key = pk.key_text();
+        if !["receivers", "processors", "exporters"].contains(&key.as_str()) {
+            errors.push(err(
+                &pk.mark,
+                Some(component.clone()),
+                format!("unknown key `{key}`; expected receivers, processors, exporters"),
+            ));
+        }
+    }
+    let recv = id_list(v.get("receivers"), &component, errors);
+    let procs = id_list(v.get("processors"), &component, errors);
+    let exps = id_list(v.get("exporters"), &component, errors);
+    if recv.is_empty() {
+        errors.push(err(
+            &v.mark,
+            Some(component.clone()),
+            "a pipeline needs at least one receiver",
+        ));
+    }
+    if exps.is_empty() {
+        errors.push(err(
+            &v.mark,
+            Some(component.clone()),
+            "a pipeline needs at least one exporter",
+        ));
+    }
+    let mut refs = RefCheck {
+        signal,
+        component: &component,
+        broken: &sections.broken,
+        used,
+        errors,
+    };
+    refs.check("receivers", &recv, |id| sections.source_signals(id));
+    refs.check("processors", &procs, |id| {
+        find(&sections.processors, id).map(|d| d.config.signals())
+    });
+    refs.check("exporters", &exps, |id| sections.sink_signals(id));
+    Some(PipelineConfig {
+        id: PipelineId { signal, name },
+        receivers: recv.into_iter().map(|(i, _)| i).collect(),
+        processors: procs.into_iter().map(|(i, _)| i).collect(),
+        exporters: exps.into_iter().map(|(i, _)| i).collect(),
+    })
+}
+
+/// Defined but unused components are warnings; a connector with only one
+/// side wired is an error.
+fn unused(
+    sections: &Sections,
+    used: &BTreeSet<(String, ComponentId)>,
+    warnings: &mut Vec<String>,
+    errors: &mut Vec<ConfigError>,
+) {
+    fn warn<T>(
+        section: &str,
+        defs: &[Defined<T>],
+        used: &BTreeSet<(String, ComponentId)>,
+        warnings: &mut Vec<String>,
+    ) {
+        for d in defs {
+            if !used.contains(&(section.to_string(), d.id.clone())) {
+                warnings.push(format!(
+                    "{}: {section}::{}: defined but not used in any pipeline",
+                    d.mark, d.id
+                ));
+            }
+        }
+    }
+    warn("receivers", &sections.receivers, used, warnings);
+    warn("processors", &sections.processors, used, warnings);
+    warn("exporters", &sections.exporters, used, warnings);
+    warn("extensions", &sections.extensions, used, warnings);
     // A connector needs both sides: fed by one pipeline, feeding another.
-    for d in &connectors {
+    for d in &sections.connectors {
         let fed = used.contains(&("exporters".to_string(), d.id.clone()));
         let feeds = used.contains(&("receivers".to_string(), d.id.clone()));
         if fed != feeds {
@@ -806,34 +708,30 @@ fn from_tree(root: &Node) -> Result<Config, ConfigErrors> {
             ));
         }
     }
+}
 
-    // Components that bind the same address would fail at start; say so now.
+/// Components that bind the same address would fail at start; say so now.
+fn endpoint_clashes(
+    sections: &Sections,
+    telemetry: &TelemetryConfig,
+    service: &Node,
+    errors: &mut Vec<ConfigError>,
+) {
     let mut endpoints: Vec<(String, String, Mark)> = Vec::new();
-    for d in &receivers {
+    for d in &sections.receivers {
         for ep in d.config.endpoints() {
             endpoints.push((ep, format!("receivers::{}", d.id), d.mark.clone()));
         }
     }
-    for d in &extensions {
+    for d in &sections.extensions {
         for ep in d.config.endpoints() {
             endpoints.push((ep, format!("extensions::{}", d.id), d.mark.clone()));
         }
     }
-    for d in &exporters {
+    for d in &sections.exporters {
         for ep in d.config.listen_endpoints() {
             endpoints.push((ep, format!("exporters::{}", d.id), d.mark.clone()));
         }
-    }
-    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&telemetry.logs.level) {
-        let mark = service.get("telemetry").unwrap_or(service).mark.clone();
-        errors.push(err(
-            &mark,
-            Some("service::telemetry".into()),
-            format!(
-                "logs.level `{}` is not a valid level or filter: {e}",
-                telemetry.logs.level
-            ),
-        ));
     }
     if !telemetry.metrics.address.is_empty() && telemetry.metrics.level != MetricsLevel::None {
         endpoints.push((
@@ -851,6 +749,30 @@ fn from_tree(root: &Node) -> Result<Config, ConfigErrors> {
             ));
         }
     }
+}
+
+fn from_tree(root: &Node, registry: &Registry) -> Result<Config, ConfigErrors> {
+    let mut errors = Vec::new();
+    let mut warnings = Vec::new();
+    if !check_top_level(root, &mut errors) {
+        return Err(ConfigErrors(vec![err(
+            &root.mark,
+            None,
+            "the config must be a mapping",
+        )]));
+    }
+    let sections = Sections::parse(root, registry, &mut errors);
+    let empty = Node {
+        value: Value::Map(Vec::new()),
+        mark: root.mark.clone(),
+    };
+    let service = root.get("service").unwrap_or(&empty);
+    let (telemetry, shutdown_timeout) = service_settings(service, &mut errors);
+    let mut used: BTreeSet<(String, ComponentId)> = BTreeSet::new();
+    let extensions = service_extensions(service, &sections, &mut used, &mut errors);
+    let pipelines = pipelines(service, &sections, &mut used, &mut errors);
+    unused(&sections, &used, &mut warnings, &mut errors);
+    endpoint_clashes(&sections, &telemetry, service, &mut errors);
 
     if !errors.is_empty() {
         errors.sort_by(|a, b| {
@@ -861,13 +783,13 @@ fn from_tree(root: &Node) -> Result<Config, ConfigErrors> {
         return Err(ConfigErrors(errors));
     }
     Ok(Config {
-        receivers,
-        processors,
-        exporters,
-        extensions,
-        connectors,
+        receivers: sections.receivers,
+        processors: sections.processors,
+        exporters: sections.exporters,
+        extensions: sections.extensions,
+        connectors: sections.connectors,
         service: ServiceConfig {
-            extensions: ext_ids.into_iter().map(|(i, _)| i).collect(),
+            extensions,
             pipelines,
             telemetry,
             shutdown_timeout,

@@ -34,11 +34,11 @@ use serde::Deserialize;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::component::{ComponentId, Connector, ConnectorFactory, Factory};
 use crate::config::de::DeError;
 use crate::config::types::duration;
-use crate::exporters::{Export, ExportError, ExportOk, Progress};
-use crate::consumer::{Acks, BoxConsumer};
-use crate::signal::{string_attribute, Telemetry};
+use crate::consumer::{Acks, BoxConsumer, Consumers, StartError};
+use crate::signal::{string_attribute, Signal, Telemetry};
 
 fn default_buckets() -> Vec<f64> {
     vec![
@@ -720,21 +720,55 @@ fn prune_sessions(st: &mut State, now_ms: u64, window_ms: u64, max: usize) {
     st.session_count = total;
 }
 
-/// The traces side: the connector as an exporter.
-#[async_trait]
-impl Export for AgentMetricsInput {
-    async fn export(
-        &self,
-        data: &Arc<Telemetry>,
-        _progress: &mut Progress,
-    ) -> Result<ExportOk, ExportError> {
-        self.0.record(data);
-        Ok(ExportOk::default())
+/// The `agentmetrics` connector's factory.
+pub struct AgentMetricsFactory;
+
+impl Factory for AgentMetricsFactory {
+    type Config = AgentMetricsConfig;
+    fn type_name(&self) -> &'static str {
+        "agentmetrics"
+    }
+    fn validate(&self, config: &AgentMetricsConfig) -> Result<(), DeError> {
+        config.validate()
     }
 }
 
-/// The traces side of a running connector.
-pub struct AgentMetricsInput(pub Arc<AgentMetrics>);
+impl ConnectorFactory for AgentMetricsFactory {
+    fn input_signals(&self, _config: &AgentMetricsConfig) -> &'static [Signal] {
+        &[Signal::Traces]
+    }
+    fn output_signals(&self, _config: &AgentMetricsConfig) -> &'static [Signal] {
+        &[Signal::Metrics]
+    }
+    fn build(
+        &self,
+        config: &AgentMetricsConfig,
+        id: &ComponentId,
+    ) -> Result<Arc<dyn Connector>, StartError> {
+        Ok(Arc::new(AgentMetricsConnector(Arc::new(
+            AgentMetrics::new(config.clone(), &id.to_string()),
+        ))))
+    }
+}
+
+/// A running `agentmetrics` connector: spans in (aggregated at once, never
+/// refused), metric snapshots out.
+pub struct AgentMetricsConnector(pub Arc<AgentMetrics>);
+
+#[async_trait]
+impl Connector for AgentMetricsConnector {
+    async fn consume(&self, data: Arc<Telemetry>) -> Result<(), String> {
+        self.0.record(&data);
+        Ok(())
+    }
+
+    fn start(&self, output: Consumers, cancel: CancellationToken) -> Vec<JoinHandle<()>> {
+        match output.metrics {
+            Some(next) => vec![start_emitter(self.0.clone(), next, cancel)],
+            None => Vec::new(),
+        }
+    }
+}
 
 /// The metrics side: emits a snapshot every `metrics_flush_interval` into
 /// `next` (the metrics pipelines), and once more at shutdown.

@@ -10,14 +10,16 @@ use metrics::Counter;
 use serde::Deserialize;
 
 use super::cwlogs::{check_destination, Pending, Sender, Settings};
-use super::{Export, ExportError, ExportOk, Progress};
 use crate::aws::AwsSettings;
+use crate::component::{
+    BuiltExporter, Export, ExportError, ExportOk, ExporterContext, ExporterFactory, Factory,
+};
 use crate::config::de::DeError;
 use crate::config::types::{duration, QueueConfig, RetryConfig};
+use crate::consumer::StartError;
 use crate::convert::log_events::{
     expand, record_message, record_time_ms, LogEvent, LogFormat, NameKind,
 };
-use crate::consumer::StartError;
 use crate::signal::{Signal, Telemetry};
 
 /// Signals the exporter takes.
@@ -166,17 +168,49 @@ impl AwsCloudWatchLogsExporter {
     }
 }
 
+/// The `awscloudwatchlogs` exporter's factory.
+pub struct AwsCloudWatchLogsFactory;
+
+impl Factory for AwsCloudWatchLogsFactory {
+    type Config = AwsCloudWatchLogsExporterConfig;
+    fn type_name(&self) -> &'static str {
+        "awscloudwatchlogs"
+    }
+    fn validate(&self, config: &AwsCloudWatchLogsExporterConfig) -> Result<(), DeError> {
+        config.validate()
+    }
+}
+
+impl ExporterFactory for AwsCloudWatchLogsFactory {
+    fn signals(&self, _config: &AwsCloudWatchLogsExporterConfig) -> &'static [Signal] {
+        SIGNALS
+    }
+    fn build(
+        &self,
+        config: &AwsCloudWatchLogsExporterConfig,
+        ctx: ExporterContext<'_>,
+    ) -> Result<BuiltExporter, StartError> {
+        Ok(BuiltExporter::new(
+            AwsCloudWatchLogsExporter::new(config, ctx.name())?,
+            config.sending_queue.clone(),
+            config.retry_on_failure.clone(),
+        ))
+    }
+}
+
 #[async_trait]
 impl Export for AwsCloudWatchLogsExporter {
+    type Progress = Option<Pending>;
+
     async fn export(
         &self,
         data: &Arc<Telemetry>,
-        progress: &mut Progress,
+        progress: &mut Option<Pending>,
     ) -> Result<ExportOk, ExportError> {
         self.sender.export(progress, || self.start(data)).await
     }
 
-    fn pending(&self, _data: &Telemetry, progress: &Progress) -> Option<usize> {
+    fn pending(&self, _data: &Telemetry, progress: &Option<Pending>) -> Option<usize> {
         super::cwlogs::pending_items(progress)
     }
 }

@@ -14,15 +14,17 @@ use serde::Deserialize;
 
 use super::cwlogs::{check_destination, Pending, Sender, Settings};
 use super::prometheus::ResourceToTelemetry;
-use super::{Export, ExportError, ExportOk, Progress};
 use crate::aws::AwsSettings;
+use crate::component::{
+    BuiltExporter, Export, ExportError, ExportOk, ExporterContext, ExporterFactory, Factory,
+};
 use crate::config::de::DeError;
 use crate::config::types::{duration, QueueConfig, RetryConfig};
+use crate::consumer::StartError;
 use crate::convert::emf::{
     self, Deltas, DimensionRollup, LabelMatcher, MetricDeclaration, MAX_DIMENSIONS_PER_SET,
 };
 use crate::convert::log_events::{expand, LogEvent, NameKind};
-use crate::consumer::StartError;
 use crate::signal::{Signal, Telemetry};
 
 /// Signals the exporter takes.
@@ -366,17 +368,49 @@ impl AwsEmfExporter {
     }
 }
 
+/// The `awsemf` exporter's factory.
+pub struct AwsEmfFactory;
+
+impl Factory for AwsEmfFactory {
+    type Config = AwsEmfExporterConfig;
+    fn type_name(&self) -> &'static str {
+        "awsemf"
+    }
+    fn validate(&self, config: &AwsEmfExporterConfig) -> Result<(), DeError> {
+        config.validate()
+    }
+}
+
+impl ExporterFactory for AwsEmfFactory {
+    fn signals(&self, _config: &AwsEmfExporterConfig) -> &'static [Signal] {
+        SIGNALS
+    }
+    fn build(
+        &self,
+        config: &AwsEmfExporterConfig,
+        ctx: ExporterContext<'_>,
+    ) -> Result<BuiltExporter, StartError> {
+        Ok(BuiltExporter::new(
+            AwsEmfExporter::new(config, ctx.name())?,
+            config.sending_queue.clone(),
+            config.retry_on_failure.clone(),
+        ))
+    }
+}
+
 #[async_trait]
 impl Export for AwsEmfExporter {
+    type Progress = Option<Pending>;
+
     async fn export(
         &self,
         data: &Arc<Telemetry>,
-        progress: &mut Progress,
+        progress: &mut Option<Pending>,
     ) -> Result<ExportOk, ExportError> {
         self.sender.export(progress, || self.start(data)).await
     }
 
-    fn pending(&self, _data: &Telemetry, progress: &Progress) -> Option<usize> {
+    fn pending(&self, _data: &Telemetry, progress: &Option<Pending>) -> Option<usize> {
         super::cwlogs::pending_items(progress)
     }
 }

@@ -10,7 +10,7 @@
 //!   goes for an unprocessed document whose error code says it is invalid.
 //! - `transport: udp` sends each document to a local X-Ray daemon instead.
 //!
-//! Retries keep per-batch [`Progress`]: a retry sends only what is still
+//! Retries keep per-batch [`Export::Progress`]: a retry sends only what is still
 //! pending, so a document is never sent again once X-Ray has taken it.
 
 use std::collections::HashSet;
@@ -25,13 +25,15 @@ use serde::Deserialize;
 use tokio::net::UdpSocket;
 use tokio::sync::OnceCell;
 
-use super::{Export, ExportError, ExportOk, Progress};
 use crate::aws::{error_text, AwsSettings};
+use crate::component::{
+    BuiltExporter, Export, ExportError, ExportOk, ExporterContext, ExporterFactory, Factory,
+};
 use crate::config::de::DeError;
 use crate::config::types::{duration, QueueConfig, RetryConfig};
-use crate::convert::xray::{self, Document};
 use crate::consumer::StartError;
-use crate::signal::Telemetry;
+use crate::convert::xray::{self, Document};
+use crate::signal::{Signal, Telemetry};
 
 /// Most documents in one PutTraceSegments call.
 pub const MAX_DOCUMENTS_PER_REQUEST: usize = 50;
@@ -135,7 +137,7 @@ impl AwsXrayExporterConfig {
 
 /// Documents of one batch not yet accepted.
 #[derive(Default)]
-struct Pending {
+pub struct Pending {
     /// Groups to send, each ≤ 50 documents.
     chunks: Vec<Vec<Document>>,
     /// Documents (spans) dropped for good so far.
@@ -545,21 +547,46 @@ fn classify(
     }
 }
 
+/// The `awsxray` exporter's factory.
+pub struct AwsXrayFactory;
+
+impl Factory for AwsXrayFactory {
+    type Config = AwsXrayExporterConfig;
+    fn type_name(&self) -> &'static str {
+        "awsxray"
+    }
+    fn validate(&self, config: &AwsXrayExporterConfig) -> Result<(), DeError> {
+        config.validate()
+    }
+}
+
+impl ExporterFactory for AwsXrayFactory {
+    fn signals(&self, _config: &AwsXrayExporterConfig) -> &'static [Signal] {
+        &[Signal::Traces]
+    }
+    fn build(
+        &self,
+        config: &AwsXrayExporterConfig,
+        ctx: ExporterContext<'_>,
+    ) -> Result<BuiltExporter, StartError> {
+        Ok(BuiltExporter::new(
+            AwsXrayExporter::new(config, ctx.name())?,
+            config.sending_queue.clone(),
+            config.retry_on_failure.clone(),
+        ))
+    }
+}
+
 #[async_trait]
 impl Export for AwsXrayExporter {
+    type Progress = Option<Pending>;
+
     async fn export(
         &self,
         data: &Arc<Telemetry>,
-        progress: &mut Progress,
+        progress: &mut Option<Pending>,
     ) -> Result<ExportOk, ExportError> {
-        if progress.is_none() {
-            *progress = Some(Box::new(self.start(data)));
-        }
-        let Some(pending) = progress.as_mut().and_then(|p| p.downcast_mut::<Pending>()) else {
-            return Err(ExportError::Permanent(
-                "internal: unexpected retry state".into(),
-            ));
-        };
+        let pending = progress.get_or_insert_with(|| self.start(data));
         let before = pending.len();
         let dropped_before = pending.dropped;
         let summary = match &self.sender {
@@ -621,8 +648,8 @@ impl Export for AwsXrayExporter {
         })
     }
 
-    fn pending(&self, _data: &Telemetry, progress: &Progress) -> Option<usize> {
-        let p = progress.as_ref()?.downcast_ref::<Pending>()?;
+    fn pending(&self, _data: &Telemetry, progress: &Option<Pending>) -> Option<usize> {
+        let p = progress.as_ref()?;
         Some(p.len() + p.dropped)
     }
 }

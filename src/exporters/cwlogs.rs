@@ -16,8 +16,8 @@ use futures_util::stream::{self, StreamExt};
 use metrics::Counter;
 use tokio::sync::OnceCell;
 
-use super::{ExportError, ExportOk, Progress};
 use crate::aws::{error_text, AwsSettings};
+use crate::component::{ExportError, ExportOk};
 use crate::convert::log_events::{check_template, plan, LogEvent, Plan};
 
 /// Checks a log group and stream template pair and a retention setting.
@@ -36,8 +36,8 @@ pub fn check_destination(group: &str, stream: &str, retention: i32) -> Result<()
 }
 
 /// Data items of a batch not yet delivered (or dropped), per its `progress`.
-pub fn pending_items(progress: &Progress) -> Option<usize> {
-    let p = progress.as_ref()?.downcast_ref::<Pending>()?;
+pub fn pending_items(progress: &Option<Pending>) -> Option<usize> {
+    let p = progress.as_ref()?;
     Some(p.len() + p.dropped)
 }
 
@@ -215,17 +215,10 @@ impl Sender {
     /// calls still pending are kept in `progress` between attempts.
     pub async fn export(
         &self,
-        progress: &mut Progress,
+        progress: &mut Option<Pending>,
         start: impl FnOnce() -> Pending,
     ) -> Result<ExportOk, ExportError> {
-        if progress.is_none() {
-            *progress = Some(Box::new(start()));
-        }
-        let Some(pending) = progress.as_mut().and_then(|p| p.downcast_mut::<Pending>()) else {
-            return Err(ExportError::Permanent(
-                "internal: unexpected retry state".into(),
-            ));
-        };
+        let pending = progress.get_or_insert_with(start);
         self.send(pending).await
     }
 

@@ -8,7 +8,11 @@ use async_trait::async_trait;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use serde::Deserialize;
 
-use super::{Export, ExportError, ExportOk};
+use crate::component::{
+    BuiltExporter, Export, ExportError, ExportOk, ExporterContext, ExporterFactory, Factory,
+};
+use crate::config::types::{QueueConfig, RetryConfig};
+use crate::consumer::StartError;
 use crate::signal::Telemetry;
 
 /// How much to print.
@@ -137,12 +141,47 @@ pub fn render(data: &Telemetry, verbosity: Verbosity) -> String {
     out
 }
 
+/// The `debug` exporter's factory.
+pub struct DebugFactory;
+
+impl Factory for DebugFactory {
+    type Config = DebugConfig;
+    fn type_name(&self) -> &'static str {
+        "debug"
+    }
+}
+
+impl ExporterFactory for DebugFactory {
+    fn build(
+        &self,
+        config: &DebugConfig,
+        _ctx: ExporterContext<'_>,
+    ) -> Result<BuiltExporter, StartError> {
+        // Writes to stderr: a small queue, nothing to retry.
+        Ok(BuiltExporter::new(
+            DebugExporter::new(config),
+            QueueConfig {
+                enabled: true,
+                num_consumers: 1,
+                queue_size: 100,
+                ..QueueConfig::default()
+            },
+            RetryConfig {
+                enabled: false,
+                ..RetryConfig::default()
+            },
+        ))
+    }
+}
+
 #[async_trait]
 impl Export for DebugExporter {
+    type Progress = ();
+
     async fn export(
         &self,
         data: &Arc<Telemetry>,
-        _progress: &mut super::Progress,
+        _progress: &mut (),
     ) -> Result<ExportOk, ExportError> {
         let text = render(data, self.verbosity);
         let mut err = std::io::stderr().lock();

@@ -5,12 +5,16 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::Deserialize;
 
-use super::{Export, ExportError, ExportOk};
+use crate::component::{
+    BuiltExporter, Export, ExportError, ExportOk, ExporterContext, ExporterFactory, Factory,
+};
 use crate::config::de::DeError;
+use crate::config::types::{QueueConfig, RetryConfig};
 use crate::consumer::StartError;
 use crate::signal::Telemetry;
 
@@ -136,12 +140,53 @@ fn write_line(
     Ok(())
 }
 
+/// The `file` exporter's factory.
+pub struct FileFactory;
+
+impl Factory for FileFactory {
+    type Config = FileConfig;
+    fn type_name(&self) -> &'static str {
+        "file"
+    }
+    fn validate(&self, config: &FileConfig) -> Result<(), DeError> {
+        config.validate()
+    }
+}
+
+impl ExporterFactory for FileFactory {
+    fn build(
+        &self,
+        config: &FileConfig,
+        _ctx: ExporterContext<'_>,
+    ) -> Result<BuiltExporter, StartError> {
+        // A local file: a deep queue, short retries (a full disk may clear).
+        Ok(BuiltExporter::new(
+            FileExporter::new(config)?,
+            QueueConfig {
+                enabled: true,
+                num_consumers: 1,
+                queue_size: 1000,
+                ..QueueConfig::default()
+            },
+            RetryConfig {
+                enabled: true,
+                initial_interval: Duration::from_millis(100),
+                max_interval: Duration::from_secs(5),
+                max_elapsed_time: Duration::from_secs(60),
+                ..RetryConfig::default()
+            },
+        ))
+    }
+}
+
 #[async_trait]
 impl Export for FileExporter {
+    type Progress = ();
+
     async fn export(
         &self,
         data: &Arc<Telemetry>,
-        _progress: &mut super::Progress,
+        _progress: &mut (),
     ) -> Result<ExportOk, ExportError> {
         let mut line = crate::convert::otlp_json::encode_to_vec(data);
         line.push(b'\n');
@@ -202,7 +247,7 @@ mod tests {
             ..Default::default()
         }]));
         for _ in 0..10 {
-            exp.export(&big, &mut None).await.unwrap();
+            exp.export(&big, &mut ()).await.unwrap();
         }
         assert!(path.exists());
         assert!(backup(&path, 1).exists());

@@ -20,7 +20,10 @@ use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-use super::{Export, ExportError, ExportOk, OtlpResponse};
+use super::OtlpResponse;
+use crate::component::{
+    BuiltExporter, Export, ExportError, ExportOk, ExporterContext, ExporterFactory, Factory,
+};
 use crate::config::de::DeError;
 use crate::config::types::{duration, Compression, QueueConfig, RetryConfig, TlsClientConfig};
 use crate::consumer::StartError;
@@ -247,12 +250,44 @@ impl OtlpExporter {
     }
 }
 
+/// The `otlp` exporter's factory.
+pub struct OtlpFactory;
+
+impl Factory for OtlpFactory {
+    type Config = OtlpExporterConfig;
+    fn type_name(&self) -> &'static str {
+        "otlp"
+    }
+    fn aliases(&self) -> &'static [&'static str] {
+        &["otlp_grpc"]
+    }
+    fn validate(&self, config: &OtlpExporterConfig) -> Result<(), DeError> {
+        config.validate()
+    }
+}
+
+impl ExporterFactory for OtlpFactory {
+    fn build(
+        &self,
+        config: &OtlpExporterConfig,
+        ctx: ExporterContext<'_>,
+    ) -> Result<BuiltExporter, StartError> {
+        Ok(BuiltExporter::new(
+            OtlpExporter::new(config, ctx.name())?,
+            config.sending_queue.clone(),
+            config.retry_on_failure.clone(),
+        ))
+    }
+}
+
 #[async_trait]
 impl Export for OtlpExporter {
+    type Progress = ();
+
     async fn export(
         &self,
         data: &Arc<Telemetry>,
-        _progress: &mut super::Progress,
+        _progress: &mut (),
     ) -> Result<ExportOk, ExportError> {
         self.send(data.signal(), BatchBody(data.clone())).await
     }
@@ -261,11 +296,7 @@ impl Export for OtlpExporter {
         true
     }
 
-    async fn export_encoded(
-        &self,
-        data: &EncodedBatch,
-        _progress: &mut super::Progress,
-    ) -> Result<ExportOk, ExportError> {
+    async fn export_encoded(&self, data: &EncodedBatch) -> Result<ExportOk, ExportError> {
         self.send(data.signal, data.bytes.clone()).await
     }
 }

@@ -13,11 +13,14 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 
-use super::{Export, ExportError, ExportOk, OtlpResponse};
+use super::OtlpResponse;
+use crate::component::{
+    BuiltExporter, Export, ExportError, ExportOk, ExporterContext, ExporterFactory, Factory,
+};
 use crate::config::de::DeError;
 use crate::config::types::{duration, Compression, QueueConfig, RetryConfig, TlsClientConfig};
-use crate::net::HttpsConnector;
 use crate::consumer::StartError;
+use crate::net::HttpsConnector;
 use crate::signal::{EncodedBatch, Signal, Telemetry};
 
 /// Wire encoding of request bodies.
@@ -240,12 +243,44 @@ fn partial_success(signal: Signal, encoding: HttpEncoding, body: &[u8]) -> Expor
     }
 }
 
+/// The `otlphttp` exporter's factory.
+pub struct OtlpHttpFactory;
+
+impl Factory for OtlpHttpFactory {
+    type Config = OtlpHttpExporterConfig;
+    fn type_name(&self) -> &'static str {
+        "otlphttp"
+    }
+    fn aliases(&self) -> &'static [&'static str] {
+        &["otlp_http"]
+    }
+    fn validate(&self, config: &OtlpHttpExporterConfig) -> Result<(), DeError> {
+        config.validate()
+    }
+}
+
+impl ExporterFactory for OtlpHttpFactory {
+    fn build(
+        &self,
+        config: &OtlpHttpExporterConfig,
+        ctx: ExporterContext<'_>,
+    ) -> Result<BuiltExporter, StartError> {
+        Ok(BuiltExporter::new(
+            OtlpHttpExporter::new(config, ctx.name())?,
+            config.sending_queue.clone(),
+            config.retry_on_failure.clone(),
+        ))
+    }
+}
+
 #[async_trait]
 impl Export for OtlpHttpExporter {
+    type Progress = ();
+
     async fn export(
         &self,
         data: &Arc<Telemetry>,
-        _progress: &mut super::Progress,
+        _progress: &mut (),
     ) -> Result<ExportOk, ExportError> {
         self.post(data.signal(), self.body(data)).await
     }
@@ -254,11 +289,7 @@ impl Export for OtlpHttpExporter {
         self.encoding == HttpEncoding::Proto
     }
 
-    async fn export_encoded(
-        &self,
-        data: &EncodedBatch,
-        _progress: &mut super::Progress,
-    ) -> Result<ExportOk, ExportError> {
+    async fn export_encoded(&self, data: &EncodedBatch) -> Result<ExportOk, ExportError> {
         if self.encoding != HttpEncoding::Proto {
             return Err(ExportError::Permanent(
                 "encoded batches are OTLP protobuf; this exporter sends JSON".into(),

@@ -20,13 +20,16 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use super::{Export, ExportError, ExportOk, Progress};
+use crate::component::{
+    BuiltExporter, Export, ExportError, ExportOk, ExporterContext, ExporterFactory, Factory,
+};
 use crate::config::de::DeError;
 use crate::config::types::{check_listen_endpoint, duration};
+use crate::config::types::{QueueConfig, RetryConfig};
+use crate::consumer::StartError;
 use crate::convert::prometheus::{
     job_instance, label_value, labels, metric_name, render, Family, FamilyType, SeriesValue,
 };
-use crate::consumer::StartError;
 use crate::signal::{Signal, Telemetry};
 
 fn default_endpoint() -> String {
@@ -428,12 +431,56 @@ fn scrape(state: &Mutex<State>, expiration: Duration, open_metrics: bool) -> Str
     render(&families, open_metrics)
 }
 
+/// The `prometheus` exporter's factory.
+pub struct PrometheusFactory;
+
+impl Factory for PrometheusFactory {
+    type Config = PrometheusExporterConfig;
+    fn type_name(&self) -> &'static str {
+        "prometheus"
+    }
+    fn validate(&self, config: &PrometheusExporterConfig) -> Result<(), DeError> {
+        config.validate()
+    }
+}
+
+impl ExporterFactory for PrometheusFactory {
+    fn signals(&self, _config: &PrometheusExporterConfig) -> &'static [Signal] {
+        SIGNALS
+    }
+    fn listen_endpoints(&self, config: &PrometheusExporterConfig) -> Vec<String> {
+        vec![config.endpoint.clone()]
+    }
+    fn build(
+        &self,
+        config: &PrometheusExporterConfig,
+        ctx: ExporterContext<'_>,
+    ) -> Result<BuiltExporter, StartError> {
+        // Updates its own registry: a small queue, nothing to retry.
+        Ok(BuiltExporter::new(
+            PrometheusExporter::new(config, ctx.name())?,
+            QueueConfig {
+                enabled: true,
+                num_consumers: 1,
+                queue_size: 100,
+                ..QueueConfig::default()
+            },
+            RetryConfig {
+                enabled: false,
+                ..RetryConfig::default()
+            },
+        ))
+    }
+}
+
 #[async_trait]
 impl Export for PrometheusExporter {
+    type Progress = ();
+
     async fn export(
         &self,
         data: &Arc<Telemetry>,
-        _progress: &mut Progress,
+        _progress: &mut (),
     ) -> Result<ExportOk, ExportError> {
         if let Telemetry::Metrics(rms) = data.as_ref() {
             self.update(rms);

@@ -1,8 +1,6 @@
 //! Extension `health_check`: `GET /` (or the configured path) answers 200
 //! while every pipeline runs, 503 while starting or shutting down.
 
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -12,6 +10,7 @@ use serde::Deserialize;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::component::{ExtensionContext, ExtensionFactory, Factory, Health};
 use crate::config::de::DeError;
 use crate::config::types::check_listen_endpoint;
 use crate::consumer::StartError;
@@ -47,47 +46,35 @@ impl HealthCheckConfig {
     }
 }
 
-const STARTING: u8 = 0;
-const READY: u8 = 1;
-const STOPPING: u8 = 2;
-const FAILED: u8 = 3;
+/// The `health_check` extension's factory.
+pub struct HealthCheckFactory;
 
-/// The service's state as health checks see it.
-#[derive(Clone, Default)]
-pub struct Health(Arc<AtomicU8>);
+impl Factory for HealthCheckFactory {
+    type Config = HealthCheckConfig;
+    fn type_name(&self) -> &'static str {
+        "health_check"
+    }
+    fn validate(&self, config: &HealthCheckConfig) -> Result<(), DeError> {
+        config.validate()
+    }
+}
 
-impl Health {
-    /// All pipelines run.
-    pub fn set_ready(&self) {
-        // Only from starting: a failure seen during start-up stays visible.
-        let _ = self
-            .0
-            .compare_exchange(STARTING, READY, Ordering::SeqCst, Ordering::SeqCst);
+#[async_trait::async_trait]
+impl ExtensionFactory for HealthCheckFactory {
+    fn endpoints(&self, config: &HealthCheckConfig) -> Vec<String> {
+        vec![config.endpoint.clone()]
     }
-    /// Shutdown has begun.
-    pub fn set_stopping(&self) {
-        self.0.store(STOPPING, Ordering::SeqCst);
-    }
-    /// A component stopped on its own; the service is no longer whole.
-    pub fn set_failed(&self) {
-        self.0.store(FAILED, Ordering::SeqCst);
-    }
-    /// Whether all pipelines run.
-    pub fn is_ready(&self) -> bool {
-        self.0.load(Ordering::SeqCst) == READY
-    }
-    fn describe(&self) -> &'static str {
-        match self.0.load(Ordering::SeqCst) {
-            STARTING => "starting",
-            READY => "ready",
-            FAILED => "a component failed",
-            _ => "shutting down",
-        }
+    async fn start(
+        &self,
+        config: &HealthCheckConfig,
+        ctx: ExtensionContext<'_>,
+    ) -> Result<Vec<JoinHandle<()>>, StartError> {
+        Ok(vec![start(config, ctx.health, ctx.cancel).await?])
     }
 }
 
 /// Binds and serves.
-pub async fn start(
+async fn start(
     cfg: &HealthCheckConfig,
     health: Health,
     cancel: CancellationToken,

@@ -17,14 +17,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::PipelineFanout;
+use crate::component::{
+    ComponentId, Connector, DynExport, ExporterContext, ExtensionContext, Health, ProcessorContext,
+    ReceiverContext, StageTask,
+};
+use crate::config::Config;
 use crate::consumer::{BoxConsumer, Consumers, StartError};
-use crate::config::{ComponentId, Config};
-use crate::exporters::queue::{self, ExporterFanout, RunningExporter};
-use crate::extensions::Health;
-use crate::processors::attributes::{AttributesProcessor, ResourceProcessor};
-use crate::processors::batch::{self, RunningBatch};
-use crate::processors::memory_limiter::MemoryLimiter;
-use crate::processors::{ProcessorConfig, ProcessorStage};
+use crate::queue::{self, ExporterFanout, RunningExporter};
 use crate::signal::Signal;
 
 /// What shutdown could not deliver.
@@ -38,7 +37,8 @@ pub struct ShutdownReport {
     pub kept_on_disk: Vec<(String, u64)>,
 }
 
-struct BatchRun {
+/// A processor's own task, kept for shutdown.
+struct StageRun {
     /// The task has finished (and must not be polled again).
     done: bool,
     /// In a pipeline that ends in a connector: drained before connectors
@@ -57,7 +57,7 @@ pub struct Service {
     receiver_tasks: Vec<JoinHandle<()>>,
     connectors_cancel: CancellationToken,
     connector_tasks: Vec<JoinHandle<()>>,
-    batches: Vec<BatchRun>,
+    batches: Vec<StageRun>,
     exporters: Vec<RunningExporterParts>,
     stop: CancellationToken,
     aux_cancel: CancellationToken,
@@ -67,265 +67,86 @@ pub struct Service {
 struct RunningExporterParts {
     shared: Arc<queue::Shared>,
     workers: Vec<JoinHandle<()>>,
-    export: Arc<dyn crate::exporters::Export>,
+    export: Option<Arc<dyn DynExport>>,
+}
+
+/// The exporters and connectors of a config, built and running.
+struct Sinks {
+    /// Every exporter's (and connector's exporter side's) input, by id.
+    inputs: BTreeMap<ComponentId, RunningExporter>,
+    /// Running connectors, by id, for their receiver side.
+    connectors: BTreeMap<ComponentId, Arc<dyn Connector>>,
+}
+
+/// Tasks and tokens of the service while it starts.
+struct Starting {
+    health: Health,
+    stop: CancellationToken,
+    aux_cancel: CancellationToken,
+    aux_tasks: Vec<JoinHandle<()>>,
 }
 
 impl Service {
     /// Builds and starts everything in `cfg`.
     pub async fn start(cfg: &Config) -> Result<Service, StartError> {
         let handle = crate::telemetry::init_metrics();
-        let health = Health::default();
-        let aux_cancel = CancellationToken::new();
-        let stop = CancellationToken::new();
-        let mut aux_tasks = Vec::new();
-
-        for id in &cfg.service.extensions {
-            if let Some(def) = cfg.extension(id) {
-                aux_tasks.extend(def.config.start(&health, aux_cancel.clone()).await?);
-            }
+        let mut st = Starting {
+            health: Health::default(),
+            stop: CancellationToken::new(),
+            aux_cancel: CancellationToken::new(),
+            aux_tasks: Vec::new(),
+        };
+        start_extensions(cfg, &mut st).await?;
+        if let Some(t) = crate::telemetry::serve_metrics(
+            &cfg.service.telemetry.metrics,
+            handle,
+            st.aux_cancel.clone(),
+        )
+        .await?
+        {
+            st.aux_tasks.push(t);
         }
-        let m = &cfg.service.telemetry.metrics;
-        if !m.address.is_empty() && m.level != crate::config::MetricsLevel::None {
-            let listener = crate::net::bind(&m.address).await?;
-            tracing::info!(endpoint = %m.address, "self-metrics at /metrics");
-            aux_tasks.push(crate::net::serve_http(
-                listener,
-                None,
-                move |req| {
-                    let handle = handle.clone();
-                    async move {
-                        let (status, body) = if req.uri().path() == "/metrics" {
-                            (http::StatusCode::OK, crate::telemetry::render(&handle))
-                        } else {
-                            (http::StatusCode::NOT_FOUND, "see /metrics\n".to_string())
-                        };
-                        let mut r = http::Response::new(http_body_util::Full::new(
-                            bytes::Bytes::from(body),
-                        ));
-                        *r.status_mut() = status;
-                        r.headers_mut().insert(
-                            http::header::CONTENT_TYPE,
-                            http::HeaderValue::from_static(
-                                "text/plain; version=0.0.4; charset=utf-8",
-                            ),
-                        );
-                        r
-                    }
-                },
-                aux_cancel.clone(),
-                Duration::from_secs(1),
-            ));
-        }
-
-        // Exporters: one instance (and queue) per id, shared by the pipelines that list it.
-        let mut exporters: BTreeMap<ComponentId, RunningExporter> = BTreeMap::new();
-        let mut connectors: BTreeMap<
-            ComponentId,
-            Arc<crate::connectors::agentmetrics::AgentMetrics>,
-        > = BTreeMap::new();
-        for p in &cfg.service.pipelines {
-            for id in &p.exporters {
-                if exporters.contains_key(id) {
-                    continue;
-                }
-                if let Some(def) = cfg.connector(id) {
-                    // A connector's input side: an exporter without a queue
-                    // (aggregating is quick and never fails).
-                    let crate::connectors::ConnectorConfig::AgentMetrics(c) = &def.config;
-                    let conn = Arc::new(crate::connectors::agentmetrics::AgentMetrics::new(
-                        c.clone(),
-                        &id.to_string(),
-                    ));
-                    connectors.insert(id.clone(), conn.clone());
-                    let running = queue::spawn(
-                        &id.to_string(),
-                        Arc::new(crate::connectors::agentmetrics::AgentMetricsInput(conn)),
-                        &crate::config::types::QueueConfig {
-                            enabled: false,
-                            ..Default::default()
-                        },
-                        crate::config::types::RetryConfig {
-                            enabled: false,
-                            ..Default::default()
-                        },
-                        stop.clone(),
-                    )
-                    .map_err(|e| StartError::component(&id.to_string(), e.to_string()))?;
-                    exporters.insert(id.clone(), running);
-                    continue;
-                }
-                let Some(def) = cfg.exporter(id) else {
-                    continue;
-                };
-                let built = def.config.build(id)?;
-                let running = queue::spawn(
-                    &id.to_string(),
-                    built.export,
-                    &built.queue,
-                    built.retry,
-                    stop.clone(),
-                )
-                .map_err(|e| StartError::component(&id.to_string(), e.to_string()))?;
-                exporters.insert(id.clone(), running);
-            }
-        }
-
-        // Pipelines, built back to front; processors are per pipeline.
-        let mut batches = Vec::new();
-        let mut entries: Vec<(crate::config::PipelineId, BoxConsumer)> = Vec::new();
-        for p in &cfg.service.pipelines {
-            let inputs = p
-                .exporters
-                .iter()
-                .filter_map(|id| exporters.get(id))
-                .map(|e| e.input.clone())
-                .collect();
-            let mut next: BoxConsumer = Arc::new(ExporterFanout::new(inputs));
-            for id in p.processors.iter().rev() {
-                let Some(def) = cfg.processor(id) else {
-                    continue;
-                };
-                let name = format!("{id} in {}", p.id);
-                let labels = [
-                    ("processor", id.to_string()),
-                    ("pipeline", p.id.to_string()),
-                ];
-                next = match &def.config {
-                    ProcessorConfig::Batch(c) => {
-                        let RunningBatch {
-                            input,
-                            task,
-                            pending,
-                        } = batch::spawn(c.clone(), next, name.clone(), &labels, stop.clone());
-                        batches.push(BatchRun {
-                            done: false,
-                            feeds_connector: p.exporters.iter().any(|e| cfg.connector(e).is_some()),
-                            name,
-                            signal: p.id.signal,
-                            task,
-                            pending,
-                        });
-                        input
-                    }
-                    ProcessorConfig::MemoryLimiter(c) => Arc::new(ProcessorStage::new(
-                        Arc::new(MemoryLimiter::start(c, name)),
-                        next,
-                        &labels,
-                    )),
-                    ProcessorConfig::Resource(c) => Arc::new(ProcessorStage::new(
-                        Arc::new(ResourceProcessor::new(c)),
-                        next,
-                        &labels,
-                    )),
-                    ProcessorConfig::Attributes(c) => Arc::new(ProcessorStage::new(
-                        Arc::new(AttributesProcessor::new(c)),
-                        next,
-                        &labels,
-                    )),
-                    ProcessorConfig::Limits(c) => Arc::new(ProcessorStage::new(
-                        Arc::new(crate::processors::limits::Limits::new(c, &labels)),
-                        next,
-                        &labels,
-                    )),
-                };
-            }
-            entries.push((p.id.clone(), next));
-        }
-
-        // Receivers last: each feeds every pipeline that lists it.
+        let sinks = build_sinks(cfg, &st.stop)?;
+        let (entries, batches) = build_pipelines(cfg, &sinks, &st.stop)?;
         let receivers_cancel = CancellationToken::new();
         let connectors_cancel = CancellationToken::new();
-        let mut receiver_tasks = Vec::new();
-        let mut connector_tasks = Vec::new();
-        let mut receiver_ids: Vec<&ComponentId> = Vec::new();
-        for p in &cfg.service.pipelines {
-            for r in &p.receivers {
-                if !receiver_ids.contains(&r) {
-                    receiver_ids.push(r);
-                }
+        let started = start_sources(
+            cfg,
+            &sinks,
+            &entries,
+            &receivers_cancel,
+            &connectors_cancel,
+            &st,
+        )
+        .await;
+        let (receiver_tasks, connector_tasks) = match started {
+            Ok(t) => t,
+            Err(e) => {
+                // Stop what already runs before reporting the failure.
+                receivers_cancel.cancel();
+                connectors_cancel.cancel();
+                st.aux_cancel.cancel();
+                st.stop.cancel();
+                return Err(e);
             }
-        }
-        for rid in receiver_ids {
-            let mut consumers = Consumers::default();
-            for signal in Signal::ALL {
-                let targets: Vec<BoxConsumer> = cfg
-                    .service
-                    .pipelines
-                    .iter()
-                    .zip(&entries)
-                    .filter(|(p, _)| p.id.signal == signal && p.receivers.contains(rid))
-                    .map(|(_, (_, c))| c.clone())
-                    .collect();
-                let consumer: Option<BoxConsumer> = match targets.len() {
-                    0 => None,
-                    1 => targets.into_iter().next(),
-                    _ => Some(Arc::new(PipelineFanout::new(targets))),
-                };
-                match signal {
-                    Signal::Traces => consumers.traces = consumer,
-                    Signal::Metrics => consumers.metrics = consumer,
-                    Signal::Logs => consumers.logs = consumer,
-                }
-            }
-            let started = match (cfg.receiver(rid), connectors.get(rid)) {
-                (Some(def), _) => {
-                    def.config
-                        .start(rid, consumers, receivers_cancel.clone())
-                        .await
-                }
-                (None, Some(conn)) => match consumers.metrics {
-                    Some(next) => {
-                        connector_tasks.push(crate::connectors::agentmetrics::start_emitter(
-                            conn.clone(),
-                            next,
-                            connectors_cancel.clone(),
-                        ));
-                        Ok(Vec::new())
-                    }
-                    None => Ok(Vec::new()),
-                },
-                (None, None) => continue,
-            };
-            let tasks = match started {
-                Ok(t) => t,
-                Err(e) => {
-                    // Stop what already runs before reporting the failure.
-                    receivers_cancel.cancel();
-                    connectors_cancel.cancel();
-                    aux_cancel.cancel();
-                    stop.cancel();
-                    return Err(e);
-                }
-            };
-            // A receiver that ends before shutdown leaves the service incomplete: say so in health.
-            for task in tasks {
-                let (health, cancel, id) =
-                    (health.clone(), receivers_cancel.clone(), rid.to_string());
-                receiver_tasks.push(tokio::spawn(async move {
-                    let _ = task.await;
-                    if !cancel.is_cancelled() {
-                        tracing::error!(receiver = %id, "receiver stopped unexpectedly; health now reports failure");
-                        health.set_failed();
-                    }
-                }));
-            }
-        }
+        };
         drop(entries);
 
-        health.set_ready();
+        st.health.set_ready();
         tracing::info!(
             pipelines = cfg.service.pipelines.len(),
-            exporters = exporters.len(),
+            exporters = sinks.inputs.len(),
             "spanwire is running"
         );
         Ok(Service {
-            health,
+            health: st.health,
             receivers_cancel,
             receiver_tasks,
             connectors_cancel,
             connector_tasks,
             batches,
-            exporters: exporters
+            exporters: sinks
+                .inputs
                 .into_values()
                 .map(|e| RunningExporterParts {
                     shared: e.shared,
@@ -333,9 +154,9 @@ impl Service {
                     export: e.export,
                 })
                 .collect(),
-            stop,
-            aux_cancel,
-            aux_tasks,
+            stop: st.stop,
+            aux_cancel: st.aux_cancel,
+            aux_tasks: st.aux_tasks,
         })
     }
 
@@ -362,7 +183,7 @@ impl Service {
         }
         // Pipelines that end in a connector drain first, so the connector's
         // last snapshot holds everything; then connectors emit and stop.
-        let (upstream, downstream): (Vec<BatchRun>, Vec<BatchRun>) =
+        let (upstream, downstream): (Vec<StageRun>, Vec<StageRun>) =
             self.batches.into_iter().partition(|b| b.feeds_connector);
         let mut batches = Vec::new();
         for mut b in upstream {
@@ -449,7 +270,9 @@ impl Service {
                     report.kept_on_disk.push((e.shared.name().to_string(), n));
                 }
             }
-            e.export.shutdown().await;
+            if let Some(export) = &e.export {
+                export.shutdown().await;
+            }
         }
         for (component, signal, n) in &report.lost {
             tracing::error!(%component, %signal, items = n, "still queued at the shutdown deadline; dropped");
@@ -463,4 +286,177 @@ impl Service {
         }
         report
     }
+}
+
+/// Extensions first: health answers while the rest starts.
+async fn start_extensions(cfg: &Config, st: &mut Starting) -> Result<(), StartError> {
+    for id in &cfg.service.extensions {
+        if let Some(def) = cfg.extension(id) {
+            let ctx = ExtensionContext {
+                id,
+                health: st.health.clone(),
+                cancel: st.aux_cancel.clone(),
+            };
+            st.aux_tasks.extend(def.config.start(ctx).await?);
+        }
+    }
+    Ok(())
+}
+
+/// Exporters: one instance (and queue) per id, shared by the pipelines that
+/// list it; a connector's exporter side has no queue.
+fn build_sinks(cfg: &Config, stop: &CancellationToken) -> Result<Sinks, StartError> {
+    let mut sinks = Sinks {
+        inputs: BTreeMap::new(),
+        connectors: BTreeMap::new(),
+    };
+    for p in &cfg.service.pipelines {
+        for id in &p.exporters {
+            if sinks.inputs.contains_key(id) {
+                continue;
+            }
+            let name = id.to_string();
+            if let Some(def) = cfg.connector(id) {
+                let connector = def.config.build(id)?;
+                sinks.connectors.insert(id.clone(), connector.clone());
+                sinks
+                    .inputs
+                    .insert(id.clone(), queue::connector_input(&name, connector));
+                continue;
+            }
+            let Some(def) = cfg.exporter(id) else {
+                continue;
+            };
+            let built = def.config.build(ExporterContext { id })?;
+            let running =
+                queue::spawn(&name, built.export, &built.queue, built.retry, stop.clone())
+                    .map_err(|e| StartError::component(&name, e.to_string()))?;
+            sinks.inputs.insert(id.clone(), running);
+        }
+    }
+    Ok(sinks)
+}
+
+/// Pipelines, built back to front; processors are per pipeline. Returns each
+/// pipeline's entry and the processors' own tasks.
+fn build_pipelines(
+    cfg: &Config,
+    sinks: &Sinks,
+    stop: &CancellationToken,
+) -> Result<(Vec<BoxConsumer>, Vec<StageRun>), StartError> {
+    let mut batches = Vec::new();
+    let mut entries = Vec::new();
+    for p in &cfg.service.pipelines {
+        let inputs = p
+            .exporters
+            .iter()
+            .filter_map(|id| sinks.inputs.get(id))
+            .map(|e| e.input.clone())
+            .collect();
+        let mut next: BoxConsumer = Arc::new(ExporterFanout::new(inputs));
+        let feeds_connector = p.exporters.iter().any(|e| cfg.connector(e).is_some());
+        for id in p.processors.iter().rev() {
+            let Some(def) = cfg.processor(id) else {
+                continue;
+            };
+            let name = format!("{id} in {}", p.id);
+            let stage = def.config.build(ProcessorContext {
+                id,
+                name: name.clone(),
+                labels: [
+                    ("processor", id.to_string()),
+                    ("pipeline", p.id.to_string()),
+                ],
+                next,
+                stop: stop.clone(),
+            })?;
+            if let Some(StageTask { task, pending }) = stage.task {
+                batches.push(StageRun {
+                    done: false,
+                    feeds_connector,
+                    name,
+                    signal: p.id.signal,
+                    task,
+                    pending,
+                });
+            }
+            next = stage.input;
+        }
+        entries.push(next);
+    }
+    Ok((entries, batches))
+}
+
+/// The consumers a receiver (or a connector's receiver side) feeds: every
+/// pipeline of each signal that lists it.
+fn consumers_of(cfg: &Config, entries: &[BoxConsumer], rid: &ComponentId) -> Consumers {
+    let mut consumers = Consumers::default();
+    for signal in Signal::ALL {
+        let targets: Vec<BoxConsumer> = cfg
+            .service
+            .pipelines
+            .iter()
+            .zip(entries)
+            .filter(|(p, _)| p.id.signal == signal && p.receivers.contains(rid))
+            .map(|(_, c)| c.clone())
+            .collect();
+        let consumer: Option<BoxConsumer> = match targets.len() {
+            0 => None,
+            1 => targets.into_iter().next(),
+            _ => Some(Arc::new(PipelineFanout::new(targets))),
+        };
+        match signal {
+            Signal::Traces => consumers.traces = consumer,
+            Signal::Metrics => consumers.metrics = consumer,
+            Signal::Logs => consumers.logs = consumer,
+        }
+    }
+    consumers
+}
+
+/// Receivers and connectors' receiver sides last, each feeding every
+/// pipeline that lists it. Returns the receiver tasks (watched: one that
+/// ends before shutdown turns health to failed) and the connector tasks.
+async fn start_sources(
+    cfg: &Config,
+    sinks: &Sinks,
+    entries: &[BoxConsumer],
+    receivers_cancel: &CancellationToken,
+    connectors_cancel: &CancellationToken,
+    st: &Starting,
+) -> Result<(Vec<JoinHandle<()>>, Vec<JoinHandle<()>>), StartError> {
+    let mut receiver_tasks = Vec::new();
+    let mut connector_tasks = Vec::new();
+    let mut receiver_ids: Vec<&ComponentId> = Vec::new();
+    for p in &cfg.service.pipelines {
+        for r in &p.receivers {
+            if !receiver_ids.contains(&r) {
+                receiver_ids.push(r);
+            }
+        }
+    }
+    for rid in receiver_ids {
+        let consumers = consumers_of(cfg, entries, rid);
+        if let Some(def) = cfg.receiver(rid) {
+            let ctx = ReceiverContext {
+                id: rid,
+                consumers,
+                cancel: receivers_cancel.clone(),
+            };
+            for task in def.config.start(ctx).await? {
+                let (health, cancel, id) =
+                    (st.health.clone(), receivers_cancel.clone(), rid.to_string());
+                receiver_tasks.push(tokio::spawn(async move {
+                    let _ = task.await;
+                    if !cancel.is_cancelled() {
+                        tracing::error!(receiver = %id, "receiver stopped unexpectedly; health now reports failure");
+                        health.set_failed();
+                    }
+                }));
+            }
+        } else if let Some(conn) = sinks.connectors.get(rid) {
+            connector_tasks.extend(conn.start(consumers, connectors_cancel.clone()));
+        }
+    }
+    Ok((receiver_tasks, connector_tasks))
 }

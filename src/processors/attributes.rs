@@ -12,9 +12,9 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::SyncProcessor;
+use crate::component::{Factory, ProcessorContext, ProcessorFactory, Stage, SyncProcessor};
 use crate::config::de::DeError;
-use crate::consumer::ConsumeError;
+use crate::consumer::{ConsumeError, StartError};
 use crate::signal::Telemetry;
 
 /// What to do with a key.
@@ -214,6 +214,52 @@ fn value_text(v: &AnyValue) -> String {
         Some(any_value::Value::BytesValue(b)) => hex::encode(b),
         Some(other) => format!("{other:?}"),
         None => String::new(),
+    }
+}
+
+/// The `resource` processor's factory.
+pub struct ResourceFactory;
+
+impl Factory for ResourceFactory {
+    type Config = ActionsConfig;
+    fn type_name(&self) -> &'static str {
+        "resource"
+    }
+    fn validate(&self, config: &ActionsConfig) -> Result<(), DeError> {
+        config.validate()
+    }
+}
+
+impl ProcessorFactory for ResourceFactory {
+    fn build(
+        &self,
+        config: &ActionsConfig,
+        ctx: ProcessorContext<'_>,
+    ) -> Result<Stage, StartError> {
+        Ok(ctx.inline(ResourceProcessor::new(config)))
+    }
+}
+
+/// The `attributes` processor's factory.
+pub struct AttributesFactory;
+
+impl Factory for AttributesFactory {
+    type Config = ActionsConfig;
+    fn type_name(&self) -> &'static str {
+        "attributes"
+    }
+    fn validate(&self, config: &ActionsConfig) -> Result<(), DeError> {
+        config.validate()
+    }
+}
+
+impl ProcessorFactory for AttributesFactory {
+    fn build(
+        &self,
+        config: &ActionsConfig,
+        ctx: ProcessorContext<'_>,
+    ) -> Result<Stage, StartError> {
+        Ok(ctx.inline(AttributesProcessor::new(config)))
     }
 }
 

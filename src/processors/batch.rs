@@ -18,9 +18,10 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::component::{Factory, ProcessorContext, ProcessorFactory, Stage, StageTask};
 use crate::config::de::DeError;
 use crate::config::types::duration;
-use crate::consumer::{AckOutcome, Acks, BoxConsumer, ConsumeError, Consumer};
+use crate::consumer::{AckOutcome, Acks, BoxConsumer, ConsumeError, Consumer, StartError};
 use crate::signal::{metric_points, EncodedBatch, Signal, Telemetry};
 use crate::telemetry::SignalCounters;
 use opentelemetry_proto::tonic::logs::v1::{ResourceLogs, ScopeLogs};
@@ -105,6 +106,33 @@ impl Consumer for BatchInput {
                 refused(format!("{}: shutting down", self.name), 5, item)
             }
         }
+    }
+}
+
+/// The `batch` processor's factory.
+pub struct BatchFactory;
+
+impl Factory for BatchFactory {
+    type Config = BatchConfig;
+    fn type_name(&self) -> &'static str {
+        "batch"
+    }
+    fn validate(&self, config: &BatchConfig) -> Result<(), DeError> {
+        config.validate()
+    }
+}
+
+impl ProcessorFactory for BatchFactory {
+    fn build(&self, config: &BatchConfig, ctx: ProcessorContext<'_>) -> Result<Stage, StartError> {
+        let RunningBatch {
+            input,
+            task,
+            pending,
+        } = spawn(config.clone(), ctx.next, ctx.name, &ctx.labels, ctx.stop);
+        Ok(Stage {
+            input,
+            task: Some(StageTask { task, pending }),
+        })
     }
 }
 

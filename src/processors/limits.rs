@@ -9,9 +9,9 @@ use metrics::Counter;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use serde::Deserialize;
 
-use super::SyncProcessor;
+use crate::component::{Factory, ProcessorContext, ProcessorFactory, Stage, SyncProcessor};
 use crate::config::de::DeError;
-use crate::consumer::ConsumeError;
+use crate::consumer::{ConsumeError, StartError};
 use crate::signal::Telemetry;
 
 /// `processors.limits`.
@@ -54,6 +54,26 @@ impl LimitsConfig {
             return Err(DeError::custom("max_attributes must be at least 1"));
         }
         Ok(())
+    }
+}
+
+/// The `limits` processor's factory.
+pub struct LimitsFactory;
+
+impl Factory for LimitsFactory {
+    type Config = LimitsConfig;
+    fn type_name(&self) -> &'static str {
+        "limits"
+    }
+    fn validate(&self, config: &LimitsConfig) -> Result<(), DeError> {
+        config.validate()
+    }
+}
+
+impl ProcessorFactory for LimitsFactory {
+    fn build(&self, config: &LimitsConfig, ctx: ProcessorContext<'_>) -> Result<Stage, StartError> {
+        let limits = Limits::new(config, &ctx.labels);
+        Ok(ctx.inline(limits))
     }
 }
 

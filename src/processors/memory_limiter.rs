@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::SyncProcessor;
+use crate::component::{Factory, ProcessorContext, ProcessorFactory, Stage, SyncProcessor};
 use crate::config::de::DeError;
 use crate::config::types::duration;
-use crate::consumer::ConsumeError;
+use crate::consumer::{ConsumeError, StartError};
 use crate::signal::Telemetry;
 
 const MIB: u64 = 1024 * 1024;
@@ -128,6 +128,30 @@ struct State {
     over: AtomicBool,
     last_rss: AtomicU64,
     soft: u64,
+}
+
+/// The `memory_limiter` processor's factory.
+pub struct MemoryLimiterFactory;
+
+impl Factory for MemoryLimiterFactory {
+    type Config = MemoryLimiterConfig;
+    fn type_name(&self) -> &'static str {
+        "memory_limiter"
+    }
+    fn validate(&self, config: &MemoryLimiterConfig) -> Result<(), DeError> {
+        config.validate()
+    }
+}
+
+impl ProcessorFactory for MemoryLimiterFactory {
+    fn build(
+        &self,
+        config: &MemoryLimiterConfig,
+        ctx: ProcessorContext<'_>,
+    ) -> Result<Stage, StartError> {
+        let limiter = MemoryLimiter::start(config, ctx.name.clone());
+        Ok(ctx.inline(limiter))
+    }
 }
 
 /// The running limiter.

@@ -23,13 +23,13 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::component::{ComponentId, Factory, ReceiverContext, ReceiverFactory};
 use crate::config::de::DeError;
 use crate::config::types::{check_listen_endpoint, duration, AuthConfig, TlsServerConfig};
-use crate::config::ComponentId;
+use crate::consumer::{BoxConsumer, ConsumeError, StartError};
 use crate::convert::bedrock::assemble::{Assembler, Released};
 use crate::convert::bedrock::{self, CaptureContent, Options, TraceParent};
 use crate::net::{self, Body};
-use crate::consumer::{BoxConsumer, ConsumeError, StartError};
 use crate::signal::{string_attribute, Signal, Telemetry};
 use crate::telemetry::SignalCounters;
 
@@ -145,8 +145,38 @@ impl State {
     }
 }
 
+/// The `bedrock` receiver's factory.
+pub struct BedrockReceiverFactory;
+
+impl Factory for BedrockReceiverFactory {
+    type Config = BedrockReceiverConfig;
+    fn type_name(&self) -> &'static str {
+        "bedrock"
+    }
+    fn validate(&self, config: &BedrockReceiverConfig) -> Result<(), DeError> {
+        config.validate()
+    }
+}
+
+#[async_trait::async_trait]
+impl ReceiverFactory for BedrockReceiverFactory {
+    fn signals(&self, _config: &BedrockReceiverConfig) -> &'static [Signal] {
+        &[Signal::Traces]
+    }
+    fn endpoints(&self, config: &BedrockReceiverConfig) -> Vec<String> {
+        vec![config.endpoint.clone()]
+    }
+    async fn start(
+        &self,
+        config: &BedrockReceiverConfig,
+        ctx: ReceiverContext<'_>,
+    ) -> Result<Vec<JoinHandle<()>>, StartError> {
+        start(config, ctx.id, ctx.consumers.traces, ctx.cancel).await
+    }
+}
+
 /// Starts the HTTP listener, the idle flusher and the sender.
-pub async fn start(
+async fn start(
     cfg: &BedrockReceiverConfig,
     id: &ComponentId,
     consumer: Option<BoxConsumer>,

@@ -28,11 +28,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::aws::AwsSettings;
+use crate::component::{ComponentId, Factory, ReceiverContext, ReceiverFactory};
 use crate::config::de::DeError;
 use crate::config::types::duration;
-use crate::config::ComponentId;
-use crate::convert::aws_spans::{SpanStream, StreamOptions};
 use crate::consumer::{Consumers, StartError};
+use crate::convert::aws_spans::{SpanStream, StreamOptions};
 use crate::signal::Signal;
 
 pub use decode::Format;
@@ -354,9 +354,36 @@ impl Shared {
     }
 }
 
+/// The `awskinesis` receiver's factory.
+pub struct AwsKinesisReceiverFactory;
+
+impl Factory for AwsKinesisReceiverFactory {
+    type Config = AwsKinesisReceiverConfig;
+    fn type_name(&self) -> &'static str {
+        "awskinesis"
+    }
+    fn validate(&self, config: &AwsKinesisReceiverConfig) -> Result<(), DeError> {
+        config.validate()
+    }
+}
+
+#[async_trait::async_trait]
+impl ReceiverFactory for AwsKinesisReceiverFactory {
+    fn signals(&self, config: &AwsKinesisReceiverConfig) -> &'static [Signal] {
+        config.signals()
+    }
+    async fn start(
+        &self,
+        config: &AwsKinesisReceiverConfig,
+        ctx: ReceiverContext<'_>,
+    ) -> Result<Vec<JoinHandle<()>>, StartError> {
+        start(config, ctx.id, ctx.consumers, ctx.cancel).await
+    }
+}
+
 /// Starts the receiver: one supervisor task that lists shards and runs one
 /// task per shard.
-pub async fn start(
+async fn start(
     cfg: &AwsKinesisReceiverConfig,
     id: &ComponentId,
     consumers: Consumers,

@@ -15,8 +15,8 @@ use super::checkpoint::{StoreError, SHARD_END};
 use super::decode::{self, Decoded};
 use super::{Shared, StartPosition, StreamRef};
 use crate::aws::error_text;
-use crate::convert::aws_spans;
 use crate::consumer::{Ack, AckOutcome, AckWaiter, Acks, BoxConsumer, ConsumeError};
+use crate::convert::aws_spans;
 use crate::signal::{Signal, Telemetry};
 
 /// A shard as listed.

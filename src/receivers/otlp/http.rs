@@ -13,8 +13,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::{HttpConfig, Intake, Rejection};
-use crate::net::{self, Body, DecompressError};
 use crate::consumer::StartError;
+use crate::net::{self, Body, DecompressError};
 use crate::rpc::RpcStatus;
 use crate::signal::{
     ExportLogsServiceRequest, ExportMetricsServiceRequest, ExportTraceServiceRequest, Signal,

@@ -10,9 +10,9 @@ use serde::{Deserialize, Deserializer};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::component::{ComponentId, Factory, ReceiverContext, ReceiverFactory};
 use crate::config::de::DeError;
 use crate::config::types::{check_listen_endpoint, AuthConfig, TlsServerConfig};
-use crate::config::ComponentId;
 use crate::consumer::{
     Ack, AckOutcome, AckWaiter, Acks, BoxConsumer, ConsumeError, Consumers, StartError,
 };
@@ -301,8 +301,38 @@ async fn delivery_result(waiter: AckWaiter, timeout: Duration) -> Result<(), Rej
     }
 }
 
+/// The `otlp` receiver's factory.
+pub struct OtlpReceiverFactory;
+
+impl Factory for OtlpReceiverFactory {
+    type Config = OtlpReceiverConfig;
+    fn type_name(&self) -> &'static str {
+        "otlp"
+    }
+    fn validate(&self, config: &OtlpReceiverConfig) -> Result<(), DeError> {
+        config.validate()
+    }
+}
+
+#[async_trait::async_trait]
+impl ReceiverFactory for OtlpReceiverFactory {
+    fn signals(&self, _config: &OtlpReceiverConfig) -> &'static [Signal] {
+        &Signal::ALL
+    }
+    fn endpoints(&self, config: &OtlpReceiverConfig) -> Vec<String> {
+        config.endpoints()
+    }
+    async fn start(
+        &self,
+        config: &OtlpReceiverConfig,
+        ctx: ReceiverContext<'_>,
+    ) -> Result<Vec<JoinHandle<()>>, StartError> {
+        start(config, ctx.id, ctx.consumers, ctx.cancel).await
+    }
+}
+
 /// Starts the enabled protocols.
-pub async fn start(
+async fn start(
     cfg: &OtlpReceiverConfig,
     id: &ComponentId,
     consumers: Consumers,

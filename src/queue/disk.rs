@@ -49,9 +49,8 @@ use metrics::{Counter, Gauge};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::queue::Payload;
 use crate::config::types::{FsyncPolicy, QueueConfig, WhenFull};
-use crate::signal::{EncodedBatch, Signal, Telemetry};
+use crate::signal::{EncodedBatch, Payload, Signal, Telemetry};
 use crate::telemetry::{exporter_counter, gauge};
 
 const SEGMENT_MAGIC: &[u8; 4] = b"SWQ1";

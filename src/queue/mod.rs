@@ -15,11 +15,13 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::disk_queue::{self, Appended, DiskConfig, DiskQueue, DiskQueueError};
-use super::{Export, ExportError};
+pub mod disk;
+
+use self::disk::{Appended, DiskConfig, DiskQueue, DiskQueueError};
+use crate::component::{Connector, DynExport, ExportError};
 use crate::config::types::RetryConfig;
 use crate::consumer::{AckOutcome, Acks, ConsumeError, Consumer};
-use crate::signal::{EncodedBatch, Signal, Telemetry};
+use crate::signal::{EncodedBatch, Payload, Signal, Telemetry};
 use crate::telemetry::{gauge, SignalCounters};
 
 /// Counters shared by an exporter's input and workers.
@@ -88,41 +90,16 @@ pub struct ExporterInput {
 /// One queued batch, with this exporter's clone of its acknowledgements.
 type Item = (Payload, Acks);
 
-/// A batch as an exporter's queue holds it.
-#[derive(Debug, Clone)]
-pub enum Payload {
-    /// Structs, shared by every exporter of the pipeline.
-    Structs(Arc<Telemetry>),
-    /// Already encoded as an OTLP request (see [`EncodedBatch`]).
-    Encoded(EncodedBatch),
-}
-
-impl Payload {
-    /// The signal of the batch.
-    pub fn signal(&self) -> Signal {
-        match self {
-            Payload::Structs(d) => d.signal(),
-            Payload::Encoded(e) => e.signal,
-        }
-    }
-
-    /// Its items (spans, data points, log records).
-    pub fn item_count(&self) -> usize {
-        match self {
-            Payload::Structs(d) => d.item_count(),
-            Payload::Encoded(e) => e.items,
-        }
-    }
-}
-
 enum Mode {
     Queued(mpsc::Sender<Item>),
     Disk(Arc<DiskQueue>),
     Direct {
-        export: Arc<dyn Export>,
+        export: Arc<dyn DynExport>,
         retry: RetryConfig,
         stop: CancellationToken,
     },
+    /// A connector's exporter side: no queue, no retry.
+    Connector(Arc<dyn Connector>),
 }
 
 /// Room reserved in one exporter's queue.
@@ -130,7 +107,7 @@ pub enum Slot<'a> {
     /// A slot in the in-memory queue.
     Memory(mpsc::Permit<'a, Item>),
     /// Room in the disk queue.
-    Disk(disk_queue::Reservation),
+    Disk(disk::Reservation),
     /// No queue: the export happens in the caller's task.
     Direct,
 }
@@ -168,7 +145,7 @@ impl ExporterInput {
                 )),
                 Err(e) => Err(format!("exporter {}: {e}", self.shared.name)),
             },
-            Mode::Direct { .. } => Ok(Slot::Direct),
+            Mode::Direct { .. } | Mode::Connector(_) => Ok(Slot::Direct),
         }
     }
 
@@ -185,8 +162,8 @@ impl ExporterInput {
     /// settled once it is on disk: durably queued counts as delivered.
     async fn append_disk(
         &self,
-        res: disk_queue::Reservation,
-        record: disk_queue::Record,
+        res: disk::Reservation,
+        record: disk::Record,
         data: Payload,
         acks: &Acks,
     ) -> Result<(), DiskQueueError> {
@@ -214,8 +191,7 @@ impl ExporterInput {
                 let n = data.item_count() as u64;
                 let s = slot(data.signal());
                 self.shared.outstanding[s].fetch_add(n, Ordering::Relaxed);
-                let outcome =
-                    deliver(export.as_ref(), &data, retry, stop, &self.shared, false).await;
+                let outcome = deliver(export, &data, retry, stop, &self.shared, false).await;
                 self.shared.outstanding[s].fetch_sub(outcome.settled(n), Ordering::Relaxed);
                 outcome.mark(&acks);
                 if outcome == Outcome::Delivered {
@@ -227,7 +203,38 @@ impl ExporterInput {
                     ))
                 }
             }
+            Mode::Connector(c) => self.send_connector(c.as_ref(), data, &acks).await,
             Mode::Queued(_) | Mode::Disk(_) => Err("send_direct on a queued exporter".into()),
+        }
+    }
+}
+
+impl ExporterInput {
+    /// Hands `data` to a connector's exporter side, counting it as sent or failed.
+    async fn send_connector(
+        &self,
+        connector: &dyn Connector,
+        data: Payload,
+        acks: &Acks,
+    ) -> Result<(), String> {
+        let (signal, n) = (data.signal(), data.item_count());
+        let Payload::Structs(data) = data else {
+            return Err(format!(
+                "connector {} does not take encoded batches",
+                self.shared.name
+            ));
+        };
+        match connector.consume(data).await {
+            Ok(()) => {
+                self.shared.sent.add(signal, n);
+                Ok(())
+            }
+            Err(reason) => {
+                self.shared.failed.add(signal, n);
+                acks.mark(AckOutcome::Dropped);
+                tracing::error!(connector = %self.shared.name, %signal, items = n, %reason, "connector did not take the data; dropping");
+                Err(format!("connector {}: {reason}", self.shared.name))
+            }
         }
     }
 }
@@ -249,8 +256,8 @@ impl ExporterFanout {
     /// and reserves room in every target's queue, or says which one is full.
     fn reserve_all(
         &self,
-        record: impl FnOnce() -> disk_queue::Record,
-    ) -> Result<(Vec<Slot<'_>>, Option<disk_queue::Record>), String> {
+        record: impl FnOnce() -> disk::Record,
+    ) -> Result<(Vec<Slot<'_>>, Option<disk::Record>), String> {
         let record = self.targets.iter().any(|t| t.is_disk()).then(record);
         let len = record.as_ref().map_or(0, |r| r.len() as u64);
         let slots = self
@@ -269,7 +276,7 @@ impl ExporterFanout {
         &self,
         slots: Vec<Slot<'_>>,
         payload: Payload,
-        record: Option<disk_queue::Record>,
+        record: Option<disk::Record>,
         acks: Acks,
     ) -> Result<(), Dispatch> {
         let mut memory = Vec::new();
@@ -324,7 +331,7 @@ impl ExporterFanout {
 impl Consumer for ExporterFanout {
     async fn consume(&self, data: Telemetry, acks: Acks) -> Result<(), ConsumeError> {
         // A disk queue needs the encoded batch; encode it once for all of them.
-        let (slots, record) = match self.reserve_all(|| disk_queue::encode_record(&data)) {
+        let (slots, record) = match self.reserve_all(|| disk::encode_record(&data)) {
             Ok(r) => r,
             Err(reason) => return Err(ConsumeError::refused(reason, REFUSED_RETRY, data, acks)),
         };
@@ -357,7 +364,7 @@ impl Consumer for ExporterFanout {
             )));
         }
         // A disk queue writes the batch's bytes as they are, after a header.
-        let (slots, record) = match self.reserve_all(|| disk_queue::encoded_record(&data)) {
+        let (slots, record) = match self.reserve_all(|| disk::encoded_record(&data)) {
             Ok(r) => r,
             Err(reason) => return Err(ConsumeError::refused(reason, REFUSED_RETRY, data, acks)),
         };
@@ -403,14 +410,35 @@ pub struct RunningExporter {
     pub shared: Arc<Shared>,
     /// Queue workers (none without a queue).
     pub workers: Vec<JoinHandle<()>>,
-    /// The exporter, to shut down after the workers.
-    pub export: Arc<dyn Export>,
+    /// The exporter, to shut down after the workers (none for a connector).
+    pub export: Option<Arc<dyn DynExport>>,
+}
+
+/// A connector's exporter side as a pipeline's exporters see it: no queue,
+/// no retry (it takes a batch at once or refuses it).
+pub fn connector_input(name: &str, connector: Arc<dyn Connector>) -> RunningExporter {
+    let shared = Arc::new(Shared::new(name));
+    gauge(
+        "spanwire_exporter_queue_capacity",
+        &[("exporter", name.to_string())],
+    )
+    .set(0.0);
+    RunningExporter {
+        input: Arc::new(ExporterInput {
+            shared: shared.clone(),
+            mode: Mode::Connector(connector),
+            encoded: false,
+        }),
+        shared,
+        workers: Vec::new(),
+        export: None,
+    }
 }
 
 /// Starts the queue and its workers. `stop` ends retries at the shutdown deadline.
 pub fn spawn(
     name: &str,
-    export: Arc<dyn Export>,
+    export: Arc<dyn DynExport>,
     queue: &crate::config::types::QueueConfig,
     retry: RetryConfig,
     stop: CancellationToken,
@@ -432,7 +460,7 @@ pub fn spawn(
             }),
             shared,
             workers: Vec::new(),
-            export,
+            export: Some(export),
         });
     }
     gauge("spanwire_exporter_queue_capacity", &labels).set(queue.queue_size as f64);
@@ -460,8 +488,7 @@ pub fn spawn(
                 tokio::spawn(async move {
                     while let Some(entry) = disk.next(&stop).await {
                         let outcome =
-                            deliver(export.as_ref(), &entry.data, &retry, &stop, &shared, true)
-                                .await;
+                            deliver(&export, &entry.data, &retry, &stop, &shared, true).await;
                         // A batch kept at shutdown stays queued for the next run.
                         if outcome != Outcome::Kept {
                             disk.done(entry.seq);
@@ -478,7 +505,7 @@ pub fn spawn(
             }),
             shared,
             workers,
-            export,
+            export: Some(export),
         });
     }
     let shared = Arc::new(shared);
@@ -508,8 +535,7 @@ pub fn spawn(
                         .saturating_sub(1);
                     shared.queue_gauge.set(depth as f64);
                     let n = data.item_count() as u64;
-                    let outcome =
-                        deliver(export.as_ref(), &data, &retry, &stop, &shared, false).await;
+                    let outcome = deliver(&export, &data, &retry, &stop, &shared, false).await;
                     shared.outstanding[slot(data.signal())]
                         .fetch_sub(outcome.settled(n), Ordering::Relaxed);
                     outcome.mark(&acks);
@@ -525,7 +551,7 @@ pub fn spawn(
         }),
         shared,
         workers,
-        export,
+        export: Some(export),
     })
 }
 
@@ -565,7 +591,7 @@ impl Outcome {
 /// Sends one batch, retrying as configured. A `durable` batch (from a disk
 /// queue) is kept, not dropped, when shutdown stops the retries.
 async fn deliver(
-    export: &dyn Export,
+    export: &Arc<dyn DynExport>,
     data: &Payload,
     retry: &RetryConfig,
     stop: &CancellationToken,
@@ -576,21 +602,17 @@ async fn deliver(
     let n = data.item_count();
     let started = Instant::now();
     let mut interval = retry.initial_interval;
-    let mut progress: super::Progress = None;
+    let mut delivery = export.clone().begin(data.clone());
     // Counts a batch given up: what the exporter says is still pending is lost,
     // the rest was delivered by earlier attempts.
-    let give_up = |progress: &super::Progress| -> usize {
-        let lost = pending(export, data, progress).unwrap_or(n).min(n);
+    let give_up = |delivery: &dyn crate::component::Delivery| -> usize {
+        let lost = delivery.pending().unwrap_or(n).min(n);
         shared.sent.add(signal, n - lost);
         shared.failed.add(signal, lost);
         lost
     };
     loop {
-        let attempt = match data {
-            Payload::Structs(d) => export.export(d, &mut progress).await,
-            Payload::Encoded(e) => export.export_encoded(e, &mut progress).await,
-        };
-        match attempt {
+        match delivery.attempt().await {
             Ok(ok) => {
                 let rejected = (ok.rejected as usize).min(n);
                 shared.sent.add(signal, n - rejected);
@@ -602,7 +624,7 @@ async fn deliver(
                 return Outcome::Delivered;
             }
             Err(ExportError::Permanent(reason)) => {
-                let lost = give_up(&progress);
+                let lost = give_up(delivery.as_ref());
                 tracing::error!(exporter = %shared.name, %signal, items = lost, %reason, "export failed permanently; dropping");
                 return Outcome::Failed;
             }
@@ -611,7 +633,7 @@ async fn deliver(
                 retry_after,
             }) => {
                 if !retry.enabled {
-                    let lost = give_up(&progress);
+                    let lost = give_up(delivery.as_ref());
                     tracing::error!(exporter = %shared.name, %signal, items = lost, %reason, "export failed and retry is disabled; dropping");
                     return Outcome::Failed;
                 }
@@ -620,12 +642,12 @@ async fn deliver(
                 if !retry.max_elapsed_time.is_zero()
                     && started.elapsed() + wait > retry.max_elapsed_time
                 {
-                    let lost = give_up(&progress);
+                    let lost = give_up(delivery.as_ref());
                     tracing::error!(exporter = %shared.name, %signal, items = lost, %reason,
                         elapsed_s = started.elapsed().as_secs_f64(), "giving up after max_elapsed_time; dropping");
                     return Outcome::Failed;
                 }
-                let pending = pending(export, data, &progress).unwrap_or(n);
+                let pending = delivery.pending().unwrap_or(n);
                 tracing::warn!(exporter = %shared.name, %signal, items = pending, %reason, wait_ms = wait.as_millis() as u64,
                     "export failed; will retry");
                 tokio::select! {
@@ -636,7 +658,7 @@ async fn deliver(
                                 "shutdown deadline reached while retrying; the batch stays in the disk queue for the next run");
                             return Outcome::Kept;
                         }
-                        let lost = give_up(&progress);
+                        let lost = give_up(delivery.as_ref());
                         tracing::error!(exporter = %shared.name, %signal, items = lost, %reason,
                             "shutdown deadline reached while retrying; dropping");
                         return Outcome::Abandoned(lost as u64);
@@ -648,15 +670,6 @@ async fn deliver(
                 );
             }
         }
-    }
-}
-
-/// What the exporter says is still undelivered (`None`: all of it). Encoded
-/// batches are sent whole, so for them it is all or nothing.
-fn pending(export: &dyn Export, data: &Payload, progress: &super::Progress) -> Option<usize> {
-    match data {
-        Payload::Structs(d) => export.pending(d, progress),
-        Payload::Encoded(_) => None,
     }
 }
 
@@ -672,8 +685,8 @@ fn jitter(d: Duration, factor: f64) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::component::{Export, ExportOk};
     use crate::config::types::QueueConfig;
-    use crate::exporters::ExportOk;
     use std::sync::atomic::AtomicUsize;
 
     /// Fails `fail_first` times with a retryable error, then succeeds; counts items.
@@ -685,10 +698,12 @@ mod tests {
 
     #[async_trait]
     impl Export for Flaky {
+        type Progress = ();
+
         async fn export(
             &self,
             data: &Arc<Telemetry>,
-            _progress: &mut crate::exporters::Progress,
+            _progress: &mut (),
         ) -> Result<ExportOk, ExportError> {
             let c = self.calls.fetch_add(1, Ordering::SeqCst);
             if c < self.fail_first {
@@ -763,10 +778,12 @@ mod tests {
 
     #[async_trait]
     impl Export for EncodedOnly {
+        type Progress = ();
+
         async fn export(
             &self,
             _data: &Arc<Telemetry>,
-            _progress: &mut crate::exporters::Progress,
+            _progress: &mut (),
         ) -> Result<ExportOk, ExportError> {
             Err(ExportError::Permanent("structs".into()))
         }
@@ -775,11 +792,7 @@ mod tests {
             true
         }
 
-        async fn export_encoded(
-            &self,
-            data: &EncodedBatch,
-            _progress: &mut crate::exporters::Progress,
-        ) -> Result<ExportOk, ExportError> {
+        async fn export_encoded(&self, data: &EncodedBatch) -> Result<ExportOk, ExportError> {
             if self.fail_first.load(Ordering::SeqCst) > 0 {
                 self.fail_first.fetch_sub(1, Ordering::SeqCst);
                 return Err(ExportError::Retryable {
