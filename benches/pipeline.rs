@@ -5,7 +5,6 @@
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
-use spanwire::exporters::otlp::encode_request;
 use spanwire::processors::batch::{append, split_front};
 use spanwire::signal::{Signal, Telemetry};
 
@@ -48,7 +47,9 @@ fn decode_batch_encode(c: &mut Criterion) {
                     let mut out = 0usize;
                     while batch.item_count() > 0 {
                         let head = split_front(&mut batch, max);
-                        out += encode_request(&head).len();
+                        out += spanwire::convert::otlp_proto::encode_batch(&head)
+                            .bytes
+                            .len();
                     }
                     std::hint::black_box(out)
                 })
@@ -80,7 +81,13 @@ fn decode_batch_encode(c: &mut Criterion) {
             std::hint::black_box(buf.len())
         })
     });
-    g.bench_function("one_pass", |b| b.iter(|| encode_request(&batch).len()));
+    g.bench_function("one_pass", |b| {
+        b.iter(|| {
+            spanwire::convert::otlp_proto::encode_batch(&batch)
+                .bytes
+                .len()
+        })
+    });
     g.finish();
 
     // Why the batch processor encodes on arrival when its exporters send OTLP
@@ -113,7 +120,7 @@ fn decode_batch_encode(c: &mut Criterion) {
             for body in &bodies[1..] {
                 append(&mut batch, decode(body));
             }
-            let bytes = encode_request(&batch);
+            let bytes = spanwire::convert::otlp_proto::encode_batch(&batch).bytes;
             drop(batch);
             std::hint::black_box(bytes.len())
         })
@@ -122,7 +129,7 @@ fn decode_batch_encode(c: &mut Criterion) {
         b.iter(|| {
             let mut buf = Vec::with_capacity(8200 * 512);
             for body in &bodies {
-                decode(body).encode_request(&mut buf);
+                spanwire::convert::otlp_proto::encode_request(&decode(body), &mut buf);
             }
             std::hint::black_box(buf.len())
         })
@@ -453,7 +460,10 @@ fn disk_queue(c: &mut Criterion) {
             Arc::new(t)
         })
         .collect();
-    let encoded: Vec<EncodedBatch> = batches.iter().map(|b| EncodedBatch::encode(b)).collect();
+    let encoded: Vec<EncodedBatch> = batches
+        .iter()
+        .map(|b| spanwire::convert::otlp_proto::encode_batch(b))
+        .collect();
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("runtime");

@@ -116,10 +116,10 @@ pub fn config(data: &[u8]) {
 /// (as spans, and as logs) also re-encodes with the one-pass encoder to
 /// exactly prost's bytes.
 pub fn otlp_proto_xray(data: &[u8]) {
-    if let Ok(t) = Telemetry::decode_request(Signal::Logs, data) {
+    if let Ok(t) = crate::convert::otlp_proto::decode_request(Signal::Logs, data) {
         same_bytes_as_prost(&t);
     }
-    if let Ok(t) = Telemetry::decode_request(Signal::Traces, data) {
+    if let Ok(t) = crate::convert::otlp_proto::decode_request(Signal::Traces, data) {
         same_bytes_as_prost(&t);
         if let Telemetry::Traces(rs) = &t {
             xray_documents(rs);
@@ -141,7 +141,7 @@ fn same_bytes_as_prost(t: &Telemetry) {
         Telemetry::Metrics(v) => prost_request(v),
     };
     let mut ours = Vec::new();
-    t.encode_request(&mut ours);
+    crate::convert::otlp_proto::encode_request(&t, &mut ours);
     assert!(ours == expected, "one-pass encoding differs from prost's");
 }
 

@@ -93,24 +93,6 @@ pub struct EncodedBatch {
     pub bytes: bytes::Bytes,
 }
 
-impl EncodedBatch {
-    /// Encodes `data`.
-    pub fn encode(data: &Telemetry) -> EncodedBatch {
-        let mut buf = Vec::new();
-        data.encode_request(&mut buf);
-        EncodedBatch {
-            signal: data.signal(),
-            items: data.item_count(),
-            bytes: buf.into(),
-        }
-    }
-
-    /// Decodes the structs back (for exporters and tests that need them).
-    pub fn decode(&self) -> Result<Telemetry, prost::DecodeError> {
-        Telemetry::decode_request(self.signal, &self.bytes)
-    }
-}
-
 impl Telemetry {
     /// The signal of this batch.
     pub fn signal(&self) -> Signal {
@@ -146,30 +128,6 @@ impl Telemetry {
     /// True when the batch holds no items.
     pub fn is_empty(&self) -> bool {
         self.item_count() == 0
-    }
-
-    /// Appends the batch as the body of an OTLP export request
-    /// (`Export{Trace,Metrics,Logs}ServiceRequest`, field 1 repeated), without
-    /// copying it into a request struct first.
-    ///
-    /// Traces and logs take the one-pass encoder in
-    /// [`crate::convert::otlp_proto`]; the bytes are the same as prost's.
-    pub fn encode_request(&self, buf: &mut Vec<u8>) {
-        crate::convert::otlp_proto::encode_request(self, buf);
-    }
-
-    /// Decodes what [`Telemetry::encode_request`] wrote for `signal`.
-    pub fn decode_request(signal: Signal, bytes: &[u8]) -> Result<Telemetry, prost::DecodeError> {
-        use prost::Message;
-        Ok(match signal {
-            Signal::Traces => {
-                Telemetry::Traces(ExportTraceServiceRequest::decode(bytes)?.resource_spans)
-            }
-            Signal::Metrics => {
-                Telemetry::Metrics(ExportMetricsServiceRequest::decode(bytes)?.resource_metrics)
-            }
-            Signal::Logs => Telemetry::Logs(ExportLogsServiceRequest::decode(bytes)?.resource_logs),
-        })
     }
 
     /// An empty batch of the given signal.

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{any_factory, ComponentId, Configured, Definition, Factory};
+use super::factory::{any_factory, Configured, Definition, Factory};
+use super::id::ComponentId;
 use crate::config::types::{QueueConfig, RetryConfig};
 use crate::consumer::StartError;
 use crate::signal::{EncodedBatch, Payload, Signal, Telemetry};

@@ -11,7 +11,8 @@ use async_trait::async_trait;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::{any_factory, ComponentId, Configured, Definition, Factory};
+use super::factory::{any_factory, Configured, Definition, Factory};
+use super::id::ComponentId;
 use crate::consumer::{AckOutcome, Acks, BoxConsumer, ConsumeError, Consumer, StartError};
 use crate::signal::{Signal, Telemetry};
 use crate::telemetry::SignalCounters;

@@ -1,4 +1,8 @@
-//! OTLP protobuf encoding of traces and logs in one pass over the data.
+//! The OTLP protobuf codec: every encode and decode of an export request
+//! or a batch goes through here, one entry each ([`encode_request`],
+//! [`encode_batch`], [`decode_request`], [`decode_batch`]).
+//!
+//! Traces and logs are encoded in one pass over the data.
 //!
 //! prost writes a nested message as its length followed by its fields, so
 //! before writing a span it asks the span for its encoded length, and before
@@ -27,10 +31,48 @@ use opentelemetry_proto::tonic::trace::v1::{span, ResourceSpans, ScopeSpans, Spa
 
 use prost::encoding::{encoded_len_varint, WireType};
 
-use crate::signal::Telemetry;
+use crate::signal::{
+    EncodedBatch, ExportLogsServiceRequest, ExportMetricsServiceRequest, ExportTraceServiceRequest,
+    Signal, Telemetry,
+};
+
+/// Encodes `data` as an OTLP export request body, with its signal and item
+/// count.
+pub fn encode_batch(data: &Telemetry) -> EncodedBatch {
+    // A first guess at the encoded size (a few hundred bytes an item), so
+    // the buffer rarely grows; untouched capacity is never paged in.
+    let mut buf = Vec::with_capacity((data.item_count() * 512).clamp(4096, 64 << 20));
+    encode_request(data, &mut buf);
+    EncodedBatch {
+        signal: data.signal(),
+        items: data.item_count(),
+        bytes: buf.into(),
+    }
+}
+
+/// Decodes an encoded batch back into structs.
+pub fn decode_batch(batch: &EncodedBatch) -> Result<Telemetry, prost::DecodeError> {
+    decode_request(batch.signal, &batch.bytes)
+}
+
+/// Decodes an OTLP export request body of `signal`.
+pub fn decode_request(signal: Signal, bytes: &[u8]) -> Result<Telemetry, prost::DecodeError> {
+    use prost::Message;
+    Ok(match signal {
+        Signal::Traces => {
+            Telemetry::Traces(ExportTraceServiceRequest::decode(bytes)?.resource_spans)
+        }
+        Signal::Metrics => {
+            Telemetry::Metrics(ExportMetricsServiceRequest::decode(bytes)?.resource_metrics)
+        }
+        Signal::Logs => Telemetry::Logs(ExportLogsServiceRequest::decode(bytes)?.resource_logs),
+    })
+}
 
 /// Appends the batch as the body of an OTLP export request
-/// (`Export{Trace,Metrics,Logs}ServiceRequest`: field 1, repeated).
+/// (`Export{Trace,Metrics,Logs}ServiceRequest`: field 1, repeated), without
+/// copying it into a request struct first. Appending is concatenating:
+/// two request bodies one after the other are the body holding both.
 pub fn encode_request(data: &Telemetry, buf: &mut Vec<u8>) {
     match data {
         Telemetry::Traces(v) => v.iter().for_each(|r| resource_spans(buf, 1, r)),

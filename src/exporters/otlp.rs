@@ -20,7 +20,7 @@ use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-use super::OtlpResponse;
+use super::partial_success::OtlpResponse;
 use crate::component::{
     BuiltExporter, Export, ExportError, ExportOk, ExporterContext, ExporterFactory, Factory,
 };
@@ -142,19 +142,6 @@ impl OtlpExporter {
     }
 }
 
-/// Encodes `data` as an OTLP export request body.
-pub fn encode_request(data: &Telemetry) -> Bytes {
-    let mut buf = Vec::with_capacity(initial_capacity(data));
-    data.encode_request(&mut buf);
-    Bytes::from(buf)
-}
-
-/// A first guess at a batch's encoded size (a few hundred bytes an item), so
-/// the buffer rarely grows; untouched capacity is never paged in.
-fn initial_capacity(data: &Telemetry) -> usize {
-    (data.item_count() * 512).clamp(4096, 64 << 20)
-}
-
 /// Something the pass-through codec can write as a gRPC request message.
 pub trait RequestBody: Send + Sync + 'static {
     /// Writes the encoded message.
@@ -174,7 +161,7 @@ impl RequestBody for BatchBody {
     fn write_to(self, dst: &mut EncodeBuf<'_>) {
         // The one-pass encoder patches length prefixes after the fact, which
         // tonic's append-only buffer cannot do: encode, then copy once.
-        let bytes = encode_request(&self.0);
+        let bytes = crate::convert::otlp_proto::encode_batch(&self.0).bytes;
         dst.reserve(bytes.len());
         dst.put_slice(&bytes);
     }
@@ -369,7 +356,12 @@ mod tests {
             resource_spans: rs.clone(),
         }
         .encode_to_vec();
-        assert_eq!(encode_request(&Telemetry::Traces(rs)).to_vec(), expected);
+        assert_eq!(
+            crate::convert::otlp_proto::encode_batch(&Telemetry::Traces(rs))
+                .bytes
+                .to_vec(),
+            expected
+        );
     }
 
     #[test]

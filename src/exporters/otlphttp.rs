@@ -13,7 +13,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 
-use super::OtlpResponse;
+use super::partial_success::OtlpResponse;
 use crate::component::{
     BuiltExporter, Export, ExportError, ExportOk, ExporterContext, ExporterFactory, Factory,
 };
@@ -169,7 +169,7 @@ impl OtlpHttpExporter {
     fn body(&self, data: &Telemetry) -> Bytes {
         match self.encoding {
             HttpEncoding::Json => Bytes::from(crate::convert::otlp_json::encode_to_vec(data)),
-            HttpEncoding::Proto => super::otlp::encode_request(data),
+            HttpEncoding::Proto => crate::convert::otlp_proto::encode_batch(data).bytes,
         }
     }
 }

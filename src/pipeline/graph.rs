@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::PipelineFanout;
+use super::fanout::PipelineFanout;
 use crate::component::{
     ComponentId, Connector, DynExport, ExporterContext, ExtensionContext, Health, ProcessorContext,
     ReceiverContext, StageTask,

@@ -316,7 +316,7 @@ impl EncodedBuf {
             self.signal = data.signal();
             self.bytes.reserve(self.next_capacity);
         }
-        data.encode_request(&mut self.bytes);
+        crate::convert::otlp_proto::encode_request(data, &mut self.bytes);
     }
 
     /// Hands out what was pushed (`items` of them) and starts over.
@@ -842,7 +842,7 @@ mod tests {
             .iter()
             .map(|t| {
                 let mut b = Vec::new();
-                t.encode_request(&mut b);
+                crate::convert::otlp_proto::encode_request(&t, &mut b);
                 b
             })
             .collect();
@@ -875,7 +875,7 @@ mod tests {
         let mut all = Vec::new();
         for b in &got {
             assert_eq!(b.signal, Signal::Traces);
-            let t = b.decode().unwrap();
+            let t = crate::convert::otlp_proto::decode_batch(&b).unwrap();
             assert_eq!(t.item_count(), b.items);
             all.extend(names(&t));
         }
@@ -921,7 +921,12 @@ mod tests {
         let got = sink.got.lock().unwrap().clone();
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].items, 7);
-        assert_eq!(got[0].decode().unwrap().item_count(), 7);
+        assert_eq!(
+            crate::convert::otlp_proto::decode_batch(&got[0])
+                .unwrap()
+                .item_count(),
+            7
+        );
         assert_eq!(running.pending.load(Ordering::Relaxed), 0);
     }
 }

@@ -50,6 +50,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::types::{FsyncPolicy, QueueConfig, WhenFull};
+use crate::convert::otlp_proto;
 use crate::signal::{EncodedBatch, Payload, Signal, Telemetry};
 use crate::telemetry::{exporter_counter, gauge};
 
@@ -335,9 +336,7 @@ impl Record {
 
 /// Encodes a record for `data`.
 pub fn encode_record(data: &Telemetry) -> Record {
-    let mut buf = Vec::with_capacity(1024);
-    data.encode_request(&mut buf);
-    Record::new(data.signal(), data.item_count(), Bytes::from(buf))
+    encoded_record(&otlp_proto::encode_batch(data))
 }
 
 /// The record for an already encoded batch (its bytes are shared, not copied).
@@ -847,7 +846,7 @@ impl DiskQueue {
                 bytes: Bytes::from(buf).slice(HEADER..),
             }));
         }
-        Telemetry::decode_request(m.signal, &buf[HEADER..])
+        otlp_proto::decode_request(m.signal, &buf[HEADER..])
             .map(|t| Payload::Structs(Arc::new(t)))
             .map_err(|e| e.to_string())
     }

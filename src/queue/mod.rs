@@ -832,7 +832,7 @@ mod tests {
         .unwrap();
         let fan = ExporterFanout::new(vec![running.input.clone(), direct.input.clone()]);
         assert!(fan.takes_encoded());
-        let batch = EncodedBatch::encode(&one_span());
+        let batch = crate::convert::otlp_proto::encode_batch(&one_span());
         fan.consume_encoded(batch.clone(), Acks::none())
             .await
             .unwrap();
@@ -875,7 +875,10 @@ mod tests {
         let mixed = ExporterFanout::new(vec![b.input.clone(), a.input.clone()]);
         assert!(!mixed.takes_encoded());
         let err = mixed
-            .consume_encoded(EncodedBatch::encode(&one_span()), Acks::none())
+            .consume_encoded(
+                crate::convert::otlp_proto::encode_batch(&one_span()),
+                Acks::none(),
+            )
             .await
             .unwrap_err();
         assert!(err.to_string().contains("exporter structs"), "{err}");
@@ -941,7 +944,7 @@ mod tests {
                 }],
                 ..Default::default()
             }]);
-            let batch = EncodedBatch::encode(&t);
+            let batch = crate::convert::otlp_proto::encode_batch(&t);
             let (ack, waiter) = crate::consumer::Ack::new();
             fan.consume_encoded(batch.clone(), Acks::one(ack))
                 .await

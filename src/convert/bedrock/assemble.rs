@@ -16,7 +16,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde_json::Value;
 
-use super::{invocation_key, read_event, Stage};
+use super::event::{invocation_key, read_event, Stage};
 
 /// Facts about one event that assembly needs.
 struct Facts {

@@ -29,7 +29,7 @@ use opentelemetry_proto::tonic::trace::v1::{
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::{parse_time, CaptureContent, Event, Options, Stage};
+use super::event::{parse_time, CaptureContent, Event, Options, Stage};
 
 const KIND_INTERNAL: i32 = 1;
 const KIND_CLIENT: i32 = 3;

@@ -309,7 +309,7 @@ async fn encoded_batches_are_written_as_is_and_read_back_either_way() {
     let batches: Vec<Arc<Telemetry>> = (0..4).map(|i| spans(&format!("e{i}"), 4)).collect();
     for (i, b) in batches.iter().enumerate() {
         let payload = if i % 2 == 0 {
-            Payload::Encoded(EncodedBatch::encode(b))
+            Payload::Encoded(crate::convert::otlp_proto::encode_batch(b))
         } else {
             Payload::Structs(b.clone())
         };
@@ -340,7 +340,7 @@ async fn encoded_batches_are_written_as_is_and_read_back_either_way() {
     }
     let want: Vec<EncodedBatch> = batches[1..]
         .iter()
-        .map(|b| EncodedBatch::encode(b))
+        .map(|b| crate::convert::otlp_proto::encode_batch(b))
         .collect();
     assert_eq!(read, want);
     q.close();

@@ -12,8 +12,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::checkpoint::{StoreError, SHARD_END};
+use super::config::StartPosition;
 use super::decode::{self, Decoded};
-use super::{Shared, StartPosition, StreamRef};
+use super::shared::{Shared, StreamRef};
 use crate::aws::error_text;
 use crate::consumer::{Ack, AckOutcome, AckWaiter, Acks, BoxConsumer, ConsumeError};
 use crate::convert::aws_spans;

@@ -25,7 +25,8 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
-use super::{GrpcConfig, Intake, Rejection};
+use super::config::GrpcConfig;
+use super::intake::{Intake, Rejection};
 use crate::consumer::{BoxConsumer, StartError};
 use crate::signal::{Signal, Telemetry};
 

@@ -12,14 +12,12 @@ use prost::Message;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::{HttpConfig, Intake, Rejection};
+use super::config::HttpConfig;
+use super::intake::{Intake, Rejection};
 use crate::consumer::StartError;
 use crate::net::{self, Body, DecompressError};
 use crate::rpc::RpcStatus;
-use crate::signal::{
-    ExportLogsServiceRequest, ExportMetricsServiceRequest, ExportTraceServiceRequest, Signal,
-    Telemetry,
-};
+use crate::signal::{Signal, Telemetry};
 
 #[derive(Clone, Copy, PartialEq)]
 enum Encoding {
@@ -289,17 +287,7 @@ fn decode(signal: Signal, enc: Encoding, body: &[u8]) -> Result<Telemetry, Strin
         Encoding::Json => {
             crate::convert::otlp_json::decode(signal, body).map_err(|e| e.to_string())
         }
-        Encoding::Proto => {
-            let r = match signal {
-                Signal::Traces => ExportTraceServiceRequest::decode(body)
-                    .map(|r| Telemetry::Traces(r.resource_spans)),
-                Signal::Metrics => ExportMetricsServiceRequest::decode(body)
-                    .map(|r| Telemetry::Metrics(r.resource_metrics)),
-                Signal::Logs => {
-                    ExportLogsServiceRequest::decode(body).map(|r| Telemetry::Logs(r.resource_logs))
-                }
-            };
-            r.map_err(|e| format!("invalid OTLP protobuf: {e}"))
-        }
+        Encoding::Proto => crate::convert::otlp_proto::decode_request(signal, body)
+            .map_err(|e| format!("invalid OTLP protobuf: {e}")),
     }
 }

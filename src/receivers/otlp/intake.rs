@@ -1,0 +1,122 @@
+//! What the gRPC and HTTP sides of the OTLP receiver share: handing
+//! decoded data to the pipelines, counting it, and (with
+//! `wait_for_delivery`) answering once it is delivered.
+
+use std::time::Duration;
+
+use crate::component::ComponentId;
+use crate::consumer::{Ack, AckOutcome, AckWaiter, Acks, BoxConsumer, ConsumeError, Consumers};
+use crate::signal::{Signal, Telemetry};
+use crate::telemetry::SignalCounters;
+
+/// Why data was not taken, as a receiver reports it to the sender.
+pub(crate) enum Rejection {
+    /// Retry later (UNAVAILABLE / 503).
+    Unavailable {
+        reason: String,
+        retry_after: Duration,
+    },
+    /// Failed for good (INTERNAL / 500).
+    Failed(String),
+}
+
+/// Hands decoded data to the pipelines and counts it.
+#[derive(Clone)]
+pub(crate) struct Intake {
+    consumers: Consumers,
+    /// `wait_for_delivery`: answer after delivery, waiting at most this long.
+    wait: Option<Duration>,
+    accepted: SignalCounters,
+    refused: SignalCounters,
+    unauthenticated: metrics::Counter,
+}
+
+impl Intake {
+    pub(super) fn new(
+        id: &ComponentId,
+        transport: &str,
+        consumers: Consumers,
+        wait: Option<Duration>,
+    ) -> Intake {
+        let labels = [
+            ("receiver", id.to_string()),
+            ("transport", transport.to_string()),
+        ];
+        Intake {
+            consumers,
+            wait,
+            accepted: SignalCounters::new("spanwire_receiver_accepted", &labels),
+            refused: SignalCounters::new("spanwire_receiver_refused", &labels),
+            unauthenticated: crate::telemetry::unauthenticated_counter(&labels),
+        }
+    }
+
+    /// Counts a request refused for a missing or wrong token.
+    pub(super) fn unauthenticated(&self) {
+        self.unauthenticated.increment(1);
+    }
+
+    pub(super) fn consumer(&self, signal: Signal) -> Option<&BoxConsumer> {
+        self.consumers.get(signal)
+    }
+
+    pub(super) async fn deliver(
+        &self,
+        consumer: &BoxConsumer,
+        data: Telemetry,
+    ) -> Result<(), Rejection> {
+        let signal = data.signal();
+        let n = data.item_count();
+        if n == 0 {
+            return Ok(());
+        }
+        let (acks, waiter) = match self.wait {
+            Some(_) => {
+                let (ack, waiter) = Ack::new();
+                (Acks::one(ack), Some(waiter))
+            }
+            None => (Acks::none(), None),
+        };
+        match consumer.consume(data, acks).await {
+            Ok(()) => {
+                self.accepted.add(signal, n);
+                match (waiter, self.wait) {
+                    (Some(w), Some(timeout)) => delivery_result(w, timeout).await,
+                    _ => Ok(()),
+                }
+            }
+            Err(ConsumeError::Refused(r)) => {
+                self.refused.add(signal, n);
+                Err(Rejection::Unavailable {
+                    reason: r.reason,
+                    retry_after: r.retry_after,
+                })
+            }
+            Err(ConsumeError::Failed(reason)) => {
+                self.refused.add(signal, n);
+                Err(Rejection::Failed(reason))
+            }
+        }
+    }
+}
+
+/// Waits for the data's acknowledgement and says how to answer.
+async fn delivery_result(waiter: AckWaiter, timeout: Duration) -> Result<(), Rejection> {
+    match tokio::time::timeout(timeout, waiter.wait()).await {
+        Ok(AckOutcome::Delivered) => Ok(()),
+        Ok(AckOutcome::Dropped) => Err(Rejection::Failed(
+            "accepted, but an exporter dropped the data for good (see its log)".into(),
+        )),
+        Ok(AckOutcome::Abandoned) => Err(Rejection::Unavailable {
+            reason: "spanwire shut down before the data was delivered".into(),
+            retry_after: Duration::from_secs(1),
+        }),
+        Err(_) => Err(Rejection::Unavailable {
+            reason: format!(
+                "not delivered within delivery_timeout ({}s); it may still be",
+                timeout.as_secs_f64()
+            ),
+            retry_after: Duration::from_secs(1),
+        }),
+    }
+}
