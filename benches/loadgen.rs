@@ -146,15 +146,15 @@ async fn send(
     concurrency: usize,
     batch: usize,
     pid: Option<u32>,
-) {
+) -> anyhow::Result<()> {
     let target = match (grpc, http_url) {
         (Some(g), None) => {
             let ch = tonic::transport::Endpoint::from_shared(format!("http://{g}"))
-                .expect("endpoint")
+                .map_err(|e| anyhow::anyhow!("endpoint http://{g}: {e}"))?
                 .tcp_nodelay(true)
                 .connect()
                 .await
-                .expect("connect");
+                .map_err(|e| anyhow::anyhow!("connect to {g}: {e}"))?;
             Target::Grpc(ch)
         }
         (None, Some(h)) => {
@@ -168,7 +168,7 @@ async fn send(
                 format!("{}/v1/traces", h.trim_end_matches('/')),
             )
         }
-        _ => panic!("give exactly one of --grpc or --http"),
+        _ => anyhow::bail!("give exactly one of --grpc or --http"),
     };
     let bodies: Arc<Vec<Bytes>> = Arc::new(
         (0..256u64)
@@ -222,7 +222,7 @@ async fn send(
     }
     let mut lat = Vec::new();
     for w in workers {
-        lat.extend(w.await.expect("worker"));
+        lat.extend(w.await?);
     }
     let wall = started.elapsed().as_secs_f64();
     lat.sort_unstable();
@@ -248,6 +248,7 @@ async fn send(
             );
         }
     }
+    Ok(())
 }
 
 /// Export requests decoded only as far as counting spans needs: the sink must
@@ -393,7 +394,7 @@ impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::Tra
     }
 }
 
-async fn sink(listen: String, decode: bool) {
+async fn sink(listen: String, decode: bool) -> anyhow::Result<()> {
     let count = Arc::new(AtomicU64::new(0));
     let c = count.clone();
     tokio::spawn(async move {
@@ -407,7 +408,9 @@ async fn sink(listen: String, decode: bool) {
             }
         }
     });
-    let addr = listen.parse().expect("listen address");
+    let addr = listen
+        .parse()
+        .map_err(|e| anyhow::anyhow!("listen address {listen}: {e}"))?;
     let mut server = tonic::transport::Server::builder().tcp_nodelay(true);
     let served = if decode {
         use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
@@ -423,11 +426,11 @@ async fn sink(listen: String, decode: bool) {
     } else {
         server.add_service(CountService(count)).serve(addr).await
     };
-    served.expect("sink server");
+    served.map_err(|e| anyhow::anyhow!("sink server: {e}"))
 }
 
 #[tokio::main]
-async fn main() {
+async fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
         Cmd::Send {
             grpc,

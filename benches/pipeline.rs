@@ -2,6 +2,9 @@
 //! (append and split) → protobuf encode, and OTLP/JSON decode and encode.
 //! Run with `cargo bench --bench pipeline`.
 
+// Test code: an unwrap or expect that fails is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;

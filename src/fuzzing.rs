@@ -141,7 +141,7 @@ fn same_bytes_as_prost(t: &Telemetry) {
         Telemetry::Metrics(v) => prost_request(v),
     };
     let mut ours = Vec::new();
-    crate::convert::otlp_proto::encode_request(&t, &mut ours);
+    crate::convert::otlp_proto::encode_request(t, &mut ours);
     assert!(ours == expected, "one-pass encoding differs from prost's");
 }
 

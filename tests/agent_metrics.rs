@@ -3,6 +3,9 @@
 //! span (as OTLP), scraped over HTTP and parsed by the Python
 //! `prometheus_client` parser, with exact counts, token sums and histogram counts.
 
+// Test code: an unwrap or expect that fails is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::{BTreeMap, HashMap};

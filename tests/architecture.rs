@@ -6,6 +6,9 @@
 //!   graph (`pipeline/`), which only calls factories and wires consumers;
 //! - the leaf contract (`consumer/`) imports only the data types.
 
+// Test code: an unwrap or expect that fails is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 

@@ -3,6 +3,9 @@
 //! (401 / UNAUTHENTICATED, counted), the right one delivers, and the token
 //! never appears in spanwire's logs.
 
+// Test code: an unwrap or expect that fails is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::Duration;

@@ -1,6 +1,9 @@
 //! Bad input gets its status and a reason; the daemon keeps serving; valid
 //! requests sent alongside all arrive.
 
+// Test code: an unwrap or expect that fails is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::Duration;

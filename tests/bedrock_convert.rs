@@ -3,6 +3,9 @@
 //! times equal to the metadata, token sums, error status, stable ids, and no
 //! panic on arbitrary input.
 
+// Test code: an unwrap or expect that fails is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::{HashMap, HashSet};
 
 use opentelemetry_proto::tonic::common::v1::any_value;

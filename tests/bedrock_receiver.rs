@@ -2,6 +2,9 @@
 //! as spans at an OTLP sink — streamed in parts, as NDJSON of SDK-style
 //! `{"trace": ...}` events, with a traceparent, and after an idle timeout.
 
+// Test code: an unwrap or expect that fails is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::Duration;

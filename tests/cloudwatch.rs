@@ -3,6 +3,9 @@
 //! EMF directive is checked against the format's rules; agent metrics from
 //! the Bedrock fixtures add up to counts taken straight from the spans.
 
+// Test code: an unwrap or expect that fails is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::BTreeMap;

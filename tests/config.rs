@@ -1,6 +1,9 @@
 //! Config: every file in `pipelines/` validates; bad configs are reported
 //! with the right file, line and component.
 
+// Test code: an unwrap or expect that fails is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::process::Command;
 
 fn validate(args: &[&str]) -> (bool, String, String) {

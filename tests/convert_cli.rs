@@ -1,6 +1,9 @@
 //! `spanwire convert`: Bedrock trace events and OTLP/JSON to X-Ray segment
 //! documents on stdout, exactly as the awsxray exporter would send them.
 
+// Test code: an unwrap or expect that fails is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::process::Command;
 
 use serde_json::Value;

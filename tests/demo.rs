@@ -3,6 +3,9 @@
 //! replayed; it must find X-Ray segments, aws/spans spans read from Kinesis,
 //! EMF events and Prometheus agent metrics, or exit non-zero.
 
+// Test code: an unwrap or expect that fails is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::process::Command;

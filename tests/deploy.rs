@@ -6,6 +6,9 @@
 //! memory_limiter, the IAM policies, and the CloudFormation template
 //! (`cfn-lint`).
 
+// Test code: an unwrap or expect that fails is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -2,6 +2,9 @@
 //! OTLP/gRPC and OTLP/HTTP to `spanwire run`, which forwards through its
 //! `otlp` and `otlphttp` exporters to an OTLP sink in the test.
 
+// Test code: an unwrap or expect that fails is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::process::Command;

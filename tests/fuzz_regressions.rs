@@ -3,6 +3,9 @@
 //! `tests/fixtures/fuzz/<target>/`. A harness panics when an invariant
 //! breaks, so each input here is a check that the decoder still holds.
 
+// Test code: an unwrap or expect that fails is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 
 use spanwire::fuzzing;

@@ -3,6 +3,9 @@
 //! into a Kinesis stream (in CloudWatch Logs' own gzip envelope), and spanwire
 //! delivers each span once to an OTLP sink — also across kill -9.
 
+// Test code: an unwrap or expect that fails is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::{HashMap, HashSet};

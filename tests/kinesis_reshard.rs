@@ -3,6 +3,9 @@
 //! split while spanwire reads; the parent is read to its end and checkpointed
 //! `SHARD_END`, then both children are read, and every span arrives once.
 
+// Test code: an unwrap or expect that fails is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::HashMap;

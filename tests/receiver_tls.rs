@@ -3,6 +3,9 @@
 //! plain-text clients, clients without a certificate and clients with a
 //! certificate from another CA are refused at the handshake, and counted.
 
+// Test code: an unwrap or expect that fails is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::path::Path;

@@ -2,6 +2,9 @@
 //! backend whose certificate they verify against `tls.ca_file`, and refuse
 //! (and keep retrying) when the certificate is not trusted.
 
+// Test code: an unwrap or expect that fails is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::convert::Infallible;

@@ -2,6 +2,9 @@
 //! through a real spanwire to moto server's X-Ray, and BatchGetTraces returns
 //! each segment with its parent link and annotations.
 
+// Test code: an unwrap or expect that fails is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};

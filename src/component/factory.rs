@@ -32,7 +32,7 @@ pub trait Factory: Send + Sync + 'static {
 }
 
 /// A component as configured: its factory and its validated config. The
-/// per-kind definition traits ([`ReceiverDef`], [`ExporterDef`], ...) are
+/// per-kind definition traits ([`ReceiverDef`](super::ReceiverDef), [`ExporterDef`](super::ExporterDef), ...) are
 /// implemented for it, so the graph builds it without knowing its type.
 pub struct Configured<F: Factory> {
     pub(super) factory: &'static F,

@@ -12,8 +12,8 @@
 //!
 //! `config` knows only registries (it asks a [`Registry`] to parse each
 //! section into an opaque, already validated [`Configured`] component), and
-//! the pipeline graph only calls `build`/`start` and wires [`Consumer`]s
-//! (crate::consumer::Consumer); neither names a concrete component.
+//! the pipeline graph only calls `build`/`start` and wires
+//! [`Consumer`](crate::consumer::Consumer)s; neither names a concrete component.
 
 mod connector;
 mod exporter;

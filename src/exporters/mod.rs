@@ -1,6 +1,6 @@
 //! Exporters: where data leaves spanwire. Each exporter is one file here
 //! with its config, its [`ExporterFactory`](crate::component::ExporterFactory)
-//! and its [`Export`]; [`FACTORIES`] lists them. The graph puts every
+//! and its [`Export`](crate::component::Export); [`FACTORIES`] lists them. The graph puts every
 //! exporter behind its own bounded sending queue, consumers and retry loop
 //! ([`crate::queue`]), so one slow exporter never stalls another beyond its
 //! own queue.

@@ -842,7 +842,7 @@ mod tests {
             .iter()
             .map(|t| {
                 let mut b = Vec::new();
-                crate::convert::otlp_proto::encode_request(&t, &mut b);
+                crate::convert::otlp_proto::encode_request(t, &mut b);
                 b
             })
             .collect();
@@ -875,7 +875,7 @@ mod tests {
         let mut all = Vec::new();
         for b in &got {
             assert_eq!(b.signal, Signal::Traces);
-            let t = crate::convert::otlp_proto::decode_batch(&b).unwrap();
+            let t = crate::convert::otlp_proto::decode_batch(b).unwrap();
             assert_eq!(t.item_count(), b.items);
             all.extend(names(&t));
         }

@@ -12,6 +12,9 @@
 //! - `cloudwatch`: throttling, 5xx, invalid and expired events.
 //! - `kinesis_throttle`: ProvisionedThroughputExceeded storms on GetRecords.
 
+// Test code: an unwrap or expect that fails is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 #[path = "../common/mod.rs"]
 mod common;
 

@@ -2,10 +2,10 @@
 //! InvokeInlineAgent response stream) → OTLP spans. Pure: no I/O.
 //!
 //! The events are read loosely (real data breaks the published model in
-//! places) into [`Event`]s, grouped into invocations by the UUID part of their
+//! places) into events, grouped into invocations by the UUID part of their
 //! `traceId`, and each invocation into steps keyed by the full `traceId`.
 //! Collaborator invocations are joined to the call that made them. Spans are
-//! then built and timed in [`build`]: see that module for the rules.
+//! then built and timed in `build.rs`: see that module for the rules.
 
 pub mod assemble;
 mod build;
