@@ -17,6 +17,7 @@ pub mod fuzzing;
 pub mod net;
 pub mod pipeline;
 pub mod processors;
+pub mod proto;
 pub mod queue;
 pub mod receivers;
 pub mod rpc;

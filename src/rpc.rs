@@ -1,51 +1,11 @@
-//! The few `google.rpc` messages OTLP uses: `Status` (HTTP error bodies and
-//! gRPC status details) and `RetryInfo` (how long a sender should wait).
+//! The few `google.rpc` messages OTLP uses, compiled from `proto/google/rpc/`:
+//! `Status` (HTTP error bodies and gRPC status details) and `RetryInfo` (how
+//! long a sender should wait), and the helpers that build and read them.
 
 use std::time::Duration;
 
-/// `google.rpc.Status`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct RpcStatus {
-    /// gRPC code.
-    #[prost(int32, tag = "1")]
-    pub code: i32,
-    /// Human-readable message.
-    #[prost(string, tag = "2")]
-    pub message: String,
-    /// Typed details.
-    #[prost(message, repeated, tag = "3")]
-    pub details: Vec<Any>,
-}
-
-/// `google.protobuf.Any`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct Any {
-    /// Type URL.
-    #[prost(string, tag = "1")]
-    pub type_url: String,
-    /// Encoded message.
-    #[prost(bytes = "vec", tag = "2")]
-    pub value: Vec<u8>,
-}
-
-/// `google.rpc.RetryInfo`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct RetryInfo {
-    /// How long to wait.
-    #[prost(message, optional, tag = "1")]
-    pub retry_delay: Option<ProtoDuration>,
-}
-
-/// `google.protobuf.Duration`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct ProtoDuration {
-    /// Seconds.
-    #[prost(int64, tag = "1")]
-    pub seconds: i64,
-    /// Nanoseconds.
-    #[prost(int32, tag = "2")]
-    pub nanos: i32,
-}
+pub use crate::proto::google_rpc::{RetryInfo, Status as RpcStatus};
+use prost_types::{Any, Duration as ProtoDuration};
 
 const RETRY_INFO_URL: &str = "type.googleapis.com/google.rpc.RetryInfo";
 

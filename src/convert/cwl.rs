@@ -17,6 +17,7 @@ use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use serde::Deserialize;
 
+use crate::proto::kpl::{AggregatedRecord, Record as KplRecord};
 use crate::signal::{attribute, string_attribute};
 
 /// Why a record could not be read.
@@ -111,26 +112,6 @@ pub fn decode_envelope(data: &[u8], max_bytes: usize) -> Result<Envelope, Record
 /// The KPL aggregation magic.
 pub const KPL_MAGIC: [u8; 4] = [0xF3, 0x89, 0x9A, 0xC2];
 
-#[derive(Clone, PartialEq, prost::Message)]
-struct AggregatedRecord {
-    #[prost(string, repeated, tag = "1")]
-    partition_key_table: Vec<String>,
-    #[prost(string, repeated, tag = "2")]
-    explicit_hash_key_table: Vec<String>,
-    #[prost(message, repeated, tag = "3")]
-    records: Vec<KplRecord>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct KplRecord {
-    #[prost(uint64, tag = "1")]
-    partition_key_index: u64,
-    #[prost(uint64, optional, tag = "2")]
-    explicit_hash_key_index: Option<u64>,
-    #[prost(bytes = "vec", tag = "3")]
-    data: Vec<u8>,
-}
-
 /// The user records inside one Kinesis record: the record itself, or, for a
 /// KPL aggregate, each aggregated record's data (checksum verified).
 pub fn deaggregate(data: &[u8]) -> Result<Vec<Cow<'_, [u8]>>, RecordError> {
@@ -162,6 +143,7 @@ pub fn aggregate(partition_key: &str, records: &[&[u8]]) -> Vec<u8> {
                 partition_key_index: 0,
                 explicit_hash_key_index: None,
                 data: d.to_vec(),
+                tags: Vec::new(),
             })
             .collect(),
     };
