@@ -18,6 +18,9 @@ pub struct ReceiverContext<'a> {
     pub consumers: Consumers,
     /// Fires when the service stops accepting data.
     pub cancel: CancellationToken,
+    /// Fires at the shutdown deadline: stop retrying refused data and give
+    /// up what is still held.
+    pub stop: CancellationToken,
 }
 
 /// The factory of one receiver type.

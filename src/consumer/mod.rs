@@ -7,8 +7,10 @@
 //! the pipeline graph depend on it, and it depends on none of them.
 
 mod ack;
+mod retry;
 
 pub use ack::{Ack, AckOutcome, AckWaiter, Acks};
+pub use retry::{offer_until_taken, Backoff, Offered};
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -442,6 +442,7 @@ async fn start_sources(
                 id: rid,
                 consumers,
                 cancel: receivers_cancel.clone(),
+                stop: st.stop.clone(),
             };
             for task in def.config.start(ctx).await? {
                 let (health, cancel, id) =

@@ -21,7 +21,10 @@ use tokio_util::sync::CancellationToken;
 use crate::component::{Factory, ProcessorContext, ProcessorFactory, Stage, StageTask};
 use crate::config::de::DeError;
 use crate::config::types::duration;
-use crate::consumer::{AckOutcome, Acks, BoxConsumer, ConsumeError, Consumer, StartError};
+use crate::consumer::{
+    offer_until_taken, AckOutcome, Acks, Backoff, BoxConsumer, ConsumeError, Consumer, Offered,
+    StartError,
+};
 use crate::signal::{metric_points, EncodedBatch, Signal, Telemetry};
 use crate::telemetry::SignalCounters;
 use opentelemetry_proto::tonic::logs::v1::{ResourceLogs, ScopeLogs};
@@ -357,32 +360,31 @@ impl Sender {
             return;
         }
         let signal = data.signal();
-        let mut data = data;
-        let mut acks = acks;
-        let mut backoff = Duration::from_millis(5);
-        loop {
-            match data.offer(self.next.as_ref(), acks).await {
-                Ok(()) => break,
-                Err(ConsumeError::Refused(r)) => {
-                    let r = *r;
-                    data = r.data;
-                    acks = r.acks;
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = self.stop.cancelled() => {
-                            tracing::error!(processor = %self.name, items = n, %signal, reason = %r.reason,
-                                "shutdown deadline reached; dropping a batch the next stage refused");
-                            self.dropped.add(signal, n);
-                            acks.mark(AckOutcome::Abandoned);
-                            break;
-                        }
-                    }
-                    backoff = (backoff * 2).min(Duration::from_millis(500));
-                }
-                Err(ConsumeError::Failed(reason)) => {
-                    tracing::error!(processor = %self.name, items = n, %signal, %reason, "next stage failed a batch");
-                    break;
-                }
+        let backoff = Backoff {
+            initial: Duration::from_millis(5),
+            max: Duration::from_millis(500),
+            retry_after_cap: Duration::ZERO,
+        };
+        let next = self.next.as_ref();
+        match offer_until_taken(
+            data,
+            acks,
+            backoff,
+            &self.stop,
+            |d, a| d.offer(next, a),
+            |_| {},
+        )
+        .await
+        {
+            Offered::Taken => {}
+            Offered::Stopped(r) => {
+                tracing::error!(processor = %self.name, items = n, %signal, reason = %r.reason,
+                    "shutdown deadline reached; dropping a batch the next stage refused");
+                self.dropped.add(signal, n);
+                r.acks.mark(AckOutcome::Abandoned);
+            }
+            Offered::Failed(reason) => {
+                tracing::error!(processor = %self.name, items = n, %signal, %reason, "next stage failed a batch");
             }
         }
         self.pending.fetch_sub(n as u64, Ordering::Relaxed);

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{header, Method, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use serde::Deserialize;
@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::component::{ComponentId, Factory, ReceiverContext, ReceiverFactory};
 use crate::config::de::DeError;
 use crate::config::types::{check_listen_endpoint, duration, AuthConfig, TlsServerConfig};
-use crate::consumer::{BoxConsumer, ConsumeError, StartError};
+use crate::consumer::{offer_until_taken, Acks, Backoff, BoxConsumer, Offered, StartError};
 use crate::convert::bedrock::assemble::{Assembler, Released};
 use crate::convert::bedrock::{self, CaptureContent, Options, TraceParent};
 use crate::net::{self, Body};
@@ -171,7 +171,7 @@ impl ReceiverFactory for BedrockReceiverFactory {
         config: &BedrockReceiverConfig,
         ctx: ReceiverContext<'_>,
     ) -> Result<Vec<JoinHandle<()>>, StartError> {
-        start(config, ctx.id, ctx.consumers.traces, ctx.cancel).await
+        start(config, ctx.id, ctx.consumers.traces, ctx.cancel, ctx.stop).await
     }
 }
 
@@ -181,6 +181,7 @@ async fn start(
     id: &ComponentId,
     consumer: Option<BoxConsumer>,
     cancel: CancellationToken,
+    stop: CancellationToken,
 ) -> Result<Vec<JoinHandle<()>>, StartError> {
     let consumer = consumer
         .ok_or_else(|| StartError::component(&id.to_string(), "no traces pipeline uses it"))?;
@@ -270,7 +271,7 @@ async fn start(
     let counters = SignalCounters::new("spanwire_receiver_accepted", &labels);
     drop(state);
     tasks.push(tokio::spawn(sender(
-        rx, consumer, opts_base, counters, cancel,
+        rx, consumer, opts_base, counters, stop,
     )));
     Ok(tasks)
 }
@@ -280,7 +281,7 @@ async fn sender(
     consumer: BoxConsumer,
     base: Options,
     accepted: SignalCounters,
-    cancel: CancellationToken,
+    stop: CancellationToken,
 ) {
     while let Some(r) = rx.recv().await {
         let mut opts = base.clone();
@@ -291,32 +292,24 @@ async fn sender(
                 .push(string_attribute(k, v.as_str()));
         }
         let c = bedrock::convert(&r.events, &opts);
-        let mut data = Telemetry::Traces(c.resource_spans);
+        let data = Telemetry::Traces(c.resource_spans);
         let n = data.item_count();
         if n == 0 {
             continue;
         }
-        let mut backoff = Duration::from_millis(10);
-        loop {
-            match consumer.consume(data, crate::consumer::Acks::none()).await {
-                Ok(()) => {
-                    accepted.add(Signal::Traces, n);
-                    break;
-                }
-                Err(ConsumeError::Refused(refused)) => {
-                    data = refused.data;
-                    // During shutdown the pipeline may already be closed: give up after the deadline.
-                    if cancel.is_cancelled() && backoff >= Duration::from_secs(2) {
-                        tracing::error!(spans = n, "bedrock receiver: pipeline refused converted spans at shutdown; dropped");
-                        break;
-                    }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
-                }
-                Err(ConsumeError::Failed(reason)) => {
-                    tracing::error!(spans = n, %reason, "bedrock receiver: pipeline failed converted spans");
-                    break;
-                }
+        let backoff = Backoff {
+            initial: Duration::from_millis(10),
+            max: Duration::from_secs(2),
+            retry_after_cap: Duration::ZERO,
+        };
+        let offer = |d, a| consumer.consume(d, a);
+        match offer_until_taken(data, Acks::none(), backoff, &stop, offer, |_| {}).await {
+            Offered::Taken => accepted.add(Signal::Traces, n),
+            Offered::Stopped(_) => {
+                tracing::error!(spans = n, "bedrock receiver: pipeline refused converted spans at the shutdown deadline; dropped");
+            }
+            Offered::Failed(reason) => {
+                tracing::error!(spans = n, %reason, "bedrock receiver: pipeline failed converted spans");
             }
         }
     }
@@ -394,34 +387,9 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
         Some(Err(e)) => return reply(StatusCode::BAD_REQUEST, serde_json::json!({"error": e})),
         None => Vec::new(),
     };
-    let encoding = header("content-encoding");
-    let limit = state.cfg.max_request_body_size;
-    let body = match Limited::new(req.into_body(), limit).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            return reply(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                serde_json::json!({"error": format!("body exceeds max_request_body_size ({limit} bytes)")}),
-            )
-        }
-        Err(e) => {
-            return reply(
-                StatusCode::BAD_REQUEST,
-                serde_json::json!({"error": format!("cannot read body: {e}")}),
-            )
-        }
-    };
-    let body = match net::decompress(encoding.as_deref(), body, limit) {
+    let body = match net::read_body(req, state.cfg.max_request_body_size).await {
         Ok(b) => b,
-        Err(e) => {
-            return reply(
-                StatusCode::BAD_REQUEST,
-                serde_json::json!({"error": e.to_string()}),
-            )
-        }
+        Err(e) => return reply(e.status(), serde_json::json!({"error": e.to_string()})),
     };
     let Ok(text) = std::str::from_utf8(&body) else {
         return reply(

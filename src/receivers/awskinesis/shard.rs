@@ -16,7 +16,9 @@ use super::config::StartPosition;
 use super::decode::{self, Decoded};
 use super::shared::{Shared, StreamRef};
 use crate::aws::error_text;
-use crate::consumer::{Ack, AckOutcome, AckWaiter, Acks, BoxConsumer, ConsumeError};
+use crate::consumer::{
+    offer_until_taken, Ack, AckOutcome, AckWaiter, Acks, Backoff, BoxConsumer, Offered, Refused,
+};
 use crate::convert::aws_spans;
 use crate::signal::{Signal, Telemetry};
 
@@ -250,36 +252,23 @@ impl Reader {
     async fn send(&self, consumer: &BoxConsumer, data: Telemetry, acks: Acks) {
         let signal = data.signal();
         let n = data.item_count();
-        let (mut data, mut acks) = (data, acks);
-        let mut backoff = Duration::from_millis(20);
-        loop {
-            match consumer.consume(data, acks).await {
-                Ok(()) => {
-                    self.shared.metrics.accepted.add(signal, n);
-                    return;
-                }
-                Err(ConsumeError::Refused(r)) => {
-                    let r = *r;
-                    self.shared.metrics.refused.add(signal, n);
-                    if self.cancel.is_cancelled() {
-                        tracing::warn!(receiver = %self.shared.name, shard = %self.shard, items = n,
-                            "pipeline refused data at shutdown; it will be read again after restart");
-                        r.acks.mark(AckOutcome::Abandoned);
-                        return;
-                    }
-                    data = r.data;
-                    acks = r.acks;
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff.max(r.retry_after.min(Duration::from_secs(1)))) => {}
-                        _ = self.cancel.cancelled() => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
-                }
-                Err(ConsumeError::Failed(reason)) => {
-                    tracing::error!(receiver = %self.shared.name, shard = %self.shard, items = n, %reason,
-                        "pipeline failed data from the stream");
-                    return;
-                }
+        let backoff = Backoff {
+            initial: Duration::from_millis(20),
+            max: Duration::from_secs(2),
+            retry_after_cap: Duration::from_secs(1),
+        };
+        let refused = |_: &Refused| self.shared.metrics.refused.add(signal, n);
+        let offer = |d, a| consumer.consume(d, a);
+        match offer_until_taken(data, acks, backoff, &self.cancel, offer, refused).await {
+            Offered::Taken => self.shared.metrics.accepted.add(signal, n),
+            Offered::Stopped(r) => {
+                tracing::warn!(receiver = %self.shared.name, shard = %self.shard, items = n,
+                    "pipeline refused data at shutdown; it will be read again after restart");
+                r.acks.mark(AckOutcome::Abandoned);
+            }
+            Offered::Failed(reason) => {
+                tracing::error!(receiver = %self.shared.name, shard = %self.shard, items = n, %reason,
+                    "pipeline failed data from the stream");
             }
         }
     }

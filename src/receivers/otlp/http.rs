@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, Method, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use prost::Message;
@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::config::HttpConfig;
 use super::intake::{Intake, Rejection};
 use crate::consumer::StartError;
-use crate::net::{self, Body, DecompressError};
+use crate::net::{self, Body};
 use crate::rpc::RpcStatus;
 use crate::signal::{Signal, Telemetry};
 
@@ -170,54 +170,9 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
             &format!("this receiver feeds no {signal} pipeline"),
         );
     };
-    let limit = state.cfg.max_request_body_size;
-    // An oversize body is read and discarded up to `drain_cap`, so the client
-    // is still listening when the 413 arrives; past that the connection closes.
-    let drain_cap = limit.saturating_mul(4).max(8 << 20);
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    let too_large = || {
-        status_body(
-            Some(enc),
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &format!("body exceeds max_request_body_size ({limit} bytes)"),
-        )
-    };
-    if declared.is_some_and(|n| n > drain_cap as u64) {
-        return too_large();
-    }
-    let content_encoding = req
-        .headers()
-        .get(header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let body = match read_body(req.into_body(), limit, drain_cap).await {
-        Ok(Some(b)) => b,
-        Ok(None) => return too_large(),
-        Err(e) => {
-            return status_body(
-                Some(enc),
-                StatusCode::BAD_REQUEST,
-                &format!("cannot read body: {e}"),
-            )
-        }
-    };
-    let body = match net::decompress(content_encoding.as_deref(), body, limit) {
+    let body = match net::read_body(req, state.cfg.max_request_body_size).await {
         Ok(b) => b,
-        Err(e @ DecompressError::TooLarge(_)) => {
-            return status_body(Some(enc), StatusCode::PAYLOAD_TOO_LARGE, &e.to_string())
-        }
-        Err(e @ DecompressError::Unsupported(_)) => {
-            return status_body(
-                Some(enc),
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                &e.to_string(),
-            )
-        }
-        Err(e) => return status_body(Some(enc), StatusCode::BAD_REQUEST, &e.to_string()),
+        Err(e) => return status_body(Some(enc), e.status(), &e.to_string()),
     };
     let data = match decode(signal, enc, &body) {
         Ok(d) => d,
@@ -250,36 +205,6 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
             status_body(Some(enc), StatusCode::INTERNAL_SERVER_ERROR, &reason)
         }
     }
-}
-
-/// Reads at most `limit` bytes; `Ok(None)` if the body is larger (it is then
-/// drained up to `drain_cap` bytes, or for 10 seconds, and dropped).
-async fn read_body(
-    mut body: Incoming,
-    limit: usize,
-    drain_cap: usize,
-) -> Result<Option<Bytes>, hyper::Error> {
-    let mut buf = bytes::BytesMut::new();
-    let mut total = 0usize;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
-            Ok(Some(f)) => f?,
-            Ok(None) => break,
-            Err(_) => return Ok(None),
-        };
-        if let Ok(data) = frame.into_data() {
-            total += data.len();
-            if total > limit {
-                if total > drain_cap {
-                    return Ok(None);
-                }
-                continue;
-            }
-            buf.extend_from_slice(&data);
-        }
-    }
-    Ok((total <= limit).then(|| buf.freeze()))
 }
 
 fn decode(signal: Signal, enc: Encoding, body: &[u8]) -> Result<Telemetry, String> {

@@ -1,0 +1,20 @@
+//! Networking shared by components, one file per job: binding listeners
+//! ([`listen`]), a small HTTP server ([`http`]), TLS for receivers ([`tls`])
+//! and clients ([`client`]), bearer-token auth ([`auth`]), compression
+//! ([`compress`]) and reading request bodies ([`body`]).
+
+pub mod auth;
+pub mod body;
+pub mod client;
+pub mod compress;
+pub mod http;
+pub mod listen;
+pub mod tls;
+
+pub use auth::{bearer_auth, unauthorized, BearerAuth};
+pub use body::{read_body, BodyError};
+pub use client::{endpoint_uri, https_connector, HttpsConnector};
+pub use compress::{decompress, gzip, zstd_compress, DecompressError};
+pub use http::{serve_http, Body};
+pub use listen::{bind, NetError};
+pub use tls::{TlsAcceptor, TlsConn};
