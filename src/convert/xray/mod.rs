@@ -379,6 +379,93 @@ fn build<'a>(
     resource: Option<&'a Resource>,
     opts: &'a Options,
 ) -> Result<Seg<'a>, XrayError> {
+    let (trace_id, id, parent_id) = ids(span)?;
+    let kind = SpanKind::try_from(span.kind).unwrap_or(SpanKind::Unspecified);
+    let subsegment = parent_id.is_some() && !matches!(kind, SpanKind::Server | SpanKind::Consumer);
+    let is_segment = !subsegment;
+    let res: &[KeyValue] = resource.map(|r| r.attributes.as_slice()).unwrap_or(&[]);
+    let attrs = span.attributes.as_slice();
+
+    // One pass: structured fields, and the category of each attribute.
+    let mut scan = Scan::new(attrs.len());
+    for (i, kv) in attrs.iter().enumerate() {
+        scan.cats[i] = scan.attribute(&kv.key, value(kv));
+    }
+
+    let is_sql = scan.db_system.is_some_and(is_sql_system);
+    let http_out = scan.has_http.then(|| {
+        let mut http = std::mem::take(&mut scan.http);
+        http.url = scan.url.build(kind == SpanKind::Server);
+        http
+    });
+    let platform = as_str(find(res, "cloud.platform"));
+    let aws_out = aws_block(&mut scan, res, platform, opts);
+    let sql = is_sql.then(|| scan.sql(span));
+    let is_status_error = span
+        .status
+        .as_ref()
+        .is_some_and(|s| s.code == StatusCode::Error as i32);
+    let (error, fault, throttle) = error_flags(http_out.as_ref(), is_status_error);
+    let exceptions = exceptions(span, res, kind, is_status_error);
+    let name = segment_name(
+        span,
+        attrs,
+        res,
+        kind,
+        is_segment,
+        scan.db_system,
+        scan.db_name,
+        &scan.url,
+    );
+    let namespace = subsegment
+        .then(|| namespace(attrs, kind, http_out.is_some() || is_sql))
+        .flatten();
+    let origin = if is_segment {
+        origin(platform, res)
+    } else {
+        None
+    };
+
+    let consumed: Vec<bool> = scan
+        .cats
+        .iter()
+        .map(|c| match *c {
+            CAT_HTTP => http_out.is_some(),
+            CAT_AWS => aws_out.is_some(),
+            CAT_SQL => is_sql,
+            CAT_ALWAYS => true,
+            _ => false,
+        })
+        .collect();
+    let (annotations, annotated) = annotations(attrs, &consumed, scan.xray_annotations, opts);
+    let metadata = metadata(span, res, &consumed, &annotated, is_segment);
+
+    Ok(Seg {
+        span,
+        trace_id,
+        id,
+        parent_id,
+        name,
+        subsegment,
+        namespace,
+        origin,
+        user: scan.user,
+        error,
+        fault,
+        throttle,
+        in_progress: scan.in_progress || span.end_time_unix_nano == 0,
+        http: http_out,
+        aws: aws_out,
+        sql,
+        exceptions,
+        annotations,
+        metadata,
+    })
+}
+
+/// The span's X-Ray trace id, its id and its parent's (`None` for a root),
+/// or why the span cannot become a document.
+fn ids(span: &Span) -> Result<(String, String, Option<String>), XrayError> {
     let trace_id = xray_trace_id(&span.trace_id).ok_or_else(|| XrayError::TraceId {
         span: span.name.clone(),
         len: span.trace_id.len(),
@@ -404,264 +491,270 @@ fn build<'a>(
             span: span.name.clone(),
         });
     }
-    let mut id = String::with_capacity(16);
-    json::push_hex(&mut id, &span.span_id);
-    let parent_id = has_parent.then(|| {
-        let mut p = String::with_capacity(16);
-        json::push_hex(&mut p, &span.parent_span_id);
-        p
-    });
+    let hex = |b: &[u8]| {
+        let mut s = String::with_capacity(16);
+        json::push_hex(&mut s, b);
+        s
+    };
+    Ok((
+        trace_id,
+        hex(&span.span_id),
+        has_parent.then(|| hex(&span.parent_span_id)),
+    ))
+}
 
-    let kind = SpanKind::try_from(span.kind).unwrap_or(SpanKind::Unspecified);
-    let subsegment = has_parent && !matches!(kind, SpanKind::Server | SpanKind::Consumer);
-    let res: &[KeyValue] = resource.map(|r| r.attributes.as_slice()).unwrap_or(&[]);
-    let attrs = span.attributes.as_slice();
+/// What one pass over a span's attributes found: the structured blocks'
+/// fields, and each attribute's category (which block it feeds).
+struct Scan<'a> {
+    cats: Vec<u8>,
+    http: Http<'a>,
+    has_http: bool,
+    url: UrlParts<'a>,
+    aws: Aws<'a>,
+    db_system: Option<&'a str>,
+    db_name: Option<&'a str>,
+    db_statement: Option<&'a str>,
+    db_user: Option<&'a str>,
+    db_conn: Option<&'a str>,
+    user: Option<&'a str>,
+    in_progress: bool,
+    rpc_method: Option<&'a str>,
+    xray_annotations: Option<&'a [AnyValue]>,
+}
 
-    // One pass: structured fields, and the category of each attribute.
-    let mut cats = vec![CAT_NONE; attrs.len()];
-    let mut http = Http::default();
-    let mut has_http = false;
-    let mut url = UrlParts::default();
-    let mut aws = Aws::default();
-    let mut db_system = None;
-    let mut db_name = None;
-    let mut db_statement = None;
-    let mut db_user = None;
-    let mut db_conn = None;
-    let mut user = None;
-    let mut in_progress_attr = false;
-    let mut rpc_method = None;
-    let mut xray_annotations: Option<&'a [AnyValue]> = None;
-    for (i, kv) in attrs.iter().enumerate() {
-        let v = value(kv);
-        let cat = match kv.key.as_str() {
+impl<'a> Scan<'a> {
+    fn new(attributes: usize) -> Scan<'a> {
+        Scan {
+            cats: vec![CAT_NONE; attributes],
+            http: Http::default(),
+            has_http: false,
+            url: UrlParts::default(),
+            aws: Aws::default(),
+            db_system: None,
+            db_name: None,
+            db_statement: None,
+            db_user: None,
+            db_conn: None,
+            user: None,
+            in_progress: false,
+            rpc_method: None,
+            xray_annotations: None,
+        }
+    }
+
+    /// Takes one attribute; returns its category.
+    fn attribute(&mut self, key: &str, v: Option<&'a any_value::Value>) -> u8 {
+        match key {
             "http.method" | "http.request.method" => {
-                http.method = as_str(v);
-                has_http = true;
+                self.http.method = as_str(v);
+                self.has_http = true;
                 CAT_HTTP
             }
             "http.status_code" | "http.response.status_code" => {
-                http.status = as_int(v);
-                has_http = true;
+                self.http.status = as_int(v);
+                self.has_http = true;
                 CAT_HTTP
             }
             "http.url" | "url.full" => {
-                url.full = as_str(v);
-                has_http = true;
+                self.url.full = as_str(v);
+                self.has_http = true;
                 CAT_HTTP
             }
             "http.scheme" | "url.scheme" => {
-                url.scheme = as_str(v);
+                self.url.scheme = as_str(v);
                 CAT_HTTP
             }
             "http.host" => {
-                url.host = as_str(v);
+                self.url.host = as_str(v);
                 CAT_HTTP
             }
             "server.address" | "http.server_name" | "net.host.name" => {
-                url.server = url.server.or(as_str(v));
+                self.url.server = self.url.server.or(as_str(v));
                 CAT_HTTP
             }
             "net.peer.name" => {
-                url.peer = as_str(v);
+                self.url.peer = as_str(v);
                 CAT_HTTP
             }
             "net.peer.ip" | "network.peer.address" => {
-                url.peer_ip = as_str(v);
+                self.url.peer_ip = as_str(v);
                 CAT_HTTP
             }
             "server.port" | "net.peer.port" | "net.host.port" => {
-                url.port = as_int(v);
+                self.url.port = as_int(v);
                 CAT_HTTP
             }
             "http.target" => {
-                url.target = as_str(v);
+                self.url.target = as_str(v);
                 CAT_HTTP
             }
             "url.path" => {
-                url.path = as_str(v);
+                self.url.path = as_str(v);
                 CAT_HTTP
             }
             "url.query" => {
-                url.query = as_str(v);
+                self.url.query = as_str(v);
                 CAT_HTTP
             }
             "http.user_agent" | "user_agent.original" => {
-                http.user_agent = as_str(v);
+                self.http.user_agent = as_str(v);
                 CAT_HTTP
             }
             "http.client_ip" | "client.address" => {
-                http.client_ip = as_str(v);
-                http.x_forwarded_for = true;
+                self.http.client_ip = as_str(v);
+                self.http.x_forwarded_for = true;
                 CAT_HTTP
             }
             "http.response_content_length" | "http.response.body.size" => {
-                http.content_length = as_int(v);
+                self.http.content_length = as_int(v);
                 CAT_HTTP
             }
             "aws.operation" => {
-                aws.operation = as_str(v);
+                self.aws.operation = as_str(v);
                 CAT_AWS
             }
             "rpc.method" => {
-                rpc_method = as_str(v);
+                self.rpc_method = as_str(v);
                 CAT_NONE
             }
             "aws.account_id" => {
-                aws.account_id = as_str(v);
+                self.aws.account_id = as_str(v);
                 CAT_AWS
             }
             "aws.region" => {
-                aws.region = as_str(v);
+                self.aws.region = as_str(v);
                 CAT_AWS
             }
             "aws.request_id" | "aws.requestId" => {
-                aws.request_id = as_str(v);
+                self.aws.request_id = as_str(v);
                 CAT_AWS
             }
             "aws.queue_url" | "aws.queue.url" | "aws.sqs.queue_url" => {
-                aws.queue_url = as_str(v);
+                self.aws.queue_url = as_str(v);
                 CAT_AWS
             }
             "aws.table_name" | "aws.table.name" => {
-                aws.table_name = as_str(v);
+                self.aws.table_name = as_str(v);
                 CAT_AWS
             }
             "aws.dynamodb.table_names" => {
                 match v {
                     Some(any_value::Value::ArrayValue(a)) => {
-                        aws.table_names = a
+                        self.aws.table_names = a
                             .values
                             .iter()
                             .filter_map(|v| as_str(v.value.as_ref()))
                             .collect()
                     }
-                    other => aws.table_name = as_str(other),
+                    other => self.aws.table_name = as_str(other),
                 }
                 CAT_AWS
             }
             "db.system" | "db.system.name" => {
-                db_system = as_str(v);
+                self.db_system = as_str(v);
                 CAT_SQL
             }
             "db.name" | "db.namespace" => {
-                db_name = as_str(v);
+                self.db_name = as_str(v);
                 CAT_SQL
             }
             "db.statement" | "db.query.text" => {
-                db_statement = as_str(v);
+                self.db_statement = as_str(v);
                 CAT_SQL
             }
             "db.user" => {
-                db_user = as_str(v);
+                self.db_user = as_str(v);
                 CAT_SQL
             }
             "db.connection_string" => {
-                db_conn = as_str(v);
+                self.db_conn = as_str(v);
                 CAT_SQL
             }
             "enduser.id" => {
-                user = as_str(v);
+                self.user = as_str(v);
                 CAT_ALWAYS
             }
             "aws.xray.inprogress" => {
-                in_progress_attr = matches!(v, Some(any_value::Value::BoolValue(true)));
+                self.in_progress = matches!(v, Some(any_value::Value::BoolValue(true)));
                 CAT_ALWAYS
             }
             "aws.xray.annotations" => {
                 if let Some(any_value::Value::ArrayValue(a)) = v {
-                    xray_annotations = Some(&a.values);
+                    self.xray_annotations = Some(&a.values);
                 }
                 CAT_ALWAYS
             }
             _ => CAT_NONE,
-        };
-        cats[i] = cat;
+        }
     }
 
-    let is_sql = db_system.is_some_and(is_sql_system);
-    let http_out = has_http.then(|| {
-        http.url = url.build(kind == SpanKind::Server);
-        http
-    });
-
-    // `aws`: from the resource and the span's aws.* attributes, for AWS (or unknown) clouds.
-    let cloud_provider = as_str(find(res, "cloud.provider"));
-    let platform = as_str(find(res, "cloud.platform"));
-    let aws_out = if cloud_provider.is_none_or(|p| p == "aws") {
-        aws.operation = aws.operation.or(rpc_method);
-        fill_aws_from_resource(&mut aws, res, platform, &opts.log_groups);
-        Some(aws)
-    } else {
-        None
-    };
-
-    let sql = if is_sql {
+    /// The `sql` block of a SQL database span.
+    fn sql(&self, span: &'a Span) -> Sql<'a> {
         let conn = format!(
             "{}/{}",
-            db_conn.unwrap_or("localhost"),
-            db_name.unwrap_or_default()
+            self.db_conn.unwrap_or("localhost"),
+            self.db_name.unwrap_or_default()
         );
-        Some(Sql {
+        Sql {
             url: &span.name,
             connection_string: conn,
-            database_type: db_system.unwrap_or_default(),
-            user: db_user,
-            sanitized_query: db_statement,
-        })
-    } else {
-        None
-    };
-
-    // error / fault / throttle and the cause.
-    let status_code = span
-        .status
-        .as_ref()
-        .map(|s| s.code)
-        .unwrap_or(StatusCode::Unset as i32);
-    let is_status_error = status_code == StatusCode::Error as i32;
-    let (mut error, mut fault, mut throttle) = (false, false, false);
-    match http_out.as_ref().and_then(|h| h.status) {
-        Some(c) if (400..500).contains(&c) => {
-            error = true;
-            throttle = c == 429;
+            database_type: self.db_system.unwrap_or_default(),
+            user: self.db_user,
+            sanitized_query: self.db_statement,
         }
-        Some(c) if (500..600).contains(&c) => fault = true,
-        _ => fault = is_status_error,
     }
-    let exceptions = exceptions(span, res, kind, is_status_error);
+}
 
-    // Name.
-    let is_segment = !subsegment;
-    let name = segment_name(span, attrs, res, kind, is_segment, db_system, db_name, &url);
+/// `aws`: from the resource and the span's aws.* attributes, for AWS (or
+/// unknown) clouds.
+fn aws_block<'a>(
+    scan: &mut Scan<'a>,
+    res: &'a [KeyValue],
+    platform: Option<&'a str>,
+    opts: &'a Options,
+) -> Option<Aws<'a>> {
+    let cloud_provider = as_str(find(res, "cloud.provider"));
+    if !cloud_provider.is_none_or(|p| p == "aws") {
+        return None;
+    }
+    let mut aws = std::mem::take(&mut scan.aws);
+    aws.operation = aws.operation.or(scan.rpc_method);
+    fill_aws_from_resource(&mut aws, res, platform, &opts.log_groups);
+    Some(aws)
+}
 
-    let namespace = if !subsegment {
-        None
-    } else if find(attrs, "rpc.system").and_then(|v| as_str(Some(v))) == Some("aws-api")
+/// `error`, `fault`, `throttle`: from the HTTP status, else the span status.
+fn error_flags(http: Option<&Http<'_>>, is_status_error: bool) -> (bool, bool, bool) {
+    match http.and_then(|h| h.status) {
+        Some(c) if (400..500).contains(&c) => (true, false, c == 429),
+        Some(c) if (500..600).contains(&c) => (false, true, false),
+        _ => (false, is_status_error, false),
+    }
+}
+
+/// A subsegment's namespace: `aws` for AWS SDK calls, `remote` for other
+/// outgoing calls.
+fn namespace(attrs: &[KeyValue], kind: SpanKind, remote_block: bool) -> Option<&'static str> {
+    if find(attrs, "rpc.system").and_then(|v| as_str(Some(v))) == Some("aws-api")
         || find(attrs, "aws.service").is_some()
     {
         Some("aws")
-    } else if matches!(kind, SpanKind::Client | SpanKind::Producer) || http_out.is_some() || is_sql
-    {
+    } else if matches!(kind, SpanKind::Client | SpanKind::Producer) || remote_block {
         Some("remote")
     } else {
         None
-    };
-    let origin = if is_segment {
-        origin(platform, res)
-    } else {
-        None
-    };
+    }
+}
 
-    let consumed = |i: usize| match cats[i] {
-        CAT_HTTP => http_out.is_some(),
-        CAT_AWS => aws_out.is_some(),
-        CAT_SQL => is_sql,
-        CAT_ALWAYS => true,
-        _ => false,
-    };
-
-    // Annotations, in priority order, then metadata for the rest.
+/// Annotations, in priority order (loop-guard mark, agent defaults,
+/// `aws.xray.annotations`, `indexed_attributes`, then all), and which
+/// attributes became one.
+fn annotations<'a>(
+    attrs: &'a [KeyValue],
+    consumed: &[bool],
+    xray_annotations: Option<&'a [AnyValue]>,
+    opts: &Options,
+) -> (Vec<(String, Ann<'a>)>, Vec<bool>) {
     let mut annotations: Vec<(String, Ann<'a>)> = Vec::new();
     if opts.mark_exported {
         annotations.push((LOOP_MARKER.to_string(), Ann::Bool(true)));
@@ -669,7 +762,7 @@ fn build<'a>(
     let mut annotated = vec![false; attrs.len()];
     let mut candidates: Vec<(u8, usize)> = Vec::new();
     for (i, kv) in attrs.iter().enumerate() {
-        if consumed(i) {
+        if consumed[i] {
             continue;
         }
         let k = kv.key.as_str();
@@ -710,10 +803,22 @@ fn build<'a>(
         annotations.push((key, v));
         annotated[i] = true;
     }
+    (annotations, annotated)
+}
 
+/// Metadata: the attributes no block or annotation took, the resource (on
+/// segments), events other than exceptions, and links.
+fn metadata<'a>(
+    span: &'a Span,
+    res: &'a [KeyValue],
+    consumed: &[bool],
+    annotated: &[bool],
+    is_segment: bool,
+) -> Vec<Meta<'a>> {
+    let attrs = &span.attributes;
     let mut metadata: Vec<Meta<'a>> = Vec::with_capacity(attrs.len() + 2);
     for (i, kv) in attrs.iter().enumerate() {
-        if !consumed(i) && !annotated[i] {
+        if !consumed[i] && !annotated[i] {
             metadata.push(Meta::Attr(kv));
         }
     }
@@ -731,28 +836,7 @@ fn build<'a>(
     if !span.links.is_empty() {
         metadata.push(Meta::Links(&span.links));
     }
-
-    Ok(Seg {
-        span,
-        trace_id,
-        id,
-        parent_id,
-        name,
-        subsegment,
-        namespace,
-        origin,
-        user,
-        error,
-        fault,
-        throttle,
-        in_progress: in_progress_attr || span.end_time_unix_nano == 0,
-        http: http_out,
-        aws: aws_out,
-        sql,
-        exceptions,
-        annotations,
-        metadata,
-    })
+    metadata
 }
 
 fn cut_chars(s: &str, n: usize) -> &str {
