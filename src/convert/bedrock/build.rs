@@ -299,28 +299,110 @@ fn invocation<'a>(
     events: Vec<Event<'a>>,
 ) -> Option<Invocation<'a>> {
     let first = events.first()?.clone();
-    let mut inv = Invocation {
-        key,
-        caller_chain: first.caller_chain(),
-        first,
-        steps: Vec::new(),
-        root_md: None,
-        final_text: None,
-        calls: Vec::new(),
-        failed: false,
-        joined: false,
-    };
-    let mut step_of: HashMap<&str, usize> = HashMap::new();
-    let mut open_model: HashMap<usize, usize> = HashMap::new();
-    let mut pending: HashMap<(usize, ToolKind), VecDeque<usize>> = HashMap::new();
-    let mut counter = 0usize;
-    let mut next_key = |what: &str, trace_id: &str| {
-        counter += 1;
-        format!("{what}:{trace_id}:{counter}")
+    let mut walk = Walk {
+        bld,
+        inv: Invocation {
+            key,
+            caller_chain: first.caller_chain(),
+            first,
+            steps: Vec::new(),
+            root_md: None,
+            final_text: None,
+            calls: Vec::new(),
+            failed: false,
+            joined: false,
+        },
+        step_of: HashMap::new(),
+        open_model: HashMap::new(),
+        pending: HashMap::new(),
+        counter: 0,
     };
     for e in events {
-        let unknown = unknown_fields(&e);
-        let step = *step_of.entry(e.trace_id).or_insert_with(|| {
+        walk.event(e);
+    }
+    Some(walk.inv)
+}
+
+/// One invocation's events, taken in order into nodes.
+struct Walk<'a, 'b, 'o> {
+    bld: &'b mut Builder<'o>,
+    inv: Invocation<'a>,
+    /// The step node of each trace id.
+    step_of: HashMap<&'a str, usize>,
+    /// A step's model call still waiting for its output.
+    open_model: HashMap<usize, usize>,
+    /// Tool calls of a step waiting for their output, by kind, oldest first.
+    pending: HashMap<(usize, ToolKind), VecDeque<usize>>,
+    counter: usize,
+}
+
+/// A node key unique in the invocation: `what:trace_id:n`.
+fn node_key(counter: &mut usize, what: &str, trace_id: &str) -> String {
+    *counter += 1;
+    format!("{what}:{trace_id}:{counter}")
+}
+
+impl<'a> Walk<'a, '_, '_> {
+    fn next_key(&mut self, what: &str, trace_id: &str) -> String {
+        node_key(&mut self.counter, what, trace_id)
+    }
+
+    fn event(&mut self, e: Event<'a>) {
+        let step = self.step(&e);
+        let body = e.body;
+        match (e.stage, e.member) {
+            (Stage::Guardrail, _) => {
+                let k = self.next_key("guardrail", e.trace_id);
+                let node = guardrail(self.bld, &e, k);
+                self.bld.nodes[step].children.push(node);
+            }
+            (Stage::Failure, _) => self.failure(step, &e),
+            (_, "modelInvocationInput") => {
+                let k = self.next_key("model", e.trace_id);
+                let node = self.bld.add(Node {
+                    key: k,
+                    kind: KIND_CLIENT,
+                    times: e.time.into_iter().collect(),
+                    ..Default::default()
+                });
+                model_input(self.bld, node, body, e.time);
+                self.open_model.insert(step, node);
+                self.bld.nodes[step].children.push(node);
+            }
+            (_, "modelInvocationOutput") => self.model_output(step, &e),
+            (_, "rationale") => self.bld.text_event(
+                step,
+                e.time,
+                "aws.bedrock.rationale",
+                "text",
+                get_str(body, "text"),
+            ),
+            (_, "invocationInput") => self.invocation_input(step, &e),
+            (_, "observation") => self.observation(step, &e),
+            (Stage::CustomOrchestration, _) => self.bld.text_event(
+                step,
+                e.time,
+                "aws.bedrock.custom_orchestration",
+                "text",
+                get_str(body, "text"),
+            ),
+            (_, other) => {
+                let text = json_text(&Value::Object(body.clone()));
+                let key = format!("aws.bedrock.unknown.{other}");
+                if let Some(t) = content(self.bld.opts.capture_content, &text) {
+                    self.bld.nodes[step].attrs.push(s(&key, t));
+                }
+            }
+        }
+    }
+
+    /// The step node of the event's trace id (made on its first event), with
+    /// the event's time and the fields this converter does not read.
+    fn step(&mut self, e: &Event<'a>) -> usize {
+        let unknown = unknown_fields(e);
+        let key = self.inv.key;
+        let (bld, inv) = (&mut *self.bld, &mut self.inv);
+        let step = *self.step_of.entry(e.trace_id).or_insert_with(|| {
             let (name, kind) = step_name(key, e.trace_id);
             let idx = bld.add(Node {
                 key: format!("step:{}", e.trace_id),
@@ -345,199 +427,184 @@ fn invocation<'a>(
                     .push(s(&format!("aws.bedrock.unknown.{k}"), t));
             }
         }
+        step
+    }
+
+    fn failure(&mut self, step: usize, e: &Event<'a>) {
         let body = e.body;
-        match (e.stage, e.member) {
-            (Stage::Guardrail, _) => {
-                let node = guardrail(bld, &e, next_key("guardrail", e.trace_id));
-                bld.nodes[step].children.push(node);
-            }
-            (Stage::Failure, _) => {
-                let code = body.get("failureCode").and_then(Value::as_i64);
-                let reason = get_str(body, "failureReason").unwrap_or("failure");
-                let mut n = Node {
-                    key: next_key("failure", e.trace_id),
-                    name: "failure".into(),
-                    kind: KIND_INTERNAL,
-                    times: e.time.into_iter().collect(),
-                    error: Some((
-                        code.map(|c| c.to_string())
-                            .unwrap_or_else(|| "failure".into()),
-                        reason.to_string(),
-                    )),
-                    ..Default::default()
-                };
-                if let Some(c) = code {
-                    n.attrs.push(i("aws.bedrock.failure.code", c));
-                }
-                n.attrs.push(s("aws.bedrock.failure.reason", reason));
-                let node = bld.add(n);
-                let md = get_obj(body, "metadata");
-                bld.set_exact(node, md);
-                bld.nodes[step].children.push(node);
-                inv.failed = true;
-                if md.is_some_and(|m| m.contains_key("operationTotalTimeMs")) {
-                    inv.root_md = md;
-                }
-            }
-            (_, "modelInvocationInput") => {
-                let node = bld.add(Node {
-                    key: next_key("model", e.trace_id),
+        let code = body.get("failureCode").and_then(Value::as_i64);
+        let reason = get_str(body, "failureReason").unwrap_or("failure");
+        let mut n = Node {
+            key: self.next_key("failure", e.trace_id),
+            name: "failure".into(),
+            kind: KIND_INTERNAL,
+            times: e.time.into_iter().collect(),
+            error: Some((
+                code.map(|c| c.to_string())
+                    .unwrap_or_else(|| "failure".into()),
+                reason.to_string(),
+            )),
+            ..Default::default()
+        };
+        if let Some(c) = code {
+            n.attrs.push(i("aws.bedrock.failure.code", c));
+        }
+        n.attrs.push(s("aws.bedrock.failure.reason", reason));
+        let node = self.bld.add(n);
+        let md = get_obj(body, "metadata");
+        self.bld.set_exact(node, md);
+        self.bld.nodes[step].children.push(node);
+        self.inv.failed = true;
+        if md.is_some_and(|m| m.contains_key("operationTotalTimeMs")) {
+            self.inv.root_md = md;
+        }
+    }
+
+    fn model_output(&mut self, step: usize, e: &Event<'a>) {
+        let node = match self.open_model.remove(&step) {
+            Some(n) => n,
+            None => {
+                let k = self.next_key("model", e.trace_id);
+                let n = self.bld.add(Node {
+                    key: k,
                     kind: KIND_CLIENT,
-                    times: e.time.into_iter().collect(),
                     ..Default::default()
                 });
-                model_input(bld, node, body, e.time);
-                open_model.insert(step, node);
-                bld.nodes[step].children.push(node);
+                model_input(self.bld, n, &Map::new(), None);
+                self.bld.nodes[step].children.push(n);
+                n
             }
-            (_, "modelInvocationOutput") => {
-                let node = match open_model.remove(&step) {
-                    Some(n) => n,
-                    None => {
-                        let n = bld.add(Node {
-                            key: next_key("model", e.trace_id),
-                            kind: KIND_CLIENT,
-                            ..Default::default()
-                        });
-                        model_input(bld, n, &Map::new(), None);
-                        bld.nodes[step].children.push(n);
-                        n
-                    }
-                };
-                if let Some(t) = e.time {
-                    bld.nodes[node].times.push(t);
-                }
-                model_output(bld, node, body, e.time);
+        };
+        if let Some(t) = e.time {
+            self.bld.nodes[node].times.push(t);
+        }
+        model_output(self.bld, node, e.body, e.time);
+    }
+
+    fn invocation_input(&mut self, step: usize, e: &Event<'a>) {
+        let body = e.body;
+        if let Some(t) = get_str(body, "invocationType") {
+            self.bld.nodes[step]
+                .attrs
+                .push(s("aws.bedrock.invocation_type", t));
+        }
+        let counter = &mut self.counter;
+        let mut next_key = |what: &str, trace_id: &str| node_key(counter, what, trace_id);
+        let made = tool_input(self.bld, body, e.time, &mut next_key, e.trace_id);
+        if let Some((kind, node, call)) = made {
+            self.bld.nodes[step].children.push(node);
+            self.pending
+                .entry((step, kind))
+                .or_default()
+                .push_back(node);
+            if let Some(c) = call {
+                self.inv.calls.push(c);
             }
-            (_, "rationale") => bld.text_event(
+        }
+    }
+
+    fn observation(&mut self, step: usize, e: &Event<'a>) {
+        let body = e.body;
+        let outputs = [
+            ("actionGroupInvocationOutput", ToolKind::ActionGroup),
+            ("knowledgeBaseLookupOutput", ToolKind::KnowledgeBase),
+            ("codeInterpreterInvocationOutput", ToolKind::CodeInterpreter),
+            ("agentCollaboratorInvocationOutput", ToolKind::Collaborator),
+        ];
+        if let Some((field, kind)) = outputs.iter().find(|(k, _)| body.contains_key(*k)) {
+            self.tool_observation(step, e, get_obj(body, field), *kind);
+        } else if let Some(fr) = get_obj(body, "finalResponse") {
+            let md = get_obj(fr, "metadata");
+            if md.is_some() {
+                self.inv.root_md = md;
+            }
+            self.inv.final_text = Some((get_str(fr, "text").unwrap_or(""), e.time));
+            self.bld.text_event(
                 step,
                 e.time,
-                "aws.bedrock.rationale",
+                "aws.bedrock.final_response",
                 "text",
-                get_str(body, "text"),
-            ),
-            (_, "invocationInput") => {
-                if let Some(t) = get_str(body, "invocationType") {
-                    bld.nodes[step]
-                        .attrs
-                        .push(s("aws.bedrock.invocation_type", t));
-                }
-                let made = tool_input(bld, body, e.time, &mut next_key, e.trace_id);
-                if let Some((kind, node, call)) = made {
-                    bld.nodes[step].children.push(node);
-                    pending.entry((step, kind)).or_default().push_back(node);
-                    if let Some(c) = call {
-                        inv.calls.push(c);
-                    }
-                }
+                get_str(fr, "text"),
+            );
+        } else if let Some(rp) = get_obj(body, "repromptResponse") {
+            let mut attrs = Vec::new();
+            if let Some(src) = get_str(rp, "source") {
+                attrs.push(s("source", src));
             }
-            (_, "observation") => {
-                let ty = get_str(body, "type");
-                let outputs = [
-                    ("actionGroupInvocationOutput", ToolKind::ActionGroup),
-                    ("knowledgeBaseLookupOutput", ToolKind::KnowledgeBase),
-                    ("codeInterpreterInvocationOutput", ToolKind::CodeInterpreter),
-                    ("agentCollaboratorInvocationOutput", ToolKind::Collaborator),
-                ];
-                if let Some((field, kind)) = outputs.iter().find(|(k, _)| body.contains_key(*k)) {
-                    let out = get_obj(body, field);
-                    let node = match pending
-                        .get_mut(&(step, *kind))
-                        .and_then(VecDeque::pop_front)
-                    {
-                        Some(n) => n,
-                        None => {
-                            // An output without its input: a span all the same.
-                            let n = bld.add(Node {
-                                key: next_key("tool", e.trace_id),
-                                kind: KIND_INTERNAL,
-                                ..Default::default()
-                            });
-                            tool_shell(bld, n, *kind, out);
-                            bld.nodes[step].children.push(n);
-                            if *kind == ToolKind::Collaborator {
-                                inv.calls.push(Call {
-                                    node: n,
-                                    alias_arn: out
-                                        .and_then(|o| get_str(o, "agentCollaboratorAliasArn"))
-                                        .map(String::from),
-                                    client_request_id: None,
-                                    joined: false,
-                                });
-                            }
-                            n
-                        }
-                    };
-                    if let Some(t) = e.time {
-                        bld.nodes[node].times.push(t);
-                    }
-                    if let Some(out) = out {
-                        tool_output(bld, node, *kind, out, e.time);
-                        if *kind == ToolKind::Collaborator {
-                            let id = get_obj(out, "metadata")
-                                .and_then(|m| get_str(m, "clientRequestId"));
-                            if let Some(c) = inv.calls.iter_mut().find(|c| c.node == node) {
-                                c.client_request_id = id.map(String::from);
-                            }
-                        }
-                    }
-                } else if let Some(fr) = get_obj(body, "finalResponse") {
-                    let md = get_obj(fr, "metadata");
-                    if md.is_some() {
-                        inv.root_md = md;
-                    }
-                    inv.final_text = Some((get_str(fr, "text").unwrap_or(""), e.time));
-                    bld.text_event(
-                        step,
-                        e.time,
-                        "aws.bedrock.final_response",
-                        "text",
-                        get_str(fr, "text"),
-                    );
-                } else if let Some(rp) = get_obj(body, "repromptResponse") {
-                    let mut attrs = Vec::new();
-                    if let Some(src) = get_str(rp, "source") {
-                        attrs.push(s("source", src));
-                    }
-                    if let Some(t) =
-                        get_str(rp, "text").and_then(|t| content(bld.opts.capture_content, t))
-                    {
-                        attrs.push(s("text", t));
-                    }
-                    bld.nodes[step]
-                        .events
-                        .push((e.time, "aws.bedrock.reprompt".into(), attrs));
-                } else {
-                    // An observation type we do not model: kept as an event with its JSON.
-                    let mut attrs = vec![s("type", ty.unwrap_or("unknown"))];
-                    if let Some(t) = content(
-                        bld.opts.capture_content,
-                        &json_text(&Value::Object(body.clone())),
-                    ) {
-                        attrs.push(s("json", t));
-                    }
-                    bld.nodes[step]
-                        .events
-                        .push((e.time, "aws.bedrock.observation".into(), attrs));
-                }
+            if let Some(t) =
+                get_str(rp, "text").and_then(|t| content(self.bld.opts.capture_content, t))
+            {
+                attrs.push(s("text", t));
             }
-            (Stage::CustomOrchestration, _) => bld.text_event(
-                step,
-                e.time,
-                "aws.bedrock.custom_orchestration",
-                "text",
-                get_str(body, "text"),
-            ),
-            (_, other) => {
-                let text = json_text(&Value::Object(body.clone()));
-                let key = format!("aws.bedrock.unknown.{other}");
-                if let Some(t) = content(bld.opts.capture_content, &text) {
-                    bld.nodes[step].attrs.push(s(&key, t));
+            self.bld.nodes[step]
+                .events
+                .push((e.time, "aws.bedrock.reprompt".into(), attrs));
+        } else {
+            // An observation type we do not model: kept as an event with its JSON.
+            let mut attrs = vec![s("type", get_str(body, "type").unwrap_or("unknown"))];
+            if let Some(t) = content(
+                self.bld.opts.capture_content,
+                &json_text(&Value::Object(body.clone())),
+            ) {
+                attrs.push(s("json", t));
+            }
+            self.bld.nodes[step]
+                .events
+                .push((e.time, "aws.bedrock.observation".into(), attrs));
+        }
+    }
+
+    /// A tool's output: closes the oldest call of that kind in the step, or
+    /// stands alone if its input never came.
+    fn tool_observation(
+        &mut self,
+        step: usize,
+        e: &Event<'a>,
+        out: Option<&'a Map<String, Value>>,
+        kind: ToolKind,
+    ) {
+        let node = match self
+            .pending
+            .get_mut(&(step, kind))
+            .and_then(VecDeque::pop_front)
+        {
+            Some(n) => n,
+            None => {
+                // An output without its input: a span all the same.
+                let k = self.next_key("tool", e.trace_id);
+                let n = self.bld.add(Node {
+                    key: k,
+                    kind: KIND_INTERNAL,
+                    ..Default::default()
+                });
+                tool_shell(self.bld, n, kind, out);
+                self.bld.nodes[step].children.push(n);
+                if kind == ToolKind::Collaborator {
+                    self.inv.calls.push(Call {
+                        node: n,
+                        alias_arn: out
+                            .and_then(|o| get_str(o, "agentCollaboratorAliasArn"))
+                            .map(String::from),
+                        client_request_id: None,
+                        joined: false,
+                    });
+                }
+                n
+            }
+        };
+        if let Some(t) = e.time {
+            self.bld.nodes[node].times.push(t);
+        }
+        if let Some(out) = out {
+            tool_output(self.bld, node, kind, out, e.time);
+            if kind == ToolKind::Collaborator {
+                let id = get_obj(out, "metadata").and_then(|m| get_str(m, "clientRequestId"));
+                if let Some(c) = self.inv.calls.iter_mut().find(|c| c.node == node) {
+                    c.client_request_id = id.map(String::from);
                 }
             }
         }
     }
-    Some(inv)
 }
 
 /// Fields of an event that this converter does not read, with their path, so
