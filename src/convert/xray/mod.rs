@@ -714,7 +714,7 @@ fn aws_block<'a>(
     opts: &'a Options,
 ) -> Option<Aws<'a>> {
     let cloud_provider = as_str(find(res, "cloud.provider"));
-    if !cloud_provider.is_none_or(|p| p == "aws") {
+    if cloud_provider.is_some_and(|p| p != "aws") {
         return None;
     }
     let mut aws = std::mem::take(&mut scan.aws);
