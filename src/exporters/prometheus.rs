@@ -189,183 +189,192 @@ impl PrometheusExporter {
                 .as_ref()
                 .map(|r| r.attributes.as_slice())
                 .unwrap_or(&[]);
-            let ji = job_instance(res);
-            let mut base: Vec<(String, String)> = ji.clone();
-            base.extend(
-                self.cfg
-                    .const_labels
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone())),
-            );
-            if self.cfg.resource_to_telemetry_conversion.enabled {
-                base.extend(
-                    res.iter()
-                        .filter(|kv| !RESOURCE_IDENTITY.contains(&kv.key.as_str()))
-                        .map(|kv| {
-                            (
-                                kv.key.clone(),
-                                label_value(kv.value.as_ref().and_then(|v| v.value.as_ref())),
-                            )
-                        }),
-                );
-            } else {
-                let mut target: Vec<(String, String)> = ji.clone();
-                target.extend(
-                    res.iter()
-                        .filter(|kv| !RESOURCE_IDENTITY.contains(&kv.key.as_str()))
-                        .map(|kv| {
-                            (
-                                kv.key.clone(),
-                                label_value(kv.value.as_ref().and_then(|v| v.value.as_ref())),
-                            )
-                        }),
-                );
-                if target.len() > ji.len() {
-                    st.targets.insert(labels(target), now);
-                }
-            }
-            for sm in &rm.scope_metrics {
-                for m in &sm.metrics {
-                    let Some(data) = &m.data else { continue };
-                    let point_labels = |attrs: &[KeyValue]| {
-                        labels(base.iter().cloned().chain(attrs.iter().map(|kv| {
-                            (
-                                kv.key.clone(),
-                                label_value(kv.value.as_ref().and_then(|v| v.value.as_ref())),
-                            )
-                        })))
-                    };
-                    let num = |v: &Option<number_data_point::Value>| match v {
-                        Some(number_data_point::Value::AsDouble(d)) => *d,
-                        Some(number_data_point::Value::AsInt(i)) => *i as f64,
-                        None => 0.0,
-                    };
-                    match data {
-                        Data::Gauge(g) => {
-                            let name =
-                                metric_name(&self.cfg.namespace, &m.name, &m.unit, false, true);
-                            let fam = family(&mut st, name, FamilyType::Gauge, &m.description);
-                            for p in &g.data_points {
-                                fam.series.insert(
-                                    point_labels(&p.attributes),
-                                    Series {
-                                        value: SeriesValue::Number(num(&p.value)),
-                                        updated: now,
-                                    },
-                                );
-                            }
-                        }
-                        Data::Sum(s) => {
-                            let counter = s.is_monotonic;
-                            let delta =
-                                s.aggregation_temporality == AggregationTemporality::Delta as i32;
-                            let kind = if counter {
-                                FamilyType::Counter
-                            } else {
-                                FamilyType::Gauge
-                            };
-                            let name = metric_name(
-                                &self.cfg.namespace,
-                                &m.name,
-                                &m.unit,
-                                counter,
-                                !counter,
-                            );
-                            let fam = family(&mut st, name, kind, &m.description);
-                            for p in &s.data_points {
-                                let key = point_labels(&p.attributes);
-                                let v = num(&p.value);
-                                let entry = fam.series.entry(key).or_insert(Series {
-                                    value: SeriesValue::Number(0.0),
-                                    updated: now,
-                                });
-                                entry.value = match (&entry.value, delta) {
-                                    (SeriesValue::Number(old), true) => {
-                                        SeriesValue::Number(old + v)
-                                    }
-                                    _ => SeriesValue::Number(v),
-                                };
-                                entry.updated = now;
-                            }
-                        }
-                        Data::Histogram(h) => {
-                            let delta =
-                                h.aggregation_temporality == AggregationTemporality::Delta as i32;
-                            let name =
-                                metric_name(&self.cfg.namespace, &m.name, &m.unit, false, false);
-                            let fam = family(&mut st, name, FamilyType::Histogram, &m.description);
-                            for p in &h.data_points {
-                                let mut counts = p.bucket_counts.clone();
-                                counts.resize(p.explicit_bounds.len() + 1, 0);
-                                let new = SeriesValue::Histogram {
-                                    counts,
-                                    bounds: p.explicit_bounds.clone(),
-                                    sum: p.sum.unwrap_or(0.0),
-                                    count: p.count,
-                                };
-                                let key = point_labels(&p.attributes);
-                                let merged =
-                                    match (fam.series.get(&key).map(|s| &s.value), &new, delta) {
-                                        (
-                                            Some(SeriesValue::Histogram {
-                                                counts: oc,
-                                                bounds: ob,
-                                                sum: os,
-                                                count: on,
-                                            }),
-                                            SeriesValue::Histogram {
-                                                counts: nc,
-                                                bounds: nb,
-                                                sum: ns,
-                                                count: nn,
-                                            },
-                                            true,
-                                        ) if ob == nb => SeriesValue::Histogram {
-                                            counts: oc.iter().zip(nc).map(|(a, b)| a + b).collect(),
-                                            bounds: nb.clone(),
-                                            sum: os + ns,
-                                            count: on + nn,
-                                        },
-                                        _ => new,
-                                    };
-                                fam.series.insert(
-                                    key,
-                                    Series {
-                                        value: merged,
-                                        updated: now,
-                                    },
-                                );
-                            }
-                        }
-                        Data::Summary(s) => {
-                            let name =
-                                metric_name(&self.cfg.namespace, &m.name, &m.unit, false, false);
-                            let fam = family(&mut st, name, FamilyType::Summary, &m.description);
-                            for p in &s.data_points {
-                                fam.series.insert(
-                                    point_labels(&p.attributes),
-                                    Series {
-                                        value: SeriesValue::Summary {
-                                            quantiles: p
-                                                .quantile_values
-                                                .iter()
-                                                .map(|q| (q.quantile, q.value))
-                                                .collect(),
-                                            sum: p.sum,
-                                            count: p.count,
-                                        },
-                                        updated: now,
-                                    },
-                                );
-                            }
-                        }
-                        Data::ExponentialHistogram(_) => {
-                            tracing::debug!(metric = %m.name, "exponential histograms are not exposed to Prometheus");
-                        }
-                    }
-                }
+            let base = self.base_labels(&mut st, res, now);
+            for m in rm.scope_metrics.iter().flat_map(|sm| &sm.metrics) {
+                self.update_metric(&mut st, m, &base, now);
             }
         }
+    }
+
+    /// The labels every series of a resource carries: job and instance,
+    /// `const_labels`, and the resource's other attributes when
+    /// `resource_to_telemetry_conversion` is on (otherwise they go to
+    /// `target_info`).
+    fn base_labels(&self, st: &mut State, res: &[KeyValue], now: Instant) -> Vec<(String, String)> {
+        let ji = job_instance(res);
+        let others = || {
+            res.iter()
+                .filter(|kv| !RESOURCE_IDENTITY.contains(&kv.key.as_str()))
+                .map(|kv| (kv.key.clone(), attribute_label(kv).1))
+        };
+        let mut base: Vec<(String, String)> = ji.clone();
+        base.extend(
+            self.cfg
+                .const_labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
+        if self.cfg.resource_to_telemetry_conversion.enabled {
+            base.extend(others());
+        } else {
+            let mut target: Vec<(String, String)> = ji.clone();
+            target.extend(others());
+            if target.len() > ji.len() {
+                st.targets.insert(labels(target), now);
+            }
+        }
+        base
+    }
+
+    /// Updates the series of one metric.
+    fn update_metric(
+        &self,
+        st: &mut State,
+        m: &opentelemetry_proto::tonic::metrics::v1::Metric,
+        base: &[(String, String)],
+        now: Instant,
+    ) {
+        let Some(data) = &m.data else { return };
+        let point_labels = |attrs: &[KeyValue]| {
+            labels(
+                base.iter()
+                    .cloned()
+                    .chain(attrs.iter().map(attribute_label)),
+            )
+        };
+        let ns = &self.cfg.namespace;
+        match data {
+            Data::Gauge(g) => {
+                let name = metric_name(ns, &m.name, &m.unit, false, true);
+                let fam = family(st, name, FamilyType::Gauge, &m.description);
+                for p in &g.data_points {
+                    let value = SeriesValue::Number(number(&p.value));
+                    let series = Series {
+                        value,
+                        updated: now,
+                    };
+                    fam.series.insert(point_labels(&p.attributes), series);
+                }
+            }
+            Data::Sum(s) => {
+                let counter = s.is_monotonic;
+                let delta = s.aggregation_temporality == AggregationTemporality::Delta as i32;
+                let kind = if counter {
+                    FamilyType::Counter
+                } else {
+                    FamilyType::Gauge
+                };
+                let name = metric_name(ns, &m.name, &m.unit, counter, !counter);
+                let fam = family(st, name, kind, &m.description);
+                for p in &s.data_points {
+                    let v = number(&p.value);
+                    let entry = fam
+                        .series
+                        .entry(point_labels(&p.attributes))
+                        .or_insert(Series {
+                            value: SeriesValue::Number(0.0),
+                            updated: now,
+                        });
+                    entry.value = match (&entry.value, delta) {
+                        (SeriesValue::Number(old), true) => SeriesValue::Number(old + v),
+                        _ => SeriesValue::Number(v),
+                    };
+                    entry.updated = now;
+                }
+            }
+            Data::Histogram(h) => {
+                let delta = h.aggregation_temporality == AggregationTemporality::Delta as i32;
+                let name = metric_name(ns, &m.name, &m.unit, false, false);
+                let fam = family(st, name, FamilyType::Histogram, &m.description);
+                for p in &h.data_points {
+                    let mut counts = p.bucket_counts.clone();
+                    counts.resize(p.explicit_bounds.len() + 1, 0);
+                    let new = SeriesValue::Histogram {
+                        counts,
+                        bounds: p.explicit_bounds.clone(),
+                        sum: p.sum.unwrap_or(0.0),
+                        count: p.count,
+                    };
+                    let key = point_labels(&p.attributes);
+                    let old = fam.series.get(&key).map(|s| &s.value);
+                    let value = if delta { add_histograms(old, new) } else { new };
+                    fam.series.insert(
+                        key,
+                        Series {
+                            value,
+                            updated: now,
+                        },
+                    );
+                }
+            }
+            Data::Summary(s) => {
+                let name = metric_name(ns, &m.name, &m.unit, false, false);
+                let fam = family(st, name, FamilyType::Summary, &m.description);
+                for p in &s.data_points {
+                    let value = SeriesValue::Summary {
+                        quantiles: p
+                            .quantile_values
+                            .iter()
+                            .map(|q| (q.quantile, q.value))
+                            .collect(),
+                        sum: p.sum,
+                        count: p.count,
+                    };
+                    let series = Series {
+                        value,
+                        updated: now,
+                    };
+                    fam.series.insert(point_labels(&p.attributes), series);
+                }
+            }
+            Data::ExponentialHistogram(_) => {
+                tracing::debug!(metric = %m.name, "exponential histograms are not exposed to Prometheus");
+            }
+        }
+    }
+}
+
+/// An attribute as a label: its key and its value as text.
+fn attribute_label(kv: &KeyValue) -> (String, String) {
+    (
+        kv.key.clone(),
+        label_value(kv.value.as_ref().and_then(|v| v.value.as_ref())),
+    )
+}
+
+/// A number data point's value.
+fn number(v: &Option<number_data_point::Value>) -> f64 {
+    match v {
+        Some(number_data_point::Value::AsDouble(d)) => *d,
+        Some(number_data_point::Value::AsInt(i)) => *i as f64,
+        None => 0.0,
+    }
+}
+
+/// A delta histogram point added to the series so far (same bounds), or
+/// the new point alone.
+fn add_histograms(old: Option<&SeriesValue>, new: SeriesValue) -> SeriesValue {
+    match (old, &new) {
+        (
+            Some(SeriesValue::Histogram {
+                counts: oc,
+                bounds: ob,
+                sum: os,
+                count: on,
+            }),
+            SeriesValue::Histogram {
+                counts: nc,
+                bounds: nb,
+                sum: ns,
+                count: nn,
+            },
+        ) if ob == nb => SeriesValue::Histogram {
+            counts: oc.iter().zip(nc).map(|(a, b)| a + b).collect(),
+            bounds: nb.clone(),
+            sum: os + ns,
+            count: on + nn,
+        },
+        _ => new,
     }
 }
 
