@@ -1097,7 +1097,6 @@ pub fn convert<'a>(
     deltas.sweep(now_ns);
     let mut stats = Stats::default();
     let mut out = Vec::with_capacity(rms.len());
-    let cumulative = AggregationTemporality::Cumulative as i32;
     for rm in rms {
         let res: &[KeyValue] = rm
             .resource
@@ -1108,154 +1107,31 @@ pub fn convert<'a>(
             .namespace
             .clone()
             .unwrap_or_else(|| resource_namespace(res));
-        let mut groups: Vec<Group> = Vec::new();
-        let mut index: HashMap<(i64, Labels), Vec<usize>> = HashMap::new();
+        let mut groups = Groups::default();
         for sm in &rm.scope_metrics {
             for m in &sm.metrics {
                 let Some(data) = &m.data else { continue };
-                let unit = cloudwatch_unit(&m.unit);
                 let scope = sm.scope.as_ref().map_or("", |s| s.name.as_str());
                 let key_name = format!("{scope}\u{1}{}", m.name);
-                // (attributes, time, value-or-none)
-                let mut points: Vec<(&[KeyValue], u64, Option<Value>)> = Vec::new();
-                match data {
-                    Data::Gauge(g) => {
-                        for p in &g.data_points {
-                            points.push((&p.attributes, p.time_unix_nano, Some(number(&p.value))));
-                        }
-                    }
-                    Data::Sum(s) => {
-                        let to_delta = s.is_monotonic && s.aggregation_temporality == cumulative;
-                        for p in &s.data_points {
-                            let v = number(&p.value);
-                            let v = if to_delta {
-                                let key = series_key(&key_name, res, &p.attributes);
-                                let f = match v {
-                                    Value::Int(i) => i as f64,
-                                    Value::Float(f) => f,
-                                    Value::Dist { .. } => 0.0,
-                                };
-                                if !f.is_finite() {
-                                    Some(Value::Float(f))
-                                } else {
-                                    let step = deltas.number(
-                                        key,
-                                        p.start_time_unix_nano,
-                                        p.time_unix_nano,
-                                        f,
-                                        now_ns,
-                                    );
-                                    stats.take(step).map(|d| match v {
-                                        Value::Int(_) => Value::Int(d as i64),
-                                        _ => Value::Float(d),
-                                    })
-                                }
-                            } else {
-                                Some(v)
-                            };
-                            points.push((&p.attributes, p.time_unix_nano, v));
-                        }
-                    }
-                    Data::Histogram(h) => {
-                        for p in &h.data_points {
-                            let d = if h.aggregation_temporality == cumulative {
-                                let key = series_key(&key_name, res, &p.attributes);
-                                stats.take(deltas.histogram(key, p, now_ns))
-                            } else {
-                                Some(HistDelta::whole(p))
-                            };
-                            let Some(d) = d else {
-                                points.push((&p.attributes, p.time_unix_nano, None));
-                                continue;
-                            };
-                            match explicit_dist(&p.explicit_bounds, &d) {
-                                Some(v) => points.push((&p.attributes, p.time_unix_nano, Some(v))),
-                                None => {
-                                    stats.empty += 1;
-                                    points.push((&p.attributes, p.time_unix_nano, None));
-                                }
-                            }
-                        }
-                    }
-                    Data::ExponentialHistogram(h) => {
-                        for p in &h.data_points {
-                            let d = if h.aggregation_temporality == cumulative {
-                                let key = series_key(&key_name, res, &p.attributes);
-                                stats.take(deltas.exponential(key, p, now_ns))
-                            } else {
-                                Some(ExpDelta::whole(p))
-                            };
-                            let v = d.as_ref().and_then(exp_dist);
-                            if d.is_some() && v.is_none() {
-                                stats.empty += 1;
-                            }
-                            points.push((&p.attributes, p.time_unix_nano, v));
-                        }
-                    }
-                    Data::Summary(s) => {
-                        for p in &s.data_points {
-                            let key = series_key(&key_name, res, &p.attributes);
-                            let v =
-                                stats
-                                    .take(deltas.summary(key, p, now_ns))
-                                    .and_then(|(c, sum)| {
-                                        let v = summary_dist(c, sum, p);
-                                        if v.is_none() {
-                                            stats.empty += 1;
-                                        }
-                                        v
-                                    });
-                            points.push((&p.attributes, p.time_unix_nano, v));
-                        }
-                    }
-                }
-                for (attrs, t, value) in points {
-                    stats.points += 1;
-                    let Some(value) = value else { continue };
-                    if !value.finite() {
-                        stats.non_finite += 1;
-                        continue;
-                    }
-                    let labels = point_labels(opts, res, attrs);
-                    if labels.iter().any(|(k, _)| *k == m.name) {
-                        stats.name_collisions += 1;
-                        continue;
-                    }
-                    let Some(dims) = dimension_sets(opts, &m.name, &labels, &mut stats) else {
-                        continue;
-                    };
-                    let ts_ms = (if t == 0 { now_ns } else { t } / 1_000_000) as i64;
-                    // Labels are cloned once per event, not per point.
-                    let key = (ts_ms, labels);
-                    let slot = index.get(&key).and_then(|slots| {
-                        slots.iter().copied().find(|&i| {
-                            groups[i].items.len() < MAX_METRICS_PER_DIRECTIVE
-                                && !groups[i].has(&m.name)
-                        })
-                    });
-                    let gi = match slot {
-                        Some(i) => i,
-                        None => {
-                            groups.push(Group {
-                                ts_ms,
-                                labels: key.1.clone(),
-                                items: Vec::new(),
-                            });
-                            index.entry(key).or_default().push(groups.len() - 1);
-                            groups.len() - 1
-                        }
-                    };
-                    groups[gi].items.push(Item {
-                        name: m.name.clone(),
-                        unit,
-                        value,
-                        dims,
-                    });
+                let mut pts = Points {
+                    res,
+                    key_name: &key_name,
+                    deltas: &mut *deltas,
+                    stats: &mut stats,
+                    now_ns,
+                    out: Vec::new(),
+                };
+                pts.take(data);
+                let points = std::mem::take(&mut pts.out);
+                let unit = cloudwatch_unit(&m.unit);
+                let at = Placing { opts, res, now_ns };
+                for point in points {
+                    groups.place(&at, m, unit, point, &mut stats);
                 }
             }
         }
-        let mut events = Vec::with_capacity(groups.len());
-        for g in &groups {
+        let mut events = Vec::with_capacity(groups.groups.len());
+        for g in &groups.groups {
             emit(
                 &ns,
                 opts.storage_resolution,
@@ -1271,6 +1147,193 @@ pub fn convert<'a>(
         });
     }
     Converted { groups: out, stats }
+}
+
+/// One metric's points as EMF takes them: `(attributes, time, value)`, the
+/// value `None` where there is nothing to send yet (a first cumulative
+/// point, a reset, an empty distribution).
+struct Points<'a, 'd> {
+    res: &'a [KeyValue],
+    key_name: &'d str,
+    deltas: &'d mut Deltas,
+    stats: &'d mut Stats,
+    now_ns: u64,
+    out: Vec<(&'a [KeyValue], u64, Option<Value>)>,
+}
+
+impl<'a> Points<'a, '_> {
+    fn take(&mut self, data: &'a Data) {
+        let cumulative = AggregationTemporality::Cumulative as i32;
+        match data {
+            Data::Gauge(g) => {
+                for p in &g.data_points {
+                    self.out
+                        .push((&p.attributes, p.time_unix_nano, Some(number(&p.value))));
+                }
+            }
+            Data::Sum(s) => {
+                let to_delta = s.is_monotonic && s.aggregation_temporality == cumulative;
+                for p in &s.data_points {
+                    let v = number(&p.value);
+                    let v = if to_delta {
+                        self.sum_delta(p, v)
+                    } else {
+                        Some(v)
+                    };
+                    self.out.push((&p.attributes, p.time_unix_nano, v));
+                }
+            }
+            Data::Histogram(h) => {
+                for p in &h.data_points {
+                    let d = if h.aggregation_temporality == cumulative {
+                        let key = series_key(self.key_name, self.res, &p.attributes);
+                        self.stats.take(self.deltas.histogram(key, p, self.now_ns))
+                    } else {
+                        Some(HistDelta::whole(p))
+                    };
+                    let v = d.and_then(|d| {
+                        let v = explicit_dist(&p.explicit_bounds, &d);
+                        if v.is_none() {
+                            self.stats.empty += 1;
+                        }
+                        v
+                    });
+                    self.out.push((&p.attributes, p.time_unix_nano, v));
+                }
+            }
+            Data::ExponentialHistogram(h) => {
+                for p in &h.data_points {
+                    let d = if h.aggregation_temporality == cumulative {
+                        let key = series_key(self.key_name, self.res, &p.attributes);
+                        self.stats
+                            .take(self.deltas.exponential(key, p, self.now_ns))
+                    } else {
+                        Some(ExpDelta::whole(p))
+                    };
+                    let v = d.as_ref().and_then(exp_dist);
+                    if d.is_some() && v.is_none() {
+                        self.stats.empty += 1;
+                    }
+                    self.out.push((&p.attributes, p.time_unix_nano, v));
+                }
+            }
+            Data::Summary(s) => {
+                for p in &s.data_points {
+                    let key = series_key(self.key_name, self.res, &p.attributes);
+                    let step = self.deltas.summary(key, p, self.now_ns);
+                    let v = self.stats.take(step).and_then(|(c, sum)| {
+                        let v = summary_dist(c, sum, p);
+                        if v.is_none() {
+                            self.stats.empty += 1;
+                        }
+                        v
+                    });
+                    self.out.push((&p.attributes, p.time_unix_nano, v));
+                }
+            }
+        }
+    }
+
+    /// A cumulative monotonic sum point as the delta since the last one.
+    fn sum_delta(
+        &mut self,
+        p: &opentelemetry_proto::tonic::metrics::v1::NumberDataPoint,
+        v: Value,
+    ) -> Option<Value> {
+        let f = match v {
+            Value::Int(i) => i as f64,
+            Value::Float(f) => f,
+            Value::Dist { .. } => 0.0,
+        };
+        if !f.is_finite() {
+            return Some(Value::Float(f));
+        }
+        let key = series_key(self.key_name, self.res, &p.attributes);
+        let step = self.deltas.number(
+            key,
+            p.start_time_unix_nano,
+            p.time_unix_nano,
+            f,
+            self.now_ns,
+        );
+        self.stats.take(step).map(|d| match v {
+            Value::Int(_) => Value::Int(d as i64),
+            _ => Value::Float(d),
+        })
+    }
+}
+
+/// Points grouped into events: one group per timestamp and label set, at
+/// most [`MAX_METRICS_PER_DIRECTIVE`] metrics each, a metric at most once.
+#[derive(Default)]
+struct Groups {
+    groups: Vec<Group>,
+    index: HashMap<(i64, Labels), Vec<usize>>,
+}
+
+/// What placing a resource's points needs.
+struct Placing<'x> {
+    opts: &'x Options,
+    res: &'x [KeyValue],
+    now_ns: u64,
+}
+
+impl Groups {
+    /// Puts one point of metric `m` in its group, or counts why not.
+    fn place(
+        &mut self,
+        at: &Placing<'_>,
+        m: &opentelemetry_proto::tonic::metrics::v1::Metric,
+        unit: Option<&'static str>,
+        (attrs, t, value): (&[KeyValue], u64, Option<Value>),
+        stats: &mut Stats,
+    ) {
+        let (opts, res, now_ns) = (at.opts, at.res, at.now_ns);
+        stats.points += 1;
+        let Some(value) = value else { return };
+        if !value.finite() {
+            stats.non_finite += 1;
+            return;
+        }
+        let labels = point_labels(opts, res, attrs);
+        if labels.iter().any(|(k, _)| *k == m.name) {
+            stats.name_collisions += 1;
+            return;
+        }
+        let Some(dims) = dimension_sets(opts, &m.name, &labels, stats) else {
+            return;
+        };
+        let ts_ms = (if t == 0 { now_ns } else { t } / 1_000_000) as i64;
+        // Labels are cloned once per event, not per point.
+        let key = (ts_ms, labels);
+        let groups = &self.groups;
+        let slot = self.index.get(&key).and_then(|slots| {
+            slots.iter().copied().find(|&i| {
+                groups[i].items.len() < MAX_METRICS_PER_DIRECTIVE && !groups[i].has(&m.name)
+            })
+        });
+        let gi = match slot {
+            Some(i) => i,
+            None => {
+                self.groups.push(Group {
+                    ts_ms,
+                    labels: key.1.clone(),
+                    items: Vec::new(),
+                });
+                self.index
+                    .entry(key)
+                    .or_default()
+                    .push(self.groups.len() - 1);
+                self.groups.len() - 1
+            }
+        };
+        self.groups[gi].items.push(Item {
+            name: m.name.clone(),
+            unit,
+            value,
+            dims,
+        });
+    }
 }
 
 /// Renders a group's items as one event, or as several when one would be
