@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{Acks, ConsumeError, Refused};
+use super::ack::Acks;
+use super::contract::{ConsumeError, Refused};
 
 /// How a retry-while-refused loop waits between offers.
 #[derive(Debug, Clone, Copy)]
