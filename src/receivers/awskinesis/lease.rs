@@ -140,6 +140,12 @@ struct State {
     asked: HashMap<String, Instant>,
 }
 
+/// One cycle's plan: leases to take, and a lease to ask its busy owner for.
+struct Plan<'l> {
+    takes: Vec<&'l Lease>,
+    ask: Option<(&'l Lease, String)>,
+}
+
 /// The DynamoDB lease table of one stream.
 pub struct LeaseStore {
     client: aws_sdk_dynamodb::Client,
@@ -310,8 +316,42 @@ impl LeaseStore {
     /// is read twice. If the owner does not hand over within the failover
     /// time, the lease is taken.
     pub async fn cycle(&self) -> Result<Cycle, StoreError> {
+        self.renew().await?;
+        let leases = self.scan().await?;
         let mut st = self.state.lock().await;
-        // Renew.
+        let now = Instant::now();
+        self.observe(&mut st, &leases, now);
+        let open: Vec<&Lease> = leases
+            .iter()
+            .filter(|l| l.checkpoint.as_deref() != Some(SHARD_END))
+            .collect();
+        let plan = self.plan(&st, &open, now);
+        if let Some((lease, busiest)) = plan.ask {
+            self.ask_for(&mut st, lease, busiest, now).await?;
+        }
+        for l in plan.takes {
+            self.take(&mut st, l, now).await?;
+        }
+        let held: HashSet<String> = st.held.keys().cloned().collect();
+        let wanted: HashSet<String> = leases
+            .iter()
+            .filter(|l| {
+                held.contains(&l.key)
+                    && l.pending_owner
+                        .as_deref()
+                        .is_some_and(|p| p != self.owner.as_str())
+            })
+            .map(|l| l.key.clone())
+            .collect();
+        Ok(Cycle {
+            ready: held.difference(&wanted).cloned().collect(),
+            hand_off: wanted,
+        })
+    }
+
+    /// Renews every lease held; one another instance took is let go.
+    async fn renew(&self) -> Result<(), StoreError> {
+        let mut st = self.state.lock().await;
         let held: Vec<(String, u64)> = st.held.iter().map(|(k, c)| (k.clone(), *c)).collect();
         for (shard, counter) in held {
             let r = self
@@ -329,12 +369,13 @@ impl LeaseStore {
                 Err(e) => return Err(StoreError::Service(error_text(&e))),
             }
         }
-        // Scan and note which counters moved.
-        drop(st);
-        let leases = self.scan().await?;
-        let mut st = self.state.lock().await;
-        let now = Instant::now();
-        for l in &leases {
+        Ok(())
+    }
+
+    /// Takes in a scan: which counters moved (and when), and which leases
+    /// are ours now.
+    fn observe(&self, st: &mut State, leases: &[Lease], now: Instant) {
+        for l in leases {
             let moved = st.seen.get(&l.key).is_none_or(|(c, _)| *c != l.counter);
             if moved {
                 st.seen.insert(l.key.clone(), (l.counter, now));
@@ -348,25 +389,29 @@ impl LeaseStore {
             }
         }
         st.leases = leases.iter().map(|l| (l.key.clone(), l.clone())).collect();
-        let open: Vec<&Lease> = leases
-            .iter()
-            .filter(|l| l.checkpoint.as_deref() != Some(SHARD_END))
-            .collect();
-        let expired = |l: &Lease, st: &State| -> bool {
-            match &l.owner {
-                None => true,
-                Some(o) if *o == self.owner => false,
-                Some(_) => st
-                    .seen
-                    .get(&l.key)
-                    .is_some_and(|(_, since)| now.duration_since(*since) >= self.failover),
-            }
-        };
+    }
+
+    /// Whether another instance's lease has not moved for the failover time
+    /// (or has no owner).
+    fn expired(&self, l: &Lease, st: &State, now: Instant) -> bool {
+        match &l.owner {
+            None => true,
+            Some(o) if *o == self.owner => false,
+            Some(_) => st
+                .seen
+                .get(&l.key)
+                .is_some_and(|(_, since)| now.duration_since(*since) >= self.failover),
+        }
+    }
+
+    /// What to take and whom to ask, to reach this instance's share of the
+    /// open leases.
+    fn plan<'l>(&'l self, st: &State, open: &[&'l Lease], now: Instant) -> Plan<'l> {
         let mut owners: HashMap<&str, usize> = HashMap::new();
         owners.insert(&self.owner, 0);
-        for l in &open {
+        for l in open {
             if let Some(o) = &l.owner {
-                if !expired(l, &st) {
+                if !self.expired(l, st, now) {
                     *owners.entry(o.as_str()).or_default() += 1;
                 }
             }
@@ -381,11 +426,11 @@ impl LeaseStore {
         let mut takes: Vec<&Lease> = open
             .iter()
             .copied()
-            .filter(|l| expired(l, &st))
+            .filter(|l| self.expired(l, st, now))
             .take(want)
             .collect();
         // A hand-over we asked for that did not happen in time is taken too.
-        for l in &open {
+        for l in open {
             if takes.len() >= want {
                 break;
             }
@@ -401,82 +446,82 @@ impl LeaseStore {
             }
         }
         want -= takes.len().min(want);
-        if want > 0 && st.asked.is_empty() {
-            // Ask the busiest instance above its share for one lease.
-            if let Some((busiest, count)) = owners
-                .iter()
-                .filter(|(o, _)| **o != self.owner.as_str())
-                .max_by_key(|(_, c)| **c)
-            {
-                if *count > target {
-                    if let Some(l) = open.iter().find(|l| l.owner.as_deref() == Some(*busiest)) {
-                        let r = self
-                            .client
-                            .update_item()
-                            .table_name(&self.table)
-                            .key("leaseKey", s(&l.key))
-                            .update_expression("SET pendingOwner = :me")
-                            .condition_expression(
-                                "leaseOwner = :them AND attribute_not_exists(pendingOwner)",
-                            )
-                            .expression_attribute_values(":me", s(&self.owner))
-                            .expression_attribute_values(":them", s(busiest))
-                            .send()
-                            .await;
-                        match r {
-                            Ok(_) => {
-                                tracing::info!(shard = %l.key, from = %busiest, "asked for a lease");
-                                st.asked.insert(l.key.clone(), now);
-                            }
-                            Err(e) if condition_failed(&e) => {}
-                            Err(e) => return Err(StoreError::Service(error_text(&e))),
-                        }
-                    }
-                }
-            }
-        }
-        for l in takes {
-            let r = self
-                .client
-                .update_item()
-                .table_name(&self.table)
-                .key("leaseKey", s(&l.key))
-                .update_expression(
-                    "SET leaseOwner = :me, leaseCounter = :next ADD ownerSwitchesSinceCheckpoint :one REMOVE pendingOwner",
-                )
-                .condition_expression("leaseCounter = :c")
-                .expression_attribute_values(":me", s(&self.owner))
-                .expression_attribute_values(":next", n(l.counter + 1))
-                .expression_attribute_values(":c", n(l.counter))
-                .expression_attribute_values(":one", n(1))
-                .send()
-                .await;
-            match r {
-                Ok(_) => {
-                    tracing::info!(shard = %l.key, from = ?l.owner, "took lease");
-                    st.held.insert(l.key.clone(), l.counter + 1);
-                    st.seen.insert(l.key.clone(), (l.counter + 1, now));
-                    st.asked.remove(&l.key);
-                }
-                Err(e) if condition_failed(&e) => {}
-                Err(e) => return Err(StoreError::Service(error_text(&e))),
-            }
-        }
-        let held: HashSet<String> = st.held.keys().cloned().collect();
-        let wanted: HashSet<String> = leases
-            .iter()
-            .filter(|l| {
-                held.contains(&l.key)
-                    && l.pending_owner
-                        .as_deref()
-                        .is_some_and(|p| p != self.owner.as_str())
+        // Still short: ask the busiest instance above its share for one lease.
+        let ask = (want > 0 && st.asked.is_empty())
+            .then(|| {
+                owners
+                    .iter()
+                    .filter(|(o, _)| **o != self.owner.as_str())
+                    .max_by_key(|(_, c)| **c)
+                    .filter(|(_, count)| **count > target)
+                    .and_then(|(busiest, _)| {
+                        open.iter()
+                            .find(|l| l.owner.as_deref() == Some(*busiest))
+                            .map(|l| (*l, busiest.to_string()))
+                    })
             })
-            .map(|l| l.key.clone())
-            .collect();
-        Ok(Cycle {
-            ready: held.difference(&wanted).cloned().collect(),
-            hand_off: wanted,
-        })
+            .flatten();
+        Plan { takes, ask }
+    }
+
+    /// Writes this instance as `pendingOwner` of `l`, held by `busiest`.
+    async fn ask_for(
+        &self,
+        st: &mut State,
+        l: &Lease,
+        busiest: String,
+        now: Instant,
+    ) -> Result<(), StoreError> {
+        let r = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("leaseKey", s(&l.key))
+            .update_expression("SET pendingOwner = :me")
+            .condition_expression("leaseOwner = :them AND attribute_not_exists(pendingOwner)")
+            .expression_attribute_values(":me", s(&self.owner))
+            .expression_attribute_values(":them", s(&busiest))
+            .send()
+            .await;
+        match r {
+            Ok(_) => {
+                tracing::info!(shard = %l.key, from = %busiest, "asked for a lease");
+                st.asked.insert(l.key.clone(), now);
+                Ok(())
+            }
+            Err(e) if condition_failed(&e) => Ok(()),
+            Err(e) => Err(StoreError::Service(error_text(&e))),
+        }
+    }
+
+    /// Takes `l` if its counter has not moved since the scan.
+    async fn take(&self, st: &mut State, l: &Lease, now: Instant) -> Result<(), StoreError> {
+        let r = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("leaseKey", s(&l.key))
+            .update_expression(
+                "SET leaseOwner = :me, leaseCounter = :next ADD ownerSwitchesSinceCheckpoint :one REMOVE pendingOwner",
+            )
+            .condition_expression("leaseCounter = :c")
+            .expression_attribute_values(":me", s(&self.owner))
+            .expression_attribute_values(":next", n(l.counter + 1))
+            .expression_attribute_values(":c", n(l.counter))
+            .expression_attribute_values(":one", n(1))
+            .send()
+            .await;
+        match r {
+            Ok(_) => {
+                tracing::info!(shard = %l.key, from = ?l.owner, "took lease");
+                st.held.insert(l.key.clone(), l.counter + 1);
+                st.seen.insert(l.key.clone(), (l.counter + 1, now));
+                st.asked.remove(&l.key);
+                Ok(())
+            }
+            Err(e) if condition_failed(&e) => Ok(()),
+            Err(e) => Err(StoreError::Service(error_text(&e))),
+        }
     }
 
     /// Passes a lease this instance holds to the instance that asked for it
