@@ -383,154 +383,21 @@ impl AgentMetrics {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
-        // A span without its own agent name counts for the agent of its
-        // trace (the invoke_agent span's), when that span is in the batch:
-        // model and tool calls rarely repeat the agent's name.
-        let mut trace_agents: HashMap<&[u8], &str> = HashMap::new();
-        for span in rs
-            .iter()
-            .flat_map(|r| &r.scope_spans)
-            .flat_map(|s| &s.spans)
-        {
-            if let Some(a) = attr_str(&span.attributes, "gen_ai.agent.name")
-                .or_else(|| attr_str(&span.attributes, "gen_ai.agent.id"))
-            {
-                trace_agents.entry(span.trace_id.as_slice()).or_insert(a);
-            }
-        }
+        let trace_agents = trace_agents(rs);
         for r in rs {
             let res: &[KeyValue] = r
                 .resource
                 .as_ref()
                 .map(|r| r.attributes.as_slice())
                 .unwrap_or(&[]);
-            let service = attr_str(res, "service.name")
-                .unwrap_or("unknown_service")
-                .to_string();
+            let service = attr_str(res, "service.name").unwrap_or("unknown_service");
             for span in r.scope_spans.iter().flat_map(|s| &s.spans) {
-                let seconds = span
-                    .end_time_unix_nano
-                    .saturating_sub(span.start_time_unix_nano) as f64
-                    / 1e9;
-                let a = &span.attributes;
-                let Some(op) = operation(span) else {
-                    if self.cfg.generic_span_metrics {
-                        let status = match span.status.as_ref().map(|s| s.code) {
-                            Some(2) => "STATUS_CODE_ERROR",
-                            Some(1) => "STATUS_CODE_OK",
-                            _ => "STATUS_CODE_UNSET",
-                        };
-                        let dims = vec![
-                            ("span.name", span.name.clone()),
-                            ("span.kind", kind_name(span.kind).to_string()),
-                            ("status.code", status.to_string()),
-                        ];
-                        let key = |kind| Key {
-                            kind,
-                            service: service.clone(),
-                            dims: dims.clone(),
-                            extra: Vec::new(),
-                        };
-                        self.count(&mut st, key(Kind::SpanCalls), 1);
-                        self.observe(&mut st, key(Kind::SpanDuration), seconds);
+                match operation(span) {
+                    Some(op) => self.record_genai(&mut st, span, service, op, &trace_agents, now),
+                    None if self.cfg.generic_span_metrics => {
+                        self.record_generic(&mut st, span, service)
                     }
-                    continue;
-                };
-                let agent = attr_str(a, "gen_ai.agent.name")
-                    .or_else(|| attr_str(a, "gen_ai.agent.id"))
-                    .or_else(|| trace_agents.get(span.trace_id.as_slice()).copied())
-                    .unwrap_or("")
-                    .to_string();
-                let model = attr_str(a, "gen_ai.request.model")
-                    .or_else(|| attr_str(a, "gen_ai.response.model"))
-                    .unwrap_or("")
-                    .to_string();
-                let tool = attr_str(a, "gen_ai.tool.name").unwrap_or("").to_string();
-                let extra: Vec<(String, String)> = self
-                    .cfg
-                    .dimensions
-                    .iter()
-                    .map(|k| (k.clone(), attr(a, k).map(display).unwrap_or_default()))
-                    .collect();
-                let dims = vec![
-                    ("gen_ai.agent.name", agent.clone()),
-                    ("gen_ai.operation.name", op),
-                    ("gen_ai.request.model", model.clone()),
-                    ("gen_ai.tool.name", tool),
-                ];
-                let key = |kind, dims: &Vec<(&'static str, String)>| Key {
-                    kind,
-                    service: service.clone(),
-                    dims: dims.clone(),
-                    extra: extra.clone(),
-                };
-                self.count(&mut st, key(Kind::Invocations, &dims), 1);
-                self.observe(&mut st, key(Kind::Duration, &dims), seconds);
-                if throttled(span) {
-                    self.count(&mut st, key(Kind::Throttles, &dims), 1);
-                }
-                if failed(span) {
-                    let mut d = dims.clone();
-                    d.push((
-                        "error.type",
-                        attr_str(a, "error.type").unwrap_or("_OTHER").to_string(),
-                    ));
-                    self.count(&mut st, key(Kind::Errors, &d), 1);
-                }
-                // Each type once, from the first of its names present (some
-                // instrumentations write both the current and the old name).
-                for (names, token_type) in [
-                    (
-                        &["gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens"][..],
-                        "input",
-                    ),
-                    (
-                        &[
-                            "gen_ai.usage.output_tokens",
-                            "gen_ai.usage.completion_tokens",
-                        ][..],
-                        "output",
-                    ),
-                    (
-                        &[
-                            "gen_ai.usage.cache_read_input_tokens",
-                            "gen_ai.usage.cache_read.input_tokens",
-                        ][..],
-                        "cache_read",
-                    ),
-                    (
-                        &[
-                            "gen_ai.usage.cache_creation_input_tokens",
-                            "gen_ai.usage.cache_creation.input_tokens",
-                            "gen_ai.usage.cache_write_input_tokens",
-                        ][..],
-                        "cache_write",
-                    ),
-                ] {
-                    let n = names.iter().find_map(|k| attr_int(a, k)).filter(|n| *n > 0);
-                    if let Some(n) = n {
-                        let d = vec![
-                            ("gen_ai.agent.name", agent.clone()),
-                            ("gen_ai.request.model", model.clone()),
-                            ("gen_ai.token.type", token_type.to_string()),
-                        ];
-                        self.count(&mut st, key(Kind::Tokens, &d), n as u64);
-                    }
-                }
-                let session =
-                    attr_str(a, "gen_ai.conversation.id").or_else(|| attr_str(a, "session.id"));
-                if let Some(sid) = session {
-                    let st = &mut *st;
-                    let sessions = st
-                        .sessions
-                        .entry((service.clone(), agent.clone()))
-                        .or_default();
-                    if sessions
-                        .insert(sid.to_string(), Session { last_ms: now })
-                        .is_none()
-                    {
-                        st.session_count += 1;
-                    }
+                    None => {}
                 }
             }
         }
@@ -538,6 +405,102 @@ impl AgentMetrics {
         if st.session_count > self.cfg.max_sessions {
             let window = self.cfg.session_window.as_millis() as u64;
             prune_sessions(&mut st, now, window, self.cfg.max_sessions);
+        }
+    }
+
+    /// Calls and duration of a span that is not a GenAI operation
+    /// (`generic_span_metrics`).
+    fn record_generic(&self, st: &mut State, span: &Span, service: &str) {
+        let status = match span.status.as_ref().map(|s| s.code) {
+            Some(2) => "STATUS_CODE_ERROR",
+            Some(1) => "STATUS_CODE_OK",
+            _ => "STATUS_CODE_UNSET",
+        };
+        let dims = vec![
+            ("span.name", span.name.clone()),
+            ("span.kind", kind_name(span.kind).to_string()),
+            ("status.code", status.to_string()),
+        ];
+        let key = |kind| Key {
+            kind,
+            service: service.to_string(),
+            dims: dims.clone(),
+            extra: Vec::new(),
+        };
+        self.count(st, key(Kind::SpanCalls), 1);
+        self.observe(st, key(Kind::SpanDuration), span_seconds(span));
+    }
+
+    /// Invocations, duration, throttles, errors, tokens and the session of
+    /// one GenAI operation span.
+    fn record_genai(
+        &self,
+        st: &mut State,
+        span: &Span,
+        service: &str,
+        op: String,
+        trace_agents: &HashMap<&[u8], &str>,
+        now: u64,
+    ) {
+        let a = &span.attributes;
+        let agent = attr_str(a, "gen_ai.agent.name")
+            .or_else(|| attr_str(a, "gen_ai.agent.id"))
+            .or_else(|| trace_agents.get(span.trace_id.as_slice()).copied())
+            .unwrap_or("")
+            .to_string();
+        let model = attr_str(a, "gen_ai.request.model")
+            .or_else(|| attr_str(a, "gen_ai.response.model"))
+            .unwrap_or("")
+            .to_string();
+        let tool = attr_str(a, "gen_ai.tool.name").unwrap_or("").to_string();
+        let extra: Vec<(String, String)> = self
+            .cfg
+            .dimensions
+            .iter()
+            .map(|k| (k.clone(), attr(a, k).map(display).unwrap_or_default()))
+            .collect();
+        let dims = vec![
+            ("gen_ai.agent.name", agent.clone()),
+            ("gen_ai.operation.name", op),
+            ("gen_ai.request.model", model.clone()),
+            ("gen_ai.tool.name", tool),
+        ];
+        let key = |kind, dims: &Vec<(&'static str, String)>| Key {
+            kind,
+            service: service.to_string(),
+            dims: dims.clone(),
+            extra: extra.clone(),
+        };
+        self.count(st, key(Kind::Invocations, &dims), 1);
+        self.observe(st, key(Kind::Duration, &dims), span_seconds(span));
+        if throttled(span) {
+            self.count(st, key(Kind::Throttles, &dims), 1);
+        }
+        if failed(span) {
+            let mut d = dims.clone();
+            d.push((
+                "error.type",
+                attr_str(a, "error.type").unwrap_or("_OTHER").to_string(),
+            ));
+            self.count(st, key(Kind::Errors, &d), 1);
+        }
+        for (token_type, n) in token_counts(a) {
+            let d = vec![
+                ("gen_ai.agent.name", agent.clone()),
+                ("gen_ai.request.model", model.clone()),
+                ("gen_ai.token.type", token_type.to_string()),
+            ];
+            self.count(st, key(Kind::Tokens, &d), n);
+        }
+        let session = attr_str(a, "gen_ai.conversation.id").or_else(|| attr_str(a, "session.id"));
+        if let Some(sid) = session {
+            let sessions = st.sessions.entry((service.to_string(), agent)).or_default();
+            if sessions
+                .insert(sid.to_string(), Session { last_ms: now })
+                .is_none()
+            {
+                st.session_count += 1;
+            }
         }
     }
 
@@ -688,6 +651,74 @@ impl AgentMetrics {
             })
             .collect()
     }
+}
+
+/// A span without its own agent name counts for the agent of its trace
+/// (the invoke_agent span's), when that span is in the batch: model and
+/// tool calls rarely repeat the agent's name.
+fn trace_agents(rs: &[crate::signal::ResourceSpans]) -> HashMap<&[u8], &str> {
+    let mut trace_agents: HashMap<&[u8], &str> = HashMap::new();
+    for span in rs
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .flat_map(|s| &s.spans)
+    {
+        if let Some(a) = attr_str(&span.attributes, "gen_ai.agent.name")
+            .or_else(|| attr_str(&span.attributes, "gen_ai.agent.id"))
+        {
+            trace_agents.entry(span.trace_id.as_slice()).or_insert(a);
+        }
+    }
+    trace_agents
+}
+
+fn span_seconds(span: &Span) -> f64 {
+    span.end_time_unix_nano
+        .saturating_sub(span.start_time_unix_nano) as f64
+        / 1e9
+}
+
+/// Token counts by type. Each type once, from the first of its names
+/// present (some instrumentations write both the current and the old name).
+fn token_counts(a: &[KeyValue]) -> Vec<(&'static str, u64)> {
+    const TYPES: [(&[&str], &str); 4] = [
+        (
+            &["gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens"],
+            "input",
+        ),
+        (
+            &[
+                "gen_ai.usage.output_tokens",
+                "gen_ai.usage.completion_tokens",
+            ],
+            "output",
+        ),
+        (
+            &[
+                "gen_ai.usage.cache_read_input_tokens",
+                "gen_ai.usage.cache_read.input_tokens",
+            ],
+            "cache_read",
+        ),
+        (
+            &[
+                "gen_ai.usage.cache_creation_input_tokens",
+                "gen_ai.usage.cache_creation.input_tokens",
+                "gen_ai.usage.cache_write_input_tokens",
+            ],
+            "cache_write",
+        ),
+    ];
+    TYPES
+        .iter()
+        .filter_map(|(names, token_type)| {
+            let n = names
+                .iter()
+                .find_map(|k| attr_int(a, k))
+                .filter(|n| *n > 0)?;
+            Some((*token_type, n as u64))
+        })
+        .collect()
 }
 
 fn prune_sessions(st: &mut State, now_ms: u64, window_ms: u64, max: usize) {
