@@ -1310,68 +1310,87 @@ fn render(seg: &Seg<'_>, fit: &Fit<'_>, out: &mut String) {
         render_aws(&mut w, a);
     }
     if let Some(s) = &seg.sql {
-        w.key("sql");
-        w.begin_object();
-        w.str_field("url", s.url);
-        w.str_field("connection_string", &s.connection_string);
-        w.str_field("database_type", s.database_type);
-        w.opt_str_field("user", s.user);
-        w.opt_str_field("sanitized_query", s.sanitized_query);
-        w.end_object();
+        render_sql(&mut w, s);
     }
     if fit.exceptions && !seg.exceptions.is_empty() {
-        w.key("cause");
-        w.begin_object();
-        w.key("exceptions");
-        w.begin_array();
-        for e in &seg.exceptions {
-            w.elem();
-            w.begin_object();
-            w.str_field("id", &e.id);
-            if !e.kind.is_empty() {
-                w.str_field("type", e.kind);
-            }
-            w.str_field("message", e.message);
-            if e.remote {
-                w.bool_field("remote", true);
-            }
-            if let Some(c) = &e.cause {
-                w.str_field("cause", c);
-            }
-            if fit.stacks && !e.stack.is_empty() {
-                w.key("stack");
-                w.begin_array();
-                for f in &e.stack {
-                    w.elem();
-                    w.begin_object();
-                    w.str_field("path", f.path);
-                    w.int_field("line", f.line);
-                    w.str_field("label", f.label);
-                    w.end_object();
-                }
-                w.end_array();
-            } else if !e.stack.is_empty() {
-                w.int_field("truncated", e.stack.len() as i64);
-            }
-            w.end_object();
-        }
-        w.end_array();
-        w.end_object();
+        render_cause(&mut w, &seg.exceptions, fit.stacks);
     }
     if !seg.annotations.is_empty() {
-        w.key("annotations");
+        render_annotations(&mut w, &seg.annotations);
+    }
+    render_metadata(&mut w, seg, fit);
+    w.end_object();
+}
+
+fn render_sql(w: &mut Writer<'_>, s: &Sql<'_>) {
+    w.key("sql");
+    w.begin_object();
+    w.str_field("url", s.url);
+    w.str_field("connection_string", &s.connection_string);
+    w.str_field("database_type", s.database_type);
+    w.opt_str_field("user", s.user);
+    w.opt_str_field("sanitized_query", s.sanitized_query);
+    w.end_object();
+}
+
+fn render_cause(w: &mut Writer<'_>, exceptions: &[Exception<'_>], stacks: bool) {
+    w.key("cause");
+    w.begin_object();
+    w.key("exceptions");
+    w.begin_array();
+    for e in exceptions {
+        w.elem();
         w.begin_object();
-        for (k, v) in &seg.annotations {
-            w.key(k);
-            match v {
-                Ann::Str(s) => w.str_value(s),
-                Ann::Int(i) => w.out.push_str(&i.to_string()),
-                Ann::F64(f) => w.f64_value(*f),
-                Ann::Bool(b) => w.out.push_str(if *b { "true" } else { "false" }),
+        w.str_field("id", &e.id);
+        if !e.kind.is_empty() {
+            w.str_field("type", e.kind);
+        }
+        w.str_field("message", e.message);
+        if e.remote {
+            w.bool_field("remote", true);
+        }
+        if let Some(c) = &e.cause {
+            w.str_field("cause", c);
+        }
+        if stacks && !e.stack.is_empty() {
+            w.key("stack");
+            w.begin_array();
+            for f in &e.stack {
+                w.elem();
+                w.begin_object();
+                w.str_field("path", f.path);
+                w.int_field("line", f.line);
+                w.str_field("label", f.label);
+                w.end_object();
             }
+            w.end_array();
+        } else if !e.stack.is_empty() {
+            w.int_field("truncated", e.stack.len() as i64);
         }
         w.end_object();
     }
+    w.end_array();
+    w.end_object();
+}
+
+fn render_annotations(w: &mut Writer<'_>, annotations: &[(String, Ann<'_>)]) {
+    w.key("annotations");
+    w.begin_object();
+    for (k, v) in annotations {
+        w.key(k);
+        match v {
+            Ann::Str(s) => w.str_value(s),
+            Ann::Int(i) => w.out.push_str(&i.to_string()),
+            Ann::F64(f) => w.f64_value(*f),
+            Ann::Bool(b) => w.out.push_str(if *b { "true" } else { "false" }),
+        }
+    }
+    w.end_object();
+}
+
+/// `metadata.default` (what the fitting kept) and `metadata.spanwire` (what
+/// it left out, when it left out anything).
+fn render_metadata(w: &mut Writer<'_>, seg: &Seg<'_>, fit: &Fit<'_>) {
     let any_meta = fit.metadata
         && seg
             .metadata
@@ -1387,7 +1406,7 @@ fn render(seg: &Seg<'_>, fit: &Fit<'_>, out: &mut String) {
             w.begin_object();
             for (i, m) in seg.metadata.iter().enumerate() {
                 if !fit.dropped_meta.get(i).copied().unwrap_or(false) {
-                    render_meta(&mut w, m);
+                    render_meta(w, m);
                 }
             }
             w.end_object();
@@ -1422,7 +1441,6 @@ fn render(seg: &Seg<'_>, fit: &Fit<'_>, out: &mut String) {
         }
         w.end_object();
     }
-    w.end_object();
 }
 
 fn render_http(w: &mut Writer<'_>, h: &Http<'_>) {
