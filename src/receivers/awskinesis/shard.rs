@@ -329,17 +329,8 @@ impl Reader {
 
 /// Reads one shard until it ends or `cancel` fires.
 pub(crate) async fn run(shared: Arc<Shared>, shard: String, cancel: CancellationToken) -> Exit {
-    let checkpointed = loop {
-        match shared.store.get(&shard).await {
-            Ok(c) => break c,
-            Err(e) => {
-                tracing::error!(receiver = %shared.name, %shard, error = %e, "cannot read the checkpoint");
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-                    _ = cancel.cancelled() => return Exit::Stopped,
-                }
-            }
-        }
+    let Some(checkpointed) = read_checkpoint(&shared, &shard, &cancel).await else {
+        return Exit::Stopped;
     };
     let mut r = Reader {
         shared: shared.clone(),
@@ -434,45 +425,7 @@ pub(crate) async fn run(shared: Arc<Shared>, shard: String, cancel: Cancellation
         }
         let records = resp.records();
         if !records.is_empty() {
-            let mut decoded = Decoded::default();
-            let mut bytes = 0usize;
-            let now_ms = shared.now_ms();
-            let now_ns = crate::telemetry::unix_nanos_now();
-            for rec in records {
-                let data = rec.data().as_ref();
-                bytes += data.len();
-                decode::record(
-                    data,
-                    &shard,
-                    rec.sequence_number(),
-                    shared.cfg.format,
-                    shared.cfg.max_record_bytes,
-                    now_ns,
-                    &mut decoded,
-                );
-            }
-            match shared.spans.lock() {
-                Ok(mut g) => decoded.settle(&mut g, now_ms),
-                Err(p) => decoded.settle(&mut p.into_inner(), now_ms),
-            }
-            r.metrics.records.increment(records.len() as u64);
-            r.metrics.bytes.increment(bytes as u64);
-            r.metrics.spans.increment(decoded.spans.len() as u64);
-            let m = &shared.metrics;
-            m.bad_records.increment(decoded.bad_records);
-            m.bad_spans.increment(decoded.bad_spans);
-            m.control.increment(decoded.control);
-            m.loop_dropped.increment(decoded.stream.loop_marked as u64);
-            m.duplicates.increment(decoded.stream.duplicates as u64);
-            let last = records
-                .last()
-                .map(|r| r.sequence_number().to_string())
-                .unwrap_or_default();
-            let waiter = r.dispatch(decoded).await;
-            r.in_flight.push_back(InFlight {
-                sequence: last.clone(),
-                state: waiter.map_or(Settle::Nothing, Settle::Waiting),
-            });
+            let (last, bytes) = r.take(records).await;
             last_read = Some(last);
             // 2 MiB per second per shard.
             let pace = Duration::from_secs_f64(bytes as f64 / (2.0 * 1024.0 * 1024.0));
@@ -480,58 +433,136 @@ pub(crate) async fn run(shared: Arc<Shared>, shard: String, cancel: Cancellation
         }
         match resp.next_shard_iterator() {
             Some(n) => it = Some(n.to_string()),
-            None => {
-                // The shard is closed and read to its end.
-                while !r.in_flight.is_empty() {
-                    if let Err(e) = r.settle(true).await {
-                        tracing::error!(receiver = %shared.name, %shard, error = %e, "cannot write the checkpoint");
-                        if !r.sleep(Duration::from_secs(1)).await {
-                            break;
-                        }
-                    }
-                    let abandoned = r
-                        .in_flight
-                        .front_mut()
-                        .is_some_and(|f| f.state.poll() == Some(AckOutcome::Abandoned));
-                    if abandoned || cancel.is_cancelled() {
-                        break;
-                    }
-                }
-                if r.in_flight.is_empty() {
-                    match shared.store.set(&shard, SHARD_END).await {
-                        Ok(()) => {
-                            tracing::info!(receiver = %shared.name, %shard, "shard read to its end");
-                            shared.relist.notify_one();
-                            break Exit::Ended;
-                        }
-                        Err(e) => {
-                            tracing::error!(receiver = %shared.name, %shard, error = %e, "cannot write the checkpoint")
-                        }
-                    }
-                }
-                break Exit::Stopped;
-            }
+            // The shard is closed and read to its end.
+            None => break r.finish().await,
         }
         if records.is_empty() && !r.sleep(shared.cfg.poll_interval).await {
             break Exit::Stopped;
         }
     };
-    // Shutdown: give batches in flight a moment to settle, checkpoint what did.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !r.in_flight.is_empty() && Instant::now() < deadline {
-        if r.settle(false).await.is_err() {
-            break;
-        }
-        if r.in_flight.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    if !r.in_flight.is_empty() {
-        tracing::info!(receiver = %shared.name, %shard, batches = r.in_flight.len(),
-            "stopping with batches not yet delivered; they will be read again");
-    }
+    r.drain().await;
     exit
+}
+
+/// The shard's checkpoint, retried until read (`None`: stopped first).
+async fn read_checkpoint(
+    shared: &Shared,
+    shard: &str,
+    cancel: &CancellationToken,
+) -> Option<Option<String>> {
+    loop {
+        match shared.store.get(shard).await {
+            Ok(c) => return Some(c),
+            Err(e) => {
+                tracing::error!(receiver = %shared.name, %shard, error = %e, "cannot read the checkpoint");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                    _ = cancel.cancelled() => return None,
+                }
+            }
+        }
+    }
+}
+
+impl Reader {
+    /// Decodes a GetRecords answer and sends what it holds; returns the last
+    /// sequence number and the bytes read.
+    async fn take(&mut self, records: &[aws_sdk_kinesis::types::Record]) -> (String, usize) {
+        let shared = self.shared.clone();
+        let mut decoded = Decoded::default();
+        let mut bytes = 0usize;
+        let now_ms = shared.now_ms();
+        let now_ns = crate::telemetry::unix_nanos_now();
+        for rec in records {
+            let data = rec.data().as_ref();
+            bytes += data.len();
+            decode::record(
+                data,
+                &self.shard,
+                rec.sequence_number(),
+                shared.cfg.format,
+                shared.cfg.max_record_bytes,
+                now_ns,
+                &mut decoded,
+            );
+        }
+        match shared.spans.lock() {
+            Ok(mut g) => decoded.settle(&mut g, now_ms),
+            Err(p) => decoded.settle(&mut p.into_inner(), now_ms),
+        }
+        self.metrics.records.increment(records.len() as u64);
+        self.metrics.bytes.increment(bytes as u64);
+        self.metrics.spans.increment(decoded.spans.len() as u64);
+        let m = &shared.metrics;
+        m.bad_records.increment(decoded.bad_records);
+        m.bad_spans.increment(decoded.bad_spans);
+        m.control.increment(decoded.control);
+        m.loop_dropped.increment(decoded.stream.loop_marked as u64);
+        m.duplicates.increment(decoded.stream.duplicates as u64);
+        let last = records
+            .last()
+            .map(|r| r.sequence_number().to_string())
+            .unwrap_or_default();
+        let waiter = self.dispatch(decoded).await;
+        self.in_flight.push_back(InFlight {
+            sequence: last.clone(),
+            state: waiter.map_or(Settle::Nothing, Settle::Waiting),
+        });
+        (last, bytes)
+    }
+
+    /// A closed shard read to its end: once everything in flight is
+    /// delivered, checkpoints `SHARD_END` so its children start.
+    async fn finish(&mut self) -> Exit {
+        let (shared, shard) = (self.shared.clone(), self.shard.clone());
+        while !self.in_flight.is_empty() {
+            if let Err(e) = self.settle(true).await {
+                tracing::error!(receiver = %shared.name, %shard, error = %e, "cannot write the checkpoint");
+                if !self.sleep(Duration::from_secs(1)).await {
+                    break;
+                }
+            }
+            let abandoned = self
+                .in_flight
+                .front_mut()
+                .is_some_and(|f| f.state.poll() == Some(AckOutcome::Abandoned));
+            if abandoned || self.cancel.is_cancelled() {
+                break;
+            }
+        }
+        if self.in_flight.is_empty() {
+            match shared.store.set(&shard, SHARD_END).await {
+                Ok(()) => {
+                    tracing::info!(receiver = %shared.name, %shard, "shard read to its end");
+                    shared.relist.notify_one();
+                    return Exit::Ended;
+                }
+                Err(e) => {
+                    tracing::error!(receiver = %shared.name, %shard, error = %e, "cannot write the checkpoint")
+                }
+            }
+        }
+        Exit::Stopped
+    }
+
+    /// Shutdown: gives batches in flight a moment to settle, and checkpoints
+    /// what did.
+    async fn drain(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !self.in_flight.is_empty() && Instant::now() < deadline {
+            if self.settle(false).await.is_err() {
+                break;
+            }
+            if self.in_flight.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if !self.in_flight.is_empty() {
+            tracing::info!(receiver = %self.shared.name, shard = %self.shard, batches = self.in_flight.len(),
+                "stopping with batches not yet delivered; they will be read again");
+        }
+    }
 }
 
 /// Emits in-progress spans whose completed record never came.
