@@ -231,7 +231,28 @@ impl Default for QueueConfig {
     }
 }
 
+impl RetryConfig {
+    /// No retries: a failed batch is dropped (and counted) at once.
+    pub fn off() -> RetryConfig {
+        RetryConfig {
+            enabled: false,
+            ..RetryConfig::default()
+        }
+    }
+}
+
 impl QueueConfig {
+    /// An in-memory queue of `queue_size` batches with one consumer, for
+    /// exporters whose settings have no `sending_queue` (local sinks).
+    pub fn local(queue_size: usize) -> QueueConfig {
+        QueueConfig {
+            enabled: true,
+            num_consumers: 1,
+            queue_size,
+            ..QueueConfig::default()
+        }
+    }
+
     /// Checks the values make sense.
     pub fn validate(&self) -> Result<(), String> {
         if self.enabled && self.num_consumers == 0 {

@@ -160,16 +160,8 @@ impl ExporterFactory for DebugFactory {
         // Writes to stderr: a small queue, nothing to retry.
         Ok(BuiltExporter::new(
             DebugExporter::new(config),
-            QueueConfig {
-                enabled: true,
-                num_consumers: 1,
-                queue_size: 100,
-                ..QueueConfig::default()
-            },
-            RetryConfig {
-                enabled: false,
-                ..RetryConfig::default()
-            },
+            QueueConfig::local(100),
+            RetryConfig::off(),
         ))
     }
 }

@@ -162,12 +162,7 @@ impl ExporterFactory for FileFactory {
         // A local file: a deep queue, short retries (a full disk may clear).
         Ok(BuiltExporter::new(
             FileExporter::new(config)?,
-            QueueConfig {
-                enabled: true,
-                num_consumers: 1,
-                queue_size: 1000,
-                ..QueueConfig::default()
-            },
+            QueueConfig::local(1000),
             RetryConfig {
                 enabled: true,
                 initial_interval: Duration::from_millis(100),

@@ -468,16 +468,8 @@ impl ExporterFactory for PrometheusFactory {
         // Updates its own registry: a small queue, nothing to retry.
         Ok(BuiltExporter::new(
             PrometheusExporter::new(config, ctx.name())?,
-            QueueConfig {
-                enabled: true,
-                num_consumers: 1,
-                queue_size: 100,
-                ..QueueConfig::default()
-            },
-            RetryConfig {
-                enabled: false,
-                ..RetryConfig::default()
-            },
+            QueueConfig::local(100),
+            RetryConfig::off(),
         ))
     }
 }
