@@ -6,12 +6,18 @@
 # The daemon is pinned to CPU 0 and the load generator and sink to CPU 1, so the
 # daemon's numbers are not disturbed by its load (the machine has 2 cores).
 # Extra arguments go to `spanwire-loadgen send`.
+# SPANWIRE_BIN=DIR runs the binaries in DIR instead of building this tree
+# (benches/ab.sh uses it to alternate two builds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-saturation}
 shift || true
-cargo build --release --bins --locked -q
-bin=target/release
+if [ -n "${SPANWIRE_BIN:-}" ]; then
+  bin=$SPANWIRE_BIN
+else
+  cargo build --release --bins --locked -q
+  bin=target/release
+fi
 for port in 4317 14317 13133; do
   if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then echo "port $port is busy" >&2; exit 1; fi
 done
