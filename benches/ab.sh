@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Compares two builds by alternating them, run for run, with benches/measure.sh:
-#   benches/ab.sh OLD_BIN_DIR NEW_BIN_DIR [MODE] [RUNS]
+#   [BATCH=N] benches/ab.sh OLD_BIN_DIR NEW_BIN_DIR [MODE] [RUNS]
 # e.g. after `git worktree add /tmp/old REV && (cd /tmp/old && cargo build --release --bins)`:
 #   benches/ab.sh /tmp/old/target/release target/release saturation 4
 # Each run prints the load generator's summary and the daemon's CPU and peak RSS.

@@ -6,6 +6,7 @@
 # The daemon is pinned to CPU 0 and the load generator and sink to CPU 1, so the
 # daemon's numbers are not disturbed by its load (the machine has 2 cores).
 # Extra arguments go to `spanwire-loadgen send`.
+# BATCH=N sends N spans per request (default 100).
 # SPANWIRE_BIN=DIR runs the binaries in DIR instead of building this tree
 # (benches/ab.sh uses it to alternate two builds).
 set -euo pipefail
@@ -31,9 +32,9 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 case "$mode" in
-  saturation) taskset -c 1 $bin/spanwire-loadgen send --grpc 127.0.0.1:4317 --concurrency 8 --batch 100 --duration 20 --pid $daemon "$@" ;;
-  fixed)      taskset -c 1 $bin/spanwire-loadgen send --grpc 127.0.0.1:4317 --concurrency 1 --batch 100 --rate 10000 --duration 30 --pid $daemon "$@" ;;
-  http)       taskset -c 1 $bin/spanwire-loadgen send --http http://127.0.0.1:4318 --concurrency 8 --batch 100 --duration 20 --pid $daemon "$@" ;;
+  saturation) taskset -c 1 $bin/spanwire-loadgen send --grpc 127.0.0.1:4317 --concurrency 8 --batch ${BATCH:-100} --duration 20 --pid $daemon "$@" ;;
+  fixed)      taskset -c 1 $bin/spanwire-loadgen send --grpc 127.0.0.1:4317 --concurrency 1 --batch ${BATCH:-100} --rate 10000 --duration 30 --pid $daemon "$@" ;;
+  http)       taskset -c 1 $bin/spanwire-loadgen send --http http://127.0.0.1:4318 --concurrency 8 --batch ${BATCH:-100} --duration 20 --pid $daemon "$@" ;;
   *) echo "unknown mode $mode" >&2; exit 2 ;;
 esac
 sleep 1
