@@ -34,21 +34,28 @@ pub enum AwsError {
     NoRegion,
 }
 
-/// Loads the SDK config: region, credentials (assuming `role_arn` if set),
-/// the HTTPS client and timeouts. Does not call AWS.
-pub async fn sdk_config(s: &AwsSettings) -> Result<SdkConfig, AwsError> {
+/// The SDK config loader every AWS component starts from: the standard
+/// chain, spanwire's HTTPS client (rustls with ring), no SDK retries, and
+/// `timeout` for one call.
+pub fn loader(timeout: Duration) -> aws_config::ConfigLoader {
     let http = aws_smithy_http_client::Builder::new()
         .tls_provider(Provider::Rustls(CryptoMode::Ring))
         .build_https();
-    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+    aws_config::defaults(BehaviorVersion::latest())
         .http_client(http)
         .retry_config(RetryConfig::disabled())
         .timeout_config(
             TimeoutConfig::builder()
-                .operation_timeout(s.timeout)
-                .connect_timeout(s.timeout.min(Duration::from_secs(10)))
+                .operation_timeout(timeout)
+                .connect_timeout(timeout.min(Duration::from_secs(10)))
                 .build(),
-        );
+        )
+}
+
+/// Loads the SDK config: region, credentials (assuming `role_arn` if set),
+/// the HTTPS client and timeouts. Does not call AWS.
+pub async fn sdk_config(s: &AwsSettings) -> Result<SdkConfig, AwsError> {
+    let mut loader = loader(s.timeout);
     if let Some(r) = &s.region {
         loader = loader.region(Region::new(r.clone()));
     }

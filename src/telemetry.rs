@@ -20,6 +20,9 @@ pub struct LogsTelemetry {
     pub level: String,
     /// `text` or `json`.
     pub format: LogFormat,
+    /// The Collector's key for the same choice: `console` (text) or `json`;
+    /// when set it decides the format.
+    pub encoding: Option<LogEncoding>,
 }
 
 impl Default for LogsTelemetry {
@@ -27,8 +30,30 @@ impl Default for LogsTelemetry {
         LogsTelemetry {
             level: "info".into(),
             format: LogFormat::Text,
+            encoding: None,
         }
     }
+}
+
+impl LogsTelemetry {
+    /// The format in effect: `encoding` if set, else `format`.
+    pub fn effective_format(&self) -> LogFormat {
+        match self.encoding {
+            Some(LogEncoding::Console) => LogFormat::Text,
+            Some(LogEncoding::Json) => LogFormat::Json,
+            None => self.format,
+        }
+    }
+}
+
+/// `service.telemetry.logs.encoding`, as the Collector names the formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogEncoding {
+    /// Human-readable lines.
+    Console,
+    /// One JSON object per line.
+    Json,
 }
 
 /// Log line format.
@@ -101,7 +126,7 @@ pub fn init_logging(cfg: &LogsTelemetry) -> Result<(), TelemetryError> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false);
-    let _ = match cfg.format {
+    let _ = match cfg.effective_format() {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };

@@ -315,3 +315,70 @@ fn cloudwatch_exporters_report_bad_settings() {
     let (ok, _, err) = validate(&["--config", &p]);
     assert!(ok, "{err}");
 }
+
+#[test]
+fn the_collector_config_for_transaction_search_validates_unchanged() {
+    let p = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/collector/transaction-search.yaml"
+    );
+    let (ok, _, err) = validate(&["--config", p]);
+    assert!(ok, "{err}");
+    let cfg = spanwire::config::load_files(&[p.to_string()], &spanwire::components()).unwrap();
+    assert_eq!(
+        cfg.service.telemetry.logs.effective_format(),
+        spanwire::config::LogFormat::Json
+    );
+}
+
+#[test]
+fn exporter_authenticators_are_checked_with_positions() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = |authenticator: &str, started: &str| {
+        format!(
+            "extensions:\n  health_check: {{}}\n  sigv4auth: {{region: us-east-1}}\n\
+             receivers:\n  otlp: {{protocols: {{http: {{}}}}}}\n\
+             exporters:\n  otlphttp:\n    traces_endpoint: https://xray.us-east-1.amazonaws.com/v1/traces\n    auth:\n      authenticator: {authenticator}\n\
+             service:\n  extensions: [{started}]\n  pipelines:\n    traces: {{receivers: [otlp], exporters: [otlphttp]}}\n"
+        )
+    };
+    for (authenticator, started, message) in [
+        (
+            "sigv4auth/missing",
+            "sigv4auth",
+            "extension `sigv4auth/missing` is not defined under `extensions`",
+        ),
+        (
+            "health_check",
+            "health_check",
+            "extension `health_check` is a health_check, not an authenticator",
+        ),
+        (
+            "sigv4auth",
+            "health_check",
+            "extension `sigv4auth` must also be listed under `service.extensions`",
+        ),
+    ] {
+        let f = write(&dir, "auth.yaml", &config(authenticator, started));
+        let (ok, _, err) = validate(&["--config", &f]);
+        assert!(!ok, "{authenticator}: accepted");
+        assert!(
+            err.contains(&format!(
+                "{f}:10:22: exporters::otlphttp: auth.authenticator: {message}"
+            )),
+            "{err}"
+        );
+    }
+    // Named right, it validates; and a traces-only otlphttp is refused in a logs pipeline.
+    let f = write(&dir, "auth.yaml", &config("sigv4auth", "sigv4auth"));
+    let (ok, _, err) = validate(&["--config", &f]);
+    assert!(ok, "{err}");
+    let logs = config("sigv4auth", "sigv4auth").replace("traces: {receivers", "logs: {receivers");
+    let f = write(&dir, "auth.yaml", &logs);
+    let (ok, _, err) = validate(&["--config", &f]);
+    assert!(!ok);
+    assert!(
+        err.contains("exporter `otlphttp` does not support logs"),
+        "{err}"
+    );
+}

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use super::auth::Authenticators;
 use super::factory::{any_factory, Configured, Definition, Factory};
 use super::id::ComponentId;
 use crate::config::types::{QueueConfig, RetryConfig};
@@ -171,6 +172,8 @@ impl BuiltExporter {
 pub struct ExporterContext<'a> {
     /// Its id.
     pub id: &'a ComponentId,
+    /// The client authenticators of the started extensions.
+    pub auth: &'a Authenticators,
 }
 
 impl ExporterContext<'_> {
@@ -192,6 +195,11 @@ pub trait ExporterFactory: Factory {
         Vec::new()
     }
 
+    /// The extension it names under `auth.authenticator`, if any.
+    fn authenticator<'c>(&self, _config: &'c Self::Config) -> Option<&'c str> {
+        None
+    }
+
     /// Builds it (no I/O that may block start-up).
     fn build(
         &self,
@@ -206,6 +214,8 @@ pub trait ExporterDef: Definition {
     fn signals(&self) -> &'static [Signal];
     /// Addresses it listens on.
     fn listen_endpoints(&self) -> Vec<String>;
+    /// The extension it names under `auth.authenticator`, if any.
+    fn authenticator(&self) -> Option<&str>;
     /// Builds it.
     fn build(&self, ctx: ExporterContext<'_>) -> Result<BuiltExporter, StartError>;
 }
@@ -216,6 +226,9 @@ impl<F: ExporterFactory> ExporterDef for Configured<F> {
     }
     fn listen_endpoints(&self) -> Vec<String> {
         self.factory.listen_endpoints(&self.config)
+    }
+    fn authenticator(&self) -> Option<&str> {
+        self.factory.authenticator(&self.config)
     }
     fn build(&self, ctx: ExporterContext<'_>) -> Result<BuiltExporter, StartError> {
         self.factory.build(&self.config, ctx)

@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::auth::ClientAuth;
 use super::factory::{any_factory, Configured, Definition, Factory};
 use super::id::ComponentId;
 use crate::consumer::StartError;
@@ -61,6 +62,16 @@ pub struct ExtensionContext<'a> {
     pub cancel: CancellationToken,
 }
 
+/// A started extension: its tasks, and the client authenticator it
+/// provides, if it is one.
+#[derive(Default)]
+pub struct StartedExtension {
+    /// Its tasks (ended by the context's `cancel`).
+    pub tasks: Vec<JoinHandle<()>>,
+    /// What exporters that name it under `auth.authenticator` use.
+    pub auth: Option<Arc<dyn ClientAuth>>,
+}
+
 /// The factory of one extension type.
 #[async_trait]
 pub trait ExtensionFactory: Factory {
@@ -69,12 +80,17 @@ pub trait ExtensionFactory: Factory {
         Vec::new()
     }
 
+    /// Whether it is a client authenticator (so exporters may name it).
+    fn is_authenticator(&self) -> bool {
+        false
+    }
+
     /// Starts it.
     async fn start(
         &self,
         config: &Self::Config,
         ctx: ExtensionContext<'_>,
-    ) -> Result<Vec<JoinHandle<()>>, StartError>;
+    ) -> Result<StartedExtension, StartError>;
 }
 
 /// A configured extension, as the graph sees it.
@@ -82,8 +98,10 @@ pub trait ExtensionFactory: Factory {
 pub trait ExtensionDef: Definition {
     /// Addresses it listens on.
     fn endpoints(&self) -> Vec<String>;
+    /// Whether it is a client authenticator.
+    fn is_authenticator(&self) -> bool;
     /// Starts it.
-    async fn start(&self, ctx: ExtensionContext<'_>) -> Result<Vec<JoinHandle<()>>, StartError>;
+    async fn start(&self, ctx: ExtensionContext<'_>) -> Result<StartedExtension, StartError>;
 }
 
 #[async_trait]
@@ -91,7 +109,10 @@ impl<F: ExtensionFactory> ExtensionDef for Configured<F> {
     fn endpoints(&self) -> Vec<String> {
         self.factory.endpoints(&self.config)
     }
-    async fn start(&self, ctx: ExtensionContext<'_>) -> Result<Vec<JoinHandle<()>>, StartError> {
+    fn is_authenticator(&self) -> bool {
+        self.factory.is_authenticator()
+    }
+    async fn start(&self, ctx: ExtensionContext<'_>) -> Result<StartedExtension, StartError> {
         self.factory.start(&self.config, ctx).await
     }
 }

@@ -15,6 +15,7 @@
 //! the pipeline graph only calls `build`/`start` and wires
 //! [`Consumer`](crate::consumer::Consumer)s; neither names a concrete component.
 
+mod auth;
 mod connector;
 mod exporter;
 mod extension;
@@ -23,12 +24,13 @@ mod id;
 mod processor;
 mod receiver;
 
+pub use auth::{AuthError, Authenticators, ClientAuth};
 pub use connector::{Connector, ConnectorDef, ConnectorFactory};
 pub use exporter::{
     BuiltExporter, Delivery, DynExport, Export, ExportError, ExportOk, ExporterContext,
     ExporterDef, ExporterFactory,
 };
-pub use extension::{ExtensionContext, ExtensionDef, ExtensionFactory, Health};
+pub use extension::{ExtensionContext, ExtensionDef, ExtensionFactory, Health, StartedExtension};
 pub use factory::{find, names, AnyFactory, Configured, Definition, Factories, Factory};
 pub use id::ComponentId;
 pub use processor::{

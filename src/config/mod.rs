@@ -710,6 +710,52 @@ fn unused(
     }
 }
 
+/// Each exporter's `auth.authenticator` must be an authenticator extension
+/// that `service.extensions` starts.
+fn authenticators(
+    root: &Node,
+    sections: &Sections,
+    started: &[ComponentId],
+    errors: &mut Vec<ConfigError>,
+) {
+    for d in &sections.exporters {
+        let Some(name) = d.config.authenticator() else {
+            continue;
+        };
+        // The position of the value, for the error.
+        let mark = root
+            .get("exporters")
+            .and_then(Node::as_map)
+            .and_then(|m| m.iter().find(|(k, _)| k.key_text() == d.id.to_string()))
+            .and_then(|(_, v)| v.get("auth"))
+            .and_then(|a| a.get("authenticator"))
+            .map_or_else(|| d.mark.clone(), |n| n.mark.clone());
+        let component = Some(format!("exporters::{}", d.id));
+        let id = match ComponentId::parse(name) {
+            Ok(id) => id,
+            Err(e) => {
+                errors.push(err(&mark, component, format!("auth.authenticator: {e}")));
+                continue;
+            }
+        };
+        let message = match find(&sections.extensions, &id) {
+            None if sections.broken.contains(&id) => continue,
+            None => format!(
+                "auth.authenticator: extension `{id}` is not defined under `extensions`"
+            ),
+            Some(e) if !e.config.is_authenticator() => format!(
+                "auth.authenticator: extension `{id}` is a {}, not an authenticator (sigv4auth, bearertokenauth)",
+                e.config.type_name()
+            ),
+            Some(_) if !started.contains(&id) => format!(
+                "auth.authenticator: extension `{id}` must also be listed under `service.extensions`"
+            ),
+            Some(_) => continue,
+        };
+        errors.push(err(&mark, component, message));
+    }
+}
+
 /// Components that bind the same address would fail at start; say so now.
 fn endpoint_clashes(
     sections: &Sections,
@@ -771,6 +817,7 @@ fn from_tree(root: &Node, registry: &Registry) -> Result<Config, ConfigErrors> {
     let mut used: BTreeSet<(String, ComponentId)> = BTreeSet::new();
     let extensions = service_extensions(service, &sections, &mut used, &mut errors);
     let pipelines = pipelines(service, &sections, &mut used, &mut errors);
+    authenticators(root, &sections, &extensions, &mut errors);
     unused(&sections, &used, &mut warnings, &mut errors);
     endpoint_clashes(&sections, &telemetry, service, &mut errors);
 

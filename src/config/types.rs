@@ -309,6 +309,16 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// `auth:` of an exporter: the extension that adds its credentials, as the
+/// Collector writes it (`auth: {authenticator: sigv4auth/traces}`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExporterAuth {
+    /// The id of a client authenticator extension (`sigv4auth`,
+    /// `bearertokenauth`) listed under `service.extensions`.
+    pub authenticator: String,
+}
+
 /// `auth:` of a receiver: senders must present `Authorization: Bearer <token>`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Default)]
 #[serde(deny_unknown_fields)]

@@ -15,10 +15,13 @@ use serde::Deserialize;
 
 use super::partial_success::OtlpResponse;
 use crate::component::{
-    BuiltExporter, Export, ExportError, ExportOk, ExporterContext, ExporterFactory, Factory,
+    AuthError, BuiltExporter, ClientAuth, Export, ExportError, ExportOk, ExporterContext,
+    ExporterFactory, Factory,
 };
 use crate::config::de::DeError;
-use crate::config::types::{duration, Compression, QueueConfig, RetryConfig, TlsClientConfig};
+use crate::config::types::{
+    duration, Compression, ExporterAuth, QueueConfig, RetryConfig, TlsClientConfig,
+};
 use crate::consumer::StartError;
 use crate::net::HttpsConnector;
 use crate::signal::{EncodedBatch, Signal, Telemetry};
@@ -70,6 +73,9 @@ pub struct OtlpHttpExporterConfig {
     /// Queue settings.
     #[serde(default)]
     pub sending_queue: QueueConfig,
+    /// The extension that adds credentials to every request.
+    #[serde(default)]
+    pub auth: Option<ExporterAuth>,
 }
 
 impl OtlpHttpExporterConfig {
@@ -89,24 +95,19 @@ impl OtlpHttpExporterConfig {
     /// Checks values serde cannot.
     pub fn validate(&self) -> Result<(), DeError> {
         use serde::de::Error;
-        for s in Signal::ALL {
-            match self.url(s) {
-                None => {
-                    return Err(DeError::custom(format!(
-                        "set endpoint (or {}_endpoint)",
-                        s.as_str()
-                    )))
-                }
-                Some(u) => {
-                    if !(u.starts_with("http://") || u.starts_with("https://")) {
-                        return Err(DeError::custom(format!(
-                            "endpoint `{u}` must start with http:// or https://"
-                        )));
-                    }
-                    u.parse::<http::Uri>()
-                        .map_err(|e| DeError::custom(format!("invalid endpoint `{u}`: {e}")))?;
-                }
+        if Signal::ALL.iter().all(|s| self.url(*s).is_none()) {
+            return Err(DeError::custom(
+                "set endpoint, or traces_endpoint, metrics_endpoint or logs_endpoint",
+            ));
+        }
+        for u in Signal::ALL.iter().filter_map(|s| self.url(*s)) {
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                return Err(DeError::custom(format!(
+                    "endpoint `{u}` must start with http:// or https://"
+                )));
             }
+            u.parse::<http::Uri>()
+                .map_err(|e| DeError::custom(format!("invalid endpoint `{u}`: {e}")))?;
         }
         for (k, v) in &self.headers {
             HeaderName::from_bytes(k.as_bytes())
@@ -122,26 +123,33 @@ impl OtlpHttpExporterConfig {
 /// The running exporter.
 pub struct OtlpHttpExporter {
     client: Client<HttpsConnector, Full<Bytes>>,
-    urls: [http::Uri; 3],
+    /// Per signal (traces, metrics, logs): where to POST, if configured.
+    urls: [Option<http::Uri>; 3],
     headers: HeaderMap,
     encoding: HttpEncoding,
     compression: Compression,
     timeout: Duration,
+    auth: Option<Arc<dyn ClientAuth>>,
 }
 
 impl OtlpHttpExporter {
-    /// Builds the client.
-    pub fn new(cfg: &OtlpHttpExporterConfig, name: String) -> Result<Self, StartError> {
+    /// Builds the client; `auth` adds credentials to every request.
+    pub fn new(
+        cfg: &OtlpHttpExporterConfig,
+        name: String,
+        auth: Option<Arc<dyn ClientAuth>>,
+    ) -> Result<Self, StartError> {
         let connector = crate::net::https_connector(&cfg.tls, false)
             .map_err(|e| StartError::component(&name, e.to_string()))?;
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .build(connector);
-        let url = |s: Signal| -> Result<http::Uri, StartError> {
-            let u = cfg
-                .url(s)
-                .ok_or_else(|| StartError::component(&name, "no endpoint configured"))?;
+        let url = |s: Signal| -> Result<Option<http::Uri>, StartError> {
+            let Some(u) = cfg.url(s) else {
+                return Ok(None);
+            };
             u.parse()
+                .map(Some)
                 .map_err(|e| StartError::component(&name, format!("invalid endpoint `{u}`: {e}")))
         };
         let mut headers = HeaderMap::new();
@@ -163,6 +171,7 @@ impl OtlpHttpExporter {
             encoding: cfg.encoding,
             compression: cfg.compression,
             timeout: cfg.timeout,
+            auth,
         })
     }
 
@@ -259,14 +268,50 @@ impl Factory for OtlpHttpFactory {
     }
 }
 
+/// The client authenticator the config names, from the started extensions.
+fn authenticator(
+    config: &OtlpHttpExporterConfig,
+    ctx: &ExporterContext<'_>,
+) -> Result<Option<Arc<dyn ClientAuth>>, StartError> {
+    let Some(a) = &config.auth else {
+        return Ok(None);
+    };
+    ctx.auth.get(&a.authenticator).map(Some).ok_or_else(|| {
+        StartError::component(
+            &ctx.name(),
+            format!(
+                "authenticator `{}` is not a started authenticator extension",
+                a.authenticator
+            ),
+        )
+    })
+}
+
 impl ExporterFactory for OtlpHttpFactory {
+    fn signals(&self, config: &OtlpHttpExporterConfig) -> &'static [Signal] {
+        // Only the signals it has a URL for (`traces_endpoint` alone: traces).
+        let has = |s| config.url(s).is_some();
+        match (has(Signal::Traces), has(Signal::Metrics), has(Signal::Logs)) {
+            (true, true, true) => &Signal::ALL,
+            (true, false, false) => &[Signal::Traces],
+            (false, true, false) => &[Signal::Metrics],
+            (false, false, true) => &[Signal::Logs],
+            (true, true, false) => &[Signal::Traces, Signal::Metrics],
+            (true, false, true) => &[Signal::Traces, Signal::Logs],
+            (false, true, true) => &[Signal::Metrics, Signal::Logs],
+            (false, false, false) => &[],
+        }
+    }
+    fn authenticator<'c>(&self, config: &'c OtlpHttpExporterConfig) -> Option<&'c str> {
+        config.auth.as_ref().map(|a| a.authenticator.as_str())
+    }
     fn build(
         &self,
         config: &OtlpHttpExporterConfig,
         ctx: ExporterContext<'_>,
     ) -> Result<BuiltExporter, StartError> {
         Ok(BuiltExporter::new(
-            OtlpHttpExporter::new(config, ctx.name())?,
+            OtlpHttpExporter::new(config, ctx.name(), authenticator(config, &ctx)?)?,
             config.sending_queue.clone(),
             config.retry_on_failure.clone(),
         ))
@@ -307,11 +352,16 @@ impl OtlpHttpExporter {
             Compression::Zstd => (Bytes::from(crate::net::zstd_compress(&raw)), Some("zstd")),
             Compression::None => (raw, None),
         };
-        let url = &self.urls[match signal {
+        let Some(url) = &self.urls[match signal {
             Signal::Traces => 0,
             Signal::Metrics => 1,
             Signal::Logs => 2,
-        }];
+        }] else {
+            return Err(ExportError::Permanent(format!(
+                "no {}_endpoint configured",
+                signal.as_str()
+            )));
+        };
         let mut req = http::Request::builder()
             .method(Method::POST)
             .uri(url.clone())
@@ -330,9 +380,22 @@ impl OtlpHttpExporter {
             req = req.header(header::CONTENT_ENCODING, ce);
         }
         let mut req = req
-            .body(Full::new(body))
+            .body(Full::new(body.clone()))
             .map_err(|e| ExportError::Permanent(format!("cannot build request: {e}")))?;
         req.headers_mut().extend(self.headers.clone());
+        if let Some(auth) = &self.auth {
+            let (mut parts, full) = req.into_parts();
+            auth.authorize(&mut parts, &body)
+                .await
+                .map_err(|e| match e {
+                    AuthError::Retryable(reason) => ExportError::Retryable {
+                        reason,
+                        retry_after: None,
+                    },
+                    AuthError::Permanent(reason) => ExportError::Permanent(reason),
+                })?;
+            req = http::Request::from_parts(parts, full);
+        }
         let resp = match tokio::time::timeout(self.timeout, self.client.request(req)).await {
             Err(_) => {
                 return Err(ExportError::Retryable {
@@ -411,6 +474,7 @@ mod tests {
             tls: TlsClientConfig::default(),
             retry_on_failure: RetryConfig::default(),
             sending_queue: QueueConfig::default(),
+            auth: None,
         };
         assert_eq!(c.url(Signal::Traces).unwrap(), "http://t/x");
         assert_eq!(c.url(Signal::Logs).unwrap(), "http://h:4318/v1/logs");

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::component::{ExtensionContext, ExtensionFactory, Factory, Health};
+use crate::component::{ExtensionContext, ExtensionFactory, Factory, Health, StartedExtension};
 use crate::config::de::DeError;
 use crate::config::types::check_listen_endpoint;
 use crate::consumer::StartError;
@@ -68,8 +68,11 @@ impl ExtensionFactory for HealthCheckFactory {
         &self,
         config: &HealthCheckConfig,
         ctx: ExtensionContext<'_>,
-    ) -> Result<Vec<JoinHandle<()>>, StartError> {
-        Ok(vec![start(config, ctx.health, ctx.cancel).await?])
+    ) -> Result<StartedExtension, StartError> {
+        Ok(StartedExtension {
+            tasks: vec![start(config, ctx.health, ctx.cancel).await?],
+            auth: None,
+        })
     }
 }
 

@@ -18,8 +18,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::fanout::PipelineFanout;
 use crate::component::{
-    ComponentId, Connector, DynExport, ExporterContext, ExtensionContext, Health, ProcessorContext,
-    ReceiverContext, StageTask,
+    Authenticators, ComponentId, Connector, DynExport, ExporterContext, ExtensionContext, Health,
+    ProcessorContext, ReceiverContext, StageTask,
 };
 use crate::config::Config;
 use crate::consumer::{BoxConsumer, Consumers, StartError};
@@ -81,6 +81,8 @@ struct Sinks {
 /// Tasks and tokens of the service while it starts.
 struct Starting {
     health: Health,
+    /// Client authenticators of the started extensions.
+    auth: Authenticators,
     stop: CancellationToken,
     aux_cancel: CancellationToken,
     aux_tasks: Vec<JoinHandle<()>>,
@@ -92,6 +94,7 @@ impl Service {
         let handle = crate::telemetry::init_metrics();
         let mut st = Starting {
             health: Health::default(),
+            auth: Authenticators::default(),
             stop: CancellationToken::new(),
             aux_cancel: CancellationToken::new(),
             aux_tasks: Vec::new(),
@@ -106,7 +109,7 @@ impl Service {
         {
             st.aux_tasks.push(t);
         }
-        let sinks = build_sinks(cfg, &st.stop)?;
+        let sinks = build_sinks(cfg, &st.auth, &st.stop)?;
         let (entries, batches) = build_pipelines(cfg, &sinks, &st.stop)?;
         let receivers_cancel = CancellationToken::new();
         let connectors_cancel = CancellationToken::new();
@@ -297,7 +300,11 @@ async fn start_extensions(cfg: &Config, st: &mut Starting) -> Result<(), StartEr
                 health: st.health.clone(),
                 cancel: st.aux_cancel.clone(),
             };
-            st.aux_tasks.extend(def.config.start(ctx).await?);
+            let started = def.config.start(ctx).await?;
+            st.aux_tasks.extend(started.tasks);
+            if let Some(auth) = started.auth {
+                st.auth.insert(id.clone(), auth);
+            }
         }
     }
     Ok(())
@@ -305,7 +312,11 @@ async fn start_extensions(cfg: &Config, st: &mut Starting) -> Result<(), StartEr
 
 /// Exporters: one instance (and queue) per id, shared by the pipelines that
 /// list it; a connector's exporter side has no queue.
-fn build_sinks(cfg: &Config, stop: &CancellationToken) -> Result<Sinks, StartError> {
+fn build_sinks(
+    cfg: &Config,
+    auth: &Authenticators,
+    stop: &CancellationToken,
+) -> Result<Sinks, StartError> {
     let mut sinks = Sinks {
         inputs: BTreeMap::new(),
         connectors: BTreeMap::new(),
@@ -327,7 +338,7 @@ fn build_sinks(cfg: &Config, stop: &CancellationToken) -> Result<Sinks, StartErr
             let Some(def) = cfg.exporter(id) else {
                 continue;
             };
-            let built = def.config.build(ExporterContext { id })?;
+            let built = def.config.build(ExporterContext { id, auth })?;
             let running =
                 queue::spawn(&name, built.export, &built.queue, built.retry, stop.clone())
                     .map_err(|e| StartError::component(&name, e.to_string()))?;

@@ -1,0 +1,120 @@
+"""An OTLP/HTTP endpoint that accepts only requests signed with AWS SigV4.
+
+Every request is signed again by botocore's own SigV4Auth over the headers
+the request says it signed (its SignedHeaders), with the credentials, region
+and service given here and the request's own X-Amz-Date; the Authorization
+header must be exactly the one botocore computes, and X-Amz-Content-SHA256
+must be the SHA-256 of the body as received. A mismatch is answered 403.
+
+Accepted bodies (protobuf or JSON, gzip or none) are decoded with the
+OpenTelemetry protobuf classes and counted. One JSON line per request goes to
+stdout: {"path", "ok", "items", "encoding", "gzip", "reason"}.
+
+usage: sigv4_server.py PORT REGION ACCESS_KEY SECRET_KEY
+(the service is the first path segment after /: /xray/v1/traces is signed
+for `xray`, /logs/v1/logs for `logs`)
+"""
+
+import datetime
+import gzip
+import hashlib
+import http.server
+import json
+import sys
+import threading
+from unittest import mock
+
+import botocore.auth
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+from google.protobuf import json_format
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+PORT, REGION, ACCESS_KEY, SECRET_KEY = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+CREDENTIALS = Credentials(ACCESS_KEY, SECRET_KEY)
+PRINT = threading.Lock()  # requests are handled on several threads
+
+
+def expected_authorization(method, host, path, headers, body, service):
+    """The Authorization header botocore computes for this request."""
+    auth = headers.get("authorization", "")
+    signed = ""
+    for part in auth.replace("AWS4-HMAC-SHA256 ", "").split(","):
+        k, _, v = part.strip().partition("=")
+        if k == "SignedHeaders":
+            signed = v
+    names = [h for h in signed.split(";") if h and h != "host"]
+    req = AWSRequest(
+        method=method,
+        url=f"http://{host}{path}",
+        data=body,
+        headers={n: headers[n] for n in names if n in headers},
+    )
+    stamp = datetime.datetime.strptime(headers.get("x-amz-date", ""), "%Y%m%dT%H%M%SZ")
+    with mock.patch.object(botocore.auth, "get_current_datetime", return_value=stamp):
+        SigV4Auth(CREDENTIALS, service, REGION).add_auth(req)
+    return req.headers["Authorization"]
+
+
+def count(path, raw, content_type):
+    if path.endswith("/v1/traces"):
+        msg = ExportTraceServiceRequest()
+        groups = lambda m: (s for r in m.resource_spans for sc in r.scope_spans for s in sc.spans)
+    else:
+        msg = ExportLogsServiceRequest()
+        groups = lambda m: (l for r in m.resource_logs for sc in r.scope_logs for l in sc.log_records)
+    if content_type.startswith("application/json"):
+        json_format.Parse(raw, msg)
+    else:
+        msg.ParseFromString(raw)
+    return sum(1 for _ in groups(msg))
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def reply(self, status, body, content_type):
+        self.send_response(status)
+        self.send_header("content-type", content_type)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("content-length", "0")))
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        service = self.path.strip("/").split("/")[0]
+        ctype = headers.get("content-type", "")
+        line = {"path": self.path, "ok": False, "items": 0, "encoding": ctype,
+                "gzip": headers.get("content-encoding") == "gzip", "reason": ""}
+        try:
+            want = expected_authorization("POST", headers.get("host", ""), self.path, headers, body, service)
+            got = headers.get("authorization", "")
+            if got != want:
+                line["reason"] = f"signature mismatch: got {got!r}, botocore computed {want!r}"
+            elif headers.get("x-amz-content-sha256") != hashlib.sha256(body).hexdigest():
+                line["reason"] = "x-amz-content-sha256 is not the SHA-256 of the body"
+            else:
+                raw = gzip.decompress(body) if line["gzip"] else body
+                line["items"] = count(self.path, raw, ctype)
+                line["ok"] = True
+        except Exception as e:  # a request that cannot be checked is refused
+            line["reason"] = f"cannot check: {e!r}"
+        with PRINT:
+            print(json.dumps(line), flush=True)
+        if line["ok"]:
+            json_reply = ctype.startswith("application/json")
+            self.reply(200, b"{}" if json_reply else b"", ctype or "application/x-protobuf")
+        else:
+            message = json.dumps({"code": 16, "message": line["reason"]}).encode()
+            self.reply(403, message, "application/json")
+
+
+server = http.server.ThreadingHTTPServer(("127.0.0.1", PORT), Handler)
+print(json.dumps({"listening": PORT}), flush=True)
+server.serve_forever()

@@ -1,0 +1,240 @@
+//! `sigv4auth` checked by a verifier no one here wrote: a Python server
+//! (`tests/python/sigv4_server.py`) recomputes every request's signature
+//! with botocore's own `SigV4Auth` and refuses a mismatch with 403. Traces
+//! (protobuf, gzip) and logs (JSON, no compression) from spanwire's
+//! `otlphttp` exporters are all accepted; with a wrong secret key every
+//! request is refused and spanwire says why.
+
+// Test code: an unwrap or expect that fails is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{free_port, Daemon};
+
+/// The verifier, and the JSON lines it printed so far.
+struct Verifier {
+    child: Child,
+    lines: Arc<Mutex<Vec<serde_json::Value>>>,
+    port: u16,
+}
+
+impl Verifier {
+    fn start(secret: &str) -> Verifier {
+        let port = free_port();
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/sigv4_server.py");
+        let mut child = Command::new(common::python())
+            .args([
+                script,
+                &port.to_string(),
+                "us-east-1",
+                "AKIDSPANWIRETEST",
+                secret,
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+                if v.get("listening").is_some() {
+                    let _ = tx.send(());
+                } else {
+                    sink.lock().unwrap().push(v);
+                }
+            }
+        });
+        rx.recv_timeout(Duration::from_secs(30))
+            .expect("the SigV4 verifier did not start");
+        Verifier { child, lines, port }
+    }
+
+    fn lines(&self) -> Vec<serde_json::Value> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Items the verifier accepted for `path`.
+    fn accepted(&self, path: &str) -> u64 {
+        self.lines()
+            .iter()
+            .filter(|l| l["path"] == path && l["ok"] == true)
+            .map(|l| l["items"].as_u64().unwrap())
+            .sum()
+    }
+}
+
+impl Drop for Verifier {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn config(otlp: u16, health: u16, verifier: u16) -> String {
+    format!(
+        r#"
+extensions:
+  health_check:
+    endpoint: 127.0.0.1:{health}
+  sigv4auth/traces:
+    region: us-east-1
+    service: xray
+  sigv4auth/logs:
+    region: us-east-1
+    service: logs
+receivers:
+  otlp:
+    protocols:
+      http:
+        endpoint: 127.0.0.1:{otlp}
+exporters:
+  otlphttp/traces:
+    traces_endpoint: http://127.0.0.1:{verifier}/xray/v1/traces
+    compression: gzip
+    auth:
+      authenticator: sigv4auth/traces
+    retry_on_failure:
+      enabled: false
+  otlphttp/logs:
+    logs_endpoint: http://127.0.0.1:{verifier}/logs/v1/logs
+    encoding: json
+    compression: none
+    headers:
+      x-aws-log-group: /agents/spanwire-test
+      x-aws-log-stream: sigv4
+    auth:
+      authenticator: sigv4auth/logs
+    retry_on_failure:
+      enabled: false
+service:
+  extensions: [health_check, sigv4auth/traces, sigv4auth/logs]
+  telemetry:
+    metrics:
+      address: ""
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [otlphttp/traces]
+    logs:
+      receivers: [otlp]
+      exporters: [otlphttp/logs]
+"#
+    )
+}
+
+fn env(secret: &str) -> Vec<(&'static str, String)> {
+    common::aws_test_env()
+        .into_iter()
+        .map(|(k, v)| (k, v.to_string()))
+        .filter(|(k, _)| *k != "AWS_ACCESS_KEY_ID" && *k != "AWS_SECRET_ACCESS_KEY")
+        .chain([
+            ("AWS_ACCESS_KEY_ID", "AKIDSPANWIRETEST".to_string()),
+            ("AWS_SECRET_ACCESS_KEY", secret.to_string()),
+        ])
+        .collect()
+}
+
+/// POSTs `n` log records as OTLP/HTTP protobuf.
+async fn post_logs(port: u16, n: usize) -> common::Reply {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue};
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    use prost::Message;
+    let req = ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            scope_logs: vec![ScopeLogs {
+                log_records: (0..n)
+                    .map(|i| LogRecord {
+                        time_unix_nano: 1_700_000_000_000_000_000 + i as u64,
+                        body: Some(AnyValue {
+                            value: Some(any_value::Value::StringValue(format!("event {i}"))),
+                        }),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    common::http_request(
+        "POST",
+        port,
+        "/v1/logs",
+        &[("content-type", "application/x-protobuf")],
+        req.encode_to_vec(),
+    )
+    .await
+}
+
+const SECRET: &str = "spanwire/test/secret/key/not/a/real/one";
+
+#[tokio::test]
+async fn signed_traces_and_logs_pass_botocores_check() {
+    let verifier = Verifier::start(SECRET);
+    let (otlp, health) = (free_port(), free_port());
+    let env = env(SECRET);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let daemon = Daemon::start_with_env(&config(otlp, health, verifier.port), health, &env);
+    for i in 0..5 {
+        assert_eq!(
+            common::post_spans(otlp, 40, &format!("t{i}")).await.status,
+            200
+        );
+        assert_eq!(post_logs(otlp, 30).await.status, 200);
+    }
+    let done = common::wait_until(Duration::from_secs(20), || {
+        verifier.accepted("/xray/v1/traces") == 200 && verifier.accepted("/logs/v1/logs") == 150
+    })
+    .await;
+    let lines = verifier.lines();
+    assert!(
+        done,
+        "verifier saw {lines:#?}\nspanwire:\n{}",
+        daemon.logs()
+    );
+    assert!(lines.iter().all(|l| l["ok"] == true), "{lines:#?}");
+    // Both shapes were checked: gzip protobuf traces, uncompressed JSON logs.
+    assert!(lines
+        .iter()
+        .filter(|l| l["path"] == "/xray/v1/traces")
+        .all(|l| l["gzip"] == true && l["encoding"] == "application/x-protobuf"));
+    assert!(lines
+        .iter()
+        .filter(|l| l["path"] == "/logs/v1/logs")
+        .all(|l| l["gzip"] == false && l["encoding"] == "application/json"));
+}
+
+#[tokio::test]
+async fn a_wrong_secret_is_refused_and_reported() {
+    let verifier = Verifier::start(SECRET);
+    let (otlp, health) = (free_port(), free_port());
+    let env = env("not-the-secret");
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let daemon = Daemon::start_with_env(&config(otlp, health, verifier.port), health, &env);
+    assert_eq!(common::post_spans(otlp, 10, "wrong").await.status, 200);
+    let refused = common::wait_until(Duration::from_secs(20), || {
+        daemon.logs().contains("HTTP 403 Forbidden")
+    })
+    .await;
+    let logs = daemon.logs();
+    assert!(refused, "spanwire:\n{logs}");
+    assert!(logs.contains("signature mismatch"), "{logs}");
+    assert!(logs.contains("export failed permanently"), "{logs}");
+    let lines = verifier.lines();
+    assert!(
+        !lines.is_empty() && lines.iter().all(|l| l["ok"] == false),
+        "{lines:#?}"
+    );
+    assert_eq!(verifier.accepted("/xray/v1/traces"), 0);
+}
