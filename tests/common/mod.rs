@@ -423,6 +423,22 @@ impl LogsService for SinkSvc {
     }
 }
 
+/// Binds 127.0.0.1:`port` (0: a free one). A sink restarted where it was
+/// may find its port briefly held by a socket of another test on this
+/// machine: it tries again for up to 10 s before failing.
+async fn bind_again(port: u16) -> tokio::net::TcpListener {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+            Ok(l) => return l,
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(e) => panic!("cannot bind 127.0.0.1:{port}: {e}"),
+        }
+    }
+}
+
 impl Sink {
     /// Starts both servers on free ports.
     pub async fn start() -> Sink {
@@ -444,9 +460,7 @@ impl Sink {
             refuse: refuse.clone(),
             delay_ms: delay_ms.clone(),
         };
-        let grpc = tokio::net::TcpListener::bind(("127.0.0.1", grpc_port))
-            .await
-            .unwrap();
+        let grpc = bind_again(grpc_port).await;
         let grpc_port = grpc.local_addr().unwrap().port();
         let c = cancel.clone();
         let s = svc.clone();
@@ -475,9 +489,7 @@ impl Sink {
                 .await
                 .unwrap();
         });
-        let http = tokio::net::TcpListener::bind(("127.0.0.1", http_port))
-            .await
-            .unwrap();
+        let http = bind_again(http_port).await;
         let http_port = http.local_addr().unwrap().port();
         let c = cancel.clone();
         tokio::spawn(async move {
