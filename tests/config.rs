@@ -382,3 +382,29 @@ fn exporter_authenticators_are_checked_with_positions() {
         "{err}"
     );
 }
+
+#[test]
+fn the_cloudwatch_logs_endpoint_needs_its_group_and_stream_headers() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = |headers: &str| {
+        format!(
+            "receivers:\n  otlp: {{protocols: {{http: {{}}}}}}\n\
+             exporters:\n  otlphttp:\n    logs_endpoint: https://logs.us-east-1.amazonaws.com/v1/logs\n    headers: {{{headers}}}\n\
+             service:\n  pipelines:\n    logs: {{receivers: [otlp], exporters: [otlphttp]}}\n"
+        )
+    };
+    let f = write(&dir, "l.yaml", &config("x-aws-log-group: agents"));
+    let (ok, _, err) = validate(&["--config", &f]);
+    assert!(!ok);
+    assert!(
+        err.contains("exporters::otlphttp: headers: the CloudWatch Logs OTLP endpoint needs `x-aws-log-stream`"),
+        "{err}"
+    );
+    let f = write(
+        &dir,
+        "l.yaml",
+        &config("x-aws-log-group: agents, x-aws-log-stream: s"),
+    );
+    let (ok, _, err) = validate(&["--config", &f]);
+    assert!(ok, "{err}");
+}

@@ -109,6 +109,23 @@ impl OtlpHttpExporterConfig {
             u.parse::<http::Uri>()
                 .map_err(|e| DeError::custom(format!("invalid endpoint `{u}`: {e}")))?;
         }
+        // The CloudWatch Logs OTLP endpoint puts records in the group and
+        // stream these headers name, and refuses a request without them.
+        if let Some(u) = self.url(Signal::Logs) {
+            let host = u
+                .parse::<http::Uri>()
+                .ok()
+                .and_then(|u| u.host().map(str::to_string));
+            if host.is_some_and(|h| is_cloudwatch_logs(&h)) {
+                for need in ["x-aws-log-group", "x-aws-log-stream"] {
+                    if !self.headers.keys().any(|k| k.eq_ignore_ascii_case(need)) {
+                        return Err(DeError::custom(format!(
+                            "headers: the CloudWatch Logs OTLP endpoint needs `{need}` (the log group and stream to write to)"
+                        )));
+                    }
+                }
+            }
+        }
         for (k, v) in &self.headers {
             HeaderName::from_bytes(k.as_bytes())
                 .map_err(|_| DeError::custom(format!("headers: invalid name `{k}`")))?;
@@ -118,6 +135,12 @@ impl OtlpHttpExporterConfig {
         self.sending_queue.validate().map_err(DeError::custom)?;
         Ok(())
     }
+}
+
+/// Whether `host` is a CloudWatch Logs endpoint (`logs.<region>.amazonaws.com`).
+fn is_cloudwatch_logs(host: &str) -> bool {
+    host.starts_with("logs.")
+        && (host.ends_with(".amazonaws.com") || host.ends_with(".amazonaws.com.cn"))
 }
 
 /// The running exporter.
