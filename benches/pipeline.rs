@@ -531,8 +531,77 @@ fn disk_queue(c: &mut Criterion) {
     g.finish();
 }
 
+/// The cost `sigv4auth` adds to one request: signing (SHA-256 of the body,
+/// the canonical request, four HMACs) the gzip body of an 8200-span batch,
+/// beside encoding and compressing that batch.
+fn sigv4_sign(c: &mut Criterion) {
+    use spanwire::component::{ComponentId, ExtensionContext, ExtensionDef, Health};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut batch = Telemetry::Traces(agent_request(1, 100).resource_spans);
+    for i in 2..=82u64 {
+        append(
+            &mut batch,
+            Telemetry::Traces(agent_request(i, 100).resource_spans),
+        );
+    }
+    let raw = spanwire::convert::otlp_proto::encode_batch(&batch).bytes;
+    let body = spanwire::net::gzip(&raw);
+    // Static credentials from the environment: the chain finds them first.
+    std::env::set_var("AWS_ACCESS_KEY_ID", "AKIDBENCH");
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", "bench-secret");
+    std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
+    let sources = [(
+        "bench.yaml".to_string(),
+        "extensions:\n  sigv4auth: {region: us-east-1, service: xray}\n\
+         receivers:\n  otlp: {protocols: {http: {}}}\n\
+         exporters:\n  debug: {}\n\
+         service:\n  extensions: [sigv4auth]\n  pipelines:\n    traces: {receivers: [otlp], exporters: [debug]}\n"
+            .to_string(),
+    )];
+    let cfg = spanwire::config::load_sources(&sources, &|_| None, &spanwire::components()).unwrap();
+    let id = ComponentId::parse("sigv4auth").unwrap();
+    let def: &dyn ExtensionDef = cfg.extension(&id).unwrap().config.as_ref();
+    let started = rt
+        .block_on(def.start(ExtensionContext {
+            id: &id,
+            health: Health::default(),
+            cancel: tokio_util::sync::CancellationToken::new(),
+        }))
+        .unwrap();
+    let auth = started.auth.unwrap();
+    let request = || {
+        http::Request::post("https://xray.us-east-1.amazonaws.com/v1/traces")
+            .header("content-type", "application/x-protobuf")
+            .header("content-encoding", "gzip")
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0
+    };
+    let mut g = c.benchmark_group("sigv4_8200_spans");
+    g.throughput(Throughput::Elements(batch.item_count() as u64));
+    g.bench_function("sign_gzip_body", |b| {
+        b.iter(|| {
+            let mut parts = request();
+            rt.block_on(auth.authorize(&mut parts, &body)).unwrap();
+            std::hint::black_box(parts.headers.len())
+        })
+    });
+    g.bench_function("encode_and_gzip", |b| {
+        b.iter(|| {
+            let raw = spanwire::convert::otlp_proto::encode_batch(&batch).bytes;
+            std::hint::black_box(spanwire::net::gzip(&raw).len())
+        })
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
+    sigv4_sign,
     emf_convert,
     decode_batch_encode,
     bedrock_convert,
