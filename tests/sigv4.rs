@@ -26,6 +26,11 @@ struct Verifier {
 
 impl Verifier {
     fn start(secret: &str) -> Verifier {
+        Verifier::with_limits(secret, 0, 0)
+    }
+
+    /// A verifier that also refuses requests past `max_items` or `max_bytes`.
+    fn with_limits(secret: &str, max_items: usize, max_bytes: usize) -> Verifier {
         let port = free_port();
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/sigv4_server.py");
         let mut child = Command::new(common::python())
@@ -36,6 +41,7 @@ impl Verifier {
                 "AKIDSPANWIRETEST",
                 secret,
             ])
+            .args([max_items.to_string(), max_bytes.to_string()])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -237,4 +243,57 @@ async fn a_wrong_secret_is_refused_and_reported() {
         "{lines:#?}"
     );
     assert_eq!(verifier.accepted("/xray/v1/traces"), 0);
+}
+
+#[tokio::test]
+async fn an_oversized_batch_is_split_into_requests_within_the_limits() {
+    // The verifier refuses more than 1,000 spans or 150 kB a request.
+    let verifier = Verifier::with_limits(SECRET, 1000, 150_000);
+    let (otlp, health) = (free_port(), free_port());
+    let config = config(otlp, health, verifier.port)
+        .replace(
+            "    compression: gzip\n",
+            "    compression: gzip\n    max_request_items: 1000\n    max_request_bytes: 150000\n",
+        )
+        .replace(
+            "receivers:\n",
+            "processors:\n  batch:\n    send_batch_size: 5000\n    timeout: 2s\n\nreceivers:\n",
+        )
+        .replace(
+            "      exporters: [otlphttp/traces]",
+            "      processors: [batch]\n      exporters: [otlphttp/traces]",
+        );
+    let env = env(SECRET);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let daemon = Daemon::start_with_env(&config, health, &env);
+    for i in 0..50 {
+        assert_eq!(
+            common::post_spans(otlp, 100, &format!("big{i}"))
+                .await
+                .status,
+            200
+        );
+    }
+    let done = common::wait_until(Duration::from_secs(20), || {
+        verifier.accepted("/xray/v1/traces") >= 5000
+    })
+    .await;
+    let lines: Vec<_> = verifier
+        .lines()
+        .into_iter()
+        .filter(|l| l["path"] == "/xray/v1/traces")
+        .collect();
+    assert!(
+        done,
+        "verifier saw {lines:#?}\nspanwire:\n{}",
+        daemon.logs()
+    );
+    // Every span once, in requests each within both limits, none refused.
+    assert_eq!(verifier.accepted("/xray/v1/traces"), 5000);
+    assert!(lines.iter().all(|l| l["ok"] == true), "{lines:#?}");
+    assert!(lines.len() > 5, "the batch was not split: {lines:#?}");
+    for l in &lines {
+        assert!(l["items"].as_u64().unwrap() <= 1000, "{l}");
+        assert!(l["bytes"].as_u64().unwrap() <= 150_000, "{l}");
+    }
 }

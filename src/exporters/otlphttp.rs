@@ -76,9 +76,64 @@ pub struct OtlpHttpExporterConfig {
     /// The extension that adds credentials to every request.
     #[serde(default)]
     pub auth: Option<ExporterAuth>,
+    /// Most items (spans, data points, log records) in one request; a
+    /// larger batch is split. Default: 10,000 for the CloudWatch OTLP traces
+    /// endpoint (`xray.<region>.amazonaws.com`), else no limit (0).
+    #[serde(default)]
+    pub max_request_items: Option<usize>,
+    /// Most bytes in one request body before compression; a larger batch is
+    /// split. Default: 5,000,000 for the CloudWatch OTLP traces endpoint,
+    /// else no limit (0).
+    #[serde(default)]
+    pub max_request_bytes: Option<usize>,
+}
+
+/// What one request may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Limits {
+    /// Items; 0 for no limit.
+    items: usize,
+    /// Uncompressed body bytes; 0 for no limit.
+    bytes: usize,
+}
+
+impl Limits {
+    fn none(&self) -> bool {
+        self.items == 0 && self.bytes == 0
+    }
+}
+
+/// The documented limits of the CloudWatch OTLP traces endpoint: 10,000
+/// spans and 5 MB uncompressed a request.
+const CLOUDWATCH_TRACES: Limits = Limits {
+    items: 10_000,
+    bytes: 5_000_000,
+};
+
+/// Whether `host` is the CloudWatch OTLP traces endpoint (`xray.<region>.amazonaws.com`).
+fn is_cloudwatch_traces(host: &str) -> bool {
+    host.starts_with("xray.")
+        && (host.ends_with(".amazonaws.com") || host.ends_with(".amazonaws.com.cn"))
 }
 
 impl OtlpHttpExporterConfig {
+    /// The request limits for `signal`: the configured ones, else the
+    /// endpoint's documented ones.
+    fn limits(&self, signal: Signal) -> Limits {
+        let host = self
+            .url(signal)
+            .and_then(|u| u.parse::<http::Uri>().ok())
+            .and_then(|u| u.host().map(str::to_string));
+        let known = match host {
+            Some(h) if signal == Signal::Traces && is_cloudwatch_traces(&h) => CLOUDWATCH_TRACES,
+            _ => Limits::default(),
+        };
+        Limits {
+            items: self.max_request_items.unwrap_or(known.items),
+            bytes: self.max_request_bytes.unwrap_or(known.bytes),
+        }
+    }
+
     fn url(&self, signal: Signal) -> Option<String> {
         let specific = match signal {
             Signal::Traces => &self.traces_endpoint,
@@ -153,6 +208,9 @@ pub struct OtlpHttpExporter {
     compression: Compression,
     timeout: Duration,
     auth: Option<Arc<dyn ClientAuth>>,
+    /// Per signal (traces, metrics, logs).
+    limits: [Limits; 3],
+    name: String,
 }
 
 impl OtlpHttpExporter {
@@ -195,6 +253,12 @@ impl OtlpHttpExporter {
             compression: cfg.compression,
             timeout: cfg.timeout,
             auth,
+            limits: [
+                cfg.limits(Signal::Traces),
+                cfg.limits(Signal::Metrics),
+                cfg.limits(Signal::Logs),
+            ],
+            name,
         })
     }
 
@@ -343,18 +407,40 @@ impl ExporterFactory for OtlpHttpFactory {
 
 #[async_trait]
 impl Export for OtlpHttpExporter {
-    type Progress = ();
+    /// The requests of a batch split to fit the endpoint's limits, those
+    /// not yet accepted (`None` until the first attempt, and for a batch
+    /// sent whole).
+    type Progress = Option<Requests>;
 
     async fn export(
         &self,
         data: &Arc<Telemetry>,
-        _progress: &mut (),
+        progress: &mut Option<Requests>,
     ) -> Result<ExportOk, ExportError> {
-        self.post(data.signal(), self.body(data)).await
+        let limits = self.limits[slot(data.signal())];
+        if limits.none() {
+            return self.post(data.signal(), self.body(data)).await;
+        }
+        let requests = progress.get_or_insert_with(|| self.split(data, limits));
+        while let Some((body, _)) = requests.bodies.front() {
+            let ok = self.post(data.signal(), body.clone()).await?;
+            requests.bodies.pop_front();
+            requests.ok.rejected += ok.rejected;
+            if !ok.message.is_empty() {
+                requests.ok.message = ok.message;
+            }
+        }
+        Ok(requests.ok.clone())
+    }
+
+    fn pending(&self, _data: &Telemetry, progress: &Option<Requests>) -> Option<usize> {
+        let r = progress.as_ref()?;
+        Some(r.bodies.iter().map(|(_, n)| n).sum::<usize>() + r.ok.rejected as usize)
     }
 
     fn takes_encoded(&self) -> bool {
-        self.encoding == HttpEncoding::Proto
+        // Encoded batches are sent whole: only when nothing needs splitting.
+        self.encoding == HttpEncoding::Proto && self.limits.iter().all(Limits::none)
     }
 
     async fn export_encoded(&self, data: &EncodedBatch) -> Result<ExportOk, ExportError> {
@@ -367,7 +453,66 @@ impl Export for OtlpHttpExporter {
     }
 }
 
+/// A batch as the requests that fit the endpoint's limits.
+#[derive(Debug, Default)]
+pub struct Requests {
+    /// Bodies (uncompressed) not yet accepted, with their item counts.
+    bodies: std::collections::VecDeque<(Bytes, usize)>,
+    /// Items rejected so far: partial success, and items too large for any
+    /// request.
+    ok: ExportOk,
+}
+
+fn slot(signal: Signal) -> usize {
+    match signal {
+        Signal::Traces => 0,
+        Signal::Metrics => 1,
+        Signal::Logs => 2,
+    }
+}
+
 impl OtlpHttpExporter {
+    /// Splits `data` into request bodies within `limits`: at most
+    /// `limits.items` items, then halved until each body fits
+    /// `limits.bytes`. A single item larger than `limits.bytes` cannot be
+    /// sent: it is counted as rejected and logged, with the reason.
+    fn split(&self, data: &Telemetry, limits: Limits) -> Requests {
+        let mut out = Requests::default();
+        let mut rest = data.clone();
+        let mut todo: Vec<Telemetry> = Vec::new();
+        while rest.item_count() > 0 {
+            let n = if limits.items == 0 {
+                rest.item_count()
+            } else {
+                limits.items
+            };
+            todo.push(crate::processors::batch::split_front(&mut rest, n));
+        }
+        while let Some(mut chunk) = todo.pop() {
+            let body = self.body(&chunk);
+            let items = chunk.item_count();
+            if limits.bytes == 0 || body.len() <= limits.bytes {
+                out.bodies.push_front((body, items));
+            } else if items > 1 {
+                // Taken from the end of `todo`: the tail first, so that
+                // `bodies` keeps the batch's order.
+                let head = crate::processors::batch::split_front(&mut chunk, items / 2);
+                todo.push(head);
+                todo.push(chunk);
+            } else {
+                tracing::error!(exporter = %self.name, signal = %data.signal(), bytes = body.len(),
+                    limit = limits.bytes, "one item is larger than max_request_bytes; it cannot be sent and is dropped");
+                out.ok.rejected += 1;
+                out.ok.message = format!(
+                    "an item of {} bytes exceeds max_request_bytes ({})",
+                    body.len(),
+                    limits.bytes
+                );
+            }
+        }
+        out
+    }
+
     /// POSTs one request body (`raw`, in this exporter's encoding) for `signal`.
     async fn post(&self, signal: Signal, raw: Bytes) -> Result<ExportOk, ExportError> {
         let (body, content_encoding) = match self.compression {
@@ -498,6 +643,8 @@ mod tests {
             retry_on_failure: RetryConfig::default(),
             sending_queue: QueueConfig::default(),
             auth: None,
+            max_request_items: None,
+            max_request_bytes: None,
         };
         assert_eq!(c.url(Signal::Traces).unwrap(), "http://t/x");
         assert_eq!(c.url(Signal::Logs).unwrap(), "http://h:4318/v1/logs");

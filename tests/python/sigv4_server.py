@@ -10,7 +10,11 @@ Accepted bodies (protobuf or JSON, gzip or none) are decoded with the
 OpenTelemetry protobuf classes and counted. One JSON line per request goes to
 stdout: {"path", "ok", "items", "encoding", "gzip", "reason"}.
 
-usage: sigv4_server.py PORT REGION ACCESS_KEY SECRET_KEY
+With MAX_ITEMS and MAX_BYTES (0: none) it also refuses, with 400, a request
+holding more items, or more bytes uncompressed, as the CloudWatch OTLP
+endpoint does past its documented limits.
+
+usage: sigv4_server.py PORT REGION ACCESS_KEY SECRET_KEY [MAX_ITEMS MAX_BYTES]
 (the service is the first path segment after /: /xray/v1/traces is signed
 for `xray`, /logs/v1/logs for `logs`)
 """
@@ -33,6 +37,8 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 PORT, REGION, ACCESS_KEY, SECRET_KEY = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+MAX_ITEMS = int(sys.argv[5]) if len(sys.argv) > 5 else 0
+MAX_BYTES = int(sys.argv[6]) if len(sys.argv) > 6 else 0
 CREDENTIALS = Credentials(ACCESS_KEY, SECRET_KEY)
 PRINT = threading.Lock()  # requests are handled on several threads
 
@@ -91,7 +97,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         service = self.path.strip("/").split("/")[0]
         ctype = headers.get("content-type", "")
         line = {"path": self.path, "ok": False, "items": 0, "encoding": ctype,
-                "gzip": headers.get("content-encoding") == "gzip", "reason": ""}
+                "gzip": headers.get("content-encoding") == "gzip", "reason": "", "bytes": 0}
+        status = 403
         try:
             want = expected_authorization("POST", headers.get("host", ""), self.path, headers, body, service)
             got = headers.get("authorization", "")
@@ -102,7 +109,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
             else:
                 raw = gzip.decompress(body) if line["gzip"] else body
                 line["items"] = count(self.path, raw, ctype)
-                line["ok"] = True
+                line["bytes"] = len(raw)
+                if MAX_ITEMS and line["items"] > MAX_ITEMS:
+                    line["reason"], status = f"{line['items']} items exceed {MAX_ITEMS}", 400
+                elif MAX_BYTES and len(raw) > MAX_BYTES:
+                    line["reason"], status = f"{len(raw)} bytes exceed {MAX_BYTES}", 400
+                else:
+                    line["ok"] = True
         except Exception as e:  # a request that cannot be checked is refused
             line["reason"] = f"cannot check: {e!r}"
         with PRINT:
@@ -111,8 +124,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             json_reply = ctype.startswith("application/json")
             self.reply(200, b"{}" if json_reply else b"", ctype or "application/x-protobuf")
         else:
-            message = json.dumps({"code": 16, "message": line["reason"]}).encode()
-            self.reply(403, message, "application/json")
+            message = json.dumps({"code": 16 if status == 403 else 3, "message": line["reason"]}).encode()
+            self.reply(status, message, "application/json")
 
 
 server = http.server.ThreadingHTTPServer(("127.0.0.1", PORT), Handler)
