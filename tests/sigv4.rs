@@ -31,6 +31,16 @@ impl Verifier {
 
     /// A verifier that also refuses requests past `max_items` or `max_bytes`.
     fn with_limits(secret: &str, max_items: usize, max_bytes: usize) -> Verifier {
+        Verifier::spawn(secret, max_items, max_bytes, 0)
+    }
+
+    /// A verifier that is also the container credentials endpoint
+    /// (`/creds`), handing out keys valid for `rotate_s` seconds.
+    fn rotating(rotate_s: u64) -> Verifier {
+        Verifier::spawn(SECRET, 0, 0, rotate_s)
+    }
+
+    fn spawn(secret: &str, max_items: usize, max_bytes: usize, rotate_s: u64) -> Verifier {
         let port = free_port();
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/sigv4_server.py");
         let mut child = Command::new(common::python())
@@ -41,7 +51,11 @@ impl Verifier {
                 "AKIDSPANWIRETEST",
                 secret,
             ])
-            .args([max_items.to_string(), max_bytes.to_string()])
+            .args([
+                max_items.to_string(),
+                max_bytes.to_string(),
+                rotate_s.to_string(),
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -296,4 +310,62 @@ async fn an_oversized_batch_is_split_into_requests_within_the_limits() {
         assert!(l["items"].as_u64().unwrap() <= 1000, "{l}");
         assert!(l["bytes"].as_u64().unwrap() <= 150_000, "{l}");
     }
+}
+
+/// Five minutes at 1,000 spans/s with credentials that expire after 60 s
+/// (the container credentials endpoint, as on ECS or EKS Pod Identity):
+/// spanwire fetches new ones before the old expire, so the verifier refuses
+/// nothing and every span arrives.
+#[tokio::test]
+async fn expiring_credentials_are_renewed_before_they_expire() {
+    let verifier = Verifier::rotating(60);
+    let (otlp, health) = (free_port(), free_port());
+    let creds_url = format!("http://127.0.0.1:{}/creds", verifier.port);
+    let env: Vec<(&str, &str)> = vec![
+        ("AWS_CONTAINER_CREDENTIALS_FULL_URI", creds_url.as_str()),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("AWS_CONFIG_FILE", "/nonexistent/spanwire-test-aws-config"),
+        (
+            "AWS_SHARED_CREDENTIALS_FILE",
+            "/nonexistent/spanwire-test-aws-credentials",
+        ),
+    ];
+    let daemon = Daemon::start_with_env(&config(otlp, health, verifier.port), health, &env);
+    let started = std::time::Instant::now();
+    let mut sent = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    while started.elapsed() < Duration::from_secs(300) {
+        tick.tick().await;
+        let r = common::post_spans(otlp, 100, &format!("rot{sent}")).await;
+        assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(&r.body));
+        sent += 100;
+    }
+    let arrived = common::wait_until(Duration::from_secs(30), || {
+        verifier.accepted("/xray/v1/traces") >= sent
+    })
+    .await;
+    let requests: Vec<_> = verifier
+        .lines()
+        .into_iter()
+        .filter(|l| l["path"] == "/xray/v1/traces")
+        .collect();
+    let refused: Vec<_> = requests.iter().filter(|l| l["ok"] != true).collect();
+    assert!(
+        refused.is_empty(),
+        "refused: {refused:#?}\nspanwire:\n{}",
+        daemon.logs()
+    );
+    assert!(
+        arrived,
+        "sent {sent}, accepted {}",
+        verifier.accepted("/xray/v1/traces")
+    );
+    assert_eq!(verifier.accepted("/xray/v1/traces"), sent);
+    // The keys did rotate: five minutes of 60-second keys.
+    let keys: std::collections::BTreeSet<_> = requests
+        .iter()
+        .map(|l| l["key"].as_str().unwrap().to_string())
+        .collect();
+    assert!(keys.len() >= 5, "signed with only {keys:?}");
 }

@@ -14,7 +14,12 @@ With MAX_ITEMS and MAX_BYTES (0: none) it also refuses, with 400, a request
 holding more items, or more bytes uncompressed, as the CloudWatch OTLP
 endpoint does past its documented limits.
 
-usage: sigv4_server.py PORT REGION ACCESS_KEY SECRET_KEY [MAX_ITEMS MAX_BYTES]
+With ROTATE_SECONDS, it also plays the ECS/EKS container credentials
+endpoint: GET /creds hands out a new key (ACCESS_KEY and SECRET_KEY are then
+prefixes, numbered) with a session token, valid for ROTATE_SECONDS; a
+request signed with an unknown or expired key is refused with 403.
+
+usage: sigv4_server.py PORT REGION ACCESS_KEY SECRET_KEY [MAX_ITEMS MAX_BYTES [ROTATE_SECONDS]]
 (the service is the first path segment after /: /xray/v1/traces is signed
 for `xray`, /logs/v1/logs for `logs`)
 """
@@ -39,11 +44,30 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 PORT, REGION, ACCESS_KEY, SECRET_KEY = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 MAX_ITEMS = int(sys.argv[5]) if len(sys.argv) > 5 else 0
 MAX_BYTES = int(sys.argv[6]) if len(sys.argv) > 6 else 0
+ROTATE = int(sys.argv[7]) if len(sys.argv) > 7 else 0
 CREDENTIALS = Credentials(ACCESS_KEY, SECRET_KEY)
+ISSUED = {}  # access key id -> (Credentials, expiry as UTC datetime)
+ISSUE = threading.Lock()
 PRINT = threading.Lock()  # requests are handled on several threads
 
 
-def expected_authorization(method, host, path, headers, body, service):
+def credentials_for(auth, stamp):
+    """The credentials the request claims to be signed with, or why not."""
+    if not ROTATE:
+        return CREDENTIALS, None
+    key = auth.partition("Credential=")[2].partition("/")[0]
+    with ISSUE:
+        issued = ISSUED.get(key)
+    if issued is None:
+        return None, f"unknown access key {key!r}"
+    creds, expiry = issued
+    now = datetime.datetime.utcnow()
+    if stamp >= expiry or now >= expiry:
+        return None, f"access key {key!r} expired at {expiry.isoformat()}Z (signed {stamp.isoformat()}Z)"
+    return creds, None
+
+
+def expected_authorization(method, host, path, headers, body, service, creds):
     """The Authorization header botocore computes for this request."""
     auth = headers.get("authorization", "")
     signed = ""
@@ -60,7 +84,7 @@ def expected_authorization(method, host, path, headers, body, service):
     )
     stamp = datetime.datetime.strptime(headers.get("x-amz-date", ""), "%Y%m%dT%H%M%SZ")
     with mock.patch.object(botocore.auth, "get_current_datetime", return_value=stamp):
-        SigV4Auth(CREDENTIALS, service, REGION).add_auth(req)
+        SigV4Auth(creds, service, REGION).add_auth(req)
     return req.headers["Authorization"]
 
 
@@ -91,6 +115,24 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def do_GET(self):
+        if not ROTATE or self.path != "/creds":
+            return self.reply(404, b"{}", "application/json")
+        with ISSUE:
+            n = len(ISSUED) + 1
+            key = f"{ACCESS_KEY}{n:04d}"
+            expiry = datetime.datetime.utcnow().replace(microsecond=0) + datetime.timedelta(seconds=ROTATE)
+            ISSUED[key] = (Credentials(key, f"{SECRET_KEY}-{n}", f"token-{n}"), expiry)
+        body = json.dumps({
+            "AccessKeyId": key,
+            "SecretAccessKey": f"{SECRET_KEY}-{n}",
+            "Token": f"token-{n}",
+            "Expiration": expiry.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }).encode()
+        with PRINT:
+            print(json.dumps({"issued": key, "expires": expiry.isoformat()}), flush=True)
+        self.reply(200, body, "application/json")
+
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("content-length", "0")))
         headers = {k.lower(): v for k, v in self.headers.items()}
@@ -100,9 +142,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 "gzip": headers.get("content-encoding") == "gzip", "reason": "", "bytes": 0}
         status = 403
         try:
-            want = expected_authorization("POST", headers.get("host", ""), self.path, headers, body, service)
             got = headers.get("authorization", "")
-            if got != want:
+            stamp = datetime.datetime.strptime(headers.get("x-amz-date", ""), "%Y%m%dT%H%M%SZ")
+            creds, refused = credentials_for(got, stamp)
+            want = creds and expected_authorization(
+                "POST", headers.get("host", ""), self.path, headers, body, service, creds)
+            line["key"] = got.partition("Credential=")[2].partition("/")[0]
+            if refused:
+                line["reason"] = refused
+            elif got != want:
                 line["reason"] = f"signature mismatch: got {got!r}, botocore computed {want!r}"
             elif headers.get("x-amz-content-sha256") != hashlib.sha256(body).hexdigest():
                 line["reason"] = "x-amz-content-sha256 is not the SHA-256 of the body"
