@@ -202,3 +202,96 @@ fn auth_needs_exactly_one_token_source() {
         assert!(err.contains(want), "{auth}: {err}");
     }
 }
+
+/// `bearertokenauth` on the `otlp` (gRPC) and `otlphttp` exporters, checked
+/// by a second spanwire whose receivers require the token: the right token
+/// delivers everything, a wrong one is refused (UNAUTHENTICATED / 401) and
+/// reported, and neither token appears in the sender's logs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exporters_send_the_bearertokenauth_token() {
+    let sink = Sink::start().await;
+    let (b_grpc, b_http, b_health) = (free_port(), free_port(), free_port());
+    let receiver = Daemon::start(
+        &format!(
+            r#"
+receivers:
+  otlp:
+    protocols:
+      grpc: {{endpoint: "127.0.0.1:{b_grpc}", auth: {{bearer_token: "{TOKEN}"}}}}
+      http: {{endpoint: "127.0.0.1:{b_http}", auth: {{bearer_token: "{TOKEN}"}}}}
+exporters:
+  otlp: {{endpoint: "http://127.0.0.1:{sink}"}}
+extensions:
+  health_check: {{endpoint: "127.0.0.1:{b_health}"}}
+service:
+  extensions: [health_check]
+  telemetry: {{metrics: {{address: ""}}}}
+  pipelines:
+    traces: {{receivers: [otlp], exporters: [otlp]}}
+"#,
+            sink = sink.grpc_port
+        ),
+        b_health,
+    );
+    let sender = |token: &str| {
+        let (a_http, a_health) = (free_port(), free_port());
+        let d = Daemon::start(
+            &format!(
+                r#"
+receivers:
+  otlp:
+    protocols:
+      http: {{endpoint: "127.0.0.1:{a_http}"}}
+exporters:
+  otlp/grpc:
+    endpoint: "http://127.0.0.1:{b_grpc}"
+    auth: {{authenticator: bearertokenauth}}
+    retry_on_failure: {{enabled: false}}
+  otlphttp:
+    traces_endpoint: "http://127.0.0.1:{b_http}/v1/traces"
+    auth: {{authenticator: bearertokenauth}}
+    retry_on_failure: {{enabled: false}}
+extensions:
+  health_check: {{endpoint: "127.0.0.1:{a_health}"}}
+  bearertokenauth: {{token: "{token}"}}
+service:
+  extensions: [health_check, bearertokenauth]
+  telemetry: {{logs: {{level: debug}}, metrics: {{address: ""}}}}
+  pipelines:
+    traces: {{receivers: [otlp], exporters: [otlp/grpc, otlphttp]}}
+"#
+            ),
+            a_health,
+        );
+        (d, a_http)
+    };
+    let (right, port) = sender(TOKEN);
+    for i in 0..3 {
+        assert_eq!(
+            common::post_spans(port, 20, &format!("b{i}")).await.status,
+            200
+        );
+    }
+    // Each span twice: once through gRPC, once through HTTP.
+    assert!(
+        sink.wait_for(Signal::Traces, 120, Duration::from_secs(10))
+            .await
+            >= 120,
+        "sink has {}; receiver:\n{}",
+        sink.count(Signal::Traces),
+        receiver.logs()
+    );
+    assert!(!right.logs().contains(TOKEN), "{}", right.logs());
+
+    let (wrong, port) = sender("not-the-token");
+    assert_eq!(common::post_spans(port, 10, "w").await.status, 200);
+    let refused = common::wait_until(Duration::from_secs(10), || {
+        let logs = wrong.logs();
+        logs.contains("Unauthenticated") && logs.contains("401")
+    })
+    .await;
+    assert!(refused, "{}", wrong.logs());
+    assert!(!wrong.logs().contains("not-the-token"), "{}", wrong.logs());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(sink.count(Signal::Traces), 120);
+}

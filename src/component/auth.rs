@@ -23,6 +23,12 @@ pub enum AuthError {
 /// Adds credentials to outgoing HTTP requests.
 #[async_trait]
 pub trait ClientAuth: Send + Sync + 'static {
+    /// Whether the credentials cover the body (SigV4 does): such an
+    /// authenticator cannot serve gRPC, which frames the body itself.
+    fn signs_body(&self) -> bool {
+        false
+    }
+
     /// Adds credentials (headers) to a request whose `body` is final (after
     /// compression). Called for every attempt, so a retry is signed anew.
     async fn authorize(

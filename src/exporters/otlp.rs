@@ -25,7 +25,9 @@ use crate::component::{
     BuiltExporter, Export, ExportError, ExportOk, ExporterContext, ExporterFactory, Factory,
 };
 use crate::config::de::DeError;
-use crate::config::types::{duration, Compression, QueueConfig, RetryConfig, TlsClientConfig};
+use crate::config::types::{
+    duration, Compression, ExporterAuth, QueueConfig, RetryConfig, TlsClientConfig,
+};
 use crate::consumer::StartError;
 use crate::signal::{EncodedBatch, Signal, Telemetry};
 
@@ -53,6 +55,10 @@ pub struct OtlpExporterConfig {
     /// Queue settings.
     #[serde(default)]
     pub sending_queue: QueueConfig,
+    /// The extension that adds credentials (as gRPC metadata) to every
+    /// request: `bearertokenauth` (`sigv4auth` signs bodies: use `otlphttp`).
+    #[serde(default)]
+    pub auth: Option<ExporterAuth>,
 }
 
 pub(crate) fn default_timeout() -> Duration {
@@ -83,6 +89,8 @@ pub struct OtlpExporter {
     compression: Option<CompressionEncoding>,
     metadata: MetadataMap,
     timeout: Duration,
+    /// Adds credentials to every request.
+    auth: Option<std::sync::Arc<dyn crate::component::ClientAuth>>,
 }
 
 impl OtlpExporter {
@@ -115,6 +123,7 @@ impl OtlpExporter {
             },
             metadata,
             timeout: cfg.timeout,
+            auth: None,
         })
     }
 
@@ -134,6 +143,23 @@ impl OtlpExporter {
             .map_err(|e| Status::unavailable(format!("connection not ready: {e}")))?;
         let mut req = tonic::Request::new(body);
         *req.metadata_mut() = self.metadata.clone();
+        if let Some(auth) = &self.auth {
+            // The authenticator sees the request as HTTP; its headers become metadata.
+            let (mut parts, ()) = http::Request::post(path)
+                .body(())
+                .map_err(|e| Status::internal(e.to_string()))?
+                .into_parts();
+            auth.authorize(&mut parts, &[])
+                .await
+                .map_err(|e| Status::unauthenticated(e.to_string()))?;
+            for (k, v) in &parts.headers {
+                let key = MetadataKey::from_bytes(k.as_str().as_bytes())
+                    .map_err(|e| Status::internal(e.to_string()))?;
+                let value = MetadataValue::try_from(v.as_bytes())
+                    .map_err(|e| Status::internal(e.to_string()))?;
+                req.metadata_mut().insert(key, value);
+            }
+        }
         req.set_timeout(self.timeout);
         let path = http::uri::PathAndQuery::from_static(path);
         grpc.unary(req, path, RawCodec::<B, R>(PhantomData))
@@ -254,13 +280,38 @@ impl Factory for OtlpFactory {
 }
 
 impl ExporterFactory for OtlpFactory {
+    fn authenticator<'c>(&self, config: &'c OtlpExporterConfig) -> Option<&'c str> {
+        config.auth.as_ref().map(|a| a.authenticator.as_str())
+    }
     fn build(
         &self,
         config: &OtlpExporterConfig,
         ctx: ExporterContext<'_>,
     ) -> Result<BuiltExporter, StartError> {
+        let mut exporter = OtlpExporter::new(config, ctx.name())?;
+        if let Some(a) = &config.auth {
+            let auth = ctx.auth.get(&a.authenticator).ok_or_else(|| {
+                StartError::component(
+                    &ctx.name(),
+                    format!(
+                        "authenticator `{}` is not a started authenticator extension",
+                        a.authenticator
+                    ),
+                )
+            })?;
+            if auth.signs_body() {
+                return Err(StartError::component(
+                    &ctx.name(),
+                    format!(
+                        "authenticator `{}` signs request bodies, which gRPC frames itself; use otlphttp (the CloudWatch OTLP endpoints take only HTTP)",
+                        a.authenticator
+                    ),
+                ));
+            }
+            exporter.auth = Some(auth);
+        }
         Ok(BuiltExporter::new(
-            OtlpExporter::new(config, ctx.name())?,
+            exporter,
             config.sending_queue.clone(),
             config.retry_on_failure.clone(),
         ))

@@ -222,6 +222,10 @@ fn infer(host: &str) -> (Option<&str>, Option<&str>) {
 
 #[async_trait]
 impl ClientAuth for SigV4Signer {
+    fn signs_body(&self) -> bool {
+        true
+    }
+
     async fn authorize(
         &self,
         parts: &mut http::request::Parts,
