@@ -31,16 +31,28 @@ impl Verifier {
 
     /// A verifier that also refuses requests past `max_items` or `max_bytes`.
     fn with_limits(secret: &str, max_items: usize, max_bytes: usize) -> Verifier {
-        Verifier::spawn(secret, max_items, max_bytes, 0)
+        Verifier::spawn(secret, max_items, max_bytes, 0, 0)
     }
 
     /// A verifier that is also the container credentials endpoint
     /// (`/creds`), handing out keys valid for `rotate_s` seconds.
     fn rotating(rotate_s: u64) -> Verifier {
-        Verifier::spawn(SECRET, 0, 0, rotate_s)
+        Verifier::spawn(SECRET, 0, 0, rotate_s, 0)
     }
 
-    fn spawn(secret: &str, max_items: usize, max_bytes: usize, rotate_s: u64) -> Verifier {
+    /// A verifier that answers 429 (with Retry-After) and 503 (without) to
+    /// two of every `every` requests.
+    fn throttling(every: usize) -> Verifier {
+        Verifier::spawn(SECRET, 0, 0, 0, every)
+    }
+
+    fn spawn(
+        secret: &str,
+        max_items: usize,
+        max_bytes: usize,
+        rotate_s: u64,
+        throttle: usize,
+    ) -> Verifier {
         let port = free_port();
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/sigv4_server.py");
         let mut child = Command::new(common::python())
@@ -55,6 +67,7 @@ impl Verifier {
                 max_items.to_string(),
                 max_bytes.to_string(),
                 rotate_s.to_string(),
+                throttle.to_string(),
             ])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -368,4 +381,44 @@ async fn expiring_credentials_are_renewed_before_they_expire() {
         .map(|l| l["key"].as_str().unwrap().to_string())
         .collect();
     assert!(keys.len() >= 5, "signed with only {keys:?}");
+}
+
+/// 429 with Retry-After and 503 without, on two of every five requests:
+/// spanwire retries them (signing each attempt anew) and loses nothing.
+#[tokio::test]
+async fn throttling_and_unavailability_are_retried_and_nothing_is_lost() {
+    let verifier = Verifier::throttling(5);
+    let (otlp, health) = (free_port(), free_port());
+    let config = config(otlp, health, verifier.port).replace(
+        "    retry_on_failure:\n      enabled: false\n",
+        "    retry_on_failure:\n      initial_interval: 100ms\n      max_interval: 1s\n",
+    );
+    let env = env(SECRET);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let daemon = Daemon::start_with_env(&config, health, &env);
+    for i in 0..20 {
+        assert_eq!(
+            common::post_spans(otlp, 10, &format!("th{i}")).await.status,
+            200
+        );
+        assert_eq!(post_logs(otlp, 5).await.status, 200);
+    }
+    let done = common::wait_until(Duration::from_secs(30), || {
+        verifier.accepted("/xray/v1/traces") >= 200 && verifier.accepted("/logs/v1/logs") >= 100
+    })
+    .await;
+    let lines = verifier.lines();
+    assert!(
+        done,
+        "verifier saw {lines:#?}\nspanwire:\n{}",
+        daemon.logs()
+    );
+    assert_eq!(verifier.accepted("/xray/v1/traces"), 200);
+    assert_eq!(verifier.accepted("/logs/v1/logs"), 100);
+    let throttled = |code: u64| lines.iter().filter(|l| l["throttled"] == code).count();
+    assert!(throttled(429) >= 3 && throttled(503) >= 3, "{lines:#?}");
+    // Nothing else was refused: every failure was a throttle, and was retried.
+    assert!(lines
+        .iter()
+        .all(|l| l["ok"] == true || l["throttled"].is_u64()));
 }

@@ -19,7 +19,11 @@ endpoint: GET /creds hands out a new key (ACCESS_KEY and SECRET_KEY are then
 prefixes, numbered) with a session token, valid for ROTATE_SECONDS; a
 request signed with an unknown or expired key is refused with 403.
 
-usage: sigv4_server.py PORT REGION ACCESS_KEY SECRET_KEY [MAX_ITEMS MAX_BYTES [ROTATE_SECONDS]]
+With THROTTLE=N, of every N signed requests the first is answered 429 with
+`Retry-After: 1` and the second 503 without it (before its spans are
+counted), as a throttled CloudWatch endpoint does.
+
+usage: sigv4_server.py PORT REGION ACCESS_KEY SECRET_KEY [MAX_ITEMS MAX_BYTES [ROTATE_SECONDS [THROTTLE]]]
 (the service is the first path segment after /: /xray/v1/traces is signed
 for `xray`, /logs/v1/logs for `logs`)
 """
@@ -45,10 +49,16 @@ PORT, REGION, ACCESS_KEY, SECRET_KEY = int(sys.argv[1]), sys.argv[2], sys.argv[3
 MAX_ITEMS = int(sys.argv[5]) if len(sys.argv) > 5 else 0
 MAX_BYTES = int(sys.argv[6]) if len(sys.argv) > 6 else 0
 ROTATE = int(sys.argv[7]) if len(sys.argv) > 7 else 0
+THROTTLE = int(sys.argv[8]) if len(sys.argv) > 8 else 0
+SEEN = [0]  # signed requests so far (for THROTTLE)
 CREDENTIALS = Credentials(ACCESS_KEY, SECRET_KEY)
 ISSUED = {}  # access key id -> (Credentials, expiry as UTC datetime)
 ISSUE = threading.Lock()
 PRINT = threading.Lock()  # requests are handled on several threads
+
+
+class Throttled(Exception):
+    """This request is answered 429 or 503 (THROTTLE)."""
 
 
 def credentials_for(auth, stamp):
@@ -108,9 +118,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
-    def reply(self, status, body, content_type):
+    def reply(self, status, body, content_type, retry_after=False):
         self.send_response(status)
         self.send_header("content-type", content_type)
+        if retry_after:
+            self.send_header("retry-after", "1")
         self.send_header("content-length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -155,6 +167,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
             elif headers.get("x-amz-content-sha256") != hashlib.sha256(body).hexdigest():
                 line["reason"] = "x-amz-content-sha256 is not the SHA-256 of the body"
             else:
+                with ISSUE:
+                    SEEN[0] += 1
+                    nth = SEEN[0] % THROTTLE if THROTTLE else -1
+                if nth in (1, 2):
+                    line["reason"], status = ("throttled", 429) if nth == 1 else ("unavailable", 503)
+                    line["throttled"] = status
+                    raise Throttled()
                 raw = gzip.decompress(body) if line["gzip"] else body
                 line["items"] = count(self.path, raw, ctype)
                 line["bytes"] = len(raw)
@@ -164,6 +183,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     line["reason"], status = f"{len(raw)} bytes exceed {MAX_BYTES}", 400
                 else:
                     line["ok"] = True
+        except Throttled:
+            pass
         except Exception as e:  # a request that cannot be checked is refused
             line["reason"] = f"cannot check: {e!r}"
         with PRINT:
@@ -173,7 +194,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.reply(200, b"{}" if json_reply else b"", ctype or "application/x-protobuf")
         else:
             message = json.dumps({"code": 16 if status == 403 else 3, "message": line["reason"]}).encode()
-            self.reply(status, message, "application/json")
+            self.reply(status, message, "application/json", retry_after=status == 429)
 
 
 server = http.server.ThreadingHTTPServer(("127.0.0.1", PORT), Handler)
