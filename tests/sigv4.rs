@@ -165,6 +165,13 @@ service:
     )
 }
 
+/// spanwire with `config`, signing with static credentials and `secret`.
+fn start(config: &str, health: u16, secret: &str) -> Daemon {
+    let env = env(secret);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    Daemon::start_with_env(config, health, &env)
+}
+
 fn env(secret: &str) -> Vec<(&'static str, String)> {
     common::aws_test_env()
         .into_iter()
@@ -216,9 +223,7 @@ const SECRET: &str = "spanwire/test/secret/key/not/a/real/one";
 async fn signed_traces_and_logs_pass_botocores_check() {
     let verifier = Verifier::start(SECRET);
     let (otlp, health) = (free_port(), free_port());
-    let env = env(SECRET);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let daemon = Daemon::start_with_env(&config(otlp, health, verifier.port), health, &env);
+    let daemon = start(&config(otlp, health, verifier.port), health, SECRET);
     for i in 0..5 {
         assert_eq!(
             common::post_spans(otlp, 40, &format!("t{i}")).await.status,
@@ -252,9 +257,11 @@ async fn signed_traces_and_logs_pass_botocores_check() {
 async fn a_wrong_secret_is_refused_and_reported() {
     let verifier = Verifier::start(SECRET);
     let (otlp, health) = (free_port(), free_port());
-    let env = env("not-the-secret");
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let daemon = Daemon::start_with_env(&config(otlp, health, verifier.port), health, &env);
+    let daemon = start(
+        &config(otlp, health, verifier.port),
+        health,
+        "not-the-secret",
+    );
     assert_eq!(common::post_spans(otlp, 10, "wrong").await.status, 200);
     let refused = common::wait_until(Duration::from_secs(20), || {
         daemon.logs().contains("HTTP 403 Forbidden")
@@ -290,9 +297,7 @@ async fn an_oversized_batch_is_split_into_requests_within_the_limits() {
             "      exporters: [otlphttp/traces]",
             "      processors: [batch]\n      exporters: [otlphttp/traces]",
         );
-    let env = env(SECRET);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let daemon = Daemon::start_with_env(&config, health, &env);
+    let daemon = start(&config, health, SECRET);
     for i in 0..50 {
         assert_eq!(
             common::post_spans(otlp, 100, &format!("big{i}"))
@@ -393,9 +398,7 @@ async fn throttling_and_unavailability_are_retried_and_nothing_is_lost() {
         "    retry_on_failure:\n      enabled: false\n",
         "    retry_on_failure:\n      initial_interval: 100ms\n      max_interval: 1s\n",
     );
-    let env = env(SECRET);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let daemon = Daemon::start_with_env(&config, health, &env);
+    let daemon = start(&config, health, SECRET);
     for i in 0..20 {
         assert_eq!(
             common::post_spans(otlp, 10, &format!("th{i}")).await.status,
