@@ -65,6 +65,9 @@ enum Cmd {
         /// the "decode-only ceiling" server of the rotel comparison.
         #[arg(long)]
         decode: bool,
+        /// Also take OTLP/HTTP protobuf (`POST /v1/traces`, gzip or not) here.
+        #[arg(long)]
+        http_listen: Option<String>,
     },
 }
 
@@ -394,8 +397,54 @@ impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::Tra
     }
 }
 
-async fn sink(listen: String, decode: bool) -> anyhow::Result<()> {
+/// Counts the spans of OTLP/HTTP protobuf requests (gunzipped first).
+async fn http_sink(listen: String, count: Arc<AtomicU64>) -> anyhow::Result<()> {
+    let listener = spanwire::net::bind(&listen).await?;
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let served = spanwire::net::serve_http(
+        listener,
+        None,
+        move |req: http::Request<hyper::body::Incoming>| {
+            let count = count.clone();
+            async move {
+                let status = match spanwire::net::read_body(req, 64 << 20).await {
+                    Ok(body) => match CountRequest::decode(body) {
+                        Ok(r) => {
+                            let n: usize = r
+                                .resource_spans
+                                .iter()
+                                .flat_map(|r| &r.scope_spans)
+                                .map(|s| s.spans.len())
+                                .sum();
+                            count.fetch_add(n as u64, Ordering::Relaxed);
+                            http::StatusCode::OK
+                        }
+                        Err(_) => http::StatusCode::BAD_REQUEST,
+                    },
+                    Err(e) => e.status(),
+                };
+                let mut r = http::Response::new(http_body_util::Full::new(Bytes::new()));
+                *r.status_mut() = status;
+                r
+            }
+        },
+        cancel,
+        Duration::from_secs(1),
+    );
+    served.await?;
+    Ok(())
+}
+
+async fn sink(listen: String, decode: bool, http_listen: Option<String>) -> anyhow::Result<()> {
     let count = Arc::new(AtomicU64::new(0));
+    if let Some(h) = http_listen {
+        let c = count.clone();
+        tokio::spawn(async move {
+            if let Err(e) = http_sink(h, c).await {
+                eprintln!("sink: http: {e}");
+            }
+        });
+    }
     let c = count.clone();
     tokio::spawn(async move {
         let mut last = 0;
@@ -441,6 +490,10 @@ async fn main() -> anyhow::Result<()> {
             batch,
             pid,
         } => send(grpc, http, rate, duration, concurrency, batch, pid).await,
-        Cmd::Sink { listen, decode } => sink(listen, decode).await,
+        Cmd::Sink {
+            listen,
+            decode,
+            http_listen,
+        } => sink(listen, decode, http_listen).await,
     }
 }

@@ -3,6 +3,8 @@
 #   benches/measure.sh saturation   # as fast as possible, OTLP gRPC -> batch -> OTLP gRPC
 #   benches/measure.sh fixed        # 10k spans/s at concurrency 1: CPU share, RSS, latency
 #   benches/measure.sh http         # saturation over OTLP/HTTP protobuf
+#   benches/measure.sh otlphttp     # saturation, exporting with otlphttp (gzip), unsigned
+#   benches/measure.sh sigv4        # the same, every request signed by sigv4auth
 # The daemon is pinned to CPU 0 and the load generator and sink to CPU 1, so the
 # daemon's numbers are not disturbed by its load (the machine has 2 cores).
 # Extra arguments go to `spanwire-loadgen send`.
@@ -19,12 +21,19 @@ else
   cargo build --release --bins --locked -q
   bin=target/release
 fi
-for port in 4317 14317 13133; do
+for port in 4317 14317 14318 13133; do
   if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then echo "port $port is busy" >&2; exit 1; fi
 done
-taskset -c 1 $bin/spanwire-loadgen sink --listen 127.0.0.1:14317 2>/tmp/spanwire-bench-sink.log &
+config=benches/bench.yaml
+case "$mode" in
+  otlphttp) config=benches/bench-otlphttp.yaml ;;
+  sigv4) config=benches/bench-sigv4.yaml ;;
+esac
+taskset -c 1 $bin/spanwire-loadgen sink --listen 127.0.0.1:14317 --http-listen 127.0.0.1:14318 2>/tmp/spanwire-bench-sink.log &
 sink=$!
-taskset -c 0 $bin/spanwire run --config benches/bench.yaml 2>/tmp/spanwire-bench-daemon.log &
+# Static credentials for sigv4auth; nothing is sent to AWS.
+AWS_ACCESS_KEY_ID=AKIDBENCH AWS_SECRET_ACCESS_KEY=bench-secret AWS_EC2_METADATA_DISABLED=true \
+  taskset -c 0 $bin/spanwire run --config $config 2>/tmp/spanwire-bench-daemon.log &
 daemon=$!
 trap 'kill $daemon $sink 2>/dev/null || true' EXIT
 for _ in $(seq 100); do
@@ -32,7 +41,7 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 case "$mode" in
-  saturation) taskset -c 1 $bin/spanwire-loadgen send --grpc 127.0.0.1:4317 --concurrency 8 --batch ${BATCH:-100} --duration 20 --pid $daemon "$@" ;;
+  saturation|otlphttp|sigv4) taskset -c 1 $bin/spanwire-loadgen send --grpc 127.0.0.1:4317 --concurrency 8 --batch ${BATCH:-100} --duration 20 --pid $daemon "$@" ;;
   fixed)      taskset -c 1 $bin/spanwire-loadgen send --grpc 127.0.0.1:4317 --concurrency 1 --batch ${BATCH:-100} --rate 10000 --duration 30 --pid $daemon "$@" ;;
   http)       taskset -c 1 $bin/spanwire-loadgen send --http http://127.0.0.1:4318 --concurrency 8 --batch ${BATCH:-100} --duration 20 --pid $daemon "$@" ;;
   *) echo "unknown mode $mode" >&2; exit 2 ;;
