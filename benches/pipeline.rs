@@ -442,8 +442,8 @@ fn emf_convert(c: &mut Criterion) {
 /// one `fdatasync` per batch and measures this machine's disk more than
 /// spanwire.
 fn disk_queue(c: &mut Criterion) {
-    use spanwire::config::types::{FsyncPolicy, WhenFull};
     use spanwire::queue::disk::{encode_record, encoded_record, DiskConfig, DiskQueue};
+    use spanwire::settings::types::{FsyncPolicy, WhenFull};
     use spanwire::signal::EncodedBatch;
     use spanwire::signal::Payload;
     use std::sync::Arc;

@@ -21,6 +21,7 @@ pub mod proto;
 pub mod queue;
 pub mod receivers;
 pub mod rpc;
+pub mod settings;
 pub mod signal;
 pub mod telemetry;
 

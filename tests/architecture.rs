@@ -1,5 +1,6 @@
 //! The layering ARCHITECTURE.md promises, checked on the source itself:
-//! - no import circle among the files of `src/` (non-test code; a path to
+//! - no import circle among the top-level modules of `src/`, nor among its
+//!   files (non-test code; a path to
 //!   an item is an edge to the file of the deepest module it names, `mod x;`
 //!   declarations are not edges);
 //! - `config/` imports no component module, and neither does the pipeline
@@ -406,6 +407,27 @@ fn no_import_circle_among_src_files() {
         cycles.push(cycle.join(" -> "));
     }
     assert!(cycles.is_empty(), "import circles:\n{}", cycles.join("\n"));
+}
+
+/// The top-level module of a file: `config/mod.rs` -> `config`, `net.rs`... -> `net`.
+fn top(file: &str) -> String {
+    file.split('/')
+        .next()
+        .unwrap_or(file)
+        .trim_end_matches(".rs")
+        .to_string()
+}
+
+#[test]
+fn no_import_circle_among_top_level_modules() {
+    let mut g: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (from, to) in edges(&load()) {
+        let set = g.entry(top(&from)).or_default();
+        set.extend(to.iter().map(|t| top(t)).filter(|t| *t != top(&from)));
+    }
+    if let Some(cycle) = find_cycle(&g) {
+        panic!("import circle between modules: {}", cycle.join(" -> "));
+    }
 }
 
 #[test]

@@ -19,9 +19,9 @@ use spanwire::component::{
     BuiltExporter, Export, ExportError, ExportOk, ExporterContext, ExporterDef, ExporterFactory,
     Factories, Factory,
 };
-use spanwire::config::de::DeError;
-use spanwire::config::types::{QueueConfig, RetryConfig};
 use spanwire::consumer::StartError;
+use spanwire::settings::de::DeError;
+use spanwire::settings::types::{QueueConfig, RetryConfig};
 use spanwire::signal::Telemetry;
 
 /// Spans this test's exporter was given.

@@ -19,7 +19,7 @@ use hyper_util::rt::TokioExecutor;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use prost::Message;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-use spanwire::config::types::TlsClientConfig;
+use spanwire::settings::types::TlsClientConfig;
 use spanwire::signal::Signal;
 
 struct Pki {

@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use super::auth::Authenticators;
 use super::factory::{any_factory, Configured, Definition, Factory};
 use super::id::ComponentId;
-use crate::config::types::{QueueConfig, RetryConfig};
 use crate::consumer::StartError;
+use crate::settings::types::{QueueConfig, RetryConfig};
 use crate::signal::{EncodedBatch, Payload, Signal, Telemetry};
 
 /// What a successful export reports.

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 
-use crate::config::de::{from_node, DeError};
-use crate::config::yaml::Node;
+use crate::settings::de::{from_node, DeError};
+use crate::settings::yaml::Node;
 
 /// What every factory has, whatever its kind: a type name, aliases, and a
 /// config type read from YAML and validated.
@@ -112,8 +112,8 @@ macro_rules! any_factory {
             }
             fn parse(
                 &'static self,
-                node: &$crate::config::yaml::Node,
-            ) -> Result<std::sync::Arc<dyn $def>, $crate::config::de::DeError> {
+                node: &$crate::settings::yaml::Node,
+            ) -> Result<std::sync::Arc<dyn $def>, $crate::settings::de::DeError> {
                 Ok(std::sync::Arc::new($crate::component::factory::configure(
                     self, node,
                 )?))

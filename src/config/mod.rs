@@ -2,15 +2,11 @@
 //! YAML files with positions kept, typed per component, and validated as a
 //! graph.
 //!
-//! Loading goes: YAML text → marked [`yaml::Node`] tree (with `${env:...}`
+//! Loading goes: YAML text → marked [`Node`] tree (with `${env:...}`
 //! substituted) → trees of several files merged → each component's section
 //! deserialised into its own typed config (errors carry file, line, column
 //! and component id) → pipelines checked against the defined components and
 //! the signals each supports.
-
-pub mod de;
-pub mod types;
-pub mod yaml;
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -21,11 +17,12 @@ pub use crate::component::ComponentId;
 use crate::component::{
     ConnectorDef, ExporterDef, ExtensionDef, Factories, ProcessorDef, ReceiverDef, Registry,
 };
+use crate::settings::yaml::{self, Mark, Node, Scalar, Value};
+use crate::settings::{de, types};
 use crate::signal::Signal;
 pub use crate::telemetry::{
     LogFormat, LogsTelemetry, MetricsLevel, MetricsTelemetry, TelemetryConfig,
 };
-use yaml::{Mark, Node, Scalar, Value};
 
 /// One problem found in a config.
 #[derive(Debug, Clone, PartialEq)]

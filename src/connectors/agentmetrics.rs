@@ -35,9 +35,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::component::{ComponentId, Connector, ConnectorFactory, Factory};
-use crate::config::de::DeError;
-use crate::config::types::duration;
 use crate::consumer::{Acks, BoxConsumer, Consumers, StartError};
+use crate::settings::de::DeError;
+use crate::settings::types::duration;
 use crate::signal::{string_attribute, Signal, Telemetry};
 
 fn default_buckets() -> Vec<f64> {

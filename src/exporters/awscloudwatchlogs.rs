@@ -14,12 +14,12 @@ use crate::aws::AwsSettings;
 use crate::component::{
     BuiltExporter, Export, ExportError, ExportOk, ExporterContext, ExporterFactory, Factory,
 };
-use crate::config::de::DeError;
-use crate::config::types::{duration, QueueConfig, RetryConfig};
 use crate::consumer::StartError;
 use crate::convert::log_events::{
     expand, record_message, record_time_ms, LogEvent, LogFormat, NameKind,
 };
+use crate::settings::de::DeError;
+use crate::settings::types::{duration, QueueConfig, RetryConfig};
 use crate::signal::{Signal, Telemetry};
 
 /// Signals the exporter takes.

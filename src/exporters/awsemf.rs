@@ -18,13 +18,13 @@ use crate::aws::AwsSettings;
 use crate::component::{
     BuiltExporter, Export, ExportError, ExportOk, ExporterContext, ExporterFactory, Factory,
 };
-use crate::config::de::DeError;
-use crate::config::types::{duration, QueueConfig, RetryConfig};
 use crate::consumer::StartError;
 use crate::convert::emf::{
     self, Deltas, DimensionRollup, LabelMatcher, MetricDeclaration, MAX_DIMENSIONS_PER_SET,
 };
 use crate::convert::log_events::{expand, LogEvent, NameKind};
+use crate::settings::de::DeError;
+use crate::settings::types::{duration, QueueConfig, RetryConfig};
 use crate::signal::{Signal, Telemetry};
 
 /// Signals the exporter takes.

@@ -29,10 +29,10 @@ use crate::aws::{error_text, AwsSettings};
 use crate::component::{
     BuiltExporter, Export, ExportError, ExportOk, ExporterContext, ExporterFactory, Factory,
 };
-use crate::config::de::DeError;
-use crate::config::types::{duration, QueueConfig, RetryConfig};
 use crate::consumer::StartError;
 use crate::convert::xray::{self, Document};
+use crate::settings::de::DeError;
+use crate::settings::types::{duration, QueueConfig, RetryConfig};
 use crate::signal::{Signal, Telemetry};
 
 /// Most documents in one PutTraceSegments call.

@@ -11,8 +11,8 @@ use serde::Deserialize;
 use crate::component::{
     BuiltExporter, Export, ExportError, ExportOk, ExporterContext, ExporterFactory, Factory,
 };
-use crate::config::types::{QueueConfig, RetryConfig};
 use crate::consumer::StartError;
+use crate::settings::types::{QueueConfig, RetryConfig};
 use crate::signal::Telemetry;
 
 /// How much to print.

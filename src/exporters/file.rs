@@ -13,9 +13,9 @@ use serde::Deserialize;
 use crate::component::{
     BuiltExporter, Export, ExportError, ExportOk, ExporterContext, ExporterFactory, Factory,
 };
-use crate::config::de::DeError;
-use crate::config::types::{QueueConfig, RetryConfig};
 use crate::consumer::StartError;
+use crate::settings::de::DeError;
+use crate::settings::types::{QueueConfig, RetryConfig};
 use crate::signal::Telemetry;
 
 /// `exporters.file.rotation`.

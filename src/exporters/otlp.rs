@@ -24,11 +24,11 @@ use super::partial_success::OtlpResponse;
 use crate::component::{
     BuiltExporter, Export, ExportError, ExportOk, ExporterContext, ExporterFactory, Factory,
 };
-use crate::config::de::DeError;
-use crate::config::types::{
+use crate::consumer::StartError;
+use crate::settings::de::DeError;
+use crate::settings::types::{
     duration, Compression, ExporterAuth, QueueConfig, RetryConfig, TlsClientConfig,
 };
-use crate::consumer::StartError;
 use crate::signal::{EncodedBatch, Signal, Telemetry};
 
 /// `exporters.otlp`.

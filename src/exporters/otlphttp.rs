@@ -18,12 +18,12 @@ use crate::component::{
     AuthError, BuiltExporter, ClientAuth, Export, ExportError, ExportOk, ExporterContext,
     ExporterFactory, Factory,
 };
-use crate::config::de::DeError;
-use crate::config::types::{
-    duration, Compression, ExporterAuth, QueueConfig, RetryConfig, TlsClientConfig,
-};
 use crate::consumer::StartError;
 use crate::net::HttpsConnector;
+use crate::settings::de::DeError;
+use crate::settings::types::{
+    duration, Compression, ExporterAuth, QueueConfig, RetryConfig, TlsClientConfig,
+};
 use crate::signal::{EncodedBatch, Signal, Telemetry};
 
 /// Wire encoding of request bodies.

@@ -23,13 +23,13 @@ use tokio_util::sync::CancellationToken;
 use crate::component::{
     BuiltExporter, Export, ExportError, ExportOk, ExporterContext, ExporterFactory, Factory,
 };
-use crate::config::de::DeError;
-use crate::config::types::{check_listen_endpoint, duration};
-use crate::config::types::{QueueConfig, RetryConfig};
 use crate::consumer::StartError;
 use crate::convert::prometheus::{
     job_instance, label_value, labels, metric_name, render, Family, FamilyType, SeriesValue,
 };
+use crate::settings::de::DeError;
+use crate::settings::types::{check_listen_endpoint, duration};
+use crate::settings::types::{QueueConfig, RetryConfig};
 use crate::signal::{Signal, Telemetry};
 
 fn default_endpoint() -> String {

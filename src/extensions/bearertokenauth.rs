@@ -12,9 +12,9 @@ use serde::Deserialize;
 use crate::component::{
     AuthError, ClientAuth, ExtensionContext, ExtensionFactory, Factory, StartedExtension,
 };
-use crate::config::de::DeError;
-use crate::config::types::Secret;
 use crate::consumer::StartError;
+use crate::settings::de::DeError;
+use crate::settings::types::Secret;
 
 /// `extensions.bearertokenauth`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -11,9 +11,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::component::{ExtensionContext, ExtensionFactory, Factory, Health, StartedExtension};
-use crate::config::de::DeError;
-use crate::config::types::check_listen_endpoint;
 use crate::consumer::StartError;
+use crate::settings::de::DeError;
+use crate::settings::types::check_listen_endpoint;
 
 /// `extensions.health_check`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -29,8 +29,8 @@ use tokio::sync::Mutex;
 use crate::component::{
     AuthError, ClientAuth, ExtensionContext, ExtensionFactory, Factory, StartedExtension,
 };
-use crate::config::de::DeError;
 use crate::consumer::StartError;
+use crate::settings::de::DeError;
 
 /// `extensions.sigv4auth`.
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]

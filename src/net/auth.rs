@@ -17,7 +17,7 @@ impl std::fmt::Debug for BearerAuth {
 
 impl BearerAuth {
     /// Accepts `token`.
-    pub fn new(token: &crate::config::types::Secret) -> BearerAuth {
+    pub fn new(token: &crate::settings::types::Secret) -> BearerAuth {
         BearerAuth {
             expected: token.0.as_bytes().into(),
         }
@@ -45,7 +45,7 @@ impl BearerAuth {
 /// The checker for a receiver's `auth:` section, if it has one (the token
 /// file is read here, at start).
 pub fn bearer_auth(
-    cfg: Option<&crate::config::types::AuthConfig>,
+    cfg: Option<&crate::settings::types::AuthConfig>,
     component: &str,
 ) -> Result<Option<BearerAuth>, crate::consumer::StartError> {
     match cfg {
@@ -77,7 +77,7 @@ pub fn unauthorized() -> http::Response<Body> {
 #[cfg(test)]
 mod bearer_tests {
     use super::*;
-    use crate::config::types::Secret;
+    use crate::settings::types::Secret;
 
     #[test]
     fn bearer_tokens() {

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::listen::NetError;
-use crate::config::types::TlsClientConfig;
+use crate::settings::types::TlsClientConfig;
 
 /// An HTTP(S) connector with TCP_NODELAY for hyper and tonic clients.
 pub type HttpsConnector =

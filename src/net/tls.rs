@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::listen::{accept, NetError};
-use crate::config::types::TlsServerConfig;
+use crate::settings::types::TlsServerConfig;
 
 /// A receiver's TLS side: the rustls acceptor built from its `tls` settings,
 /// with a handshake timeout and a failure counter.

@@ -13,8 +13,8 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::component::{Factory, ProcessorContext, ProcessorFactory, Stage, SyncProcessor};
-use crate::config::de::DeError;
 use crate::consumer::{ConsumeError, StartError};
+use crate::settings::de::DeError;
 use crate::signal::Telemetry;
 
 /// What to do with a key.
@@ -341,7 +341,7 @@ impl SyncProcessor for AttributesProcessor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{de::from_node, yaml::parse};
+    use crate::settings::{de::from_node, yaml::parse};
 
     fn cfg(text: &str) -> Result<ActionsConfig, DeError> {
         let (n, _) = parse("t", text, &|_| None).unwrap();

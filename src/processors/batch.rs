@@ -19,12 +19,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::component::{Factory, ProcessorContext, ProcessorFactory, Stage, StageTask};
-use crate::config::de::DeError;
-use crate::config::types::duration;
 use crate::consumer::{
     offer_until_taken, AckOutcome, Acks, Backoff, BoxConsumer, ConsumeError, Consumer, Offered,
     StartError,
 };
+use crate::settings::de::DeError;
+use crate::settings::types::duration;
 use crate::signal::{metric_points, EncodedBatch, Signal, Telemetry};
 use crate::telemetry::SignalCounters;
 use opentelemetry_proto::tonic::logs::v1::{ResourceLogs, ScopeLogs};

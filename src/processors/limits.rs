@@ -10,8 +10,8 @@ use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use serde::Deserialize;
 
 use crate::component::{Factory, ProcessorContext, ProcessorFactory, Stage, SyncProcessor};
-use crate::config::de::DeError;
 use crate::consumer::{ConsumeError, StartError};
+use crate::settings::de::DeError;
 use crate::signal::Telemetry;
 
 /// `processors.limits`.

@@ -10,9 +10,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::component::{Factory, ProcessorContext, ProcessorFactory, Stage, SyncProcessor};
-use crate::config::de::DeError;
-use crate::config::types::duration;
 use crate::consumer::{ConsumeError, StartError};
+use crate::settings::de::DeError;
+use crate::settings::types::duration;
 use crate::signal::Telemetry;
 
 const MIB: u64 = 1024 * 1024;

@@ -49,8 +49,8 @@ use metrics::{Counter, Gauge};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::types::{FsyncPolicy, QueueConfig, WhenFull};
 use crate::convert::otlp_proto;
+use crate::settings::types::{FsyncPolicy, QueueConfig, WhenFull};
 use crate::signal::{EncodedBatch, Payload, Signal, Telemetry};
 use crate::telemetry::{exporter_counter, gauge};
 

@@ -19,8 +19,8 @@ pub mod disk;
 
 use self::disk::{Appended, DiskConfig, DiskQueue, DiskQueueError};
 use crate::component::{Connector, DynExport, ExportError};
-use crate::config::types::RetryConfig;
 use crate::consumer::{AckOutcome, Acks, ConsumeError, Consumer};
+use crate::settings::types::RetryConfig;
 use crate::signal::{EncodedBatch, Payload, Signal, Telemetry};
 use crate::telemetry::{gauge, SignalCounters};
 
@@ -439,7 +439,7 @@ pub fn connector_input(name: &str, connector: Arc<dyn Connector>) -> RunningExpo
 pub fn spawn(
     name: &str,
     export: Arc<dyn DynExport>,
-    queue: &crate::config::types::QueueConfig,
+    queue: &crate::settings::types::QueueConfig,
     retry: RetryConfig,
     stop: CancellationToken,
 ) -> Result<RunningExporter, DiskQueueError> {
@@ -471,7 +471,7 @@ pub fn spawn(
             ..DiskConfig::from_queue(queue, root, name)
         };
         let (disk, _) = DiskQueue::open(cfg, name)?;
-        if queue.fsync == crate::config::types::FsyncPolicy::Interval {
+        if queue.fsync == crate::settings::types::FsyncPolicy::Interval {
             disk.spawn_syncer(queue.fsync_interval, stop.clone());
         }
         shared.disk = Some(disk.clone());
@@ -686,7 +686,7 @@ fn jitter(d: Duration, factor: f64) -> Duration {
 mod tests {
     use super::*;
     use crate::component::{Export, ExportOk};
-    use crate::config::types::QueueConfig;
+    use crate::settings::types::QueueConfig;
     use std::sync::atomic::AtomicUsize;
 
     /// Fails `fail_first` times with a retryable error, then succeeds; counts items.

@@ -24,12 +24,12 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::component::{ComponentId, Factory, ReceiverContext, ReceiverFactory};
-use crate::config::de::DeError;
-use crate::config::types::{check_listen_endpoint, duration, AuthConfig, TlsServerConfig};
 use crate::consumer::{offer_until_taken, Acks, Backoff, BoxConsumer, Offered, StartError};
 use crate::convert::bedrock::assemble::{Assembler, Released};
 use crate::convert::bedrock::{self, CaptureContent, Options, TraceParent};
 use crate::net::{self, Body};
+use crate::settings::de::DeError;
+use crate::settings::types::{check_listen_endpoint, duration, AuthConfig, TlsServerConfig};
 use crate::signal::{string_attribute, Signal, Telemetry};
 use crate::telemetry::SignalCounters;
 

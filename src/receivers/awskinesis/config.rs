@@ -6,8 +6,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::decode::Format;
-use crate::config::de::DeError;
-use crate::config::types::duration;
+use crate::settings::de::DeError;
+use crate::settings::types::duration;
 use crate::signal::Signal;
 
 /// Where reading starts on a shard without a checkpoint.

@@ -34,9 +34,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::aws::AwsSettings;
 use crate::component::{ComponentId, Factory, ReceiverContext, ReceiverFactory};
-use crate::config::de::DeError;
 use crate::consumer::{Consumers, StartError};
 use crate::convert::aws_spans::{SpanStream, StreamOptions};
+use crate::settings::de::DeError;
 use crate::signal::Signal;
 
 pub use decode::Format;

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::config::de::DeError;
-use crate::config::types::{check_listen_endpoint, AuthConfig, TlsServerConfig};
+use crate::settings::de::DeError;
+use crate::settings::types::{check_listen_endpoint, AuthConfig, TlsServerConfig};
 
 /// `receivers.otlp`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -51,7 +51,7 @@ pub struct GrpcConfig {
     pub wait_for_delivery: bool,
     /// With `wait_for_delivery`, how long to wait before answering
     /// `UNAVAILABLE` (the data may still be delivered; a retry may duplicate it).
-    #[serde(with = "crate::config::types::duration")]
+    #[serde(with = "crate::settings::types::duration")]
     pub delivery_timeout: Duration,
 }
 
@@ -95,7 +95,7 @@ pub struct HttpConfig {
     pub wait_for_delivery: bool,
     /// With `wait_for_delivery`, how long to wait before answering 503 (the
     /// data may still be delivered; a retry may duplicate it).
-    #[serde(with = "crate::config::types::duration")]
+    #[serde(with = "crate::settings::types::duration")]
     pub delivery_timeout: Duration,
 }
 

@@ -13,8 +13,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::component::{ComponentId, Factory, ReceiverContext, ReceiverFactory};
-use crate::config::de::DeError;
 use crate::consumer::{Consumers, StartError};
+use crate::settings::de::DeError;
 use crate::signal::Signal;
 
 /// The `otlp` receiver's factory.
@@ -80,7 +80,7 @@ async fn start(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{de::from_node, yaml::parse};
+    use crate::settings::{de::from_node, yaml::parse};
 
     fn cfg(text: &str) -> Result<OtlpReceiverConfig, DeError> {
         let (n, _) = parse("t", text, &|_| None).unwrap();

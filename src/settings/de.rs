@@ -290,7 +290,7 @@ impl<'de> de::VariantAccess<'de> for &'de Node {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::yaml::parse;
+    use crate::settings::yaml::parse;
     use serde::Deserialize;
 
     #[derive(Debug, Deserialize)]
