@@ -77,6 +77,17 @@ pub async fn sdk_config(s: &AwsSettings) -> Result<SdkConfig, AwsError> {
     Ok(base)
 }
 
+/// `(service, region)` of an AWS endpoint host `<service>.<region>.amazonaws.com`
+/// (or `.amazonaws.com.cn`); `None` for any other host.
+pub fn endpoint_host(host: &str) -> Option<(&str, &str)> {
+    let base = host
+        .strip_suffix(".amazonaws.com")
+        .or_else(|| host.strip_suffix(".amazonaws.com.cn"))?;
+    let (service, region) = base.split_once('.')?;
+    (!service.is_empty() && region.contains('-') && !region.contains('.'))
+        .then_some((service, region))
+}
+
 /// Checks the settings AWS exporters share: `endpoint`, `role_arn`,
 /// `request_timeout` and `max_concurrent_requests`.
 pub fn check_settings(
@@ -112,4 +123,24 @@ pub fn check_settings(
 /// often just "service error").
 pub fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
     aws_smithy_types::error::display::DisplayErrorContext(e).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_and_region_come_from_aws_hosts_only() {
+        assert_eq!(
+            endpoint_host("xray.us-west-2.amazonaws.com"),
+            Some(("xray", "us-west-2"))
+        );
+        assert_eq!(
+            endpoint_host("logs.cn-north-1.amazonaws.com.cn"),
+            Some(("logs", "cn-north-1"))
+        );
+        assert_eq!(endpoint_host("127.0.0.1"), None);
+        assert_eq!(endpoint_host("collector.example.com"), None);
+        assert_eq!(endpoint_host("amazonaws.com"), None);
+    }
 }

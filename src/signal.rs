@@ -28,6 +28,15 @@ impl Signal {
     /// All signals.
     pub const ALL: [Signal; 3] = [Signal::Traces, Signal::Metrics, Signal::Logs];
 
+    /// Its position in [`Signal::ALL`], for per-signal arrays.
+    pub fn index(self) -> usize {
+        match self {
+            Signal::Traces => 0,
+            Signal::Metrics => 1,
+            Signal::Logs => 2,
+        }
+    }
+
     /// The name used in pipeline ids (`traces`, `metrics`, `logs`).
     pub fn as_str(self) -> &'static str {
         match self {

@@ -39,18 +39,6 @@ pub struct Configured<F: Factory> {
     pub(super) config: F::Config,
 }
 
-impl<F: Factory> Configured<F> {
-    /// The factory.
-    pub fn factory(&self) -> &'static F {
-        self.factory
-    }
-
-    /// The typed config.
-    pub fn config(&self) -> &F::Config {
-        &self.config
-    }
-}
-
 impl<F: Factory> fmt::Debug for Configured<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct(self.factory.type_name())

@@ -1113,16 +1113,15 @@ pub fn convert<'a>(
                 let Some(data) = &m.data else { continue };
                 let scope = sm.scope.as_ref().map_or("", |s| s.name.as_str());
                 let key_name = format!("{scope}\u{1}{}", m.name);
-                let mut pts = Points {
+                let points = Points {
                     res,
                     key_name: &key_name,
                     deltas: &mut *deltas,
                     stats: &mut stats,
                     now_ns,
                     out: Vec::new(),
-                };
-                pts.take(data);
-                let points = std::mem::take(&mut pts.out);
+                }
+                .take(data);
                 let unit = cloudwatch_unit(&m.unit);
                 let at = Placing { opts, res, now_ns };
                 for point in points {
@@ -1162,7 +1161,8 @@ struct Points<'a, 'd> {
 }
 
 impl<'a> Points<'a, '_> {
-    fn take(&mut self, data: &'a Data) {
+    /// The metric's points.
+    fn take(mut self, data: &'a Data) -> Vec<(&'a [KeyValue], u64, Option<Value>)> {
         let cumulative = AggregationTemporality::Cumulative as i32;
         match data {
             Data::Gauge(g) => {
@@ -1232,6 +1232,7 @@ impl<'a> Points<'a, '_> {
                 }
             }
         }
+        self.out
     }
 
     /// A cumulative monotonic sum point as the delta since the last one.

@@ -110,12 +110,6 @@ const CLOUDWATCH_TRACES: Limits = Limits {
     bytes: 5_000_000,
 };
 
-/// Whether `host` is the CloudWatch OTLP traces endpoint (`xray.<region>.amazonaws.com`).
-fn is_cloudwatch_traces(host: &str) -> bool {
-    host.starts_with("xray.")
-        && (host.ends_with(".amazonaws.com") || host.ends_with(".amazonaws.com.cn"))
-}
-
 impl OtlpHttpExporterConfig {
     /// The request limits for `signal`: the configured ones, else the
     /// endpoint's documented ones.
@@ -124,8 +118,12 @@ impl OtlpHttpExporterConfig {
             .url(signal)
             .and_then(|u| u.parse::<http::Uri>().ok())
             .and_then(|u| u.host().map(str::to_string));
-        let known = match host {
-            Some(h) if signal == Signal::Traces && is_cloudwatch_traces(&h) => CLOUDWATCH_TRACES,
+        let service = host
+            .as_deref()
+            .and_then(crate::aws::endpoint_host)
+            .map(|h| h.0);
+        let known = match service {
+            Some("xray") if signal == Signal::Traces => CLOUDWATCH_TRACES,
             _ => Limits::default(),
         };
         Limits {
@@ -171,7 +169,11 @@ impl OtlpHttpExporterConfig {
                 .parse::<http::Uri>()
                 .ok()
                 .and_then(|u| u.host().map(str::to_string));
-            if host.is_some_and(|h| is_cloudwatch_logs(&h)) {
+            let service = host
+                .as_deref()
+                .and_then(crate::aws::endpoint_host)
+                .map(|h| h.0);
+            if service == Some("logs") {
                 for need in ["x-aws-log-group", "x-aws-log-stream"] {
                     if !self.headers.keys().any(|k| k.eq_ignore_ascii_case(need)) {
                         return Err(DeError::custom(format!(
@@ -190,12 +192,6 @@ impl OtlpHttpExporterConfig {
         self.sending_queue.validate().map_err(DeError::custom)?;
         Ok(())
     }
-}
-
-/// Whether `host` is a CloudWatch Logs endpoint (`logs.<region>.amazonaws.com`).
-fn is_cloudwatch_logs(host: &str) -> bool {
-    host.starts_with("logs.")
-        && (host.ends_with(".amazonaws.com") || host.ends_with(".amazonaws.com.cn"))
 }
 
 /// The running exporter.
@@ -417,7 +413,7 @@ impl Export for OtlpHttpExporter {
         data: &Arc<Telemetry>,
         progress: &mut Option<Requests>,
     ) -> Result<ExportOk, ExportError> {
-        let limits = self.limits[slot(data.signal())];
+        let limits = self.limits[data.signal().index()];
         if limits.none() {
             return self.post(data.signal(), self.body(data)).await;
         }
@@ -463,14 +459,6 @@ pub struct Requests {
     ok: ExportOk,
 }
 
-fn slot(signal: Signal) -> usize {
-    match signal {
-        Signal::Traces => 0,
-        Signal::Metrics => 1,
-        Signal::Logs => 2,
-    }
-}
-
 impl OtlpHttpExporter {
     /// Splits `data` into request bodies within `limits`: at most
     /// `limits.items` items, then halved until each body fits
@@ -478,6 +466,15 @@ impl OtlpHttpExporter {
     /// sent: it is counted as rejected and logged, with the reason.
     fn split(&self, data: &Telemetry, limits: Limits) -> Requests {
         let mut out = Requests::default();
+        // Most batches fit: one body, and no copy of the batch to split.
+        let items = data.item_count();
+        if limits.items == 0 || items <= limits.items {
+            let body = self.body(data);
+            if limits.bytes == 0 || body.len() <= limits.bytes {
+                out.bodies.push_back((body, items));
+                return out;
+            }
+        }
         let mut rest = data.clone();
         let mut todo: Vec<Telemetry> = Vec::new();
         while rest.item_count() > 0 {
@@ -520,11 +517,7 @@ impl OtlpHttpExporter {
             Compression::Zstd => (Bytes::from(crate::net::zstd_compress(&raw)), Some("zstd")),
             Compression::None => (raw, None),
         };
-        let Some(url) = &self.urls[match signal {
-            Signal::Traces => 0,
-            Signal::Metrics => 1,
-            Signal::Logs => 2,
-        }] else {
+        let Some(url) = &self.urls[signal.index()] else {
             return Err(ExportError::Permanent(format!(
                 "no {}_endpoint configured",
                 signal.as_str()

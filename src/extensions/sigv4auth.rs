@@ -100,7 +100,9 @@ impl ExtensionFactory for SigV4AuthFactory {
         config: &SigV4AuthConfig,
         ctx: ExtensionContext<'_>,
     ) -> Result<StartedExtension, StartError> {
-        let provider = credentials(config).await;
+        let provider = credentials(config)
+            .await
+            .map_err(|e| StartError::component(&ctx.id.to_string(), e))?;
         tracing::info!(extension = %ctx.id, region = ?config.region, service = ?config.service,
             assume_role = !config.assume_role.arn.is_empty(), "sigv4auth ready");
         Ok(StartedExtension {
@@ -117,7 +119,7 @@ impl ExtensionFactory for SigV4AuthFactory {
 
 /// The credentials provider: the default chain, or a role assumed with it.
 /// Nothing is fetched here: the first request fetches.
-async fn credentials(config: &SigV4AuthConfig) -> SharedCredentialsProvider {
+async fn credentials(config: &SigV4AuthConfig) -> Result<SharedCredentialsProvider, String> {
     let mut loader = crate::aws::loader(Duration::from_secs(10));
     if let Some(r) = config.region.clone() {
         loader = loader.region(aws_config::Region::new(r));
@@ -126,9 +128,9 @@ async fn credentials(config: &SigV4AuthConfig) -> SharedCredentialsProvider {
     let role = &config.assume_role;
     let chain = base
         .credentials_provider()
-        .unwrap_or_else(|| SharedCredentialsProvider::new(NoCredentials));
+        .ok_or("the AWS configuration has no credentials provider")?;
     if role.arn.is_empty() {
-        return chain;
+        return Ok(chain);
     }
     let mut sts = aws_config::sts::AssumeRoleProvider::builder(role.arn.clone())
         .session_name(
@@ -140,26 +142,7 @@ async fn credentials(config: &SigV4AuthConfig) -> SharedCredentialsProvider {
     if let Some(r) = role.sts_region.clone().or_else(|| config.region.clone()) {
         sts = sts.region(aws_config::Region::new(r));
     }
-    SharedCredentialsProvider::new(sts.build().await)
-}
-
-/// A provider for a chain that found nothing to load: says so on use.
-#[derive(Debug)]
-struct NoCredentials;
-
-impl ProvideCredentials for NoCredentials {
-    fn provide_credentials<'a>(
-        &'a self,
-    ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
-    where
-        Self: 'a,
-    {
-        aws_credential_types::provider::future::ProvideCredentials::ready(Err(
-            aws_credential_types::provider::error::CredentialsError::not_loaded(
-                "no AWS credentials provider is configured",
-            ),
-        ))
-    }
+    Ok(SharedCredentialsProvider::new(sts.build().await))
 }
 
 /// Signs requests with cached credentials.
@@ -208,18 +191,6 @@ impl SigV4Signer {
     }
 }
 
-/// `(service, region)` from an AWS endpoint host `<service>.<region>.amazonaws.com`.
-fn infer(host: &str) -> (Option<&str>, Option<&str>) {
-    let mut labels = host.split('.');
-    let service = labels.next();
-    let region = labels.next();
-    let aws = host.ends_with(".amazonaws.com") || host.ends_with(".amazonaws.com.cn");
-    if !aws {
-        return (None, None);
-    }
-    (service, region.filter(|r| r.contains('-')))
-}
-
 #[async_trait]
 impl ClientAuth for SigV4Signer {
     fn signs_body(&self) -> bool {
@@ -232,7 +203,8 @@ impl ClientAuth for SigV4Signer {
         body: &[u8],
     ) -> Result<(), AuthError> {
         let host = parts.uri.host().unwrap_or_default().to_string();
-        let (inferred_service, inferred_region) = infer(&host);
+        let inferred = crate::aws::endpoint_host(&host);
+        let (inferred_service, inferred_region) = (inferred.map(|i| i.0), inferred.map(|i| i.1));
         let service = self
             .service
             .as_deref()
@@ -289,20 +261,6 @@ impl ClientAuth for SigV4Signer {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn service_and_region_come_from_aws_hosts_only() {
-        assert_eq!(
-            infer("xray.us-west-2.amazonaws.com"),
-            (Some("xray"), Some("us-west-2"))
-        );
-        assert_eq!(
-            infer("logs.eu-central-1.amazonaws.com"),
-            (Some("logs"), Some("eu-central-1"))
-        );
-        assert_eq!(infer("127.0.0.1"), (None, None));
-        assert_eq!(infer("collector.example.com"), (None, None));
-    }
 
     #[test]
     fn credentials_are_refreshed_before_they_expire() {

@@ -36,14 +36,6 @@ pub struct Shared {
     disk: Option<Arc<DiskQueue>>,
 }
 
-fn slot(signal: Signal) -> usize {
-    match signal {
-        Signal::Traces => 0,
-        Signal::Metrics => 1,
-        Signal::Logs => 2,
-    }
-}
-
 impl Shared {
     fn new(name: &str) -> Shared {
         let labels = [("exporter", name.to_string())];
@@ -62,7 +54,7 @@ impl Shared {
     pub fn outstanding(&self) -> Vec<(Signal, u64)> {
         Signal::ALL
             .iter()
-            .map(|s| (*s, self.outstanding[slot(*s)].load(Ordering::Relaxed)))
+            .map(|s| (*s, self.outstanding[s.index()].load(Ordering::Relaxed)))
             .filter(|(_, n)| *n > 0)
             .collect()
     }
@@ -152,7 +144,7 @@ impl ExporterInput {
     /// Puts `data` in the reserved slot.
     pub fn send_reserved(&self, permit: mpsc::Permit<'_, Item>, data: Payload, acks: Acks) {
         let n = data.item_count() as u64;
-        self.shared.outstanding[slot(data.signal())].fetch_add(n, Ordering::Relaxed);
+        self.shared.outstanding[data.signal().index()].fetch_add(n, Ordering::Relaxed);
         let depth = self.shared.queued_batches.fetch_add(1, Ordering::Relaxed) + 1;
         self.shared.queue_gauge.set(depth as f64);
         permit.send((data, acks));
@@ -189,7 +181,7 @@ impl ExporterInput {
                 stop,
             } => {
                 let n = data.item_count() as u64;
-                let s = slot(data.signal());
+                let s = data.signal().index();
                 self.shared.outstanding[s].fetch_add(n, Ordering::Relaxed);
                 let outcome = deliver(export, &data, retry, stop, &self.shared, false).await;
                 self.shared.outstanding[s].fetch_sub(outcome.settled(n), Ordering::Relaxed);
@@ -536,7 +528,7 @@ pub fn spawn(
                     shared.queue_gauge.set(depth as f64);
                     let n = data.item_count() as u64;
                     let outcome = deliver(&export, &data, &retry, &stop, &shared, false).await;
-                    shared.outstanding[slot(data.signal())]
+                    shared.outstanding[data.signal().index()]
                         .fetch_sub(outcome.settled(n), Ordering::Relaxed);
                     outcome.mark(&acks);
                 }

@@ -505,6 +505,7 @@ fn ids(span: &Span) -> Result<(String, String, Option<String>), XrayError> {
 
 /// What one pass over a span's attributes found: the structured blocks'
 /// fields, and each attribute's category (which block it feeds).
+#[derive(Default)]
 struct Scan<'a> {
     cats: Vec<u8>,
     http: Http<'a>,
@@ -526,19 +527,7 @@ impl<'a> Scan<'a> {
     fn new(attributes: usize) -> Scan<'a> {
         Scan {
             cats: vec![CAT_NONE; attributes],
-            http: Http::default(),
-            has_http: false,
-            url: UrlParts::default(),
-            aws: Aws::default(),
-            db_system: None,
-            db_name: None,
-            db_statement: None,
-            db_user: None,
-            db_conn: None,
-            user: None,
-            in_progress: false,
-            rpc_method: None,
-            xray_annotations: None,
+            ..Scan::default()
         }
     }
 
