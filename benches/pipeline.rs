@@ -8,7 +8,7 @@
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
-use spanwire::processors::batch::{append, split_front};
+use spanwire::convert::split::{append, split_front};
 use spanwire::signal::{Signal, Telemetry};
 
 #[path = "agent_spans.rs"]

@@ -9,4 +9,5 @@ pub mod log_events;
 pub mod otlp_json;
 pub mod otlp_proto;
 pub mod prometheus;
+pub mod split;
 pub mod xray;

@@ -483,7 +483,7 @@ impl OtlpHttpExporter {
             } else {
                 limits.items
             };
-            todo.push(crate::processors::batch::split_front(&mut rest, n));
+            todo.push(crate::convert::split::split_front(&mut rest, n));
         }
         while let Some(mut chunk) = todo.pop() {
             let body = self.body(&chunk);
@@ -493,7 +493,7 @@ impl OtlpHttpExporter {
             } else if items > 1 {
                 // Taken from the end of `todo`: the tail first, so that
                 // `bodies` keeps the batch's order.
-                let head = crate::processors::batch::split_front(&mut chunk, items / 2);
+                let head = crate::convert::split::split_front(&mut chunk, items / 2);
                 todo.push(head);
                 todo.push(chunk);
             } else {
