@@ -501,21 +501,22 @@ fn disk_queue(c: &mut Criterion) {
             read_encoded: enc,
         };
         let (q, _) = DiskQueue::open(cfg, "bench").expect("open");
+        let none = spanwire::signal::Metadata::default();
         g.bench_function(name, |b| {
             b.iter(|| {
                 for i in 0..BATCHES as usize {
                     let (record, payload) = if enc {
                         let e = &encoded[i];
-                        (encoded_record(e), Payload::Encoded(e.clone()))
+                        (encoded_record(e, &none), Payload::Encoded(e.clone()))
                     } else {
                         let d = &batches[i];
-                        (encode_record(d), Payload::Structs(d.clone()))
+                        (encode_record(d, &none), Payload::Structs(d.clone()))
                     };
                     let res = q
                         .reserve(record.len() as u64)
                         .expect("open queue")
                         .expect("room");
-                    q.append(res, &record, &payload).expect("append");
+                    q.append(res, &record, &payload, &none).expect("append");
                 }
                 let mut spans = 0;
                 for _ in 0..BATCHES {
@@ -586,7 +587,8 @@ fn sigv4_sign(c: &mut Criterion) {
     g.bench_function("sign_gzip_body", |b| {
         b.iter(|| {
             let mut parts = request();
-            rt.block_on(auth.authorize(&mut parts, &body)).unwrap();
+            rt.block_on(auth.authorize(&mut parts, &body, &Default::default()))
+                .unwrap();
             std::hint::black_box(parts.headers.len())
         })
     });

@@ -215,3 +215,62 @@ impl Payload {
         }
     }
 }
+
+/// Client metadata kept with a batch: the request headers (HTTP) or gRPC
+/// metadata a receiver with `include_metadata: true` saw, names in lower
+/// case, in the order received (a name may repeat). Empty for most data,
+/// and then it allocates nothing; clones share one list.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Metadata(Option<Arc<[(String, String)]>>);
+
+impl Metadata {
+    /// Metadata holding `pairs` (names are lower-cased).
+    pub fn new(pairs: impl IntoIterator<Item = (String, String)>) -> Metadata {
+        let v: Vec<(String, String)> = pairs
+            .into_iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v))
+            .collect();
+        if v.is_empty() {
+            Metadata(None)
+        } else {
+            Metadata(Some(v.into()))
+        }
+    }
+
+    /// True when it holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
+    /// Every `(name, value)` pair.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0
+            .iter()
+            .flat_map(|v| v.iter())
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// The values of `name` (any case), in order.
+    pub fn get<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.iter()
+            .filter(move |(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+
+    /// The first value of `name`, if any.
+    pub fn first(&self, name: &str) -> Option<&str> {
+        self.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+
+    /// Only the values of `keys`, in the order of `keys` (what the batch
+    /// processor's `metadata_keys` keeps, and batches by).
+    pub fn select(&self, keys: &[String]) -> Metadata {
+        Metadata::new(keys.iter().flat_map(|k| {
+            self.get(k)
+                .map(move |v| (k.clone(), v.to_string()))
+                .collect::<Vec<_>>()
+        }))
+    }
+}

@@ -75,7 +75,12 @@ struct Count;
 #[async_trait]
 impl Export for Count {
     type Progress = ();
-    async fn export(&self, d: &Arc<Telemetry>, _: &mut ()) -> Result<ExportOk, ExportError> {
+    async fn export(
+        &self,
+        d: &Arc<Telemetry>,
+        _: &spanwire::signal::Metadata,
+        _: &mut (),
+    ) -> Result<ExportOk, ExportError> {
         COUNTED.fetch_add(d.item_count(), Ordering::SeqCst);
         Ok(ExportOk::default())
     }

@@ -13,7 +13,7 @@ use super::factory::{any_factory, Configured, Definition, Factory};
 use super::id::ComponentId;
 use crate::consumer::StartError;
 use crate::settings::types::{QueueConfig, RetryConfig};
-use crate::signal::{EncodedBatch, Payload, Signal, Telemetry};
+use crate::signal::{EncodedBatch, Metadata, Payload, Signal, Telemetry};
 
 /// What a successful export reports.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -49,10 +49,13 @@ pub trait Export: Send + Sync + 'static {
     /// retry of the same batch. `()` for exporters that send a batch whole.
     type Progress: Default + Send + Sync + 'static;
 
-    /// Sends `data`; may be called again with the same data and `progress` to retry.
+    /// Sends `data`; may be called again with the same data and `progress`
+    /// to retry. `metadata` is the client metadata the batch carries (empty
+    /// unless a receiver kept it and every stage since let it through).
     async fn export(
         &self,
         data: &Arc<Telemetry>,
+        metadata: &Metadata,
         progress: &mut Self::Progress,
     ) -> Result<ExportOk, ExportError>;
 
@@ -70,7 +73,11 @@ pub trait Export: Send + Sync + 'static {
 
     /// Sends a batch already encoded as an OTLP export request, whole; may be
     /// called again to retry. Only called when [`Export::takes_encoded`] is true.
-    async fn export_encoded(&self, data: &EncodedBatch) -> Result<ExportOk, ExportError> {
+    async fn export_encoded(
+        &self,
+        data: &EncodedBatch,
+        _metadata: &Metadata,
+    ) -> Result<ExportOk, ExportError> {
         Err(ExportError::Permanent(format!(
             "this exporter does not send encoded batches ({} {})",
             data.items,
@@ -97,6 +104,7 @@ pub trait Delivery: Send {
 struct TypedDelivery<E: Export> {
     export: Arc<E>,
     data: Payload,
+    metadata: Metadata,
     progress: E::Progress,
 }
 
@@ -104,8 +112,12 @@ struct TypedDelivery<E: Export> {
 impl<E: Export> Delivery for TypedDelivery<E> {
     async fn attempt(&mut self) -> Result<ExportOk, ExportError> {
         match &self.data {
-            Payload::Structs(d) => self.export.export(d, &mut self.progress).await,
-            Payload::Encoded(e) => self.export.export_encoded(e).await,
+            Payload::Structs(d) => {
+                self.export
+                    .export(d, &self.metadata, &mut self.progress)
+                    .await
+            }
+            Payload::Encoded(e) => self.export.export_encoded(e, &self.metadata).await,
         }
     }
 
@@ -120,8 +132,9 @@ impl<E: Export> Delivery for TypedDelivery<E> {
 /// An exporter as queues hold it, whatever its progress type.
 #[async_trait]
 pub trait DynExport: Send + Sync + 'static {
-    /// Begins delivering `data` (no I/O until [`Delivery::attempt`]).
-    fn begin(self: Arc<Self>, data: Payload) -> Box<dyn Delivery>;
+    /// Begins delivering `data`, which carries `metadata` (no I/O until
+    /// [`Delivery::attempt`]).
+    fn begin(self: Arc<Self>, data: Payload, metadata: Metadata) -> Box<dyn Delivery>;
     /// See [`Export::takes_encoded`].
     fn takes_encoded(&self) -> bool;
     /// See [`Export::shutdown`].
@@ -130,10 +143,11 @@ pub trait DynExport: Send + Sync + 'static {
 
 #[async_trait]
 impl<E: Export> DynExport for E {
-    fn begin(self: Arc<Self>, data: Payload) -> Box<dyn Delivery> {
+    fn begin(self: Arc<Self>, data: Payload, metadata: Metadata) -> Box<dyn Delivery> {
         Box::new(TypedDelivery {
             export: self,
             data,
+            metadata,
             progress: E::Progress::default(),
         })
     }
@@ -195,9 +209,9 @@ pub trait ExporterFactory: Factory {
         Vec::new()
     }
 
-    /// The extension it names under `auth.authenticator`, if any.
-    fn authenticator<'c>(&self, _config: &'c Self::Config) -> Option<&'c str> {
-        None
+    /// The extensions it names under `auth.authenticator`, in order.
+    fn authenticators<'c>(&self, _config: &'c Self::Config) -> &'c [String] {
+        &[]
     }
 
     /// Builds it (no I/O that may block start-up).
@@ -214,8 +228,8 @@ pub trait ExporterDef: Definition {
     fn signals(&self) -> &'static [Signal];
     /// Addresses it listens on.
     fn listen_endpoints(&self) -> Vec<String>;
-    /// The extension it names under `auth.authenticator`, if any.
-    fn authenticator(&self) -> Option<&str>;
+    /// The extensions it names under `auth.authenticator`, in order.
+    fn authenticators(&self) -> &[String];
     /// Builds it.
     fn build(&self, ctx: ExporterContext<'_>) -> Result<BuiltExporter, StartError>;
 }
@@ -227,8 +241,8 @@ impl<F: ExporterFactory> ExporterDef for Configured<F> {
     fn listen_endpoints(&self) -> Vec<String> {
         self.factory.listen_endpoints(&self.config)
     }
-    fn authenticator(&self) -> Option<&str> {
-        self.factory.authenticator(&self.config)
+    fn authenticators(&self) -> &[String] {
+        self.factory.authenticators(&self.config)
     }
     fn build(&self, ctx: ExporterContext<'_>) -> Result<BuiltExporter, StartError> {
         self.factory.build(&self.config, ctx)

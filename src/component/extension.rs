@@ -85,6 +85,12 @@ pub trait ExtensionFactory: Factory {
         false
     }
 
+    /// Whether, as an authenticator, it signs requests (so it must come
+    /// last among an exporter's authenticators).
+    fn signs_requests(&self) -> bool {
+        false
+    }
+
     /// Starts it.
     async fn start(
         &self,
@@ -100,6 +106,8 @@ pub trait ExtensionDef: Definition {
     fn endpoints(&self) -> Vec<String>;
     /// Whether it is a client authenticator.
     fn is_authenticator(&self) -> bool;
+    /// Whether, as an authenticator, it signs requests.
+    fn signs_requests(&self) -> bool;
     /// Starts it.
     async fn start(&self, ctx: ExtensionContext<'_>) -> Result<StartedExtension, StartError>;
 }
@@ -111,6 +119,9 @@ impl<F: ExtensionFactory> ExtensionDef for Configured<F> {
     }
     fn is_authenticator(&self) -> bool {
         self.factory.is_authenticator()
+    }
+    fn signs_requests(&self) -> bool {
+        self.factory.signs_requests()
     }
     async fn start(&self, ctx: ExtensionContext<'_>) -> Result<StartedExtension, StartError> {
         self.factory.start(&self.config, ctx).await

@@ -716,40 +716,64 @@ fn authenticators(
     errors: &mut Vec<ConfigError>,
 ) {
     for d in &sections.exporters {
-        let Some(name) = d.config.authenticator() else {
+        let names = d.config.authenticators();
+        if names.is_empty() {
             continue;
-        };
-        // The position of the value, for the error.
-        let mark = root
+        }
+        // The position of each value, for its error.
+        let node = root
             .get("exporters")
             .and_then(Node::as_map)
             .and_then(|m| m.iter().find(|(k, _)| k.key_text() == d.id.to_string()))
             .and_then(|(_, v)| v.get("auth"))
-            .and_then(|a| a.get("authenticator"))
-            .map_or_else(|| d.mark.clone(), |n| n.mark.clone());
+            .and_then(|a| a.get("authenticator"));
+        let mark_of = |i: usize| {
+            node.map(|n| match n.as_seq() {
+                Some(items) => items.get(i).map_or(&n.mark, |item| &item.mark),
+                None => &n.mark,
+            })
+            .map_or_else(|| d.mark.clone(), Clone::clone)
+        };
         let component = Some(format!("exporters::{}", d.id));
-        let id = match ComponentId::parse(name) {
-            Ok(id) => id,
-            Err(e) => {
-                errors.push(err(&mark, component, format!("auth.authenticator: {e}")));
-                continue;
-            }
-        };
-        let message = match find(&sections.extensions, &id) {
-            None if sections.broken.contains(&id) => continue,
-            None => format!(
-                "auth.authenticator: extension `{id}` is not defined under `extensions`"
-            ),
-            Some(e) if !e.config.is_authenticator() => format!(
-                "auth.authenticator: extension `{id}` is a {}, not an authenticator (sigv4auth, bearertokenauth)",
-                e.config.type_name()
-            ),
-            Some(_) if !started.contains(&id) => format!(
-                "auth.authenticator: extension `{id}` must also be listed under `service.extensions`"
-            ),
-            Some(_) => continue,
-        };
-        errors.push(err(&mark, component, message));
+        let mut signer: Option<&ComponentId> = None;
+        for (i, name) in names.iter().enumerate() {
+            let mark = mark_of(i);
+            let id = match ComponentId::parse(name) {
+                Ok(id) => id,
+                Err(e) => {
+                    errors.push(err(
+                        &mark,
+                        component.clone(),
+                        format!("auth.authenticator: {e}"),
+                    ));
+                    continue;
+                }
+            };
+            let message = match find(&sections.extensions, &id) {
+                None if sections.broken.contains(&id) => continue,
+                None => format!(
+                    "auth.authenticator: extension `{id}` is not defined under `extensions`"
+                ),
+                Some(e) if !e.config.is_authenticator() => format!(
+                    "auth.authenticator: extension `{id}` is a {}, not an authenticator (sigv4auth, bearertokenauth, headers_setter)",
+                    e.config.type_name()
+                ),
+                Some(_) if !started.contains(&id) => format!(
+                    "auth.authenticator: extension `{id}` must also be listed under `service.extensions`"
+                ),
+                Some(_) if signer.is_some() => format!(
+                    "auth.authenticator: `{id}` comes after `{}`, which signs the request; a signing authenticator must be the last one",
+                    signer.map(ToString::to_string).unwrap_or_default()
+                ),
+                Some(e) => {
+                    if e.config.signs_requests() {
+                        signer = find(&sections.extensions, &id).map(|e| &e.id);
+                    }
+                    continue;
+                }
+            };
+            errors.push(err(&mark, component.clone(), message));
+        }
     }
 }
 

@@ -8,12 +8,20 @@
 //! [`AckWaiter`] resolves with the worst outcome.
 //!
 //! Data without acks carries an empty [`Acks`] (no allocation).
+//!
+//! [`Acks`] also carries the batch's client [`Metadata`] (the request
+//! headers a receiver with `include_metadata` kept), since it is what every
+//! stage already hands on with the data: the batch processor keeps only its
+//! `metadata_keys` (and keeps batches of different values apart), and the
+//! exporter queue gives it to the exporter with the batch.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
+
+use crate::signal::Metadata;
 
 /// How the data behind an acknowledgement ended, best to worst.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -106,41 +114,68 @@ impl AckWaiter {
     }
 }
 
-/// The acknowledgements travelling with one piece of data.
+/// The acknowledgements travelling with one piece of data, and its client
+/// metadata.
 #[derive(Clone, Default, Debug)]
-pub struct Acks(Vec<Ack>);
+pub struct Acks {
+    acks: Vec<Ack>,
+    metadata: Metadata,
+}
 
 impl Acks {
     /// No acknowledgements (most data).
     pub fn none() -> Acks {
-        Acks(Vec::new())
+        Acks::default()
     }
 
     /// One acknowledgement.
     pub fn one(a: Ack) -> Acks {
-        Acks(vec![a])
+        Acks {
+            acks: vec![a],
+            metadata: Metadata::default(),
+        }
     }
 
-    /// True when there are none.
+    /// The same, carrying `metadata`.
+    pub fn with_metadata(mut self, metadata: Metadata) -> Acks {
+        self.metadata = metadata;
+        self
+    }
+
+    /// The client metadata of the data.
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+
+    /// True when there are no acknowledgements.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.acks.is_empty()
     }
 
     /// Marks every acknowledgement.
     pub fn mark(&self, outcome: AckOutcome) {
-        for a in &self.0 {
+        for a in &self.acks {
             a.mark(outcome);
         }
     }
 
-    /// Adds `other`'s acknowledgements.
+    /// Adds `other`'s acknowledgements. Data of different metadata joined
+    /// into one has none (the batch processor keeps such data apart when
+    /// `metadata_keys` asks it to).
     pub fn extend(&mut self, other: Acks) {
-        self.0.extend(other.0);
+        if self.metadata != other.metadata {
+            self.metadata = Metadata::default();
+        }
+        self.acks.extend(other.acks);
     }
 
-    /// Takes them all, leaving none.
+    /// Takes the acknowledgements, leaving none; the result carries a copy
+    /// of the metadata, which stays.
     pub fn take(&mut self) -> Acks {
-        Acks(std::mem::take(&mut self.0))
+        Acks {
+            acks: std::mem::take(&mut self.acks),
+            metadata: self.metadata.clone(),
+        }
     }
 }
 

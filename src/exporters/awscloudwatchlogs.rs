@@ -205,6 +205,7 @@ impl Export for AwsCloudWatchLogsExporter {
     async fn export(
         &self,
         data: &Arc<Telemetry>,
+        _metadata: &crate::signal::Metadata,
         progress: &mut Option<Pending>,
     ) -> Result<ExportOk, ExportError> {
         self.sender.export(progress, || self.start(data)).await

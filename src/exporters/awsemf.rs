@@ -25,7 +25,7 @@ use crate::convert::emf::{
 use crate::convert::log_events::{expand, LogEvent, NameKind};
 use crate::settings::de::DeError;
 use crate::settings::types::{duration, QueueConfig, RetryConfig};
-use crate::signal::{Signal, Telemetry};
+use crate::signal::{Metadata, Signal, Telemetry};
 
 /// Signals the exporter takes.
 pub const SIGNALS: &[Signal] = &[Signal::Metrics];
@@ -270,6 +270,10 @@ pub struct AwsEmfExporter {
     counters: Counters,
 }
 
+/// The header (as client metadata) that names a batch's EMF namespace, as
+/// the ADOT SDKs send it (`OTEL_EXPORTER_OTLP_*_HEADERS`).
+pub const METRIC_NAMESPACE_HEADER: &str = "x-aws-metric-namespace";
+
 impl AwsEmfExporter {
     /// Builds the exporter; the AWS client is made on first use.
     pub fn new(cfg: &AwsEmfExporterConfig, name: String) -> Result<Self, StartError> {
@@ -311,7 +315,9 @@ impl AwsEmfExporter {
         })
     }
 
-    fn start(&self, data: &Telemetry) -> Pending {
+    /// Converts a batch; a client that sent `x-aws-metric-namespace` (kept
+    /// as the batch's metadata) names the namespace of its metrics.
+    fn start(&self, data: &Telemetry, metadata: &Metadata) -> Pending {
         let Telemetry::Metrics(rms) = data else {
             return Pending::default();
         };
@@ -321,7 +327,20 @@ impl AwsEmfExporter {
                 Ok(g) => g,
                 Err(p) => p.into_inner(),
             };
-            emf::convert(rms, &self.opts, &mut deltas, now_ns)
+            match metadata
+                .first(METRIC_NAMESPACE_HEADER)
+                .map(emf::sanitize_namespace)
+                .filter(|ns| !ns.is_empty())
+            {
+                Some(ns) => {
+                    let opts = emf::Options {
+                        namespace: Some(ns),
+                        ..self.opts.clone()
+                    };
+                    emf::convert(rms, &opts, &mut deltas, now_ns)
+                }
+                None => emf::convert(rms, &self.opts, &mut deltas, now_ns),
+            }
         };
         let s = &converted.stats;
         self.counters.baselines.increment(s.baselines as u64);
@@ -405,9 +424,12 @@ impl Export for AwsEmfExporter {
     async fn export(
         &self,
         data: &Arc<Telemetry>,
+        metadata: &Metadata,
         progress: &mut Option<Pending>,
     ) -> Result<ExportOk, ExportError> {
-        self.sender.export(progress, || self.start(data)).await
+        self.sender
+            .export(progress, || self.start(data, metadata))
+            .await
     }
 
     fn pending(&self, _data: &Telemetry, progress: &Option<Pending>) -> Option<usize> {

@@ -584,6 +584,7 @@ impl Export for AwsXrayExporter {
     async fn export(
         &self,
         data: &Arc<Telemetry>,
+        _metadata: &crate::signal::Metadata,
         progress: &mut Option<Pending>,
     ) -> Result<ExportOk, ExportError> {
         let pending = progress.get_or_insert_with(|| self.start(data));

@@ -173,6 +173,7 @@ impl Export for DebugExporter {
     async fn export(
         &self,
         data: &Arc<Telemetry>,
+        _metadata: &crate::signal::Metadata,
         _progress: &mut (),
     ) -> Result<ExportOk, ExportError> {
         let text = render(data, self.verbosity);

@@ -181,6 +181,7 @@ impl Export for FileExporter {
     async fn export(
         &self,
         data: &Arc<Telemetry>,
+        _metadata: &crate::signal::Metadata,
         _progress: &mut (),
     ) -> Result<ExportOk, ExportError> {
         let mut line = crate::convert::otlp_json::encode_to_vec(data);
@@ -242,7 +243,9 @@ mod tests {
             ..Default::default()
         }]));
         for _ in 0..10 {
-            exp.export(&big, &mut ()).await.unwrap();
+            exp.export(&big, &crate::signal::Metadata::default(), &mut ())
+                .await
+                .unwrap();
         }
         assert!(path.exists());
         assert!(backup(&path, 1).exists());

@@ -29,7 +29,7 @@ use crate::settings::de::DeError;
 use crate::settings::types::{
     duration, Compression, ExporterAuth, QueueConfig, RetryConfig, TlsClientConfig,
 };
-use crate::signal::{EncodedBatch, Signal, Telemetry};
+use crate::signal::{EncodedBatch, Metadata, Signal, Telemetry};
 
 /// `exporters.otlp`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -131,6 +131,7 @@ impl OtlpExporter {
         &self,
         path: &'static str,
         body: B,
+        metadata: &Metadata,
     ) -> Result<R, Status> {
         let mut grpc = tonic::client::Grpc::new(self.channel.clone())
             .accept_compressed(CompressionEncoding::Gzip)
@@ -149,7 +150,7 @@ impl OtlpExporter {
                 .body(())
                 .map_err(|e| Status::internal(e.to_string()))?
                 .into_parts();
-            auth.authorize(&mut parts, &[])
+            auth.authorize(&mut parts, &[], metadata)
                 .await
                 .map_err(|e| Status::unauthenticated(e.to_string()))?;
             for (k, v) in &parts.headers {
@@ -227,12 +228,18 @@ fn classify(status: Status) -> ExportError {
 
 impl OtlpExporter {
     /// Sends one request body for `signal` and reads its partial success.
-    async fn send<B: RequestBody>(&self, signal: Signal, body: B) -> Result<ExportOk, ExportError> {
+    async fn send<B: RequestBody>(
+        &self,
+        signal: Signal,
+        body: B,
+        metadata: &Metadata,
+    ) -> Result<ExportOk, ExportError> {
         match signal {
             Signal::Traces => {
                 self.export_call::<ExportTraceServiceResponse, B>(
                     "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
                     body,
+                    metadata,
                 )
                 .await
             }
@@ -240,6 +247,7 @@ impl OtlpExporter {
                 self.export_call::<ExportMetricsServiceResponse, B>(
                     "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
                     body,
+                    metadata,
                 )
                 .await
             }
@@ -247,6 +255,7 @@ impl OtlpExporter {
                 self.export_call::<ExportLogsServiceResponse, B>(
                     "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
                     body,
+                    metadata,
                 )
                 .await
             }
@@ -257,8 +266,9 @@ impl OtlpExporter {
         &self,
         path: &'static str,
         body: B,
+        metadata: &Metadata,
     ) -> Result<ExportOk, ExportError> {
-        let response: R = self.call(path, body).await.map_err(classify)?;
+        let response: R = self.call(path, body, metadata).await.map_err(classify)?;
         Ok(response.into_export_ok())
     }
 }
@@ -280,8 +290,8 @@ impl Factory for OtlpFactory {
 }
 
 impl ExporterFactory for OtlpFactory {
-    fn authenticator<'c>(&self, config: &'c OtlpExporterConfig) -> Option<&'c str> {
-        config.auth.as_ref().map(|a| a.authenticator.as_str())
+    fn authenticators<'c>(&self, config: &'c OtlpExporterConfig) -> &'c [String] {
+        config.auth.as_ref().map_or(&[], |a| &a.authenticator.0)
     }
     fn build(
         &self,
@@ -289,22 +299,18 @@ impl ExporterFactory for OtlpFactory {
         ctx: ExporterContext<'_>,
     ) -> Result<BuiltExporter, StartError> {
         let mut exporter = OtlpExporter::new(config, ctx.name())?;
-        if let Some(a) = &config.auth {
-            let auth = ctx.auth.get(&a.authenticator).ok_or_else(|| {
-                StartError::component(
-                    &ctx.name(),
-                    format!(
-                        "authenticator `{}` is not a started authenticator extension",
-                        a.authenticator
-                    ),
-                )
-            })?;
+        let names = config.auth.as_ref().map_or(&[][..], |a| &a.authenticator.0);
+        let auth = ctx
+            .auth
+            .chain(names)
+            .map_err(|e| StartError::component(&ctx.name(), e))?;
+        if let Some(auth) = auth {
             if auth.signs_body() {
                 return Err(StartError::component(
                     &ctx.name(),
                     format!(
                         "authenticator `{}` signs request bodies, which gRPC frames itself; use otlphttp (the CloudWatch OTLP endpoints take only HTTP)",
-                        a.authenticator
+                        names.join(", ")
                     ),
                 ));
             }
@@ -325,17 +331,23 @@ impl Export for OtlpExporter {
     async fn export(
         &self,
         data: &Arc<Telemetry>,
+        metadata: &Metadata,
         _progress: &mut (),
     ) -> Result<ExportOk, ExportError> {
-        self.send(data.signal(), BatchBody(data.clone())).await
+        self.send(data.signal(), BatchBody(data.clone()), metadata)
+            .await
     }
 
     fn takes_encoded(&self) -> bool {
         true
     }
 
-    async fn export_encoded(&self, data: &EncodedBatch) -> Result<ExportOk, ExportError> {
-        self.send(data.signal, data.bytes.clone()).await
+    async fn export_encoded(
+        &self,
+        data: &EncodedBatch,
+        metadata: &Metadata,
+    ) -> Result<ExportOk, ExportError> {
+        self.send(data.signal, data.bytes.clone(), metadata).await
     }
 }
 

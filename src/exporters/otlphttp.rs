@@ -24,7 +24,7 @@ use crate::settings::de::DeError;
 use crate::settings::types::{
     duration, Compression, ExporterAuth, QueueConfig, RetryConfig, TlsClientConfig,
 };
-use crate::signal::{EncodedBatch, Signal, Telemetry};
+use crate::signal::{EncodedBatch, Metadata, Signal, Telemetry};
 
 /// Wire encoding of request bodies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -145,6 +145,32 @@ impl OtlpHttpExporterConfig {
         })
     }
 
+    /// Whether the logs URL is the CloudWatch Logs OTLP endpoint.
+    fn logs_to_cloudwatch(&self) -> bool {
+        self.url(Signal::Logs)
+            .and_then(|u| u.parse::<http::Uri>().ok())
+            .and_then(|u| {
+                u.host()
+                    .and_then(crate::aws::endpoint_host)
+                    .map(|h| h.0 == "logs")
+            })
+            .unwrap_or(false)
+    }
+
+    /// The CloudWatch Logs OTLP endpoint puts records in the group and
+    /// stream that `x-aws-log-group` / `x-aws-log-stream` name, and refuses
+    /// a request without them: the first of the two that neither `headers`
+    /// nor the authenticators (`set_by`) provide.
+    fn missing_log_header(&self, set_by: &[String]) -> Option<&'static str> {
+        if !self.logs_to_cloudwatch() {
+            return None;
+        }
+        LOG_HEADERS.into_iter().find(|need| {
+            !self.headers.keys().any(|k| k.eq_ignore_ascii_case(need))
+                && !set_by.iter().any(|k| k.eq_ignore_ascii_case(need))
+        })
+    }
+
     /// Checks values serde cannot.
     pub fn validate(&self) -> Result<(), DeError> {
         use serde::de::Error;
@@ -162,25 +188,12 @@ impl OtlpHttpExporterConfig {
             u.parse::<http::Uri>()
                 .map_err(|e| DeError::custom(format!("invalid endpoint `{u}`: {e}")))?;
         }
-        // The CloudWatch Logs OTLP endpoint puts records in the group and
-        // stream these headers name, and refuses a request without them.
-        if let Some(u) = self.url(Signal::Logs) {
-            let host = u
-                .parse::<http::Uri>()
-                .ok()
-                .and_then(|u| u.host().map(str::to_string));
-            let service = host
-                .as_deref()
-                .and_then(crate::aws::endpoint_host)
-                .map(|h| h.0);
-            if service == Some("logs") {
-                for need in ["x-aws-log-group", "x-aws-log-stream"] {
-                    if !self.headers.keys().any(|k| k.eq_ignore_ascii_case(need)) {
-                        return Err(DeError::custom(format!(
-                            "headers: the CloudWatch Logs OTLP endpoint needs `{need}` (the log group and stream to write to)"
-                        )));
-                    }
-                }
+        // With authenticators, what they set is known only at start (build).
+        if self.auth.is_none() {
+            if let Some(need) = self.missing_log_header(&[]) {
+                return Err(DeError::custom(format!(
+                    "headers: the CloudWatch Logs OTLP endpoint needs `{need}` (the log group and stream to write to)"
+                )));
             }
         }
         for (k, v) in &self.headers {
@@ -206,6 +219,8 @@ pub struct OtlpHttpExporter {
     auth: Option<Arc<dyn ClientAuth>>,
     /// Per signal (traces, metrics, logs).
     limits: [Limits; 3],
+    /// Logs go to the CloudWatch Logs OTLP endpoint.
+    logs_to_cloudwatch: bool,
     name: String,
 }
 
@@ -254,6 +269,7 @@ impl OtlpHttpExporter {
                 cfg.limits(Signal::Metrics),
                 cfg.limits(Signal::Logs),
             ],
+            logs_to_cloudwatch: cfg.logs_to_cloudwatch(),
             name,
         })
     }
@@ -351,23 +367,28 @@ impl Factory for OtlpHttpFactory {
     }
 }
 
-/// The client authenticator the config names, from the started extensions.
+/// The headers the CloudWatch Logs OTLP endpoint requires.
+const LOG_HEADERS: [&str; 2] = ["x-aws-log-group", "x-aws-log-stream"];
+
+/// The client authenticators the config names, from the started extensions,
+/// as one; checks that the log group and stream headers will be set.
 fn authenticator(
     config: &OtlpHttpExporterConfig,
     ctx: &ExporterContext<'_>,
 ) -> Result<Option<Arc<dyn ClientAuth>>, StartError> {
-    let Some(a) = &config.auth else {
-        return Ok(None);
-    };
-    ctx.auth.get(&a.authenticator).map(Some).ok_or_else(|| {
-        StartError::component(
+    let names = config.auth.as_ref().map_or(&[][..], |a| &a.authenticator.0);
+    let auth = ctx
+        .auth
+        .chain(names)
+        .map_err(|e| StartError::component(&ctx.name(), e))?;
+    let set_by = auth.as_ref().map(|a| a.sets_headers()).unwrap_or_default();
+    if let Some(need) = config.missing_log_header(&set_by) {
+        return Err(StartError::component(
             &ctx.name(),
-            format!(
-                "authenticator `{}` is not a started authenticator extension",
-                a.authenticator
-            ),
-        )
-    })
+            format!("the CloudWatch Logs OTLP endpoint needs the header `{need}` (the log group and stream to write to): set it under `headers`, or have a headers_setter in `auth.authenticator` set it"),
+        ));
+    }
+    Ok(auth)
 }
 
 impl ExporterFactory for OtlpHttpFactory {
@@ -385,8 +406,8 @@ impl ExporterFactory for OtlpHttpFactory {
             (false, false, false) => &[],
         }
     }
-    fn authenticator<'c>(&self, config: &'c OtlpHttpExporterConfig) -> Option<&'c str> {
-        config.auth.as_ref().map(|a| a.authenticator.as_str())
+    fn authenticators<'c>(&self, config: &'c OtlpHttpExporterConfig) -> &'c [String] {
+        config.auth.as_ref().map_or(&[], |a| &a.authenticator.0)
     }
     fn build(
         &self,
@@ -411,15 +432,16 @@ impl Export for OtlpHttpExporter {
     async fn export(
         &self,
         data: &Arc<Telemetry>,
+        metadata: &Metadata,
         progress: &mut Option<Requests>,
     ) -> Result<ExportOk, ExportError> {
         let limits = self.limits[data.signal().index()];
         if limits.none() {
-            return self.post(data.signal(), self.body(data)).await;
+            return self.post(data.signal(), self.body(data), metadata).await;
         }
         let requests = progress.get_or_insert_with(|| self.split(data, limits));
         while let Some((body, _)) = requests.bodies.front() {
-            let ok = self.post(data.signal(), body.clone()).await?;
+            let ok = self.post(data.signal(), body.clone(), metadata).await?;
             requests.bodies.pop_front();
             requests.ok.rejected += ok.rejected;
             if !ok.message.is_empty() {
@@ -439,13 +461,17 @@ impl Export for OtlpHttpExporter {
         self.encoding == HttpEncoding::Proto && self.limits.iter().all(Limits::none)
     }
 
-    async fn export_encoded(&self, data: &EncodedBatch) -> Result<ExportOk, ExportError> {
+    async fn export_encoded(
+        &self,
+        data: &EncodedBatch,
+        metadata: &Metadata,
+    ) -> Result<ExportOk, ExportError> {
         if self.encoding != HttpEncoding::Proto {
             return Err(ExportError::Permanent(
                 "encoded batches are OTLP protobuf; this exporter sends JSON".into(),
             ));
         }
-        self.post(data.signal, data.bytes.clone()).await
+        self.post(data.signal, data.bytes.clone(), metadata).await
     }
 }
 
@@ -510,8 +536,14 @@ impl OtlpHttpExporter {
         out
     }
 
-    /// POSTs one request body (`raw`, in this exporter's encoding) for `signal`.
-    async fn post(&self, signal: Signal, raw: Bytes) -> Result<ExportOk, ExportError> {
+    /// POSTs one request body (`raw`, in this exporter's encoding) for
+    /// `signal`, of a batch that carries `metadata`.
+    async fn post(
+        &self,
+        signal: Signal,
+        raw: Bytes,
+        metadata: &Metadata,
+    ) -> Result<ExportOk, ExportError> {
         let (body, content_encoding) = match self.compression {
             Compression::Gzip => (Bytes::from(crate::net::gzip(&raw)), Some("gzip")),
             Compression::Zstd => (Bytes::from(crate::net::zstd_compress(&raw)), Some("zstd")),
@@ -546,7 +578,7 @@ impl OtlpHttpExporter {
         req.headers_mut().extend(self.headers.clone());
         if let Some(auth) = &self.auth {
             let (mut parts, full) = req.into_parts();
-            auth.authorize(&mut parts, &body)
+            auth.authorize(&mut parts, &body, metadata)
                 .await
                 .map_err(|e| match e {
                     AuthError::Retryable(reason) => ExportError::Retryable {
@@ -556,6 +588,18 @@ impl OtlpHttpExporter {
                     AuthError::Permanent(reason) => ExportError::Permanent(reason),
                 })?;
             req = http::Request::from_parts(parts, full);
+        }
+        if signal == Signal::Logs && self.logs_to_cloudwatch {
+            // A header taken from the batch's metadata may be missing; the
+            // endpoint would answer 400 for the whole request.
+            if let Some(need) = LOG_HEADERS
+                .into_iter()
+                .find(|h| !req.headers().contains_key(*h))
+            {
+                return Err(ExportError::Permanent(format!(
+                    "the batch has no `{need}` header for the CloudWatch Logs OTLP endpoint (its client metadata did not carry one, and no default_value or fixed header is set)"
+                )));
+            }
         }
         let resp = match tokio::time::timeout(self.timeout, self.client.request(req)).await {
             Err(_) => {

@@ -481,6 +481,7 @@ impl Export for PrometheusExporter {
     async fn export(
         &self,
         data: &Arc<Telemetry>,
+        _metadata: &crate::signal::Metadata,
         _progress: &mut (),
     ) -> Result<ExportOk, ExportError> {
         if let Telemetry::Metrics(rms) = data.as_ref() {

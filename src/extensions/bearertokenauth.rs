@@ -113,10 +113,15 @@ struct BearerToken {
 
 #[async_trait]
 impl ClientAuth for BearerToken {
+    fn sets_headers(&self) -> Vec<String> {
+        vec![self.header.as_str().to_string()]
+    }
+
     async fn authorize(
         &self,
         parts: &mut http::request::Parts,
         _body: &[u8],
+        _metadata: &crate::signal::Metadata,
     ) -> Result<(), AuthError> {
         parts
             .headers

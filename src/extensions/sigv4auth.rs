@@ -95,6 +95,10 @@ impl ExtensionFactory for SigV4AuthFactory {
         true
     }
 
+    fn signs_requests(&self) -> bool {
+        true
+    }
+
     async fn start(
         &self,
         config: &SigV4AuthConfig,
@@ -201,6 +205,7 @@ impl ClientAuth for SigV4Signer {
         &self,
         parts: &mut http::request::Parts,
         body: &[u8],
+        _metadata: &crate::signal::Metadata,
     ) -> Result<(), AuthError> {
         let host = parts.uri.host().unwrap_or_default().to_string();
         let inferred = crate::aws::endpoint_host(&host);

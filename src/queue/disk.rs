@@ -17,9 +17,13 @@
 //!   | 4     | record magic `0x53 0x57 0x52 0x31` (`SWR1`)           |
 //!   | 4     | payload length, u32 little-endian                      |
 //!   | 4     | CRC-32 (IEEE) of the signal byte, item count and payload|
-//!   | 1     | signal: 0 traces, 1 metrics, 2 logs                    |
+//!   | 1     | signal: 0 traces, 1 metrics, 2 logs; bit 7 set: the payload starts with client metadata |
 //!   | 4     | item count, u32 little-endian                          |
-//!   | n     | payload: the body of an OTLP `Export*ServiceRequest`   |
+//!   | n     | payload: [metadata], then the body of an OTLP `Export*ServiceRequest` |
+//!
+//!   The metadata (only for a batch that carries some, see
+//!   `include_metadata`) is a u32 LE count of pairs, then per pair a u32 LE
+//!   length and the bytes of the name, and the same for the value.
 //!
 //!   Records are numbered from the segment's first seq. A segment is only
 //!   appended to by the process that created it; after a restart a new
@@ -51,7 +55,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::convert::otlp_proto;
 use crate::settings::types::{FsyncPolicy, QueueConfig, WhenFull};
-use crate::signal::{EncodedBatch, Payload, Signal, Telemetry};
+use crate::signal::{EncodedBatch, Metadata, Payload, Signal, Telemetry};
 use crate::telemetry::{exporter_counter, gauge};
 
 const SEGMENT_MAGIC: &[u8; 4] = b"SWQ1";
@@ -145,6 +149,48 @@ struct RecordMeta {
     signal: Signal,
 }
 
+/// Bit 7 of the signal byte: the payload starts with client metadata.
+const HAS_METADATA: u8 = 0x80;
+
+/// The metadata block of a record (empty for none).
+fn encode_metadata(m: &Metadata) -> Bytes {
+    if m.is_empty() {
+        return Bytes::new();
+    }
+    let mut out = Vec::new();
+    let pairs: Vec<(&str, &str)> = m.iter().collect();
+    out.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
+    for (k, v) in pairs {
+        for part in [k, v] {
+            out.extend_from_slice(&(part.len() as u32).to_le_bytes());
+            out.extend_from_slice(part.as_bytes());
+        }
+    }
+    out.into()
+}
+
+/// Reads a metadata block off the front of `buf`: the metadata and the bytes after it.
+fn decode_metadata(buf: &[u8]) -> Option<(Metadata, &[u8])> {
+    fn take_u32(b: &[u8]) -> Option<(usize, &[u8])> {
+        let (n, rest) = b.split_first_chunk::<4>()?;
+        Some((u32::from_le_bytes(*n) as usize, rest))
+    }
+    let (count, mut rest) = take_u32(buf)?;
+    let mut pairs = Vec::with_capacity(count.min(1024));
+    for _ in 0..count {
+        let mut part = || -> Option<String> {
+            let (n, r) = take_u32(rest)?;
+            let text = std::str::from_utf8(r.get(..n)?).ok()?.to_string();
+            rest = r.get(n..)?;
+            Some(text)
+        };
+        let k = part()?;
+        let v = part()?;
+        pairs.push((k, v));
+    }
+    Some((Metadata::new(pairs), rest))
+}
+
 struct Segment {
     first_seq: u64,
     path: PathBuf,
@@ -180,7 +226,7 @@ struct State {
     /// Records not yet done.
     pending_records: u64,
     /// Recent batches, by seq, so workers need not read them back.
-    cache: VecDeque<(u64, Payload)>,
+    cache: VecDeque<(u64, Payload, Metadata)>,
     closed: bool,
 }
 
@@ -229,6 +275,8 @@ pub struct Entry {
     /// The data: as appended while it is in the memory cache; read back, as
     /// [`DiskConfig::read_encoded`] says.
     pub data: Payload,
+    /// Its client metadata.
+    pub metadata: Metadata,
 }
 
 /// Room promised by [`DiskQueue::reserve`].
@@ -283,11 +331,13 @@ fn byte_signal(b: u8) -> Option<Signal> {
     }
 }
 
-fn record_crc(signal: u8, items: u32, payload: &[u8]) -> u32 {
+fn record_crc(signal: u8, items: u32, parts: &[&[u8]]) -> u32 {
     let mut h = crc32fast::Hasher::new();
     h.update(&[signal]);
     h.update(&items.to_le_bytes());
-    h.update(payload);
+    for p in parts {
+        h.update(p);
+    }
     h.finalize()
 }
 
@@ -296,21 +346,31 @@ fn record_crc(signal: u8, items: u32, payload: &[u8]) -> u32 {
 #[derive(Debug, Clone)]
 pub struct Record {
     header: [u8; HEADER],
+    /// The metadata block (empty for none).
+    meta: Bytes,
     payload: Bytes,
 }
 
 impl Record {
-    /// The record for `payload` (an OTLP request body of `signal`).
-    fn new(signal: Signal, items: usize, payload: Bytes) -> Record {
-        let sig = signal_byte(signal);
+    /// The record for `payload` (an OTLP request body of `signal`) carrying `metadata`.
+    fn new(signal: Signal, items: usize, payload: Bytes, metadata: &Metadata) -> Record {
+        let meta = encode_metadata(metadata);
+        let mut sig = signal_byte(signal);
+        if !meta.is_empty() {
+            sig |= HAS_METADATA;
+        }
         let items = items.min(u32::MAX as usize) as u32;
         let mut header = [0u8; HEADER];
         header[0..4].copy_from_slice(RECORD_MAGIC);
-        header[4..8].copy_from_slice(&(payload.len() as u32).to_le_bytes());
-        header[8..12].copy_from_slice(&record_crc(sig, items, &payload).to_le_bytes());
+        header[4..8].copy_from_slice(&((meta.len() + payload.len()) as u32).to_le_bytes());
+        header[8..12].copy_from_slice(&record_crc(sig, items, &[&meta, &payload]).to_le_bytes());
         header[12] = sig;
         header[13..17].copy_from_slice(&items.to_le_bytes());
-        Record { header, payload }
+        Record {
+            header,
+            meta,
+            payload,
+        }
     }
 
     /// Items in it, from its header.
@@ -325,7 +385,7 @@ impl Record {
 
     /// Bytes on disk, header included.
     pub fn len(&self) -> usize {
-        HEADER + self.payload.len()
+        HEADER + self.meta.len() + self.payload.len()
     }
 
     /// Never true: a record has at least its header.
@@ -334,14 +394,14 @@ impl Record {
     }
 }
 
-/// Encodes a record for `data`.
-pub fn encode_record(data: &Telemetry) -> Record {
-    encoded_record(&otlp_proto::encode_batch(data))
+/// Encodes a record for `data`, which carries `metadata`.
+pub fn encode_record(data: &Telemetry, metadata: &Metadata) -> Record {
+    encoded_record(&otlp_proto::encode_batch(data), metadata)
 }
 
 /// The record for an already encoded batch (its bytes are shared, not copied).
-pub fn encoded_record(batch: &EncodedBatch) -> Record {
-    Record::new(batch.signal, batch.items, batch.bytes.clone())
+pub fn encoded_record(batch: &EncodedBatch, metadata: &Metadata) -> Record {
+    Record::new(batch.signal, batch.items, batch.bytes.clone(), metadata)
 }
 
 /// Parses the record at `at` in `buf`: its meta, or None if it is not a whole valid record.
@@ -355,10 +415,10 @@ fn parse_record(buf: &[u8], at: usize) -> Option<RecordMeta> {
         return None;
     }
     let crc = u32::from_le_bytes(h[8..12].try_into().ok()?);
-    let signal = byte_signal(h[12])?;
+    let signal = byte_signal(h[12] & !HAS_METADATA)?;
     let items = u32::from_le_bytes(h[13..17].try_into().ok()?);
     let payload = buf.get(at + HEADER..at + HEADER + len as usize)?;
-    if record_crc(h[12], items, payload) != crc {
+    if record_crc(h[12], items, &[payload]) != crc {
         return None;
     }
     Some(RecordMeta {
@@ -603,6 +663,7 @@ impl DiskQueue {
         res: Reservation,
         record: &Record,
         data: &Payload,
+        metadata: &Metadata,
     ) -> Result<Appended, DiskQueueError> {
         let items = u64::from(record.items());
         if res.drop {
@@ -638,6 +699,7 @@ impl DiskQueue {
         };
         let written = file
             .write_all(&record.header)
+            .and_then(|()| file.write_all(&record.meta))
             .and_then(|()| file.write_all(&record.payload))
             .and_then(|()| {
                 if self.cfg.fsync == FsyncPolicy::Always {
@@ -672,7 +734,7 @@ impl DiskQueue {
         st.pending_items += items;
         st.pending_records += 1;
         if st.cache.len() < self.cfg.memory_batches {
-            st.cache.push_back((seq, data.clone()));
+            st.cache.push_back((seq, data.clone(), metadata.clone()));
         }
         self.update_gauges(&st);
         drop(st);
@@ -748,7 +810,7 @@ impl DiskQueue {
             st.cursor = st.cursor.max(end);
             let cursor = st.cursor;
             st.done.retain(|s| *s >= cursor);
-            while st.cache.front().is_some_and(|(s, _)| *s < cursor) {
+            while st.cache.front().is_some_and(|(s, _, _)| *s < cursor) {
                 st.cache.pop_front();
             }
             st.used_bytes = st.used_bytes.saturating_sub(seg.bytes);
@@ -775,11 +837,21 @@ impl DiskQueue {
                 }
             };
             if let Some((seq, cached, meta, path)) = found {
-                if let Some(data) = cached {
-                    return Some(Entry { seq, data });
+                if let Some((data, metadata)) = cached {
+                    return Some(Entry {
+                        seq,
+                        data,
+                        metadata,
+                    });
                 }
                 match self.read_back(&path, meta) {
-                    Ok(data) => return Some(Entry { seq, data }),
+                    Ok((data, metadata)) => {
+                        return Some(Entry {
+                            seq,
+                            data,
+                            metadata,
+                        })
+                    }
                     Err(reason) => {
                         tracing::error!(queue = %self.dir_display, seq, items = meta.items, %reason,
                             "disk queue: a queued batch could not be read back; skipping it");
@@ -798,7 +870,10 @@ impl DiskQueue {
 
     /// Picks the next seq to hand out: its cached data, or where to read it.
     #[allow(clippy::type_complexity)]
-    fn take_next(&self, st: &mut State) -> Option<(u64, Option<Payload>, RecordMeta, PathBuf)> {
+    fn take_next(
+        &self,
+        st: &mut State,
+    ) -> Option<(u64, Option<(Payload, Metadata)>, RecordMeta, PathBuf)> {
         loop {
             if st.read_seq >= st.next_seq {
                 return None;
@@ -819,11 +894,11 @@ impl DiskQueue {
             if seq < st.cursor || st.done.contains(&seq) {
                 continue;
             }
-            while st.cache.front().is_some_and(|(s, _)| *s < seq) {
+            while st.cache.front().is_some_and(|(s, _, _)| *s < seq) {
                 st.cache.pop_front();
             }
             let cached = match st.cache.front() {
-                Some((s, _)) if *s == seq => st.cache.pop_front().map(|(_, d)| d),
+                Some((s, _, _)) if *s == seq => st.cache.pop_front().map(|(_, d, m)| (d, m)),
                 _ => None,
             };
             return Some((seq, cached, meta, path));
@@ -833,21 +908,30 @@ impl DiskQueue {
     /// Reads a record back, checks it, and decodes it (or, with
     /// `read_encoded`, hands its payload out as is: the checksum shows it is
     /// the request that was written).
-    fn read_back(&self, path: &Path, meta: RecordMeta) -> Result<Payload, String> {
+    fn read_back(&self, path: &Path, meta: RecordMeta) -> Result<(Payload, Metadata), String> {
         let f = File::open(path).map_err(|e| e.to_string())?;
         let mut buf = vec![0u8; HEADER + meta.len as usize];
         f.read_exact_at(&mut buf, meta.offset)
             .map_err(|e| e.to_string())?;
         let m = parse_record(&buf, 0).ok_or("checksum mismatch")?;
+        let (metadata, body_at) = if buf[12] & HAS_METADATA != 0 {
+            let (md, rest) = decode_metadata(&buf[HEADER..]).ok_or("unreadable metadata block")?;
+            (md, buf.len() - rest.len())
+        } else {
+            (Metadata::default(), HEADER)
+        };
         if self.cfg.read_encoded {
-            return Ok(Payload::Encoded(EncodedBatch {
-                signal: m.signal,
-                items: m.items as usize,
-                bytes: Bytes::from(buf).slice(HEADER..),
-            }));
+            return Ok((
+                Payload::Encoded(EncodedBatch {
+                    signal: m.signal,
+                    items: m.items as usize,
+                    bytes: Bytes::from(buf).slice(body_at..),
+                }),
+                metadata,
+            ));
         }
-        otlp_proto::decode_request(m.signal, &buf[HEADER..])
-            .map(|t| Payload::Structs(Arc::new(t)))
+        otlp_proto::decode_request(m.signal, &buf[body_at..])
+            .map(|t| (Payload::Structs(Arc::new(t)), metadata))
             .map_err(|e| e.to_string())
     }
 

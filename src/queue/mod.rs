@@ -21,7 +21,7 @@ use self::disk::{Appended, DiskConfig, DiskQueue, DiskQueueError};
 use crate::component::{Connector, DynExport, ExportError};
 use crate::consumer::{AckOutcome, Acks, ConsumeError, Consumer};
 use crate::settings::types::RetryConfig;
-use crate::signal::{EncodedBatch, Payload, Signal, Telemetry};
+use crate::signal::{EncodedBatch, Metadata, Payload, Signal, Telemetry};
 use crate::telemetry::{gauge, SignalCounters};
 
 /// Counters shared by an exporter's input and workers.
@@ -163,9 +163,11 @@ impl ExporterInput {
             return Err(DiskQueueError::Closed);
         };
         let d = d.clone();
-        let appended = tokio::task::spawn_blocking(move || d.append(res, &record, &data))
-            .await
-            .map_err(|_| DiskQueueError::Closed)??;
+        let metadata = acks.metadata().clone();
+        let appended =
+            tokio::task::spawn_blocking(move || d.append(res, &record, &data, &metadata))
+                .await
+                .map_err(|_| DiskQueueError::Closed)??;
         if appended == Appended::Dropped {
             acks.mark(AckOutcome::Dropped);
         }
@@ -183,7 +185,16 @@ impl ExporterInput {
                 let n = data.item_count() as u64;
                 let s = data.signal().index();
                 self.shared.outstanding[s].fetch_add(n, Ordering::Relaxed);
-                let outcome = deliver(export, &data, retry, stop, &self.shared, false).await;
+                let outcome = deliver(
+                    export,
+                    &data,
+                    acks.metadata(),
+                    retry,
+                    stop,
+                    &self.shared,
+                    false,
+                )
+                .await;
                 self.shared.outstanding[s].fetch_sub(outcome.settled(n), Ordering::Relaxed);
                 outcome.mark(&acks);
                 if outcome == Outcome::Delivered {
@@ -323,7 +334,8 @@ impl ExporterFanout {
 impl Consumer for ExporterFanout {
     async fn consume(&self, data: Telemetry, acks: Acks) -> Result<(), ConsumeError> {
         // A disk queue needs the encoded batch; encode it once for all of them.
-        let (slots, record) = match self.reserve_all(|| disk::encode_record(&data)) {
+        let (slots, record) = match self.reserve_all(|| disk::encode_record(&data, acks.metadata()))
+        {
             Ok(r) => r,
             Err(reason) => return Err(ConsumeError::refused(reason, REFUSED_RETRY, data, acks)),
         };
@@ -356,7 +368,9 @@ impl Consumer for ExporterFanout {
             )));
         }
         // A disk queue writes the batch's bytes as they are, after a header.
-        let (slots, record) = match self.reserve_all(|| disk::encoded_record(&data)) {
+        let (slots, record) = match self
+            .reserve_all(|| disk::encoded_record(&data, acks.metadata()))
+        {
             Ok(r) => r,
             Err(reason) => return Err(ConsumeError::refused(reason, REFUSED_RETRY, data, acks)),
         };
@@ -479,8 +493,16 @@ pub fn spawn(
                 );
                 tokio::spawn(async move {
                     while let Some(entry) = disk.next(&stop).await {
-                        let outcome =
-                            deliver(&export, &entry.data, &retry, &stop, &shared, true).await;
+                        let outcome = deliver(
+                            &export,
+                            &entry.data,
+                            &entry.metadata,
+                            &retry,
+                            &stop,
+                            &shared,
+                            true,
+                        )
+                        .await;
                         // A batch kept at shutdown stays queued for the next run.
                         if outcome != Outcome::Kept {
                             disk.done(entry.seq);
@@ -527,7 +549,16 @@ pub fn spawn(
                         .saturating_sub(1);
                     shared.queue_gauge.set(depth as f64);
                     let n = data.item_count() as u64;
-                    let outcome = deliver(&export, &data, &retry, &stop, &shared, false).await;
+                    let outcome = deliver(
+                        &export,
+                        &data,
+                        acks.metadata(),
+                        &retry,
+                        &stop,
+                        &shared,
+                        false,
+                    )
+                    .await;
                     shared.outstanding[data.signal().index()]
                         .fetch_sub(outcome.settled(n), Ordering::Relaxed);
                     outcome.mark(&acks);
@@ -582,9 +613,11 @@ impl Outcome {
 
 /// Sends one batch, retrying as configured. A `durable` batch (from a disk
 /// queue) is kept, not dropped, when shutdown stops the retries.
+#[allow(clippy::too_many_arguments)]
 async fn deliver(
     export: &Arc<dyn DynExport>,
     data: &Payload,
+    metadata: &Metadata,
     retry: &RetryConfig,
     stop: &CancellationToken,
     shared: &Shared,
@@ -594,7 +627,7 @@ async fn deliver(
     let n = data.item_count();
     let started = Instant::now();
     let mut interval = retry.initial_interval;
-    let mut delivery = export.clone().begin(data.clone());
+    let mut delivery = export.clone().begin(data.clone(), metadata.clone());
     // Counts a batch given up: what the exporter says is still pending is lost,
     // the rest was delivered by earlier attempts.
     let give_up = |delivery: &dyn crate::component::Delivery| -> usize {
@@ -695,6 +728,7 @@ mod tests {
         async fn export(
             &self,
             data: &Arc<Telemetry>,
+            _metadata: &crate::signal::Metadata,
             _progress: &mut (),
         ) -> Result<ExportOk, ExportError> {
             let c = self.calls.fetch_add(1, Ordering::SeqCst);
@@ -775,6 +809,7 @@ mod tests {
         async fn export(
             &self,
             _data: &Arc<Telemetry>,
+            _metadata: &crate::signal::Metadata,
             _progress: &mut (),
         ) -> Result<ExportOk, ExportError> {
             Err(ExportError::Permanent("structs".into()))
@@ -784,7 +819,11 @@ mod tests {
             true
         }
 
-        async fn export_encoded(&self, data: &EncodedBatch) -> Result<ExportOk, ExportError> {
+        async fn export_encoded(
+            &self,
+            data: &EncodedBatch,
+            _metadata: &Metadata,
+        ) -> Result<ExportOk, ExportError> {
             if self.fail_first.load(Ordering::SeqCst) > 0 {
                 self.fail_first.fetch_sub(1, Ordering::SeqCst);
                 return Err(ExportError::Retryable {

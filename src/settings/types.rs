@@ -310,13 +310,40 @@ impl std::fmt::Debug for Secret {
 }
 
 /// `auth:` of an exporter: the extension that adds its credentials, as the
-/// Collector writes it (`auth: {authenticator: sigv4auth/traces}`).
+/// Collector writes it (`auth: {authenticator: sigv4auth/traces}`), or
+/// several applied in turn (`authenticator: [headers_setter, sigv4auth/logs]`:
+/// headers first, then the signature that covers them).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExporterAuth {
-    /// The id of a client authenticator extension (`sigv4auth`,
-    /// `bearertokenauth`) listed under `service.extensions`.
-    pub authenticator: String,
+    /// The ids of client authenticator extensions (`sigv4auth`,
+    /// `bearertokenauth`, `headers_setter`) listed under `service.extensions`.
+    pub authenticator: OneOrMany,
+}
+
+/// One string, or a list of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OneOrMany(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for OneOrMany {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            One(String),
+            Many(Vec<String>),
+        }
+        match Either::deserialize(d) {
+            Ok(Either::One(s)) => Ok(OneOrMany(vec![s])),
+            Ok(Either::Many(v)) if !v.is_empty() => Ok(OneOrMany(v)),
+            Ok(Either::Many(_)) => Err(serde::de::Error::custom(
+                "name at least one authenticator extension",
+            )),
+            Err(_) => Err(serde::de::Error::custom(
+                "expected an extension id or a list of them",
+            )),
+        }
+    }
 }
 
 /// `auth:` of a receiver: senders must present `Authorization: Bearer <token>`.

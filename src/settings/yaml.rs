@@ -83,6 +83,14 @@ impl Node {
         }
     }
 
+    /// The items if the node is a sequence.
+    pub fn as_seq(&self) -> Option<&[Node]> {
+        match &self.value {
+            Value::Seq(v) => Some(v),
+            _ => None,
+        }
+    }
+
     /// Looks a key up in a mapping node.
     pub fn get(&self, key: &str) -> Option<&Node> {
         self.as_map()?

@@ -50,11 +50,16 @@ fn structs(p: &Payload) -> &Telemetry {
 }
 
 fn put(q: &Arc<DiskQueue>, data: &Arc<Telemetry>) -> Option<Appended> {
-    let rec = encode_record(data);
+    let rec = encode_record(data, &Metadata::default());
     let res = q.reserve(rec.len() as u64).unwrap()?;
     Some(
-        q.append(res, &rec, &Payload::Structs(data.clone()))
-            .unwrap(),
+        q.append(
+            res,
+            &rec,
+            &Payload::Structs(data.clone()),
+            &Metadata::default(),
+        )
+        .unwrap(),
     )
 }
 
@@ -149,7 +154,7 @@ async fn corrupt_and_torn_records_are_skipped_and_counted() {
     let dir = tempfile::tempdir().unwrap();
     let (q, _) = DiskQueue::open(cfg(dir.path(), 1 << 20, 1 << 16, WhenFull::Block), "t").unwrap();
     let sizes: Vec<usize> = (0..4)
-        .map(|i| encode_record(&spans(&format!("b{i}"), 5)).len())
+        .map(|i| encode_record(&spans(&format!("b{i}"), 5), &Metadata::default()).len())
         .collect();
     for i in 0..4 {
         put(&q, &spans(&format!("b{i}"), 5));
@@ -186,7 +191,7 @@ async fn corrupt_and_torn_records_are_skipped_and_counted() {
 #[tokio::test]
 async fn block_refuses_when_full_until_space_is_freed() {
     let dir = tempfile::tempdir().unwrap();
-    let rec_len = encode_record(&spans("x", 10)).len() as u64;
+    let rec_len = encode_record(&spans("x", 10), &Metadata::default()).len() as u64;
     // Room for about 4 records in 2-record segments.
     let max = 4 * rec_len + 16;
     let (q, _) =
@@ -215,7 +220,7 @@ async fn block_refuses_when_full_until_space_is_freed() {
 
 #[tokio::test]
 async fn drop_newest_and_drop_oldest_count_what_they_drop() {
-    let rec_len = encode_record(&spans("x", 10)).len() as u64;
+    let rec_len = encode_record(&spans("x", 10), &Metadata::default()).len() as u64;
     let max = 4 * rec_len + 16;
     let seg = 2 * rec_len + 4;
 
@@ -314,16 +319,19 @@ async fn encoded_batches_are_written_as_is_and_read_back_either_way() {
             Payload::Structs(b.clone())
         };
         let rec = match &payload {
-            Payload::Encoded(e) => encoded_record(e),
-            Payload::Structs(d) => encode_record(d),
+            Payload::Encoded(e) => encoded_record(e, &Metadata::default()),
+            Payload::Structs(d) => encode_record(d, &Metadata::default()),
         };
         assert_eq!(
             rec.len(),
-            encode_record(b).len(),
+            encode_record(b, &Metadata::default()).len(),
             "the same record either way"
         );
         let res = q.reserve(rec.len() as u64).unwrap().unwrap();
-        assert_eq!(q.append(res, &rec, &payload).unwrap(), Appended::Queued);
+        assert_eq!(
+            q.append(res, &rec, &payload, &Metadata::default()).unwrap(),
+            Appended::Queued
+        );
     }
     // The first comes from memory as it was appended; the rest are read back
     // as the bytes that were written, not decoded.
@@ -357,4 +365,61 @@ async fn encoded_batches_are_written_as_is_and_read_back_either_way() {
         q.done(e.seq);
     }
     assert!(take(&q).await.is_none());
+}
+
+#[tokio::test]
+async fn client_metadata_is_kept_on_disk_and_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cfg(dir.path(), 1 << 20, 1 << 16, WhenFull::Block);
+    c.memory_batches = 0;
+    let md = Metadata::new([
+        ("X-AWS-Log-Group".to_string(), "agent-a".to_string()),
+        ("x-aws-log-stream".to_string(), "s1".to_string()),
+    ]);
+    {
+        let (q, _) = DiskQueue::open(c.clone(), "t").unwrap();
+        for (i, m) in [md.clone(), Metadata::default()].iter().enumerate() {
+            let data = spans(&format!("m{i}"), 3);
+            let rec = encode_record(&data, m);
+            let res = q.reserve(rec.len() as u64).unwrap().unwrap();
+            q.append(res, &rec, &Payload::Structs(data), m).unwrap();
+        }
+        q.close();
+    }
+    // Read back after a restart, both decoded and as bytes.
+    for encoded in [false, true] {
+        let mut c = c.clone();
+        c.read_encoded = encoded;
+        let (q, rec) = DiskQueue::open(c, "t").unwrap();
+        assert_eq!(rec.batches, 2);
+        let a = take(&q).await.unwrap();
+        assert_eq!(a.metadata.first("x-aws-log-group"), Some("agent-a"));
+        assert_eq!(a.metadata.first("x-aws-log-stream"), Some("s1"));
+        let b = take(&q).await.unwrap();
+        assert!(b.metadata.is_empty());
+        for e in [&a, &b] {
+            let t = match &e.data {
+                Payload::Structs(d) => (**d).clone(),
+                Payload::Encoded(enc) => {
+                    crate::convert::otlp_proto::decode_request(enc.signal, &enc.bytes).unwrap()
+                }
+            };
+            assert_eq!(
+                t.item_count(),
+                3,
+                "the body after the metadata block decodes"
+            );
+        }
+        assert!(tag_of(&structs_or_decode(&a.data)).starts_with("m0"));
+        q.close();
+    }
+}
+
+fn structs_or_decode(p: &Payload) -> Telemetry {
+    match p {
+        Payload::Structs(d) => (**d).clone(),
+        Payload::Encoded(e) => {
+            crate::convert::otlp_proto::decode_request(e.signal, &e.bytes).unwrap()
+        }
+    }
 }
