@@ -7,6 +7,7 @@
 //! meanwhile its own input fills and receivers refuse new data, so pressure
 //! reaches the sender instead of memory.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +27,7 @@ use crate::consumer::{
 use crate::convert::split::{append, split_front};
 use crate::settings::de::DeError;
 use crate::settings::types::duration;
-use crate::signal::{EncodedBatch, Signal, Telemetry};
+use crate::signal::{EncodedBatch, Metadata, Signal, Telemetry};
 use crate::telemetry::SignalCounters;
 
 /// Requests the batcher's input holds before it refuses.
@@ -43,6 +44,14 @@ pub struct BatchConfig {
     /// Send whatever is pending after this long.
     #[serde(with = "duration")]
     pub timeout: Duration,
+    /// Client metadata keys to batch by: data whose values of these keys
+    /// differ is never put in one batch, and the batches keep these keys
+    /// (and only these) as their metadata, for `headers_setter` and awsemf.
+    /// Empty (default): one batch, and no metadata passed on.
+    pub metadata_keys: Vec<String>,
+    /// Most distinct `metadata_keys` values batched at once; a new one
+    /// beyond it sends the oldest pending batch early.
+    pub metadata_cardinality_limit: usize,
 }
 
 impl Default for BatchConfig {
@@ -51,6 +60,8 @@ impl Default for BatchConfig {
             send_batch_size: 8192,
             send_batch_max_size: 0,
             timeout: Duration::from_millis(200),
+            metadata_keys: Vec::new(),
+            metadata_cardinality_limit: 1000,
         }
     }
 }
@@ -64,6 +75,11 @@ impl BatchConfig {
                 "send_batch_max_size ({}) must be 0 or at least send_batch_size ({})",
                 self.send_batch_max_size, self.send_batch_size
             )));
+        }
+        if self.metadata_cardinality_limit == 0 {
+            return Err(DeError::custom(
+                "metadata_cardinality_limit must be at least 1",
+            ));
         }
         if self.send_batch_size == 0 && self.timeout.is_zero() {
             return Err(DeError::custom(
@@ -157,12 +173,24 @@ pub fn spawn(
     let (tx, rx) = mpsc::channel(INPUT_CAPACITY);
     let pending = Arc::new(AtomicU64::new(0));
     let dropped = SignalCounters::new("spanwire_processor_dropped", labels);
+    let label_list: Vec<metrics::Label> = labels
+        .iter()
+        .map(|(k, v)| metrics::Label::new(*k, v.clone()))
+        .collect();
+    // Batches sent before their time because metadata_cardinality_limit was reached.
+    let early = metrics::counter!(
+        "spanwire_processor_batch_metadata_cardinality_flushes_total",
+        label_list
+    );
     let task = tokio::spawn(run(
         cfg,
         rx,
         next,
-        pending.clone(),
-        dropped,
+        Counters {
+            pending: pending.clone(),
+            dropped,
+            early,
+        },
         name.clone(),
         stop,
     ));
@@ -181,23 +209,27 @@ async fn run(
     cfg: BatchConfig,
     mut rx: mpsc::Receiver<(Telemetry, Acks)>,
     next: BoxConsumer,
-    pending: Arc<AtomicU64>,
-    dropped: SignalCounters,
+    counters: Counters,
     name: String,
     stop: CancellationToken,
 ) {
+    let Counters {
+        pending,
+        dropped,
+        early,
+    } = counters;
     // When every exporter after this batcher sends OTLP protobuf as is, each
     // request is encoded as it arrives (while its memory is in cache) and its
     // structs are dropped at once; the batch is the concatenated bytes.
-    let mut encoded = next.takes_encoded().then(EncodedBuf::new);
-    let mut buf: Option<Telemetry> = None;
-    // Acknowledgements of everything in `buf`: every batch cut from it carries
-    // them all, so each resolves only when all of its data is settled.
-    let mut buf_acks = Acks::none();
-    let mut count = 0usize;
-    let mut deadline: Option<Instant> = None;
-    let target = cfg.send_batch_size.max(1);
-    let max = cfg.send_batch_max_size;
+    let encoded = next.takes_encoded();
+    let limits = Limits {
+        target: cfg.send_batch_size.max(1),
+        max: cfg.send_batch_max_size,
+    };
+    let keys = &cfg.metadata_keys;
+    // One batch being built per distinct value of `metadata_keys` (just one
+    // without them). Only shards holding data are kept.
+    let mut shards: HashMap<Metadata, Shard> = HashMap::new();
     let sender = Sender {
         next,
         pending,
@@ -206,85 +238,174 @@ async fn run(
         stop,
     };
     loop {
+        let earliest = shards.values().filter_map(|s| s.deadline).min();
         let timer = async {
-            match deadline {
+            match earliest {
                 Some(d) => tokio::time::sleep_until(d).await,
                 None => std::future::pending().await,
             }
         };
         tokio::select! {
             msg = rx.recv() => {
-                match (msg, encoded.as_mut()) {
-                    (Some((mut data, acks)), Some(enc)) => {
-                        buf_acks.extend(acks);
-                        // Cut at `send_batch_max_size` before encoding: bytes cannot be split.
-                        let mut n = data.item_count();
-                        while max > 0 && count + n > max {
-                            let take = max - count;
-                            let head = split_front(&mut data, take);
-                            enc.push(&head);
-                            drop(head);
-                            n -= take;
-                            count = 0;
-                            sender.send(enc.take(max), buf_acks.clone()).await;
-                        }
-                        count += n;
-                        enc.push(&data);
-                        drop(data);
-                        if count >= target {
-                            let batch = enc.take(count);
-                            count = 0;
-                            sender.send(batch, buf_acks.take()).await;
-                        }
+                let Some((data, acks)) = msg else { break };
+                // The batch keeps only the values of `metadata_keys`.
+                let key = acks.metadata().select(keys);
+                let acks = acks.with_metadata(key.clone());
+                if !shards.contains_key(&key) && shards.len() >= cfg.metadata_cardinality_limit {
+                    // Full: the oldest pending batch goes now, so memory
+                    // stays bounded and nothing is refused or dropped.
+                    let oldest = shards
+                        .iter()
+                        .min_by_key(|(_, s)| s.deadline)
+                        .map(|(k, _)| k.clone());
+                    if let Some(mut s) = oldest.and_then(|k| shards.remove(&k)) {
+                        early.increment(1);
+                        s.flush(&sender, limits).await;
                     }
-                    (Some((data, acks)), None) => {
-                        count += data.item_count();
-                        buf_acks.extend(acks);
-                        match &mut buf {
-                            Some(b) => append(b, data),
-                            None => buf = Some(data),
-                        }
-                        while count >= target {
-                            let take = if max > 0 { count.min(max) } else { count };
-                            let (batch, acks) = if take == count {
-                                (buf.take(), buf_acks.take())
-                            } else {
-                                (buf.as_mut().map(|b| split_front(b, take)), buf_acks.clone())
-                            };
-                            count -= take;
-                            if let Some(batch) = batch {
-                                sender.send(batch, acks).await;
-                            }
-                        }
-                    }
-                    (None, _) => break,
                 }
-                deadline = match (count, deadline) {
+                let shard = shards
+                    .entry(key.clone())
+                    .or_insert_with(|| Shard::new(encoded, &key));
+                shard.add(data, acks, &sender, limits).await;
+                shard.deadline = match (shard.count, shard.deadline) {
                     (0, _) => None,
                     (_, None) => Some(Instant::now() + cfg.timeout),
                     (_, d) => d,
                 };
+                if shard.count == 0 {
+                    shards.remove(&key);
+                }
             }
             _ = timer => {
-                deadline = None;
-                if let Some(enc) = encoded.as_mut().filter(|e| !e.is_empty()) {
-                    let batch = enc.take(count);
-                    count = 0;
-                    sender.send(batch, buf_acks.take()).await;
-                }
-                if let Some(b) = buf.take() {
-                    count = 0;
-                    sender.send_split(b, max, buf_acks.take()).await;
+                let now = Instant::now();
+                let due: Vec<Metadata> = shards
+                    .iter()
+                    .filter(|(_, s)| s.deadline.is_some_and(|d| d <= now))
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for k in due {
+                    if let Some(mut s) = shards.remove(&k) {
+                        s.flush(&sender, limits).await;
+                    }
                 }
             }
         }
     }
-    if let Some(enc) = encoded.as_mut().filter(|e| !e.is_empty()) {
-        let batch = enc.take(count);
-        sender.send(batch, buf_acks.take()).await;
+    for (_, mut s) in shards.drain() {
+        s.flush(&sender, limits).await;
     }
-    if let Some(b) = buf.take() {
-        sender.send_split(b, max, buf_acks.take()).await;
+}
+
+/// What a running batcher counts.
+struct Counters {
+    /// Items received but not yet passed on.
+    pending: Arc<AtomicU64>,
+    /// Items dropped at the shutdown deadline.
+    dropped: SignalCounters,
+    /// Batches sent early for `metadata_cardinality_limit`.
+    early: metrics::Counter,
+}
+
+/// `send_batch_size` (at least 1) and `send_batch_max_size` (0: none).
+#[derive(Clone, Copy)]
+struct Limits {
+    target: usize,
+    max: usize,
+}
+
+/// The batch being built for one value of `metadata_keys`.
+struct Shard {
+    /// In encoded mode, the bytes so far.
+    encoded: Option<EncodedBuf>,
+    /// Otherwise the structs so far.
+    buf: Option<Telemetry>,
+    /// Acknowledgements of everything in the shard: every batch cut from it
+    /// carries them all, so each resolves only when all of its data is
+    /// settled. Their metadata is the shard's key.
+    acks: Acks,
+    /// Items held.
+    count: usize,
+    /// When what is held must go.
+    deadline: Option<Instant>,
+}
+
+impl Shard {
+    fn new(encoded: bool, key: &Metadata) -> Shard {
+        Shard {
+            encoded: encoded.then(EncodedBuf::new),
+            buf: None,
+            acks: Acks::none().with_metadata(key.clone()),
+            count: 0,
+            deadline: None,
+        }
+    }
+
+    /// Adds a request, passing on every full batch.
+    async fn add(&mut self, mut data: Telemetry, acks: Acks, sender: &Sender, l: Limits) {
+        self.acks.extend(acks);
+        match self.encoded.as_mut() {
+            Some(enc) => {
+                // Cut at `send_batch_max_size` before encoding: bytes cannot be split.
+                let mut n = data.item_count();
+                while l.max > 0 && self.count + n > l.max {
+                    let take = l.max - self.count;
+                    let head = split_front(&mut data, take);
+                    enc.push(&head);
+                    drop(head);
+                    n -= take;
+                    self.count = 0;
+                    sender.send(enc.take(l.max), self.acks.clone()).await;
+                }
+                self.count += n;
+                enc.push(&data);
+                drop(data);
+                if self.count >= l.target {
+                    let batch = enc.take(self.count);
+                    self.count = 0;
+                    sender.send(batch, self.acks.take()).await;
+                }
+            }
+            None => {
+                self.count += data.item_count();
+                match &mut self.buf {
+                    Some(b) => append(b, data),
+                    None => self.buf = Some(data),
+                }
+                while self.count >= l.target {
+                    let take = if l.max > 0 {
+                        self.count.min(l.max)
+                    } else {
+                        self.count
+                    };
+                    let (batch, acks) = if take == self.count {
+                        (self.buf.take(), self.acks.take())
+                    } else {
+                        (
+                            self.buf.as_mut().map(|b| split_front(b, take)),
+                            self.acks.clone(),
+                        )
+                    };
+                    self.count -= take;
+                    if let Some(batch) = batch {
+                        sender.send(batch, acks).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Passes on everything held (at the timeout, or at the end).
+    async fn flush(&mut self, sender: &Sender, l: Limits) {
+        self.deadline = None;
+        if let Some(enc) = self.encoded.as_mut().filter(|e| !e.is_empty()) {
+            let batch = enc.take(self.count);
+            self.count = 0;
+            sender.send(batch, self.acks.take()).await;
+        }
+        if let Some(b) = self.buf.take() {
+            self.count = 0;
+            sender.send_split(b, l.max, self.acks.take()).await;
+        }
     }
 }
 
@@ -538,6 +659,7 @@ mod tests {
             send_batch_size: 10,
             send_batch_max_size: 12,
             timeout: Duration::from_millis(50),
+            ..Default::default()
         };
         let running = start(cfg, sink.clone());
         let (a, mut a_done) = crate::consumer::Ack::new();
@@ -669,6 +791,7 @@ mod tests {
             send_batch_size: 10,
             send_batch_max_size: 12,
             timeout: Duration::from_secs(30),
+            ..Default::default()
         };
         // Struct mode, for reference.
         struct Keep(std::sync::Mutex<Vec<Telemetry>>);
@@ -748,6 +871,7 @@ mod tests {
             send_batch_size: 100,
             send_batch_max_size: 0,
             timeout: Duration::from_millis(20),
+            ..Default::default()
         };
         let running = start(cfg, sink.clone());
         running
@@ -779,5 +903,147 @@ mod tests {
             7
         );
         assert_eq!(running.pending.load(Ordering::Relaxed), 0);
+    }
+}
+
+#[cfg(test)]
+mod metadata_tests {
+    use super::*;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+    /// A request of `n` spans named after `group`.
+    fn request(group: &str, n: usize) -> Telemetry {
+        Telemetry::Traces(vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans: (0..n)
+                    .map(|i| Span {
+                        name: format!("{group}-{i}"),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }])
+    }
+
+    fn client(group: &str) -> Metadata {
+        Metadata::new([
+            ("x-aws-log-group".to_string(), group.to_string()),
+            ("user-agent".to_string(), format!("agent {group}")),
+        ])
+    }
+
+    /// Keeps every batch with its metadata.
+    #[derive(Default)]
+    struct Keep(std::sync::Mutex<Vec<(Telemetry, Metadata)>>);
+
+    #[async_trait]
+    impl Consumer for Keep {
+        async fn consume(&self, data: Telemetry, acks: Acks) -> Result<(), ConsumeError> {
+            self.0.lock().unwrap().push((data, acks.metadata().clone()));
+            Ok(())
+        }
+    }
+
+    fn names(t: &Telemetry) -> Vec<String> {
+        let Telemetry::Traces(rs) = t else {
+            panic!("traces")
+        };
+        rs.iter()
+            .flat_map(|r| &r.scope_spans)
+            .flat_map(|s| &s.spans)
+            .map(|s| s.name.clone())
+            .collect()
+    }
+
+    async fn run_with(cfg: BatchConfig, groups: &[&str]) -> Vec<(Telemetry, Metadata)> {
+        let sink = Arc::new(Keep::default());
+        let running = spawn(
+            cfg,
+            sink.clone(),
+            "batch".into(),
+            &[],
+            CancellationToken::new(),
+        );
+        for (i, g) in groups.iter().enumerate() {
+            let acks = Acks::none().with_metadata(client(g));
+            running
+                .input
+                .consume(request(&format!("{g}{i}"), 3), acks)
+                .await
+                .unwrap();
+        }
+        drop(running.input);
+        running.task.await.unwrap();
+        let got = std::mem::take(&mut *sink.0.lock().unwrap());
+        got
+    }
+
+    #[tokio::test]
+    async fn metadata_keys_keep_batches_of_different_values_apart() {
+        let cfg = BatchConfig {
+            send_batch_size: 6,
+            timeout: Duration::from_secs(60),
+            metadata_keys: vec!["X-AWS-Log-Group".into()],
+            ..Default::default()
+        };
+        let got = run_with(cfg, &["a", "b", "a", "b", "a"]).await;
+        let mut spans = 0;
+        for (batch, md) in &got {
+            let group = md.first("x-aws-log-group").expect("the key is kept");
+            assert!(
+                md.first("user-agent").is_none(),
+                "only metadata_keys are kept"
+            );
+            for n in names(batch) {
+                assert!(n.starts_with(group), "{n} is in the batch of group {group}");
+                spans += 1;
+            }
+        }
+        assert_eq!(spans, 15, "every span once");
+        // a: 3 requests of 3 = one batch of 6 (full) and 3 at the end; b: one of 6.
+        let sizes: Vec<(String, usize)> = got
+            .iter()
+            .map(|(b, m)| {
+                (
+                    m.first("x-aws-log-group").unwrap().to_string(),
+                    b.item_count(),
+                )
+            })
+            .collect();
+        assert!(
+            sizes.contains(&("a".into(), 6)) && sizes.contains(&("b".into(), 6)),
+            "{sizes:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn without_metadata_keys_batches_mix_and_carry_no_metadata() {
+        let cfg = BatchConfig {
+            send_batch_size: 6,
+            timeout: Duration::from_secs(60),
+            ..Default::default()
+        };
+        let got = run_with(cfg, &["a", "b"]).await;
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].0.item_count(), 6);
+        assert!(got[0].1.is_empty());
+    }
+
+    #[tokio::test]
+    async fn over_the_cardinality_limit_the_oldest_batch_goes_early() {
+        let cfg = BatchConfig {
+            send_batch_size: 100,
+            timeout: Duration::from_secs(60),
+            metadata_keys: vec!["x-aws-log-group".into()],
+            metadata_cardinality_limit: 2,
+            ..Default::default()
+        };
+        let got = run_with(cfg, &["a", "b", "c"]).await;
+        // `c` pushed `a` out before the end; nothing lost, nothing mixed.
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[0].1.first("x-aws-log-group"), Some("a"));
+        assert_eq!(got.iter().map(|(b, _)| b.item_count()).sum::<usize>(), 9);
     }
 }

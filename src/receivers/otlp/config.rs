@@ -53,6 +53,10 @@ pub struct GrpcConfig {
     /// `UNAVAILABLE` (the data may still be delivered; a retry may duplicate it).
     #[serde(with = "crate::settings::types::duration")]
     pub delivery_timeout: Duration,
+    /// Keep each request's gRPC metadata with its data as client metadata
+    /// (for the batch processor's `metadata_keys`, `headers_setter`'s
+    /// `from_context`, awsemf's `x-aws-metric-namespace`).
+    pub include_metadata: bool,
 }
 
 impl Default for GrpcConfig {
@@ -65,6 +69,7 @@ impl Default for GrpcConfig {
             tls: None,
             wait_for_delivery: false,
             delivery_timeout: DEFAULT_DELIVERY_TIMEOUT,
+            include_metadata: false,
         }
     }
 }
@@ -97,6 +102,9 @@ pub struct HttpConfig {
     /// data may still be delivered; a retry may duplicate it).
     #[serde(with = "crate::settings::types::duration")]
     pub delivery_timeout: Duration,
+    /// Keep each request's HTTP headers with its data as client metadata
+    /// (see the gRPC side).
+    pub include_metadata: bool,
 }
 
 impl Default for HttpConfig {
@@ -111,6 +119,7 @@ impl Default for HttpConfig {
             tls: None,
             wait_for_delivery: false,
             delivery_timeout: DEFAULT_DELIVERY_TIMEOUT,
+            include_metadata: false,
         }
     }
 }

@@ -26,20 +26,31 @@ use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
 use super::config::GrpcConfig;
-use super::intake::{Intake, Rejection};
+use super::intake::{metadata_of, Intake, Rejection};
 use crate::consumer::{BoxConsumer, StartError};
-use crate::signal::{Signal, Telemetry};
+use crate::signal::{Metadata, Signal, Telemetry};
 
 #[derive(Clone)]
 struct Svc {
     intake: Intake,
     consumer: BoxConsumer,
+    /// `include_metadata`.
+    keep_metadata: bool,
 }
 
 impl Svc {
-    async fn handle(&self, data: Telemetry) -> Result<(), Status> {
+    /// The request's gRPC metadata, if kept.
+    fn metadata<T>(&self, request: &Request<T>) -> Metadata {
+        if self.keep_metadata {
+            metadata_of(&request.metadata().clone().into_headers())
+        } else {
+            Metadata::default()
+        }
+    }
+
+    async fn handle(&self, data: Telemetry, metadata: Metadata) -> Result<(), Status> {
         self.intake
-            .deliver(&self.consumer, data)
+            .deliver(&self.consumer, data, metadata)
             .await
             .map_err(|r| match r {
                 Rejection::Unavailable {
@@ -57,8 +68,12 @@ impl TraceService for Svc {
         &self,
         request: Request<ExportTraceServiceRequest>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        self.handle(Telemetry::Traces(request.into_inner().resource_spans))
-            .await?;
+        let metadata = self.metadata(&request);
+        self.handle(
+            Telemetry::Traces(request.into_inner().resource_spans),
+            metadata,
+        )
+        .await?;
         Ok(Response::new(ExportTraceServiceResponse::default()))
     }
 }
@@ -69,8 +84,12 @@ impl MetricsService for Svc {
         &self,
         request: Request<ExportMetricsServiceRequest>,
     ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
-        self.handle(Telemetry::Metrics(request.into_inner().resource_metrics))
-            .await?;
+        let metadata = self.metadata(&request);
+        self.handle(
+            Telemetry::Metrics(request.into_inner().resource_metrics),
+            metadata,
+        )
+        .await?;
         Ok(Response::new(ExportMetricsServiceResponse::default()))
     }
 }
@@ -81,8 +100,12 @@ impl LogsService for Svc {
         &self,
         request: Request<ExportLogsServiceRequest>,
     ) -> Result<Response<ExportLogsServiceResponse>, Status> {
-        self.handle(Telemetry::Logs(request.into_inner().resource_logs))
-            .await?;
+        let metadata = self.metadata(&request);
+        self.handle(
+            Telemetry::Logs(request.into_inner().resource_logs),
+            metadata,
+        )
+        .await?;
         Ok(Response::new(ExportLogsServiceResponse::default()))
     }
 }
@@ -101,6 +124,7 @@ pub(super) async fn start(
         intake.consumer(signal).map(|c| Svc {
             intake: intake.clone(),
             consumer: c.clone(),
+            keep_metadata: cfg.include_metadata,
         })
     };
     let auth = crate::net::bearer_auth(cfg.auth.as_ref(), "otlp grpc")?;

@@ -170,6 +170,11 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
             &format!("this receiver feeds no {signal} pipeline"),
         );
     };
+    let metadata = if state.cfg.include_metadata {
+        super::intake::metadata_of(req.headers())
+    } else {
+        crate::signal::Metadata::default()
+    };
     let body = match net::read_body(req, state.cfg.max_request_body_size).await {
         Ok(b) => b,
         Err(e) => return status_body(Some(enc), e.status(), &e.to_string()),
@@ -178,7 +183,7 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
         Ok(d) => d,
         Err(message) => return status_body(Some(enc), StatusCode::BAD_REQUEST, &message),
     };
-    match state.intake.deliver(consumer, data).await {
+    match state.intake.deliver(consumer, data, metadata).await {
         Ok(()) => {
             let body = match enc {
                 Encoding::Proto => Bytes::new(),

@@ -6,7 +6,17 @@ use std::time::Duration;
 
 use crate::component::ComponentId;
 use crate::consumer::{Ack, AckOutcome, AckWaiter, Acks, BoxConsumer, ConsumeError, Consumers};
-use crate::signal::{Signal, Telemetry};
+use crate::signal::{Metadata, Signal, Telemetry};
+
+/// Client metadata from request headers (names lower-cased; values that are
+/// not text are left out).
+pub(super) fn metadata_of(headers: &http::HeaderMap) -> Metadata {
+    Metadata::new(headers.iter().filter_map(|(k, v)| {
+        v.to_str()
+            .ok()
+            .map(|v| (k.as_str().to_string(), v.to_string()))
+    }))
+}
 use crate::telemetry::SignalCounters;
 
 /// Why data was not taken, as a receiver reports it to the sender.
@@ -60,10 +70,13 @@ impl Intake {
         self.consumers.get(signal)
     }
 
+    /// Hands `data` on, with the client `metadata` kept from its request
+    /// (empty without `include_metadata`).
     pub(super) async fn deliver(
         &self,
         consumer: &BoxConsumer,
         data: Telemetry,
+        metadata: Metadata,
     ) -> Result<(), Rejection> {
         let signal = data.signal();
         let n = data.item_count();
@@ -77,7 +90,7 @@ impl Intake {
             }
             None => (Acks::none(), None),
         };
-        match consumer.consume(data, acks).await {
+        match consumer.consume(data, acks.with_metadata(metadata)).await {
             Ok(()) => {
                 self.accepted.add(signal, n);
                 match (waiter, self.wait) {
