@@ -4,6 +4,7 @@
 //! lists them.
 
 pub mod bearertokenauth;
+pub mod headers_setter;
 pub mod health_check;
 pub mod sigv4auth;
 
@@ -14,4 +15,5 @@ pub static FACTORIES: Factories<dyn ExtensionDef> = &[
     &health_check::HealthCheckFactory,
     &sigv4auth::SigV4AuthFactory,
     &bearertokenauth::BearerTokenAuthFactory,
+    &headers_setter::HeadersSetterFactory,
 ];
