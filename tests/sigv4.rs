@@ -425,3 +425,136 @@ async fn throttling_and_unavailability_are_retried_and_nothing_is_lost() {
         .iter()
         .all(|l| l["ok"] == true || l["throttled"].is_u64()));
 }
+
+/// Runs `tests/python/send_otel.py` (the OpenTelemetry Python SDK) as an
+/// agent configured the AgentCore way: its log group, stream and metric
+/// namespace in `OTEL_EXPORTER_OTLP_HEADERS`.
+fn python_agent(protocol: &str, endpoint: &str, tag: &str, headers: &str) -> std::process::Child {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/send_otel.py");
+    Command::new(common::python())
+        .args([script, "--protocol", protocol, "--endpoint", endpoint])
+        .args(["--tag", tag, "--spans", "4", "--logs", "6"])
+        .env("OTEL_SDK_DISABLED", "false")
+        .env("OTEL_EXPORTER_OTLP_HEADERS", headers)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn two_agents_land_in_their_own_log_groups() {
+    let verifier = Verifier::start(SECRET);
+    let (grpc, http, health) = (free_port(), free_port(), free_port());
+    let v = verifier.port;
+    let config = format!(
+        r#"
+extensions:
+  health_check: {{endpoint: "127.0.0.1:{health}"}}
+  headers_setter:
+    headers:
+      - {{key: x-aws-log-group, from_context: x-aws-log-group}}
+      - {{key: x-aws-log-stream, from_context: x-aws-log-stream, default_value: default}}
+  sigv4auth/logs: {{region: us-east-1, service: logs}}
+  sigv4auth/traces: {{region: us-east-1, service: xray}}
+receivers:
+  otlp:
+    protocols:
+      grpc: {{endpoint: "127.0.0.1:{grpc}", include_metadata: true}}
+      http: {{endpoint: "127.0.0.1:{http}", include_metadata: true}}
+processors:
+  batch:
+    timeout: 300ms
+    metadata_keys: [x-aws-log-group, x-aws-log-stream]
+exporters:
+  otlphttp/logs:
+    logs_endpoint: http://127.0.0.1:{v}/logs/v1/logs
+    auth: {{authenticator: [headers_setter, sigv4auth/logs]}}
+    retry_on_failure: {{enabled: false}}
+  otlphttp/traces:
+    traces_endpoint: http://127.0.0.1:{v}/xray/v1/traces
+    auth: {{authenticator: sigv4auth/traces}}
+  debug: {{verbosity: basic}}
+service:
+  extensions: [health_check, headers_setter, sigv4auth/logs, sigv4auth/traces]
+  telemetry: {{metrics: {{address: ""}}}}
+  pipelines:
+    logs: {{receivers: [otlp], processors: [batch], exporters: [otlphttp/logs]}}
+    traces: {{receivers: [otlp], processors: [batch], exporters: [otlphttp/traces]}}
+    metrics: {{receivers: [otlp], exporters: [debug]}}
+"#
+    );
+    let daemon = start(&config, health, SECRET);
+    // Both at once, one over OTLP/HTTP and one over OTLP/gRPC.
+    let agents = [
+        python_agent(
+            "http",
+            &format!("http://127.0.0.1:{http}"),
+            "alpha",
+            "x-aws-log-group=/agents/alpha,x-aws-log-stream=run-1,x-aws-metric-namespace=Alpha",
+        ),
+        python_agent(
+            "grpc",
+            &format!("http://127.0.0.1:{grpc}"),
+            "beta",
+            "x-aws-log-group=/agents/beta,x-aws-log-stream=run-2",
+        ),
+    ];
+    for a in agents {
+        let out = a.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "agent failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let done = common::wait_until(Duration::from_secs(20), || {
+        verifier.accepted("/logs/v1/logs") == 12 && verifier.accepted("/xray/v1/traces") == 8
+    })
+    .await;
+    let lines = verifier.lines();
+    assert!(
+        done,
+        "verifier saw {lines:#?}\nspanwire:\n{}",
+        daemon.logs()
+    );
+    let mut per_group: std::collections::BTreeMap<String, usize> = Default::default();
+    for l in lines.iter().filter(|l| l["path"] == "/logs/v1/logs") {
+        assert_eq!(l["ok"], true, "{l:#}");
+        let group = l["log_group"].as_str().unwrap();
+        let (tag, stream) = match group {
+            "/agents/alpha" => ("alpha", "run-1"),
+            "/agents/beta" => ("beta", "run-2"),
+            other => panic!("unexpected log group {other}"),
+        };
+        assert_eq!(l["log_stream"], stream);
+        // The headers are covered by the signature botocore checked.
+        let signed: Vec<&str> = l["signed_headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h.as_str().unwrap())
+            .collect();
+        assert!(
+            signed.contains(&"x-aws-log-group") && signed.contains(&"x-aws-log-stream"),
+            "{signed:?}"
+        );
+        // Never a record of the other agent in this group's request.
+        for body in l["bodies"].as_array().unwrap() {
+            let body = body.as_str().unwrap();
+            assert!(
+                body.starts_with(&format!("agent log {tag} ")),
+                "{body} in {group}"
+            );
+        }
+        *per_group.entry(group.to_string()).or_default() += l["items"].as_u64().unwrap() as usize;
+    }
+    assert_eq!(
+        per_group,
+        [
+            ("/agents/alpha".to_string(), 6),
+            ("/agents/beta".to_string(), 6)
+        ]
+        .into(),
+    );
+}

@@ -19,6 +19,7 @@ use crate::component::{
     ExporterFactory, Factory,
 };
 use crate::consumer::StartError;
+use crate::convert::split;
 use crate::net::HttpsConnector;
 use crate::settings::de::DeError;
 use crate::settings::types::{
@@ -86,6 +87,17 @@ pub struct OtlpHttpExporterConfig {
     /// else no limit (0).
     #[serde(default)]
     pub max_request_bytes: Option<usize>,
+    /// Largest span or log record (its own encoded size) the endpoint
+    /// takes; larger ones are dropped before sending, counted and logged.
+    /// Default: 200,000 for spans to the CloudWatch OTLP traces endpoint,
+    /// else no limit (0).
+    #[serde(default)]
+    pub max_item_bytes: Option<usize>,
+    /// Most time between the earliest and latest item of one request; a
+    /// batch whose items are further apart is split by time. Default: 24h
+    /// for the CloudWatch OTLP endpoints, else no limit (0s).
+    #[serde(default, with = "crate::settings::types::opt_duration")]
+    pub max_request_time_range: Option<Duration>,
 }
 
 /// What one request may hold.
@@ -95,19 +107,38 @@ struct Limits {
     items: usize,
     /// Uncompressed body bytes; 0 for no limit.
     bytes: usize,
+    /// Encoded bytes of one item; 0 for no limit.
+    item_bytes: usize,
+    /// Nanoseconds between the earliest and latest item; 0 for no limit.
+    time_range_ns: u64,
 }
 
 impl Limits {
     fn none(&self) -> bool {
-        self.items == 0 && self.bytes == 0
+        *self == Limits::default()
     }
 }
 
-/// The documented limits of the CloudWatch OTLP traces endpoint: 10,000
-/// spans and 5 MB uncompressed a request.
+const DAY_NS: u64 = 24 * 3_600 * 1_000_000_000;
+
+/// The documented limits of the CloudWatch OTLP traces endpoint (the
+/// CloudWatch "OTLP endpoints" page): 10,000 spans and 5 MB uncompressed a
+/// request, spans of at most 200 KB, at most 24 hours between a request's
+/// spans.
 const CLOUDWATCH_TRACES: Limits = Limits {
     items: 10_000,
     bytes: 5_000_000,
+    item_bytes: 200_000,
+    time_range_ns: DAY_NS,
+};
+
+/// The same page's limits for the CloudWatch Logs OTLP endpoint (the
+/// endpoint itself truncates a log event over 1 MB, so no item limit).
+const CLOUDWATCH_LOGS: Limits = Limits {
+    items: 10_000,
+    bytes: 5_000_000,
+    item_bytes: 0,
+    time_range_ns: DAY_NS,
 };
 
 impl OtlpHttpExporterConfig {
@@ -124,11 +155,16 @@ impl OtlpHttpExporterConfig {
             .map(|h| h.0);
         let known = match service {
             Some("xray") if signal == Signal::Traces => CLOUDWATCH_TRACES,
+            Some("logs") if signal == Signal::Logs => CLOUDWATCH_LOGS,
             _ => Limits::default(),
         };
         Limits {
             items: self.max_request_items.unwrap_or(known.items),
             bytes: self.max_request_bytes.unwrap_or(known.bytes),
+            item_bytes: self.max_item_bytes.unwrap_or(known.item_bytes),
+            time_range_ns: self
+                .max_request_time_range
+                .map_or(known.time_range_ns, |d| d.as_nanos() as u64),
         }
     }
 
@@ -486,19 +522,49 @@ pub struct Requests {
 }
 
 impl OtlpHttpExporter {
-    /// Splits `data` into request bodies within `limits`: at most
-    /// `limits.items` items, then halved until each body fits
-    /// `limits.bytes`. A single item larger than `limits.bytes` cannot be
-    /// sent: it is counted as rejected and logged, with the reason.
+    /// Splits `data` into request bodies within `limits`: items over
+    /// `limits.item_bytes` are left out (the endpoint would reject them),
+    /// then the batch is cut into `limits.time_range_ns` windows, each into
+    /// at most `limits.items` items, then halved until each body fits
+    /// `limits.bytes`. An item that cannot be sent is counted as rejected
+    /// and logged once per batch, with the reason.
     fn split(&self, data: &Telemetry, limits: Limits) -> Requests {
         let mut out = Requests::default();
+        let mut owned: Option<Telemetry> = None;
+        if limits.item_bytes > 0 && split::has_item_over(data, limits.item_bytes) {
+            let mut kept = data.clone();
+            let (removed, largest) = split::remove_items_over(&mut kept, limits.item_bytes);
+            tracing::error!(exporter = %self.name, signal = %data.signal(), items = removed, largest,
+                limit = limits.item_bytes, "items larger than max_item_bytes cannot be sent (the endpoint rejects them); dropped");
+            out.ok.rejected += removed as u64;
+            out.ok.message = format!(
+                "{removed} {} over max_item_bytes ({}; the largest {largest} bytes)",
+                data.signal().item_name(),
+                limits.item_bytes
+            );
+            owned = Some(kept);
+        }
+        let data = owned.as_ref().unwrap_or(data);
+        if limits.time_range_ns > 0 && split::time_extent(data) > limits.time_range_ns {
+            for part in split::by_time_window(data.clone(), limits.time_range_ns) {
+                self.split_part(&part, limits, &mut out);
+            }
+        } else {
+            self.split_part(data, limits, &mut out);
+        }
+        out
+    }
+
+    /// Adds the bodies of `data` (within one time window) to `out`: at most
+    /// `limits.items` items, halved until each fits `limits.bytes`.
+    fn split_part(&self, data: &Telemetry, limits: Limits, out: &mut Requests) {
         // Most batches fit: one body, and no copy of the batch to split.
         let items = data.item_count();
         if limits.items == 0 || items <= limits.items {
             let body = self.body(data);
             if limits.bytes == 0 || body.len() <= limits.bytes {
                 out.bodies.push_back((body, items));
-                return out;
+                return;
             }
         }
         let mut rest = data.clone();
@@ -509,17 +575,19 @@ impl OtlpHttpExporter {
             } else {
                 limits.items
             };
-            todo.push(crate::convert::split::split_front(&mut rest, n));
+            todo.push(split::split_front(&mut rest, n));
         }
+        // Bodies of this part go after `first`, in the batch's order.
+        let mut part: std::collections::VecDeque<(Bytes, usize)> = Default::default();
         while let Some(mut chunk) = todo.pop() {
             let body = self.body(&chunk);
             let items = chunk.item_count();
             if limits.bytes == 0 || body.len() <= limits.bytes {
-                out.bodies.push_front((body, items));
+                part.push_front((body, items));
             } else if items > 1 {
                 // Taken from the end of `todo`: the tail first, so that
-                // `bodies` keeps the batch's order.
-                let head = crate::convert::split::split_front(&mut chunk, items / 2);
+                // `part` keeps the batch's order.
+                let head = split::split_front(&mut chunk, items / 2);
                 todo.push(head);
                 todo.push(chunk);
             } else {
@@ -533,7 +601,7 @@ impl OtlpHttpExporter {
                 );
             }
         }
-        out
+        out.bodies.extend(part);
     }
 
     /// POSTs one request body (`raw`, in this exporter's encoding) for
@@ -682,6 +750,8 @@ mod tests {
             auth: None,
             max_request_items: None,
             max_request_bytes: None,
+            max_item_bytes: None,
+            max_request_time_range: None,
         };
         assert_eq!(c.url(Signal::Traces).unwrap(), "http://t/x");
         assert_eq!(c.url(Signal::Logs).unwrap(), "http://h:4318/v1/logs");

@@ -19,7 +19,7 @@
 //!   | 4     | CRC-32 (IEEE) of the signal byte, item count and payload|
 //!   | 1     | signal: 0 traces, 1 metrics, 2 logs; bit 7 set: the payload starts with client metadata |
 //!   | 4     | item count, u32 little-endian                          |
-//!   | n     | payload: [metadata], then the body of an OTLP `Export*ServiceRequest` |
+//!   | n     | payload: the metadata if bit 7 is set, then the body of an OTLP `Export*ServiceRequest` |
 //!
 //!   The metadata (only for a batch that carries some, see
 //!   `include_metadata`) is a u32 LE count of pairs, then per pair a u32 LE

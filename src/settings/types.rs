@@ -57,6 +57,16 @@ pub mod duration {
     }
 }
 
+/// Serde helpers for `Option<Duration>` fields (use with `#[serde(default)]`).
+pub mod opt_duration {
+    use super::*;
+
+    /// Deserialises a present value as `Some` of a `200ms`-style duration.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        HumanDuration::deserialize(d).map(|h| Some(h.0))
+    }
+}
+
 /// Compression for exporters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]

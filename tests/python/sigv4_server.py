@@ -8,7 +8,10 @@ must be the SHA-256 of the body as received. A mismatch is answered 403.
 
 Accepted bodies (protobuf or JSON, gzip or none) are decoded with the
 OpenTelemetry protobuf classes and counted. One JSON line per request goes to
-stdout: {"path", "ok", "items", "encoding", "gzip", "reason"}.
+stdout: {"path", "ok", "items", "encoding", "gzip", "reason", "log_group",
+"log_stream", "signed_headers", and for logs "bodies"}. As the CloudWatch Logs
+OTLP endpoint does, a logs request without x-aws-log-group or
+x-aws-log-stream is refused with 400.
 
 With MAX_ITEMS and MAX_BYTES (0: none) it also refuses, with 400, a request
 holding more items, or more bytes uncompressed, as the CloudWatch OTLP
@@ -98,7 +101,8 @@ def expected_authorization(method, host, path, headers, body, service, creds):
     return req.headers["Authorization"]
 
 
-def count(path, raw, content_type):
+def decode(path, raw, content_type):
+    """The spans or log records of a request body."""
     if path.endswith("/v1/traces"):
         msg = ExportTraceServiceRequest()
         groups = lambda m: (s for r in m.resource_spans for sc in r.scope_spans for s in sc.spans)
@@ -109,7 +113,7 @@ def count(path, raw, content_type):
         json_format.Parse(raw, msg)
     else:
         msg.ParseFromString(raw)
-    return sum(1 for _ in groups(msg))
+    return list(groups(msg))
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -160,6 +164,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             want = creds and expected_authorization(
                 "POST", headers.get("host", ""), self.path, headers, body, service, creds)
             line["key"] = got.partition("Credential=")[2].partition("/")[0]
+            line["signed_headers"] = got.partition("SignedHeaders=")[2].partition(",")[0].split(";")
+            line["log_group"] = headers.get("x-aws-log-group")
+            line["log_stream"] = headers.get("x-aws-log-stream")
             if refused:
                 line["reason"] = refused
             elif got != want:
@@ -175,9 +182,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     line["throttled"] = status
                     raise Throttled()
                 raw = gzip.decompress(body) if line["gzip"] else body
-                line["items"] = count(self.path, raw, ctype)
+                items = decode(self.path, raw, ctype)
+                line["items"] = len(items)
                 line["bytes"] = len(raw)
-                if MAX_ITEMS and line["items"] > MAX_ITEMS:
+                if service == "logs" and len(items) <= 1000:
+                    line["bodies"] = [l.body.string_value for l in items]
+                missing = [h for h in ("x-aws-log-group", "x-aws-log-stream") if h not in headers]
+                if service == "logs" and missing:
+                    # As the CloudWatch Logs OTLP endpoint does.
+                    line["reason"], status = f"missing header {missing[0]}", 400
+                elif MAX_ITEMS and line["items"] > MAX_ITEMS:
                     line["reason"], status = f"{line['items']} items exceed {MAX_ITEMS}", 400
                 elif MAX_BYTES and len(raw) > MAX_BYTES:
                     line["reason"], status = f"{len(raw)} bytes exceed {MAX_BYTES}", 400
