@@ -543,3 +543,107 @@ service:
         150.0
     );
 }
+
+/// An agent that names its metric namespace the AgentCore way
+/// (`x-aws-metric-namespace` in `OTEL_EXPORTER_OTLP_HEADERS`) gets its EMF
+/// metrics in that namespace; an agent that names none gets the exporter's.
+/// The batch processor keeps the two apart (`metadata_keys`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metric_namespace_header_names_the_emf_namespace() {
+    let moto = Moto::start();
+    let (grpc, http, health) = (free_port(), free_port(), free_port());
+    let config = format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      grpc: {{endpoint: "127.0.0.1:{grpc}", include_metadata: true}}
+      http: {{endpoint: "127.0.0.1:{http}", include_metadata: true}}
+processors:
+  batch:
+    timeout: 200ms
+    metadata_keys: [x-aws-metric-namespace]
+exporters:
+  awsemf:
+    region: us-east-1
+    endpoint: "{endpoint}"
+    namespace: Spanwire/Default
+    log_group_name: "/spanwire/emf"
+    log_stream_name: "{{ServiceName}}"
+    retry_on_failure: {{initial_interval: 50ms}}
+extensions:
+  health_check: {{endpoint: "127.0.0.1:{health}"}}
+service:
+  extensions: [health_check]
+  telemetry: {{metrics: {{address: ""}}}}
+  pipelines:
+    metrics: {{receivers: [otlp], processors: [batch], exporters: [awsemf]}}
+"#,
+        endpoint = moto.endpoint()
+    );
+    let daemon = Daemon::start_with_env(&config, health, &aws_test_env());
+    let agents = [
+        common::python_agent(
+            "http",
+            &format!("http://127.0.0.1:{http}"),
+            "alpha",
+            (1, 0),
+            "x-aws-log-group=/agents/alpha,x-aws-log-stream=run-1,x-aws-metric-namespace=Agents/Alpha",
+        ),
+        common::python_agent(
+            "grpc",
+            &format!("http://127.0.0.1:{grpc}"),
+            "beta",
+            (1, 0),
+            "x-aws-log-group=/agents/beta,x-aws-log-stream=run-2",
+        ),
+    ];
+    for a in agents {
+        common::python_agent_done(a);
+    }
+
+    let client = aws_sdk_cloudwatchlogs::Client::new(&aws_test_sdk_config(&moto.endpoint()));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (alpha, beta) = loop {
+        let alpha = read_stream(&client, "/spanwire/emf", "py-agent-alpha").await;
+        let beta = read_stream(&client, "/spanwire/emf", "py-agent-beta").await;
+        // Each agent sends four metrics (counter, histogram, up-down
+        // counter, gauge), all with one attribute set.
+        let names = |events: &[(i64, String)]| {
+            events
+                .iter()
+                .flat_map(|(_, m)| {
+                    let v: Value = serde_json::from_str(m).unwrap();
+                    v["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|m| m["Name"].as_str().unwrap().to_string())
+                        .collect::<Vec<_>>()
+                })
+                .collect::<std::collections::BTreeSet<_>>()
+                .len()
+        };
+        if (names(&alpha) >= 4 && names(&beta) >= 4) || Instant::now() > deadline {
+            break (alpha, beta);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    for (events, tag, namespace) in [
+        (&alpha, "alpha", "Agents/Alpha"),
+        (&beta, "beta", "Spanwire/Default"),
+    ] {
+        assert!(
+            !events.is_empty(),
+            "no EMF events for {tag}\n{}",
+            daemon.logs()
+        );
+        for (_, m) in events {
+            let v = check_emf(m);
+            assert_eq!(v["test.tag"], tag, "{m}");
+            for d in v["_aws"]["CloudWatchMetrics"].as_array().unwrap() {
+                assert_eq!(d["Namespace"], namespace, "{m}");
+            }
+        }
+    }
+}

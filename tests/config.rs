@@ -408,3 +408,83 @@ fn the_cloudwatch_logs_endpoint_needs_its_group_and_stream_headers() {
     let (ok, _, err) = validate(&["--config", &f]);
     assert!(ok, "{err}");
 }
+
+#[test]
+fn an_authenticator_list_is_checked_element_by_element() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = |list: &str, setter: &str| {
+        format!(
+            "extensions:\n  sigv4auth: {{region: us-east-1}}\n  headers_setter:\n    headers: {setter}\n\
+             receivers:\n  otlp: {{protocols: {{http: {{include_metadata: true}}}}}}\n\
+             exporters:\n  otlphttp:\n    logs_endpoint: https://logs.us-east-1.amazonaws.com/v1/logs\n    auth:\n      authenticator: {list}\n\
+             service:\n  extensions: [sigv4auth, headers_setter]\n  pipelines:\n    logs: {{receivers: [otlp], exporters: [otlphttp]}}\n"
+        )
+    };
+    let setter = "[{key: x-aws-log-group, from_context: x-aws-log-group}, {key: x-aws-log-stream, value: s}]";
+    // Headers from the client's metadata, then signed: valid, and the
+    // CloudWatch Logs header check is left to the setter.
+    let f = write(
+        &dir,
+        "a.yaml",
+        &config("[headers_setter, sigv4auth]", setter),
+    );
+    let (ok, _, err) = validate(&["--config", &f]);
+    assert!(ok, "{err}");
+    // The signer must come last: its signature covers the headers set before it.
+    let f = write(
+        &dir,
+        "a.yaml",
+        &config("[sigv4auth, headers_setter]", setter),
+    );
+    let (ok, _, err) = validate(&["--config", &f]);
+    assert!(!ok);
+    assert!(
+        err.contains(&format!(
+            "{f}:11:34: exporters::otlphttp: auth.authenticator: `headers_setter` comes after `sigv4auth`, which signs the request"
+        )),
+        "{err}"
+    );
+    // An unknown id in the list is named at its own position.
+    let f = write(&dir, "a.yaml", &config("[headers_setter, nope]", setter));
+    let (ok, _, err) = validate(&["--config", &f]);
+    assert!(!ok);
+    assert!(
+        err.contains(&format!(
+            "{f}:11:39: exporters::otlphttp: auth.authenticator: extension `nope` is not defined under `extensions`"
+        )),
+        "{err}"
+    );
+    // headers_setter's own rules.
+    for (setter, message) in [
+        ("[]", "headers: list at least one header"),
+        (
+            "[{key: x-aws-log-group}]",
+            "headers[0] (`x-aws-log-group`): set `value` or `from_context`",
+        ),
+        (
+            "[{key: a, value: b, from_context: c}]",
+            "headers[0] (`a`): set `value` or `from_context`, not both",
+        ),
+        (
+            "[{key: a, value: b, action: delete}]",
+            "headers[0] (`a`): action `delete` takes no value or from_context",
+        ),
+        (
+            "[{key: a, value: b, default_value: c}]",
+            "headers[0] (`a`): `default_value` goes with `from_context`",
+        ),
+        ("[{key: 'a b', value: c}]", "`key` is not a header name"),
+    ] {
+        let f = write(
+            &dir,
+            "a.yaml",
+            &config("[headers_setter, sigv4auth]", setter),
+        );
+        let (ok, _, err) = validate(&["--config", &f]);
+        assert!(!ok, "{setter}: accepted");
+        assert!(
+            err.contains("extensions::headers_setter") && err.contains(message),
+            "{setter}: {err}"
+        );
+    }
+}

@@ -49,27 +49,13 @@ service:
 }
 
 fn send_with_python(protocol: &str, endpoint: &str, tag: &str, spans: usize, logs: usize) {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/send_otel.py");
-    let out = Command::new(python())
-        .args([
-            script,
-            "--protocol",
-            protocol,
-            "--endpoint",
-            endpoint,
-            "--tag",
-            tag,
-        ])
-        .args(["--spans", &spans.to_string(), "--logs", &logs.to_string()])
-        .env("OTEL_SDK_DISABLED", "false")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "python sender failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::python_agent_done(common::python_agent(
+        protocol,
+        endpoint,
+        tag,
+        (spans, logs),
+        "",
+    ));
 }
 
 fn attr<'a>(

@@ -426,22 +426,6 @@ async fn throttling_and_unavailability_are_retried_and_nothing_is_lost() {
         .all(|l| l["ok"] == true || l["throttled"].is_u64()));
 }
 
-/// Runs `tests/python/send_otel.py` (the OpenTelemetry Python SDK) as an
-/// agent configured the AgentCore way: its log group, stream and metric
-/// namespace in `OTEL_EXPORTER_OTLP_HEADERS`.
-fn python_agent(protocol: &str, endpoint: &str, tag: &str, headers: &str) -> std::process::Child {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/send_otel.py");
-    Command::new(common::python())
-        .args([script, "--protocol", protocol, "--endpoint", endpoint])
-        .args(["--tag", tag, "--spans", "4", "--logs", "6"])
-        .env("OTEL_SDK_DISABLED", "false")
-        .env("OTEL_EXPORTER_OTLP_HEADERS", headers)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
 #[tokio::test]
 async fn two_agents_land_in_their_own_log_groups() {
     let verifier = Verifier::start(SECRET);
@@ -487,26 +471,23 @@ service:
     let daemon = start(&config, health, SECRET);
     // Both at once, one over OTLP/HTTP and one over OTLP/gRPC.
     let agents = [
-        python_agent(
+        common::python_agent(
             "http",
             &format!("http://127.0.0.1:{http}"),
             "alpha",
+            (4, 6),
             "x-aws-log-group=/agents/alpha,x-aws-log-stream=run-1,x-aws-metric-namespace=Alpha",
         ),
-        python_agent(
+        common::python_agent(
             "grpc",
             &format!("http://127.0.0.1:{grpc}"),
             "beta",
+            (4, 6),
             "x-aws-log-group=/agents/beta,x-aws-log-stream=run-2",
         ),
     ];
     for a in agents {
-        let out = a.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "agent failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        common::python_agent_done(a);
     }
     let done = common::wait_until(Duration::from_secs(20), || {
         verifier.accepted("/logs/v1/logs") == 12 && verifier.accepted("/xray/v1/traces") == 8
@@ -557,4 +538,72 @@ service:
         ]
         .into(),
     );
+}
+
+/// The Collector config AWS documents for this path
+/// (`tests/fixtures/collector/transaction-search.yaml`, Collector key names,
+/// real AWS endpoints) runs unchanged: a second `--config` only moves its
+/// addresses to loopback (the verifier, free ports) and adds a health check,
+/// as a Collector user layers configs. Spans and logs arrive signed, the logs
+/// in the group and stream its headers name.
+#[tokio::test]
+async fn the_published_collector_config_runs_against_the_verifier() {
+    let verifier = Verifier::start(SECRET);
+    let (grpc, http, health) = (free_port(), free_port(), free_port());
+    let v = verifier.port;
+    let overlay = format!(
+        r#"
+extensions:
+  health_check: {{endpoint: "127.0.0.1:{health}"}}
+receivers:
+  otlp:
+    protocols:
+      grpc: {{endpoint: "127.0.0.1:{grpc}"}}
+      http: {{endpoint: "127.0.0.1:{http}"}}
+exporters:
+  otlp_http/traces: {{traces_endpoint: "http://127.0.0.1:{v}/xray/v1/traces"}}
+  otlp_http/logs: {{logs_endpoint: "http://127.0.0.1:{v}/logs/v1/logs"}}
+service:
+  extensions: [sigv4auth/traces, sigv4auth/logs, health_check]
+  telemetry: {{metrics: {{address: ""}}}}
+"#
+    );
+    let published = std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/collector/transaction-search.yaml"
+    ));
+    let env = env(SECRET);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let daemon = Daemon::start_layered(&[published], &overlay, health, &env);
+    for i in 0..3 {
+        let r = common::post_spans(http, 50, &format!("pub{i}")).await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(post_logs(http, 20).await.status, 200);
+    }
+    let done = common::wait_until(Duration::from_secs(30), || {
+        verifier.accepted("/xray/v1/traces") == 150 && verifier.accepted("/logs/v1/logs") == 60
+    })
+    .await;
+    let lines = verifier.lines();
+    assert!(
+        done,
+        "verifier saw {lines:#?}\nspanwire:\n{}",
+        daemon.logs()
+    );
+    for l in &lines {
+        assert_eq!(l["ok"], true, "{l:#}");
+        if l["path"] == "/logs/v1/logs" {
+            assert_eq!(l["log_group"], "MyApplicationLogs");
+            assert_eq!(l["log_stream"], "default");
+        }
+    }
+    // `service.telemetry.logs.encoding: json` took effect: every line
+    // spanwire logged is a JSON object.
+    let logs = daemon.logs();
+    assert!(!logs.trim().is_empty());
+    for line in logs.lines().filter(|l| !l.trim().is_empty()) {
+        let parsed: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(parsed.is_object(), "{line}");
+    }
 }

@@ -63,6 +63,42 @@ pub fn python() -> PathBuf {
     p
 }
 
+/// Runs `tests/python/send_otel.py`: the OpenTelemetry Python SDK sends
+/// `spans` spans, four metrics and `logs` log records over OTLP `protocol`
+/// (`grpc` or `http`) to `endpoint`, with `headers` as
+/// `OTEL_EXPORTER_OTLP_HEADERS` (how AgentCore-style agents name their log
+/// group, stream and metric namespace). Output is piped.
+pub fn python_agent(
+    protocol: &str,
+    endpoint: &str,
+    tag: &str,
+    (spans, logs): (usize, usize),
+    headers: &str,
+) -> Child {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/send_otel.py");
+    Command::new(python())
+        .args([script, "--protocol", protocol, "--endpoint", endpoint])
+        .args(["--tag", tag])
+        .args(["--spans", &spans.to_string(), "--logs", &logs.to_string()])
+        .env("OTEL_SDK_DISABLED", "false")
+        .env("OTEL_EXPORTER_OTLP_HEADERS", headers)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits for a [`python_agent`] and fails the test if it failed.
+pub fn python_agent_done(agent: Child) {
+    let out = agent.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "python sender failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A running `spanwire run` process.
 pub struct Daemon {
     child: Option<Child>,
@@ -80,14 +116,28 @@ impl Daemon {
 
     /// Like [`Daemon::start`], with extra environment variables.
     pub fn start_with_env(config: &str, health_port: u16, env: &[(&str, &str)]) -> Daemon {
+        Daemon::start_layered(&[], config, health_port, env)
+    }
+
+    /// Starts spanwire with the config files `files`, unchanged, and then
+    /// `overlay` as a last `--config` (merged over them: how a test moves a
+    /// published config's addresses to loopback and adds a health_check).
+    pub fn start_layered(
+        files: &[&std::path::Path],
+        overlay: &str,
+        health_port: u16,
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("config.yaml");
-        std::fs::write(&cfg, config).unwrap();
+        std::fs::write(&cfg, overlay).unwrap();
         let log = dir.path().join("spanwire.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_spanwire"))
-            .arg("run")
-            .arg("--config")
-            .arg(&cfg)
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_spanwire"));
+        cmd.arg("run");
+        for f in files.iter().copied().chain([cfg.as_path()]) {
+            cmd.arg("--config").arg(f);
+        }
+        let child = cmd
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
