@@ -380,7 +380,15 @@ fn kubernetes_manifests_validate_and_their_pipelines_too() {
 
 #[test]
 fn iam_policies_are_least_privilege_and_the_template_lints_clean() {
-    let expected: [(&str, &[&str]); 3] = [
+    let expected: [(&str, &[&str]); 4] = [
+        (
+            "otlp-endpoints.json",
+            &[
+                "logs:PutLogEvents",
+                "xray:PutSpans",
+                "xray:PutSpansForIndexing",
+            ],
+        ),
         ("xray-exporter.json", &["xray:PutTraceSegments"]),
         (
             "cloudwatch-exporters.json",
@@ -422,9 +430,16 @@ fn iam_policies_are_least_privilege_and_the_template_lints_clean() {
                 actions.insert(a.to_string());
             }
             let res = s["Resource"].as_str().unwrap();
-            // Only X-Ray's PutTraceSegments has no resource-level permission.
+            // Only X-Ray's actions have no resource-level permission.
             if res == "*" {
-                assert_eq!(file, "xray-exporter.json");
+                assert!(
+                    s["Action"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .all(|a| a.as_str().unwrap().starts_with("xray:")),
+                    "{file}: {s}"
+                );
             } else {
                 assert!(res.starts_with("arn:aws:"), "{file}: {res}");
             }
