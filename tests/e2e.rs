@@ -7,10 +7,9 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
-use common::{free_port, http_request, python, Daemon, Sink};
+use common::{free_port, http_request, Daemon, Sink};
 use opentelemetry_proto::tonic::common::v1::any_value;
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use spanwire::signal::{Signal, Telemetry};
