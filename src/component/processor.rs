@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::factory::{any_factory, Configured, Definition, Factory};
 use super::id::ComponentId;
 use crate::consumer::{AckOutcome, Acks, BoxConsumer, ConsumeError, Consumer, StartError};
-use crate::signal::{Signal, Telemetry};
+use crate::signal::{Metadata, Signal, Telemetry};
 use crate::telemetry::SignalCounters;
 
 /// What a processor is built with, in one pipeline.
@@ -93,8 +93,9 @@ any_factory!(ProcessorFactory, ProcessorDef);
 
 /// A processor that transforms data inline.
 pub trait SyncProcessor: Send + Sync + 'static {
-    /// Transforms `data`, or refuses it (handing it back).
-    fn process(&self, data: Telemetry) -> Result<Telemetry, ConsumeError>;
+    /// Transforms `data`, or refuses it (handing it back). `metadata` is
+    /// the client metadata that came with it (see `include_metadata`).
+    fn process(&self, data: Telemetry, metadata: &Metadata) -> Result<Telemetry, ConsumeError>;
 }
 
 /// Runs a [`SyncProcessor`] and passes its output on.
@@ -124,7 +125,7 @@ impl Consumer for ProcessorStage {
     async fn consume(&self, data: Telemetry, acks: Acks) -> Result<(), ConsumeError> {
         let signal = data.signal();
         let before = data.item_count();
-        let out = match self.processor.process(data) {
+        let out = match self.processor.process(data, acks.metadata()) {
             Ok(out) => out,
             Err(ConsumeError::Refused(mut r)) => {
                 r.acks = acks;

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use crate::component::{Factory, ProcessorContext, ProcessorFactory, Stage, SyncProcessor};
 use crate::consumer::{ConsumeError, StartError};
 use crate::settings::de::DeError;
-use crate::signal::Telemetry;
+use crate::signal::{Metadata, Telemetry};
 
 /// `processors.limits`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -177,7 +177,7 @@ fn cut_value(v: &mut AnyValue, max: usize) -> u64 {
 }
 
 impl SyncProcessor for Limits {
-    fn process(&self, mut data: Telemetry) -> Result<Telemetry, ConsumeError> {
+    fn process(&self, mut data: Telemetry, _: &Metadata) -> Result<Telemetry, ConsumeError> {
         match &mut data {
             Telemetry::Traces(v) => {
                 for rs in v {
@@ -309,7 +309,7 @@ mod tests {
             }],
             ..Default::default()
         }]);
-        let Telemetry::Traces(out) = p.process(data).unwrap() else {
+        let Telemetry::Traces(out) = p.process(data, &Metadata::default()).unwrap() else {
             panic!()
         };
         let r = out[0].resource.as_ref().unwrap();
@@ -369,7 +369,7 @@ mod tests {
         };
         let p = Limits::new(&defaults, &[]);
         let (b, attr) = body(
-            p.process(log(any_value::Value::StringValue(text.clone())))
+            p.process(log(any_value::Value::StringValue(text.clone())), &Metadata::default())
                 .unwrap(),
         );
         assert_eq!(b, any_value::Value::StringValue(text.clone()));
@@ -381,7 +381,7 @@ mod tests {
         };
         let p = Limits::new(&cfg, &[]);
         // 8 bytes would split the second €: 7 stay.
-        let (b, attr) = body(p.process(log(any_value::Value::StringValue(text))).unwrap());
+        let (b, attr) = body(p.process(log(any_value::Value::StringValue(text)), &Metadata::default()).unwrap());
         assert_eq!(b, any_value::Value::StringValue("ab€ab".into()));
         assert_eq!(attr.len(), 40, "the body limit leaves attributes alone");
         // A map body: at most 8 entries, and each value at most 8 bytes.
@@ -396,7 +396,7 @@ mod tests {
                     })
                     .collect(),
             });
-        let (b, _) = body(p.process(log(map)).unwrap());
+        let (b, _) = body(p.process(log(map), &Metadata::default()).unwrap());
         let any_value::Value::KvlistValue(l) = b else {
             panic!()
         };

@@ -13,7 +13,7 @@ use crate::component::{Factory, ProcessorContext, ProcessorFactory, Stage, SyncP
 use crate::consumer::{ConsumeError, StartError};
 use crate::settings::de::DeError;
 use crate::settings::types::duration;
-use crate::signal::Telemetry;
+use crate::signal::{Metadata, Telemetry};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -203,7 +203,7 @@ fn check(state: &State, name: &str) {
 }
 
 impl SyncProcessor for MemoryLimiter {
-    fn process(&self, data: Telemetry) -> Result<Telemetry, ConsumeError> {
+    fn process(&self, data: Telemetry, _: &Metadata) -> Result<Telemetry, ConsumeError> {
         if self.state.over.load(Ordering::Relaxed) {
             let rss = self.state.last_rss.load(Ordering::Relaxed);
             return Err(ConsumeError::refused_without_acks(
@@ -244,13 +244,13 @@ mod tests {
             ..Default::default()
         };
         let l = MemoryLimiter::start(&c, "memory_limiter".into());
-        let r = l.process(Telemetry::Traces(vec![]));
+        let r = l.process(Telemetry::Traces(vec![]), &Metadata::default());
         assert!(matches!(r, Err(ConsumeError::Refused(_))));
         let c = MemoryLimiterConfig {
             limit_mib: Some(1 << 20),
             ..Default::default()
         };
         let l = MemoryLimiter::start(&c, "memory_limiter".into());
-        assert!(l.process(Telemetry::Traces(vec![])).is_ok());
+        assert!(l.process(Telemetry::Traces(vec![]), &Metadata::default()).is_ok());
     }
 }
