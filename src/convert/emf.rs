@@ -1103,10 +1103,15 @@ pub fn convert<'a>(
             .as_ref()
             .map(|r| r.attributes.as_slice())
             .unwrap_or(&[]);
-        let ns = opts
-            .namespace
-            .clone()
-            .unwrap_or_else(|| resource_namespace(res));
+        let ns = match opts.namespace.as_deref() {
+            Some(t) if t.contains('{') => sanitize_namespace(&crate::convert::log_events::expand(
+                t,
+                res,
+                crate::convert::log_events::NameKind::Namespace,
+            )),
+            Some(t) => t.to_string(),
+            None => resource_namespace(res),
+        };
         let mut groups = Groups::default();
         for sm in &rm.scope_metrics {
             for m in &sm.metrics {

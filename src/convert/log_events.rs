@@ -149,6 +149,8 @@ pub enum NameKind {
     Group,
     /// Log stream: anything but `:` and `*`, ≤ 512 characters.
     Stream,
+    /// EMF namespace: `[A-Za-z0-9.\-_/#: ]`.
+    Namespace,
 }
 
 /// Fills the placeholders of a (checked) template from resource attributes;
@@ -169,7 +171,13 @@ pub fn expand(template: &str, res: &[KeyValue], kind: NameKind) -> String {
         let value = PLACEHOLDERS
             .iter()
             .find(|(p, _)| *p == name)
-            .and_then(|(_, keys)| keys.iter().find_map(|k| attr_string(res, k)))
+            .and_then(|(_, keys)| {
+                // The placeholder's own name first (a `resource` processor
+                // may have set `ClusterName`), then the OTel keys.
+                std::iter::once(&name)
+                    .chain(keys.iter())
+                    .find_map(|k| attr_string(res, k))
+            })
             .unwrap_or_else(|| "undefined".to_string());
         out.push_str(&value);
         rest = &after[close + 1..];
@@ -182,6 +190,8 @@ pub fn expand(template: &str, res: &[KeyValue], kind: NameKind) -> String {
             NameKind::Group => '_',
             NameKind::Stream if c == ':' || c == '*' => '_',
             NameKind::Stream => c,
+            NameKind::Namespace if c.is_ascii_alphanumeric() || ".-_/#: ".contains(c) => c,
+            NameKind::Namespace => '_',
         })
         .take(512)
         .collect();

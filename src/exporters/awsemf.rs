@@ -98,7 +98,8 @@ pub struct AwsEmfExporterConfig {
     /// Deadline of one call.
     #[serde(default = "default_timeout", with = "duration")]
     pub request_timeout: Duration,
-    /// CloudWatch namespace; default `service.namespace/service.name` of the resource.
+    /// CloudWatch namespace; default `service.namespace/service.name` of the
+    /// resource. Placeholders (`{TaskDefinitionFamily}`) as in the log group.
     #[serde(default)]
     pub namespace: Option<String>,
     /// Log group; placeholders such as `{ServiceName}` are filled from the resource.
@@ -165,7 +166,17 @@ impl AwsEmfExporterConfig {
             self.log_retention,
         )?;
         if let Some(ns) = &self.namespace {
-            if emf::sanitize_namespace(ns) != *ns {
+            // Placeholders as in log_group_name; the rest must be valid as it is.
+            crate::convert::log_events::check_template(ns)?;
+            let fixed = ns
+                .split('{')
+                .enumerate()
+                .map(|(i, part)| match part.split_once('}') {
+                    Some((_, after)) if i > 0 => after,
+                    _ => part,
+                })
+                .collect::<String>();
+            if !fixed.is_empty() && emf::sanitize_namespace(&fixed) != fixed {
                 return Err(format!(
                     "namespace `{ns}` is not a valid CloudWatch namespace (letters, digits, `.-_/#:` and spaces, at most 255, not starting with AWS/)"
                 ));

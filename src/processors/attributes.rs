@@ -176,7 +176,9 @@ impl ActionsConfig {
                         return fail("set exactly one of value, from_attribute or from_context");
                     }
                     if extra {
-                        return fail("pattern and converted_type go with extract, delete, hash and convert");
+                        return fail(
+                            "pattern and converted_type go with extract, delete, hash and convert",
+                        );
                     }
                 }
                 ActionKind::Delete | ActionKind::Hash => {
@@ -198,7 +200,9 @@ impl ActionsConfig {
                         .map(|r| r.capture_names().flatten().count())
                         .unwrap_or(0);
                     if named == 0 {
-                        return fail("the pattern of extract needs at least one named group, (?P<name>...)");
+                        return fail(
+                            "the pattern of extract needs at least one named group, (?P<name>...)",
+                        );
                     }
                     if sources != 0 || a.converted_type.is_some() {
                         return fail("extract takes only key and pattern");
@@ -253,7 +257,9 @@ impl Actions {
                         (Some(v), _, _) => Source::Value(v.to_any()),
                         (_, Some(f), _) => Source::Attribute(f.clone()),
                         (_, _, Some(c)) => Source::Context(
-                            c.strip_prefix("metadata.").unwrap_or(c).to_ascii_lowercase(),
+                            c.strip_prefix("metadata.")
+                                .unwrap_or(c)
+                                .to_ascii_lowercase(),
                         ),
                         _ => Source::None,
                     },
@@ -318,7 +324,9 @@ impl Actions {
                     else {
                         continue;
                     };
-                    let Some(caps) = re.captures(&text) else { continue };
+                    let Some(caps) = re.captures(&text) else {
+                        continue;
+                    };
                     for name in re.capture_names().flatten() {
                         let Some(m) = caps.name(name) else { continue };
                         let v = string(m.as_str().to_string());
@@ -620,7 +628,10 @@ mod tests {
         .unwrap();
         let mut attrs = vec![
             kv("aws.ecs.cluster.name", V::StringValue("prod".into())),
-            kv("http.url", V::StringValue("https://api.example.com/v1/x".into())),
+            kv(
+                "http.url",
+                V::StringValue("https://api.example.com/v1/x".into()),
+            ),
             kv("count", V::StringValue(" 42 ".into())),
             kv("ratio", V::IntValue(3)),
             kv("code", V::IntValue(404)),
@@ -634,13 +645,22 @@ mod tests {
             ("x-tenant".to_string(), "beta".to_string()),
         ]);
         Actions::new(&c).apply(&mut attrs, &md);
-        assert_eq!(get(&attrs, "ClusterName"), Some(V::StringValue("prod".into())));
+        assert_eq!(
+            get(&attrs, "ClusterName"),
+            Some(V::StringValue("prod".into()))
+        );
         assert_eq!(get(&attrs, "aws.ecs.cluster.name"), None);
-        assert_eq!(get(&attrs, "tenant"), Some(V::StringValue("acme;beta".into())));
+        assert_eq!(
+            get(&attrs, "tenant"),
+            Some(V::StringValue("acme;beta".into()))
+        );
         // No such metadata: nothing set.
         assert_eq!(get(&attrs, "region"), None);
         assert_eq!(get(&attrs, "scheme"), Some(V::StringValue("https".into())));
-        assert_eq!(get(&attrs, "host"), Some(V::StringValue("api.example.com".into())));
+        assert_eq!(
+            get(&attrs, "host"),
+            Some(V::StringValue("api.example.com".into()))
+        );
         assert_eq!(get(&attrs, "count"), Some(V::IntValue(42)));
         assert_eq!(get(&attrs, "ratio"), Some(V::DoubleValue(3.0)));
         assert_eq!(get(&attrs, "code"), Some(V::StringValue("404".into())));
@@ -658,15 +678,39 @@ mod tests {
     #[test]
     fn the_new_keys_are_checked() {
         for (text, message) in [
-            ("actions:\n  - {key: a, action: extract, pattern: 'a(b)'}\n", "named group"),
-            ("actions:\n  - {key: a, action: extract}\n", "needs a pattern"),
-            ("actions:\n  - {key: a, action: convert}\n", "needs converted_type"),
-            ("actions:\n  - {key: a, action: convert, converted_type: float}\n", "unknown variant"),
+            (
+                "actions:\n  - {key: a, action: extract, pattern: 'a(b)'}\n",
+                "named group",
+            ),
+            (
+                "actions:\n  - {key: a, action: extract}\n",
+                "needs a pattern",
+            ),
+            (
+                "actions:\n  - {key: a, action: convert}\n",
+                "needs converted_type",
+            ),
+            (
+                "actions:\n  - {key: a, action: convert, converted_type: float}\n",
+                "unknown variant",
+            ),
             ("actions:\n  - {action: delete}\n", "set key or pattern"),
-            ("actions:\n  - {key: a, action: delete, pattern: '('}\n", "not a regular expression"),
-            ("actions:\n  - {key: a, action: insert, value: 1, from_context: b}\n", "exactly one"),
-            ("actions:\n  - {key: a, action: insert, from_context: auth.sub}\n", "auth"),
-            ("actions:\n  - {key: a, action: upsert, value: 1, pattern: x}\n", "go with extract"),
+            (
+                "actions:\n  - {key: a, action: delete, pattern: '('}\n",
+                "not a regular expression",
+            ),
+            (
+                "actions:\n  - {key: a, action: insert, value: 1, from_context: b}\n",
+                "exactly one",
+            ),
+            (
+                "actions:\n  - {key: a, action: insert, from_context: auth.sub}\n",
+                "auth",
+            ),
+            (
+                "actions:\n  - {key: a, action: upsert, value: 1, pattern: x}\n",
+                "go with extract",
+            ),
         ] {
             let e = cfg(text).unwrap_err().to_string();
             assert!(e.contains(message), "{text}: {e}");

@@ -369,8 +369,11 @@ mod tests {
         };
         let p = Limits::new(&defaults, &[]);
         let (b, attr) = body(
-            p.process(log(any_value::Value::StringValue(text.clone())), &Metadata::default())
-                .unwrap(),
+            p.process(
+                log(any_value::Value::StringValue(text.clone())),
+                &Metadata::default(),
+            )
+            .unwrap(),
         );
         assert_eq!(b, any_value::Value::StringValue(text.clone()));
         assert_eq!(attr.len(), 30);
@@ -381,7 +384,13 @@ mod tests {
         };
         let p = Limits::new(&cfg, &[]);
         // 8 bytes would split the second €: 7 stay.
-        let (b, attr) = body(p.process(log(any_value::Value::StringValue(text)), &Metadata::default()).unwrap());
+        let (b, attr) = body(
+            p.process(
+                log(any_value::Value::StringValue(text)),
+                &Metadata::default(),
+            )
+            .unwrap(),
+        );
         assert_eq!(b, any_value::Value::StringValue("ab€ab".into()));
         assert_eq!(attr.len(), 40, "the body limit leaves attributes alone");
         // A map body: at most 8 entries, and each value at most 8 bytes.

@@ -251,6 +251,8 @@ mod tests {
             ..Default::default()
         };
         let l = MemoryLimiter::start(&c, "memory_limiter".into());
-        assert!(l.process(Telemetry::Traces(vec![]), &Metadata::default()).is_ok());
+        assert!(l
+            .process(Telemetry::Traces(vec![]), &Metadata::default())
+            .is_ok());
     }
 }

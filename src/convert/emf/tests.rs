@@ -544,3 +544,42 @@ fn out_of_order_batches_lose_nothing() {
     }
     assert_eq!(sent, 20, "the deltas sum to the last cumulative value");
 }
+
+#[test]
+fn namespace_placeholders_are_filled_from_the_resource() {
+    let t = SINCE + SEC;
+    let with = |attrs: Vec<KeyValue>| {
+        let mut r = rm(vec![gauge("g", vec![point(&[], 0, t, AsDouble(1.0))])]);
+        r.resource = Some(Resource {
+            attributes: attrs,
+            ..Default::default()
+        });
+        r
+    };
+    let o = Options {
+        namespace: Some("ECS/AWSOTel/{TaskDefinitionFamily}".into()),
+        ..opts()
+    };
+    for (attrs, want) in [
+        // The name a `resource` processor sets (ADOT's ECS configs) ...
+        (
+            vec![
+                string_attribute("TaskDefinitionFamily", "web"),
+                string_attribute("aws.ecs.task.family", "other"),
+            ],
+            "ECS/AWSOTel/web",
+        ),
+        // ... else the OTel attribute; characters a namespace may not hold become `_`.
+        (
+            vec![string_attribute("aws.ecs.task.family", "api*v2")],
+            "ECS/AWSOTel/api_v2",
+        ),
+        (vec![], "ECS/AWSOTel/undefined"),
+    ] {
+        let mut d = deltas();
+        let batch = [with(attrs)];
+        let c = convert(&batch, &o, &mut d, t);
+        let ev = events(&c);
+        assert_eq!(ev[0]["_aws"]["CloudWatchMetrics"][0]["Namespace"], want);
+    }
+}
