@@ -9,6 +9,7 @@ pub mod attributes;
 pub mod batch;
 pub mod limits;
 pub mod memory_limiter;
+pub mod resourcedetection;
 
 use crate::component::{Factories, ProcessorDef};
 
@@ -19,4 +20,5 @@ pub static FACTORIES: Factories<dyn ProcessorDef> = &[
     &attributes::ResourceFactory,
     &attributes::AttributesFactory,
     &limits::LimitsFactory,
+    &resourcedetection::ResourceDetectionFactory,
 ];

@@ -583,6 +583,22 @@ impl Sink {
             .sum()
     }
 
+    /// The resource attributes of every resource received, in order.
+    pub fn resources(&self) -> Vec<Vec<opentelemetry_proto::tonic::common::v1::KeyValue>> {
+        let attrs = |r: &Option<opentelemetry_proto::tonic::resource::v1::Resource>| {
+            r.as_ref().map(|r| r.attributes.clone()).unwrap_or_default()
+        };
+        let mut out = Vec::new();
+        for t in self.received.lock().unwrap().iter() {
+            match t {
+                Telemetry::Traces(v) => out.extend(v.iter().map(|r| attrs(&r.resource))),
+                Telemetry::Metrics(v) => out.extend(v.iter().map(|r| attrs(&r.resource))),
+                Telemetry::Logs(v) => out.extend(v.iter().map(|r| attrs(&r.resource))),
+            }
+        }
+        out
+    }
+
     /// All spans received.
     pub fn spans(&self) -> Vec<Span> {
         self.received
