@@ -7,6 +7,7 @@
 
 pub mod attributes;
 pub mod batch;
+pub mod filter;
 pub mod limits;
 pub mod memory_limiter;
 pub mod resourcedetection;
@@ -21,4 +22,5 @@ pub static FACTORIES: Factories<dyn ProcessorDef> = &[
     &attributes::AttributesFactory,
     &limits::LimitsFactory,
     &resourcedetection::ResourceDetectionFactory,
+    &filter::FilterFactory,
 ];
