@@ -10,6 +10,7 @@ pub mod batch;
 pub mod filter;
 pub mod limits;
 pub mod memory_limiter;
+pub mod metricstransform;
 pub mod resourcedetection;
 
 use crate::component::{Factories, ProcessorDef};
@@ -23,4 +24,5 @@ pub static FACTORIES: Factories<dyn ProcessorDef> = &[
     &limits::LimitsFactory,
     &resourcedetection::ResourceDetectionFactory,
     &filter::FilterFactory,
+    &metricstransform::MetricsTransformFactory,
 ];
