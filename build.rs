@@ -6,6 +6,7 @@ const PROTOS: &[&str] = &[
     "proto/google/rpc/status.proto",
     "proto/google/rpc/error_details.proto",
     "proto/kinesis/kpl.proto",
+    "proto/prometheus/remote.proto",
     "proto/spanwire/live/v1/live.proto",
 ];
 

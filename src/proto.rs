@@ -16,3 +16,8 @@ pub mod kpl {
 pub mod live {
     include!(concat!(env!("OUT_DIR"), "/spanwire.live.v1.rs"));
 }
+
+/// Prometheus remote write 1.0 (`WriteRequest`), as Prometheus's prompb.
+pub mod prometheus {
+    include!(concat!(env!("OUT_DIR"), "/prometheus.rs"));
+}

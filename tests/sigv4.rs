@@ -607,3 +607,102 @@ service:
         assert!(parsed.is_object(), "{line}");
     }
 }
+
+/// Metrics from the OpenTelemetry Python SDK to a Prometheus remote-write
+/// endpoint signed for Amazon Managed Service for Prometheus (`aps`), as
+/// ADOT's `ecs-amp-xray.yaml` sends them: botocore checks each signature,
+/// python-snappy and Prometheus's own protobuf classes read every series
+/// back, and the values are the ones the SDK recorded.
+#[tokio::test]
+async fn remote_write_to_amp_is_signed_and_every_series_reads_back() {
+    let verifier = Verifier::start(SECRET);
+    let (http, health) = (free_port(), free_port());
+    let v = verifier.port;
+    let config = format!(
+        r#"
+extensions:
+  health_check: {{endpoint: "127.0.0.1:{health}"}}
+  sigv4auth: {{region: us-east-1, service: aps}}
+receivers:
+  otlp:
+    protocols:
+      http: {{endpoint: "127.0.0.1:{http}"}}
+exporters:
+  prometheusremotewrite:
+    endpoint: http://127.0.0.1:{v}/aps/workspaces/ws-1/api/v1/remote_write
+    auth: {{authenticator: sigv4auth}}
+    external_labels: {{cluster: test}}
+    resource_to_telemetry_conversion: {{enabled: true}}
+    retry_on_failure: {{enabled: false}}
+service:
+  extensions: [health_check, sigv4auth]
+  telemetry: {{metrics: {{address: ""}}}}
+  pipelines:
+    metrics: {{receivers: [otlp], exporters: [prometheusremotewrite]}}
+"#
+    );
+    let daemon = start(&config, health, SECRET);
+    common::python_agent_done(common::python_agent(
+        "http",
+        &format!("http://127.0.0.1:{http}"),
+        "amp",
+        (1, 0),
+        "",
+    ));
+    let path = "/aps/workspaces/ws-1/api/v1/remote_write";
+    let done = common::wait_until(Duration::from_secs(20), || {
+        verifier.lines().iter().any(|l| l["path"] == path)
+    })
+    .await;
+    let lines = verifier.lines();
+    assert!(
+        done,
+        "verifier saw {lines:#?}\nspanwire:\n{}",
+        daemon.logs()
+    );
+    let mut series: Vec<serde_json::Value> = Vec::new();
+    for l in lines.iter().filter(|l| l["path"] == path) {
+        assert_eq!(l["ok"], true, "{l:#}");
+        assert_eq!(l["version"], "0.1.0");
+        series.extend(l["series"].as_array().unwrap().iter().cloned());
+    }
+    let value = |name: &str, extra: &[(&str, &str)]| -> f64 {
+        let found: Vec<&serde_json::Value> = series
+            .iter()
+            .filter(|s| {
+                s["labels"]["__name__"] == name && extra.iter().all(|(k, v)| s["labels"][*k] == *v)
+            })
+            .collect();
+        assert_eq!(found.len(), 1, "{name} {extra:?} in {series:#?}");
+        let s = found[0];
+        // Every series carries the resource, job, and the external label.
+        assert_eq!(s["labels"]["job"], "py-agent-amp", "{s}");
+        assert_eq!(s["labels"]["cluster"], "test", "{s}");
+        assert_eq!(s["labels"]["deployment_environment"], "test", "{s}");
+        assert_eq!(s["labels"]["test_tag"], "amp", "{s}");
+        s["samples"][0][0].as_f64().unwrap()
+    };
+    assert_eq!(value("e2e_requests_total", &[]), 3.0);
+    assert_eq!(value("e2e_sessions", &[]), 2.0);
+    assert_eq!(value("e2e_queue", &[]), 7.0);
+    // 5, 50 and 500 ms in the SDK's default buckets.
+    let bucket = |le: &str| value("e2e_latency_milliseconds_bucket", &[("le", le)]);
+    assert_eq!(
+        [
+            bucket("0"),
+            bucket("5"),
+            bucket("10"),
+            bucket("50"),
+            bucket("250"),
+            bucket("500"),
+            bucket("+Inf")
+        ],
+        [0.0, 1.0, 1.0, 2.0, 2.0, 3.0, 3.0]
+    );
+    assert_eq!(value("e2e_latency_milliseconds_sum", &[]), 555.0);
+    assert_eq!(value("e2e_latency_milliseconds_count", &[]), 3.0);
+    // The resource once more, as target_info.
+    assert!(series
+        .iter()
+        .any(|s| s["labels"]["__name__"] == "target_info" && s["labels"]["job"] == "py-agent-amp"));
+}

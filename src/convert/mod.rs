@@ -9,5 +9,6 @@ pub mod log_events;
 pub mod otlp_json;
 pub mod otlp_proto;
 pub mod prometheus;
+pub mod prometheus_remote_write;
 pub mod split;
 pub mod xray;

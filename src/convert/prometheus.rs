@@ -331,7 +331,9 @@ fn escape_help(v: &str, out: &mut String) {
     }
 }
 
-fn number(f: f64) -> String {
+/// A float as Prometheus writes it (`+Inf`, `NaN`, `0.25`, `1`): sample
+/// values in the text format and `le` / `quantile` label values.
+pub fn number(f: f64) -> String {
     if f.is_nan() {
         "NaN".into()
     } else if f == f64::INFINITY {

@@ -11,10 +11,12 @@ pub mod awsxray;
 pub mod cwlogs;
 pub mod debug;
 pub mod file;
+pub mod http_sender;
 pub mod otlp;
 pub mod otlphttp;
 mod partial_success;
 pub mod prometheus;
+pub mod prometheusremotewrite;
 
 use crate::component::{ExporterDef, Factories};
 
@@ -28,4 +30,5 @@ pub static FACTORIES: Factories<dyn ExporterDef> = &[
     &prometheus::PrometheusFactory,
     &awsemf::AwsEmfFactory,
     &awscloudwatchlogs::AwsCloudWatchLogsFactory,
+    &prometheusremotewrite::PrometheusRemoteWriteFactory,
 ];

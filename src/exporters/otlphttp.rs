@@ -7,20 +7,17 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use http::{header, HeaderName, HeaderValue};
 use serde::Deserialize;
 
+use super::http_sender::HttpSender;
 use super::partial_success::OtlpResponse;
 use crate::component::{
-    AuthError, BuiltExporter, ClientAuth, Export, ExportError, ExportOk, ExporterContext,
-    ExporterFactory, Factory,
+    BuiltExporter, ClientAuth, Export, ExportError, ExportOk, ExporterContext, ExporterFactory,
+    Factory,
 };
 use crate::consumer::StartError;
 use crate::convert::split;
-use crate::net::HttpsConnector;
 use crate::settings::de::DeError;
 use crate::settings::types::{
     duration, Compression, ExporterAuth, QueueConfig, RetryConfig, TlsClientConfig,
@@ -245,14 +242,11 @@ impl OtlpHttpExporterConfig {
 
 /// The running exporter.
 pub struct OtlpHttpExporter {
-    client: Client<HttpsConnector, Full<Bytes>>,
+    sender: HttpSender,
     /// Per signal (traces, metrics, logs): where to POST, if configured.
     urls: [Option<http::Uri>; 3],
-    headers: HeaderMap,
     encoding: HttpEncoding,
     compression: Compression,
-    timeout: Duration,
-    auth: Option<Arc<dyn ClientAuth>>,
     /// Per signal (traces, metrics, logs).
     limits: [Limits; 3],
     /// Logs go to the CloudWatch Logs OTLP endpoint.
@@ -267,11 +261,7 @@ impl OtlpHttpExporter {
         name: String,
         auth: Option<Arc<dyn ClientAuth>>,
     ) -> Result<Self, StartError> {
-        let connector = crate::net::https_connector(&cfg.tls, false)
-            .map_err(|e| StartError::component(&name, e.to_string()))?;
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build(connector);
+        let sender = HttpSender::new(&name, &cfg.tls, &cfg.headers, cfg.timeout, auth)?;
         let url = |s: Signal| -> Result<Option<http::Uri>, StartError> {
             let Some(u) = cfg.url(s) else {
                 return Ok(None);
@@ -280,26 +270,15 @@ impl OtlpHttpExporter {
                 .map(Some)
                 .map_err(|e| StartError::component(&name, format!("invalid endpoint `{u}`: {e}")))
         };
-        let mut headers = HeaderMap::new();
-        for (k, v) in &cfg.headers {
-            let name_ = HeaderName::from_bytes(k.as_bytes())
-                .map_err(|e| StartError::component(&name, e.to_string()))?;
-            let value = HeaderValue::from_str(v)
-                .map_err(|e| StartError::component(&name, e.to_string()))?;
-            headers.insert(name_, value);
-        }
         Ok(OtlpHttpExporter {
-            client,
+            sender,
             urls: [
                 url(Signal::Traces)?,
                 url(Signal::Metrics)?,
                 url(Signal::Logs)?,
             ],
-            headers,
             encoding: cfg.encoding,
             compression: cfg.compression,
-            timeout: cfg.timeout,
-            auth,
             limits: [
                 cfg.limits(Signal::Traces),
                 cfg.limits(Signal::Metrics),
@@ -315,30 +294,6 @@ impl OtlpHttpExporter {
             HttpEncoding::Json => Bytes::from(crate::convert::otlp_json::encode_to_vec(data)),
             HttpEncoding::Proto => crate::convert::otlp_proto::encode_batch(data).bytes,
         }
-    }
-}
-
-/// An error and its sources, e.g. `client error (Connect): invalid peer certificate: UnknownIssuer`.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let next = s.to_string();
-        if !text.contains(&next) {
-            text.push_str(": ");
-            text.push_str(&next);
-        }
-        source = s.source();
-    }
-    text
-}
-
-/// Seconds or an HTTP date in a Retry-After header (dates are taken as "soon": 1s).
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let v = headers.get(header::RETRY_AFTER)?.to_str().ok()?;
-    match v.trim().parse::<u64>() {
-        Ok(s) => Some(Duration::from_secs(s)),
-        Err(_) => Some(Duration::from_secs(1)),
     }
 }
 
@@ -623,94 +578,32 @@ impl OtlpHttpExporter {
                 signal.as_str()
             )));
         };
-        let mut req = http::Request::builder()
-            .method(Method::POST)
-            .uri(url.clone())
-            .header(
-                header::CONTENT_TYPE,
-                match self.encoding {
-                    HttpEncoding::Proto => "application/x-protobuf",
-                    HttpEncoding::Json => "application/json",
-                },
-            )
-            .header(
-                header::USER_AGENT,
-                concat!("spanwire/", env!("CARGO_PKG_VERSION")),
-            );
+        let content_type = match self.encoding {
+            HttpEncoding::Proto => "application/x-protobuf",
+            HttpEncoding::Json => "application/json",
+        };
+        let mut headers = vec![(header::CONTENT_TYPE, content_type)];
         if let Some(ce) = content_encoding {
-            req = req.header(header::CONTENT_ENCODING, ce);
+            headers.push((header::CONTENT_ENCODING, ce));
         }
-        let mut req = req
-            .body(Full::new(body.clone()))
-            .map_err(|e| ExportError::Permanent(format!("cannot build request: {e}")))?;
-        req.headers_mut().extend(self.headers.clone());
-        if let Some(auth) = &self.auth {
-            let (mut parts, full) = req.into_parts();
-            auth.authorize(&mut parts, &body, metadata)
-                .await
-                .map_err(|e| match e {
-                    AuthError::Retryable(reason) => ExportError::Retryable {
-                        reason,
-                        retry_after: None,
-                    },
-                    AuthError::Permanent(reason) => ExportError::Permanent(reason),
-                })?;
-            req = http::Request::from_parts(parts, full);
-        }
-        if signal == Signal::Logs && self.logs_to_cloudwatch {
-            // A header taken from the batch's metadata may be missing; the
-            // endpoint would answer 400 for the whole request.
-            if let Some(need) = LOG_HEADERS
-                .into_iter()
-                .find(|h| !req.headers().contains_key(*h))
-            {
-                return Err(ExportError::Permanent(format!(
-                    "the batch has no `{need}` header for the CloudWatch Logs OTLP endpoint (its client metadata did not carry one, and no default_value or fixed header is set)"
-                )));
-            }
-        }
-        let resp = match tokio::time::timeout(self.timeout, self.client.request(req)).await {
-            Err(_) => {
-                return Err(ExportError::Retryable {
-                    reason: format!("POST {url} timed out after {:?}", self.timeout),
-                    retry_after: None,
-                })
-            }
-            Ok(Err(e)) => {
-                return Err(ExportError::Retryable {
-                    reason: format!("POST {url}: {}", error_chain(&e)),
-                    retry_after: None,
-                })
-            }
-            Ok(Ok(r)) => r,
-        };
-        let status = resp.status();
-        let hint = retry_after(resp.headers());
-        let body = match tokio::time::timeout(
-            self.timeout,
-            Limited::new(resp.into_body(), 4 * 1024 * 1024).collect(),
-        )
-        .await
-        {
-            Ok(Ok(b)) => b.to_bytes(),
-            _ => Bytes::new(),
-        };
-        if status.is_success() {
-            return Ok(partial_success(signal, self.encoding, &body));
-        }
-        let text: String = String::from_utf8_lossy(&body).chars().take(300).collect();
-        let reason = format!("POST {url}: HTTP {status}: {}", text.trim());
-        match status {
-            StatusCode::TOO_MANY_REQUESTS
-            | StatusCode::BAD_GATEWAY
-            | StatusCode::SERVICE_UNAVAILABLE
-            | StatusCode::GATEWAY_TIMEOUT
-            | StatusCode::REQUEST_TIMEOUT => Err(ExportError::Retryable {
-                reason,
-                retry_after: hint,
-            }),
-            _ => Err(ExportError::Permanent(reason)),
-        }
+        let to_cloudwatch_logs = signal == Signal::Logs && self.logs_to_cloudwatch;
+        let answer = self
+            .sender
+            .post(url, &headers, body, metadata, |h| {
+                if !to_cloudwatch_logs {
+                    return Ok(());
+                }
+                // A header taken from the batch's metadata may be missing;
+                // the endpoint would answer 400 for the whole request.
+                match LOG_HEADERS.into_iter().find(|n| !h.contains_key(*n)) {
+                    Some(need) => Err(ExportError::Permanent(format!(
+                        "the batch has no `{need}` header for the CloudWatch Logs OTLP endpoint (its client metadata did not carry one, and no default_value or fixed header is set)"
+                    ))),
+                    None => Ok(()),
+                }
+            })
+            .await?;
+        Ok(partial_success(signal, self.encoding, &answer))
     }
 }
 

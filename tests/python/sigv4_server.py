@@ -13,6 +13,13 @@ stdout: {"path", "ok", "items", "encoding", "gzip", "reason", "log_group",
 OTLP endpoint does, a logs request without x-aws-log-group or
 x-aws-log-stream is refused with 400.
 
+Prometheus remote write (a path ending in /api/v1/remote_write, the
+`aps` service of Amazon Managed Service for Prometheus) is decoded with
+python-snappy and Prometheus's own protobuf classes (as the OpenTelemetry
+Python remote-write exporter ships them); its line also has "series": every
+series as {"labels": {...}, "samples": [[value, timestamp_ms], ...]}, and
+"items" counts samples.
+
 With MAX_ITEMS and MAX_BYTES (0: none) it also refuses, with 400, a request
 holding more items, or more bytes uncompressed, as the CloudWatch OTLP
 endpoint does past its documented limits.
@@ -102,7 +109,13 @@ def expected_authorization(method, host, path, headers, body, service, creds):
 
 
 def decode(path, raw, content_type):
-    """The spans or log records of a request body."""
+    """The spans or log records of a request body (series, for remote write)."""
+    if path.endswith("/api/v1/remote_write"):
+        from opentelemetry.exporter.prometheus_remote_write.gen.remote_pb2 import WriteRequest
+        req = WriteRequest.FromString(raw)
+        return [{"labels": {l.name: l.value for l in ts.labels},
+                 "samples": [[x.value, x.timestamp] for x in ts.samples]}
+                for ts in req.timeseries]
     if path.endswith("/v1/traces"):
         msg = ExportTraceServiceRequest()
         groups = lambda m: (s for r in m.resource_spans for sc in r.scope_spans for s in sc.spans)
@@ -182,8 +195,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     line["throttled"] = status
                     raise Throttled()
                 raw = gzip.decompress(body) if line["gzip"] else body
+                if headers.get("content-encoding") == "snappy":
+                    import snappy
+                    raw = snappy.uncompress(body)
                 items = decode(self.path, raw, ctype)
                 line["items"] = len(items)
+                if self.path.endswith("/api/v1/remote_write"):
+                    line["series"] = items
+                    line["items"] = sum(len(i["samples"]) for i in items)
+                    line["version"] = headers.get("x-prometheus-remote-write-version")
                 line["bytes"] = len(raw)
                 if service == "logs" and len(items) <= 1000:
                     line["bodies"] = [l.body.string_value for l in items]
