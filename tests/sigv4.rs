@@ -10,108 +10,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::verifier::{env, start, Verifier, SECRET};
 use common::{free_port, Daemon};
-
-/// The verifier, and the JSON lines it printed so far.
-struct Verifier {
-    child: Child,
-    lines: Arc<Mutex<Vec<serde_json::Value>>>,
-    port: u16,
-}
-
-impl Verifier {
-    fn start(secret: &str) -> Verifier {
-        Verifier::with_limits(secret, 0, 0)
-    }
-
-    /// A verifier that also refuses requests past `max_items` or `max_bytes`.
-    fn with_limits(secret: &str, max_items: usize, max_bytes: usize) -> Verifier {
-        Verifier::spawn(secret, max_items, max_bytes, 0, 0)
-    }
-
-    /// A verifier that is also the container credentials endpoint
-    /// (`/creds`), handing out keys valid for `rotate_s` seconds.
-    fn rotating(rotate_s: u64) -> Verifier {
-        Verifier::spawn(SECRET, 0, 0, rotate_s, 0)
-    }
-
-    /// A verifier that answers 429 (with Retry-After) and 503 (without) to
-    /// two of every `every` requests.
-    fn throttling(every: usize) -> Verifier {
-        Verifier::spawn(SECRET, 0, 0, 0, every)
-    }
-
-    fn spawn(
-        secret: &str,
-        max_items: usize,
-        max_bytes: usize,
-        rotate_s: u64,
-        throttle: usize,
-    ) -> Verifier {
-        let port = free_port();
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/sigv4_server.py");
-        let mut child = Command::new(common::python())
-            .args([
-                script,
-                &port.to_string(),
-                "us-east-1",
-                "AKIDSPANWIRETEST",
-                secret,
-            ])
-            .args([
-                max_items.to_string(),
-                max_bytes.to_string(),
-                rotate_s.to_string(),
-                throttle.to_string(),
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for line in stdout.lines().map_while(Result::ok) {
-                let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-                if v.get("listening").is_some() {
-                    let _ = tx.send(());
-                } else {
-                    sink.lock().unwrap().push(v);
-                }
-            }
-        });
-        rx.recv_timeout(Duration::from_secs(30))
-            .expect("the SigV4 verifier did not start");
-        Verifier { child, lines, port }
-    }
-
-    fn lines(&self) -> Vec<serde_json::Value> {
-        self.lines.lock().unwrap().clone()
-    }
-
-    /// Items the verifier accepted for `path`.
-    fn accepted(&self, path: &str) -> u64 {
-        self.lines()
-            .iter()
-            .filter(|l| l["path"] == path && l["ok"] == true)
-            .map(|l| l["items"].as_u64().unwrap())
-            .sum()
-    }
-}
-
-impl Drop for Verifier {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn config(otlp: u16, health: u16, verifier: u16) -> String {
     format!(
@@ -165,25 +67,6 @@ service:
     )
 }
 
-/// spanwire with `config`, signing with static credentials and `secret`.
-fn start(config: &str, health: u16, secret: &str) -> Daemon {
-    let env = env(secret);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    Daemon::start_with_env(config, health, &env)
-}
-
-fn env(secret: &str) -> Vec<(&'static str, String)> {
-    common::aws_test_env()
-        .into_iter()
-        .map(|(k, v)| (k, v.to_string()))
-        .filter(|(k, _)| *k != "AWS_ACCESS_KEY_ID" && *k != "AWS_SECRET_ACCESS_KEY")
-        .chain([
-            ("AWS_ACCESS_KEY_ID", "AKIDSPANWIRETEST".to_string()),
-            ("AWS_SECRET_ACCESS_KEY", secret.to_string()),
-        ])
-        .collect()
-}
-
 /// POSTs `n` log records as OTLP/HTTP protobuf.
 async fn post_logs(port: u16, n: usize) -> common::Reply {
     use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
@@ -216,8 +99,6 @@ async fn post_logs(port: u16, n: usize) -> common::Reply {
     )
     .await
 }
-
-const SECRET: &str = "spanwire/test/secret/key/not/a/real/one";
 
 #[tokio::test]
 async fn signed_traces_and_logs_pass_botocores_check() {

@@ -104,21 +104,29 @@ impl ExtensionFactory for SigV4AuthFactory {
         config: &SigV4AuthConfig,
         ctx: ExtensionContext<'_>,
     ) -> Result<StartedExtension, StartError> {
-        let provider = credentials(config)
+        let auth = signer(config)
             .await
             .map_err(|e| StartError::component(&ctx.id.to_string(), e))?;
         tracing::info!(extension = %ctx.id, region = ?config.region, service = ?config.service,
             assume_role = !config.assume_role.arn.is_empty(), "sigv4auth ready");
         Ok(StartedExtension {
             tasks: Vec::new(),
-            auth: Some(Arc::new(SigV4Signer {
-                region: config.region.clone(),
-                service: config.service.clone(),
-                provider,
-                cached: Mutex::new(None),
-            })),
+            auth: Some(auth),
         })
     }
+}
+
+/// A SigV4 signer as this extension's, for a component that signs its own
+/// calls (the `awsxray` receiver's sampling proxy): `config` as the
+/// extension's keys. Nothing is fetched until the first request.
+pub async fn signer(config: &SigV4AuthConfig) -> Result<Arc<dyn ClientAuth>, String> {
+    let provider = credentials(config).await?;
+    Ok(Arc::new(SigV4Signer {
+        region: config.region.clone(),
+        service: config.service.clone(),
+        provider,
+        cached: Mutex::new(None),
+    }))
 }
 
 /// The credentials provider: the default chain, or a role assumed with it.

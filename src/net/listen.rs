@@ -36,6 +36,23 @@ impl From<NetError> for crate::consumer::StartError {
 
 /// Resolves `host:port` and binds a TCP listener on the first address that works.
 pub async fn bind(endpoint: &str) -> Result<TcpListener, NetError> {
+    bind_with(endpoint, |a| async move { TcpListener::bind(a).await }).await
+}
+
+/// Resolves `host:port` and binds a UDP socket on the first address that works.
+pub async fn bind_udp(endpoint: &str) -> Result<tokio::net::UdpSocket, NetError> {
+    bind_with(
+        endpoint,
+        |a| async move { tokio::net::UdpSocket::bind(a).await },
+    )
+    .await
+}
+
+async fn bind_with<T, F, Fut>(endpoint: &str, bind: F) -> Result<T, NetError>
+where
+    F: Fn(SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = io::Result<T>>,
+{
     let fail = |source: io::Error| NetError::Bind {
         endpoint: endpoint.to_string(),
         source,
@@ -48,7 +65,7 @@ pub async fn bind(endpoint: &str) -> Result<TcpListener, NetError> {
     addrs.sort_by_key(|a| !a.is_ipv4());
     let mut last = io::Error::new(io::ErrorKind::AddrNotAvailable, "no address resolved");
     for addr in addrs {
-        match TcpListener::bind(addr).await {
+        match bind(addr).await {
             Ok(l) => return Ok(l),
             Err(e) => last = e,
         }

@@ -16,5 +16,5 @@ pub use body::{read_body, BodyError};
 pub use client::{endpoint_uri, https_connector, HttpsConnector};
 pub use compress::{decompress, gzip, zstd_compress, DecompressError};
 pub use http::{serve_http, Body};
-pub use listen::{bind, NetError};
+pub use listen::{bind, bind_udp, NetError};
 pub use tls::{TlsAcceptor, TlsConn};

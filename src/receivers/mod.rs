@@ -5,6 +5,7 @@
 //! list it; [`FACTORIES`] lists them.
 
 pub mod awskinesis;
+pub mod awsxray;
 pub mod bedrock;
 pub mod otlp;
 
@@ -15,4 +16,5 @@ pub static FACTORIES: Factories<dyn ReceiverDef> = &[
     &otlp::OtlpReceiverFactory,
     &bedrock::BedrockReceiverFactory,
     &awskinesis::AwsKinesisReceiverFactory,
+    &awsxray::AwsXrayReceiverFactory,
 ];

@@ -4,6 +4,7 @@
 
 pub mod genai;
 pub mod kinesis;
+pub mod verifier;
 
 use std::io::Read;
 use std::net::TcpListener as StdListener;

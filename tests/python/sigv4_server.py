@@ -20,6 +20,11 @@ Python remote-write exporter ships them); its line also has "series": every
 series as {"labels": {...}, "samples": [[value, timestamp_ms], ...]}, and
 "items" counts samples.
 
+X-Ray's sampling calls (paths ending in /GetSamplingRules and
+/SamplingTargets, as a daemon proxy forwards them) are answered, once their
+signature checks, with one rule `spanwire-test` and a target for it; the
+line has "sampling": the request body.
+
 With MAX_ITEMS and MAX_BYTES (0: none) it also refuses, with 400, a request
 holding more items, or more bytes uncompressed, as the CloudWatch OTLP
 endpoint does past its documented limits.
@@ -129,6 +134,27 @@ def decode(path, raw, content_type):
     return list(groups(msg))
 
 
+def sampling_answer(path, request):
+    """X-Ray's answer to GetSamplingRules / GetSamplingTargets."""
+    if path.endswith("/GetSamplingRules"):
+        return {"SamplingRuleRecords": [{
+            "CreatedAt": 1700000000, "ModifiedAt": 1700000000,
+            "SamplingRule": {
+                "RuleName": "spanwire-test", "RuleARN": "arn:aws:xray:us-east-1:111122223333:sampling-rule/spanwire-test",
+                "ResourceARN": "*", "Priority": 1, "FixedRate": 0.25, "ReservoirSize": 3,
+                "ServiceName": "*", "ServiceType": "*", "Host": "*", "HTTPMethod": "*",
+                "URLPath": "*", "Version": 1, "Attributes": {},
+            }}]}
+    docs = request.get("SamplingStatisticsDocuments", [])
+    return {
+        "LastRuleModification": 1700000000,
+        "SamplingTargetDocuments": [
+            {"RuleName": d["RuleName"], "FixedRate": 0.5, "ReservoirQuota": 7,
+             "ReservoirQuotaTTL": 1900000000, "Interval": 10} for d in docs],
+        "UnprocessedStatistics": [],
+    }
+
+
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
@@ -194,6 +220,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     line["reason"], status = ("throttled", 429) if nth == 1 else ("unavailable", 503)
                     line["throttled"] = status
                     raise Throttled()
+                if self.path.endswith(("/GetSamplingRules", "/SamplingTargets")):
+                    line["ok"] = True
+                    line["sampling"] = json.loads(body or b"{}")
+                    with PRINT:
+                        print(json.dumps(line), flush=True)
+                    return self.reply(200, json.dumps(sampling_answer(self.path, line["sampling"])).encode(),
+                                      "application/json")
                 raw = gzip.decompress(body) if line["gzip"] else body
                 if headers.get("content-encoding") == "snappy":
                     import snappy

@@ -27,6 +27,7 @@
 //!   the document says so in `metadata.spanwire`.
 
 mod cause;
+pub mod segment;
 
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
