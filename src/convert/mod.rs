@@ -3,6 +3,7 @@
 pub mod aws_spans;
 pub mod bedrock;
 pub mod cwl;
+pub mod ecs_stats;
 pub mod emf;
 pub(crate) mod json;
 pub mod log_events;

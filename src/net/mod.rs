@@ -9,6 +9,7 @@ pub mod client;
 pub mod compress;
 pub mod http;
 pub mod listen;
+pub mod metadata;
 pub mod tls;
 
 pub use auth::{bearer_auth, unauthorized, BearerAuth};

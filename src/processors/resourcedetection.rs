@@ -23,8 +23,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, ArrayValue, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use serde::Deserialize;
@@ -292,8 +290,8 @@ async fn run(
         Detector::Ecs => {
             let uri = env("ECS_CONTAINER_METADATA_URI_V4")
                 .ok_or("ECS_CONTAINER_METADATA_URI_V4 is not set: not on ECS")?;
-            let container = get_json(&uri, &[]).await?;
-            let task = get_json(&format!("{uri}/task"), &[]).await?;
+            let container = crate::net::metadata::get_json(&uri, &[]).await?;
+            let task = crate::net::metadata::get_json(&format!("{uri}/task"), &[]).await?;
             Ok(ecs_attributes(&task, &container))
         }
         Detector::Eks => {
@@ -570,7 +568,7 @@ impl Imds {
 
     /// A session token (`PUT /latest/api/token`).
     async fn token(&self) -> Result<String, String> {
-        let (status, body) = fetch(
+        let (status, body) = crate::net::metadata::fetch(
             http::Method::PUT,
             &format!("{}/latest/api/token", self.base),
             &[("x-aws-ec2-metadata-token-ttl-seconds", "21600")],
@@ -583,7 +581,7 @@ impl Imds {
     }
 
     async fn get(&self, token: &str, path: &str) -> Result<String, String> {
-        let (status, body) = fetch(
+        let (status, body) = crate::net::metadata::fetch(
             http::Method::GET,
             &format!("{}/latest/{path}", self.base),
             &[("x-aws-ec2-metadata-token", token)],
@@ -630,49 +628,6 @@ impl Imds {
         }
         Ok(out)
     }
-}
-
-async fn get_json(url: &str, headers: &[(&str, &str)]) -> Result<Json, String> {
-    let (status, body) = fetch(http::Method::GET, url, headers).await?;
-    if status != 200 {
-        return Err(format!("{url}: HTTP {status}"));
-    }
-    serde_json::from_slice(&body).map_err(|e| format!("{url}: {e}"))
-}
-
-/// One plain-HTTP request (metadata endpoints are link-local HTTP).
-async fn fetch(
-    method: http::Method,
-    url: &str,
-    headers: &[(&str, &str)],
-) -> Result<(u16, Vec<u8>), String> {
-    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
-    connector.set_connect_timeout(Some(Duration::from_secs(1)));
-    let client: hyper_util::client::legacy::Client<_, Full<Bytes>> =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build(connector);
-    let mut req = http::Request::builder().method(method).uri(url);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let req = req
-        .body(Full::new(Bytes::new()))
-        .map_err(|e| format!("{url}: {e}"))?;
-    let resp = client
-        .request(req)
-        .await
-        .map_err(|e| format!("{url}: {e}"))?;
-    let status = resp.status().as_u16();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| format!("{url}: {e}"))?
-        .to_bytes();
-    if body.len() > 1 << 20 {
-        return Err(format!("{url}: answer over 1 MiB"));
-    }
-    Ok((status, body.to_vec()))
 }
 
 #[cfg(test)]

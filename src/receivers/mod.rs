@@ -4,6 +4,7 @@
 //! which binds its listeners and feeds the consumers of the pipelines that
 //! list it; [`FACTORIES`] lists them.
 
+pub mod awsecscontainermetrics;
 pub mod awskinesis;
 pub mod awsxray;
 pub mod bedrock;
@@ -17,4 +18,5 @@ pub static FACTORIES: Factories<dyn ReceiverDef> = &[
     &bedrock::BedrockReceiverFactory,
     &awskinesis::AwsKinesisReceiverFactory,
     &awsxray::AwsXrayReceiverFactory,
+    &awsecscontainermetrics::AwsEcsContainerMetricsFactory,
 ];
