@@ -37,7 +37,8 @@ struct Seen {
 const TOKEN: &str = "AQAEAFakeImdsV2TokenForSpanwireTests==";
 
 /// IMDSv2 (a token first; a GET without it is refused with 401, as IMDS
-/// does when v1 is off) and the ECS v4 endpoint under `/v4/task-1`.
+/// does when v1 is off) and the ECS v4 endpoint under `/v4/task-1`
+/// (container, `/task`, `/task/stats`).
 async fn metadata_server(seen: Arc<Seen>) -> u16 {
     common::serve_fake(move |req: hyper::Request<hyper::body::Incoming>| {
         let seen = seen.clone();
@@ -54,6 +55,7 @@ async fn metadata_server(seen: Arc<Seen>) -> u16 {
                 return match path.as_str() {
                     "/v4/task-1" => ok(fixture("ecs-container-v4.json")),
                     "/v4/task-1/task" => ok(fixture("ecs-task-v4.json")),
+                    "/v4/task-1/task/stats" => ok(fixture("ecs-task-stats-v4.json")),
                     _ => status(404),
                 };
             }
@@ -209,4 +211,255 @@ service:
     assert_eq!(seen.tokens.load(Ordering::SeqCst), 1);
     assert_eq!(seen.ecs.load(Ordering::SeqCst), 2, "container + task, once");
     assert_eq!(seen.refused.load(Ordering::SeqCst), 0);
+}
+
+const PUBLISHED: [&str; 5] = [
+    "apprunner-default-config.yaml",
+    "ecs-default-config.yaml",
+    "ecs-xray.yaml",
+    "ecs-cloudwatch-xray.yaml",
+    "ecs-amp-xray.yaml",
+];
+
+fn adot(name: &str) -> String {
+    format!("{}/tests/fixtures/adot/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn the_configs_aws_publishes_for_adot_validate_unchanged() {
+    let mut files: Vec<String> = PUBLISHED
+        .iter()
+        .map(|f| adot(&format!("published/{f}")))
+        .collect();
+    files.push(adot("ecs-sidecar.yaml"));
+    for f in files {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_spanwire"))
+            .args(["validate", "--config", &f])
+            .env("AWS_REGION", "us-east-1")
+            .envs(
+                [
+                    "HEALTH_ENDPOINT",
+                    "METRICS_ENDPOINT",
+                    "OTLP_GRPC_ENDPOINT",
+                    "OTLP_HTTP_ENDPOINT",
+                    "XRAY_UDP_ENDPOINT",
+                    "XRAY_TCP_ENDPOINT",
+                ]
+                .iter()
+                .enumerate()
+                .map(|(i, k)| (*k, format!("127.0.0.1:{}", 40_000 + i))),
+            )
+            .env("AWS_ENDPOINT", "http://127.0.0.1:4566")
+            .env(
+                "AWS_PROMETHEUS_ENDPOINT",
+                "https://aps-workspaces.us-east-1.amazonaws.com/workspaces/ws-1/api/v1/remote_write",
+            )
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{f}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// Every event of a log group (moto's FilterLogEvents), as JSON.
+async fn events(
+    client: &aws_sdk_cloudwatchlogs::Client,
+    group: &str,
+) -> Vec<(String, serde_json::Value)> {
+    let Ok(r) = client
+        .filter_log_events()
+        .log_group_name(group)
+        .send()
+        .await
+    else {
+        return Vec::new();
+    };
+    r.events()
+        .iter()
+        .filter_map(|e| {
+            Some((
+                e.log_stream_name()?.to_string(),
+                serde_json::from_str(e.message()?).ok()?,
+            ))
+        })
+        .collect()
+}
+
+/// `tests/fixtures/adot/ecs-sidecar.yaml` runs as an ECS sidecar would: its
+/// metadata endpoints played locally, X-Ray and CloudWatch Logs by moto, AMP
+/// by the botocore-checked remote-write verifier. An X-Ray SDK segment, an
+/// OpenTelemetry SDK's metrics and the task's container metrics arrive
+/// where the config sends them, named and placed as it says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_adot_shaped_ecs_sidecar_runs_and_everything_lands_where_it_says() {
+    use common::verifier::{Verifier, SECRET};
+    let seen = Arc::new(Seen::default());
+    let meta = metadata_server(seen.clone()).await;
+    let moto = common::Moto::start();
+    let verifier = Verifier::start(SECRET);
+    let ports: Vec<u16> = (0..5).map(|_| free_port()).collect();
+    let (health, grpc, http, udp, tcp) = (ports[0], ports[1], ports[2], ports[3], ports[4]);
+    let at = |p: u16| format!("127.0.0.1:{p}");
+    let ecs = format!("http://127.0.0.1:{meta}/v4/task-1");
+    let imds = format!("http://127.0.0.1:{meta}");
+    let amp = format!(
+        "http://127.0.0.1:{}/aps/workspaces/ws-1/api/v1/remote_write",
+        verifier.port
+    );
+    let env: Vec<(&str, String)> = vec![
+        ("HEALTH_ENDPOINT", at(health)),
+        ("METRICS_ENDPOINT", at(free_port())),
+        ("OTLP_GRPC_ENDPOINT", at(grpc)),
+        ("OTLP_HTTP_ENDPOINT", at(http)),
+        ("XRAY_UDP_ENDPOINT", at(udp)),
+        ("XRAY_TCP_ENDPOINT", at(tcp)),
+        ("AWS_ENDPOINT", moto.endpoint()),
+        ("AWS_PROMETHEUS_ENDPOINT", amp),
+        ("AWS_REGION", "us-east-1".into()),
+        ("AWS_ACCESS_KEY_ID", "AKIDSPANWIRETEST".into()),
+        ("AWS_SECRET_ACCESS_KEY", SECRET.into()),
+        (
+            "AWS_CONFIG_FILE",
+            "/nonexistent/spanwire-test-aws-config".into(),
+        ),
+        (
+            "AWS_SHARED_CREDENTIALS_FILE",
+            "/nonexistent/spanwire-test-aws-credentials".into(),
+        ),
+        ("ECS_CONTAINER_METADATA_URI_V4", ecs),
+        ("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let config = std::fs::read_to_string(adot("ecs-sidecar.yaml")).unwrap();
+    let daemon = Daemon::start_with_env(&config, health, &env);
+
+    // An X-Ray SDK-style segment over UDP, of now.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let trace = format!("1-{:08x}-0123456789abcdef01234567", now as u64);
+    let segment = format!(
+        "{{\"format\": \"json\", \"version\": 1}}\n{{\"name\":\"orders\",\"id\":\"70de5b6f19ff9a0a\",\"trace_id\":\"{trace}\",\"start_time\":{now},\"end_time\":{}}}",
+        now + 0.25
+    );
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.send_to(segment.as_bytes(), ("127.0.0.1", udp))
+        .unwrap();
+    // An OpenTelemetry SDK's metrics over OTLP/gRPC.
+    common::python_agent_done(common::python_agent(
+        "grpc",
+        &format!("http://127.0.0.1:{grpc}"),
+        "ecs",
+        (1, 0),
+        "",
+    ));
+
+    let xray = aws_sdk_xray::Client::new(&common::aws_test_sdk_config(&moto.endpoint()));
+    let logs = aws_sdk_cloudwatchlogs::Client::new(&common::aws_test_sdk_config(&moto.endpoint()));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let (segments, application, performance, default_group) = loop {
+        let segments: Vec<serde_json::Value> = xray
+            .batch_get_traces()
+            .trace_ids(trace.clone())
+            .send()
+            .await
+            .map(|r| {
+                r.traces()
+                    .iter()
+                    .flat_map(|t| t.segments())
+                    .filter_map(|s| serde_json::from_str(s.document()?).ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let application = events(&logs, "/aws/ecs/agent-task/metrics").await;
+        let performance = events(&logs, "/aws/ecs/containerinsights/agents/performance").await;
+        let default_group = events(
+            &logs,
+            "aws/ecs/containerinsights/undefined/application/metrics",
+        )
+        .await;
+        let has = |evs: &[(String, serde_json::Value)], m: &str| {
+            evs.iter().any(|(_, e)| e.get(m).is_some())
+        };
+        if (!segments.is_empty()
+            && has(&application, "e2e.requests")
+            && has(&performance, "MemoryUtilized")
+            && has(&default_group, "e2e.requests"))
+            || std::time::Instant::now() > deadline
+        {
+            break (segments, application, performance, default_group);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    // traces: the segment went through resource detection (ECS on EC2) to X-Ray.
+    assert_eq!(segments.len(), 1, "spanwire:\n{}", daemon.logs());
+    assert_eq!(segments[0]["name"], "orders");
+    assert_eq!(segments[0]["origin"], "AWS::ECS::EC2", "{}", segments[0]);
+    // metrics/application: namespace and log group from the task family.
+    let (_, app) = application
+        .iter()
+        .find(|(_, e)| e.get("e2e.requests").is_some())
+        .unwrap_or_else(|| panic!("{application:#?}\nspanwire:\n{}", daemon.logs()));
+    assert_eq!(
+        app["_aws"]["CloudWatchMetrics"][0]["Namespace"],
+        "ECS/AWSOTel/agent-task"
+    );
+    // metrics: no detection in that pipeline, so {ClusterName} reads undefined.
+    assert!(default_group
+        .iter()
+        .any(|(_, e)| e.get("e2e.requests").is_some()));
+    // metrics/performance: the task's metrics, filtered and renamed, in the
+    // task's stream with the declared dimensions.
+    let (stream, perf) = performance
+        .iter()
+        .find(|(_, e)| e.get("MemoryUtilized").is_some())
+        .unwrap_or_else(|| panic!("{performance:#?}\nspanwire:\n{}", daemon.logs()));
+    assert_eq!(stream, "158d1c8083dd49d6b527399fd6414f5c");
+    assert_eq!(perf["MemoryUtilized"], 140);
+    assert_eq!(perf["MemoryReserved"], 1024);
+    assert_eq!(perf["CpuUtilized"], 22.0);
+    assert_eq!(
+        perf["_aws"]["CloudWatchMetrics"][0]["Namespace"],
+        "ECS/ContainerInsights"
+    );
+    assert_eq!(
+        perf["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+        serde_json::json!([["ClusterName"], ["ClusterName", "TaskDefinitionFamily"]])
+    );
+    assert!(
+        performance
+            .iter()
+            .all(|(_, e)| e.get("ecs.task.cpu.usage.total").is_none()),
+        "filtered out"
+    );
+    // AMP: both metric pipelines, signed (botocore checked every request).
+    let rw: Vec<serde_json::Value> = verifier
+        .lines()
+        .into_iter()
+        .filter(|l| {
+            l["path"]
+                .as_str()
+                .is_some_and(|p| p.ends_with("/remote_write"))
+        })
+        .collect();
+    assert!(!rw.is_empty(), "spanwire:\n{}", daemon.logs());
+    assert!(rw.iter().all(|l| l["ok"] == true), "{rw:#?}");
+    let series: Vec<&serde_json::Value> = rw
+        .iter()
+        .flat_map(|l| l["series"].as_array().unwrap())
+        .collect();
+    assert!(series.iter().any(|s| s["labels"]["__name__"]
+        .as_str()
+        .is_some_and(|n| n.starts_with("MemoryUtilized"))
+        && s["labels"]["ClusterName"] == "agents"
+        && s["samples"][0][0] == 140.0));
+    assert!(series
+        .iter()
+        .any(|s| s["labels"]["__name__"] == "e2e_requests_total"
+            && s["labels"]["TaskDefinitionFamily"] == "agent-task"));
 }
