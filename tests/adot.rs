@@ -463,3 +463,91 @@ async fn an_adot_shaped_ecs_sidecar_runs_and_everything_lands_where_it_says() {
         .any(|s| s["labels"]["__name__"] == "e2e_requests_total"
             && s["labels"]["TaskDefinitionFamily"] == "agent-task"));
 }
+
+/// `published/ecs-cloudwatch-xray.yaml` itself, unchanged, with a second
+/// `--config` that only moves its listeners to loopback, its AWS endpoints
+/// to moto and its intervals to test speed: the task's metrics reach
+/// Container Insights renamed and in the task's stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_published_ecs_cloudwatch_xray_config_runs_unchanged() {
+    let seen = Arc::new(Seen::default());
+    let meta = metadata_server(seen.clone()).await;
+    let moto = common::Moto::start();
+    let (health, grpc, http, telemetry) = (free_port(), free_port(), free_port(), free_port());
+    let m = moto.endpoint();
+    let overlay = format!(
+        r#"
+extensions:
+  health_check: {{endpoint: "127.0.0.1:{health}"}}
+receivers:
+  otlp:
+    protocols:
+      grpc: {{endpoint: "127.0.0.1:{grpc}"}}
+      http: {{endpoint: "127.0.0.1:{http}"}}
+  awsecscontainermetrics: {{collection_interval: 1s}}
+processors:
+  batch/metrics: {{timeout: 1s}}
+exporters:
+  awsxray: {{endpoint: "{m}"}}
+  awsemf/application: {{endpoint: "{m}"}}
+  awsemf/performance: {{endpoint: "{m}"}}
+service:
+  telemetry: {{metrics: {{address: "127.0.0.1:{telemetry}"}}}}
+"#
+    );
+    let ecs = format!("http://127.0.0.1:{meta}/v4/task-1");
+    let imds = format!("http://127.0.0.1:{meta}");
+    let mut env = common::aws_test_env();
+    env.retain(|(k, _)| *k != "AWS_EC2_METADATA_DISABLED");
+    env.push(("ECS_CONTAINER_METADATA_URI_V4", ecs.as_str()));
+    env.push(("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.as_str()));
+    let published = adot("published/ecs-cloudwatch-xray.yaml");
+    let daemon = Daemon::start_layered(&[std::path::Path::new(&published)], &overlay, health, &env);
+    common::python_agent_done(common::python_agent(
+        "http",
+        &format!("http://127.0.0.1:{http}"),
+        "pub",
+        (1, 0),
+        "",
+    ));
+    let logs = aws_sdk_cloudwatchlogs::Client::new(&common::aws_test_sdk_config(&m));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let (application, performance) = loop {
+        let application = events(&logs, "/aws/ecs/agent-task/metrics").await;
+        let performance = events(&logs, "/aws/ecs/containerinsights/agents/performance").await;
+        let has = |evs: &[(String, serde_json::Value)], k: &str| {
+            evs.iter().any(|(_, e)| e.get(k).is_some())
+        };
+        if (has(&application, "e2e.requests") && has(&performance, "MemoryUtilized"))
+            || std::time::Instant::now() > deadline
+        {
+            break (application, performance);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let (_, app) = application
+        .iter()
+        .find(|(_, e)| e.get("e2e.requests").is_some())
+        .unwrap_or_else(|| panic!("{application:#?}\nspanwire:\n{}", daemon.logs()));
+    assert_eq!(
+        app["_aws"]["CloudWatchMetrics"][0]["Namespace"],
+        "ECS/AWSOTel/agent-task"
+    );
+    let (stream, perf) = performance
+        .iter()
+        .find(|(_, e)| e.get("MemoryUtilized").is_some())
+        .unwrap_or_else(|| panic!("{performance:#?}\nspanwire:\n{}", daemon.logs()));
+    assert_eq!(stream, "158d1c8083dd49d6b527399fd6414f5c");
+    assert_eq!(perf["MemoryUtilized"], 140);
+    assert_eq!(perf["StorageWriteBytes"], 9216);
+    // resource_to_telemetry_conversion: the renamed resource attributes are members.
+    assert_eq!(perf["TaskDefinitionFamily"], "agent-task");
+    assert_eq!(perf["LaunchType"], "ec2");
+    // Container metrics: only container.duration passes the filter.
+    assert!(performance
+        .iter()
+        .any(|(_, e)| e.get("container.duration").is_some()));
+    assert!(performance
+        .iter()
+        .all(|(_, e)| e.get("container.memory.usage").is_none()));
+}
