@@ -12,6 +12,7 @@ pub mod cwlogs;
 pub mod debug;
 pub mod file;
 pub mod http_sender;
+pub mod live;
 pub mod otlp;
 pub mod otlphttp;
 mod partial_success;

@@ -1,0 +1,637 @@
+//! The live exporter's session store: agent sessions as spans arrive,
+//! bounded in sessions, spans per session and age, with the summaries a
+//! live view shows. Pure: time is passed in, nothing is read or written.
+//!
+//! - A span's session is the first of `session_keys` found on the span,
+//!   then on its resource, else its trace id (hex).
+//! - Per session: agents (`gen_ai.agent.name`), models
+//!   (`gen_ai.request.model`, `gen_ai.response.model`), first start and last
+//!   end, spans (as records, in arrival order, with parent ids for the
+//!   tree), token sums by type (`gen_ai.usage.*_tokens`), tool calls,
+//!   retrievals, guardrail interventions, error spans, and cost from the
+//!   `pricing` table (per model, per 1,000 input and output tokens).
+//! - Bounds: at most `max_sessions` (the least recently updated is evicted
+//!   first), `max_spans_per_session` records per session (later spans are
+//!   counted in the summary but not kept), sessions idle for `retention`
+//!   expire; every attribute value kept is cut to [`MAX_VALUE_BYTES`] and a
+//!   record keeps at most [`MAX_ATTRIBUTES`] attributes, so a record is at
+//!   most ~[`MAX_RECORD_BYTES`] and the store at most
+//!   `max_sessions × max_spans_per_session × MAX_RECORD_BYTES` plus small
+//!   per-session totals.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use opentelemetry_proto::tonic::common::v1::{any_value, KeyValue};
+use opentelemetry_proto::tonic::trace::v1::{status::StatusCode, ResourceSpans, Span};
+
+/// Longest attribute value kept in a record, in bytes (cut on a character
+/// boundary).
+pub const MAX_VALUE_BYTES: usize = 1024;
+/// Most attributes kept per record.
+pub const MAX_ATTRIBUTES: usize = 64;
+/// The bound of one record: its attributes, name and ids.
+pub const MAX_RECORD_BYTES: usize = MAX_ATTRIBUTES * (MAX_VALUE_BYTES + 128) + 2048;
+
+/// Prices of one model, per 1,000 tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    /// Per 1,000 input tokens.
+    #[serde(default)]
+    pub input: f64,
+    /// Per 1,000 output tokens.
+    #[serde(default)]
+    pub output: f64,
+}
+
+/// How sessions are keyed and bounded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Attribute keys that name a session, in order of preference.
+    pub session_keys: Vec<String>,
+    /// Sessions held at most.
+    pub max_sessions: usize,
+    /// Span records kept per session at most.
+    pub max_spans_per_session: usize,
+    /// A session not updated for this long (ns) expires.
+    pub retention_ns: u64,
+    /// Per-model prices (by `gen_ai.request.model` / `gen_ai.response.model`).
+    pub pricing: BTreeMap<String, Price>,
+}
+
+/// What a span is, for a live view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SpanClass {
+    /// An agent invocation (`invoke_agent`; a collaborator when nested).
+    Agent,
+    /// A model call (`chat`, `text_completion`, `generate_content`).
+    Model,
+    /// A tool call (`execute_tool`, action groups, code interpreter).
+    Tool,
+    /// A knowledge-base retrieval.
+    Retrieval,
+    /// A guardrail check.
+    Guardrail,
+    /// Anything else.
+    Other,
+}
+
+/// One span as the store keeps it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SpanRecord {
+    /// Trace id, hex.
+    pub trace_id: String,
+    /// Span id, hex.
+    pub span_id: String,
+    /// Parent span id, hex (empty for a root).
+    pub parent_id: String,
+    /// Span name.
+    pub name: String,
+    /// What it is.
+    pub class: SpanClass,
+    /// Start, Unix ns.
+    pub start_ns: u64,
+    /// End, Unix ns.
+    pub end_ns: u64,
+    /// It has an error status.
+    pub error: bool,
+    /// The status message.
+    pub message: String,
+    /// A guardrail intervened here.
+    pub guardrail_intervened: bool,
+    /// Input tokens it reports.
+    pub input_tokens: u64,
+    /// Output tokens it reports.
+    pub output_tokens: u64,
+    /// Its attributes as text, bounded.
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// A session's running totals.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Summary {
+    /// The session key.
+    pub session_id: String,
+    /// Agents seen.
+    pub agents: BTreeSet<String>,
+    /// Models seen.
+    pub models: BTreeSet<String>,
+    /// First span start, Unix ns.
+    pub start_ns: u64,
+    /// Last span end, Unix ns.
+    pub end_ns: u64,
+    /// Spans seen (kept or not).
+    pub span_count: u64,
+    /// Spans seen but not kept (past `max_spans_per_session`).
+    pub spans_not_kept: u64,
+    /// Error spans.
+    pub errors: u64,
+    /// Tokens by type (`input`, `output`).
+    pub tokens: BTreeMap<String, u64>,
+    /// Tool calls.
+    pub tool_calls: u64,
+    /// Retrievals.
+    pub retrievals: u64,
+    /// Guardrail interventions.
+    pub guardrail_interventions: u64,
+    /// Cost from `pricing` (0 when no price applies).
+    pub cost: f64,
+    /// When it was last updated, Unix ns (receipt time).
+    pub updated_ns: u64,
+}
+
+/// A session: its totals and kept spans.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Session {
+    /// Totals.
+    pub summary: Summary,
+    /// Kept spans, in arrival order.
+    pub spans: Vec<SpanRecord>,
+}
+
+/// What `ingest` did, for counters and subscribers.
+#[derive(Debug, Default)]
+pub struct Ingested {
+    /// New spans by session, in arrival order.
+    pub by_session: Vec<(String, Vec<SpanRecord>)>,
+    /// Sessions evicted to stay under `max_sessions`.
+    pub evicted: u64,
+    /// Spans counted but not kept.
+    pub not_kept: u64,
+}
+
+/// The store.
+#[derive(Debug)]
+pub struct Store {
+    limits: Limits,
+    sessions: HashMap<String, Session>,
+    /// (updated_ns, seq) → session id: eviction order.
+    order: BTreeMap<(u64, u64), String>,
+    /// session id → its key in `order`.
+    position: HashMap<String, (u64, u64)>,
+    seq: u64,
+}
+
+fn text(v: Option<&any_value::Value>) -> Option<String> {
+    Some(match v? {
+        any_value::Value::StringValue(s) => s.clone(),
+        any_value::Value::IntValue(i) => i.to_string(),
+        any_value::Value::DoubleValue(d) => d.to_string(),
+        any_value::Value::BoolValue(b) => b.to_string(),
+        any_value::Value::BytesValue(b) => hex::encode(b),
+        other => format!("{other:?}"),
+    })
+}
+
+fn find<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a any_value::Value> {
+    attrs
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref())
+        .and_then(|v| v.value.as_ref())
+}
+
+fn int(attrs: &[KeyValue], key: &str) -> u64 {
+    match find(attrs, key) {
+        Some(any_value::Value::IntValue(i)) => (*i).max(0) as u64,
+        Some(any_value::Value::DoubleValue(d)) if *d > 0.0 => *d as u64,
+        Some(any_value::Value::StringValue(s)) => s.parse().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+fn cut(mut s: String) -> String {
+    if s.len() > MAX_VALUE_BYTES {
+        let mut end = MAX_VALUE_BYTES;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}
+
+fn classify(span: &Span) -> SpanClass {
+    let op = match find(&span.attributes, "gen_ai.operation.name") {
+        Some(any_value::Value::StringValue(s)) => s.as_str(),
+        _ => "",
+    };
+    match op {
+        "invoke_agent" | "create_agent" => SpanClass::Agent,
+        "chat" | "text_completion" | "generate_content" | "embeddings" => SpanClass::Model,
+        "execute_tool" | "code_interpreter" | "function" => SpanClass::Tool,
+        "retrieval" | "retrieve" => SpanClass::Retrieval,
+        _ if find(&span.attributes, "aws.bedrock.guardrail.action").is_some()
+            || span.name.starts_with("guardrail") =>
+        {
+            SpanClass::Guardrail
+        }
+        _ => SpanClass::Other,
+    }
+}
+
+impl Store {
+    /// An empty store.
+    pub fn new(limits: Limits) -> Store {
+        Store {
+            limits,
+            sessions: HashMap::new(),
+            order: BTreeMap::new(),
+            position: HashMap::new(),
+            seq: 0,
+        }
+    }
+
+    /// Sessions held.
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Whether it holds no session.
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+
+    fn session_of(&self, span: &Span, res: &[KeyValue]) -> String {
+        for k in &self.limits.session_keys {
+            if let Some(v) = find(&span.attributes, k).or_else(|| find(res, k)) {
+                if let Some(t) = text(Some(v)).filter(|t| !t.is_empty()) {
+                    return cut(t);
+                }
+            }
+        }
+        hex::encode(&span.trace_id)
+    }
+
+    fn touch(&mut self, id: &str, now_ns: u64) {
+        if let Some(old) = self.position.remove(id) {
+            self.order.remove(&old);
+        }
+        self.seq += 1;
+        let key = (now_ns, self.seq);
+        self.order.insert(key, id.to_string());
+        self.position.insert(id.to_string(), key);
+    }
+
+    fn remove(&mut self, id: &str) {
+        if let Some(k) = self.position.remove(id) {
+            self.order.remove(&k);
+        }
+        self.sessions.remove(id);
+    }
+
+    /// Adds a batch received at `now_ns`; expired sessions go first.
+    pub fn ingest(&mut self, batch: &[ResourceSpans], now_ns: u64) -> Ingested {
+        self.expire(now_ns);
+        let mut out = Ingested::default();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        for rs in batch {
+            let res: &[KeyValue] = rs
+                .resource
+                .as_ref()
+                .map_or(&[], |r| r.attributes.as_slice());
+            for span in rs.scope_spans.iter().flat_map(|s| &s.spans) {
+                let id = self.session_of(span, res);
+                let record = self.record(span);
+                if !self.sessions.contains_key(&id) {
+                    while self.sessions.len() >= self.limits.max_sessions.max(1) {
+                        let Some((_, oldest)) = self.order.pop_first() else {
+                            break;
+                        };
+                        self.position.remove(&oldest);
+                        self.sessions.remove(&oldest);
+                        out.evicted += 1;
+                    }
+                }
+                let limits = self.limits.clone();
+                let session = self.sessions.entry(id.clone()).or_insert_with(|| Session {
+                    summary: Summary {
+                        session_id: id.clone(),
+                        agents: BTreeSet::new(),
+                        models: BTreeSet::new(),
+                        start_ns: u64::MAX,
+                        end_ns: 0,
+                        span_count: 0,
+                        spans_not_kept: 0,
+                        errors: 0,
+                        tokens: BTreeMap::new(),
+                        tool_calls: 0,
+                        retrievals: 0,
+                        guardrail_interventions: 0,
+                        cost: 0.0,
+                        updated_ns: now_ns,
+                    },
+                    spans: Vec::new(),
+                });
+                add(&mut session.summary, span, &record, &limits, now_ns);
+                if session.spans.len() < limits.max_spans_per_session {
+                    session.spans.push(record.clone());
+                } else {
+                    session.summary.spans_not_kept += 1;
+                    out.not_kept += 1;
+                }
+                self.touch(&id, now_ns);
+                let at = *index.entry(id.clone()).or_insert_with(|| {
+                    out.by_session.push((id.clone(), Vec::new()));
+                    out.by_session.len() - 1
+                });
+                out.by_session[at].1.push(record);
+            }
+        }
+        out
+    }
+
+    fn record(&self, span: &Span) -> SpanRecord {
+        let attributes = span
+            .attributes
+            .iter()
+            .take(MAX_ATTRIBUTES)
+            .filter_map(|kv| {
+                Some((
+                    cut(kv.key.clone()),
+                    cut(text(kv.value.as_ref().and_then(|v| v.value.as_ref()))?),
+                ))
+            })
+            .collect();
+        let (error, message) = match &span.status {
+            Some(s) if s.code == StatusCode::Error as i32 => (true, cut(s.message.clone())),
+            _ => (false, String::new()),
+        };
+        let guardrail_intervened = matches!(
+            find(&span.attributes, "aws.bedrock.guardrail.action"),
+            Some(any_value::Value::StringValue(a)) if a != "NONE"
+        );
+        SpanRecord {
+            trace_id: hex::encode(&span.trace_id),
+            span_id: hex::encode(&span.span_id),
+            parent_id: hex::encode(&span.parent_span_id),
+            name: cut(span.name.clone()),
+            class: classify(span),
+            start_ns: span.start_time_unix_nano,
+            end_ns: span.end_time_unix_nano,
+            error,
+            message,
+            guardrail_intervened,
+            input_tokens: int(&span.attributes, "gen_ai.usage.input_tokens"),
+            output_tokens: int(&span.attributes, "gen_ai.usage.output_tokens"),
+            attributes,
+        }
+    }
+
+    /// Drops sessions not updated within `retention` of `now_ns`.
+    pub fn expire(&mut self, now_ns: u64) -> u64 {
+        let cutoff = now_ns.saturating_sub(self.limits.retention_ns);
+        let mut n = 0;
+        while let Some(((updated, _), _)) = self.order.first_key_value() {
+            if *updated >= cutoff {
+                break;
+            }
+            if let Some((_, id)) = self.order.pop_first() {
+                self.position.remove(&id);
+                self.sessions.remove(&id);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// A session, whole.
+    pub fn get(&self, id: &str) -> Option<&Session> {
+        self.sessions.get(id)
+    }
+
+    /// Summaries, most recently updated first, that `keep` selects.
+    pub fn summaries(&self, keep: impl Fn(&Summary) -> bool) -> Vec<Summary> {
+        self.order
+            .values()
+            .rev()
+            .filter_map(|id| self.sessions.get(id))
+            .map(|s| s.summary.clone())
+            .filter(|s| keep(s))
+            .collect()
+    }
+
+    /// Forgets a session (a client deleted it, or a test).
+    pub fn forget(&mut self, id: &str) {
+        self.remove(id);
+    }
+}
+
+fn add(sum: &mut Summary, span: &Span, r: &SpanRecord, limits: &Limits, now_ns: u64) {
+    sum.span_count += 1;
+    sum.updated_ns = now_ns;
+    if r.start_ns > 0 {
+        sum.start_ns = sum.start_ns.min(r.start_ns);
+    }
+    sum.end_ns = sum.end_ns.max(r.end_ns);
+    if let Some(any_value::Value::StringValue(a)) = find(&span.attributes, "gen_ai.agent.name") {
+        if sum.agents.len() < 64 {
+            sum.agents.insert(cut(a.clone()));
+        }
+    }
+    let mut model = None;
+    for k in ["gen_ai.request.model", "gen_ai.response.model"] {
+        if let Some(any_value::Value::StringValue(m)) = find(&span.attributes, k) {
+            if sum.models.len() < 64 {
+                sum.models.insert(cut(m.clone()));
+            }
+            model = model.or(Some(m.as_str()));
+        }
+    }
+    if r.error {
+        sum.errors += 1;
+    }
+    if r.input_tokens > 0 {
+        *sum.tokens.entry("input".into()).or_default() += r.input_tokens;
+    }
+    if r.output_tokens > 0 {
+        *sum.tokens.entry("output".into()).or_default() += r.output_tokens;
+    }
+    match r.class {
+        SpanClass::Tool => sum.tool_calls += 1,
+        SpanClass::Retrieval => sum.retrievals += 1,
+        _ => {}
+    }
+    if r.guardrail_intervened {
+        sum.guardrail_interventions += 1;
+    }
+    if let Some(p) = model.and_then(|m| limits.pricing.get(m)) {
+        sum.cost +=
+            r.input_tokens as f64 / 1000.0 * p.input + r.output_tokens as f64 / 1000.0 * p.output;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signal::{attribute, string_attribute};
+    use opentelemetry_proto::tonic::trace::v1::{ScopeSpans, Status};
+
+    const SEC: u64 = 1_000_000_000;
+
+    fn limits() -> Limits {
+        Limits {
+            session_keys: vec!["session.id".into(), "gen_ai.conversation.id".into()],
+            max_sessions: 3,
+            max_spans_per_session: 4,
+            retention_ns: 60 * SEC,
+            pricing: [(
+                "anthropic.claude-3-haiku".to_string(),
+                Price {
+                    input: 0.25,
+                    output: 1.25,
+                },
+            )]
+            .into(),
+        }
+    }
+
+    fn span(id: u8, parent: u8, attrs: Vec<KeyValue>) -> Span {
+        Span {
+            trace_id: vec![7; 16],
+            span_id: vec![id; 8],
+            parent_span_id: if parent == 0 { vec![] } else { vec![parent; 8] },
+            name: format!("span-{id}"),
+            start_time_unix_nano: 100 * SEC + u64::from(id),
+            end_time_unix_nano: 101 * SEC + u64::from(id),
+            attributes: attrs,
+            ..Default::default()
+        }
+    }
+
+    fn batch(session: Option<&str>, spans: Vec<Span>) -> Vec<ResourceSpans> {
+        vec![ResourceSpans {
+            resource: Some(opentelemetry_proto::tonic::resource::v1::Resource {
+                attributes: session
+                    .map(|s| vec![string_attribute("session.id", s)])
+                    .unwrap_or_default(),
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }]
+    }
+
+    #[test]
+    fn a_session_sums_its_spans() {
+        let mut st = Store::new(limits());
+        let op = |o: &str| string_attribute("gen_ai.operation.name", o);
+        let tokens = |i: i64, o: i64| {
+            vec![
+                attribute("gen_ai.usage.input_tokens", any_value::Value::IntValue(i)),
+                attribute("gen_ai.usage.output_tokens", any_value::Value::IntValue(o)),
+            ]
+        };
+        let mut model = vec![
+            op("chat"),
+            string_attribute("gen_ai.request.model", "anthropic.claude-3-haiku"),
+        ];
+        model.extend(tokens(2000, 400));
+        let mut failed = span(4, 1, vec![op("execute_tool")]);
+        failed.status = Some(Status {
+            code: StatusCode::Error as i32,
+            message: "tool failed".into(),
+        });
+        let got = st.ingest(
+            &batch(
+                Some("s-1"),
+                vec![
+                    span(
+                        1,
+                        0,
+                        vec![
+                            op("invoke_agent"),
+                            string_attribute("gen_ai.agent.name", "travel"),
+                        ],
+                    ),
+                    span(2, 1, model),
+                    span(3, 1, vec![op("retrieval")]),
+                    failed,
+                    span(
+                        5,
+                        1,
+                        vec![string_attribute("aws.bedrock.guardrail.action", "BLOCKED")],
+                    ),
+                ],
+            ),
+            200 * SEC,
+        );
+        assert_eq!(got.by_session.len(), 1);
+        assert_eq!(got.by_session[0].1.len(), 5, "every new span is reported");
+        assert_eq!(
+            got.not_kept, 1,
+            "a fifth span is past max_spans_per_session"
+        );
+        let s = st.get("s-1").unwrap();
+        let sum = &s.summary;
+        assert_eq!(sum.span_count, 5);
+        assert_eq!(s.spans.len(), 4);
+        assert_eq!(sum.agents, ["travel".to_string()].into());
+        assert_eq!(sum.models, ["anthropic.claude-3-haiku".to_string()].into());
+        assert_eq!(sum.tokens["input"], 2000);
+        assert_eq!(sum.tokens["output"], 400);
+        assert_eq!((sum.tool_calls, sum.retrievals, sum.errors), (1, 1, 1));
+        assert_eq!(sum.guardrail_interventions, 1);
+        assert!((sum.cost - (2.0 * 0.25 + 0.4 * 1.25)).abs() < 1e-9);
+        assert_eq!(s.spans[3].message, "tool failed");
+        assert_eq!(s.spans[1].class, SpanClass::Model);
+        assert_eq!(s.spans[1].parent_id, hex::encode([1u8; 8]));
+    }
+
+    #[test]
+    fn sessions_are_keyed_bounded_and_expire() {
+        let mut st = Store::new(limits());
+        // No session key: the trace id keys it.
+        st.ingest(&batch(None, vec![span(1, 0, vec![])]), SEC);
+        assert!(st.get(&hex::encode([7u8; 16])).is_some());
+        // A span attribute wins over the resource's.
+        let mut s = span(2, 0, vec![string_attribute("session.id", "from-span")]);
+        s.trace_id = vec![8; 16];
+        st.ingest(&batch(Some("from-resource"), vec![s]), 2 * SEC);
+        assert!(st.get("from-span").is_some() && st.get("from-resource").is_none());
+        st.ingest(&batch(Some("c"), vec![span(3, 0, vec![])]), 3 * SEC);
+        // A fourth session evicts the least recently updated (the trace-id one).
+        let got = st.ingest(&batch(Some("d"), vec![span(4, 0, vec![])]), 4 * SEC);
+        assert_eq!(got.evicted, 1);
+        assert_eq!(st.len(), 3);
+        assert!(st.get(&hex::encode([7u8; 16])).is_none());
+        let order: Vec<String> = st
+            .summaries(|_| true)
+            .into_iter()
+            .map(|s| s.session_id)
+            .collect();
+        assert_eq!(order, ["d", "c", "from-span"]);
+        // Idle past retention: gone.
+        assert_eq!(st.expire(63 * SEC + 1), 2);
+        assert_eq!(st.summaries(|_| true).len(), 1);
+    }
+
+    #[test]
+    fn values_are_cut_to_the_bound() {
+        let mut st = Store::new(limits());
+        let big = "é".repeat(1_000_000);
+        let mut attrs: Vec<KeyValue> = (0..200)
+            .map(|i| string_attribute(&format!("k{i}"), big.clone()))
+            .collect();
+        attrs.push(string_attribute("session.id", "big"));
+        let mut s = span(1, 0, attrs);
+        s.name = big.clone();
+        st.ingest(&batch(None, vec![s]), SEC);
+        // session.id is past the first 64 attributes: keyed by it, not kept as a record attribute.
+        let rec = &st.get("big").unwrap().spans[0];
+        assert!(rec.name.len() <= MAX_VALUE_BYTES);
+        assert_eq!(rec.attributes.len(), MAX_ATTRIBUTES);
+        assert!(rec.attributes.values().all(|v| v.len() <= MAX_VALUE_BYTES));
+        let size: usize = rec
+            .attributes
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 128)
+            .sum::<usize>()
+            + rec.name.len();
+        assert!(size <= MAX_RECORD_BYTES);
+    }
+}
