@@ -32,4 +32,5 @@ pub static FACTORIES: Factories<dyn ExporterDef> = &[
     &awsemf::AwsEmfFactory,
     &awscloudwatchlogs::AwsCloudWatchLogsFactory,
     &prometheusremotewrite::PrometheusRemoteWriteFactory,
+    &live::LiveFactory,
 ];

@@ -6,7 +6,6 @@
 //! `metric_expiration` disappear.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::ToSocketAddrs;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -111,21 +110,7 @@ const RESOURCE_IDENTITY: [&str; 3] = ["service.name", "service.namespace", "serv
 impl PrometheusExporter {
     /// Binds `endpoint` and starts serving.
     pub fn new(cfg: &PrometheusExporterConfig, name: String) -> Result<Self, StartError> {
-        let addr = cfg
-            .endpoint
-            .to_socket_addrs()
-            .ok()
-            .and_then(|mut a| a.next())
-            .ok_or_else(|| {
-                StartError::component(&name, format!("cannot resolve `{}`", cfg.endpoint))
-            })?;
-        let std_listener = std::net::TcpListener::bind(addr).map_err(|e| {
-            StartError::component(&name, format!("cannot listen on {}: {e}", cfg.endpoint))
-        })?;
-        std_listener
-            .set_nonblocking(true)
-            .map_err(|e| StartError::component(&name, e.to_string()))?;
-        let listener = tokio::net::TcpListener::from_std(std_listener)
+        let listener = crate::net::listen::bind_now(&cfg.endpoint)
             .map_err(|e| StartError::component(&name, e.to_string()))?;
         tracing::info!(exporter = %name, endpoint = %cfg.endpoint, "prometheus exporter serving /metrics");
         let state = Arc::new(Mutex::new(State::default()));

@@ -39,6 +39,29 @@ pub async fn bind(endpoint: &str) -> Result<TcpListener, NetError> {
     bind_with(endpoint, |a| async move { TcpListener::bind(a).await }).await
 }
 
+/// Binds a TCP listener now, from synchronous code inside the runtime (a
+/// component's `build`): resolves `host:port`, IPv4 first.
+pub fn bind_now(endpoint: &str) -> Result<TcpListener, NetError> {
+    use std::net::ToSocketAddrs;
+    let fail = |source: io::Error| NetError::Bind {
+        endpoint: endpoint.to_string(),
+        source,
+    };
+    let mut addrs: Vec<SocketAddr> = endpoint.to_socket_addrs().map_err(fail)?.collect();
+    addrs.sort_by_key(|a| !a.is_ipv4());
+    let mut last = io::Error::new(io::ErrorKind::AddrNotAvailable, "no address resolved");
+    for addr in addrs {
+        let bound = std::net::TcpListener::bind(addr)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .and_then(TcpListener::from_std);
+        match bound {
+            Ok(l) => return Ok(l),
+            Err(e) => last = e,
+        }
+    }
+    Err(fail(last))
+}
+
 /// Resolves `host:port` and binds a UDP socket on the first address that works.
 pub async fn bind_udp(endpoint: &str) -> Result<tokio::net::UdpSocket, NetError> {
     bind_with(

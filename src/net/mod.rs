@@ -16,6 +16,6 @@ pub use auth::{bearer_auth, unauthorized, BearerAuth};
 pub use body::{read_body, BodyError};
 pub use client::{endpoint_uri, https_connector, HttpsConnector};
 pub use compress::{decompress, gzip, zstd_compress, DecompressError};
-pub use http::{serve_http, Body};
+pub use http::{percent_decode, serve_http, Body};
 pub use listen::{bind, bind_udp, NetError};
 pub use tls::{TlsAcceptor, TlsConn};

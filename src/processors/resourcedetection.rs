@@ -329,32 +329,16 @@ pub fn env_attributes(text: &str) -> Result<Vec<KeyValue>, String> {
         let (k, v) = entry
             .split_once('=')
             .ok_or_else(|| format!("{ENV_VAR}: `{entry}` is not key=value"))?;
-        let (k, v) = (percent_decode(k.trim()), percent_decode(v.trim()));
+        let (k, v) = (
+            crate::net::percent_decode(k.trim()),
+            crate::net::percent_decode(v.trim()),
+        );
         if k.is_empty() {
             return Err(format!("{ENV_VAR}: `{entry}` has an empty key"));
         }
         out.push(string_attribute(&k, v));
     }
     Ok(out)
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            let hex = |c: u8| (c as char).to_digit(16);
-            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The host: `host.name` (the kernel's), `os.type`, `host.id` (the machine
@@ -658,8 +642,8 @@ mod tests {
         assert_eq!(text(&a, "deployment.environment"), Some("prod eu"));
         assert!(env_attributes("novalue").is_err());
         assert!(env_attributes("").is_err());
-        assert_eq!(percent_decode("100%"), "100%");
-        assert_eq!(percent_decode("%é%zz%41"), "%é%zzA");
+        assert_eq!(crate::net::percent_decode("100%"), "100%");
+        assert_eq!(crate::net::percent_decode("%é%zz%41"), "%é%zzA");
     }
 
     #[test]

@@ -1,6 +1,617 @@
-//! The `live` exporter's parts. So far its session store ([`store`]): agent
-//! sessions as their spans arrive, bounded, with the totals a live view
-//! shows. The exporter that feeds it and serves it (HTTP, WebSocket, SSE,
-//! gRPC, the page) is not registered yet.
+//! Exporter `live`: agent sessions as their spans arrive, held in a bounded
+//! [`store`] and served on the exporter's own endpoint (default
+//! `localhost:4321`, with the receivers' `tls` and bearer-token `auth`):
+//!
+//! - `GET /api/sessions` (`?agent=`, `?status=active|ok|error`, `?since=`
+//!   Unix ms): summaries, most recently updated first, as JSON;
+//! - `GET /api/sessions/{id}`: one session with its spans;
+//! - `GET /api/live` (`?session=`, `?agent=`, `?errors=true`): the events as
+//!   they happen, over a WebSocket (text frames) when the request asks to
+//!   upgrade, else as server-sent events (`curl -N`). Each event is JSON:
+//!   `{"type":"spans","session_id",…,"spans":[…]}`, `{"type":"summary",…}`,
+//!   or `{"type":"lagged","dropped":N}`. A subscriber to one session first
+//!   gets the spans already held, then the new ones: each span once, in
+//!   arrival order.
+//!
+//! Subscribers never slow the pipeline: each has a bounded queue
+//! (`subscriber_queue` events); one that falls behind gets a single
+//! "lagged" event with the count it missed, and is disconnected if it is
+//! still behind at the next batch. With no subscriber, nothing is encoded.
 
 pub mod store;
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use self::store::{Limits, Price, Store, Summary};
+use crate::component::{
+    BuiltExporter, Export, ExportError, ExportOk, ExporterContext, ExporterFactory, Factory,
+};
+use crate::consumer::StartError;
+use crate::settings::de::DeError;
+use crate::settings::types::{duration, AuthConfig, QueueConfig, RetryConfig, TlsServerConfig};
+use crate::signal::{Metadata, Signal, Telemetry};
+
+/// `exporters.live`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LiveExporterConfig {
+    /// Where the API, the live streams and the page are served.
+    #[serde(default = "default_endpoint")]
+    pub endpoint: String,
+    /// Serve HTTPS.
+    #[serde(default)]
+    pub tls: Option<TlsServerConfig>,
+    /// Require a bearer token.
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
+    /// Attribute keys that name a session, first found wins (then the trace id).
+    #[serde(default = "default_keys")]
+    pub session_keys: Vec<String>,
+    /// Sessions held at most (least recently updated evicted first).
+    #[serde(default = "default_max_sessions")]
+    pub max_sessions: usize,
+    /// Span records kept per session at most.
+    #[serde(default = "default_max_spans")]
+    pub max_spans_per_session: usize,
+    /// A session idle this long is forgotten.
+    #[serde(default = "default_retention", with = "duration")]
+    pub retention: Duration,
+    /// Per-model prices per 1,000 tokens: `{model: {input, output}}`.
+    #[serde(default)]
+    pub pricing: BTreeMap<String, Price>,
+    /// Events queued per subscriber at most.
+    #[serde(default = "default_queue")]
+    pub subscriber_queue: usize,
+}
+
+fn default_endpoint() -> String {
+    "localhost:4321".into()
+}
+fn default_keys() -> Vec<String> {
+    vec!["session.id".into(), "gen_ai.conversation.id".into()]
+}
+fn default_max_sessions() -> usize {
+    1000
+}
+fn default_max_spans() -> usize {
+    2000
+}
+fn default_retention() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_queue() -> usize {
+    1024
+}
+
+impl LiveExporterConfig {
+    /// Checks values serde cannot.
+    pub fn validate(&self) -> Result<(), DeError> {
+        use serde::de::Error;
+        crate::settings::types::check_listen_endpoint(&self.endpoint).map_err(DeError::custom)?;
+        for (what, n) in [
+            ("max_sessions", self.max_sessions),
+            ("max_spans_per_session", self.max_spans_per_session),
+            ("subscriber_queue", self.subscriber_queue),
+        ] {
+            if n == 0 {
+                return Err(DeError::custom(format!("{what} must be more than 0")));
+            }
+        }
+        if self.retention.is_zero() {
+            return Err(DeError::custom("retention must be more than 0"));
+        }
+        for (model, p) in &self.pricing {
+            if !(p.input >= 0.0 && p.output >= 0.0) {
+                return Err(DeError::custom(format!(
+                    "pricing.{model}: prices must be 0 or more"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The store's bound in bytes (documented: sessions × spans × record).
+    pub fn memory_bound(&self) -> usize {
+        self.max_sessions
+            .saturating_mul(self.max_spans_per_session)
+            .saturating_mul(store::MAX_RECORD_BYTES)
+    }
+}
+
+/// What a subscriber asked for.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Filter {
+    session: Option<String>,
+    agent: Option<String>,
+    errors: bool,
+}
+
+impl Filter {
+    fn from_query(q: Option<&str>) -> Filter {
+        let mut f = Filter::default();
+        for (k, v) in query(q) {
+            match k.as_str() {
+                "session" => f.session = Some(v),
+                "agent" => f.agent = Some(v),
+                "errors" => f.errors = v == "true" || v == "1",
+                _ => {}
+            }
+        }
+        f
+    }
+
+    fn wants(&self, s: &Summary) -> bool {
+        self.session.as_ref().is_none_or(|id| *id == s.session_id)
+            && self.agent.as_ref().is_none_or(|a| s.agents.contains(a))
+    }
+}
+
+fn query(q: Option<&str>) -> Vec<(String, String)> {
+    q.unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            let plus = |s: &str| crate::net::percent_decode(&s.replace('+', " "));
+            (plus(k), plus(v))
+        })
+        .collect()
+}
+
+struct Subscriber {
+    filter: Filter,
+    tx: mpsc::Sender<Arc<str>>,
+    /// Events it missed since it last kept up.
+    dropped: u64,
+}
+
+/// The store and the subscribers, under one lock so a new subscriber's
+/// snapshot and its first live event never overlap or leave a gap.
+struct Hub {
+    store: Store,
+    subscribers: Vec<Subscriber>,
+}
+
+struct Shared {
+    hub: Mutex<Hub>,
+    queue: usize,
+    auth: Option<crate::net::BearerAuth>,
+    evicted: metrics::Counter,
+    not_kept: metrics::Counter,
+    lagged: metrics::Counter,
+    subscribers: metrics::Gauge,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Hub> {
+        match self.hub.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+}
+
+/// The exporter.
+pub struct LiveExporter {
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+}
+
+/// The `live` exporter's factory.
+pub struct LiveFactory;
+
+impl Factory for LiveFactory {
+    type Config = LiveExporterConfig;
+    fn type_name(&self) -> &'static str {
+        "live"
+    }
+    fn validate(&self, config: &LiveExporterConfig) -> Result<(), DeError> {
+        config.validate()
+    }
+}
+
+impl ExporterFactory for LiveFactory {
+    fn signals(&self, _config: &LiveExporterConfig) -> &'static [Signal] {
+        &[Signal::Traces]
+    }
+    fn listen_endpoints(&self, config: &LiveExporterConfig) -> Vec<String> {
+        vec![config.endpoint.clone()]
+    }
+    fn build(
+        &self,
+        config: &LiveExporterConfig,
+        ctx: ExporterContext<'_>,
+    ) -> Result<BuiltExporter, StartError> {
+        let name = ctx.name();
+        let listener = crate::net::listen::bind_now(&config.endpoint)
+            .map_err(|e| StartError::component(&name, e.to_string()))?;
+        let tls = crate::net::TlsAcceptor::optional(config.tls.as_ref(), &[b"http/1.1"], "live")?;
+        let auth = crate::net::bearer_auth(config.auth.as_ref(), &name)?;
+        let labels = [("exporter", name.clone())];
+        let shared = Arc::new(Shared {
+            hub: Mutex::new(Hub {
+                store: Store::new(Limits {
+                    session_keys: config.session_keys.clone(),
+                    max_sessions: config.max_sessions,
+                    max_spans_per_session: config.max_spans_per_session,
+                    retention_ns: config.retention.as_nanos() as u64,
+                    pricing: config.pricing.clone(),
+                }),
+                subscribers: Vec::new(),
+            }),
+            queue: config.subscriber_queue,
+            auth,
+            evicted: crate::telemetry::counter("spanwire_live_sessions_evicted_total", &labels),
+            not_kept: crate::telemetry::counter("spanwire_live_spans_not_kept_total", &labels),
+            lagged: crate::telemetry::counter("spanwire_live_subscribers_lagged_total", &labels),
+            subscribers: metrics::gauge!("spanwire_live_subscribers", "exporter" => name.clone()),
+        });
+        let cancel = CancellationToken::new();
+        let serve = shared.clone();
+        let stop = cancel.clone();
+        crate::net::serve_http(
+            listener,
+            tls,
+            move |req| {
+                let shared = serve.clone();
+                let stop = stop.clone();
+                async move { handle(shared, req, stop).await }
+            },
+            cancel.clone(),
+            Duration::from_secs(1),
+        );
+        tracing::info!(exporter = %name, endpoint = %config.endpoint,
+            memory_bound_mib = config.memory_bound() >> 20, "live sessions served");
+        // Updates its own store: a small queue, nothing to retry.
+        Ok(BuiltExporter::new(
+            LiveExporter { shared, cancel },
+            QueueConfig::local(100),
+            RetryConfig::off(),
+        ))
+    }
+}
+
+fn json_event(value: serde_json::Value) -> Arc<str> {
+    Arc::from(value.to_string())
+}
+
+#[async_trait]
+impl Export for LiveExporter {
+    type Progress = ();
+
+    async fn export(
+        &self,
+        data: &Arc<Telemetry>,
+        _metadata: &Metadata,
+        _progress: &mut (),
+    ) -> Result<ExportOk, ExportError> {
+        let Telemetry::Traces(rs) = data.as_ref() else {
+            return Ok(ExportOk::default());
+        };
+        let now = crate::telemetry::unix_nanos_now();
+        let mut hub = self.shared.lock();
+        let got = hub.store.ingest(rs, now);
+        self.shared.evicted.increment(got.evicted);
+        self.shared.not_kept.increment(got.not_kept);
+        if hub.subscribers.is_empty() {
+            return Ok(ExportOk::default());
+        }
+        let Hub { store, subscribers } = &mut *hub;
+        for (session, spans) in &got.by_session {
+            let Some(summary) = store.get(session).map(|s| &s.summary) else {
+                continue;
+            };
+            let mut encoded: Option<(Arc<str>, Arc<str>)> = None;
+            for sub in subscribers.iter_mut().filter(|s| s.filter.wants(summary)) {
+                let (spans_event, summary_event) = encoded
+                    .get_or_insert_with(|| {
+                        (
+                            json_event(serde_json::json!({
+                                "type": "spans", "session_id": session, "spans": spans,
+                            })),
+                            json_event(summary_json(summary)),
+                        )
+                    })
+                    .clone();
+                let errors_only = sub.filter.errors;
+                if errors_only && !spans.iter().any(|s| s.error) {
+                    let _ = offer(sub, summary_event, &self.shared.lagged);
+                    continue;
+                }
+                if offer(sub, spans_event, &self.shared.lagged) {
+                    let _ = offer(sub, summary_event, &self.shared.lagged);
+                }
+            }
+        }
+        subscribers.retain(|s| !s.tx.is_closed() && s.dropped <= self.shared.queue as u64);
+        self.shared.subscribers.set(subscribers.len() as f64);
+        Ok(ExportOk::default())
+    }
+
+    async fn shutdown(&self) {
+        self.cancel.cancel();
+    }
+}
+
+fn summary_json(s: &Summary) -> serde_json::Value {
+    let mut v = serde_json::to_value(s).unwrap_or_default();
+    v["type"] = "summary".into();
+    v
+}
+
+/// Queues `event` for `sub`; a full queue counts the event as missed. A
+/// subscriber that missed some is first told how many. False if not queued.
+fn offer(sub: &mut Subscriber, event: Arc<str>, lagged: &metrics::Counter) -> bool {
+    if sub.dropped > 0 {
+        let note = json_event(serde_json::json!({"type": "lagged", "dropped": sub.dropped}));
+        if sub.tx.try_send(note).is_err() {
+            // Still behind: disconnected at the end of this batch.
+            sub.dropped = u64::MAX;
+            return false;
+        }
+        sub.dropped = 0;
+    }
+    match sub.tx.try_send(event) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            if sub.dropped == 0 {
+                lagged.increment(1);
+            }
+            sub.dropped = sub.dropped.saturating_add(1);
+            false
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
+    }
+}
+
+type Body = BoxBody<Bytes, Infallible>;
+
+/// Bytes a WebSocket may hold unsent before its subscriber is cut off.
+const WS_WRITE_BUFFER: usize = 1 << 20;
+
+fn full(status: StatusCode, ctype: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(Full::new(body.into()).boxed());
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(ctype),
+    );
+    r
+}
+
+fn json(status: StatusCode, v: &serde_json::Value) -> Response<Body> {
+    full(status, "application/json", v.to_string())
+}
+
+async fn handle(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+    stop: CancellationToken,
+) -> Response<Body> {
+    if let Some(auth) = &shared.auth {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .map(|v| v.as_bytes());
+        // Browsers cannot set headers on a WebSocket: `?token=` too.
+        let token_param = query(req.uri().query())
+            .into_iter()
+            .find(|(k, _)| k == "token")
+            .map(|(_, v)| format!("Bearer {v}"));
+        let ok = auth.check(given)
+            || token_param
+                .as_deref()
+                .is_some_and(|t| auth.check(Some(t.as_bytes())));
+        if !ok {
+            return full(
+                StatusCode::UNAUTHORIZED,
+                "text/plain",
+                "missing or wrong bearer token\n",
+            );
+        }
+    }
+    if req.method() != Method::GET {
+        return json(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &serde_json::json!({"error": "GET only"}),
+        );
+    }
+    let path = req.uri().path().to_string();
+    match path.as_str() {
+        "/api/sessions" => {
+            let params = query(req.uri().query());
+            let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+            let (agent, status) = (get("agent"), get("status"));
+            let since_ns = get("since")
+                .and_then(|s| s.parse::<u64>().ok())
+                .map(|ms| ms * 1_000_000);
+            let now = crate::telemetry::unix_nanos_now();
+            let hub = shared.lock();
+            let list = hub.store.summaries(|s| {
+                agent.as_ref().is_none_or(|a| s.agents.contains(a))
+                    && since_ns.is_none_or(|t| s.updated_ns >= t)
+                    && status
+                        .as_deref()
+                        .is_none_or(|want| status_of(s, now) == want)
+            });
+            json(StatusCode::OK, &serde_json::json!({"sessions": list}))
+        }
+        p if p.starts_with("/api/sessions/") => {
+            let id = crate::net::percent_decode(&p["/api/sessions/".len()..]);
+            let hub = shared.lock();
+            match hub.store.get(&id) {
+                Some(s) => json(StatusCode::OK, &serde_json::to_value(s).unwrap_or_default()),
+                None => json(
+                    StatusCode::NOT_FOUND,
+                    &serde_json::json!({"error": format!("no session `{id}`")}),
+                ),
+            }
+        }
+        "/api/live" => subscribe(shared, req, stop),
+        _ => json(
+            StatusCode::NOT_FOUND,
+            &serde_json::json!({"error": "see /api/sessions, /api/sessions/{id}, /api/live"}),
+        ),
+    }
+}
+
+/// `active` when updated in the last 30 s, else `error` or `ok`.
+fn status_of(s: &Summary, now_ns: u64) -> &'static str {
+    if now_ns.saturating_sub(s.updated_ns) < 30_000_000_000 {
+        "active"
+    } else if s.errors > 0 {
+        "error"
+    } else {
+        "ok"
+    }
+}
+
+/// Registers a subscriber (with the spans already held for its session)
+/// and answers with a WebSocket upgrade or an SSE stream.
+fn subscribe(
+    shared: Arc<Shared>,
+    mut req: Request<Incoming>,
+    stop: CancellationToken,
+) -> Response<Body> {
+    let filter = Filter::from_query(req.uri().query());
+    let (tx, rx) = mpsc::channel::<Arc<str>>(shared.queue);
+    {
+        let mut hub = shared.lock();
+        if let Some(id) = &filter.session {
+            if let Some(s) = hub.store.get(id) {
+                let spans: Vec<_> = s
+                    .spans
+                    .iter()
+                    .filter(|r| !filter.errors || r.error)
+                    .cloned()
+                    .collect();
+                let _ = tx.try_send(json_event(serde_json::json!({
+                    "type": "spans", "session_id": id, "spans": spans,
+                })));
+                let _ = tx.try_send(json_event(summary_json(&s.summary)));
+            }
+        }
+        hub.subscribers.push(Subscriber {
+            filter,
+            tx,
+            dropped: 0,
+        });
+        shared.subscribers.set(hub.subscribers.len() as f64);
+    }
+    let upgrade = req
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    if upgrade {
+        let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned() else {
+            return json(
+                StatusCode::BAD_REQUEST,
+                &serde_json::json!({"error": "no Sec-WebSocket-Key"}),
+            );
+        };
+        let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            let Ok(upgraded) = on_upgrade.await else {
+                return;
+            };
+            // A client that stops reading fills the socket, then this
+            // bounded buffer; the send then fails and the subscriber ends
+            // (memory never grows for it).
+            let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+                .write_buffer_size(64 << 10)
+                .max_write_buffer_size(WS_WRITE_BUFFER);
+            let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+                TokioIo::new(upgraded),
+                tokio_tungstenite::tungstenite::protocol::Role::Server,
+                Some(config),
+            )
+            .await;
+            websocket(ws, rx, stop).await;
+        });
+        let mut r = Response::new(Full::new(Bytes::new()).boxed());
+        *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let h = r.headers_mut();
+        h.insert(
+            header::UPGRADE,
+            header::HeaderValue::from_static("websocket"),
+        );
+        h.insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("Upgrade"),
+        );
+        if let Ok(v) = header::HeaderValue::from_str(&accept) {
+            h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+        }
+        return r;
+    }
+    // Server-sent events: one `data:` line per event.
+    let stream = futures_util::stream::unfold((rx, stop), |(mut rx, stop)| async move {
+        let ev = tokio::select! {
+            ev = rx.recv() => ev?,
+            _ = stop.cancelled() => return None,
+        };
+        let frame = Frame::data(Bytes::from(format!("data: {ev}\n\n")));
+        Some((Ok::<_, Infallible>(frame), (rx, stop)))
+    });
+    let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-cache"),
+    );
+    r
+}
+
+async fn websocket<S>(
+    ws: tokio_tungstenite::WebSocketStream<S>,
+    mut rx: mpsc::Receiver<Arc<str>>,
+    stop: CancellationToken,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio_tungstenite::tungstenite::Message;
+    let (mut out, mut incoming) = ws.split();
+    loop {
+        tokio::select! {
+            ev = rx.recv() => match ev {
+                Some(ev) => {
+                    if out.send(Message::text(ev.to_string())).await.is_err() {
+                        return;
+                    }
+                }
+                None => {
+                    let _ = out.send(Message::Close(None)).await;
+                    return;
+                }
+            },
+            msg = incoming.next() => match msg {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            },
+            _ = stop.cancelled() => {
+                let _ = out.send(Message::Close(None)).await;
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! The `live` exporter with clients no one here wrote: Python `websockets`
+//! and `curl -N` (server-sent events) each get every span of their session
+//! once, in arrival order; the REST API lists and returns sessions; a
+//! subscriber that never reads is told it lagged and cut off while the
+//! pipeline loses nothing; without the token, auth refuses.
+
+// Test code: an unwrap or expect that fails is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{free_port, http_request, Daemon, Sink};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message;
+use spanwire::signal::{string_attribute, Signal};
+
+fn config(otlp: u16, live: u16, health: u16, sink: u16, extra: &str) -> String {
+    format!(
+        r#"
+extensions:
+  health_check: {{endpoint: "127.0.0.1:{health}"}}
+receivers:
+  otlp:
+    protocols:
+      http: {{endpoint: "127.0.0.1:{otlp}"}}
+exporters:
+  live:
+    endpoint: "127.0.0.1:{live}"
+{extra}
+  otlp:
+    endpoint: "127.0.0.1:{sink}"
+    tls: {{insecure: true}}
+service:
+  extensions: [health_check]
+  telemetry: {{metrics: {{address: ""}}}}
+  pipelines:
+    traces: {{receivers: [otlp], exporters: [live, otlp]}}
+"#
+    )
+}
+
+/// `n` spans of session `session` (a resource attribute), ids from `first`.
+fn spans(session: &str, first: u64, n: u64) -> Vec<u8> {
+    let mut req = common::agent_spans(n as usize, session);
+    for rs in &mut req.resource_spans {
+        rs.resource
+            .get_or_insert_with(Default::default)
+            .attributes
+            .push(string_attribute("session.id", session));
+        for (i, s) in rs
+            .scope_spans
+            .iter_mut()
+            .flat_map(|s| &mut s.spans)
+            .enumerate()
+        {
+            s.span_id = (first + i as u64).to_be_bytes().to_vec();
+        }
+    }
+    ExportTraceServiceRequest::encode_to_vec(&req)
+}
+
+async fn post(port: u16, body: Vec<u8>) {
+    let r = http_request(
+        "POST",
+        port,
+        "/v1/traces",
+        &[("content-type", "application/x-protobuf")],
+        body,
+    )
+    .await;
+    assert_eq!(r.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_and_sse_clients_get_every_span_of_their_session_once_in_order() {
+    let sink = Sink::start().await;
+    let (otlp, live, health) = (free_port(), free_port(), free_port());
+    let daemon = Daemon::start(&config(otlp, live, health, sink.grpc_port, ""), health);
+    // Spans already held before the clients connect come first.
+    post(otlp, spans("s-1", 1, 3)).await;
+    post(otlp, spans("other", 100, 4)).await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/ws_client.py");
+    let mut ws = Command::new(common::python())
+        .args([
+            script,
+            &format!("ws://127.0.0.1:{live}/api/live?session=s-1"),
+            "9",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ws_out = BufReader::new(ws.stdout.take().unwrap());
+    let mut line = String::new();
+    ws_out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "subscribed");
+    let mut sse = Command::new("curl")
+        .args(["-sN", "--max-time", "20"])
+        .arg(format!("http://127.0.0.1:{live}/api/live?session=s-1"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let sse_out = sse.stdout.take().unwrap();
+    let sse_reader = std::thread::spawn(move || {
+        let mut ids: Vec<String> = Vec::new();
+        for line in BufReader::new(sse_out).lines().map_while(Result::ok) {
+            let Some(data) = line.strip_prefix("data: ") else {
+                continue;
+            };
+            let ev: serde_json::Value = serde_json::from_str(data).unwrap();
+            if ev["type"] == "spans" {
+                ids.extend(
+                    ev["spans"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|s| s["span_id"].as_str().unwrap().to_string()),
+                );
+            }
+            if ids.len() >= 9 {
+                break;
+            }
+        }
+        ids
+    });
+    // Give curl a moment to subscribe, then more spans, in two batches.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    post(otlp, spans("s-1", 4, 2)).await;
+    post(otlp, spans("other", 200, 2)).await;
+    post(otlp, spans("s-1", 6, 4)).await;
+    let want: Vec<String> = (1..=9u64).map(|i| hex::encode(i.to_be_bytes())).collect();
+    let ws_done = ws.wait_with_output().unwrap();
+    let mut tail = String::new();
+    ws_out.read_to_string(&mut tail).unwrap();
+    let report: serde_json::Value = serde_json::from_str(tail.trim()).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {tail}\n{}\nspanwire:\n{}",
+            String::from_utf8_lossy(&ws_done.stderr),
+            daemon.logs()
+        )
+    });
+    let got: Vec<String> = report["span_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(got, want, "websocket: each span once, in arrival order");
+    assert_eq!(report["summary"]["span_count"], 9);
+    assert_eq!(report["summary"]["session_id"], "s-1");
+    let sse_ids = sse_reader.join().unwrap();
+    let _ = sse.kill();
+    let _ = sse.wait();
+    assert_eq!(sse_ids, want, "SSE: each span once, in arrival order");
+    // The REST API.
+    let r = http_request("GET", live, "/api/sessions", &[], Vec::new()).await;
+    let list: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let ids: Vec<&str> = list["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["session_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["s-1", "other"], "most recently updated first");
+    let r = http_request("GET", live, "/api/sessions/s-1", &[], Vec::new()).await;
+    let s: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(s["spans"].as_array().unwrap().len(), 9);
+    assert_eq!(s["summary"]["agents"], serde_json::json!(["travel-agent"]));
+    let r = http_request("GET", live, "/api/sessions/nope", &[], Vec::new()).await;
+    assert_eq!(r.status, 404);
+    // Downstream lost nothing.
+    assert_eq!(
+        sink.wait_for(Signal::Traces, 15, Duration::from_secs(10))
+            .await,
+        15
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_never_reads_is_cut_off_and_the_pipeline_loses_nothing() {
+    let sink = Sink::start().await;
+    let (otlp, live, health, telemetry) = (free_port(), free_port(), free_port(), free_port());
+    let daemon = Daemon::start(
+        &config(
+            otlp,
+            live,
+            health,
+            sink.grpc_port,
+            "    subscriber_queue: 4",
+        )
+        .replace(
+            "address: \"\"",
+            &format!("address: \"127.0.0.1:{telemetry}\""),
+        ),
+        health,
+    );
+    // A raw WebSocket handshake, then never a read.
+    let mut stalled = std::net::TcpStream::connect(("127.0.0.1", live)).unwrap();
+    use std::io::Write;
+    stalled
+        .write_all(format!("GET /api/live HTTP/1.1\r\nHost: 127.0.0.1:{live}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").as_bytes())
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Large batches, more than the socket buffers and the queue can hold.
+    let mut sent = 0;
+    for b in 0..200u64 {
+        post(otlp, spans(&format!("big-{b}"), b * 1000, 200)).await;
+        sent += 200;
+    }
+    assert_eq!(
+        sink.wait_for(Signal::Traces, sent, Duration::from_secs(20))
+            .await,
+        sent,
+        "{}",
+        daemon.logs()
+    );
+    let r = http_request("GET", live, "/api/sessions", &[], Vec::new()).await;
+    assert_eq!(r.status, 200, "the API still answers");
+    let m = http_request("GET", telemetry, "/metrics", &[], Vec::new()).await;
+    let text = String::from_utf8_lossy(&m.body);
+    assert!(
+        common::metric(&text, "spanwire_live_subscribers_lagged_total", &[]) >= 1.0,
+        "{text}"
+    );
+    assert_eq!(
+        common::metric(&text, "spanwire_live_subscribers{", &["exporter=\"live\""]),
+        0.0,
+        "cut off"
+    );
+    drop(stalled);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_token_auth_refuses() {
+    let sink = Sink::start().await;
+    let (otlp, live, health) = (free_port(), free_port(), free_port());
+    let _daemon = Daemon::start(
+        &config(
+            otlp,
+            live,
+            health,
+            sink.grpc_port,
+            "    auth: {bearer_token: s3cret}",
+        ),
+        health,
+    );
+    let r = http_request("GET", live, "/api/sessions", &[], Vec::new()).await;
+    assert_eq!(r.status, 401);
+    let r = http_request(
+        "GET",
+        live,
+        "/api/sessions",
+        &[("authorization", "Bearer wrong")],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    let r = http_request(
+        "GET",
+        live,
+        "/api/sessions",
+        &[("authorization", "Bearer s3cret")],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let r = http_request("GET", live, "/api/sessions?token=s3cret", &[], Vec::new()).await;
+    assert_eq!(r.status, 200, "a browser's WebSocket passes it as ?token=");
+}
