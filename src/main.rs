@@ -1,4 +1,4 @@
-//! The `spanwire` command: `run`, `validate`, `convert`, `healthcheck`, `--version`.
+//! The `spanwire` command: `run`, `validate`, `convert`, `healthcheck`, `tap`, `--version`.
 
 use std::process::ExitCode;
 
@@ -41,6 +41,28 @@ enum Command {
         #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
     },
+    /// Print live spans from a running spanwire's `live` exporter (gRPC),
+    /// until Ctrl-C; a lost connection is retried with backoff.
+    Tap {
+        /// The live exporter's endpoint.
+        #[arg(long, default_value = "http://127.0.0.1:4321")]
+        endpoint: String,
+        /// Only this session.
+        #[arg(long)]
+        session: Option<String>,
+        /// Only sessions of this agent.
+        #[arg(long)]
+        agent: Option<String>,
+        /// Only error spans (and summaries of sessions with errors).
+        #[arg(long)]
+        errors: bool,
+        /// One line per span, a growing tree per session, or JSON lines.
+        #[arg(long, value_enum, default_value = "line")]
+        format: TapFormat,
+        /// The bearer token, if the exporter requires one.
+        #[arg(long, env = "SPANWIRE_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
     /// Convert recorded data offline and write the result to stdout.
     Convert {
         /// Input format.
@@ -70,6 +92,16 @@ enum Command {
         #[arg(required = true)]
         files: Vec<String>,
     },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum TapFormat {
+    /// `session  name  duration  status`, one line per span.
+    Line,
+    /// Spans indented under their parents, per session.
+    Tree,
+    /// One JSON object per span or summary.
+    Json,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -154,6 +186,27 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        Command::Tap {
+            endpoint,
+            session,
+            agent,
+            errors,
+            format,
+            token,
+        } => {
+            let req = spanwire::proto::live::SubscribeRequest {
+                session_id: session.unwrap_or_default(),
+                agent: agent.unwrap_or_default(),
+                errors_only: errors,
+            };
+            match tap(&endpoint, req, format, token.as_deref()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::Run { config } => match run(&config) {
             Ok(code) => code,
             Err(e) => {
@@ -197,6 +250,156 @@ fn run(paths: &[String]) -> anyhow::Result<ExitCode> {
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `spanwire tap`: subscribes and prints until Ctrl-C, reconnecting with
+/// backoff when the connection is lost.
+fn tap(
+    endpoint: &str,
+    req: spanwire::proto::live::SubscribeRequest,
+    format: TapFormat,
+    token: Option<&str>,
+) -> anyhow::Result<()> {
+    use spanwire::proto::live::live_client::LiveClient;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let endpoint = tonic::transport::Endpoint::from_shared(endpoint.to_string())
+        .with_context(|| format!("`{endpoint}` is not a URL"))?;
+    let auth: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> = token
+        .map(|t| format!("Bearer {t}").parse())
+        .transpose()
+        .context("the token is not a valid header value")?;
+    runtime.block_on(async {
+        let mut printer = TapPrinter::new(format);
+        let mut backoff = std::time::Duration::from_millis(250);
+        loop {
+            let attempt = async {
+                let channel = endpoint.connect().await?;
+                let mut client = LiveClient::new(channel);
+                let mut request = tonic::Request::new(req.clone());
+                if let Some(a) = &auth {
+                    request.metadata_mut().insert("authorization", a.clone());
+                }
+                let mut stream = client.subscribe(request).await?.into_inner();
+                eprintln!("tap: connected to {}", endpoint.uri());
+                while let Some(ev) = stream.message().await? {
+                    printer.print(ev);
+                }
+                Ok::<(), anyhow::Error>(())
+            };
+            tokio::select! {
+                r = attempt => {
+                    match r {
+                        Ok(()) => eprintln!("tap: the stream ended; reconnecting in {backoff:?}"),
+                        Err(e) => eprintln!("tap: connection lost ({e:#}); reconnecting in {backoff:?}"),
+                    }
+                }
+                _ = tokio::signal::ctrl_c() => return Ok(()),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = tokio::signal::ctrl_c() => return Ok(()),
+            }
+            backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
+        }
+    })
+}
+
+/// Prints tap events in the chosen format; remembers span depths for `tree`.
+struct TapPrinter {
+    format: TapFormat,
+    depth: std::collections::HashMap<Vec<u8>, usize>,
+}
+
+impl TapPrinter {
+    fn new(format: TapFormat) -> Self {
+        TapPrinter {
+            format,
+            depth: Default::default(),
+        }
+    }
+
+    fn print(&mut self, ev: spanwire::proto::live::LiveEvent) {
+        use opentelemetry_proto::tonic::trace::v1::ResourceSpans;
+        use prost::Message;
+        use spanwire::proto::live::live_event::Event;
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        match ev.event {
+            Some(Event::Spans(s)) => {
+                for raw in &s.resource_spans {
+                    let Ok(rs) = ResourceSpans::decode(raw.as_slice()) else {
+                        eprintln!("tap: a span batch that is not OTLP; skipped");
+                        continue;
+                    };
+                    for span in rs.scope_spans.iter().flat_map(|ss| &ss.spans) {
+                        let ms = span
+                            .end_time_unix_nano
+                            .saturating_sub(span.start_time_unix_nano)
+                            as f64
+                            / 1e6;
+                        let error = span.status.as_ref().is_some_and(|st| st.code == 2);
+                        let status = if error { "ERROR" } else { "ok" };
+                        let line = match self.format {
+                            TapFormat::Line => {
+                                format!("{}  {}  {ms:.1}ms  {status}", s.session_id, span.name)
+                            }
+                            TapFormat::Tree => {
+                                let d = self.depth.get(&span.parent_span_id).map_or(0, |d| d + 1);
+                                self.depth.insert(span.span_id.clone(), d);
+                                format!(
+                                    "{}{}{}  {ms:.1}ms  {status}",
+                                    if d == 0 {
+                                        format!("[{}] ", s.session_id)
+                                    } else {
+                                        String::new()
+                                    },
+                                    "  ".repeat(d),
+                                    span.name
+                                )
+                            }
+                            TapFormat::Json => serde_json::json!({
+                                "session_id": s.session_id,
+                                "trace_id": hex::encode(&span.trace_id),
+                                "span_id": hex::encode(&span.span_id),
+                                "parent_span_id": hex::encode(&span.parent_span_id),
+                                "name": span.name,
+                                "start_time_unix_nano": span.start_time_unix_nano,
+                                "end_time_unix_nano": span.end_time_unix_nano,
+                                "error": error,
+                            })
+                            .to_string(),
+                        };
+                        let _ = writeln!(out, "{line}");
+                    }
+                }
+            }
+            Some(Event::Summary(s)) => {
+                let line = match self.format {
+                    TapFormat::Json => serde_json::json!({
+                        "summary": {
+                            "session_id": s.session_id, "span_count": s.span_count,
+                            "errors": s.errors, "input_tokens": s.input_tokens,
+                            "output_tokens": s.output_tokens, "cost_usd": s.cost_usd,
+                        }
+                    })
+                    .to_string(),
+                    _ => format!(
+                        "# {}: {} spans, {} errors, tokens {} in / {} out",
+                        s.session_id, s.span_count, s.errors, s.input_tokens, s.output_tokens
+                    ),
+                };
+                let _ = writeln!(out, "{line}");
+            }
+            Some(Event::Lagged(l)) => {
+                eprintln!("tap: too slow; {} events dropped", l.dropped);
+            }
+            None => {}
+        }
+        let _ = out.flush();
+    }
 }
 
 /// GETs `url` (plain HTTP/1.0) and returns the status code.

@@ -271,3 +271,79 @@ async fn without_the_token_auth_refuses() {
     let r = http_request("GET", live, "/api/sessions?token=s3cret", &[], Vec::new()).await;
     assert_eq!(r.status, 200, "a browser's WebSocket passes it as ?token=");
 }
+
+/// `spanwire tap` over gRPC: prints each span of its session as it
+/// arrives, says when the connection is lost and that it retries, and
+/// exits 0 on Ctrl-C (SIGINT).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tap_prints_live_spans_reconnects_and_exits_0_on_ctrl_c() {
+    let sink = Sink::start().await;
+    let (otlp, live, health) = (free_port(), free_port(), free_port());
+    let mut daemon = Daemon::start(&config(otlp, live, health, sink.grpc_port, ""), health);
+    let mut tap = Command::new(env!("CARGO_BIN_EXE_spanwire"))
+        .args(["tap", "--endpoint", &format!("http://127.0.0.1:{live}")])
+        .args(["--session", "s-tap", "--format", "line"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = tap.stderr.take().unwrap();
+    let (err_tx, err_rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = err_tx.send(line);
+        }
+    });
+    let wait_err = |what: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        let mut seen = Vec::new();
+        while std::time::Instant::now() < deadline {
+            if let Ok(l) = err_rx.recv_timeout(Duration::from_millis(100)) {
+                if l.contains(what) {
+                    return l;
+                }
+                seen.push(l);
+            }
+        }
+        panic!("tap never said `{what}`: {seen:?}");
+    };
+    wait_err("tap: connected");
+    post(otlp, spans("s-tap", 1, 3)).await;
+    post(otlp, spans("elsewhere", 50, 2)).await;
+    post(otlp, spans("s-tap", 4, 2)).await;
+    let stdout = tap.stdout.take().unwrap();
+    let lines = std::thread::spawn(move || {
+        let mut spans = Vec::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if !line.starts_with('#') {
+                spans.push(line);
+            }
+            if spans.len() == 5 {
+                break;
+            }
+        }
+        spans
+    })
+    .join()
+    .unwrap();
+    let names: Vec<&str> = lines
+        .iter()
+        .map(|l| l.split("  ").nth(1).unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["s-tap-0", "s-tap-1", "s-tap-2", "s-tap-0", "s-tap-1"],
+        "{lines:?}"
+    );
+    assert!(lines.iter().all(|l| l.starts_with("s-tap  ")));
+    // The daemon goes away: tap says so and keeps trying.
+    daemon.terminate(Duration::from_secs(10));
+    wait_err("reconnecting in");
+    let ok = Command::new("kill")
+        .args(["-INT", &tap.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let status = tap.wait().unwrap();
+    assert!(status.success(), "tap exited with {status}");
+}

@@ -21,7 +21,6 @@
 pub mod store;
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,7 +28,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use http::{header, Method, Request, Response, StatusCode};
-use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
@@ -172,9 +171,90 @@ fn query(q: Option<&str>) -> Vec<(String, String)> {
         .collect()
 }
 
+/// One event, encoded for a transport when first needed.
+pub struct Event {
+    kind: EventKind,
+    json: std::sync::OnceLock<Arc<str>>,
+}
+
+enum EventKind {
+    Spans {
+        session: String,
+        records: Vec<store::SpanRecord>,
+        /// The session's new spans as encoded OTLP `ResourceSpans`.
+        otlp: Vec<Bytes>,
+    },
+    Summary(Summary),
+    Lagged(u64),
+}
+
+impl Event {
+    fn new(kind: EventKind) -> Arc<Event> {
+        Arc::new(Event {
+            kind,
+            json: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// The event as JSON (WebSocket, SSE).
+    fn json(&self) -> Arc<str> {
+        self.json
+            .get_or_init(|| {
+                let v = match &self.kind {
+                    EventKind::Spans {
+                        session, records, ..
+                    } => serde_json::json!({"type": "spans", "session_id": session, "spans": records}),
+                    EventKind::Summary(s) => summary_json(s),
+                    EventKind::Lagged(n) => serde_json::json!({"type": "lagged", "dropped": n}),
+                };
+                Arc::from(v.to_string())
+            })
+            .clone()
+    }
+
+    /// The event as the gRPC stream's message.
+    fn grpc(&self, now_ns: u64) -> crate::proto::live::LiveEvent {
+        use crate::proto::live::{
+            live_event, Lagged, LiveEvent, SessionSpans, SessionStatus, SessionSummary,
+        };
+        let event = match &self.kind {
+            EventKind::Spans { session, otlp, .. } => live_event::Event::Spans(SessionSpans {
+                session_id: session.clone(),
+                resource_spans: otlp.iter().map(|b| b.to_vec()).collect(),
+            }),
+            EventKind::Summary(s) => live_event::Event::Summary(SessionSummary {
+                session_id: s.session_id.clone(),
+                agents: s.agents.iter().cloned().collect(),
+                models: s.models.iter().cloned().collect(),
+                start_time_unix_nano: if s.start_ns == u64::MAX {
+                    0
+                } else {
+                    s.start_ns
+                },
+                end_time_unix_nano: s.end_ns,
+                status: match status_of(s, now_ns) {
+                    "active" => SessionStatus::Active,
+                    "error" => SessionStatus::Error,
+                    _ => SessionStatus::Ok,
+                } as i32,
+                span_count: s.span_count,
+                input_tokens: s.tokens.get("input").copied().unwrap_or(0),
+                output_tokens: s.tokens.get("output").copied().unwrap_or(0),
+                tool_calls: s.tool_calls,
+                retrievals: s.retrievals,
+                guardrail_interventions: s.guardrail_interventions,
+                errors: s.errors,
+                cost_usd: s.cost,
+            }),
+            EventKind::Lagged(n) => live_event::Event::Lagged(Lagged { dropped: *n }),
+        };
+        LiveEvent { event: Some(event) }
+    }
+}
+
 struct Subscriber {
     filter: Filter,
-    tx: mpsc::Sender<Arc<str>>,
+    tx: mpsc::Sender<Arc<Event>>,
     /// Events it missed since it last kept up.
     dropped: u64,
 }
@@ -285,8 +365,46 @@ impl ExporterFactory for LiveFactory {
     }
 }
 
-fn json_event(value: serde_json::Value) -> Arc<str> {
-    Arc::from(value.to_string())
+/// The spans of `batch` grouped by session, each group as encoded OTLP
+/// `ResourceSpans` (one per resource and scope).
+fn otlp_by_session(
+    store: &Store,
+    batch: &[opentelemetry_proto::tonic::trace::v1::ResourceSpans],
+) -> std::collections::HashMap<String, Vec<Bytes>> {
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+    use prost::Message;
+    let mut out: std::collections::HashMap<String, Vec<Bytes>> = Default::default();
+    for rs in batch {
+        let res = rs
+            .resource
+            .as_ref()
+            .map_or(&[][..], |r| r.attributes.as_slice());
+        for ss in &rs.scope_spans {
+            let mut groups: BTreeMap<String, Vec<opentelemetry_proto::tonic::trace::v1::Span>> =
+                BTreeMap::new();
+            for span in &ss.spans {
+                groups
+                    .entry(store.session_of(span, res))
+                    .or_default()
+                    .push(span.clone());
+            }
+            for (session, spans) in groups {
+                let one = ResourceSpans {
+                    resource: rs.resource.clone(),
+                    scope_spans: vec![ScopeSpans {
+                        scope: ss.scope.clone(),
+                        spans,
+                        schema_url: ss.schema_url.clone(),
+                    }],
+                    schema_url: rs.schema_url.clone(),
+                };
+                out.entry(session)
+                    .or_default()
+                    .push(Bytes::from(one.encode_to_vec()));
+            }
+        }
+    }
+    out
 }
 
 #[async_trait]
@@ -311,29 +429,28 @@ impl Export for LiveExporter {
             return Ok(ExportOk::default());
         }
         let Hub { store, subscribers } = &mut *hub;
-        for (session, spans) in &got.by_session {
-            let Some(summary) = store.get(session).map(|s| &s.summary) else {
+        let mut otlp = otlp_by_session(store, rs);
+        for (session, spans) in got.by_session {
+            let Some(summary) = store.get(&session).map(|s| s.summary.clone()) else {
                 continue;
             };
-            let mut encoded: Option<(Arc<str>, Arc<str>)> = None;
-            for sub in subscribers.iter_mut().filter(|s| s.filter.wants(summary)) {
-                let (spans_event, summary_event) = encoded
-                    .get_or_insert_with(|| {
-                        (
-                            json_event(serde_json::json!({
-                                "type": "spans", "session_id": session, "spans": spans,
-                            })),
-                            json_event(summary_json(summary)),
-                        )
-                    })
-                    .clone();
-                let errors_only = sub.filter.errors;
-                if errors_only && !spans.iter().any(|s| s.error) {
-                    let _ = offer(sub, summary_event, &self.shared.lagged);
+            if !subscribers.iter().any(|s| s.filter.wants(&summary)) {
+                continue;
+            }
+            let has_error = spans.iter().any(|s| s.error);
+            let spans_event = Event::new(EventKind::Spans {
+                otlp: otlp.remove(&session).unwrap_or_default(),
+                session,
+                records: spans,
+            });
+            let summary_event = Event::new(EventKind::Summary(summary.clone()));
+            for sub in subscribers.iter_mut().filter(|s| s.filter.wants(&summary)) {
+                if sub.filter.errors && !has_error {
+                    let _ = offer(sub, summary_event.clone(), &self.shared.lagged);
                     continue;
                 }
-                if offer(sub, spans_event, &self.shared.lagged) {
-                    let _ = offer(sub, summary_event, &self.shared.lagged);
+                if offer(sub, spans_event.clone(), &self.shared.lagged) {
+                    let _ = offer(sub, summary_event.clone(), &self.shared.lagged);
                 }
             }
         }
@@ -355,9 +472,9 @@ fn summary_json(s: &Summary) -> serde_json::Value {
 
 /// Queues `event` for `sub`; a full queue counts the event as missed. A
 /// subscriber that missed some is first told how many. False if not queued.
-fn offer(sub: &mut Subscriber, event: Arc<str>, lagged: &metrics::Counter) -> bool {
+fn offer(sub: &mut Subscriber, event: Arc<Event>, lagged: &metrics::Counter) -> bool {
     if sub.dropped > 0 {
-        let note = json_event(serde_json::json!({"type": "lagged", "dropped": sub.dropped}));
+        let note = Event::new(EventKind::Lagged(sub.dropped));
         if sub.tx.try_send(note).is_err() {
             // Still behind: disconnected at the end of this batch.
             sub.dropped = u64::MAX;
@@ -378,13 +495,18 @@ fn offer(sub: &mut Subscriber, event: Arc<str>, lagged: &metrics::Counter) -> bo
     }
 }
 
-type Body = BoxBody<Bytes, Infallible>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type Body = UnsyncBoxBody<Bytes, BoxError>;
 
 /// Bytes a WebSocket may hold unsent before its subscriber is cut off.
 const WS_WRITE_BUFFER: usize = 1 << 20;
 
 fn full(status: StatusCode, ctype: &'static str, body: impl Into<Bytes>) -> Response<Body> {
-    let mut r = Response::new(Full::new(body.into()).boxed());
+    let mut r = Response::new(
+        Full::new(body.into())
+            .map_err(|e| match e {})
+            .boxed_unsync(),
+    );
     *r.status_mut() = status;
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -423,6 +545,22 @@ async fn handle(
                 "missing or wrong bearer token\n",
             );
         }
+    }
+    let grpc = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"));
+    if grpc {
+        use tonic::codegen::Service;
+        let mut svc = crate::proto::live::live_server::LiveServer::new(LiveService {
+            shared: shared.clone(),
+            stop,
+        });
+        return match svc.call(req).await {
+            Ok(r) => r.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed_unsync()),
+            Err(never) => match never {},
+        };
     }
     if req.method() != Method::GET {
         return json(
@@ -480,38 +618,86 @@ fn status_of(s: &Summary, now_ns: u64) -> &'static str {
     }
 }
 
-/// Registers a subscriber (with the spans already held for its session)
-/// and answers with a WebSocket upgrade or an SSE stream.
+/// Registers a subscriber for `filter`: the spans already held for its
+/// session first (under the same lock as the registration, so nothing is
+/// missed or repeated), then live events.
+fn register(shared: &Shared, filter: Filter) -> mpsc::Receiver<Arc<Event>> {
+    let (tx, rx) = mpsc::channel::<Arc<Event>>(shared.queue);
+    let mut hub = shared.lock();
+    if let Some(id) = &filter.session {
+        if let Some(s) = hub.store.get(id) {
+            let records: Vec<_> = s
+                .spans
+                .iter()
+                .filter(|r| !filter.errors || r.error)
+                .cloned()
+                .collect();
+            let otlp = vec![held_as_otlp(&records)];
+            let _ = tx.try_send(Event::new(EventKind::Spans {
+                session: id.clone(),
+                records,
+                otlp,
+            }));
+            let _ = tx.try_send(Event::new(EventKind::Summary(s.summary.clone())));
+        }
+    }
+    hub.subscribers.push(Subscriber {
+        filter,
+        tx,
+        dropped: 0,
+    });
+    shared.subscribers.set(hub.subscribers.len() as f64);
+    rx
+}
+
+/// Held span records as one encoded OTLP `ResourceSpans` (the store keeps
+/// attributes as text, so they come back as strings).
+fn held_as_otlp(records: &[store::SpanRecord]) -> Bytes {
+    use opentelemetry_proto::tonic::trace::v1::{
+        status::StatusCode, ResourceSpans, ScopeSpans, Span, Status,
+    };
+    use prost::Message;
+    let spans = records
+        .iter()
+        .map(|r| Span {
+            trace_id: hex::decode(&r.trace_id).unwrap_or_default(),
+            span_id: hex::decode(&r.span_id).unwrap_or_default(),
+            parent_span_id: hex::decode(&r.parent_id).unwrap_or_default(),
+            name: r.name.clone(),
+            start_time_unix_nano: r.start_ns,
+            end_time_unix_nano: r.end_ns,
+            attributes: r
+                .attributes
+                .iter()
+                .map(|(k, v)| crate::signal::string_attribute(k, v.clone()))
+                .collect(),
+            status: r.error.then(|| Status {
+                code: StatusCode::Error as i32,
+                message: r.message.clone(),
+            }),
+            ..Default::default()
+        })
+        .collect();
+    Bytes::from(
+        ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+        .encode_to_vec(),
+    )
+}
+
+/// Answers `/api/live` with a WebSocket upgrade or an SSE stream.
 fn subscribe(
     shared: Arc<Shared>,
     mut req: Request<Incoming>,
     stop: CancellationToken,
 ) -> Response<Body> {
     let filter = Filter::from_query(req.uri().query());
-    let (tx, rx) = mpsc::channel::<Arc<str>>(shared.queue);
-    {
-        let mut hub = shared.lock();
-        if let Some(id) = &filter.session {
-            if let Some(s) = hub.store.get(id) {
-                let spans: Vec<_> = s
-                    .spans
-                    .iter()
-                    .filter(|r| !filter.errors || r.error)
-                    .cloned()
-                    .collect();
-                let _ = tx.try_send(json_event(serde_json::json!({
-                    "type": "spans", "session_id": id, "spans": spans,
-                })));
-                let _ = tx.try_send(json_event(summary_json(&s.summary)));
-            }
-        }
-        hub.subscribers.push(Subscriber {
-            filter,
-            tx,
-            dropped: 0,
-        });
-        shared.subscribers.set(hub.subscribers.len() as f64);
-    }
+    let rx = register(&shared, filter);
     let upgrade = req
         .headers()
         .get(header::UPGRADE)
@@ -544,7 +730,11 @@ fn subscribe(
             .await;
             websocket(ws, rx, stop).await;
         });
-        let mut r = Response::new(Full::new(Bytes::new()).boxed());
+        let mut r = Response::new(
+            Full::new(Bytes::new())
+                .map_err(|e| match e {})
+                .boxed_unsync(),
+        );
         *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
         let h = r.headers_mut();
         h.insert(
@@ -566,10 +756,10 @@ fn subscribe(
             ev = rx.recv() => ev?,
             _ = stop.cancelled() => return None,
         };
-        let frame = Frame::data(Bytes::from(format!("data: {ev}\n\n")));
-        Some((Ok::<_, Infallible>(frame), (rx, stop)))
+        let frame = Frame::data(Bytes::from(format!("data: {}\n\n", ev.json())));
+        Some((Ok::<_, BoxError>(frame), (rx, stop)))
     });
-    let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+    let mut r = Response::new(BodyExt::boxed_unsync(StreamBody::new(stream)));
     let h = r.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
@@ -584,7 +774,7 @@ fn subscribe(
 
 async fn websocket<S>(
     ws: tokio_tungstenite::WebSocketStream<S>,
-    mut rx: mpsc::Receiver<Arc<str>>,
+    mut rx: mpsc::Receiver<Arc<Event>>,
     stop: CancellationToken,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -595,7 +785,7 @@ async fn websocket<S>(
         tokio::select! {
             ev = rx.recv() => match ev {
                 Some(ev) => {
-                    if out.send(Message::text(ev.to_string())).await.is_err() {
+                    if out.send(Message::text(ev.json().to_string())).await.is_err() {
                         return;
                     }
                 }
@@ -613,5 +803,48 @@ async fn websocket<S>(
                 return;
             }
         }
+    }
+}
+
+/// `spanwire.live.v1.Live`, served on the same endpoint (HTTP/2, by
+/// content type).
+struct LiveService {
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+}
+
+type LiveStream = std::pin::Pin<
+    Box<
+        dyn futures_util::Stream<Item = Result<crate::proto::live::LiveEvent, tonic::Status>>
+            + Send,
+    >,
+>;
+
+#[tonic::async_trait]
+impl crate::proto::live::live_server::Live for LiveService {
+    type SubscribeStream = LiveStream;
+
+    async fn subscribe(
+        &self,
+        request: tonic::Request<crate::proto::live::SubscribeRequest>,
+    ) -> Result<tonic::Response<LiveStream>, tonic::Status> {
+        let r = request.into_inner();
+        let some = |s: String| (!s.is_empty()).then_some(s);
+        let filter = Filter {
+            session: some(r.session_id),
+            agent: some(r.agent),
+            errors: r.errors_only,
+        };
+        let rx = register(&self.shared, filter);
+        let stream =
+            futures_util::stream::unfold((rx, self.stop.clone()), |(mut rx, stop)| async move {
+                let ev = tokio::select! {
+                    ev = rx.recv() => ev?,
+                    _ = stop.cancelled() => return None,
+                };
+                let msg = ev.grpc(crate::telemetry::unix_nanos_now());
+                Some((Ok(msg), (rx, stop)))
+            });
+        Ok(tonic::Response::new(Box::pin(stream)))
     }
 }

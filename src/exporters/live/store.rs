@@ -253,7 +253,8 @@ impl Store {
         self.sessions.is_empty()
     }
 
-    fn session_of(&self, span: &Span, res: &[KeyValue]) -> String {
+    /// The session a span belongs to (see the module doc).
+    pub fn session_of(&self, span: &Span, res: &[KeyValue]) -> String {
         for k in &self.limits.session_keys {
             if let Some(v) = find(&span.attributes, k).or_else(|| find(res, k)) {
                 if let Some(t) = text(Some(v)).filter(|t| !t.is_empty()) {
