@@ -347,3 +347,46 @@ async fn tap_prints_live_spans_reconnects_and_exits_0_on_ctrl_c() {
     let status = tap.wait().unwrap();
     assert!(status.success(), "tap exited with {status}");
 }
+
+/// Python grpcio, with stubs compiled from the `.proto` by grpcio-tools,
+/// gets every span of its session once, in arrival order (the held ones
+/// first), as OTLP `ResourceSpans` it decodes with the OpenTelemetry classes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpcio_client_gets_every_span_of_its_session_once_in_order() {
+    let sink = Sink::start().await;
+    let (otlp, live, health) = (free_port(), free_port(), free_port());
+    let daemon = Daemon::start(&config(otlp, live, health, sink.grpc_port, ""), health);
+    post(otlp, spans("s-g", 1, 3)).await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/grpc_live.py");
+    let mut client = Command::new(common::python())
+        .args([script, &format!("127.0.0.1:{live}"), "s-g", "7"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(client.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "subscribed");
+    post(otlp, spans("other", 90, 2)).await;
+    post(otlp, spans("s-g", 4, 4)).await;
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    let done = client.wait_with_output().unwrap();
+    let report: serde_json::Value = serde_json::from_str(rest.trim()).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {rest}\n{}\nspanwire:\n{}",
+            String::from_utf8_lossy(&done.stderr),
+            daemon.logs()
+        )
+    });
+    let want: Vec<String> = (1..=7u64).map(|i| hex::encode(i.to_be_bytes())).collect();
+    let got: Vec<String> = report["span_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(report["span_count"], 7);
+}
