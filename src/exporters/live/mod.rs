@@ -2,6 +2,8 @@
 //! [`store`] and served on the exporter's own endpoint (default
 //! `localhost:4321`, with the receivers' `tls` and bearer-token `auth`):
 //!
+//! - `GET /`: the page (embedded: `page.html`, `app.js`, `app.css`): agent
+//!   cards, the live session list, and a session's growing waterfall;
 //! - `GET /api/sessions` (`?agent=`, `?status=active|ok|error`, `?since=`
 //!   Unix ms): summaries, most recently updated first, as JSON;
 //! - `GET /api/sessions/{id}`: one session with its spans;
@@ -600,11 +602,37 @@ async fn handle(
             }
         }
         "/api/live" => subscribe(shared, req, stop),
+        "/" | "/index.html" => page(PAGE, "text/html; charset=utf-8"),
+        "/app.js" => page(APP_JS, "text/javascript; charset=utf-8"),
+        "/app.css" => page(APP_CSS, "text/css; charset=utf-8"),
         _ => json(
             StatusCode::NOT_FOUND,
             &serde_json::json!({"error": "see /api/sessions, /api/sessions/{id}, /api/live"}),
         ),
     }
+}
+
+/// The page, embedded in the binary.
+const PAGE: &str = include_str!("page.html");
+const APP_JS: &str = include_str!("app.js");
+const APP_CSS: &str = include_str!("app.css");
+
+/// A page asset, with a policy that runs only its own script: span text is
+/// inserted as text, and even markup that got in could not run.
+fn page(body: &'static str, ctype: &'static str) -> Response<Body> {
+    let mut r = full(StatusCode::OK, ctype, body);
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        header::HeaderValue::from_static(
+            "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'",
+        ),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::HeaderValue::from_static("nosniff"),
+    );
+    r
 }
 
 /// `active` when updated in the last 30 s, else `error` or `ok`.

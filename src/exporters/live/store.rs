@@ -2,8 +2,14 @@
 //! bounded in sessions, spans per session and age, with the summaries a
 //! live view shows. Pure: time is passed in, nothing is read or written.
 //!
-//! - A span's session is the first of `session_keys` found on the span,
-//!   then on its resource, else its trace id (hex).
+//! - All spans of a trace go to one session: the one its root span names
+//!   (the first of `session_keys` found on the span, then on its resource),
+//!   else the first one a span of the trace names, else the trace id (hex).
+//!   A Bedrock multi-agent invocation thus stays one session (collaborators
+//!   carry session ids of their own), and spans without a key join their
+//!   trace's. Trace-to-session links are remembered for the last
+//!   `16 × max_sessions` traces; spans keyed by the trace id before the
+//!   trace's root named a session move into that session when it does.
 //! - Per session: agents (`gen_ai.agent.name`), models
 //!   (`gen_ai.request.model`, `gen_ai.response.model`), first start and last
 //!   end, spans (as records, in arrival order, with parent ids for the
@@ -171,6 +177,9 @@ pub struct Store {
     /// session id → its key in `order`.
     position: HashMap<String, (u64, u64)>,
     seq: u64,
+    /// trace id → the session a span of it named, most recent last.
+    traces: HashMap<Vec<u8>, String>,
+    trace_order: std::collections::VecDeque<Vec<u8>>,
 }
 
 fn text(v: Option<&any_value::Value>) -> Option<String> {
@@ -240,6 +249,8 @@ impl Store {
             order: BTreeMap::new(),
             position: HashMap::new(),
             seq: 0,
+            traces: HashMap::new(),
+            trace_order: std::collections::VecDeque::new(),
         }
     }
 
@@ -253,16 +264,41 @@ impl Store {
         self.sessions.is_empty()
     }
 
-    /// The session a span belongs to (see the module doc).
-    pub fn session_of(&self, span: &Span, res: &[KeyValue]) -> String {
+    /// The session a span names itself, if any.
+    fn named_session(&self, span: &Span, res: &[KeyValue]) -> Option<String> {
         for k in &self.limits.session_keys {
             if let Some(v) = find(&span.attributes, k).or_else(|| find(res, k)) {
                 if let Some(t) = text(Some(v)).filter(|t| !t.is_empty()) {
-                    return cut(t);
+                    return Some(cut(t));
                 }
             }
         }
-        hex::encode(&span.trace_id)
+        None
+    }
+
+    /// The session a span belongs to (see the module doc).
+    pub fn session_of(&self, span: &Span, res: &[KeyValue]) -> String {
+        self.traces
+            .get(&span.trace_id)
+            .cloned()
+            .or_else(|| self.named_session(span, res))
+            .unwrap_or_else(|| hex::encode(&span.trace_id))
+    }
+
+    /// Links `trace` to `session`: a root's link replaces another.
+    fn link_trace(&mut self, trace: &[u8], session: String, root: bool) {
+        if !root && self.traces.contains_key(trace) {
+            return;
+        }
+        if self.traces.insert(trace.to_vec(), session).is_none() {
+            self.trace_order.push_back(trace.to_vec());
+            let cap = self.limits.max_sessions.saturating_mul(16).max(16);
+            while self.trace_order.len() > cap {
+                if let Some(old) = self.trace_order.pop_front() {
+                    self.traces.remove(&old);
+                }
+            }
+        }
     }
 
     fn touch(&mut self, id: &str, now_ns: u64) {
@@ -287,6 +323,34 @@ impl Store {
         self.expire(now_ns);
         let mut out = Ingested::default();
         let mut index: HashMap<String, usize> = HashMap::new();
+        // Spans that name their session link their trace to it, for the
+        // spans of that trace that do not (in this batch and later ones).
+        // Roots first: their session wins the trace.
+        let mut named: Vec<(Vec<u8>, String, bool)> = Vec::new();
+        for rs in batch {
+            let res: &[KeyValue] = rs
+                .resource
+                .as_ref()
+                .map_or(&[], |r| r.attributes.as_slice());
+            for span in rs.scope_spans.iter().flat_map(|s| &s.spans) {
+                if let Some(id) = self.named_session(span, res) {
+                    named.push((span.trace_id.clone(), id, span.parent_span_id.is_empty()));
+                }
+            }
+        }
+        named.sort_by_key(|(_, _, root)| !*root);
+        for (trace, id, root) in named {
+            if !root && self.traces.contains_key(&trace) {
+                continue;
+            }
+            // Spans of this trace that came first were keyed by the trace
+            // id: they join the named session now.
+            let by_trace = hex::encode(&trace);
+            if by_trace != id && self.sessions.contains_key(&by_trace) {
+                self.merge(&by_trace, &id, now_ns);
+            }
+            self.link_trace(&trace, id, root);
+        }
         for rs in batch {
             let res: &[KeyValue] = rs
                 .resource
@@ -378,6 +442,53 @@ impl Store {
             output_tokens: int(&span.attributes, "gen_ai.usage.output_tokens"),
             attributes,
         }
+    }
+
+    /// Moves session `from` into `into` (created if new): spans (within
+    /// the bound) and totals.
+    fn merge(&mut self, from: &str, into: &str, now_ns: u64) {
+        let Some(src) = self.sessions.get(from).cloned() else {
+            return;
+        };
+        self.remove(from);
+        let max = self.limits.max_spans_per_session;
+        let existed = self.sessions.contains_key(into);
+        let dst = self
+            .sessions
+            .entry(into.to_string())
+            .or_insert_with(|| Session {
+                summary: Summary {
+                    session_id: into.to_string(),
+                    ..src.summary.clone()
+                },
+                spans: Vec::new(),
+            });
+        if existed {
+            let (d, s) = (&mut dst.summary, &src.summary);
+            d.agents.extend(s.agents.iter().cloned());
+            d.models.extend(s.models.iter().cloned());
+            d.start_ns = d.start_ns.min(s.start_ns);
+            d.end_ns = d.end_ns.max(s.end_ns);
+            d.span_count += s.span_count;
+            d.spans_not_kept += s.spans_not_kept;
+            d.errors += s.errors;
+            for (k, v) in &s.tokens {
+                *d.tokens.entry(k.clone()).or_default() += v;
+            }
+            d.tool_calls += s.tool_calls;
+            d.retrievals += s.retrievals;
+            d.guardrail_interventions += s.guardrail_interventions;
+            d.cost += s.cost;
+        }
+        for r in src.spans {
+            if dst.spans.len() < max {
+                dst.spans.push(r);
+            } else {
+                dst.summary.spans_not_kept += 1;
+            }
+        }
+        dst.summary.updated_ns = now_ns;
+        self.touch(into, now_ns);
     }
 
     /// Drops sessions not updated within `retention` of `now_ns`.
@@ -589,15 +700,56 @@ mod tests {
         // No session key: the trace id keys it.
         st.ingest(&batch(None, vec![span(1, 0, vec![])]), SEC);
         assert!(st.get(&hex::encode([7u8; 16])).is_some());
+        // ... unless another span of the trace names one (Bedrock: the root).
+        let mut named = span(9, 0, vec![string_attribute("session.id", "named")]);
+        named.trace_id = vec![9; 16];
+        let mut child = span(10, 9, vec![]);
+        child.trace_id = vec![9; 16];
+        st.ingest(&batch(None, vec![child.clone(), named]), SEC);
+        assert_eq!(st.get("named").unwrap().spans.len(), 2);
+        child.span_id = vec![11; 8];
+        st.ingest(&batch(None, vec![child]), SEC);
+        assert_eq!(
+            st.get("named").unwrap().spans.len(),
+            3,
+            "and in later batches"
+        );
+        // A trace whose named span comes in a later batch: its earlier
+        // spans move into the named session.
+        let mut early = span(20, 21, vec![]);
+        early.trace_id = vec![5; 16];
+        st.ingest(&batch(None, vec![early]), SEC);
+        assert!(st.get(&hex::encode([5u8; 16])).is_some());
+        let mut root = span(21, 0, vec![string_attribute("session.id", "late")]);
+        root.trace_id = vec![5; 16];
+        st.ingest(&batch(None, vec![root]), SEC);
+        assert!(st.get(&hex::encode([5u8; 16])).is_none());
+        let late = st.get("late").unwrap();
+        assert_eq!((late.spans.len(), late.summary.span_count), (2, 2));
+        st.forget("named");
+        st.forget("late");
         // A span attribute wins over the resource's.
         let mut s = span(2, 0, vec![string_attribute("session.id", "from-span")]);
         s.trace_id = vec![8; 16];
         st.ingest(&batch(Some("from-resource"), vec![s]), 2 * SEC);
         assert!(st.get("from-span").is_some() && st.get("from-resource").is_none());
-        st.ingest(&batch(Some("c"), vec![span(3, 0, vec![])]), 3 * SEC);
+        let own_trace = |id: u8| {
+            let mut s = span(id, 0, vec![]);
+            s.trace_id = vec![id; 16];
+            s
+        };
+        st.ingest(&batch(Some("c"), vec![own_trace(3)]), 3 * SEC);
         // A fourth session evicts the least recently updated (the trace-id one).
-        let got = st.ingest(&batch(Some("d"), vec![span(4, 0, vec![])]), 4 * SEC);
-        assert_eq!(got.evicted, 1);
+        let got = st.ingest(&batch(Some("d"), vec![own_trace(4)]), 4 * SEC);
+        assert_eq!(
+            got.evicted,
+            1,
+            "{:?}",
+            st.summaries(|_| true)
+                .iter()
+                .map(|s| s.session_id.clone())
+                .collect::<Vec<_>>()
+        );
         assert_eq!(st.len(), 3);
         assert!(st.get(&hex::encode([7u8; 16])).is_none());
         let order: Vec<String> = st
