@@ -390,3 +390,48 @@ async fn a_grpcio_client_gets_every_span_of_its_session_once_in_order() {
     assert_eq!(got, want);
     assert_eq!(report["span_count"], 7);
 }
+
+/// 10,000 WebSocket subscriptions opened and closed (Python websockets, 100
+/// at a time) leave no subscriber behind, and the daemon's memory settles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_connects_and_disconnects_leave_no_leak() {
+    let sink = Sink::start().await;
+    let (otlp, live, health, telemetry) = (free_port(), free_port(), free_port(), free_port());
+    let daemon = Daemon::start(
+        &config(otlp, live, health, sink.grpc_port, "").replace(
+            "address: \"\"",
+            &format!("address: \"127.0.0.1:{telemetry}\""),
+        ),
+        health,
+    );
+    post(otlp, spans("warm", 1, 10)).await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/ws_churn.py");
+    let churn = |n: &str| {
+        let out = Command::new(common::python())
+            .args([script, &format!("ws://127.0.0.1:{live}/api/live"), n, "100"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(churn("1000"), "1000");
+    let before = daemon.rss();
+    assert_eq!(churn("10000"), "10000");
+    // One more subscription prunes those that went away; a batch reaches
+    // only it.
+    assert_eq!(churn("1"), "1");
+    post(otlp, spans("after", 100, 2)).await;
+    let m = http_request("GET", telemetry, "/metrics", &[], Vec::new()).await;
+    let text = String::from_utf8_lossy(&m.body);
+    let subscribers = common::metric(&text, "spanwire_live_subscribers{", &[]);
+    assert_eq!(subscribers, 0.0, "{text}");
+    let after = daemon.rss();
+    assert!(
+        after < before + 32 * 1024 * 1024,
+        "RSS grew from {before} to {after} bytes over 10,000 connections"
+    );
+}

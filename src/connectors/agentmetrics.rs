@@ -86,6 +86,10 @@ pub struct AgentMetricsConfig {
     /// Also count spans that are not GenAI spans (`span.calls`, `span.duration`).
     #[serde(default = "yes")]
     pub generic_span_metrics: bool,
+    /// Per-model prices per 1,000 tokens (`{model: {input, output}}`, as the
+    /// `live` exporter's): `agent.cost` sums them per agent and model.
+    #[serde(default)]
+    pub pricing: BTreeMap<String, crate::exporters::live::store::Price>,
 }
 
 impl AgentMetricsConfig {
@@ -120,6 +124,7 @@ enum Kind {
     Errors,
     Throttles,
     Tokens,
+    Cost,
     SpanCalls,
     SpanDuration,
 }
@@ -132,6 +137,7 @@ impl Kind {
             Kind::Errors => "agent.errors",
             Kind::Throttles => "agent.throttles",
             Kind::Tokens => "agent.tokens",
+            Kind::Cost => "agent.cost",
             Kind::SpanCalls => "span.calls",
             Kind::SpanDuration => "span.duration",
         }
@@ -145,6 +151,7 @@ impl Kind {
             Kind::Errors => "GenAI operations that failed",
             Kind::Throttles => "GenAI operations that were throttled",
             Kind::Tokens => "Tokens used, by type",
+            Kind::Cost => "Estimated cost of the tokens used, from `pricing`",
             Kind::SpanCalls => "Spans that are not GenAI operations",
             Kind::SpanDuration => "Duration of spans that are not GenAI operations",
         }
@@ -153,6 +160,7 @@ impl Kind {
         match self {
             Kind::Duration | Kind::SpanDuration => "s",
             Kind::Tokens => "{token}",
+            Kind::Cost => "USD",
             _ => "{call}",
         }
     }
@@ -173,6 +181,7 @@ struct Key {
 #[derive(Debug, Clone)]
 enum Value {
     Count(u64),
+    Cost(f64),
     Hist {
         counts: Vec<u64>,
         sum: f64,
@@ -484,6 +493,8 @@ impl AgentMetrics {
             ));
             self.count(st, key(Kind::Errors, &d), 1);
         }
+        let mut cost = 0.0;
+        let price = self.cfg.pricing.get(&model).copied();
         for (token_type, n) in token_counts(a) {
             let d = vec![
                 ("gen_ai.agent.name", agent.clone()),
@@ -491,6 +502,30 @@ impl AgentMetrics {
                 ("gen_ai.token.type", token_type.to_string()),
             ];
             self.count(st, key(Kind::Tokens, &d), n);
+            if let Some(p) = price {
+                cost += n as f64 / 1000.0
+                    * match token_type {
+                        "input" => p.input,
+                        "output" => p.output,
+                        _ => 0.0,
+                    };
+            }
+        }
+        if price.is_some() {
+            let d = vec![
+                ("gen_ai.agent.name", agent.clone()),
+                ("gen_ai.request.model", model.clone()),
+            ];
+            self.add(
+                st,
+                key(Kind::Cost, &d),
+                |v| {
+                    if let Value::Cost(c) = v {
+                        *c += cost;
+                    }
+                },
+                || Value::Cost(0.0),
+            );
         }
         let session = attr_str(a, "gen_ai.conversation.id").or_else(|| attr_str(a, "session.id"));
         if let Some(sid) = session {
@@ -591,6 +626,13 @@ impl AgentMetrics {
                                             start_time_unix_nano: start,
                                             time_unix_nano: now_ns,
                                             value: Some(number_data_point::Value::AsInt(*c as i64)),
+                                            ..Default::default()
+                                        }),
+                                        Value::Cost(c) => Some(NumberDataPoint {
+                                            attributes: attrs(k),
+                                            start_time_unix_nano: start,
+                                            time_unix_nano: now_ns,
+                                            value: Some(number_data_point::Value::AsDouble(*c)),
                                             ..Default::default()
                                         }),
                                         _ => None,
@@ -931,6 +973,50 @@ mod tests {
         let mut chats = agent_of("chat");
         chats.sort();
         assert_eq!(chats, vec!["", "planner"]);
+    }
+
+    #[test]
+    fn cost_is_priced_per_agent_and_model() {
+        let c = AgentMetrics::new(
+            serde_json::from_str::<AgentMetricsConfig>(
+                r#"{"pricing": {"claude": {"input": 0.25, "output": 1.25}}}"#,
+            )
+            .unwrap(),
+            "t",
+        );
+        let chat = |model: &str| {
+            span(
+                vec![
+                    string_attribute("gen_ai.operation.name", "chat"),
+                    string_attribute("gen_ai.agent.name", "planner"),
+                    string_attribute("gen_ai.request.model", model),
+                    int("gen_ai.usage.input_tokens", 2000),
+                    int("gen_ai.usage.output_tokens", 400),
+                ],
+                0.1,
+                0,
+            )
+        };
+        c.record(&batch(vec![
+            chat("claude"),
+            chat("claude"),
+            chat("unpriced"),
+        ]));
+        let m = c.snapshot();
+        let Some(Data::Sum(cost)) = &find(&m, "agent.cost").data else {
+            panic!()
+        };
+        assert_eq!(cost.data_points.len(), 1, "only priced models");
+        let p = &cost.data_points[0];
+        assert_eq!(
+            attr_str(&p.attributes, "gen_ai.request.model"),
+            Some("claude")
+        );
+        let Some(number_data_point::Value::AsDouble(v)) = p.value else {
+            panic!()
+        };
+        assert!((v - 2.0 * (2.0 * 0.25 + 0.4 * 1.25)).abs() < 1e-9, "{v}");
+        assert_eq!(find(&m, "agent.cost").unit, "USD");
     }
 
     #[test]

@@ -669,6 +669,9 @@ fn register(shared: &Shared, filter: Filter) -> mpsc::Receiver<Arc<Event>> {
             let _ = tx.try_send(Event::new(EventKind::Summary(s.summary.clone())));
         }
     }
+    // Subscribers that went away since the last batch are dropped here too,
+    // so connections that come and go leave nothing behind.
+    hub.subscribers.retain(|s| !s.tx.is_closed());
     hub.subscribers.push(Subscriber {
         filter,
         tx,
