@@ -175,6 +175,21 @@ pub fn for_each_point_attributes(m: &mut Metric, mut f: impl FnMut(&mut Vec<KeyV
     }
 }
 
+/// A value as text: strings as they are, numbers and bools in their usual
+/// form, bytes in hex, lists and maps in their debug form, absent as empty.
+/// How processors compare, hash and show attribute values.
+pub fn value_text(v: Option<&any_value::Value>) -> String {
+    match v {
+        Some(any_value::Value::StringValue(s)) => s.clone(),
+        Some(any_value::Value::BoolValue(b)) => b.to_string(),
+        Some(any_value::Value::IntValue(i)) => i.to_string(),
+        Some(any_value::Value::DoubleValue(d)) => d.to_string(),
+        Some(any_value::Value::BytesValue(b)) => hex::encode(b),
+        Some(other) => format!("{other:?}"),
+        None => String::new(),
+    }
+}
+
 /// An attribute with the given value.
 pub fn attribute(key: &str, value: any_value::Value) -> KeyValue {
     KeyValue {

@@ -228,37 +228,25 @@ fn convert_metric(
     let cumulative = AggregationTemporality::Cumulative as i32;
     let mut latest = 0;
     match &m.data {
-        Some(Data::Gauge(g)) => {
-            let n = name(false, true);
-            meta(b, &n, MetricType::Gauge);
-            for p in &g.data_points {
-                let t = ms(p.time_unix_nano);
-                latest = latest.max(t);
-                b.push(
-                    &base_for(&p.attributes),
-                    &n,
-                    &[],
-                    value_of(p.flags, number_value(&p.value)),
-                    t,
-                );
-            }
-        }
         Some(Data::Sum(s)) if s.is_monotonic && s.aggregation_temporality != cumulative => {
             b.dropped += s.data_points.len();
         }
-        Some(Data::Sum(s)) => {
-            let counter = s.is_monotonic;
+        Some(Data::Gauge(_)) | Some(Data::Sum(_)) => {
+            // Gauges and non-monotonic sums are gauges; cumulative
+            // monotonic sums counters.
+            let (points, counter) = match &m.data {
+                Some(Data::Sum(s)) => (&s.data_points, s.is_monotonic),
+                Some(Data::Gauge(g)) => (&g.data_points, false),
+                _ => return latest,
+            };
             let n = name(counter, !counter);
-            meta(
-                b,
-                &n,
-                if counter {
-                    MetricType::Counter
-                } else {
-                    MetricType::Gauge
-                },
-            );
-            for p in &s.data_points {
+            let kind = if counter {
+                MetricType::Counter
+            } else {
+                MetricType::Gauge
+            };
+            meta(b, &n, kind);
+            for p in points {
                 let t = ms(p.time_unix_nano);
                 latest = latest.max(t);
                 b.push(

@@ -387,17 +387,9 @@ fn convert(v: &AnyValue, to: ConvertedType) -> Option<AnyValue> {
     Some(AnyValue { value: Some(out) })
 }
 
-/// The text a value is hashed as: strings as they are, other values in their usual textual form.
+/// The text a value is hashed as (see [`crate::signal::value_text`]).
 fn value_text(v: &AnyValue) -> String {
-    match &v.value {
-        Some(any_value::Value::StringValue(s)) => s.clone(),
-        Some(any_value::Value::BoolValue(b)) => b.to_string(),
-        Some(any_value::Value::IntValue(i)) => i.to_string(),
-        Some(any_value::Value::DoubleValue(d)) => d.to_string(),
-        Some(any_value::Value::BytesValue(b)) => hex::encode(b),
-        Some(other) => format!("{other:?}"),
-        None => String::new(),
-    }
+    crate::signal::value_text(v.value.as_ref())
 }
 
 /// The `resource` processor's factory.

@@ -336,13 +336,7 @@ impl SyncProcessor for MetricsTransform {
 }
 
 fn text(v: Option<&AnyValue>) -> String {
-    match v.and_then(|v| v.value.as_ref()) {
-        Some(any_value::Value::StringValue(s)) => s.clone(),
-        Some(any_value::Value::IntValue(i)) => i.to_string(),
-        Some(any_value::Value::DoubleValue(d)) => d.to_string(),
-        Some(any_value::Value::BoolValue(b)) => b.to_string(),
-        _ => String::new(),
-    }
+    crate::signal::value_text(v.and_then(|v| v.value.as_ref()))
 }
 
 fn operate(m: &mut Metric, ops: &[Operation]) {

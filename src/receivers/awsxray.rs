@@ -263,10 +263,11 @@ async fn read_udp(
                 let Ok((n, _peer)) = r else { continue };
                 match read_datagram(&buf[..n]) {
                     Err(e) => {
-                        match e.reason() {
-                            "bad_header" => c.bad_header.increment(1),
-                            "bad_json" => c.bad_json.increment(1),
-                            _ => c.bad_segment.increment(1),
+                        use crate::convert::xray::segment::DatagramError as E;
+                        match e {
+                            E::BadHeader => c.bad_header.increment(1),
+                            E::BadJson(_) => c.bad_json.increment(1),
+                            E::BadSegment(_) => c.bad_segment.increment(1),
                         }
                         tracing::debug!(error = %e, bytes = n, "awsxray: datagram dropped");
                     }

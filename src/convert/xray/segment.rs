@@ -45,17 +45,6 @@ pub enum DatagramError {
     BadSegment(String),
 }
 
-impl DatagramError {
-    /// A short label for counters.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            DatagramError::BadHeader => "bad_header",
-            DatagramError::BadJson(_) => "bad_json",
-            DatagramError::BadSegment(_) => "bad_segment",
-        }
-    }
-}
-
 /// A segment document read from a datagram.
 #[derive(Debug, Clone)]
 pub struct Document {

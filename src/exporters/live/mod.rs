@@ -183,7 +183,8 @@ enum EventKind {
     Spans {
         session: String,
         records: Vec<store::SpanRecord>,
-        /// The session's new spans as encoded OTLP `ResourceSpans`.
+        /// The session's new spans as encoded OTLP `ResourceSpans` (only
+        /// made when a gRPC subscriber is connected).
         otlp: Vec<Bytes>,
     },
     Summary(Summary),
@@ -256,6 +257,8 @@ impl Event {
 
 struct Subscriber {
     filter: Filter,
+    /// A gRPC subscriber: it needs the spans as OTLP, the others JSON.
+    grpc: bool,
     tx: mpsc::Sender<Arc<Event>>,
     /// Events it missed since it last kept up.
     dropped: u64,
@@ -431,7 +434,12 @@ impl Export for LiveExporter {
             return Ok(ExportOk::default());
         }
         let Hub { store, subscribers } = &mut *hub;
-        let mut otlp = otlp_by_session(store, rs);
+        // Spans are encoded as OTLP only for gRPC subscribers.
+        let mut otlp = if subscribers.iter().any(|s| s.grpc) {
+            otlp_by_session(store, rs)
+        } else {
+            Default::default()
+        };
         for (session, spans) in got.by_session {
             let Some(summary) = store.get(&session).map(|s| s.summary.clone()) else {
                 continue;
@@ -649,7 +657,7 @@ fn status_of(s: &Summary, now_ns: u64) -> &'static str {
 /// Registers a subscriber for `filter`: the spans already held for its
 /// session first (under the same lock as the registration, so nothing is
 /// missed or repeated), then live events.
-fn register(shared: &Shared, filter: Filter) -> mpsc::Receiver<Arc<Event>> {
+fn register(shared: &Shared, filter: Filter, grpc: bool) -> mpsc::Receiver<Arc<Event>> {
     let (tx, rx) = mpsc::channel::<Arc<Event>>(shared.queue);
     let mut hub = shared.lock();
     if let Some(id) = &filter.session {
@@ -660,7 +668,11 @@ fn register(shared: &Shared, filter: Filter) -> mpsc::Receiver<Arc<Event>> {
                 .filter(|r| !filter.errors || r.error)
                 .cloned()
                 .collect();
-            let otlp = vec![held_as_otlp(&records)];
+            let otlp = if grpc {
+                vec![held_as_otlp(&records)]
+            } else {
+                Vec::new()
+            };
             let _ = tx.try_send(Event::new(EventKind::Spans {
                 session: id.clone(),
                 records,
@@ -675,6 +687,7 @@ fn register(shared: &Shared, filter: Filter) -> mpsc::Receiver<Arc<Event>> {
     hub.subscribers.push(Subscriber {
         filter,
         tx,
+        grpc,
         dropped: 0,
     });
     shared.subscribers.set(hub.subscribers.len() as f64);
@@ -728,7 +741,7 @@ fn subscribe(
     stop: CancellationToken,
 ) -> Response<Body> {
     let filter = Filter::from_query(req.uri().query());
-    let rx = register(&shared, filter);
+    let rx = register(&shared, filter, false);
     let upgrade = req
         .headers()
         .get(header::UPGRADE)
@@ -866,7 +879,7 @@ impl crate::proto::live::live_server::Live for LiveService {
             agent: some(r.agent),
             errors: r.errors_only,
         };
-        let rx = register(&self.shared, filter);
+        let rx = register(&self.shared, filter, true);
         let stream =
             futures_util::stream::unfold((rx, self.stop.clone()), |(mut rx, stop)| async move {
                 let ev = tokio::select! {

@@ -183,14 +183,7 @@ pub struct Store {
 }
 
 fn text(v: Option<&any_value::Value>) -> Option<String> {
-    Some(match v? {
-        any_value::Value::StringValue(s) => s.clone(),
-        any_value::Value::IntValue(i) => i.to_string(),
-        any_value::Value::DoubleValue(d) => d.to_string(),
-        any_value::Value::BoolValue(b) => b.to_string(),
-        any_value::Value::BytesValue(b) => hex::encode(b),
-        other => format!("{other:?}"),
-    })
+    v.map(|v| crate::signal::value_text(Some(v)))
 }
 
 fn find<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a any_value::Value> {
@@ -369,8 +362,11 @@ impl Store {
                         out.evicted += 1;
                     }
                 }
-                let limits = self.limits.clone();
-                let session = self.sessions.entry(id.clone()).or_insert_with(|| Session {
+                // Borrow the limits and the sessions apart (no copy per span).
+                let Store {
+                    limits, sessions, ..
+                } = &mut *self;
+                let session = sessions.entry(id.clone()).or_insert_with(|| Session {
                     summary: Summary {
                         session_id: id.clone(),
                         agents: BTreeSet::new(),
@@ -389,7 +385,7 @@ impl Store {
                     },
                     spans: Vec::new(),
                 });
-                add(&mut session.summary, span, &record, &limits, now_ns);
+                add(&mut session.summary, span, &record, limits, now_ns);
                 if session.spans.len() < limits.max_spans_per_session {
                     session.spans.push(record.clone());
                 } else {

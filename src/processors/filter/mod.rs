@@ -495,15 +495,7 @@ fn all_keys(ms: &[KeyMatcher], attrs: &[KeyValue]) -> bool {
 }
 
 fn any_text(v: Option<&AnyValue>) -> String {
-    match v.and_then(|v| v.value.as_ref()) {
-        Some(any_value::Value::StringValue(s)) => s.clone(),
-        Some(any_value::Value::BoolValue(b)) => b.to_string(),
-        Some(any_value::Value::IntValue(i)) => i.to_string(),
-        Some(any_value::Value::DoubleValue(d)) => d.to_string(),
-        Some(any_value::Value::BytesValue(b)) => hex::encode(b),
-        Some(other) => format!("{other:?}"),
-        None => String::new(),
-    }
+    crate::signal::value_text(v.and_then(|v| v.value.as_ref()))
 }
 
 struct SpanRule {
