@@ -1,7 +1,9 @@
 //! `spanwire-loadgen`: drives a running daemon with realistic agent spans over
 //! OTLP/gRPC or OTLP/HTTP and reports spans/s and latency percentiles; with
 //! `--pid` it also reports the daemon's CPU share and peak RSS. `sink` runs an
-//! OTLP/gRPC receiver that counts what the daemon forwards.
+//! OTLP/gRPC receiver that counts what the daemon forwards. `watch` holds
+//! WebSocket subscribers on a `live` exporter (some never reading) and
+//! reports what they got.
 //!
 //! ```text
 //! spanwire-loadgen sink --listen 127.0.0.1:14317
@@ -69,6 +71,91 @@ enum Cmd {
         #[arg(long)]
         http_listen: Option<String>,
     },
+    /// Subscribe to a `live` exporter's `/api/live` over WebSocket.
+    Watch {
+        /// The exporter's host:port.
+        #[arg(long, default_value = "127.0.0.1:4321")]
+        live: String,
+        /// Subscribers in all.
+        #[arg(long, default_value_t = 100)]
+        subscribers: usize,
+        /// Of them, how many never read a byte (all-session subscribers).
+        #[arg(long, default_value_t = 10)]
+        stalled: usize,
+        /// The readers each watch one session `sess-N` (N < 97, as `send`
+        /// names them); with this flag half of them watch every session.
+        #[arg(long)]
+        firehose: bool,
+        /// Seconds to hold the subscriptions.
+        #[arg(long, default_value_t = 25)]
+        duration: u64,
+    },
+}
+
+/// Holds the subscribers for `duration` and prints what the readers got.
+async fn watch(
+    live: String,
+    subscribers: usize,
+    stalled: usize,
+    firehose: bool,
+    duration: u64,
+) -> anyhow::Result<()> {
+    use futures_util::StreamExt;
+    let frames = Arc::new(AtomicU64::new(0));
+    let bytes = Arc::new(AtomicU64::new(0));
+    let lagged = Arc::new(AtomicU64::new(0));
+    let closed = Arc::new(AtomicU64::new(0));
+    let mut held = Vec::new();
+    for i in 0..subscribers {
+        let path = if i < stalled || (firehose && i % 2 == 0) {
+            "/api/live".to_string()
+        } else {
+            format!("/api/live?session=sess-{}", i % 97)
+        };
+        let tcp = tokio::net::TcpStream::connect(&live).await?;
+        let (ws, _) = tokio_tungstenite::client_async(format!("ws://{live}{path}"), tcp).await?;
+        if i < stalled {
+            held.push(ws);
+            continue;
+        }
+        let (frames, bytes, lagged, closed) = (
+            frames.clone(),
+            bytes.clone(),
+            lagged.clone(),
+            closed.clone(),
+        );
+        tokio::spawn(async move {
+            let (_out, mut incoming) = ws.split();
+            while let Some(Ok(m)) = incoming.next().await {
+                let text = m.into_data();
+                frames.fetch_add(1, Ordering::Relaxed);
+                bytes.fetch_add(text.len() as u64, Ordering::Relaxed);
+                // A lagged notice is short; span frames are not scanned.
+                if text.len() < 64 && String::from_utf8_lossy(&text).contains("\"lagged\"") {
+                    lagged.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            closed.fetch_add(1, Ordering::Relaxed);
+        });
+    }
+    eprintln!(
+        "watch: {subscribers} subscribers ({stalled} never reading{})",
+        if firehose {
+            ", half the readers on every session"
+        } else {
+            ""
+        }
+    );
+    tokio::time::sleep(Duration::from_secs(duration)).await;
+    println!(
+        "watch: readers got {} frames ({:.1} MiB), {} lagged notices, {} subscribers cut off",
+        frames.load(Ordering::Relaxed),
+        bytes.load(Ordering::Relaxed) as f64 / (1 << 20) as f64,
+        lagged.load(Ordering::Relaxed),
+        closed.load(Ordering::Relaxed),
+    );
+    drop(held);
+    Ok(())
 }
 
 fn proc_stat(pid: u32) -> Option<(f64, u64)> {
@@ -495,5 +582,12 @@ async fn main() -> anyhow::Result<()> {
             decode,
             http_listen,
         } => sink(listen, decode, http_listen).await,
+        Cmd::Watch {
+            live,
+            subscribers,
+            stalled,
+            firehose,
+            duration,
+        } => watch(live, subscribers, stalled, firehose, duration).await,
     }
 }

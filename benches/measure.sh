@@ -5,6 +5,9 @@
 #   benches/measure.sh http         # saturation over OTLP/HTTP protobuf
 #   benches/measure.sh otlphttp     # saturation, exporting with otlphttp (gzip), unsigned
 #   benches/measure.sh sigv4        # the same, every request signed by sigv4auth
+#   benches/measure.sh live         # saturation with the `live` exporter beside the
+#                                   # otlp one, 100 WebSocket subscribers (10 never
+#                                   # reading; WATCH_ARGS adds to `spanwire-loadgen watch`)
 # The daemon is pinned to CPU 0 and the load generator and sink to CPU 1, so the
 # daemon's numbers are not disturbed by its load (the machine has 2 cores).
 # Extra arguments go to `spanwire-loadgen send`.
@@ -21,13 +24,14 @@ else
   cargo build --release --bins --locked -q
   bin=target/release
 fi
-for port in 4317 14317 14318 13133; do
+for port in 4317 4321 14317 14318 13133; do
   if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then echo "port $port is busy" >&2; exit 1; fi
 done
 config=benches/bench.yaml
 case "$mode" in
   otlphttp) config=benches/bench-otlphttp.yaml ;;
   sigv4) config=benches/bench-sigv4.yaml ;;
+  live) config=benches/bench-live.yaml ;;
 esac
 taskset -c 1 $bin/spanwire-loadgen sink --listen 127.0.0.1:14317 --http-listen 127.0.0.1:14318 2>/tmp/spanwire-bench-sink.log &
 sink=$!
@@ -35,16 +39,26 @@ sink=$!
 AWS_ACCESS_KEY_ID=AKIDBENCH AWS_SECRET_ACCESS_KEY=bench-secret AWS_EC2_METADATA_DISABLED=true \
   taskset -c 0 $bin/spanwire run --config $config 2>/tmp/spanwire-bench-daemon.log &
 daemon=$!
-trap 'kill $daemon $sink 2>/dev/null || true' EXIT
+watcher=""
+trap 'kill $daemon $sink $watcher 2>/dev/null || true' EXIT
 for _ in $(seq 100); do
   curl -sf http://127.0.0.1:13133/ >/dev/null && break
   sleep 0.1
 done
+if [ "$mode" = live ]; then
+  taskset -c 1 $bin/spanwire-loadgen watch --live 127.0.0.1:4321 --duration 23 ${WATCH_ARGS:-} &
+  watcher=$!
+  sleep 1
+fi
 case "$mode" in
-  saturation|otlphttp|sigv4) taskset -c 1 $bin/spanwire-loadgen send --grpc 127.0.0.1:4317 --concurrency 8 --batch ${BATCH:-100} --duration 20 --pid $daemon "$@" ;;
+  saturation|otlphttp|sigv4|live) taskset -c 1 $bin/spanwire-loadgen send --grpc 127.0.0.1:4317 --concurrency 8 --batch ${BATCH:-100} --duration 20 --pid $daemon "$@" ;;
   fixed)      taskset -c 1 $bin/spanwire-loadgen send --grpc 127.0.0.1:4317 --concurrency 1 --batch ${BATCH:-100} --rate 10000 --duration 30 --pid $daemon "$@" ;;
   http)       taskset -c 1 $bin/spanwire-loadgen send --http http://127.0.0.1:4318 --concurrency 8 --batch ${BATCH:-100} --duration 20 --pid $daemon "$@" ;;
   *) echo "unknown mode $mode" >&2; exit 2 ;;
 esac
 sleep 1
 echo "sink: $(tail -n 1 /tmp/spanwire-bench-sink.log)"
+if [ -n "$watcher" ]; then
+  wait $watcher || true
+  curl -s http://127.0.0.1:8888/metrics | grep -E '^spanwire_live_(subscribers|sessions|store_bytes|subscribers_lagged_total|sessions_evicted_total)' || true
+fi

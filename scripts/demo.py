@@ -9,12 +9,15 @@ Started by scripts/demo. Steps:
      Kinesis in the real subscription envelope), and a small agent trace from
      the OpenTelemetry Python SDK over OTLP/HTTP;
   4. print what arrived: X-Ray segments (BatchGetTraces), EMF events in
-     CloudWatch Logs (GetLogEvents), agent metrics on Prometheus /metrics, and
-     the aws/spans spans spanwire read from Kinesis;
+     CloudWatch Logs (GetLogEvents), agent metrics on Prometheus /metrics,
+     the aws/spans spans spanwire read from Kinesis, and the agent sessions
+     on the live page (its URL is printed first: open it in a browser);
 and exit 1 if any of it is missing.
 
 Environment: SPANWIRE_BIN (the spanwire binary), SPANWIRE_MOTO_SERVER
-(moto_server), DEMO_KEEP=1 to keep the output directory.
+(moto_server), DEMO_KEEP=1 to keep the output directory, DEMO_LIVE_PORT to
+serve the live page on that port (default: a free one), DEMO_STAY=1 to keep
+everything running after the checks, until Ctrl-C, to look at the page.
 """
 
 import glob
@@ -114,6 +117,7 @@ def main():
 
         # 2. spanwire.
         ports = {k: free_port() for k in ["otlp", "bedrock", "prometheus", "health", "self"]}
+        ports["live"] = int(os.environ.get("DEMO_LIVE_PORT") or free_port())
         env = dict(os.environ,
                    DEMO_AWS_ENDPOINT=endpoint, DEMO_DIR=work,
                    DEMO_OTLP_HTTP=f"127.0.0.1:{ports['otlp']}",
@@ -121,6 +125,7 @@ def main():
                    DEMO_PROMETHEUS=f"127.0.0.1:{ports['prometheus']}",
                    DEMO_HEALTH=f"127.0.0.1:{ports['health']}",
                    DEMO_SELF_METRICS=f"127.0.0.1:{ports['self']}",
+                   DEMO_LIVE=f"127.0.0.1:{ports['live']}",
                    AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
                    AWS_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true")
         spanwire_log = open(os.path.join(work, "spanwire.log"), "w")
@@ -134,6 +139,8 @@ def main():
             print(open(os.path.join(work, "spanwire.log")).read(), file=sys.stderr)
             return 1
         print(f"spanwire running (pipelines/demo.yaml), health on :{ports['health']}")
+        live_url = f"http://127.0.0.1:{ports['live']}/"
+        print(f"live sessions: open {live_url} in a browser", flush=True)
 
         # 3a. Bedrock agent trace events.
         bedrock_files = sorted(glob.glob(os.path.join(FIXTURES, "bedrock", "*.json")))
@@ -242,6 +249,25 @@ def main():
             for e in events)
         check(bool(events) and valid,
               f"CloudWatch: {len(events)} EMF events in /spanwire/demo/metrics (namespace SpanwireDemo)")
+
+        def live_sessions():
+            status, body = http("GET", live_url + "api/sessions")
+            if status != 200:
+                return None
+            sessions = json.loads(body)["sessions"]
+            spans = sum(s["span_count"] for s in sessions)
+            return (sessions, spans) if spans >= len(bedrock_docs) + len(otlp_traces) else None
+        live = poll(live_sessions)
+        page = http("GET", live_url)
+        check(bool(live) and page[0] == 200 and b"spanwire" in page[1],
+              f"Live: {len(live[0]) if live else 0} agent sessions, {live[1] if live else 0} spans on {live_url}")
+        if os.environ.get("DEMO_STAY"):
+            print(f"\nstill running: open {live_url} (Ctrl-C to stop)", flush=True)
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                pass
     finally:
         for p in reversed(procs):
             p.send_signal(signal.SIGTERM)

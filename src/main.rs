@@ -393,6 +393,43 @@ impl TapPrinter {
                 };
                 let _ = writeln!(out, "{line}");
             }
+            Some(Event::Events(e)) => {
+                use opentelemetry_proto::tonic::logs::v1::ResourceLogs;
+                for raw in &e.resource_logs {
+                    let Ok(rl) = ResourceLogs::decode(raw.as_slice()) else {
+                        eprintln!("tap: an event batch that is not OTLP; skipped");
+                        continue;
+                    };
+                    for lr in rl.scope_logs.iter().flat_map(|sl| &sl.log_records) {
+                        let body = spanwire::signal::value_text(
+                            lr.body.as_ref().and_then(|b| b.value.as_ref()),
+                        );
+                        let line = match self.format {
+                            TapFormat::Json => serde_json::json!({
+                                "session_id": e.session_id,
+                                "event": lr.event_name,
+                                "trace_id": hex::encode(&lr.trace_id),
+                                "span_id": hex::encode(&lr.span_id),
+                                "time_unix_nano": lr.time_unix_nano,
+                                "body": body,
+                            })
+                            .to_string(),
+                            _ => {
+                                let short: String = body.chars().take(100).collect();
+                                let indent = match self.format {
+                                    TapFormat::Tree => self
+                                        .depth
+                                        .get(&lr.span_id)
+                                        .map_or(String::new(), |d| "  ".repeat(d + 1)),
+                                    _ => format!("{}  ", e.session_id),
+                                };
+                                format!("{indent}· {}  {short}", lr.event_name)
+                            }
+                        };
+                        let _ = writeln!(out, "{line}");
+                    }
+                }
+            }
             Some(Event::Lagged(l)) => {
                 eprintln!("tap: too slow; {} events dropped", l.dropped);
             }

@@ -1,7 +1,8 @@
 //! `scripts/demo`, the first run that needs no AWS account, end to end: moto
 //! server as AWS, the fixtures and an OpenTelemetry Python SDK agent
 //! replayed; it must find X-Ray segments, aws/spans spans read from Kinesis,
-//! EMF events and Prometheus agent metrics, or exit non-zero.
+//! EMF events, Prometheus agent metrics and the sessions on the live page
+//! (whose URL it prints), or exit non-zero.
 
 // Test code: an unwrap or expect that fails is the test failing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -28,6 +29,8 @@ fn the_demo_shows_every_part_of_the_path() {
         "ok    Kinesis:",
         "ok    Prometheus:",
         "ok    CloudWatch:",
+        "live sessions: open http://127.0.0.1:",
+        "ok    Live:",
         "demo passed",
     ] {
         assert!(stdout.contains(line), "{line} missing:\n{stdout}");

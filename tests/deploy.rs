@@ -228,7 +228,11 @@ fn kubernetes_manifests_validate_and_their_pipelines_too() {
     let (kustomizations, resources): (Vec<PathBuf>, Vec<PathBuf>) = all
         .into_iter()
         .partition(|p| p.file_name().unwrap() == "kustomization.yaml");
-    assert_eq!(kustomizations.len(), 3, "base, sidecar, kinesis-consumer");
+    assert_eq!(
+        kustomizations.len(),
+        5,
+        "base, sidecar, kinesis-consumer and the opt-in live-sidecar, live-daemonset components"
+    );
 
     // Every kustomization lists files that exist, and every file is listed.
     let mut listed = BTreeSet::new();
@@ -304,13 +308,25 @@ fn kubernetes_manifests_validate_and_their_pipelines_too() {
             configs.insert(name, y["data"]["config.yaml"].as_str().unwrap().to_string());
         }
     }
-    assert_eq!(configs.len(), 3);
+    assert_eq!(configs.len(), 5);
     for (name, text) in &configs {
         let f = dir.path().join(format!("{name}.yaml"));
         std::fs::write(&f, text).unwrap();
+        // The live components' configs are layered over the one they extend.
+        let mut layers = Vec::new();
+        if let Some(base) = name.strip_suffix("-live") {
+            let b = dir.path().join(format!("{base}-base.yaml"));
+            std::fs::write(&b, &configs[base]).unwrap();
+            layers.push(b);
+        }
+        layers.push(f);
         let out = Command::new(env!("CARGO_BIN_EXE_spanwire"))
-            .args(["validate", "--config"])
-            .arg(&f)
+            .arg("validate")
+            .args(
+                layers
+                    .iter()
+                    .flat_map(|l| [std::ffi::OsStr::new("--config"), l.as_os_str()]),
+            )
             .env("K8S_NODE_NAME", "node-1")
             .env("K8S_NODE_IP", "10.0.0.1")
             .env("K8S_POD_NAME", "pod-1")
@@ -376,6 +392,54 @@ fn kubernetes_manifests_validate_and_their_pipelines_too() {
     let kc = load(&root().join("deploy/kubernetes/kinesis-consumer/deployment.yaml"));
     assert!(kc["spec"]["replicas"].as_i64().unwrap() >= 2);
     assert!(configs["spanwire-kinesis"].contains("store: dynamodb"));
+
+    // The live components: each JSON patch lands on the spanwire container
+    // of its target, on fields that exist there; the sidecar's view stays on
+    // localhost, the DaemonSet's is behind a Service with a token.
+    for (component, target) in [
+        ("live-sidecar", "sidecar/deployment.yaml"),
+        ("live-daemonset", "base/daemonset.yaml"),
+    ] {
+        let k = load(&root().join(format!("deploy/kubernetes/{component}/kustomization.yaml")));
+        assert_eq!(k["kind"].as_str(), Some("Component"));
+        let manifest = load(&root().join(format!("deploy/kubernetes/{target}")));
+        for p in k["patches"].as_vec().unwrap() {
+            let ops = YamlLoader::load_from_str(p["patch"].as_str().unwrap())
+                .unwrap()
+                .remove(0);
+            for op in ops.as_vec().unwrap() {
+                let path = op["path"].as_str().unwrap();
+                let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+                let mut at = &manifest;
+                for (i, part) in parts.iter().enumerate() {
+                    if i == parts.len() - 1 && (*part == "-" || op["op"].as_str() == Some("add")) {
+                        break;
+                    }
+                    at = match part.parse::<usize>() {
+                        Ok(n) => &at[n],
+                        Err(_) => &at[*part],
+                    };
+                    assert!(!at.is_badvalue(), "{component}: {path} is not in {target}");
+                    if i > 0 && parts[i - 1] == "containers" {
+                        assert_eq!(at["name"].as_str(), Some("spanwire"), "{component}: {path}");
+                    }
+                }
+            }
+        }
+    }
+    let sidecar_live = &configs["spanwire-sidecar-live"];
+    assert!(sidecar_live.contains("endpoint: localhost:4321"));
+    let daemonset_live = &configs["spanwire-daemonset-live"];
+    assert!(daemonset_live.contains("bearer_token_file"));
+    let live_svc = load(&root().join("deploy/kubernetes/live-daemonset/service.yaml"));
+    assert_eq!(
+        live_svc["spec"]["ports"][0]["targetPort"].as_str(),
+        Some("live")
+    );
+    assert!(
+        !port_names.contains("live"),
+        "the base DaemonSet does not expose the live port unless asked"
+    );
 }
 
 #[test]

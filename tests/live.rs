@@ -43,9 +43,11 @@ service:
     )
 }
 
-/// `n` spans of session `session` (a resource attribute), ids from `first`.
+/// `n` spans of session `session` (a resource attribute), ids from `first`,
+/// in a trace of their own.
 fn spans(session: &str, first: u64, n: u64) -> Vec<u8> {
     let mut req = common::agent_spans(n as usize, session);
+    let trace = [first.to_be_bytes(), first.to_be_bytes()].concat();
     for rs in &mut req.resource_spans {
         rs.resource
             .get_or_insert_with(Default::default)
@@ -58,6 +60,7 @@ fn spans(session: &str, first: u64, n: u64) -> Vec<u8> {
             .enumerate()
         {
             s.span_id = (first + i as u64).to_be_bytes().to_vec();
+            s.trace_id = trace.clone();
         }
     }
     ExportTraceServiceRequest::encode_to_vec(&req)
@@ -434,4 +437,178 @@ async fn ten_thousand_connects_and_disconnects_leave_no_leak() {
         after < before + 32 * 1024 * 1024,
         "RSS grew from {before} to {after} bytes over 10,000 connections"
     );
+}
+
+/// One WebSocket reader's view: span ids in the order they came, and
+/// whether it was told it lagged.
+#[derive(Default, Debug)]
+struct Seen {
+    ids: Vec<Vec<u8>>,
+    lagged: bool,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_subscribers_ten_never_reading_at_saturation_lose_nothing_downstream() {
+    use futures_util::StreamExt;
+    use std::sync::{Arc, Mutex};
+    let sink = Sink::start().await;
+    let (otlp, live, health, telemetry) = (free_port(), free_port(), free_port(), free_port());
+    let cfg = config(
+        otlp,
+        live,
+        health,
+        sink.grpc_port,
+        "    max_memory_mib: 16\n    subscriber_queue: 256",
+    )
+    .replace(
+        "address: \"\"",
+        &format!("address: \"127.0.0.1:{telemetry}\""),
+    )
+    .replace(
+        "exporters: [live, otlp]}",
+        "processors: [batch], exporters: [live, otlp]}\nprocessors:\n  batch: {send_batch_size: 2000, timeout: 50ms}",
+    );
+    let daemon = Daemon::start(&cfg, health);
+    const SESSIONS: u64 = 30;
+    // 10 subscribers to every session that never read a byte.
+    let mut stalled = Vec::new();
+    for _ in 0..10 {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", live))
+            .await
+            .unwrap();
+        let (ws, _) =
+            tokio_tungstenite::client_async(format!("ws://127.0.0.1:{live}/api/live"), tcp)
+                .await
+                .unwrap();
+        stalled.push(ws);
+    }
+    // 90 readers, three per session.
+    let mut readers = Vec::new();
+    for i in 0..90u64 {
+        let session = format!("bp-{}", i % SESSIONS);
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", live))
+            .await
+            .unwrap();
+        let url = format!("ws://127.0.0.1:{live}/api/live?session={session}");
+        let (ws, _) = tokio_tungstenite::client_async(url, tcp).await.unwrap();
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let out = seen.clone();
+        let task = tokio::spawn(async move {
+            let (_tx, mut rx) = ws.split();
+            while let Some(Ok(m)) = rx.next().await {
+                let Ok(text) = m.to_text() else { continue };
+                let ev: serde_json::Value = serde_json::from_str(text).unwrap();
+                let mut seen = out.lock().unwrap();
+                match ev["type"].as_str() {
+                    Some("spans") => seen.ids.extend(
+                        ev["spans"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .map(|s| hex::decode(s["span_id"].as_str().unwrap()).unwrap()),
+                    ),
+                    Some("lagged") => seen.lagged = true,
+                    _ => {}
+                }
+            }
+        });
+        readers.push((session, seen, task));
+    }
+    let rss_before = daemon.rss();
+    // Four senders as fast as the daemon answers: 120,000 spans over 30 sessions.
+    let sent_ids: Arc<Mutex<std::collections::BTreeMap<String, Vec<Vec<u8>>>>> = Default::default();
+    let peak = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let pid = daemon.pid();
+    let sampler = {
+        let peak = peak.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Some(r) = common::rss_of(pid) {
+                    peak.fetch_max(r, std::sync::atomic::Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let started = std::time::Instant::now();
+    let mut senders = Vec::new();
+    for w in 0..4u64 {
+        let sent_ids = sent_ids.clone();
+        senders.push(tokio::spawn(async move {
+            for r in 0..150u64 {
+                let n = w * 150 + r;
+                let session = format!("bp-{}", n % SESSIONS);
+                let first = n * 1000 + 1;
+                post(otlp, spans(&session, first, 200)).await;
+                sent_ids
+                    .lock()
+                    .unwrap()
+                    .entry(session)
+                    .or_default()
+                    .extend((first..first + 200).map(|id| id.to_be_bytes().to_vec()));
+            }
+        }));
+    }
+    for s in senders {
+        s.await.unwrap();
+    }
+    let took = started.elapsed();
+    let sent = 4 * 150 * 200;
+    // Nothing is lost downstream.
+    assert_eq!(
+        sink.wait_for(Signal::Traces, sent, Duration::from_secs(60))
+            .await,
+        sent,
+        "{}",
+        daemon.logs()
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    sampler.abort();
+    let peak = peak.load(std::sync::atomic::Ordering::Relaxed);
+    // Each reader has every span of its session once, in the order its
+    // peers saw them, unless it was told it lagged (and was cut off).
+    let sent_ids = sent_ids.lock().unwrap().clone();
+    let mut complete = 0;
+    let mut orders: std::collections::BTreeMap<String, Vec<Vec<u8>>> = Default::default();
+    for (session, seen, task) in &readers {
+        let seen = seen.lock().unwrap();
+        if seen.lagged {
+            assert!(task.is_finished(), "a lagged reader is cut off");
+            continue;
+        }
+        let mut got = seen.ids.clone();
+        let order = orders.entry(session.clone()).or_insert_with(|| got.clone());
+        assert_eq!(*order, got, "{session}: readers saw one arrival order");
+        got.sort();
+        let mut want = sent_ids[session].clone();
+        want.sort();
+        assert_eq!(got.len(), want.len(), "{session}: every span once");
+        assert_eq!(got, want, "{session}");
+        complete += 1;
+    }
+    let m = http_request("GET", telemetry, "/metrics", &[], Vec::new()).await;
+    let text = String::from_utf8_lossy(&m.body);
+    let lagged = common::metric(&text, "spanwire_live_subscribers_lagged_total", &[]);
+    let left = common::metric(&text, "spanwire_live_subscribers{", &["exporter=\"live\""]);
+    let store = common::metric(&text, "spanwire_live_store_bytes{", &["exporter=\"live\""]);
+    println!(
+        "{sent} spans in {took:?} ({:.0} spans/s, debug build); {complete}/90 readers complete; \
+         {lagged} lagged; {left} subscribers left; store {store} bytes; RSS {rss_before} -> peak {peak}",
+        sent as f64 / took.as_secs_f64()
+    );
+    assert!(complete >= 45, "most readers keep up: {complete}/90");
+    assert!(lagged >= 10.0, "the ten that never read lagged: {text}");
+    assert!(left <= 90.0, "and were cut off: {left} left");
+    assert!(
+        store <= (16 << 20) as f64,
+        "the store stays under max_memory_mib"
+    );
+    // The documented bound: the store's max_memory_mib, and per subscriber
+    // at most 1 MiB unsent plus its queued frames (shared JSON), over what
+    // the pipeline itself holds.
+    assert!(
+        peak < rss_before + (16 << 20) + 100 * (1 << 20) + (64 << 20),
+        "RSS {rss_before} -> {peak}"
+    );
+    drop(stalled);
 }

@@ -31,6 +31,10 @@ fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
+/// The browser tests take turns: two Chromiums on two cores would measure
+/// each other.
+static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn sessions(live: u16) -> Vec<serde_json::Value> {
     let r = http_request("GET", live, "/api/sessions", &[], Vec::new()).await;
     let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
@@ -39,6 +43,7 @@ async fn sessions(live: u16) -> Vec<serde_json::Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_shows_sessions_waterfalls_failures_and_tokens_in_chromium() {
+    let _turn = ONE_BROWSER.lock().await;
     let (bedrock, otlp, live, health) = (free_port(), free_port(), free_port(), free_port());
     let config = format!(
         r#"
@@ -214,6 +219,19 @@ service:
     );
     // The failure is marked, and one click shows the failing span.
     assert!(report["failed"]["errors_marked"].as_u64().unwrap() >= 1);
+    // From a fresh page, one click on a recent failure opens its session
+    // with that span picked out and its attributes shown.
+    let one = &report["one_click"];
+    assert_eq!(one["shown"], one["span"], "{one}");
+    assert_eq!(one["attrs_visible"], true);
+    assert!(!one["title"].as_str().unwrap().is_empty());
+    // A phone-width screen: no sideways overflow of the page.
+    let phone = &report["phone"];
+    assert!(
+        phone["width"].as_u64().unwrap() <= phone["viewport"].as_u64().unwrap(),
+        "{phone}"
+    );
+    assert!(phone["waterfall_rows"].as_u64().unwrap() > 0);
     assert!(!report["attrs_title"].as_str().unwrap().is_empty());
     // Token totals equal the source: the fixtures plus the SDK agent's
     // chat spans (input 100, 101, 102).
@@ -242,4 +260,125 @@ service:
         std::fs::metadata(shot).unwrap().len() > 10_000,
         "a screenshot"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_reach_the_page_within_100_ms_p99_at_1k_spans_per_second() {
+    let _turn = ONE_BROWSER.lock().await;
+    let (otlp, live, health) = (free_port(), free_port(), free_port());
+    let config = format!(
+        r#"
+extensions:
+  health_check: {{endpoint: "127.0.0.1:{health}"}}
+receivers:
+  otlp:
+    protocols:
+      http: {{endpoint: "127.0.0.1:{otlp}"}}
+exporters:
+  live:
+    endpoint: "127.0.0.1:{live}"
+service:
+  extensions: [health_check]
+  telemetry: {{metrics: {{address: ""}}}}
+  pipelines:
+    traces: {{receivers: [otlp], exporters: [live]}}
+"#
+    );
+    let daemon = Daemon::start(&config, health);
+    // 1,000 spans/s for 2 s: 10 spans every 10 ms, one session, each span
+    // stamped (its end time) just before it is sent.
+    const REQUESTS: u64 = 200;
+    const PER: u64 = 10;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/live_latency.py");
+    let mut page = Command::new(common::python())
+        .args([
+            script,
+            &format!("http://127.0.0.1:{live}/?session=lat"),
+            &(REQUESTS * PER).to_string(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(page.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready", "the page did not come up: {line}");
+    let mut stamped: BTreeMap<String, u64> = BTreeMap::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    for r in 0..REQUESTS {
+        tick.tick().await;
+        let mut req = common::agent_spans(PER as usize, "latency");
+        let now_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64;
+        for (i, s) in req.resource_spans[0].scope_spans[0]
+            .spans
+            .iter_mut()
+            .enumerate()
+        {
+            let id = r * PER + i as u64 + 1;
+            s.span_id = id.to_be_bytes().to_vec();
+            // One trace: the first request's first span is the root.
+            s.parent_span_id = if id == 1 {
+                Vec::new()
+            } else {
+                1u64.to_be_bytes().to_vec()
+            };
+            s.start_time_unix_nano = now_ns - 1_000_000;
+            s.end_time_unix_nano = now_ns;
+            s.attributes.push(string_attribute("session.id", "lat"));
+            stamped.insert(hex::encode(&s.span_id), now_ns / 1_000_000);
+        }
+        let r = http_request(
+            "POST",
+            otlp,
+            "/v1/traces",
+            &[("content-type", "application/x-protobuf")],
+            ExportTraceServiceRequest::encode_to_vec(&req),
+        )
+        .await;
+        assert_eq!(r.status, 200);
+    }
+    let mut report = String::new();
+    out.read_line(&mut report).unwrap();
+    let done = page.wait_with_output().unwrap();
+    let report: serde_json::Value = serde_json::from_str(report.trim()).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {report}\n{}\nspanwire:\n{}",
+            String::from_utf8_lossy(&done.stderr),
+            daemon.logs()
+        )
+    });
+    let times =
+        |k: &str| -> BTreeMap<String, u64> { serde_json::from_value(report[k].clone()).unwrap() };
+    let (seen, received) = (times("rows"), times("received"));
+    // Delivery alone: span sent -> its WebSocket message in the page.
+    let mut delivery: Vec<u64> = stamped
+        .iter()
+        .filter_map(|(id, sent)| Some(received.get(id)?.saturating_sub(*sent)))
+        .collect();
+    delivery.sort_unstable();
+    let mut latencies: Vec<u64> = stamped
+        .iter()
+        .map(|(id, sent)| {
+            let at = seen
+                .get(id)
+                .unwrap_or_else(|| panic!("span {id} never reached the page"));
+            at.saturating_sub(*sent)
+        })
+        .collect();
+    latencies.sort_unstable();
+    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+    let (p50, p99, max) = (pct(0.5), pct(0.99), latencies[latencies.len() - 1]);
+    println!(
+        "span sent -> row on the page, {} spans at 1k/s: p50 {p50} ms, p99 {p99} ms, max {max} ms \
+         (its WebSocket message in the page: p50 {} ms, p99 {} ms)",
+        latencies.len(),
+        delivery[delivery.len() / 2],
+        delivery[(delivery.len() * 99 / 100).min(delivery.len() - 1)]
+    );
+    assert!(p99 <= 100, "p99 {p99} ms (p50 {p50}, max {max})");
 }

@@ -59,6 +59,22 @@ try:
             "errors_marked": len(driver.find_elements(By.CSS_SELECTOR, "#waterfall .row.error .mark")),
         }
 
+    # One click on a recent failure opens its session with the failing
+    # span's attributes shown (a fresh page load: what a newcomer sees).
+    driver.get(url)
+    WebDriverWait(driver, 15).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#conn.up"))
+    WebDriverWait(driver, 10).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#failures li button"))
+    first = driver.find_element(By.CSS_SELECTOR, "#failures li")
+    failure_span = first.get_attribute("data-span-id")
+    first.find_element(By.TAG_NAME, "button").click()
+    WebDriverWait(driver, 10).until(
+        lambda d: d.find_elements(By.CSS_SELECTOR, "#waterfall .row.shown.error"))
+    one_click = {
+        "span": failure_span,
+        "shown": driver.find_element(By.CSS_SELECTOR, "#waterfall .row.shown").get_attribute("data-span-id"),
+        "title": driver.find_element(By.ID, "attrs-title").text,
+        "attrs_visible": driver.find_element(By.ID, "attrs").is_displayed(),
+    }
     nested = open_session(want["nested"])
     failed = open_session(want["failed"])
     # One click on the failing span shows its attributes.
@@ -74,8 +90,18 @@ try:
             "alert": driver.execute_script("return window.__pwned === true"),
         }
     driver.save_screenshot(shot)
+    # A phone-width screen: nothing wider than the screen, the waterfall on it.
+    driver.set_window_size(390, 844)
+    time.sleep(0.3)
+    phone = {
+        "width": driver.execute_script("return document.documentElement.scrollWidth"),
+        "viewport": driver.execute_script("return window.innerWidth"),
+        "waterfall_rows": len(driver.find_elements(By.CSS_SELECTOR, "#waterfall .row")),
+    }
+    driver.save_screenshot(shot.replace(".png", "-phone.png"))
     print(json.dumps({"seen": seen, "tokens": [tokens_in, tokens_out], "nested": nested,
                       "failed": failed, "attrs_title": attrs_title, "hostile": hostile,
+                      "one_click": one_click, "phone": phone,
                       "width": driver.execute_script("return document.documentElement.scrollWidth")}),
           flush=True)
 finally:

@@ -12,6 +12,10 @@ const sessions = new Map();      // id -> summary
 const seen = [];                 // [{t, agent, class, ms, error, tokens, cost}] of the last minute
 let selected = null;             // the session shown in the waterfall
 let spans = [];                  // its spans, in arrival order
+let events = [];                 // its GenAI events (gen_ai.* log records), in arrival order
+let shown = null;                // the span whose attributes are shown
+let pendingSpan = null;          // a span to show once it arrives (from "recent failures")
+const failures = [];             // the last failing spans: [{session, span}]
 let detailSocket = null;
 
 function el(tag, cls, text) {
@@ -79,6 +83,7 @@ function renderCards() {
     c.spans++;
     if (e.error) c.errors++;
     c.tokens += e.tokens;
+    c.cost += e.cost;
     if (e.class === "agent") c.inv.push(e.ms);
   }
   const cards = document.getElementById("cards");
@@ -93,6 +98,7 @@ function renderCards() {
     row("p50 / p95", pct(lat, 0.5).toFixed(0) + " / " + pct(lat, 0.95).toFixed(0) + " ms");
     row("error rate", c.spans ? (100 * c.errors / c.spans).toFixed(1) + " %" : "0 %");
     row("tokens/min", c.tokens);
+    row("cost/min", "$" + c.cost.toFixed(4));
     card.append(el("h3", "", name), dl);
     return card;
   }));
@@ -106,10 +112,36 @@ function renderLegend() {
   document.getElementById("legend").replaceChildren(...CLASSES.map((c) => el("span", c, c)));
 }
 
+// Rows are made once per span and kept (rowCache); a redraw only moves the
+// rows whose place changed and relabels those whose depth or events
+// changed. Bars are placed by CSS from their start and duration (ms after
+// the session's first start) over the waterfall's --range.
+let rowCache = new Map();        // span id -> {row, label, bar, depth, events}
+let originNs = Infinity;         // the start the bars are placed from
+
+function makeRow(s) {
+  const row = el("div", "row " + s.class + (s.error ? " error" : ""));
+  row.dataset.spanId = s.span_id;
+  row.dataset.class = s.class;
+  const label = el("div", "label");
+  const track = el("div", "track");
+  const bar = el("div", "bar" + (s.error ? " error" : ""));
+  bar.title = s.message || "";
+  track.append(bar);
+  const tokens = s.input_tokens || s.output_tokens ? "  " + s.input_tokens + "→" + s.output_tokens + " tok" : "";
+  const meta = el("div", "meta", fmtMs(Math.max(0, s.end_ns - s.start_ns)) + tokens);
+  row.append(label, track, meta);
+  row.addEventListener("click", () => showAttributes(s));
+  bar.style.setProperty("--d", Math.max(0, (s.end_ns - s.start_ns) / 1e6));
+  return { row, label, bar, depth: -1, events: -1 };
+}
+
 function renderWaterfall() {
   const box = document.getElementById("waterfall");
-  if (!selected) { box.replaceChildren(); return; }
+  if (!selected) { box.replaceChildren(); rowCache = new Map(); originNs = Infinity; box.style.removeProperty("--range"); return; }
   const byId = new Map(spans.map((s) => [s.span_id, s]));
+  const eventCount = new Map();
+  for (const e of events) eventCount.set(e.span_id, (eventCount.get(e.span_id) || 0) + 1);
   const children = new Map();
   const roots = [];
   for (const s of spans) {
@@ -126,38 +158,56 @@ function renderWaterfall() {
     for (const c of (children.get(s.span_id) || []).sort((a, b) => a.start_ns - b.start_ns)) walk(c, depth + 1);
   };
   roots.sort((a, b) => a.start_ns - b.start_ns).forEach((r) => walk(r, 0));
-  const t0 = Math.min(...spans.map((s) => s.start_ns));
-  const t1 = Math.max(...spans.map((s) => s.end_ns), t0 + 1);
-  box.replaceChildren(...ordered.map(([s, depth]) => {
-    const row = el("div", "row " + s.class + (s.error ? " error" : ""));
-    row.dataset.spanId = s.span_id;
-    row.dataset.depth = depth;
-    row.dataset.class = s.class;
-    const label = el("div", "label");
-    label.style.paddingLeft = (depth * 12) + "px";
-    label.append(el("span", "", s.name));
-    if (s.error) label.append(el("span", "mark", " ✖"));
-    if (s.guardrail_intervened) label.append(el("span", "mark", " ⛔"));
-    const track = el("div", "track");
-    const bar = el("div", "bar" + (s.error ? " error" : ""));
-    bar.style.left = (100 * (s.start_ns - t0) / (t1 - t0)) + "%";
-    bar.style.width = Math.max(0.3, 100 * (s.end_ns - s.start_ns) / (t1 - t0)) + "%";
-    bar.title = s.message || "";
-    track.append(bar);
-    const tokens = s.input_tokens || s.output_tokens ? "  " + s.input_tokens + "→" + s.output_tokens + " tok" : "";
-    const meta = el("div", "meta", fmtMs(Math.max(0, s.end_ns - s.start_ns)) + tokens);
-    row.append(label, track, meta);
-    row.addEventListener("click", () => showAttributes(s));
-    return row;
-  }));
+  let t0 = Infinity;
+  let t1 = -Infinity;
+  for (const s of spans) { t0 = Math.min(t0, s.start_ns); t1 = Math.max(t1, s.end_ns); }
+  t1 = Math.max(t1, t0 + 1);
+  // An earlier start than any so far moves every bar (rare); else only new
+  // bars are placed.
+  const moved = t0 !== originNs;
+  originNs = t0;
+  // The scale has 25% headroom: a growing session is rescaled (every bar
+  // restyled, the costly part) only when it outgrows it, not every frame.
+  const range = (t1 - t0) / 1e6;
+  const scale = Number(box.style.getPropertyValue("--range")) || 0;
+  if (moved || range > scale || range < scale / 2) box.style.setProperty("--range", range * 1.25);
+  ordered.forEach(([s, depth], i) => {
+    let r = rowCache.get(s.span_id);
+    const fresh = !r;
+    if (!r) { r = makeRow(s); rowCache.set(s.span_id, r); }
+    if (fresh || moved) r.bar.style.setProperty("--s", (s.start_ns - t0) / 1e6);
+    const n = eventCount.get(s.span_id) || 0;
+    if (r.depth !== depth || r.events !== n) {
+      r.depth = depth;
+      r.events = n;
+      r.row.dataset.depth = depth;
+      r.label.style.paddingLeft = (depth * 12) + "px";
+      const parts = [el("span", "", s.name)];
+      if (s.error) parts.push(el("span", "mark", " ✖"));
+      if (s.guardrail_intervened) parts.push(el("span", "mark", " ⛔"));
+      if (n) parts.push(el("span", "events", " 💬" + n));
+      r.label.replaceChildren(...parts);
+    }
+    r.row.classList.toggle("shown", shown === s.span_id);
+    // In place already (the common case: new spans go last), or moved there.
+    const at = box.children[i];
+    if (at !== r.row) box.insertBefore(r.row, at || null);
+  });
+  while (box.children.length > ordered.length) box.lastChild.remove();
 }
 
 function showAttributes(s) {
+  shown = s.span_id;
+  document.querySelectorAll("#waterfall .row.shown").forEach((r) => r.classList.remove("shown"));
+  const row = document.querySelector('#waterfall .row[data-span-id="' + s.span_id + '"]');
+  if (row) { row.classList.add("shown"); row.scrollIntoView({ block: "nearest" }); }
   const box = document.getElementById("attrs");
   box.hidden = false;
   document.getElementById("attrs-title").textContent = s.name + (s.error ? " — " + (s.message || "error") : "");
   const rows = [["class", s.class], ["duration", fmtMs(s.end_ns - s.start_ns)], ["span id", s.span_id]]
-    .concat(Object.entries(s.attributes || {}));
+    .concat(Object.entries(s.attributes || {}))
+    // Its GenAI events (prompts, choices, tool messages), as they came.
+    .concat(events.filter((e) => e.span_id === s.span_id).map((e) => ["event " + e.name, e.body]));
   box.querySelector("tbody").replaceChildren(...rows.map(([k, v]) => {
     const tr = el("tr");
     tr.append(el("td", "", k), el("td", "", v));
@@ -165,20 +215,81 @@ function showAttributes(s) {
   }));
 }
 
-async function select(id) {
+async function select(id, span) {
   selected = id;
   spans = [];
+  events = [];
+  shown = null;
+  pendingSpan = span || null;
+  rowCache = new Map();
+  originNs = Infinity;
+  document.getElementById("waterfall").replaceChildren();
+  document.getElementById("waterfall").style.removeProperty("--range");
   document.getElementById("detail-title").textContent = "Session " + id;
   document.getElementById("attrs").hidden = true;
   renderSessions();
   if (detailSocket) detailSocket.close();
   // The stream sends the spans already held first, then new ones.
   detailSocket = connect("/api/live?session=" + encodeURIComponent(id), (ev) => {
-    if (ev.type === "spans" && ev.session_id === selected) {
+    if (ev.session_id !== selected) return;
+    if (ev.type === "spans") {
       spans.push(...ev.spans);
-      renderWaterfall();
+      redraw(renderWaterfall);
+      const want = spans.find((s) => s.span_id === (pendingSpan || shown));
+      if (want) { pendingSpan = null; redraw(() => showAttributes(want)); }
+    } else if (ev.type === "events") {
+      events.push(...ev.events);
+      redraw(renderWaterfall);
+      const open = spans.find((s) => s.span_id === shown);
+      if (open) redraw(() => showAttributes(open));
     }
   });
+}
+
+// --- recent failures: one click opens the failing span ----------------------
+
+function renderFailures() {
+  const list = document.getElementById("failures");
+  document.getElementById("no-failures").hidden = failures.length > 0;
+  list.replaceChildren(...failures.map(({ session, span }) => {
+    const li = el("li", "failure " + span.class);
+    li.dataset.session = session;
+    li.dataset.spanId = span.span_id;
+    const b = el("button", "");
+    b.type = "button";
+    b.append(el("span", "name", span.name), el("span", "msg", span.message ? " — " + span.message : ""),
+      el("span", "where", " · " + span.class + " · session " + session));
+    b.addEventListener("click", () => select(session, span.span_id));
+    li.append(b);
+    return li;
+  }));
+}
+
+// --- drawing: at most once per frame, however fast events come ------------
+
+const dirty = new Set();
+function redraw(what) {
+  if (dirty.size === 0) requestAnimationFrame(() => {
+    const todo = [...dirty];
+    dirty.clear();
+    for (const f of todo) f();
+  });
+  dirty.add(what);
+}
+
+// Summaries (cards, the session list, failures) change with every event but
+// are read by a person: they are drawn at most four times a second, which
+// leaves the frames to the waterfall.
+const later = new Set();
+let laterTimer = null;
+function redrawSoon(what) {
+  later.add(what);
+  if (laterTimer) return;
+  laterTimer = setTimeout(() => {
+    laterTimer = null;
+    for (const f of later) redraw(f);
+    later.clear();
+  }, 250);
 }
 
 // --- the stream -----------------------------------------------------------
@@ -204,7 +315,7 @@ function connect(path, onEvent, onState) {
 function onLive(ev) {
   if (ev.type === "summary") {
     sessions.set(ev.session_id, ev);
-    renderSessions();
+    redrawSoon(renderSessions);
   } else if (ev.type === "spans") {
     const s = sessions.get(ev.session_id);
     const sessionAgent = s && s.agents && s.agents.length ? s.agents[0] : "";
@@ -212,13 +323,18 @@ function onLive(ev) {
       // A span's own agent name first (collaborators), else its session's.
       const agent = (sp.attributes && sp.attributes["gen_ai.agent.name"]) || sessionAgent;
       seen.push({ t: Date.now(), agent, class: sp.class, ms: (sp.end_ns - sp.start_ns) / 1e6,
-        error: sp.error, tokens: (sp.input_tokens || 0) + (sp.output_tokens || 0) });
+        error: sp.error, tokens: (sp.input_tokens || 0) + (sp.output_tokens || 0), cost: sp.cost || 0 });
+      if (sp.error) {
+        failures.unshift({ session: ev.session_id, span: sp });
+        failures.length = Math.min(failures.length, 20);
+        redrawSoon(renderFailures);
+      }
     }
   } else if (ev.type === "lagged") {
     // Missed events: reload the list.
     loadSessions();
   }
-  renderCards();
+  redrawSoon(renderCards);
 }
 
 async function loadSessions() {
@@ -227,6 +343,15 @@ async function loadSessions() {
   for (const s of (await r.json()).sessions) sessions.set(s.session_id, s);
   renderSessions();
   renderCards();
+  const f = await fetch(withToken("/api/failures"));
+  if (!f.ok) return;
+  const known = new Set(failures.map((x) => x.span.span_id));
+  for (const { session_id, span } of (await f.json()).failures) {
+    if (!known.has(span.span_id)) failures.push({ session: session_id, span });
+  }
+  failures.sort((a, b) => b.span.end_ns - a.span.end_ns);
+  failures.length = Math.min(failures.length, 20);
+  renderFailures();
 }
 
 renderLegend();
@@ -238,3 +363,5 @@ connect("/api/live", onLive, (up) => {
   if (up) loadSessions();
 });
 setInterval(() => { renderCards(); renderSessions(); }, 5000);
+// A link to one session (`?session=ID`) opens it at once.
+if (params.get("session")) select(params.get("session"));

@@ -6,7 +6,9 @@
 //!   cards, the live session list, and a session's growing waterfall;
 //! - `GET /api/sessions` (`?agent=`, `?status=active|ok|error`, `?since=`
 //!   Unix ms): summaries, most recently updated first, as JSON;
-//! - `GET /api/sessions/{id}`: one session with its spans;
+//! - `GET /api/sessions/{id}`: one session with its spans and GenAI events;
+//! - `GET /api/failures`: the last error spans with their sessions, newest
+//!   first;
 //! - `GET /api/live` (`?session=`, `?agent=`, `?errors=true`): the events as
 //!   they happen, over a WebSocket (text frames) when the request asks to
 //!   upgrade, else as server-sent events (`curl -N`). Each event is JSON:
@@ -22,7 +24,7 @@
 
 pub mod store;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -68,9 +70,16 @@ pub struct LiveExporterConfig {
     /// Span records kept per session at most.
     #[serde(default = "default_max_spans")]
     pub max_spans_per_session: usize,
+    /// GenAI event records kept per session at most.
+    #[serde(default = "default_max_events")]
+    pub max_events_per_session: usize,
     /// A session idle this long is forgotten.
     #[serde(default = "default_retention", with = "duration")]
     pub retention: Duration,
+    /// The store's records at most, in MiB (estimated; the least recently
+    /// updated sessions are evicted first).
+    #[serde(default = "default_max_memory")]
+    pub max_memory_mib: usize,
     /// Per-model prices per 1,000 tokens: `{model: {input, output}}`.
     #[serde(default)]
     pub pricing: BTreeMap<String, Price>,
@@ -91,6 +100,12 @@ fn default_max_sessions() -> usize {
 fn default_max_spans() -> usize {
     2000
 }
+fn default_max_memory() -> usize {
+    64
+}
+fn default_max_events() -> usize {
+    1000
+}
 fn default_retention() -> Duration {
     Duration::from_secs(3600)
 }
@@ -106,6 +121,8 @@ impl LiveExporterConfig {
         for (what, n) in [
             ("max_sessions", self.max_sessions),
             ("max_spans_per_session", self.max_spans_per_session),
+            ("max_events_per_session", self.max_events_per_session),
+            ("max_memory_mib", self.max_memory_mib),
             ("subscriber_queue", self.subscriber_queue),
         ] {
             if n == 0 {
@@ -125,11 +142,19 @@ impl LiveExporterConfig {
         Ok(())
     }
 
-    /// The store's bound in bytes (documented: sessions × spans × record).
+    /// The store's bound in bytes: `max_memory_mib`, or less when sessions
+    /// × (spans × record + events × event record) is less.
     pub fn memory_bound(&self) -> usize {
-        self.max_sessions
-            .saturating_mul(self.max_spans_per_session)
+        let per_session = self
+            .max_spans_per_session
             .saturating_mul(store::MAX_RECORD_BYTES)
+            .saturating_add(
+                self.max_events_per_session
+                    .saturating_mul(store::MAX_EVENT_BYTES),
+            );
+        self.max_sessions
+            .saturating_mul(per_session)
+            .min(self.max_memory_mib.saturating_mul(1 << 20))
     }
 }
 
@@ -176,16 +201,27 @@ fn query(q: Option<&str>) -> Vec<(String, String)> {
 /// One event, encoded for a transport when first needed.
 pub struct Event {
     kind: EventKind,
-    json: std::sync::OnceLock<Arc<str>>,
+    json: std::sync::OnceLock<Vec<Utf8Bytes>>,
 }
+
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+/// Records per JSON frame at most, by their estimated size: a batch of
+/// thousands of spans goes as several frames, each well under a
+/// WebSocket's unsent-bytes bound even when escaping grows it.
+const FRAME_BYTES: usize = 128 << 10;
 
 enum EventKind {
     Spans {
         session: String,
-        records: Vec<store::SpanRecord>,
+        records: Vec<Arc<store::SpanRecord>>,
         /// The session's new spans as encoded OTLP `ResourceSpans` (only
         /// made when a gRPC subscriber is connected).
         otlp: Vec<Bytes>,
+    },
+    Events {
+        session: String,
+        records: Vec<Arc<store::EventRecord>>,
     },
     Summary(Summary),
     Lagged(u64),
@@ -199,31 +235,67 @@ impl Event {
         })
     }
 
-    /// The event as JSON (WebSocket, SSE).
-    fn json(&self) -> Arc<str> {
-        self.json
-            .get_or_init(|| {
-                let v = match &self.kind {
-                    EventKind::Spans {
-                        session, records, ..
-                    } => serde_json::json!({"type": "spans", "session_id": session, "spans": records}),
-                    EventKind::Summary(s) => summary_json(s),
-                    EventKind::Lagged(n) => serde_json::json!({"type": "lagged", "dropped": n}),
-                };
-                Arc::from(v.to_string())
-            })
-            .clone()
+    /// The event as JSON frames (WebSocket messages, SSE events), made
+    /// once and shared by every subscriber: span and GenAI event batches
+    /// in chunks of at most [`FRAME_BYTES`] of records, in order.
+    fn frames(&self) -> &[Utf8Bytes] {
+        fn plain<T>(records: &[Arc<T>]) -> Vec<&T> {
+            records.iter().map(|r| &**r).collect()
+        }
+        fn chunked<T: serde::Serialize>(
+            records: &[Arc<T>],
+            size: impl Fn(&T) -> usize,
+            frame: impl Fn(Vec<&T>) -> serde_json::Value,
+        ) -> Vec<Utf8Bytes> {
+            let mut out = Vec::new();
+            let (mut start, mut bytes) = (0, 0);
+            for (i, r) in records.iter().enumerate() {
+                let n = size(r);
+                if i > start && bytes + n > FRAME_BYTES {
+                    out.push(Utf8Bytes::from(
+                        frame(plain(&records[start..i])).to_string(),
+                    ));
+                    (start, bytes) = (i, 0);
+                }
+                bytes += n;
+            }
+            if start < records.len() || records.is_empty() {
+                out.push(Utf8Bytes::from(frame(plain(&records[start..])).to_string()));
+            }
+            out
+        }
+        self.json.get_or_init(|| match &self.kind {
+            EventKind::Spans {
+                session, records, ..
+            } => chunked(records, store::SpanRecord::bytes, |chunk| {
+                serde_json::json!({"type": "spans", "session_id": session, "spans": chunk})
+            }),
+            EventKind::Events { session, records } => {
+                chunked(records, store::EventRecord::bytes, |chunk| {
+                    serde_json::json!({"type": "events", "session_id": session, "events": chunk})
+                })
+            }
+            EventKind::Summary(s) => vec![Utf8Bytes::from(summary_json(s).to_string())],
+            EventKind::Lagged(n) => vec![Utf8Bytes::from(
+                serde_json::json!({"type": "lagged", "dropped": n}).to_string(),
+            )],
+        })
     }
 
     /// The event as the gRPC stream's message.
     fn grpc(&self, now_ns: u64) -> crate::proto::live::LiveEvent {
         use crate::proto::live::{
-            live_event, Lagged, LiveEvent, SessionSpans, SessionStatus, SessionSummary,
+            live_event, Lagged, LiveEvent, SessionEvents, SessionSpans, SessionStatus,
+            SessionSummary,
         };
         let event = match &self.kind {
             EventKind::Spans { session, otlp, .. } => live_event::Event::Spans(SessionSpans {
                 session_id: session.clone(),
                 resource_spans: otlp.iter().map(|b| b.to_vec()).collect(),
+            }),
+            EventKind::Events { session, records } => live_event::Event::Events(SessionEvents {
+                session_id: session.clone(),
+                resource_logs: vec![events_as_otlp(records)],
             }),
             EventKind::Summary(s) => live_event::Event::Summary(SessionSummary {
                 session_id: s.session_id.clone(),
@@ -264,11 +336,85 @@ struct Subscriber {
     dropped: u64,
 }
 
+/// The subscribers, indexed by what they asked for, so that a batch costs
+/// O(matching subscribers) per session it touches, not O(all).
+#[derive(Default)]
+struct Subscribers {
+    next_id: u64,
+    all: HashMap<u64, Subscriber>,
+    /// `?session=` subscribers by session.
+    by_session: HashMap<String, Vec<u64>>,
+    /// `?agent=` subscribers (without a session) by agent.
+    by_agent: HashMap<String, Vec<u64>>,
+    /// Subscribers to every session.
+    any: Vec<u64>,
+    /// How many are gRPC subscribers (they need OTLP bytes).
+    grpc: usize,
+}
+
+impl Subscribers {
+    fn add(&mut self, sub: Subscriber) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        match (&sub.filter.session, &sub.filter.agent) {
+            (Some(s), _) => self.by_session.entry(s.clone()).or_default().push(id),
+            (None, Some(a)) => self.by_agent.entry(a.clone()).or_default().push(id),
+            (None, None) => self.any.push(id),
+        }
+        self.grpc += usize::from(sub.grpc);
+        self.all.insert(id, sub);
+        id
+    }
+
+    fn remove(&mut self, id: u64) {
+        let Some(sub) = self.all.remove(&id) else {
+            return;
+        };
+        self.grpc -= usize::from(sub.grpc);
+        fn take(map: &mut HashMap<String, Vec<u64>>, key: &str, id: u64) {
+            if let Some(ids) = map.get_mut(key) {
+                ids.retain(|i| *i != id);
+                if ids.is_empty() {
+                    map.remove(key);
+                }
+            }
+        }
+        match (&sub.filter.session, &sub.filter.agent) {
+            (Some(s), _) => take(&mut self.by_session, s, id),
+            (None, Some(a)) => take(&mut self.by_agent, a, id),
+            (None, None) => self.any.retain(|i| *i != id),
+        }
+    }
+
+    /// The subscribers whose filter wants session `summary`, into `out`.
+    fn matching(&self, summary: &Summary, out: &mut Vec<u64>) {
+        out.clear();
+        let candidates = self
+            .by_session
+            .get(&summary.session_id)
+            .into_iter()
+            .flatten()
+            .chain(
+                summary
+                    .agents
+                    .iter()
+                    .filter_map(|a| self.by_agent.get(a))
+                    .flatten(),
+            )
+            .chain(&self.any);
+        for id in candidates {
+            if self.all.get(id).is_some_and(|s| s.filter.wants(summary)) {
+                out.push(*id);
+            }
+        }
+    }
+}
+
 /// The store and the subscribers, under one lock so a new subscriber's
 /// snapshot and its first live event never overlap or leave a gap.
 struct Hub {
     store: Store,
-    subscribers: Vec<Subscriber>,
+    subs: Subscribers,
 }
 
 struct Shared {
@@ -277,8 +423,11 @@ struct Shared {
     auth: Option<crate::net::BearerAuth>,
     evicted: metrics::Counter,
     not_kept: metrics::Counter,
+    logs_ignored: metrics::Counter,
     lagged: metrics::Counter,
     subscribers: metrics::Gauge,
+    store_bytes: metrics::Gauge,
+    sessions: metrics::Gauge,
 }
 
 impl Shared {
@@ -287,6 +436,28 @@ impl Shared {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         }
+    }
+}
+
+/// A subscriber's end of its queue; dropping it (the client went away)
+/// takes the subscriber out of the hub.
+struct Subscription {
+    rx: mpsc::Receiver<Arc<Event>>,
+    shared: Arc<Shared>,
+    id: u64,
+}
+
+impl Subscription {
+    async fn recv(&mut self) -> Option<Arc<Event>> {
+        self.rx.recv().await
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let mut hub = self.shared.lock();
+        hub.subs.remove(self.id);
+        self.shared.subscribers.set(hub.subs.all.len() as f64);
     }
 }
 
@@ -311,7 +482,7 @@ impl Factory for LiveFactory {
 
 impl ExporterFactory for LiveFactory {
     fn signals(&self, _config: &LiveExporterConfig) -> &'static [Signal] {
-        &[Signal::Traces]
+        &[Signal::Traces, Signal::Logs]
     }
     fn listen_endpoints(&self, config: &LiveExporterConfig) -> Vec<String> {
         vec![config.endpoint.clone()]
@@ -333,17 +504,22 @@ impl ExporterFactory for LiveFactory {
                     session_keys: config.session_keys.clone(),
                     max_sessions: config.max_sessions,
                     max_spans_per_session: config.max_spans_per_session,
+                    max_events_per_session: config.max_events_per_session,
                     retention_ns: config.retention.as_nanos() as u64,
+                    max_bytes: config.max_memory_mib.saturating_mul(1 << 20),
                     pricing: config.pricing.clone(),
                 }),
-                subscribers: Vec::new(),
+                subs: Subscribers::default(),
             }),
             queue: config.subscriber_queue,
             auth,
             evicted: crate::telemetry::counter("spanwire_live_sessions_evicted_total", &labels),
             not_kept: crate::telemetry::counter("spanwire_live_spans_not_kept_total", &labels),
+            logs_ignored: crate::telemetry::counter("spanwire_live_logs_ignored_total", &labels),
             lagged: crate::telemetry::counter("spanwire_live_subscribers_lagged_total", &labels),
             subscribers: metrics::gauge!("spanwire_live_subscribers", "exporter" => name.clone()),
+            store_bytes: metrics::gauge!("spanwire_live_store_bytes", "exporter" => name.clone()),
+            sessions: metrics::gauge!("spanwire_live_sessions", "exporter" => name.clone()),
         });
         let cancel = CancellationToken::new();
         let serve = shared.clone();
@@ -422,50 +598,109 @@ impl Export for LiveExporter {
         _metadata: &Metadata,
         _progress: &mut (),
     ) -> Result<ExportOk, ExportError> {
-        let Telemetry::Traces(rs) = data.as_ref() else {
-            return Ok(ExportOk::default());
-        };
         let now = crate::telemetry::unix_nanos_now();
         let mut hub = self.shared.lock();
-        let got = hub.store.ingest(rs, now);
-        self.shared.evicted.increment(got.evicted);
-        self.shared.not_kept.increment(got.not_kept);
-        if hub.subscribers.is_empty() {
-            return Ok(ExportOk::default());
+        let Hub { store, subs } = &mut *hub;
+        // Each new span or event batch of a session, for its subscribers.
+        let mut events: Vec<(String, Arc<Event>, bool)> = Vec::new();
+        // Sessions evicted while this batch went in: their subscribers
+        // still get what it brought.
+        let mut evicted: HashMap<String, Summary> = HashMap::new();
+        match data.as_ref() {
+            Telemetry::Traces(rs) => {
+                let got = store.ingest(rs, now);
+                self.shared.evicted.increment(got.evicted);
+                self.shared.not_kept.increment(got.not_kept);
+                // Spans are encoded as OTLP only for gRPC subscribers.
+                let mut otlp = (subs.grpc > 0).then(|| otlp_by_session(store, rs));
+                // With no subscriber, nothing more to do.
+                let new = if subs.all.is_empty() {
+                    Vec::new()
+                } else {
+                    evicted.extend(
+                        got.evicted_sessions
+                            .into_iter()
+                            .map(|s| (s.session_id.clone(), s)),
+                    );
+                    got.by_session
+                };
+                for (session, records) in new {
+                    let has_error = records.iter().any(|r| r.error);
+                    let otlp = otlp
+                        .as_mut()
+                        .and_then(|o| o.remove(&session))
+                        .unwrap_or_default();
+                    let ev = Event::new(EventKind::Spans {
+                        session: session.clone(),
+                        records,
+                        otlp,
+                    });
+                    events.push((session, ev, has_error));
+                }
+            }
+            Telemetry::Logs(rl) => {
+                let got = store.ingest_events(rl, now);
+                self.shared.evicted.increment(got.evicted);
+                self.shared.not_kept.increment(got.not_kept);
+                self.shared.logs_ignored.increment(got.ignored);
+                let new = if subs.all.is_empty() {
+                    Vec::new()
+                } else {
+                    evicted.extend(
+                        got.evicted_sessions
+                            .into_iter()
+                            .map(|s| (s.session_id.clone(), s)),
+                    );
+                    got.by_session
+                };
+                for (session, records) in new {
+                    let ev = Event::new(EventKind::Events {
+                        session: session.clone(),
+                        records,
+                    });
+                    events.push((session, ev, false));
+                }
+            }
+            Telemetry::Metrics(_) => {}
         }
-        let Hub { store, subscribers } = &mut *hub;
-        // Spans are encoded as OTLP only for gRPC subscribers.
-        let mut otlp = if subscribers.iter().any(|s| s.grpc) {
-            otlp_by_session(store, rs)
-        } else {
-            Default::default()
-        };
-        for (session, spans) in got.by_session {
-            let Some(summary) = store.get(&session).map(|s| s.summary.clone()) else {
+        self.shared.store_bytes.set(store.bytes() as f64);
+        self.shared.sessions.set(store.len() as f64);
+        let mut matched = Vec::new();
+        let mut gone = Vec::new();
+        for (session, event, has_error) in events {
+            let Some(held) = store
+                .get(&session)
+                .map(|s| &s.summary)
+                .or_else(|| evicted.get(&session))
+            else {
                 continue;
             };
-            if !subscribers.iter().any(|s| s.filter.wants(&summary)) {
+            subs.matching(held, &mut matched);
+            if matched.is_empty() {
                 continue;
             }
-            let has_error = spans.iter().any(|s| s.error);
-            let spans_event = Event::new(EventKind::Spans {
-                otlp: otlp.remove(&session).unwrap_or_default(),
-                session,
-                records: spans,
-            });
-            let summary_event = Event::new(EventKind::Summary(summary.clone()));
-            for sub in subscribers.iter_mut().filter(|s| s.filter.wants(&summary)) {
-                if sub.filter.errors && !has_error {
-                    let _ = offer(sub, summary_event.clone(), &self.shared.lagged);
+            let summary = Event::new(EventKind::Summary(held.clone()));
+            for id in &matched {
+                let Some(sub) = subs.all.get_mut(id) else {
                     continue;
+                };
+                // An errors-only subscriber gets a batch with an error, and
+                // the summaries.
+                let wants_event = !sub.filter.errors || has_error;
+                if !wants_event || offer(sub, event.clone(), &self.shared.lagged) {
+                    offer(sub, summary.clone(), &self.shared.lagged);
                 }
-                if offer(sub, spans_event.clone(), &self.shared.lagged) {
-                    let _ = offer(sub, summary_event.clone(), &self.shared.lagged);
+                if sub.tx.is_closed() || sub.dropped > self.shared.queue as u64 {
+                    gone.push(*id);
                 }
             }
         }
-        subscribers.retain(|s| !s.tx.is_closed() && s.dropped <= self.shared.queue as u64);
-        self.shared.subscribers.set(subscribers.len() as f64);
+        // Subscribers still behind (or gone) are cut off: their queue's
+        // sender goes, so their connection ends after what it holds.
+        for id in gone {
+            subs.remove(id);
+        }
+        self.shared.subscribers.set(subs.all.len() as f64);
         Ok(ExportOk::default())
     }
 
@@ -609,6 +844,15 @@ async fn handle(
                 ),
             }
         }
+        "/api/failures" => {
+            let hub = shared.lock();
+            let list: Vec<serde_json::Value> = hub
+                .store
+                .recent_errors()
+                .map(|(session, span)| serde_json::json!({"session_id": session, "span": &**span}))
+                .collect();
+            json(StatusCode::OK, &serde_json::json!({"failures": list}))
+        }
         "/api/live" => subscribe(shared, req, stop),
         "/" | "/index.html" => page(PAGE, "text/html; charset=utf-8"),
         "/app.js" => page(APP_JS, "text/javascript; charset=utf-8"),
@@ -654,10 +898,10 @@ fn status_of(s: &Summary, now_ns: u64) -> &'static str {
     }
 }
 
-/// Registers a subscriber for `filter`: the spans already held for its
-/// session first (under the same lock as the registration, so nothing is
-/// missed or repeated), then live events.
-fn register(shared: &Shared, filter: Filter, grpc: bool) -> mpsc::Receiver<Arc<Event>> {
+/// Registers a subscriber for `filter`: the spans and events already held
+/// for its session first (under the same lock as the registration, so
+/// nothing is missed or repeated), then live events.
+fn register(shared: &Arc<Shared>, filter: Filter, grpc: bool) -> Subscription {
     let (tx, rx) = mpsc::channel::<Arc<Event>>(shared.queue);
     let mut hub = shared.lock();
     if let Some(id) = &filter.session {
@@ -678,25 +922,32 @@ fn register(shared: &Shared, filter: Filter, grpc: bool) -> mpsc::Receiver<Arc<E
                 records,
                 otlp,
             }));
+            if !s.events.is_empty() && !filter.errors {
+                let _ = tx.try_send(Event::new(EventKind::Events {
+                    session: id.clone(),
+                    records: s.events.clone(),
+                }));
+            }
             let _ = tx.try_send(Event::new(EventKind::Summary(s.summary.clone())));
         }
     }
-    // Subscribers that went away since the last batch are dropped here too,
-    // so connections that come and go leave nothing behind.
-    hub.subscribers.retain(|s| !s.tx.is_closed());
-    hub.subscribers.push(Subscriber {
+    let id = hub.subs.add(Subscriber {
         filter,
         tx,
         grpc,
         dropped: 0,
     });
-    shared.subscribers.set(hub.subscribers.len() as f64);
-    rx
+    shared.subscribers.set(hub.subs.all.len() as f64);
+    Subscription {
+        rx,
+        shared: shared.clone(),
+        id,
+    }
 }
 
 /// Held span records as one encoded OTLP `ResourceSpans` (the store keeps
 /// attributes as text, so they come back as strings).
-fn held_as_otlp(records: &[store::SpanRecord]) -> Bytes {
+fn held_as_otlp(records: &[Arc<store::SpanRecord>]) -> Bytes {
     use opentelemetry_proto::tonic::trace::v1::{
         status::StatusCode, ResourceSpans, ScopeSpans, Span, Status,
     };
@@ -732,6 +983,40 @@ fn held_as_otlp(records: &[store::SpanRecord]) -> Bytes {
         }
         .encode_to_vec(),
     )
+}
+
+/// Event records as one encoded OTLP `ResourceLogs` (attributes and body
+/// as text, as the store keeps them).
+fn events_as_otlp(records: &[Arc<store::EventRecord>]) -> Vec<u8> {
+    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue};
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    use prost::Message;
+    let log_records = records
+        .iter()
+        .map(|r| LogRecord {
+            time_unix_nano: r.time_ns,
+            trace_id: hex::decode(&r.trace_id).unwrap_or_default(),
+            span_id: hex::decode(&r.span_id).unwrap_or_default(),
+            event_name: r.name.clone(),
+            body: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(r.body.clone())),
+            }),
+            attributes: r
+                .attributes
+                .iter()
+                .map(|(k, v)| crate::signal::string_attribute(k, v.clone()))
+                .collect(),
+            ..Default::default()
+        })
+        .collect();
+    ResourceLogs {
+        scope_logs: vec![ScopeLogs {
+            log_records,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+    .encode_to_vec()
 }
 
 /// Answers `/api/live` with a WebSocket upgrade or an SSE stream.
@@ -800,10 +1085,22 @@ fn subscribe(
             ev = rx.recv() => ev?,
             _ = stop.cancelled() => return None,
         };
-        let frame = Frame::data(Bytes::from(format!("data: {}\n\n", ev.json())));
-        Some((Ok::<_, BoxError>(frame), (rx, stop)))
+        // One SSE event per JSON frame, without copying the shared JSON.
+        let frames: Vec<Result<Frame<Bytes>, BoxError>> = ev
+            .frames()
+            .iter()
+            .flat_map(|f| {
+                [
+                    Bytes::from_static(b"data: "),
+                    AsRef::<Bytes>::as_ref(f).clone(),
+                    Bytes::from_static(b"\n\n"),
+                ]
+            })
+            .map(|b| Ok(Frame::data(b)))
+            .collect();
+        Some((futures_util::stream::iter(frames), (rx, stop)))
     });
-    let mut r = Response::new(BodyExt::boxed_unsync(StreamBody::new(stream)));
+    let mut r = Response::new(BodyExt::boxed_unsync(StreamBody::new(stream.flatten())));
     let h = r.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
@@ -818,7 +1115,7 @@ fn subscribe(
 
 async fn websocket<S>(
     ws: tokio_tungstenite::WebSocketStream<S>,
-    mut rx: mpsc::Receiver<Arc<Event>>,
+    mut rx: Subscription,
     stop: CancellationToken,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -829,8 +1126,10 @@ async fn websocket<S>(
         tokio::select! {
             ev = rx.recv() => match ev {
                 Some(ev) => {
-                    if out.send(Message::text(ev.json().to_string())).await.is_err() {
-                        return;
+                    for frame in ev.frames() {
+                        if out.send(Message::Text(frame.clone())).await.is_err() {
+                            return;
+                        }
                     }
                 }
                 None => {

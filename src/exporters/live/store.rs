@@ -16,18 +16,31 @@
 //!   tree), token sums by type (`gen_ai.usage.*_tokens`), tool calls,
 //!   retrievals, guardrail interventions, error spans, and cost from the
 //!   `pricing` table (per model, per 1,000 input and output tokens).
+//! - GenAI events (OTLP log records whose event name, the record's
+//!   `event_name` or its `event.name` attribute, starts with `gen_ai.`:
+//!   `gen_ai.user.message`, `gen_ai.choice`, …) join the session of their
+//!   trace (else the one their attributes or resource name, else their
+//!   trace id), kept in arrival order with their span id, bounded by
+//!   `max_events_per_session`. Other log records are not a session's.
 //! - Bounds: at most `max_sessions` (the least recently updated is evicted
 //!   first), `max_spans_per_session` records per session (later spans are
 //!   counted in the summary but not kept), sessions idle for `retention`
 //!   expire; every attribute value kept is cut to [`MAX_VALUE_BYTES`] and a
 //!   record keeps at most [`MAX_ATTRIBUTES`] attributes, so a record is at
-//!   most ~[`MAX_RECORD_BYTES`] and the store at most
-//!   `max_sessions × max_spans_per_session × MAX_RECORD_BYTES` plus small
-//!   per-session totals.
+//!   most ~[`MAX_RECORD_BYTES`] (an event, with its body cut to
+//!   [`MAX_BODY_BYTES`], at most ~[`MAX_EVENT_BYTES`]) and the store at most
+//!   `max_sessions × (max_spans_per_session × MAX_RECORD_BYTES +
+//!   max_events_per_session × MAX_EVENT_BYTES)` plus small per-session
+//!   totals, and never more than `max_bytes` of records by their estimated
+//!   size ([`SpanRecord::bytes`], [`EventRecord::bytes`]): past it the least
+//!   recently updated sessions are evicted, whatever arrives.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use std::sync::Arc;
+
 use opentelemetry_proto::tonic::common::v1::{any_value, KeyValue};
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs};
 use opentelemetry_proto::tonic::trace::v1::{status::StatusCode, ResourceSpans, Span};
 
 /// Longest attribute value kept in a record, in bytes (cut on a character
@@ -37,6 +50,10 @@ pub const MAX_VALUE_BYTES: usize = 1024;
 pub const MAX_ATTRIBUTES: usize = 64;
 /// The bound of one record: its attributes, name and ids.
 pub const MAX_RECORD_BYTES: usize = MAX_ATTRIBUTES * (MAX_VALUE_BYTES + 128) + 2048;
+/// Longest event body kept, in bytes (cut on a character boundary).
+pub const MAX_BODY_BYTES: usize = 4 * MAX_VALUE_BYTES;
+/// The bound of one event record: its attributes, body, name and ids.
+pub const MAX_EVENT_BYTES: usize = MAX_RECORD_BYTES + MAX_BODY_BYTES;
 
 /// Prices of one model, per 1,000 tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Default, serde::Deserialize)]
@@ -59,8 +76,13 @@ pub struct Limits {
     pub max_sessions: usize,
     /// Span records kept per session at most.
     pub max_spans_per_session: usize,
+    /// GenAI event records kept per session at most.
+    pub max_events_per_session: usize,
     /// A session not updated for this long (ns) expires.
     pub retention_ns: u64,
+    /// The records' estimated bytes at most (least recently updated
+    /// sessions are evicted first to stay under it).
+    pub max_bytes: usize,
     /// Per-model prices (by `gen_ai.request.model` / `gen_ai.response.model`).
     pub pricing: BTreeMap<String, Price>,
 }
@@ -110,6 +132,60 @@ pub struct SpanRecord {
     pub input_tokens: u64,
     /// Output tokens it reports.
     pub output_tokens: u64,
+    /// Its cost from `pricing` (0 when no price applies).
+    pub cost: f64,
+    /// Its attributes as text, bounded.
+    pub attributes: BTreeMap<String, String>,
+}
+
+impl SpanRecord {
+    /// Its estimated size in memory: the struct, its strings and the map's
+    /// nodes.
+    pub fn bytes(&self) -> usize {
+        std::mem::size_of::<SpanRecord>()
+            + self.trace_id.len()
+            + self.span_id.len()
+            + self.parent_id.len()
+            + self.name.len()
+            + self.message.len()
+            + map_bytes(&self.attributes)
+    }
+}
+
+impl EventRecord {
+    /// Its estimated size in memory, as [`SpanRecord::bytes`].
+    pub fn bytes(&self) -> usize {
+        std::mem::size_of::<EventRecord>()
+            + self.trace_id.len()
+            + self.span_id.len()
+            + self.name.len()
+            + self.body.len()
+            + map_bytes(&self.attributes)
+    }
+}
+
+/// A text map's strings plus ~64 bytes of node and header per entry.
+fn map_bytes(m: &BTreeMap<String, String>) -> usize {
+    m.iter().map(|(k, v)| k.len() + v.len() + 64).sum()
+}
+
+/// A session's own bytes before any record (its summary's sets and maps).
+const SESSION_BYTES: usize = 1024;
+
+/// One GenAI event (an OTLP log record named `gen_ai.*`) as the store
+/// keeps it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct EventRecord {
+    /// Trace id, hex (empty when it has none).
+    pub trace_id: String,
+    /// The span it belongs to, hex (empty when it has none).
+    pub span_id: String,
+    /// The event name (`gen_ai.choice`, `gen_ai.user.message`, …).
+    pub name: String,
+    /// When it happened (else when it was observed), Unix ns.
+    pub time_ns: u64,
+    /// Its body as text, cut to [`MAX_BODY_BYTES`].
+    pub body: String,
     /// Its attributes as text, bounded.
     pub attributes: BTreeMap<String, String>,
 }
@@ -131,6 +207,8 @@ pub struct Summary {
     pub span_count: u64,
     /// Spans seen but not kept (past `max_spans_per_session`).
     pub spans_not_kept: u64,
+    /// GenAI events seen (kept or not).
+    pub events: u64,
     /// Error spans.
     pub errors: u64,
     /// Tokens by type (`input`, `output`).
@@ -153,18 +231,79 @@ pub struct Session {
     /// Totals.
     pub summary: Summary,
     /// Kept spans, in arrival order.
-    pub spans: Vec<SpanRecord>,
+    #[serde(serialize_with = "shared")]
+    pub spans: Vec<Arc<SpanRecord>>,
+    /// Kept GenAI events, in arrival order.
+    #[serde(serialize_with = "shared")]
+    pub events: Vec<Arc<EventRecord>>,
+    /// The estimated bytes of its records and itself.
+    #[serde(skip)]
+    bytes: usize,
+}
+
+/// Serializes shared records as the records themselves.
+pub fn shared<T: serde::Serialize, S: serde::Serializer>(
+    records: &[Arc<T>],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_seq(records.iter().map(|r| &**r))
+}
+
+impl Session {
+    fn new(id: &str, now_ns: u64) -> Session {
+        Session {
+            summary: Summary {
+                session_id: id.to_string(),
+                agents: BTreeSet::new(),
+                models: BTreeSet::new(),
+                start_ns: u64::MAX,
+                end_ns: 0,
+                span_count: 0,
+                spans_not_kept: 0,
+                events: 0,
+                errors: 0,
+                tokens: BTreeMap::new(),
+                tool_calls: 0,
+                retrievals: 0,
+                guardrail_interventions: 0,
+                cost: 0.0,
+                updated_ns: now_ns,
+            },
+            spans: Vec::new(),
+            events: Vec::new(),
+            // Counted by whoever inserts it.
+            bytes: 0,
+        }
+    }
 }
 
 /// What `ingest` did, for counters and subscribers.
 #[derive(Debug, Default)]
 pub struct Ingested {
     /// New spans by session, in arrival order.
-    pub by_session: Vec<(String, Vec<SpanRecord>)>,
-    /// Sessions evicted to stay under `max_sessions`.
+    pub by_session: Vec<(String, Vec<Arc<SpanRecord>>)>,
+    /// Sessions evicted to stay under `max_sessions` or `max_bytes`.
     pub evicted: u64,
-    /// Spans counted but not kept.
+    /// Their last summaries (subscribers of a session evicted in this
+    /// batch still get its new spans).
+    pub evicted_sessions: Vec<Summary>,
+    /// Spans (or events) counted but not kept.
     pub not_kept: u64,
+}
+
+/// What `ingest_events` did.
+#[derive(Debug, Default)]
+pub struct IngestedEvents {
+    /// New GenAI events by session, in arrival order.
+    pub by_session: Vec<(String, Vec<Arc<EventRecord>>)>,
+    /// Sessions evicted to stay under `max_sessions` or `max_bytes`.
+    pub evicted: u64,
+    /// Their last summaries, as [`Ingested::evicted_sessions`].
+    pub evicted_sessions: Vec<Summary>,
+    /// Events counted but not kept.
+    pub not_kept: u64,
+    /// Log records that are not GenAI events, or name no session.
+    pub ignored: u64,
 }
 
 /// The store.
@@ -180,7 +319,15 @@ pub struct Store {
     /// trace id → the session a span of it named, most recent last.
     traces: HashMap<Vec<u8>, String>,
     trace_order: std::collections::VecDeque<Vec<u8>>,
+    /// Estimated bytes of all sessions.
+    bytes: usize,
+    /// The last [`RECENT_ERRORS`] error spans, newest last, with their
+    /// sessions.
+    recent_errors: std::collections::VecDeque<(String, Arc<SpanRecord>)>,
 }
+
+/// Error spans remembered for "recent failures", whatever their sessions.
+pub const RECENT_ERRORS: usize = 50;
 
 fn text(v: Option<&any_value::Value>) -> Option<String> {
     v.map(|v| crate::signal::value_text(Some(v)))
@@ -203,9 +350,13 @@ fn int(attrs: &[KeyValue], key: &str) -> u64 {
     }
 }
 
-fn cut(mut s: String) -> String {
-    if s.len() > MAX_VALUE_BYTES {
-        let mut end = MAX_VALUE_BYTES;
+fn cut(s: String) -> String {
+    cut_to(s, MAX_VALUE_BYTES)
+}
+
+fn cut_to(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
         while !s.is_char_boundary(end) {
             end -= 1;
         }
@@ -244,7 +395,49 @@ impl Store {
             seq: 0,
             traces: HashMap::new(),
             trace_order: std::collections::VecDeque::new(),
+            bytes: 0,
+            recent_errors: std::collections::VecDeque::new(),
         }
+    }
+
+    /// The last error spans with their sessions, newest first.
+    pub fn recent_errors(&self) -> impl Iterator<Item = &(String, Arc<SpanRecord>)> {
+        self.recent_errors.iter().rev()
+    }
+
+    /// The estimated bytes held (sessions and their records).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Evicts the least recently updated sessions while the store is over
+    /// `max_bytes`, their summaries into `out`.
+    fn enforce_bytes(&mut self, out: &mut Vec<Summary>) {
+        while self.bytes > self.limits.max_bytes {
+            if !self.evict_oldest(out) {
+                break;
+            }
+        }
+    }
+
+    /// Evicts the least recently updated session, its summary into `out`.
+    /// False when there is none.
+    fn evict_oldest(&mut self, out: &mut Vec<Summary>) -> bool {
+        let Some((_, oldest)) = self.order.pop_first() else {
+            return false;
+        };
+        self.position.remove(&oldest);
+        if let Some(s) = self.drop_session(&oldest) {
+            out.push(s.summary);
+        }
+        true
+    }
+
+    /// Takes a session out of the map and its bytes off the total.
+    fn drop_session(&mut self, id: &str) -> Option<Session> {
+        let s = self.sessions.remove(id)?;
+        self.bytes = self.bytes.saturating_sub(s.bytes);
+        Some(s)
     }
 
     /// Sessions held.
@@ -258,9 +451,9 @@ impl Store {
     }
 
     /// The session a span names itself, if any.
-    fn named_session(&self, span: &Span, res: &[KeyValue]) -> Option<String> {
+    fn named_session(&self, attrs: &[KeyValue], res: &[KeyValue]) -> Option<String> {
         for k in &self.limits.session_keys {
-            if let Some(v) = find(&span.attributes, k).or_else(|| find(res, k)) {
+            if let Some(v) = find(attrs, k).or_else(|| find(res, k)) {
                 if let Some(t) = text(Some(v)).filter(|t| !t.is_empty()) {
                     return Some(cut(t));
                 }
@@ -274,7 +467,7 @@ impl Store {
         self.traces
             .get(&span.trace_id)
             .cloned()
-            .or_else(|| self.named_session(span, res))
+            .or_else(|| self.named_session(&span.attributes, res))
             .unwrap_or_else(|| hex::encode(&span.trace_id))
     }
 
@@ -304,11 +497,11 @@ impl Store {
         self.position.insert(id.to_string(), key);
     }
 
-    fn remove(&mut self, id: &str) {
+    fn remove(&mut self, id: &str) -> Option<Session> {
         if let Some(k) = self.position.remove(id) {
             self.order.remove(&k);
         }
-        self.sessions.remove(id);
+        self.drop_session(id)
     }
 
     /// Adds a batch received at `now_ns`; expired sessions go first.
@@ -326,7 +519,7 @@ impl Store {
                 .as_ref()
                 .map_or(&[], |r| r.attributes.as_slice());
             for span in rs.scope_spans.iter().flat_map(|s| &s.spans) {
-                if let Some(id) = self.named_session(span, res) {
+                if let Some(id) = self.named_session(&span.attributes, res) {
                     named.push((span.trace_id.clone(), id, span.parent_span_id.is_empty()));
                 }
             }
@@ -351,48 +544,35 @@ impl Store {
                 .map_or(&[], |r| r.attributes.as_slice());
             for span in rs.scope_spans.iter().flat_map(|s| &s.spans) {
                 let id = self.session_of(span, res);
-                let record = self.record(span);
-                if !self.sessions.contains_key(&id) {
-                    while self.sessions.len() >= self.limits.max_sessions.max(1) {
-                        let Some((_, oldest)) = self.order.pop_first() else {
-                            break;
-                        };
-                        self.position.remove(&oldest);
-                        self.sessions.remove(&oldest);
-                        out.evicted += 1;
-                    }
-                }
+                let record = Arc::new(self.record(span));
+                self.make_room(&id, &mut out.evicted_sessions);
                 // Borrow the limits and the sessions apart (no copy per span).
                 let Store {
                     limits, sessions, ..
                 } = &mut *self;
-                let session = sessions.entry(id.clone()).or_insert_with(|| Session {
-                    summary: Summary {
-                        session_id: id.clone(),
-                        agents: BTreeSet::new(),
-                        models: BTreeSet::new(),
-                        start_ns: u64::MAX,
-                        end_ns: 0,
-                        span_count: 0,
-                        spans_not_kept: 0,
-                        errors: 0,
-                        tokens: BTreeMap::new(),
-                        tool_calls: 0,
-                        retrievals: 0,
-                        guardrail_interventions: 0,
-                        cost: 0.0,
-                        updated_ns: now_ns,
-                    },
-                    spans: Vec::new(),
+                let mut added = 0;
+                let session = sessions.entry(id.clone()).or_insert_with(|| {
+                    added += SESSION_BYTES;
+                    Session::new(&id, now_ns)
                 });
-                add(&mut session.summary, span, &record, limits, now_ns);
+                add(&mut session.summary, span, &record, now_ns);
                 if session.spans.len() < limits.max_spans_per_session {
+                    added += record.bytes();
                     session.spans.push(record.clone());
                 } else {
                     session.summary.spans_not_kept += 1;
                     out.not_kept += 1;
                 }
+                session.bytes += added;
+                self.bytes += added;
                 self.touch(&id, now_ns);
+                self.enforce_bytes(&mut out.evicted_sessions);
+                if record.error {
+                    if self.recent_errors.len() >= RECENT_ERRORS {
+                        self.recent_errors.pop_front();
+                    }
+                    self.recent_errors.push_back((id.clone(), record.clone()));
+                }
                 let at = *index.entry(id.clone()).or_insert_with(|| {
                     out.by_session.push((id.clone(), Vec::new()));
                     out.by_session.len() - 1
@@ -400,21 +580,100 @@ impl Store {
                 out.by_session[at].1.push(record);
             }
         }
+        out.evicted = out.evicted_sessions.len() as u64;
+        out
+    }
+
+    /// Evicts the least recently updated sessions until a new session `id`
+    /// fits under `max_sessions` (nothing when `id` is held), their
+    /// summaries into `out`.
+    fn make_room(&mut self, id: &str, out: &mut Vec<Summary>) {
+        if !self.sessions.contains_key(id) {
+            while self.sessions.len() >= self.limits.max_sessions.max(1) {
+                if !self.evict_oldest(out) {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// The session a GenAI event belongs to: its trace's, else the one it
+    /// or its resource names, else its trace id; none without either.
+    fn session_of_event(&self, lr: &LogRecord, res: &[KeyValue]) -> Option<String> {
+        self.traces
+            .get(&lr.trace_id)
+            .cloned()
+            .or_else(|| self.named_session(&lr.attributes, res))
+            .or_else(|| (!lr.trace_id.is_empty()).then(|| hex::encode(&lr.trace_id)))
+    }
+
+    /// Adds the GenAI events of a log batch received at `now_ns`; other
+    /// records are counted as ignored.
+    pub fn ingest_events(&mut self, batch: &[ResourceLogs], now_ns: u64) -> IngestedEvents {
+        self.expire(now_ns);
+        let mut out = IngestedEvents::default();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        for rl in batch {
+            let res: &[KeyValue] = rl
+                .resource
+                .as_ref()
+                .map_or(&[], |r| r.attributes.as_slice());
+            for lr in rl.scope_logs.iter().flat_map(|s| &s.log_records) {
+                let Some(name) = event_name(lr).filter(|n| n.starts_with("gen_ai.")) else {
+                    out.ignored += 1;
+                    continue;
+                };
+                let Some(id) = self.session_of_event(lr, res) else {
+                    out.ignored += 1;
+                    continue;
+                };
+                let record = Arc::new(EventRecord {
+                    trace_id: hex::encode(&lr.trace_id),
+                    span_id: hex::encode(&lr.span_id),
+                    name: cut(name.to_string()),
+                    time_ns: if lr.time_unix_nano > 0 {
+                        lr.time_unix_nano
+                    } else {
+                        lr.observed_time_unix_nano
+                    },
+                    body: cut_to(
+                        text(lr.body.as_ref().and_then(|b| b.value.as_ref())).unwrap_or_default(),
+                        MAX_BODY_BYTES,
+                    ),
+                    attributes: attributes_text(&lr.attributes),
+                });
+                self.make_room(&id, &mut out.evicted_sessions);
+                let max = self.limits.max_events_per_session;
+                let mut added = 0;
+                let session = self.sessions.entry(id.clone()).or_insert_with(|| {
+                    added += SESSION_BYTES;
+                    Session::new(&id, now_ns)
+                });
+                session.summary.events += 1;
+                session.summary.updated_ns = now_ns;
+                if session.events.len() < max {
+                    added += record.bytes();
+                    session.events.push(record.clone());
+                } else {
+                    out.not_kept += 1;
+                }
+                session.bytes += added;
+                self.bytes += added;
+                self.touch(&id, now_ns);
+                self.enforce_bytes(&mut out.evicted_sessions);
+                let at = *index.entry(id.clone()).or_insert_with(|| {
+                    out.by_session.push((id.clone(), Vec::new()));
+                    out.by_session.len() - 1
+                });
+                out.by_session[at].1.push(record);
+            }
+        }
+        out.evicted = out.evicted_sessions.len() as u64;
         out
     }
 
     fn record(&self, span: &Span) -> SpanRecord {
-        let attributes = span
-            .attributes
-            .iter()
-            .take(MAX_ATTRIBUTES)
-            .filter_map(|kv| {
-                Some((
-                    cut(kv.key.clone()),
-                    cut(text(kv.value.as_ref().and_then(|v| v.value.as_ref()))?),
-                ))
-            })
-            .collect();
+        let attributes = attributes_text(&span.attributes);
         let (error, message) = match &span.status {
             Some(s) if s.code == StatusCode::Error as i32 => (true, cut(s.message.clone())),
             _ => (false, String::new()),
@@ -423,6 +682,17 @@ impl Store {
             find(&span.attributes, "aws.bedrock.guardrail.action"),
             Some(any_value::Value::StringValue(a)) if a != "NONE"
         );
+        let input_tokens = int(&span.attributes, "gen_ai.usage.input_tokens");
+        let output_tokens = int(&span.attributes, "gen_ai.usage.output_tokens");
+        let price = ["gen_ai.request.model", "gen_ai.response.model"]
+            .iter()
+            .find_map(|k| match find(&span.attributes, k) {
+                Some(any_value::Value::StringValue(m)) => self.limits.pricing.get(m),
+                _ => None,
+            });
+        let cost = price.map_or(0.0, |p| {
+            input_tokens as f64 / 1000.0 * p.input + output_tokens as f64 / 1000.0 * p.output
+        });
         SpanRecord {
             trace_id: hex::encode(&span.trace_id),
             span_id: hex::encode(&span.span_id),
@@ -434,8 +704,9 @@ impl Store {
             error,
             message,
             guardrail_intervened,
-            input_tokens: int(&span.attributes, "gen_ai.usage.input_tokens"),
-            output_tokens: int(&span.attributes, "gen_ai.usage.output_tokens"),
+            input_tokens,
+            output_tokens,
+            cost,
             attributes,
         }
     }
@@ -443,10 +714,9 @@ impl Store {
     /// Moves session `from` into `into` (created if new): spans (within
     /// the bound) and totals.
     fn merge(&mut self, from: &str, into: &str, now_ns: u64) {
-        let Some(src) = self.sessions.get(from).cloned() else {
+        let Some(src) = self.remove(from) else {
             return;
         };
-        self.remove(from);
         let max = self.limits.max_spans_per_session;
         let existed = self.sessions.contains_key(into);
         let dst = self
@@ -458,7 +728,10 @@ impl Store {
                     ..src.summary.clone()
                 },
                 spans: Vec::new(),
+                events: Vec::new(),
+                bytes: 0,
             });
+        let mut added = if existed { 0 } else { SESSION_BYTES };
         if existed {
             let (d, s) = (&mut dst.summary, &src.summary);
             d.agents.extend(s.agents.iter().cloned());
@@ -467,6 +740,7 @@ impl Store {
             d.end_ns = d.end_ns.max(s.end_ns);
             d.span_count += s.span_count;
             d.spans_not_kept += s.spans_not_kept;
+            d.events += s.events;
             d.errors += s.errors;
             for (k, v) in &s.tokens {
                 *d.tokens.entry(k.clone()).or_default() += v;
@@ -478,11 +752,21 @@ impl Store {
         }
         for r in src.spans {
             if dst.spans.len() < max {
+                added += r.bytes();
                 dst.spans.push(r);
             } else {
                 dst.summary.spans_not_kept += 1;
             }
         }
+        let max_events = self.limits.max_events_per_session;
+        for e in src.events {
+            if dst.events.len() < max_events {
+                added += e.bytes();
+                dst.events.push(e);
+            }
+        }
+        dst.bytes += added;
+        self.bytes += added;
         dst.summary.updated_ns = now_ns;
         self.touch(into, now_ns);
     }
@@ -497,7 +781,7 @@ impl Store {
             }
             if let Some((_, id)) = self.order.pop_first() {
                 self.position.remove(&id);
-                self.sessions.remove(&id);
+                self.drop_session(&id);
                 n += 1;
             }
         }
@@ -522,11 +806,11 @@ impl Store {
 
     /// Forgets a session (a client deleted it, or a test).
     pub fn forget(&mut self, id: &str) {
-        self.remove(id);
+        let _ = self.remove(id);
     }
 }
 
-fn add(sum: &mut Summary, span: &Span, r: &SpanRecord, limits: &Limits, now_ns: u64) {
+fn add(sum: &mut Summary, span: &Span, r: &SpanRecord, now_ns: u64) {
     sum.span_count += 1;
     sum.updated_ns = now_ns;
     if r.start_ns > 0 {
@@ -534,17 +818,15 @@ fn add(sum: &mut Summary, span: &Span, r: &SpanRecord, limits: &Limits, now_ns: 
     }
     sum.end_ns = sum.end_ns.max(r.end_ns);
     if let Some(any_value::Value::StringValue(a)) = find(&span.attributes, "gen_ai.agent.name") {
-        if sum.agents.len() < 64 {
+        if sum.agents.len() < 64 && !sum.agents.contains(a) {
             sum.agents.insert(cut(a.clone()));
         }
     }
-    let mut model = None;
     for k in ["gen_ai.request.model", "gen_ai.response.model"] {
         if let Some(any_value::Value::StringValue(m)) = find(&span.attributes, k) {
-            if sum.models.len() < 64 {
+            if sum.models.len() < 64 && !sum.models.contains(m) {
                 sum.models.insert(cut(m.clone()));
             }
-            model = model.or(Some(m.as_str()));
         }
     }
     if r.error {
@@ -564,10 +846,33 @@ fn add(sum: &mut Summary, span: &Span, r: &SpanRecord, limits: &Limits, now_ns: 
     if r.guardrail_intervened {
         sum.guardrail_interventions += 1;
     }
-    if let Some(p) = model.and_then(|m| limits.pricing.get(m)) {
-        sum.cost +=
-            r.input_tokens as f64 / 1000.0 * p.input + r.output_tokens as f64 / 1000.0 * p.output;
+    sum.cost += r.cost;
+}
+
+/// A log record's event name: its `event_name` field, else its
+/// `event.name` attribute.
+fn event_name(lr: &LogRecord) -> Option<&str> {
+    if !lr.event_name.is_empty() {
+        return Some(&lr.event_name);
     }
+    match find(&lr.attributes, "event.name") {
+        Some(any_value::Value::StringValue(s)) => Some(s),
+        _ => None,
+    }
+}
+
+/// Attributes as text, at most [`MAX_ATTRIBUTES`], each cut to the bound.
+fn attributes_text(attrs: &[KeyValue]) -> BTreeMap<String, String> {
+    attrs
+        .iter()
+        .take(MAX_ATTRIBUTES)
+        .filter_map(|kv| {
+            Some((
+                cut(kv.key.clone()),
+                cut(text(kv.value.as_ref().and_then(|v| v.value.as_ref()))?),
+            ))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -583,6 +888,8 @@ mod tests {
             session_keys: vec!["session.id".into(), "gen_ai.conversation.id".into()],
             max_sessions: 3,
             max_spans_per_session: 4,
+            max_events_per_session: 2,
+            max_bytes: 1 << 30,
             retention_ns: 60 * SEC,
             pricing: [(
                 "anthropic.claude-3-haiku".to_string(),
@@ -686,6 +993,12 @@ mod tests {
         assert_eq!(sum.guardrail_interventions, 1);
         assert!((sum.cost - (2.0 * 0.25 + 0.4 * 1.25)).abs() < 1e-9);
         assert_eq!(s.spans[3].message, "tool failed");
+        let recent: Vec<_> = st.recent_errors().collect();
+        assert_eq!(recent.len(), 1);
+        assert_eq!(
+            (recent[0].0.as_str(), recent[0].1.name.as_str()),
+            ("s-1", "span-4")
+        );
         assert_eq!(s.spans[1].class, SpanClass::Model);
         assert_eq!(s.spans[1].parent_id, hex::encode([1u8; 8]));
     }
@@ -722,6 +1035,7 @@ mod tests {
         assert!(st.get(&hex::encode([5u8; 16])).is_none());
         let late = st.get("late").unwrap();
         assert_eq!((late.spans.len(), late.summary.span_count), (2, 2));
+        assert_eq!(counted(&st), st.bytes(), "merges move the bytes too");
         st.forget("named");
         st.forget("late");
         // A span attribute wins over the resource's.
@@ -757,6 +1071,108 @@ mod tests {
         // Idle past retention: gone.
         assert_eq!(st.expire(63 * SEC + 1), 2);
         assert_eq!(st.summaries(|_| true).len(), 1);
+    }
+
+    #[test]
+    fn genai_events_join_their_traces_session() {
+        use opentelemetry_proto::tonic::common::v1::AnyValue;
+        use opentelemetry_proto::tonic::logs::v1::ScopeLogs;
+        let mut st = Store::new(limits());
+        // The trace's root names session s-1.
+        st.ingest(
+            &batch(
+                None,
+                vec![span(1, 0, vec![string_attribute("session.id", "s-1")])],
+            ),
+            SEC,
+        );
+        let event = |name: &str, by_field: bool, trace: u8, body: &str| LogRecord {
+            trace_id: if trace == 0 { vec![] } else { vec![trace; 16] },
+            span_id: vec![1; 8],
+            time_unix_nano: 5 * SEC,
+            event_name: if by_field { name.into() } else { String::new() },
+            attributes: if by_field {
+                vec![]
+            } else {
+                vec![string_attribute("event.name", name)]
+            },
+            body: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(body.into())),
+            }),
+            ..Default::default()
+        };
+        let logs = vec![ResourceLogs {
+            scope_logs: vec![ScopeLogs {
+                log_records: vec![
+                    event("gen_ai.user.message", true, 7, "where to?"),
+                    event("gen_ai.choice", false, 7, &"x".repeat(10 * MAX_BODY_BYTES)),
+                    // Not a GenAI event: not a session's.
+                    event("app.started", true, 7, "hi"),
+                    // A GenAI event with neither trace nor session: nowhere to go.
+                    event("gen_ai.choice", true, 0, "lost"),
+                    // Past max_events_per_session (2): counted, not kept.
+                    event("gen_ai.choice", true, 7, "third"),
+                    // Another trace: keyed by its trace id.
+                    event("gen_ai.choice", true, 3, "other"),
+                ],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }];
+        let got = st.ingest_events(&logs, 2 * SEC);
+        assert_eq!((got.ignored, got.not_kept), (2, 1));
+        assert_eq!(got.by_session.len(), 2);
+        assert_eq!(got.by_session[0].0, "s-1");
+        assert_eq!(got.by_session[0].1.len(), 3, "every new event is reported");
+        let s = st.get("s-1").unwrap();
+        assert_eq!(s.summary.events, 3);
+        assert_eq!(s.events.len(), 2);
+        assert_eq!(s.events[0].name, "gen_ai.user.message");
+        assert_eq!(s.events[0].body, "where to?");
+        assert_eq!(s.events[0].span_id, hex::encode([1u8; 8]));
+        assert_eq!(s.events[1].name, "gen_ai.choice");
+        assert_eq!(s.events[1].body.len(), MAX_BODY_BYTES);
+        assert_eq!(st.get(&hex::encode([3u8; 16])).unwrap().events.len(), 1);
+        assert_eq!(counted(&st), st.bytes());
+    }
+
+    #[test]
+    fn the_store_stays_under_max_bytes_whatever_arrives() {
+        let mut l = limits();
+        l.max_sessions = 10_000;
+        l.max_spans_per_session = 10_000;
+        l.max_bytes = 256 << 10;
+        let mut st = Store::new(l);
+        let mut evicted = 0;
+        for i in 0..2_000u32 {
+            let mut s = span(
+                1,
+                0,
+                vec![
+                    string_attribute("session.id", format!("s-{}", i % 50)),
+                    string_attribute("big", "y".repeat(900)),
+                ],
+            );
+            s.span_id = i.to_be_bytes().repeat(2);
+            evicted += st.ingest(&batch(None, vec![s]), SEC).evicted;
+            assert!(st.bytes() <= 256 << 10, "{} bytes", st.bytes());
+        }
+        assert!(evicted > 0, "sessions were evicted to stay under the bound");
+        // The estimate holds what is kept: every session's records counted.
+        assert_eq!(counted(&st), st.bytes());
+    }
+
+    /// The bytes of what the store holds, counted afresh.
+    fn counted(st: &Store) -> usize {
+        st.summaries(|_| true)
+            .iter()
+            .map(|s| {
+                let held = st.get(&s.session_id).unwrap();
+                SESSION_BYTES
+                    + held.spans.iter().map(|r| r.bytes()).sum::<usize>()
+                    + held.events.iter().map(|r| r.bytes()).sum::<usize>()
+            })
+            .sum()
     }
 
     #[test]
