@@ -612,3 +612,75 @@ async fn a_hundred_subscribers_ten_never_reading_at_saturation_lose_nothing_down
     );
     drop(stalled);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn genai_events_from_the_otel_sdk_join_their_session_and_stream_to_subscribers() {
+    let sink = Sink::start().await;
+    let (otlp, live, health) = (free_port(), free_port(), free_port());
+    let cfg = config(otlp, live, health, sink.grpc_port, "").replace(
+        "    traces: {receivers: [otlp], exporters: [live, otlp]}",
+        "    traces: {receivers: [otlp], exporters: [live, otlp]}\n    logs: {receivers: [otlp], exporters: [live]}",
+    );
+    let daemon = Daemon::start(&cfg, health);
+    // A WebSocket subscriber to the session (Python websockets), before the agent runs.
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/ws_events.py");
+    let mut ws = Command::new(common::python())
+        .args([
+            script,
+            &format!("ws://127.0.0.1:{live}/api/live?session=turn-1"),
+            "2",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ws_out = BufReader::new(ws.stdout.take().unwrap());
+    let mut line = String::new();
+    ws_out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "subscribed");
+    let agent = Command::new(common::python())
+        .args([
+            concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/genai_events.py"),
+            &format!("http://127.0.0.1:{otlp}"),
+            "turn-1",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        agent.status.success(),
+        "{}",
+        String::from_utf8_lossy(&agent.stderr)
+    );
+    let sent: serde_json::Value = serde_json::from_slice(&agent.stdout).unwrap();
+    // The subscriber got both events, in order, tied to the chat span.
+    let mut got = String::new();
+    ws_out.read_to_string(&mut got).unwrap();
+    let out = ws.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let streamed: Vec<serde_json::Value> = got
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let names: Vec<&str> = streamed
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["gen_ai.user.message", "gen_ai.choice"], "{got}");
+    for e in &streamed {
+        assert_eq!(e["span_id"], sent["span_id"]);
+        assert_eq!(e["trace_id"], sent["trace_id"]);
+    }
+    assert!(streamed[1]["body"].as_str().unwrap().contains("TP 1351"));
+    // The session holds them beside its spans.
+    let r = http_request("GET", live, "/api/sessions/turn-1", &[], Vec::new()).await;
+    assert_eq!(r.status, 200, "{}", daemon.logs());
+    let s: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(s["summary"]["events"], 2);
+    assert_eq!(s["events"].as_array().unwrap().len(), 2);
+    assert_eq!(s["spans"].as_array().unwrap().len(), 2);
+    assert_eq!(s["summary"]["tokens"]["input"], 42);
+}
