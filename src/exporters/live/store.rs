@@ -329,8 +329,19 @@ pub struct Store {
 /// Error spans remembered for "recent failures", whatever their sessions.
 pub const RECENT_ERRORS: usize = 50;
 
+/// A value as text: scalars as `signal::value_text` gives them, maps and
+/// lists (message bodies, structured attributes) as JSON.
 fn text(v: Option<&any_value::Value>) -> Option<String> {
-    v.map(|v| crate::signal::value_text(Some(v)))
+    match v {
+        Some(any_value::Value::KvlistValue(_) | any_value::Value::ArrayValue(_)) => {
+            let mut out = String::new();
+            let any = opentelemetry_proto::tonic::common::v1::AnyValue { value: v.cloned() };
+            crate::convert::json::Writer::new(&mut out, MAX_BODY_BYTES).any_value(Some(&any));
+            Some(out)
+        }
+        Some(v) => Some(crate::signal::value_text(Some(v))),
+        None => None,
+    }
 }
 
 fn find<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a any_value::Value> {
@@ -1134,6 +1145,39 @@ mod tests {
         assert_eq!(s.events[1].body.len(), MAX_BODY_BYTES);
         assert_eq!(st.get(&hex::encode([3u8; 16])).unwrap().events.len(), 1);
         assert_eq!(counted(&st), st.bytes());
+        // A structured body reads as JSON.
+        let kv = |k: &str, v: any_value::Value| KeyValue {
+            key: k.into(),
+            value: Some(AnyValue { value: Some(v) }),
+            ..Default::default()
+        };
+        let mut msg = event("gen_ai.choice", true, 3, "");
+        msg.body = Some(AnyValue {
+            value: Some(any_value::Value::KvlistValue(
+                opentelemetry_proto::tonic::common::v1::KeyValueList {
+                    values: vec![
+                        kv("index", any_value::Value::IntValue(0)),
+                        kv(
+                            "content",
+                            any_value::Value::StringValue("hi \"there\"".into()),
+                        ),
+                    ],
+                },
+            )),
+        });
+        let json = ResourceLogs {
+            scope_logs: vec![ScopeLogs {
+                log_records: vec![msg],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        st.ingest_events(&[json], 3 * SEC);
+        let other = st.get(&hex::encode([3u8; 16])).unwrap();
+        assert_eq!(
+            other.events[1].body,
+            r#"{"index":0,"content":"hi \"there\""}"#
+        );
     }
 
     #[test]
