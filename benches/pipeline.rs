@@ -279,6 +279,45 @@ fn agent_metrics(c: &mut Criterion) {
     g.finish();
 }
 
+/// The live exporter's store: 1000 agent spans (10 invocations over 97
+/// sessions, as the load generator sends them) filed into sessions, with
+/// the default limits; each iteration a later batch (new span ids), so the
+/// sessions grow to their bounds and stay there, as at saturation.
+fn live_store(c: &mut Criterion) {
+    use spanwire::exporters::live::store::{Limits, Store};
+    let limits = Limits {
+        session_keys: vec!["session.id".into(), "gen_ai.conversation.id".into()],
+        max_sessions: 1000,
+        max_spans_per_session: 2000,
+        max_events_per_session: 1000,
+        retention_ns: 3_600_000_000_000,
+        max_bytes: 64 << 20,
+        pricing: Default::default(),
+    };
+    let mut store = Store::new(limits);
+    let mut seed = 0u64;
+    let mut g = c.benchmark_group("live");
+    g.throughput(Throughput::Elements(1000));
+    g.bench_function("ingest_1000_agent_spans", |b| {
+        b.iter_batched(
+            || {
+                seed += 10;
+                (seed..seed + 10)
+                    .flat_map(|s| agent_request(s, 100).resource_spans)
+                    .collect::<Vec<_>>()
+            },
+            |batch| {
+                store
+                    .ingest(&batch, 1_763_000_000_000_000_000)
+                    .by_session
+                    .len()
+            },
+            criterion::BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+}
+
 /// Metrics → EMF events: a report of 1000 series × (a cumulative counter and
 /// a cumulative 12-bucket histogram), each report a minute after the last,
 /// so every point goes through the delta state and is rendered.
@@ -610,6 +649,7 @@ criterion_group!(
     xray_convert,
     aws_spans_convert,
     agent_metrics,
+    live_store,
     disk_queue
 );
 criterion_main!(benches);

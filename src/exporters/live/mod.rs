@@ -198,6 +198,48 @@ fn query(q: Option<&str>) -> Vec<(String, String)> {
         .collect()
 }
 
+/// `{"type":KIND,"session_id":…,KIND:[records…]}` frames, each with at
+/// most [`FRAME_BYTES`] of records (at least one), in order.
+fn chunked<T>(
+    kind: &str,
+    session: &str,
+    records: &[Arc<T>],
+    size: impl Fn(&T) -> usize,
+    write: impl Fn(&T, &mut String),
+) -> Vec<Utf8Bytes> {
+    let open = |buf: &mut String| {
+        buf.push_str("{\"type\":\"");
+        buf.push_str(kind);
+        buf.push_str("\",\"session_id\":");
+        crate::convert::json::escape(buf, session);
+        buf.push_str(",\"");
+        buf.push_str(kind);
+        buf.push_str("\":[");
+    };
+    let mut out = Vec::new();
+    let mut buf = String::new();
+    open(&mut buf);
+    let (mut bytes, mut n) = (0, 0);
+    for r in records {
+        let size = size(r);
+        if n > 0 && bytes + size > FRAME_BYTES {
+            buf.push_str("]}");
+            out.push(Utf8Bytes::from(std::mem::take(&mut buf)));
+            open(&mut buf);
+            (bytes, n) = (0, 0);
+        }
+        if n > 0 {
+            buf.push(',');
+        }
+        write(r, &mut buf);
+        bytes += size;
+        n += 1;
+    }
+    buf.push_str("]}");
+    out.push(Utf8Bytes::from(buf));
+    out
+}
+
 /// One event, encoded for a transport when first needed.
 pub struct Event {
     kind: EventKind,
@@ -239,42 +281,23 @@ impl Event {
     /// once and shared by every subscriber: span and GenAI event batches
     /// in chunks of at most [`FRAME_BYTES`] of records, in order.
     fn frames(&self) -> &[Utf8Bytes] {
-        fn plain<T>(records: &[Arc<T>]) -> Vec<&T> {
-            records.iter().map(|r| &**r).collect()
-        }
-        fn chunked<T: serde::Serialize>(
-            records: &[Arc<T>],
-            size: impl Fn(&T) -> usize,
-            frame: impl Fn(Vec<&T>) -> serde_json::Value,
-        ) -> Vec<Utf8Bytes> {
-            let mut out = Vec::new();
-            let (mut start, mut bytes) = (0, 0);
-            for (i, r) in records.iter().enumerate() {
-                let n = size(r);
-                if i > start && bytes + n > FRAME_BYTES {
-                    out.push(Utf8Bytes::from(
-                        frame(plain(&records[start..i])).to_string(),
-                    ));
-                    (start, bytes) = (i, 0);
-                }
-                bytes += n;
-            }
-            if start < records.len() || records.is_empty() {
-                out.push(Utf8Bytes::from(frame(plain(&records[start..])).to_string()));
-            }
-            out
-        }
         self.json.get_or_init(|| match &self.kind {
             EventKind::Spans {
                 session, records, ..
-            } => chunked(records, store::SpanRecord::bytes, |chunk| {
-                serde_json::json!({"type": "spans", "session_id": session, "spans": chunk})
-            }),
-            EventKind::Events { session, records } => {
-                chunked(records, store::EventRecord::bytes, |chunk| {
-                    serde_json::json!({"type": "events", "session_id": session, "events": chunk})
-                })
-            }
+            } => chunked(
+                "spans",
+                session,
+                records,
+                store::SpanRecord::bytes,
+                |r, out| r.write_json(out),
+            ),
+            EventKind::Events { session, records } => chunked(
+                "events",
+                session,
+                records,
+                store::EventRecord::bytes,
+                |r, out| out.push_str(&serde_json::to_string(r).unwrap_or_default()),
+            ),
             EventKind::Summary(s) => vec![Utf8Bytes::from(summary_json(s).to_string())],
             EventKind::Lagged(n) => vec![Utf8Bytes::from(
                 serde_json::json!({"type": "lagged", "dropped": n}).to_string(),
@@ -837,7 +860,7 @@ async fn handle(
             let id = crate::net::percent_decode(&p["/api/sessions/".len()..]);
             let hub = shared.lock();
             match hub.store.get(&id) {
-                Some(s) => json(StatusCode::OK, &serde_json::to_value(s).unwrap_or_default()),
+                Some(s) => full(StatusCode::OK, "application/json", s.to_json_text()),
                 None => json(
                     StatusCode::NOT_FOUND,
                     &serde_json::json!({"error": format!("no session `{id}`")}),
@@ -846,12 +869,19 @@ async fn handle(
         }
         "/api/failures" => {
             let hub = shared.lock();
-            let list: Vec<serde_json::Value> = hub
-                .store
-                .recent_errors()
-                .map(|(session, span)| serde_json::json!({"session_id": session, "span": &**span}))
-                .collect();
-            json(StatusCode::OK, &serde_json::json!({"failures": list}))
+            let mut out = String::from("{\"failures\":[");
+            for (i, (session, span)) in hub.store.recent_errors().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str("{\"session_id\":");
+                crate::convert::json::escape(&mut out, session);
+                out.push_str(",\"span\":");
+                span.write_json(&mut out);
+                out.push('}');
+            }
+            out.push_str("]}");
+            full(StatusCode::OK, "application/json", out)
         }
         "/api/live" => subscribe(shared, req, stop),
         "/" | "/index.html" => page(PAGE, "text/html; charset=utf-8"),
@@ -955,16 +985,16 @@ fn held_as_otlp(records: &[Arc<store::SpanRecord>]) -> Bytes {
     let spans = records
         .iter()
         .map(|r| Span {
-            trace_id: hex::decode(&r.trace_id).unwrap_or_default(),
-            span_id: hex::decode(&r.span_id).unwrap_or_default(),
-            parent_span_id: hex::decode(&r.parent_id).unwrap_or_default(),
+            trace_id: r.trace_id.to_vec(),
+            span_id: r.span_id.to_vec(),
+            parent_span_id: r.parent_id.map(|p| p.to_vec()).unwrap_or_default(),
             name: r.name.clone(),
             start_time_unix_nano: r.start_ns,
             end_time_unix_nano: r.end_ns,
             attributes: r
-                .attributes
-                .iter()
-                .map(|(k, v)| crate::signal::string_attribute(k, v.clone()))
+                .attribute_pairs()
+                .into_iter()
+                .map(|(k, v)| crate::signal::string_attribute(&k, v))
                 .collect(),
             status: r.error.then(|| Status {
                 code: StatusCode::Error as i32,

@@ -48,8 +48,11 @@ use opentelemetry_proto::tonic::trace::v1::{status::StatusCode, ResourceSpans, S
 pub const MAX_VALUE_BYTES: usize = 1024;
 /// Most attributes kept per record.
 pub const MAX_ATTRIBUTES: usize = 64;
-/// The bound of one record: its attributes, name and ids.
-pub const MAX_RECORD_BYTES: usize = MAX_ATTRIBUTES * (MAX_VALUE_BYTES + 128) + 2048;
+/// The bound of one span record: its struct, name, message and attributes
+/// as JSON (keys and values escaped: at most six bytes for one, for
+/// control characters).
+pub const MAX_RECORD_BYTES: usize =
+    MAX_ATTRIBUTES * (2 * 6 * MAX_VALUE_BYTES + 8) + 2 * MAX_VALUE_BYTES + 256;
 /// Longest event body kept, in bytes (cut on a character boundary).
 pub const MAX_BODY_BYTES: usize = 4 * MAX_VALUE_BYTES;
 /// The bound of one event record: its attributes, body, name and ids.
@@ -105,15 +108,17 @@ pub enum SpanClass {
     Other,
 }
 
-/// One span as the store keeps it.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+/// One span as the store keeps it: what a live view shows, made in one
+/// pass over the span, with its attributes rendered once as a JSON object
+/// of texts (they are only ever sent or shown).
+#[derive(Debug, Clone, PartialEq)]
 pub struct SpanRecord {
-    /// Trace id, hex.
-    pub trace_id: String,
-    /// Span id, hex.
-    pub span_id: String,
-    /// Parent span id, hex (empty for a root).
-    pub parent_id: String,
+    /// Trace id (zero-padded or cut to 16 bytes).
+    pub trace_id: [u8; 16],
+    /// Span id (zero-padded or cut to 8 bytes).
+    pub span_id: [u8; 8],
+    /// Parent span id; none for a root.
+    pub parent_id: Option<[u8; 8]>,
     /// Span name.
     pub name: String,
     /// What it is.
@@ -134,21 +139,102 @@ pub struct SpanRecord {
     pub output_tokens: u64,
     /// Its cost from `pricing` (0 when no price applies).
     pub cost: f64,
-    /// Its attributes as text, bounded.
-    pub attributes: BTreeMap<String, String>,
+    /// Its attributes as a JSON object of texts (at most
+    /// [`MAX_ATTRIBUTES`], keys and values cut to [`MAX_VALUE_BYTES`]).
+    pub attributes: String,
+}
+
+/// `bytes` as fixed-size id (zero-padded or cut).
+fn id<const N: usize>(bytes: &[u8]) -> [u8; N] {
+    let mut out = [0u8; N];
+    let n = bytes.len().min(N);
+    out[..n].copy_from_slice(&bytes[..n]);
+    out
+}
+
+/// Appends `bytes` in lower-case hex.
+fn hex_into(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 15)] as char);
+    }
+}
+
+impl SpanClass {
+    /// Its name in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SpanClass::Agent => "agent",
+            SpanClass::Model => "model",
+            SpanClass::Tool => "tool",
+            SpanClass::Retrieval => "retrieval",
+            SpanClass::Guardrail => "guardrail",
+            SpanClass::Other => "other",
+        }
+    }
 }
 
 impl SpanRecord {
-    /// Its estimated size in memory: the struct, its strings and the map's
-    /// nodes.
+    /// Appends the record as a JSON object: ids in hex (`parent_id` empty
+    /// for a root), `class` by name, `attributes` as an object of texts.
+    pub fn write_json(&self, out: &mut String) {
+        use std::fmt::Write;
+        out.push_str("{\"trace_id\":\"");
+        hex_into(out, &self.trace_id);
+        out.push_str("\",\"span_id\":\"");
+        hex_into(out, &self.span_id);
+        out.push_str("\",\"parent_id\":\"");
+        if let Some(p) = &self.parent_id {
+            hex_into(out, p);
+        }
+        out.push_str("\",\"name\":");
+        crate::convert::json::escape(out, &self.name);
+        let _ = write!(
+            out,
+            ",\"class\":\"{}\",\"start_ns\":{},\"end_ns\":{},\"error\":{},\"message\":",
+            self.class.as_str(),
+            self.start_ns,
+            self.end_ns,
+            self.error
+        );
+        crate::convert::json::escape(out, &self.message);
+        let cost = if self.cost.is_finite() {
+            self.cost
+        } else {
+            0.0
+        };
+        let _ = write!(
+            out,
+            ",\"guardrail_intervened\":{},\"input_tokens\":{},\"output_tokens\":{},\"cost\":{cost:?},\"attributes\":",
+            self.guardrail_intervened, self.input_tokens, self.output_tokens
+        );
+        out.push_str(&self.attributes);
+        out.push('}');
+    }
+
+    /// The record as a JSON value (for tests and the rare snapshot paths).
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut out = String::new();
+        self.write_json(&mut out);
+        serde_json::from_str(&out).unwrap_or_default()
+    }
+
+    /// Its attributes as text pairs.
+    pub fn attribute_pairs(&self) -> Vec<(String, String)> {
+        serde_json::from_str::<BTreeMap<String, String>>(&self.attributes)
+            .map(|m| m.into_iter().collect())
+            .unwrap_or_default()
+    }
+}
+
+impl SpanRecord {
+    /// Its estimated size in memory: the struct and its strings.
     pub fn bytes(&self) -> usize {
         std::mem::size_of::<SpanRecord>()
-            + self.trace_id.len()
-            + self.span_id.len()
-            + self.parent_id.len()
             + self.name.len()
             + self.message.len()
-            + map_bytes(&self.attributes)
+            + self.attributes.len()
     }
 }
 
@@ -226,30 +312,41 @@ pub struct Summary {
 }
 
 /// A session: its totals and kept spans.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Session {
     /// Totals.
     pub summary: Summary,
     /// Kept spans, in arrival order.
-    #[serde(serialize_with = "shared")]
     pub spans: Vec<Arc<SpanRecord>>,
     /// Kept GenAI events, in arrival order.
-    #[serde(serialize_with = "shared")]
     pub events: Vec<Arc<EventRecord>>,
     /// The estimated bytes of its records and itself.
-    #[serde(skip)]
     bytes: usize,
 }
 
-/// Serializes shared records as the records themselves.
-pub fn shared<T: serde::Serialize, S: serde::Serializer>(
-    records: &[Arc<T>],
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    s.collect_seq(records.iter().map(|r| &**r))
-}
-
 impl Session {
+    /// The session as JSON: `{"summary", "spans", "events"}`.
+    pub fn to_json_text(&self) -> String {
+        let mut out = String::from("{\"summary\":");
+        out.push_str(&serde_json::to_string(&self.summary).unwrap_or_default());
+        out.push_str(",\"spans\":[");
+        for (i, r) in self.spans.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            r.write_json(&mut out);
+        }
+        out.push_str("],\"events\":[");
+        for (i, e) in self.events.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&serde_json::to_string(&**e).unwrap_or_default());
+        }
+        out.push_str("]}");
+        out
+    }
+
     fn new(id: &str, now_ns: u64) -> Session {
         Session {
             summary: Summary {
@@ -352,15 +449,6 @@ fn find<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a any_value::Value> {
         .and_then(|v| v.value.as_ref())
 }
 
-fn int(attrs: &[KeyValue], key: &str) -> u64 {
-    match find(attrs, key) {
-        Some(any_value::Value::IntValue(i)) => (*i).max(0) as u64,
-        Some(any_value::Value::DoubleValue(d)) if *d > 0.0 => *d as u64,
-        Some(any_value::Value::StringValue(s)) => s.parse().unwrap_or(0),
-        _ => 0,
-    }
-}
-
 fn cut(s: String) -> String {
     cut_to(s, MAX_VALUE_BYTES)
 }
@@ -376,23 +464,109 @@ fn cut_to(mut s: String, max: usize) -> String {
     s
 }
 
-fn classify(span: &Span) -> SpanClass {
-    let op = match find(&span.attributes, "gen_ai.operation.name") {
-        Some(any_value::Value::StringValue(s)) => s.as_str(),
-        _ => "",
-    };
-    match op {
-        "invoke_agent" | "create_agent" => SpanClass::Agent,
-        "chat" | "text_completion" | "generate_content" | "embeddings" => SpanClass::Model,
-        "execute_tool" | "code_interpreter" | "function" => SpanClass::Tool,
-        "retrieval" | "retrieve" => SpanClass::Retrieval,
-        _ if find(&span.attributes, "aws.bedrock.guardrail.action").is_some()
-            || span.name.starts_with("guardrail") =>
-        {
-            SpanClass::Guardrail
-        }
-        _ => SpanClass::Other,
+/// What the store reads off a span's attributes, in one pass.
+#[derive(Default)]
+struct Picked<'a> {
+    operation: &'a str,
+    agent: Option<&'a str>,
+    request_model: Option<&'a str>,
+    response_model: Option<&'a str>,
+    guardrail_action: Option<&'a str>,
+    input_tokens: u64,
+    output_tokens: u64,
+}
+
+fn count(v: Option<&any_value::Value>) -> u64 {
+    match v {
+        Some(any_value::Value::IntValue(i)) => (*i).max(0) as u64,
+        Some(any_value::Value::DoubleValue(d)) if *d > 0.0 => *d as u64,
+        Some(any_value::Value::StringValue(s)) => s.parse().unwrap_or(0),
+        _ => 0,
     }
+}
+
+impl<'a> Picked<'a> {
+    fn from(attrs: &'a [KeyValue]) -> Picked<'a> {
+        let mut p = Picked::default();
+        for kv in attrs {
+            let v = kv.value.as_ref().and_then(|v| v.value.as_ref());
+            let s = match v {
+                Some(any_value::Value::StringValue(s)) => Some(s.as_str()),
+                _ => None,
+            };
+            match kv.key.as_str() {
+                "gen_ai.operation.name" => p.operation = s.unwrap_or(""),
+                "gen_ai.agent.name" => p.agent = s.or(p.agent),
+                "gen_ai.request.model" => p.request_model = s.or(p.request_model),
+                "gen_ai.response.model" => p.response_model = s.or(p.response_model),
+                "aws.bedrock.guardrail.action" => {
+                    p.guardrail_action = Some(s.unwrap_or(""));
+                }
+                "gen_ai.usage.input_tokens" => p.input_tokens = count(v),
+                "gen_ai.usage.output_tokens" => p.output_tokens = count(v),
+                _ => {}
+            }
+        }
+        p
+    }
+
+    fn class(&self, name: &str) -> SpanClass {
+        match self.operation {
+            "invoke_agent" | "create_agent" => SpanClass::Agent,
+            "chat" | "text_completion" | "generate_content" | "embeddings" => SpanClass::Model,
+            "execute_tool" | "code_interpreter" | "function" => SpanClass::Tool,
+            "retrieval" | "retrieve" => SpanClass::Retrieval,
+            _ if self.guardrail_action.is_some() || name.starts_with("guardrail") => {
+                SpanClass::Guardrail
+            }
+            _ => SpanClass::Other,
+        }
+    }
+}
+
+/// `s` cut to at most `max` bytes on a character boundary.
+fn cut_str(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Attributes as a JSON object of texts: at most [`MAX_ATTRIBUTES`], keys
+/// and values cut to [`MAX_VALUE_BYTES`], maps and lists as JSON text.
+fn attributes_json(attrs: &[KeyValue]) -> String {
+    use crate::convert::json::escape;
+    use std::fmt::Write;
+    let mut out = String::with_capacity(2 + attrs.len().min(MAX_ATTRIBUTES) * 48);
+    out.push('{');
+    let mut first = true;
+    for kv in attrs.iter().take(MAX_ATTRIBUTES) {
+        let Some(v) = kv.value.as_ref().and_then(|v| v.value.as_ref()) else {
+            continue;
+        };
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        escape(&mut out, cut_str(&kv.key, MAX_VALUE_BYTES));
+        out.push(':');
+        match v {
+            any_value::Value::StringValue(s) => escape(&mut out, cut_str(s, MAX_VALUE_BYTES)),
+            any_value::Value::IntValue(i) => {
+                let _ = write!(out, "\"{i}\"");
+            }
+            other => {
+                let t = text(Some(other)).unwrap_or_default();
+                escape(&mut out, cut_str(&t, MAX_VALUE_BYTES));
+            }
+        }
+    }
+    out.push('}');
+    out
 }
 
 impl Store {
@@ -548,47 +722,75 @@ impl Store {
             }
             self.link_trace(&trace, id, root);
         }
+        let Ingested {
+            by_session,
+            evicted_sessions,
+            not_kept,
+            ..
+        } = &mut out;
+        // The session of the previous span's trace: most spans follow one
+        // of their trace, and need no lookup of their own.
+        let mut last: Option<(&[u8], usize)> = None;
         for rs in batch {
             let res: &[KeyValue] = rs
                 .resource
                 .as_ref()
                 .map_or(&[], |r| r.attributes.as_slice());
             for span in rs.scope_spans.iter().flat_map(|s| &s.spans) {
-                let id = self.session_of(span, res);
-                let record = Arc::new(self.record(span));
-                self.make_room(&id, &mut out.evicted_sessions);
-                // Borrow the limits and the sessions apart (no copy per span).
-                let Store {
-                    limits, sessions, ..
-                } = &mut *self;
-                let mut added = 0;
-                let session = sessions.entry(id.clone()).or_insert_with(|| {
-                    added += SESSION_BYTES;
-                    Session::new(&id, now_ns)
-                });
-                add(&mut session.summary, span, &record, now_ns);
-                if session.spans.len() < limits.max_spans_per_session {
-                    added += record.bytes();
-                    session.spans.push(record.clone());
-                } else {
-                    session.summary.spans_not_kept += 1;
-                    out.not_kept += 1;
+                let at = match last {
+                    Some((trace, at)) if trace == span.trace_id.as_slice() => at,
+                    _ => {
+                        let id = self.session_of(span, res);
+                        let at = match index.get(&id) {
+                            Some(at) => *at,
+                            None => {
+                                by_session.push((id.clone(), Vec::new()));
+                                index.insert(id, by_session.len() - 1);
+                                by_session.len() - 1
+                            }
+                        };
+                        last = Some((span.trace_id.as_slice(), at));
+                        at
+                    }
+                };
+                let (id, new) = &mut by_session[at];
+                // First in this batch (or evicted since): make room, and
+                // make it the most recently updated.
+                if new.is_empty() || !self.sessions.contains_key(id.as_str()) {
+                    self.make_room(id, evicted_sessions);
+                    if !self.sessions.contains_key(id.as_str()) {
+                        let mut session = Session::new(id, now_ns);
+                        session.bytes = SESSION_BYTES;
+                        self.sessions.insert(id.clone(), session);
+                        self.bytes += SESSION_BYTES;
+                    }
+                    self.touch(id, now_ns);
                 }
-                session.bytes += added;
-                self.bytes += added;
-                self.touch(&id, now_ns);
-                self.enforce_bytes(&mut out.evicted_sessions);
+                let picked = Picked::from(&span.attributes);
+                let record = Arc::new(self.record(span, &picked));
+                let max_spans = self.limits.max_spans_per_session;
+                if let Some(session) = self.sessions.get_mut(id.as_str()) {
+                    add(&mut session.summary, &picked, &record, now_ns);
+                    if session.spans.len() < max_spans {
+                        let n = record.bytes();
+                        session.bytes += n;
+                        self.bytes += n;
+                        session.spans.push(record.clone());
+                    } else {
+                        session.summary.spans_not_kept += 1;
+                        *not_kept += 1;
+                    }
+                }
+                if self.bytes > self.limits.max_bytes {
+                    self.enforce_bytes(evicted_sessions);
+                }
                 if record.error {
                     if self.recent_errors.len() >= RECENT_ERRORS {
                         self.recent_errors.pop_front();
                     }
                     self.recent_errors.push_back((id.clone(), record.clone()));
                 }
-                let at = *index.entry(id.clone()).or_insert_with(|| {
-                    out.by_session.push((id.clone(), Vec::new()));
-                    out.by_session.len() - 1
-                });
-                out.by_session[at].1.push(record);
+                new.push(record);
             }
         }
         out.evicted = out.evicted_sessions.len() as u64;
@@ -683,42 +885,38 @@ impl Store {
         out
     }
 
-    fn record(&self, span: &Span) -> SpanRecord {
-        let attributes = attributes_text(&span.attributes);
+    fn record(&self, span: &Span, p: &Picked<'_>) -> SpanRecord {
         let (error, message) = match &span.status {
             Some(s) if s.code == StatusCode::Error as i32 => (true, cut(s.message.clone())),
             _ => (false, String::new()),
         };
-        let guardrail_intervened = matches!(
-            find(&span.attributes, "aws.bedrock.guardrail.action"),
-            Some(any_value::Value::StringValue(a)) if a != "NONE"
-        );
-        let input_tokens = int(&span.attributes, "gen_ai.usage.input_tokens");
-        let output_tokens = int(&span.attributes, "gen_ai.usage.output_tokens");
-        let price = ["gen_ai.request.model", "gen_ai.response.model"]
-            .iter()
-            .find_map(|k| match find(&span.attributes, k) {
-                Some(any_value::Value::StringValue(m)) => self.limits.pricing.get(m),
-                _ => None,
-            });
-        let cost = price.map_or(0.0, |p| {
-            input_tokens as f64 / 1000.0 * p.input + output_tokens as f64 / 1000.0 * p.output
-        });
+        let cost = if self.limits.pricing.is_empty() {
+            0.0
+        } else {
+            [p.request_model, p.response_model]
+                .into_iter()
+                .flatten()
+                .find_map(|m| self.limits.pricing.get(m))
+                .map_or(0.0, |price| {
+                    p.input_tokens as f64 / 1000.0 * price.input
+                        + p.output_tokens as f64 / 1000.0 * price.output
+                })
+        };
         SpanRecord {
-            trace_id: hex::encode(&span.trace_id),
-            span_id: hex::encode(&span.span_id),
-            parent_id: hex::encode(&span.parent_span_id),
-            name: cut(span.name.clone()),
-            class: classify(span),
+            trace_id: id(&span.trace_id),
+            span_id: id(&span.span_id),
+            parent_id: (!span.parent_span_id.is_empty()).then(|| id(&span.parent_span_id)),
+            name: cut_str(&span.name, MAX_VALUE_BYTES).to_string(),
+            class: p.class(&span.name),
             start_ns: span.start_time_unix_nano,
             end_ns: span.end_time_unix_nano,
             error,
             message,
-            guardrail_intervened,
-            input_tokens,
-            output_tokens,
+            guardrail_intervened: p.guardrail_action.is_some_and(|a| a != "NONE"),
+            input_tokens: p.input_tokens,
+            output_tokens: p.output_tokens,
             cost,
-            attributes,
+            attributes: attributes_json(&span.attributes),
         }
     }
 
@@ -821,33 +1019,41 @@ impl Store {
     }
 }
 
-fn add(sum: &mut Summary, span: &Span, r: &SpanRecord, now_ns: u64) {
+fn add(sum: &mut Summary, p: &Picked<'_>, r: &SpanRecord, now_ns: u64) {
     sum.span_count += 1;
     sum.updated_ns = now_ns;
     if r.start_ns > 0 {
         sum.start_ns = sum.start_ns.min(r.start_ns);
     }
     sum.end_ns = sum.end_ns.max(r.end_ns);
-    if let Some(any_value::Value::StringValue(a)) = find(&span.attributes, "gen_ai.agent.name") {
+    if let Some(a) = p.agent {
         if sum.agents.len() < 64 && !sum.agents.contains(a) {
-            sum.agents.insert(cut(a.clone()));
+            sum.agents.insert(cut_str(a, MAX_VALUE_BYTES).to_string());
         }
     }
-    for k in ["gen_ai.request.model", "gen_ai.response.model"] {
-        if let Some(any_value::Value::StringValue(m)) = find(&span.attributes, k) {
-            if sum.models.len() < 64 && !sum.models.contains(m) {
-                sum.models.insert(cut(m.clone()));
-            }
+    for m in [p.request_model, p.response_model].into_iter().flatten() {
+        if sum.models.len() < 64 && !sum.models.contains(m) {
+            sum.models.insert(cut_str(m, MAX_VALUE_BYTES).to_string());
         }
     }
     if r.error {
         sum.errors += 1;
     }
     if r.input_tokens > 0 {
-        *sum.tokens.entry("input".into()).or_default() += r.input_tokens;
+        match sum.tokens.get_mut("input") {
+            Some(t) => *t += r.input_tokens,
+            None => {
+                sum.tokens.insert("input".into(), r.input_tokens);
+            }
+        }
     }
     if r.output_tokens > 0 {
-        *sum.tokens.entry("output".into()).or_default() += r.output_tokens;
+        match sum.tokens.get_mut("output") {
+            Some(t) => *t += r.output_tokens,
+            None => {
+                sum.tokens.insert("output".into(), r.output_tokens);
+            }
+        }
     }
     match r.class {
         SpanClass::Tool => sum.tool_calls += 1,
@@ -1011,7 +1217,19 @@ mod tests {
             ("s-1", "span-4")
         );
         assert_eq!(s.spans[1].class, SpanClass::Model);
-        assert_eq!(s.spans[1].parent_id, hex::encode([1u8; 8]));
+        assert_eq!(s.spans[1].parent_id, Some([1u8; 8]));
+        // As JSON: ids in hex, the class by name, attributes an object of texts.
+        let j = s.spans[1].to_json();
+        assert_eq!(j["parent_id"], hex::encode([1u8; 8]));
+        assert_eq!(j["trace_id"], hex::encode([7u8; 16]));
+        assert_eq!(j["class"], "model");
+        assert_eq!(j["attributes"]["gen_ai.usage.input_tokens"], "2000");
+        assert_eq!(
+            j["attributes"]["gen_ai.request.model"],
+            "anthropic.claude-3-haiku"
+        );
+        assert_eq!(j["input_tokens"], 2000);
+        assert_eq!(s.spans[0].to_json()["parent_id"], "");
     }
 
     #[test]
@@ -1233,14 +1451,23 @@ mod tests {
         // session.id is past the first 64 attributes: keyed by it, not kept as a record attribute.
         let rec = &st.get("big").unwrap().spans[0];
         assert!(rec.name.len() <= MAX_VALUE_BYTES);
-        assert_eq!(rec.attributes.len(), MAX_ATTRIBUTES);
-        assert!(rec.attributes.values().all(|v| v.len() <= MAX_VALUE_BYTES));
-        let size: usize = rec
-            .attributes
-            .iter()
-            .map(|(k, v)| k.len() + v.len() + 128)
-            .sum::<usize>()
-            + rec.name.len();
-        assert!(size <= MAX_RECORD_BYTES);
+        let attrs = rec.attribute_pairs();
+        assert_eq!(attrs.len(), MAX_ATTRIBUTES);
+        assert!(attrs.iter().all(|(_, v)| v.len() <= MAX_VALUE_BYTES));
+        assert!(rec.bytes() <= MAX_RECORD_BYTES);
+        // Hostile text: quotes, backslashes and control characters stay
+        // valid JSON and come back as they were.
+        let nasty = "\"}<script>\\\u{0}\n".repeat(300);
+        let mut s = span(2, 0, vec![string_attribute(&nasty, nasty.clone())]);
+        s.name = nasty.clone();
+        s.trace_id = vec![3; 16];
+        st.ingest(&batch(Some("nasty"), vec![s]), SEC);
+        let rec = &st.get("nasty").unwrap().spans[0];
+        assert!(rec.bytes() <= MAX_RECORD_BYTES);
+        let j = rec.to_json();
+        assert_eq!(j["name"].as_str().unwrap(), rec.name);
+        let (k, v) = &rec.attribute_pairs()[0];
+        assert!(nasty.starts_with(k.as_str()) && nasty.starts_with(v.as_str()));
+        assert!(k.len() > MAX_VALUE_BYTES - 10 && k.len() <= MAX_VALUE_BYTES);
     }
 }
