@@ -19,7 +19,13 @@ fn s(v: &str) -> any_value::Value {
 }
 
 /// One agent invocation: a root `invoke_agent` span with model calls and tool calls under it.
+#[allow(dead_code)] // benches/pipeline.rs uses it; the load generator the `_in` form
 pub fn agent_request(seed: u64, spans: usize) -> ExportTraceServiceRequest {
+    agent_request_in(seed, spans, 97)
+}
+
+/// [`agent_request`] in session `sess-{seed % sessions}`.
+pub fn agent_request_in(seed: u64, spans: usize, sessions: u64) -> ExportTraceServiceRequest {
     let mut trace_id = [0u8; 16];
     trace_id[..8].copy_from_slice(&seed.to_be_bytes());
     trace_id[8..].copy_from_slice(&(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)).to_be_bytes());
@@ -34,7 +40,7 @@ pub fn agent_request(seed: u64, spans: usize) -> ExportTraceServiceRequest {
                     vec![
                         kv("gen_ai.agent.id", s("AGENT7X2Q")),
                         kv("gen_ai.agent.name", s("travel-planner")),
-                        kv("session.id", s(&format!("sess-{}", seed % 97))),
+                        kv("session.id", s(&format!("sess-{}", seed % sessions.max(1)))),
                     ],
                 ),
                 (_, 1) => (

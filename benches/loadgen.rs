@@ -23,7 +23,7 @@ use spanwire::exporters::otlp::RawCodec;
 
 #[path = "agent_spans.rs"]
 mod agent_spans;
-use agent_spans::agent_request;
+use agent_spans::agent_request_in;
 
 #[derive(Parser)]
 #[command(about = "Load generator and OTLP sink for spanwire benchmarks")]
@@ -57,6 +57,10 @@ enum Cmd {
         /// Daemon pid: report its CPU share and peak RSS over the run.
         #[arg(long)]
         pid: Option<u32>,
+        /// Agent sessions the requests are spread over (`sess-0` …); at
+        /// least this many distinct requests are cycled.
+        #[arg(long, default_value_t = 97)]
+        sessions: u64,
     },
     /// Count spans received over OTLP/gRPC.
     Sink {
@@ -82,8 +86,8 @@ enum Cmd {
         /// Of them, how many never read a byte (all-session subscribers).
         #[arg(long, default_value_t = 10)]
         stalled: usize,
-        /// The readers each watch one session `sess-N` (N < 97, as `send`
-        /// names them); with this flag half of them watch every session.
+        /// The readers each watch one session `sess-N` (N < 97); with this
+        /// flag half of them watch every session.
         #[arg(long)]
         firehose: bool,
         /// Seconds to hold the subscriptions.
@@ -236,6 +240,7 @@ async fn send(
     concurrency: usize,
     batch: usize,
     pid: Option<u32>,
+    sessions: u64,
 ) -> anyhow::Result<()> {
     let target = match (grpc, http_url) {
         (Some(g), None) => {
@@ -261,8 +266,8 @@ async fn send(
         _ => anyhow::bail!("give exactly one of --grpc or --http"),
     };
     let bodies: Arc<Vec<Bytes>> = Arc::new(
-        (0..256u64)
-            .map(|i| Bytes::from(agent_request(i + 1, batch).encode_to_vec()))
+        (0..256u64.max(sessions))
+            .map(|i| Bytes::from(agent_request_in(i + 1, batch, sessions).encode_to_vec()))
             .collect(),
     );
     let sent = Arc::new(AtomicU64::new(0));
@@ -576,7 +581,20 @@ async fn main() -> anyhow::Result<()> {
             concurrency,
             batch,
             pid,
-        } => send(grpc, http, rate, duration, concurrency, batch, pid).await,
+            sessions,
+        } => {
+            send(
+                grpc,
+                http,
+                rate,
+                duration,
+                concurrency,
+                batch,
+                pid,
+                sessions,
+            )
+            .await
+        }
         Cmd::Sink {
             listen,
             decode,

@@ -603,9 +603,9 @@ async fn a_hundred_subscribers_ten_never_reading_at_saturation_lose_nothing_down
         store <= (16 << 20) as f64,
         "the store stays under max_memory_mib"
     );
-    // The documented bound: the store's max_memory_mib, and per subscriber
-    // at most 1 MiB unsent plus its queued frames (shared JSON), over what
-    // the pipeline itself holds.
+    // Within the documented bound (the store's max_memory_mib, and per
+    // subscriber at most subscriber_buffer_mib queued and 1 MiB unsent),
+    // and here far below it: queued events are shared by the subscribers.
     assert!(
         peak < rss_before + (16 << 20) + 100 * (1 << 20) + (64 << 20),
         "RSS {rss_before} -> {peak}"

@@ -118,6 +118,8 @@ function renderLegend() {
 // the session's first start) over the waterfall's --range.
 let rowCache = new Map();        // span id -> {row, label, bar, depth, events}
 let originNs = Infinity;         // the start the bars are placed from
+let lastRescale = 0;             // when --range last changed (performance.now())
+let rescaleTimer = null;
 
 function makeRow(s) {
   const row = el("div", "row " + s.class + (s.error ? " error" : ""));
@@ -166,11 +168,20 @@ function renderWaterfall() {
   // bars are placed.
   const moved = t0 !== originNs;
   originNs = t0;
-  // The scale has 25% headroom: a growing session is rescaled (every bar
-  // restyled, the costly part) only when it outgrows it, not every frame.
+  // The scale has 50% headroom: a growing session is rescaled (every bar
+  // restyled, the costly part) only when it outgrows it, and at most every
+  // 300 ms; meanwhile bars past the end are clipped.
   const range = (t1 - t0) / 1e6;
   const scale = Number(box.style.getPropertyValue("--range")) || 0;
-  if (moved || range > scale || range < scale / 2) box.style.setProperty("--range", range * 1.25);
+  if (moved || range > scale || range < scale / 3) {
+    const now = performance.now();
+    if (moved || !scale || now - lastRescale >= 300) {
+      box.style.setProperty("--range", range * 1.5);
+      lastRescale = now;
+    } else if (!rescaleTimer) {
+      rescaleTimer = setTimeout(() => { rescaleTimer = null; redraw(renderWaterfall); }, 300);
+    }
+  }
   ordered.forEach(([s, depth], i) => {
     let r = rowCache.get(s.span_id);
     const fresh = !r;

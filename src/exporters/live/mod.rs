@@ -25,6 +25,7 @@
 pub mod store;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -86,6 +87,10 @@ pub struct LiveExporterConfig {
     /// Events queued per subscriber at most.
     #[serde(default = "default_queue")]
     pub subscriber_queue: usize,
+    /// What the events queued for one subscriber may hold, in MiB (their
+    /// records, counted twice for their JSON).
+    #[serde(default = "default_buffer")]
+    pub subscriber_buffer_mib: usize,
 }
 
 fn default_endpoint() -> String {
@@ -109,6 +114,9 @@ fn default_max_events() -> usize {
 fn default_retention() -> Duration {
     Duration::from_secs(3600)
 }
+fn default_buffer() -> usize {
+    4
+}
 fn default_queue() -> usize {
     1024
 }
@@ -123,6 +131,7 @@ impl LiveExporterConfig {
             ("max_spans_per_session", self.max_spans_per_session),
             ("max_events_per_session", self.max_events_per_session),
             ("max_memory_mib", self.max_memory_mib),
+            ("subscriber_buffer_mib", self.subscriber_buffer_mib),
             ("subscriber_queue", self.subscriber_queue),
         ] {
             if n == 0 {
@@ -244,6 +253,9 @@ fn chunked<T>(
 pub struct Event {
     kind: EventKind,
     json: std::sync::OnceLock<Vec<Utf8Bytes>>,
+    /// What holding it may cost: its records, OTLP bytes, and as much
+    /// again for its JSON.
+    size: usize,
 }
 
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -271,9 +283,18 @@ enum EventKind {
 
 impl Event {
     fn new(kind: EventKind) -> Arc<Event> {
+        let records = match &kind {
+            EventKind::Spans { records, otlp, .. } => {
+                records.iter().map(|r| r.bytes()).sum::<usize>()
+                    + otlp.iter().map(|b| b.len()).sum::<usize>()
+            }
+            EventKind::Events { records, .. } => records.iter().map(|r| r.bytes()).sum(),
+            EventKind::Summary(_) | EventKind::Lagged(_) => 512,
+        };
         Arc::new(Event {
             kind,
             json: std::sync::OnceLock::new(),
+            size: 2 * records,
         })
     }
 
@@ -357,6 +378,10 @@ struct Subscriber {
     tx: mpsc::Sender<Arc<Event>>,
     /// Events it missed since it last kept up.
     dropped: u64,
+    /// The sizes of the events in its queue (taken off as it reads).
+    queued: Arc<AtomicUsize>,
+    /// What its queue may hold, in bytes.
+    max_queued: usize,
 }
 
 /// The subscribers, indexed by what they asked for, so that a batch costs
@@ -443,6 +468,7 @@ struct Hub {
 struct Shared {
     hub: Mutex<Hub>,
     queue: usize,
+    max_queued: usize,
     auth: Option<crate::net::BearerAuth>,
     evicted: metrics::Counter,
     not_kept: metrics::Counter,
@@ -468,11 +494,14 @@ struct Subscription {
     rx: mpsc::Receiver<Arc<Event>>,
     shared: Arc<Shared>,
     id: u64,
+    queued: Arc<AtomicUsize>,
 }
 
 impl Subscription {
     async fn recv(&mut self) -> Option<Arc<Event>> {
-        self.rx.recv().await
+        let ev = self.rx.recv().await?;
+        self.queued.fetch_sub(ev.size, Ordering::Relaxed);
+        Some(ev)
     }
 }
 
@@ -535,6 +564,7 @@ impl ExporterFactory for LiveFactory {
                 subs: Subscribers::default(),
             }),
             queue: config.subscriber_queue,
+            max_queued: config.subscriber_buffer_mib.saturating_mul(1 << 20),
             auth,
             evicted: crate::telemetry::counter("spanwire_live_sessions_evicted_total", &labels),
             not_kept: crate::telemetry::counter("spanwire_live_spans_not_kept_total", &labels),
@@ -742,25 +772,45 @@ fn summary_json(s: &Summary) -> serde_json::Value {
 /// subscriber that missed some is first told how many. False if not queued.
 fn offer(sub: &mut Subscriber, event: Arc<Event>, lagged: &metrics::Counter) -> bool {
     if sub.dropped > 0 {
+        // It missed some: it is told once it has worked off half its
+        // queue; if it has not by the next event, it is cut off.
+        let behind = sub.queued.load(Ordering::Relaxed) > sub.max_queued / 2
+            || sub.tx.capacity() < sub.tx.max_capacity() / 2;
         let note = Event::new(EventKind::Lagged(sub.dropped));
-        if sub.tx.try_send(note).is_err() {
+        if behind || !queue(sub, note) {
             // Still behind: disconnected at the end of this batch.
             sub.dropped = u64::MAX;
             return false;
         }
         sub.dropped = 0;
     }
-    match sub.tx.try_send(event) {
-        Ok(()) => true,
-        Err(mpsc::error::TrySendError::Full(_)) => {
-            if sub.dropped == 0 {
-                lagged.increment(1);
-            }
-            sub.dropped = sub.dropped.saturating_add(1);
-            false
-        }
-        Err(mpsc::error::TrySendError::Closed(_)) => false,
+    if queue(sub, event) {
+        return true;
     }
+    if !sub.tx.is_closed() {
+        if sub.dropped == 0 {
+            lagged.increment(1);
+        }
+        sub.dropped = sub.dropped.saturating_add(1);
+    }
+    false
+}
+
+/// Puts `event` in `sub`'s queue if the queue has room for it, in events
+/// and in bytes (`subscriber_buffer_mib`; one event always fits an empty
+/// queue).
+fn queue(sub: &mut Subscriber, event: Arc<Event>) -> bool {
+    let size = event.size;
+    let before = sub.queued.fetch_add(size, Ordering::Relaxed);
+    if before > 0 && before + size > sub.max_queued {
+        sub.queued.fetch_sub(size, Ordering::Relaxed);
+        return false;
+    }
+    if sub.tx.try_send(event).is_err() {
+        sub.queued.fetch_sub(size, Ordering::Relaxed);
+        return false;
+    }
+    true
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -933,6 +983,15 @@ fn status_of(s: &Summary, now_ns: u64) -> &'static str {
 /// nothing is missed or repeated), then live events.
 fn register(shared: &Arc<Shared>, filter: Filter, grpc: bool) -> Subscription {
     let (tx, rx) = mpsc::channel::<Arc<Event>>(shared.queue);
+    let queued = Arc::new(AtomicUsize::new(0));
+    // The snapshot: it always goes in whole (it is what the store holds).
+    let snapshot = |ev: Arc<Event>| {
+        queued.fetch_add(ev.size, Ordering::Relaxed);
+        // Fails only for a queue smaller than the three snapshot events.
+        if let Err(e) = tx.try_send(ev) {
+            queued.fetch_sub(e.into_inner().size, Ordering::Relaxed);
+        }
+    };
     let mut hub = shared.lock();
     if let Some(id) = &filter.session {
         if let Some(s) = hub.store.get(id) {
@@ -947,18 +1006,18 @@ fn register(shared: &Arc<Shared>, filter: Filter, grpc: bool) -> Subscription {
             } else {
                 Vec::new()
             };
-            let _ = tx.try_send(Event::new(EventKind::Spans {
+            snapshot(Event::new(EventKind::Spans {
                 session: id.clone(),
                 records,
                 otlp,
             }));
             if !s.events.is_empty() && !filter.errors {
-                let _ = tx.try_send(Event::new(EventKind::Events {
+                snapshot(Event::new(EventKind::Events {
                     session: id.clone(),
                     records: s.events.clone(),
                 }));
             }
-            let _ = tx.try_send(Event::new(EventKind::Summary(s.summary.clone())));
+            snapshot(Event::new(EventKind::Summary(s.summary.clone())));
         }
     }
     let id = hub.subs.add(Subscriber {
@@ -966,12 +1025,15 @@ fn register(shared: &Arc<Shared>, filter: Filter, grpc: bool) -> Subscription {
         tx,
         grpc,
         dropped: 0,
+        queued: queued.clone(),
+        max_queued: shared.max_queued,
     });
     shared.subscribers.set(hub.subs.all.len() as f64);
     Subscription {
         rx,
         shared: shared.clone(),
         id,
+        queued,
     }
 }
 
@@ -1219,5 +1281,71 @@ impl crate::proto::live::live_server::Live for LiveService {
                 Some((Ok(msg), (rx, stop)))
             });
         Ok(tonic::Response::new(Box::pin(stream)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signal::string_attribute;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+    #[test]
+    fn a_large_batch_goes_as_several_json_frames_in_order() {
+        let mut store = Store::new(store::Limits {
+            session_keys: vec!["session.id".into()],
+            max_sessions: 10,
+            max_spans_per_session: 10_000,
+            max_events_per_session: 10,
+            retention_ns: u64::MAX,
+            max_bytes: usize::MAX,
+            pricing: Default::default(),
+        });
+        let spans = (0..3000u64)
+            .map(|i| Span {
+                trace_id: vec![1; 16],
+                span_id: (i + 1).to_be_bytes().to_vec(),
+                name: format!("span \"{i}\""),
+                attributes: vec![
+                    string_attribute("session.id", "s"),
+                    string_attribute("note", "x".repeat(100)),
+                ],
+                ..Default::default()
+            })
+            .collect();
+        let batch = vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }];
+        let got = store.ingest(&batch, 1);
+        let (session, records) = got.by_session.into_iter().next().unwrap();
+        let event = Event::new(EventKind::Spans {
+            session,
+            records,
+            otlp: Vec::new(),
+        });
+        let frames = event.frames();
+        assert!(frames.len() > 1, "one frame of {} spans", 3000);
+        let mut ids = Vec::new();
+        for f in frames {
+            assert!(f.len() <= 2 * FRAME_BYTES, "{} bytes", f.len());
+            let v: serde_json::Value = serde_json::from_str(f.as_str()).unwrap();
+            assert_eq!(
+                (v["type"].as_str(), v["session_id"].as_str()),
+                (Some("spans"), Some("s"))
+            );
+            for s in v["spans"].as_array().unwrap() {
+                ids.push(u64::from_str_radix(s["span_id"].as_str().unwrap(), 16).unwrap());
+                assert!(s["name"].as_str().unwrap().starts_with("span \""));
+            }
+        }
+        assert_eq!(
+            ids,
+            (1..=3000).collect::<Vec<_>>(),
+            "every span once, in order"
+        );
     }
 }
