@@ -541,7 +541,20 @@ fn cut_str(s: &str, max: usize) -> &str {
 fn attributes_json(attrs: &[KeyValue]) -> String {
     use crate::convert::json::escape;
     use std::fmt::Write;
-    let mut out = String::with_capacity(2 + attrs.len().min(MAX_ATTRIBUTES) * 48);
+    // Sized once (keys and string values plus quotes and separators; other
+    // values and escapes rarely add more): no regrowth, and no copy.
+    let want: usize = attrs
+        .iter()
+        .take(MAX_ATTRIBUTES)
+        .map(|kv| {
+            let v = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                Some(any_value::Value::StringValue(s)) => s.len().min(MAX_VALUE_BYTES),
+                _ => 24,
+            };
+            kv.key.len().min(MAX_VALUE_BYTES) + v + 6
+        })
+        .sum();
+    let mut out = String::with_capacity(2 + want);
     out.push('{');
     let mut first = true;
     for kv in attrs.iter().take(MAX_ATTRIBUTES) {
