@@ -17,10 +17,13 @@
 //!   gets the spans already held, then the new ones: each span once, in
 //!   arrival order.
 //!
-//! Subscribers never slow the pipeline: each has a bounded queue
-//! (`subscriber_queue` events); one that falls behind gets a single
-//! "lagged" event with the count it missed, and is disconnected if it is
-//! still behind at the next batch. With no subscriber, nothing is encoded.
+//! Subscribers never slow the pipeline: they are indexed by what they asked
+//! for (a batch costs O(matching subscribers)), and each has a queue
+//! bounded in events (`subscriber_queue`) and bytes
+//! (`subscriber_buffer_mib`); one that falls behind gets a single "lagged"
+//! event with the count it missed once it has worked off half its queue,
+//! and is disconnected if it has not by its next event. With no
+//! subscriber, nothing is encoded.
 
 pub mod store;
 
