@@ -669,17 +669,7 @@ impl Export for LiveExporter {
                 self.shared.not_kept.increment(got.not_kept);
                 // Spans are encoded as OTLP only for gRPC subscribers.
                 let mut otlp = (subs.grpc > 0).then(|| otlp_by_session(store, rs));
-                // With no subscriber, nothing more to do.
-                let new = if subs.all.is_empty() {
-                    Vec::new()
-                } else {
-                    evicted.extend(
-                        got.evicted_sessions
-                            .into_iter()
-                            .map(|s| (s.session_id.clone(), s)),
-                    );
-                    got.by_session
-                };
+                let new = for_subscribers(subs, got.evicted_sessions, got.by_session, &mut evicted);
                 for (session, records) in new {
                     let has_error = records.iter().any(|r| r.error);
                     let otlp = otlp
@@ -699,16 +689,7 @@ impl Export for LiveExporter {
                 self.shared.evicted.increment(got.evicted);
                 self.shared.not_kept.increment(got.not_kept);
                 self.shared.logs_ignored.increment(got.ignored);
-                let new = if subs.all.is_empty() {
-                    Vec::new()
-                } else {
-                    evicted.extend(
-                        got.evicted_sessions
-                            .into_iter()
-                            .map(|s| (s.session_id.clone(), s)),
-                    );
-                    got.by_session
-                };
+                let new = for_subscribers(subs, got.evicted_sessions, got.by_session, &mut evicted);
                 for (session, records) in new {
                     let ev = Event::new(EventKind::Events {
                         session: session.clone(),
@@ -797,6 +778,26 @@ fn offer(sub: &mut Subscriber, event: Arc<Event>, lagged: &metrics::Counter) -> 
         sub.dropped = sub.dropped.saturating_add(1);
     }
     false
+}
+
+/// What an ingest brought, by session, when someone may want it (nothing
+/// when no subscriber is connected); the summaries of sessions it evicted
+/// go into `evicted`, so their subscribers still get what it brought.
+fn for_subscribers<T>(
+    subs: &Subscribers,
+    evicted_sessions: Vec<Summary>,
+    by_session: Vec<(String, T)>,
+    evicted: &mut HashMap<String, Summary>,
+) -> Vec<(String, T)> {
+    if subs.all.is_empty() {
+        return Vec::new();
+    }
+    evicted.extend(
+        evicted_sessions
+            .into_iter()
+            .map(|s| (s.session_id.clone(), s)),
+    );
+    by_session
 }
 
 /// Puts `event` in `sub`'s queue if the queue has room for it, in events
