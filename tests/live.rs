@@ -66,6 +66,27 @@ fn spans(session: &str, first: u64, n: u64) -> Vec<u8> {
     ExportTraceServiceRequest::encode_to_vec(&req)
 }
 
+/// Starts a Python `websockets` client from tests/python (`script URL N`)
+/// and waits until it says it is subscribed; its stdout goes on from there.
+fn subscribed(
+    script: &str,
+    url: &str,
+    n: &str,
+) -> (std::process::Child, BufReader<std::process::ChildStdout>) {
+    let path = format!("{}/tests/python/{script}", env!("CARGO_MANIFEST_DIR"));
+    let mut child = Command::new(common::python())
+        .args([path.as_str(), url, n])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "subscribed", "{script}");
+    (child, out)
+}
+
 async fn post(port: u16, body: Vec<u8>) {
     let r = http_request(
         "POST",
@@ -86,21 +107,11 @@ async fn websocket_and_sse_clients_get_every_span_of_their_session_once_in_order
     // Spans already held before the clients connect come first.
     post(otlp, spans("s-1", 1, 3)).await;
     post(otlp, spans("other", 100, 4)).await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/ws_client.py");
-    let mut ws = Command::new(common::python())
-        .args([
-            script,
-            &format!("ws://127.0.0.1:{live}/api/live?session=s-1"),
-            "9",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut ws_out = BufReader::new(ws.stdout.take().unwrap());
-    let mut line = String::new();
-    ws_out.read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), "subscribed");
+    let (ws, mut ws_out) = subscribed(
+        "ws_client.py",
+        &format!("ws://127.0.0.1:{live}/api/live?session=s-1"),
+        "9",
+    );
     let mut sse = Command::new("curl")
         .args(["-sN", "--max-time", "20"])
         .arg(format!("http://127.0.0.1:{live}/api/live?session=s-1"))
@@ -623,21 +634,11 @@ async fn genai_events_from_the_otel_sdk_join_their_session_and_stream_to_subscri
     );
     let daemon = Daemon::start(&cfg, health);
     // A WebSocket subscriber to the session (Python websockets), before the agent runs.
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/ws_events.py");
-    let mut ws = Command::new(common::python())
-        .args([
-            script,
-            &format!("ws://127.0.0.1:{live}/api/live?session=turn-1"),
-            "2",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut ws_out = BufReader::new(ws.stdout.take().unwrap());
-    let mut line = String::new();
-    ws_out.read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), "subscribed");
+    let (ws, mut ws_out) = subscribed(
+        "ws_events.py",
+        &format!("ws://127.0.0.1:{live}/api/live?session=turn-1"),
+        "2",
+    );
     let agent = Command::new(common::python())
         .args([
             concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/genai_events.py"),
