@@ -126,7 +126,12 @@ impl<'o> Writer<'o> {
 
     /// An OTLP value as JSON: maps become objects, arrays arrays, bytes base64.
     pub(crate) fn any_value(&mut self, v: Option<&AnyValue>) {
-        match v.and_then(|v| v.value.as_ref()) {
+        self.value(v.and_then(|v| v.value.as_ref()))
+    }
+
+    /// The same for the value inside an `AnyValue`.
+    pub(crate) fn value(&mut self, v: Option<&any_value::Value>) {
+        match v {
             None => self.out.push_str("null"),
             Some(any_value::Value::StringValue(s)) => self.str_value(s),
             Some(any_value::Value::BoolValue(b)) => {

@@ -41,6 +41,7 @@ use hyper::body::{Frame, Incoming};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
 use self::store::{Limits, Price, Store, Summary};
@@ -261,8 +262,6 @@ pub struct Event {
     size: usize,
 }
 
-use tokio_tungstenite::tungstenite::Utf8Bytes;
-
 /// Records per JSON frame at most, by their estimated size: a batch of
 /// thousands of spans goes as several frames, each well under a
 /// WebSocket's unsent-bytes bound even when escaping grows it.
@@ -320,7 +319,7 @@ impl Event {
                 session,
                 records,
                 store::EventRecord::bytes,
-                |r, out| out.push_str(&serde_json::to_string(r).unwrap_or_default()),
+                |r, out| r.write_json(out),
             ),
             EventKind::Summary(s) => vec![Utf8Bytes::from(summary_json(s).to_string())],
             EventKind::Lagged(n) => vec![Utf8Bytes::from(
@@ -657,31 +656,28 @@ impl Export for LiveExporter {
         let now = crate::telemetry::unix_nanos_now();
         let mut hub = self.shared.lock();
         let Hub { store, subs } = &mut *hub;
-        // Each new span or event batch of a session, for its subscribers.
-        let mut events: Vec<(String, Arc<Event>, bool)> = Vec::new();
+        // Each session's new spans or events; made into an event only for
+        // a session someone watches.
+        let mut news: Vec<(String, EventKind, bool)> = Vec::new();
         // Sessions evicted while this batch went in: their subscribers
         // still get what it brought.
         let mut evicted: HashMap<String, Summary> = HashMap::new();
+        let mut spans_batch = None;
         match data.as_ref() {
             Telemetry::Traces(rs) => {
                 let got = store.ingest(rs, now);
                 self.shared.evicted.increment(got.evicted);
                 self.shared.not_kept.increment(got.not_kept);
-                // Spans are encoded as OTLP only for gRPC subscribers.
-                let mut otlp = (subs.grpc > 0).then(|| otlp_by_session(store, rs));
+                spans_batch = Some(rs);
                 let new = for_subscribers(subs, got.evicted_sessions, got.by_session, &mut evicted);
                 for (session, records) in new {
                     let has_error = records.iter().any(|r| r.error);
-                    let otlp = otlp
-                        .as_mut()
-                        .and_then(|o| o.remove(&session))
-                        .unwrap_or_default();
-                    let ev = Event::new(EventKind::Spans {
+                    let kind = EventKind::Spans {
                         session: session.clone(),
                         records,
-                        otlp,
-                    });
-                    events.push((session, ev, has_error));
+                        otlp: Vec::new(),
+                    };
+                    news.push((session, kind, has_error));
                 }
             }
             Telemetry::Logs(rl) => {
@@ -691,11 +687,11 @@ impl Export for LiveExporter {
                 self.shared.logs_ignored.increment(got.ignored);
                 let new = for_subscribers(subs, got.evicted_sessions, got.by_session, &mut evicted);
                 for (session, records) in new {
-                    let ev = Event::new(EventKind::Events {
+                    let kind = EventKind::Events {
                         session: session.clone(),
                         records,
-                    });
-                    events.push((session, ev, false));
+                    };
+                    news.push((session, kind, false));
                 }
             }
             Telemetry::Metrics(_) => {}
@@ -704,7 +700,10 @@ impl Export for LiveExporter {
         self.shared.sessions.set(store.len() as f64);
         let mut matched = Vec::new();
         let mut gone = Vec::new();
-        for (session, event, has_error) in events {
+        // The batch's spans as OTLP by session, made once if a gRPC
+        // subscriber watches any of them.
+        let mut otlp: Option<HashMap<String, Vec<Bytes>>> = None;
+        for (session, mut kind, has_error) in news {
             let Some(held) = store
                 .get(&session)
                 .map(|s| &s.summary)
@@ -716,6 +715,16 @@ impl Export for LiveExporter {
             if matched.is_empty() {
                 continue;
             }
+            if let (EventKind::Spans { otlp: bytes, .. }, Some(rs)) = (&mut kind, spans_batch) {
+                if matched
+                    .iter()
+                    .any(|id| subs.all.get(id).is_some_and(|s| s.grpc))
+                {
+                    let by_session = otlp.get_or_insert_with(|| otlp_by_session(store, rs));
+                    *bytes = by_session.remove(&session).unwrap_or_default();
+                }
+            }
+            let event = Event::new(kind);
             let summary = Event::new(EventKind::Summary(held.clone()));
             for id in &matched {
                 let Some(sub) = subs.all.get_mut(id) else {
@@ -1057,11 +1066,7 @@ fn held_as_otlp(records: &[Arc<store::SpanRecord>]) -> Bytes {
             name: r.name.clone(),
             start_time_unix_nano: r.start_ns,
             end_time_unix_nano: r.end_ns,
-            attributes: r
-                .attribute_pairs()
-                .into_iter()
-                .map(|(k, v)| crate::signal::string_attribute(&k, v))
-                .collect(),
+            attributes: text_attributes(r.attribute_pairs()),
             status: r.error.then(|| Status {
                 code: StatusCode::Error as i32,
                 message: r.message.clone(),
@@ -1081,6 +1086,16 @@ fn held_as_otlp(records: &[Arc<store::SpanRecord>]) -> Bytes {
     )
 }
 
+/// Kept attributes (texts) as OTLP string attributes.
+fn text_attributes(
+    pairs: Vec<(String, String)>,
+) -> Vec<opentelemetry_proto::tonic::common::v1::KeyValue> {
+    pairs
+        .into_iter()
+        .map(|(k, v)| crate::signal::string_attribute(&k, v))
+        .collect()
+}
+
 /// Event records as one encoded OTLP `ResourceLogs` (attributes and body
 /// as text, as the store keeps them).
 fn events_as_otlp(records: &[Arc<store::EventRecord>]) -> Vec<u8> {
@@ -1097,11 +1112,7 @@ fn events_as_otlp(records: &[Arc<store::EventRecord>]) -> Vec<u8> {
             body: Some(AnyValue {
                 value: Some(any_value::Value::StringValue(r.body.clone())),
             }),
-            attributes: r
-                .attributes
-                .iter()
-                .map(|(k, v)| crate::signal::string_attribute(k, v.clone()))
-                .collect(),
+            attributes: text_attributes(r.attribute_pairs()),
             ..Default::default()
         })
         .collect();

@@ -222,13 +222,9 @@ impl SpanRecord {
 
     /// Its attributes as text pairs.
     pub fn attribute_pairs(&self) -> Vec<(String, String)> {
-        serde_json::from_str::<BTreeMap<String, String>>(&self.attributes)
-            .map(|m| m.into_iter().collect())
-            .unwrap_or_default()
+        pairs(&self.attributes)
     }
-}
 
-impl SpanRecord {
     /// Its estimated size in memory: the struct and its strings.
     pub fn bytes(&self) -> usize {
         std::mem::size_of::<SpanRecord>()
@@ -246,13 +242,38 @@ impl EventRecord {
             + self.span_id.len()
             + self.name.len()
             + self.body.len()
-            + map_bytes(&self.attributes)
+            + self.attributes.len()
+    }
+
+    /// Appends the event as a JSON object, `attributes` as an object of
+    /// texts.
+    pub fn write_json(&self, out: &mut String) {
+        use crate::convert::json::escape;
+        use std::fmt::Write;
+        out.push_str("{\"trace_id\":");
+        escape(out, &self.trace_id);
+        out.push_str(",\"span_id\":");
+        escape(out, &self.span_id);
+        out.push_str(",\"name\":");
+        escape(out, &self.name);
+        let _ = write!(out, ",\"time_ns\":{},\"body\":", self.time_ns);
+        escape(out, &self.body);
+        out.push_str(",\"attributes\":");
+        out.push_str(&self.attributes);
+        out.push('}');
+    }
+
+    /// Its attributes as text pairs.
+    pub fn attribute_pairs(&self) -> Vec<(String, String)> {
+        pairs(&self.attributes)
     }
 }
 
-/// A text map's strings plus ~64 bytes of node and header per entry.
-fn map_bytes(m: &BTreeMap<String, String>) -> usize {
-    m.iter().map(|(k, v)| k.len() + v.len() + 64).sum()
+/// A JSON object of texts as pairs.
+fn pairs(json: &str) -> Vec<(String, String)> {
+    serde_json::from_str::<BTreeMap<String, String>>(json)
+        .map(|m| m.into_iter().collect())
+        .unwrap_or_default()
 }
 
 /// A session's own bytes before any record (its summary's sets and maps).
@@ -260,7 +281,7 @@ const SESSION_BYTES: usize = 1024;
 
 /// One GenAI event (an OTLP log record named `gen_ai.*`) as the store
 /// keeps it.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct EventRecord {
     /// Trace id, hex (empty when it has none).
     pub trace_id: String,
@@ -272,8 +293,8 @@ pub struct EventRecord {
     pub time_ns: u64,
     /// Its body as text, cut to [`MAX_BODY_BYTES`].
     pub body: String,
-    /// Its attributes as text, bounded.
-    pub attributes: BTreeMap<String, String>,
+    /// Its attributes as a JSON object of texts, bounded as a span's.
+    pub attributes: String,
 }
 
 /// A session's running totals.
@@ -341,7 +362,7 @@ impl Session {
             if i > 0 {
                 out.push(',');
             }
-            out.push_str(&serde_json::to_string(&**e).unwrap_or_default());
+            e.write_json(&mut out);
         }
         out.push_str("]}");
         out
@@ -432,8 +453,7 @@ fn text(v: Option<&any_value::Value>) -> Option<String> {
     match v {
         Some(any_value::Value::KvlistValue(_) | any_value::Value::ArrayValue(_)) => {
             let mut out = String::new();
-            let any = opentelemetry_proto::tonic::common::v1::AnyValue { value: v.cloned() };
-            crate::convert::json::Writer::new(&mut out, MAX_BODY_BYTES).any_value(Some(&any));
+            crate::convert::json::Writer::new(&mut out, MAX_BODY_BYTES).value(v);
             Some(out)
         }
         Some(v) => Some(crate::signal::value_text(Some(v))),
@@ -454,13 +474,8 @@ fn cut(s: String) -> String {
 }
 
 fn cut_to(mut s: String, max: usize) -> String {
-    if s.len() > max {
-        let mut end = max;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-    }
+    let end = cut_str(&s, max).len();
+    s.truncate(end);
     s
 }
 
@@ -770,14 +785,7 @@ impl Store {
                 // First in this batch (or evicted since): make room, and
                 // make it the most recently updated.
                 if new.is_empty() || !self.sessions.contains_key(id.as_str()) {
-                    self.make_room(id, evicted_sessions);
-                    if !self.sessions.contains_key(id.as_str()) {
-                        let mut session = Session::new(id, now_ns);
-                        session.bytes = SESSION_BYTES;
-                        self.sessions.insert(id.clone(), session);
-                        self.bytes += SESSION_BYTES;
-                    }
-                    self.touch(id, now_ns);
+                    self.open(id, now_ns, evicted_sessions);
                 }
                 let picked = Picked::from(&span.attributes);
                 let record = Arc::new(self.record(span, &picked));
@@ -810,15 +818,25 @@ impl Store {
         out
     }
 
-    /// Evicts the least recently updated sessions until a new session `id`
-    /// fits under `max_sessions` (nothing when `id` is held), their
-    /// summaries into `out`.
-    fn make_room(&mut self, id: &str, out: &mut Vec<Summary>) {
+    /// Makes `id` the most recently updated session, creating it (and
+    /// counting its bytes) after making room when it is new.
+    fn open(&mut self, id: &str, now_ns: u64, evicted: &mut Vec<Summary>) {
         if !self.sessions.contains_key(id) {
-            while self.sessions.len() >= self.limits.max_sessions.max(1) {
-                if !self.evict_oldest(out) {
-                    break;
-                }
+            self.make_room(evicted);
+            let mut session = Session::new(id, now_ns);
+            session.bytes = SESSION_BYTES;
+            self.sessions.insert(id.to_string(), session);
+            self.bytes += SESSION_BYTES;
+        }
+        self.touch(id, now_ns);
+    }
+
+    /// Evicts the least recently updated sessions until one more fits under
+    /// `max_sessions`, their summaries into `out`.
+    fn make_room(&mut self, out: &mut Vec<Summary>) {
+        while self.sessions.len() >= self.limits.max_sessions.max(1) {
+            if !self.evict_oldest(out) {
+                break;
             }
         }
     }
@@ -866,26 +884,22 @@ impl Store {
                         text(lr.body.as_ref().and_then(|b| b.value.as_ref())).unwrap_or_default(),
                         MAX_BODY_BYTES,
                     ),
-                    attributes: attributes_text(&lr.attributes),
+                    attributes: attributes_json(&lr.attributes),
                 });
-                self.make_room(&id, &mut out.evicted_sessions);
+                self.open(&id, now_ns, &mut out.evicted_sessions);
                 let max = self.limits.max_events_per_session;
-                let mut added = 0;
-                let session = self.sessions.entry(id.clone()).or_insert_with(|| {
-                    added += SESSION_BYTES;
-                    Session::new(&id, now_ns)
-                });
-                session.summary.events += 1;
-                session.summary.updated_ns = now_ns;
-                if session.events.len() < max {
-                    added += record.bytes();
-                    session.events.push(record.clone());
-                } else {
-                    out.not_kept += 1;
+                if let Some(session) = self.sessions.get_mut(&id) {
+                    session.summary.events += 1;
+                    session.summary.updated_ns = now_ns;
+                    if session.events.len() < max {
+                        let n = record.bytes();
+                        session.bytes += n;
+                        self.bytes += n;
+                        session.events.push(record.clone());
+                    } else {
+                        out.not_kept += 1;
+                    }
                 }
-                session.bytes += added;
-                self.bytes += added;
-                self.touch(&id, now_ns);
                 self.enforce_bytes(&mut out.evicted_sessions);
                 let at = *index.entry(id.clone()).or_insert_with(|| {
                     out.by_session.push((id.clone(), Vec::new()));
@@ -1052,19 +1066,15 @@ fn add(sum: &mut Summary, p: &Picked<'_>, r: &SpanRecord, now_ns: u64) {
     if r.error {
         sum.errors += 1;
     }
-    if r.input_tokens > 0 {
-        match sum.tokens.get_mut("input") {
-            Some(t) => *t += r.input_tokens,
-            None => {
-                sum.tokens.insert("input".into(), r.input_tokens);
-            }
+    for (kind, n) in [("input", r.input_tokens), ("output", r.output_tokens)] {
+        if n == 0 {
+            continue;
         }
-    }
-    if r.output_tokens > 0 {
-        match sum.tokens.get_mut("output") {
-            Some(t) => *t += r.output_tokens,
+        // No key allocated once the type is there.
+        match sum.tokens.get_mut(kind) {
+            Some(t) => *t += n,
             None => {
-                sum.tokens.insert("output".into(), r.output_tokens);
+                sum.tokens.insert(kind.into(), n);
             }
         }
     }
@@ -1089,20 +1099,6 @@ fn event_name(lr: &LogRecord) -> Option<&str> {
         Some(any_value::Value::StringValue(s)) => Some(s),
         _ => None,
     }
-}
-
-/// Attributes as text, at most [`MAX_ATTRIBUTES`], each cut to the bound.
-fn attributes_text(attrs: &[KeyValue]) -> BTreeMap<String, String> {
-    attrs
-        .iter()
-        .take(MAX_ATTRIBUTES)
-        .filter_map(|kv| {
-            Some((
-                cut(kv.key.clone()),
-                cut(text(kv.value.as_ref().and_then(|v| v.value.as_ref()))?),
-            ))
-        })
-        .collect()
 }
 
 #[cfg(test)]
