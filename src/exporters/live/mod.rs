@@ -601,46 +601,34 @@ impl ExporterFactory for LiveFactory {
     }
 }
 
-/// The spans of `batch` grouped by session, each group as encoded OTLP
-/// `ResourceSpans` (one per resource and scope).
-fn otlp_by_session(
-    store: &Store,
-    batch: &[opentelemetry_proto::tonic::trace::v1::ResourceSpans],
-) -> std::collections::HashMap<String, Vec<Bytes>> {
+/// A batch's spans for one exporter call, by session, before anyone is
+/// known to watch them.
+enum New<'a> {
+    Spans(Vec<store::SpanAt<'a>>),
+    Events(Vec<Arc<store::EventRecord>>),
+}
+
+/// Spans of a batch as encoded OTLP `ResourceSpans`, one per run of spans
+/// from the same resource and scope.
+fn spans_as_otlp(spans: &[store::SpanAt<'_>]) -> Vec<Bytes> {
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
     use prost::Message;
-    let mut out: std::collections::HashMap<String, Vec<Bytes>> = Default::default();
-    for rs in batch {
-        let res = rs
-            .resource
-            .as_ref()
-            .map_or(&[][..], |r| r.attributes.as_slice());
-        for ss in &rs.scope_spans {
-            let mut groups: BTreeMap<String, Vec<opentelemetry_proto::tonic::trace::v1::Span>> =
-                BTreeMap::new();
-            for span in &ss.spans {
-                groups
-                    .entry(store.session_of(span, res))
-                    .or_default()
-                    .push(span.clone());
-            }
-            for (session, spans) in groups {
-                let one = ResourceSpans {
-                    resource: rs.resource.clone(),
-                    scope_spans: vec![ScopeSpans {
-                        scope: ss.scope.clone(),
-                        spans,
-                        schema_url: ss.schema_url.clone(),
-                    }],
-                    schema_url: rs.schema_url.clone(),
-                };
-                out.entry(session)
-                    .or_default()
-                    .push(Bytes::from(one.encode_to_vec()));
-            }
-        }
-    }
-    out
+    spans
+        .chunk_by(|a, b| std::ptr::eq(a.scope, b.scope))
+        .filter_map(|run| {
+            let first = run.first()?;
+            let one = ResourceSpans {
+                resource: first.resource.resource.clone(),
+                scope_spans: vec![ScopeSpans {
+                    scope: first.scope.scope.clone(),
+                    spans: run.iter().map(|at| at.span.clone()).collect(),
+                    schema_url: first.scope.schema_url.clone(),
+                }],
+                schema_url: first.resource.schema_url.clone(),
+            };
+            Some(Bytes::from(one.encode_to_vec()))
+        })
+        .collect()
 }
 
 #[async_trait]
@@ -658,27 +646,17 @@ impl Export for LiveExporter {
         let Hub { store, subs } = &mut *hub;
         // Each session's new spans or events; made into an event only for
         // a session someone watches.
-        let mut news: Vec<(String, EventKind, bool)> = Vec::new();
+        let mut news: Vec<(String, New<'_>)> = Vec::new();
         // Sessions evicted while this batch went in: their subscribers
         // still get what it brought.
         let mut evicted: HashMap<String, Summary> = HashMap::new();
-        let mut spans_batch = None;
         match data.as_ref() {
             Telemetry::Traces(rs) => {
                 let got = store.ingest(rs, now);
                 self.shared.evicted.increment(got.evicted);
                 self.shared.not_kept.increment(got.not_kept);
-                spans_batch = Some(rs);
                 let new = for_subscribers(subs, got.evicted_sessions, got.by_session, &mut evicted);
-                for (session, records) in new {
-                    let has_error = records.iter().any(|r| r.error);
-                    let kind = EventKind::Spans {
-                        session: session.clone(),
-                        records,
-                        otlp: Vec::new(),
-                    };
-                    news.push((session, kind, has_error));
-                }
+                news.extend(new.into_iter().map(|(s, spans)| (s, New::Spans(spans))));
             }
             Telemetry::Logs(rl) => {
                 let got = store.ingest_events(rl, now);
@@ -686,13 +664,10 @@ impl Export for LiveExporter {
                 self.shared.not_kept.increment(got.not_kept);
                 self.shared.logs_ignored.increment(got.ignored);
                 let new = for_subscribers(subs, got.evicted_sessions, got.by_session, &mut evicted);
-                for (session, records) in new {
-                    let kind = EventKind::Events {
-                        session: session.clone(),
-                        records,
-                    };
-                    news.push((session, kind, false));
-                }
+                news.extend(
+                    new.into_iter()
+                        .map(|(s, records)| (s, New::Events(records))),
+                );
             }
             Telemetry::Metrics(_) => {}
         }
@@ -700,10 +675,7 @@ impl Export for LiveExporter {
         self.shared.sessions.set(store.len() as f64);
         let mut matched = Vec::new();
         let mut gone = Vec::new();
-        // The batch's spans as OTLP by session, made once if a gRPC
-        // subscriber watches any of them.
-        let mut otlp: Option<HashMap<String, Vec<Bytes>>> = None;
-        for (session, mut kind, has_error) in news {
+        for (session, new) in news {
             let Some(held) = store
                 .get(&session)
                 .map(|s| &s.summary)
@@ -715,15 +687,37 @@ impl Export for LiveExporter {
             if matched.is_empty() {
                 continue;
             }
-            if let (EventKind::Spans { otlp: bytes, .. }, Some(rs)) = (&mut kind, spans_batch) {
-                if matched
-                    .iter()
-                    .any(|id| subs.all.get(id).is_some_and(|s| s.grpc))
-                {
-                    let by_session = otlp.get_or_insert_with(|| otlp_by_session(store, rs));
-                    *bytes = by_session.remove(&session).unwrap_or_default();
+            // Records (and OTLP, for a gRPC subscriber) for this session
+            // only: someone watches it.
+            let (kind, has_error) = match new {
+                New::Spans(spans) => {
+                    let records: Vec<_> = spans
+                        .iter()
+                        .map(|at| Arc::new(store.record(at.span)))
+                        .collect();
+                    let grpc = matched
+                        .iter()
+                        .any(|id| subs.all.get(id).is_some_and(|s| s.grpc));
+                    let has_error = records.iter().any(|r| r.error);
+                    let kind = EventKind::Spans {
+                        session: session.clone(),
+                        records,
+                        otlp: if grpc {
+                            spans_as_otlp(&spans)
+                        } else {
+                            Vec::new()
+                        },
+                    };
+                    (kind, has_error)
                 }
-            }
+                New::Events(records) => (
+                    EventKind::Events {
+                        session: session.clone(),
+                        records,
+                    },
+                    false,
+                ),
+            };
             let event = Event::new(kind);
             let summary = Event::new(EventKind::Summary(held.clone()));
             for id in &matched {
@@ -923,7 +917,11 @@ async fn handle(
             let id = crate::net::percent_decode(&p["/api/sessions/".len()..]);
             let hub = shared.lock();
             match hub.store.get(&id) {
-                Some(s) => full(StatusCode::OK, "application/json", s.to_json_text()),
+                Some(s) => full(
+                    StatusCode::OK,
+                    "application/json",
+                    hub.store.session_json(s),
+                ),
                 None => json(
                     StatusCode::NOT_FOUND,
                     &serde_json::json!({"error": format!("no session `{id}`")}),
@@ -1008,14 +1006,17 @@ fn register(shared: &Arc<Shared>, filter: Filter, grpc: bool) -> Subscription {
     let mut hub = shared.lock();
     if let Some(id) = &filter.session {
         if let Some(s) = hub.store.get(id) {
-            let records: Vec<_> = s
+            let (spans, records): (Vec<_>, Vec<_>) = s
                 .spans
-                .iter()
-                .filter(|r| !filter.errors || r.error)
-                .cloned()
-                .collect();
+                .spans()
+                .map(|span| {
+                    let record = Arc::new(hub.store.record(&span));
+                    (span, record)
+                })
+                .filter(|(_, r)| !filter.errors || r.error)
+                .unzip();
             let otlp = if grpc {
-                vec![held_as_otlp(&records)]
+                vec![held_as_otlp(spans)]
             } else {
                 Vec::new()
             };
@@ -1050,30 +1051,11 @@ fn register(shared: &Arc<Shared>, filter: Filter, grpc: bool) -> Subscription {
     }
 }
 
-/// Held span records as one encoded OTLP `ResourceSpans` (the store keeps
-/// attributes as text, so they come back as strings).
-fn held_as_otlp(records: &[Arc<store::SpanRecord>]) -> Bytes {
-    use opentelemetry_proto::tonic::trace::v1::{
-        status::StatusCode, ResourceSpans, ScopeSpans, Span, Status,
-    };
+/// Held spans as one encoded OTLP `ResourceSpans` (the store keeps no
+/// resource or scope).
+fn held_as_otlp(spans: Vec<opentelemetry_proto::tonic::trace::v1::Span>) -> Bytes {
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
     use prost::Message;
-    let spans = records
-        .iter()
-        .map(|r| Span {
-            trace_id: r.trace_id.to_vec(),
-            span_id: r.span_id.to_vec(),
-            parent_span_id: r.parent_id.map(|p| p.to_vec()).unwrap_or_default(),
-            name: r.name.clone(),
-            start_time_unix_nano: r.start_ns,
-            end_time_unix_nano: r.end_ns,
-            attributes: text_attributes(r.attribute_pairs()),
-            status: r.error.then(|| Status {
-                code: StatusCode::Error as i32,
-                message: r.message.clone(),
-            }),
-            ..Default::default()
-        })
-        .collect();
     Bytes::from(
         ResourceSpans {
             scope_spans: vec![ScopeSpans {
@@ -1336,7 +1318,11 @@ mod tests {
             ..Default::default()
         }];
         let got = store.ingest(&batch, 1);
-        let (session, records) = got.by_session.into_iter().next().unwrap();
+        let (session, spans) = got.by_session.into_iter().next().unwrap();
+        let records = spans
+            .iter()
+            .map(|at| Arc::new(store.record(at.span)))
+            .collect();
         let event = Event::new(EventKind::Spans {
             session,
             records,

@@ -41,7 +41,7 @@ use std::sync::Arc;
 
 use opentelemetry_proto::tonic::common::v1::{any_value, KeyValue};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs};
-use opentelemetry_proto::tonic::trace::v1::{status::StatusCode, ResourceSpans, Span};
+use opentelemetry_proto::tonic::trace::v1::{status::StatusCode, ResourceSpans, ScopeSpans, Span};
 
 /// Longest attribute value kept in a record, in bytes (cut on a character
 /// boundary).
@@ -279,6 +279,155 @@ fn pairs(json: &str) -> Vec<(String, String)> {
 /// A session's own bytes before any record (its summary's sets and maps).
 const SESSION_BYTES: usize = 1024;
 
+/// A session's kept spans, in arrival order, in one buffer: each span
+/// encoded as an OTLP `Span` (ids, name, kind, times, status and at most
+/// [`MAX_ATTRIBUTES`] attributes, values cut to [`MAX_VALUE_BYTES`]; no
+/// span events or links) behind its length (4 bytes, little-endian). Filing
+/// a span is one copy into the buffer, with no allocation of its own;
+/// records and JSON are made only when someone reads the session.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SpanLog {
+    buf: Vec<u8>,
+    len: usize,
+}
+
+impl SpanLog {
+    /// Spans held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether it holds no span.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Bytes it holds in memory (its buffer's capacity).
+    pub fn bytes(&self) -> usize {
+        self.buf.capacity()
+    }
+
+    /// The encoded spans, in arrival order.
+    fn frames(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        let mut at = 0usize;
+        std::iter::from_fn(move || {
+            let head = self.buf.get(at..at + 4)?;
+            let n = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+            let frame = self.buf.get(at + 4..at + 4 + n)?;
+            at += 4 + n;
+            Some(frame)
+        })
+    }
+
+    /// The spans, decoded, in arrival order.
+    pub fn spans(&self) -> impl Iterator<Item = Span> + '_ {
+        use prost::Message;
+        // The store wrote every frame, so none fails to decode.
+        self.frames().filter_map(|f| Span::decode(f).ok())
+    }
+
+    /// Appends one encoded span.
+    fn push_frame(&mut self, frame: &[u8]) {
+        self.buf
+            .extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        self.buf.extend_from_slice(frame);
+        self.len += 1;
+    }
+
+    /// Appends `span`, within the bounds.
+    fn push(&mut self, span: &Span) {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(&[0; 4]);
+        encode_span(span, &mut self.buf);
+        let n = (self.buf.len() - start - 4) as u32;
+        self.buf[start..start + 4].copy_from_slice(&n.to_le_bytes());
+        self.len += 1;
+    }
+}
+
+/// Appends a length-delimited field.
+fn put_bytes(tag: u32, bytes: &[u8], buf: &mut Vec<u8>) {
+    use prost::encoding::{encode_key, encode_varint, WireType};
+    if bytes.is_empty() {
+        return;
+    }
+    encode_key(tag, WireType::LengthDelimited, buf);
+    encode_varint(bytes.len() as u64, buf);
+    buf.extend_from_slice(bytes);
+}
+
+/// Whether an attribute is kept as it is: key and value within
+/// [`MAX_VALUE_BYTES`] (a list or map within twice that, encoded).
+fn fits(kv: &KeyValue) -> bool {
+    use prost::Message;
+    kv.key.len() <= MAX_VALUE_BYTES
+        && match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+            Some(any_value::Value::StringValue(s)) => s.len() <= MAX_VALUE_BYTES,
+            Some(any_value::Value::BytesValue(b)) => b.len() <= MAX_VALUE_BYTES,
+            Some(any_value::Value::ArrayValue(_) | any_value::Value::KvlistValue(_)) => {
+                kv.encoded_len() <= 2 * MAX_VALUE_BYTES
+            }
+            _ => true,
+        }
+}
+
+/// An attribute past the bounds, cut: its key and string value to
+/// [`MAX_VALUE_BYTES`], bytes likewise, a list or map as its JSON text cut.
+fn cut_attribute(kv: &KeyValue) -> KeyValue {
+    use opentelemetry_proto::tonic::common::v1::AnyValue;
+    let value = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+        Some(any_value::Value::StringValue(s)) => {
+            any_value::Value::StringValue(cut_str(s, MAX_VALUE_BYTES).to_string())
+        }
+        Some(any_value::Value::BytesValue(b)) => {
+            any_value::Value::BytesValue(b[..b.len().min(MAX_VALUE_BYTES)].to_vec())
+        }
+        other => any_value::Value::StringValue(cut(text(other).unwrap_or_default())),
+    };
+    KeyValue {
+        key: cut_str(&kv.key, MAX_VALUE_BYTES).to_string(),
+        value: Some(AnyValue { value: Some(value) }),
+        ..Default::default()
+    }
+}
+
+/// Encodes what a live view keeps of `span` as an OTLP `Span`.
+fn encode_span(span: &Span, buf: &mut Vec<u8>) {
+    use opentelemetry_proto::tonic::trace::v1::Status;
+    use prost::encoding::{fixed64, int32, message};
+    put_bytes(1, &span.trace_id, buf);
+    put_bytes(2, &span.span_id, buf);
+    put_bytes(4, &span.parent_span_id, buf);
+    put_bytes(5, cut_str(&span.name, MAX_VALUE_BYTES).as_bytes(), buf);
+    if span.kind != 0 {
+        int32::encode(6, &span.kind, buf);
+    }
+    if span.start_time_unix_nano != 0 {
+        fixed64::encode(7, &span.start_time_unix_nano, buf);
+    }
+    if span.end_time_unix_nano != 0 {
+        fixed64::encode(8, &span.end_time_unix_nano, buf);
+    }
+    for kv in span.attributes.iter().take(MAX_ATTRIBUTES) {
+        if fits(kv) {
+            message::encode(9, kv, buf);
+        } else {
+            message::encode(9, &cut_attribute(kv), buf);
+        }
+    }
+    if let Some(st) = &span.status {
+        if st.message.len() <= MAX_VALUE_BYTES {
+            message::encode(15, st, buf);
+        } else {
+            let cut = Status {
+                message: cut_str(&st.message, MAX_VALUE_BYTES).to_string(),
+                code: st.code,
+            };
+            message::encode(15, &cut, buf);
+        }
+    }
+}
+
 /// One GenAI event (an OTLP log record named `gen_ai.*`) as the store
 /// keeps it.
 #[derive(Debug, Clone, PartialEq)]
@@ -338,7 +487,7 @@ pub struct Session {
     /// Totals.
     pub summary: Summary,
     /// Kept spans, in arrival order.
-    pub spans: Vec<Arc<SpanRecord>>,
+    pub spans: SpanLog,
     /// Kept GenAI events, in arrival order.
     pub events: Vec<Arc<EventRecord>>,
     /// The estimated bytes of its records and itself.
@@ -346,28 +495,6 @@ pub struct Session {
 }
 
 impl Session {
-    /// The session as JSON: `{"summary", "spans", "events"}`.
-    pub fn to_json_text(&self) -> String {
-        let mut out = String::from("{\"summary\":");
-        out.push_str(&serde_json::to_string(&self.summary).unwrap_or_default());
-        out.push_str(",\"spans\":[");
-        for (i, r) in self.spans.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            r.write_json(&mut out);
-        }
-        out.push_str("],\"events\":[");
-        for (i, e) in self.events.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            e.write_json(&mut out);
-        }
-        out.push_str("]}");
-        out
-    }
-
     fn new(id: &str, now_ns: u64) -> Session {
         Session {
             summary: Summary {
@@ -387,7 +514,7 @@ impl Session {
                 cost: 0.0,
                 updated_ns: now_ns,
             },
-            spans: Vec::new(),
+            spans: SpanLog::default(),
             events: Vec::new(),
             // Counted by whoever inserts it.
             bytes: 0,
@@ -395,11 +522,22 @@ impl Session {
     }
 }
 
+/// A span of a batch, with the resource and scope it came with.
+#[derive(Debug, Clone, Copy)]
+pub struct SpanAt<'a> {
+    /// Its resource's spans.
+    pub resource: &'a ResourceSpans,
+    /// Its scope's spans.
+    pub scope: &'a ScopeSpans,
+    /// The span.
+    pub span: &'a Span,
+}
+
 /// What `ingest` did, for counters and subscribers.
 #[derive(Debug, Default)]
-pub struct Ingested {
-    /// New spans by session, in arrival order.
-    pub by_session: Vec<(String, Vec<Arc<SpanRecord>>)>,
+pub struct Ingested<'a> {
+    /// The batch's spans by session, in arrival order.
+    pub by_session: Vec<(String, Vec<SpanAt<'a>>)>,
     /// Sessions evicted to stay under `max_sessions` or `max_bytes`.
     pub evicted: u64,
     /// Their last summaries (subscribers of a session evicted in this
@@ -717,102 +855,132 @@ impl Store {
         self.drop_session(id)
     }
 
-    /// Adds a batch received at `now_ns`; expired sessions go first.
-    pub fn ingest(&mut self, batch: &[ResourceSpans], now_ns: u64) -> Ingested {
+    /// Adds a batch received at `now_ns`; expired sessions go first. Each
+    /// span is read once for its session's totals and copied once into its
+    /// session's [`SpanLog`]; records are made only for error spans (recent
+    /// failures). The batch's spans come back by session for subscribers.
+    pub fn ingest<'a>(&mut self, batch: &'a [ResourceSpans], now_ns: u64) -> Ingested<'a> {
         self.expire(now_ns);
         let mut out = Ingested::default();
-        let mut index: HashMap<String, usize> = HashMap::new();
         // Spans that name their session link their trace to it, for the
         // spans of that trace that do not (in this batch and later ones).
-        // Roots first: their session wins the trace.
-        let mut named: Vec<(Vec<u8>, String, bool)> = Vec::new();
+        // Roots first: their session wins the trace. A non-root span right
+        // after another named span of its trace would change nothing.
+        let mut named: Vec<(&[u8], String, bool)> = Vec::new();
         for rs in batch {
             let res: &[KeyValue] = rs
                 .resource
                 .as_ref()
                 .map_or(&[], |r| r.attributes.as_slice());
             for span in rs.scope_spans.iter().flat_map(|s| &s.spans) {
+                let root = span.parent_span_id.is_empty();
+                if !root && named.last().is_some_and(|(t, _, _)| *t == span.trace_id) {
+                    continue;
+                }
                 if let Some(id) = self.named_session(&span.attributes, res) {
-                    named.push((span.trace_id.clone(), id, span.parent_span_id.is_empty()));
+                    named.push((&span.trace_id, id, root));
                 }
             }
         }
         named.sort_by_key(|(_, _, root)| !*root);
         for (trace, id, root) in named {
-            if !root && self.traces.contains_key(&trace) {
+            if !root && self.traces.contains_key(trace) {
                 continue;
             }
             // Spans of this trace that came first were keyed by the trace
             // id: they join the named session now.
-            let by_trace = hex::encode(&trace);
+            let by_trace = hex::encode(trace);
             if by_trace != id && self.sessions.contains_key(&by_trace) {
                 self.merge(&by_trace, &id, now_ns);
             }
-            self.link_trace(&trace, id, root);
+            self.link_trace(trace, id, root);
         }
-        let Ingested {
-            by_session,
-            evicted_sessions,
-            not_kept,
-            ..
-        } = &mut out;
-        // The session of the previous span's trace: most spans follow one
-        // of their trace, and need no lookup of their own.
+        // The batch by session. The session of the previous span's trace:
+        // most spans follow one of their trace, and need no lookup.
+        let mut index: HashMap<String, usize> = HashMap::new();
         let mut last: Option<(&[u8], usize)> = None;
         for rs in batch {
             let res: &[KeyValue] = rs
                 .resource
                 .as_ref()
                 .map_or(&[], |r| r.attributes.as_slice());
-            for span in rs.scope_spans.iter().flat_map(|s| &s.spans) {
-                let at = match last {
-                    Some((trace, at)) if trace == span.trace_id.as_slice() => at,
-                    _ => {
-                        let id = self.session_of(span, res);
-                        let at = match index.get(&id) {
-                            Some(at) => *at,
-                            None => {
-                                by_session.push((id.clone(), Vec::new()));
-                                index.insert(id, by_session.len() - 1);
-                                by_session.len() - 1
-                            }
-                        };
-                        last = Some((span.trace_id.as_slice(), at));
-                        at
-                    }
-                };
-                let (id, new) = &mut by_session[at];
-                // First in this batch (or evicted since): make room, and
-                // make it the most recently updated.
-                if new.is_empty() || !self.sessions.contains_key(id.as_str()) {
-                    self.open(id, now_ns, evicted_sessions);
+            for ss in &rs.scope_spans {
+                for span in &ss.spans {
+                    let at = match last {
+                        Some((trace, at)) if trace == span.trace_id.as_slice() => at,
+                        _ => {
+                            let id = self.session_of(span, res);
+                            let at = match index.get(&id) {
+                                Some(at) => *at,
+                                None => {
+                                    out.by_session.push((id.clone(), Vec::new()));
+                                    index.insert(id, out.by_session.len() - 1);
+                                    out.by_session.len() - 1
+                                }
+                            };
+                            last = Some((span.trace_id.as_slice(), at));
+                            at
+                        }
+                    };
+                    out.by_session[at].1.push(SpanAt {
+                        resource: rs,
+                        scope: ss,
+                        span,
+                    });
                 }
-                let picked = Picked::from(&span.attributes);
-                let record = Arc::new(self.record(span, &picked));
-                let max_spans = self.limits.max_spans_per_session;
-                if let Some(session) = self.sessions.get_mut(id.as_str()) {
-                    add(&mut session.summary, &picked, &record, now_ns);
+            }
+        }
+        let mut errors: Vec<(usize, &Span)> = Vec::new();
+        for (group, (id, spans)) in out.by_session.iter().enumerate() {
+            let mut rest = spans.as_slice();
+            while !rest.is_empty() {
+                // Made the most recently updated (after making room, if
+                // new, or evicted since).
+                self.open(id, now_ns, &mut out.evicted_sessions);
+                let (max_spans, max_bytes) =
+                    (self.limits.max_spans_per_session, self.limits.max_bytes);
+                let Some(session) = self.sessions.get_mut(id.as_str()) else {
+                    break;
+                };
+                let before = session.spans.bytes();
+                let mut filed = 0;
+                for at in rest {
+                    filed += 1;
+                    let span = at.span;
+                    let picked = Picked::from(&span.attributes);
+                    let error = is_error(span);
+                    let cost = cost(&self.limits.pricing, &picked);
+                    add(&mut session.summary, &picked, span, error, cost, now_ns);
                     if session.spans.len() < max_spans {
-                        let n = record.bytes();
-                        session.bytes += n;
-                        self.bytes += n;
-                        session.spans.push(record.clone());
+                        session.spans.push(span);
                     } else {
                         session.summary.spans_not_kept += 1;
-                        *not_kept += 1;
+                        out.not_kept += 1;
+                    }
+                    if error {
+                        errors.push((group, span));
+                    }
+                    // Past the bound: older sessions go before more is filed.
+                    if self.bytes + (session.spans.bytes() - before) > max_bytes {
+                        break;
                     }
                 }
-                if self.bytes > self.limits.max_bytes {
-                    self.enforce_bytes(evicted_sessions);
+                let grown = session.spans.bytes() - before;
+                session.bytes += grown;
+                self.bytes += grown;
+                rest = &rest[filed..];
+                if self.bytes > max_bytes {
+                    self.enforce_bytes(&mut out.evicted_sessions);
                 }
-                if record.error {
-                    if self.recent_errors.len() >= RECENT_ERRORS {
-                        self.recent_errors.pop_front();
-                    }
-                    self.recent_errors.push_back((id.clone(), record.clone()));
-                }
-                new.push(record);
             }
+        }
+        for (group, span) in errors {
+            if self.recent_errors.len() >= RECENT_ERRORS {
+                self.recent_errors.pop_front();
+            }
+            let record = Arc::new(self.record(span));
+            self.recent_errors
+                .push_back((out.by_session[group].0.clone(), record));
         }
         out.evicted = out.evicted_sessions.len() as u64;
         out
@@ -912,22 +1080,12 @@ impl Store {
         out
     }
 
-    fn record(&self, span: &Span, p: &Picked<'_>) -> SpanRecord {
-        let (error, message) = match &span.status {
-            Some(s) if s.code == StatusCode::Error as i32 => (true, cut(s.message.clone())),
-            _ => (false, String::new()),
-        };
-        let cost = if self.limits.pricing.is_empty() {
-            0.0
-        } else {
-            [p.request_model, p.response_model]
-                .into_iter()
-                .flatten()
-                .find_map(|m| self.limits.pricing.get(m))
-                .map_or(0.0, |price| {
-                    p.input_tokens as f64 / 1000.0 * price.input
-                        + p.output_tokens as f64 / 1000.0 * price.output
-                })
+    /// A span as the record a live view shows.
+    pub fn record(&self, span: &Span) -> SpanRecord {
+        let p = Picked::from(&span.attributes);
+        let message = match &span.status {
+            Some(s) if s.code == StatusCode::Error as i32 => cut_str(&s.message, MAX_VALUE_BYTES),
+            _ => "",
         };
         SpanRecord {
             trace_id: id(&span.trace_id),
@@ -937,12 +1095,12 @@ impl Store {
             class: p.class(&span.name),
             start_ns: span.start_time_unix_nano,
             end_ns: span.end_time_unix_nano,
-            error,
-            message,
+            error: is_error(span),
+            message: message.to_string(),
             guardrail_intervened: p.guardrail_action.is_some_and(|a| a != "NONE"),
             input_tokens: p.input_tokens,
             output_tokens: p.output_tokens,
-            cost,
+            cost: cost(&self.limits.pricing, &p),
             attributes: attributes_json(&span.attributes),
         }
     }
@@ -963,7 +1121,7 @@ impl Store {
                     session_id: into.to_string(),
                     ..src.summary.clone()
                 },
-                spans: Vec::new(),
+                spans: SpanLog::default(),
                 events: Vec::new(),
                 bytes: 0,
             });
@@ -986,14 +1144,15 @@ impl Store {
             d.guardrail_interventions += s.guardrail_interventions;
             d.cost += s.cost;
         }
-        for r in src.spans {
+        let before = dst.spans.bytes();
+        for frame in src.spans.frames() {
             if dst.spans.len() < max {
-                added += r.bytes();
-                dst.spans.push(r);
+                dst.spans.push_frame(frame);
             } else {
                 dst.summary.spans_not_kept += 1;
             }
         }
+        added += dst.spans.bytes() - before;
         let max_events = self.limits.max_events_per_session;
         for e in src.events {
             if dst.events.len() < max_events {
@@ -1029,6 +1188,33 @@ impl Store {
         self.sessions.get(id)
     }
 
+    /// A session's kept spans as records, in arrival order.
+    pub fn records<'s>(&'s self, session: &'s Session) -> impl Iterator<Item = SpanRecord> + 's {
+        session.spans.spans().map(|span| self.record(&span))
+    }
+
+    /// A session as JSON: `{"summary", "spans", "events"}`.
+    pub fn session_json(&self, session: &Session) -> String {
+        let mut out = String::from("{\"summary\":");
+        out.push_str(&serde_json::to_string(&session.summary).unwrap_or_default());
+        out.push_str(",\"spans\":[");
+        for (i, r) in self.records(session).enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            r.write_json(&mut out);
+        }
+        out.push_str("],\"events\":[");
+        for (i, e) in session.events.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            e.write_json(&mut out);
+        }
+        out.push_str("]}");
+        out
+    }
+
     /// Summaries, most recently updated first, that `keep` selects.
     pub fn summaries(&self, keep: impl Fn(&Summary) -> bool) -> Vec<Summary> {
         self.order
@@ -1046,13 +1232,37 @@ impl Store {
     }
 }
 
-fn add(sum: &mut Summary, p: &Picked<'_>, r: &SpanRecord, now_ns: u64) {
+/// Whether a span has an error status.
+fn is_error(span: &Span) -> bool {
+    span.status
+        .as_ref()
+        .is_some_and(|s| s.code == StatusCode::Error as i32)
+}
+
+/// A span's cost from `pricing` by its request or response model (0 when
+/// no price applies).
+fn cost(pricing: &BTreeMap<String, Price>, p: &Picked<'_>) -> f64 {
+    if pricing.is_empty() {
+        return 0.0;
+    }
+    [p.request_model, p.response_model]
+        .into_iter()
+        .flatten()
+        .find_map(|m| pricing.get(m))
+        .map_or(0.0, |price| {
+            p.input_tokens as f64 / 1000.0 * price.input
+                + p.output_tokens as f64 / 1000.0 * price.output
+        })
+}
+
+/// Adds one span to a session's totals.
+fn add(sum: &mut Summary, p: &Picked<'_>, span: &Span, error: bool, cost: f64, now_ns: u64) {
     sum.span_count += 1;
     sum.updated_ns = now_ns;
-    if r.start_ns > 0 {
-        sum.start_ns = sum.start_ns.min(r.start_ns);
+    if span.start_time_unix_nano > 0 {
+        sum.start_ns = sum.start_ns.min(span.start_time_unix_nano);
     }
-    sum.end_ns = sum.end_ns.max(r.end_ns);
+    sum.end_ns = sum.end_ns.max(span.end_time_unix_nano);
     if let Some(a) = p.agent {
         if sum.agents.len() < 64 && !sum.agents.contains(a) {
             sum.agents.insert(cut_str(a, MAX_VALUE_BYTES).to_string());
@@ -1063,10 +1273,10 @@ fn add(sum: &mut Summary, p: &Picked<'_>, r: &SpanRecord, now_ns: u64) {
             sum.models.insert(cut_str(m, MAX_VALUE_BYTES).to_string());
         }
     }
-    if r.error {
+    if error {
         sum.errors += 1;
     }
-    for (kind, n) in [("input", r.input_tokens), ("output", r.output_tokens)] {
+    for (kind, n) in [("input", p.input_tokens), ("output", p.output_tokens)] {
         if n == 0 {
             continue;
         }
@@ -1078,15 +1288,15 @@ fn add(sum: &mut Summary, p: &Picked<'_>, r: &SpanRecord, now_ns: u64) {
             }
         }
     }
-    match r.class {
+    match p.class(&span.name) {
         SpanClass::Tool => sum.tool_calls += 1,
         SpanClass::Retrieval => sum.retrievals += 1,
         _ => {}
     }
-    if r.guardrail_intervened {
+    if p.guardrail_action.is_some_and(|a| a != "NONE") {
         sum.guardrail_interventions += 1;
     }
-    sum.cost += r.cost;
+    sum.cost += cost;
 }
 
 /// A log record's event name: its `event_name` field, else its
@@ -1177,30 +1387,28 @@ mod tests {
             code: StatusCode::Error as i32,
             message: "tool failed".into(),
         });
-        let got = st.ingest(
-            &batch(
-                Some("s-1"),
-                vec![
-                    span(
-                        1,
-                        0,
-                        vec![
-                            op("invoke_agent"),
-                            string_attribute("gen_ai.agent.name", "travel"),
-                        ],
-                    ),
-                    span(2, 1, model),
-                    span(3, 1, vec![op("retrieval")]),
-                    failed,
-                    span(
-                        5,
-                        1,
-                        vec![string_attribute("aws.bedrock.guardrail.action", "BLOCKED")],
-                    ),
-                ],
-            ),
-            200 * SEC,
+        let first = batch(
+            Some("s-1"),
+            vec![
+                span(
+                    1,
+                    0,
+                    vec![
+                        op("invoke_agent"),
+                        string_attribute("gen_ai.agent.name", "travel"),
+                    ],
+                ),
+                span(2, 1, model),
+                span(3, 1, vec![op("retrieval")]),
+                failed,
+                span(
+                    5,
+                    1,
+                    vec![string_attribute("aws.bedrock.guardrail.action", "BLOCKED")],
+                ),
+            ],
         );
+        let got = st.ingest(&first, 200 * SEC);
         assert_eq!(got.by_session.len(), 1);
         assert_eq!(got.by_session[0].1.len(), 5, "every new span is reported");
         assert_eq!(
@@ -1208,6 +1416,7 @@ mod tests {
             "a fifth span is past max_spans_per_session"
         );
         let s = st.get("s-1").unwrap();
+        let records: Vec<SpanRecord> = st.records(s).collect();
         let sum = &s.summary;
         assert_eq!(sum.span_count, 5);
         assert_eq!(s.spans.len(), 4);
@@ -1218,17 +1427,17 @@ mod tests {
         assert_eq!((sum.tool_calls, sum.retrievals, sum.errors), (1, 1, 1));
         assert_eq!(sum.guardrail_interventions, 1);
         assert!((sum.cost - (2.0 * 0.25 + 0.4 * 1.25)).abs() < 1e-9);
-        assert_eq!(s.spans[3].message, "tool failed");
+        assert_eq!(records[3].message, "tool failed");
         let recent: Vec<_> = st.recent_errors().collect();
         assert_eq!(recent.len(), 1);
         assert_eq!(
             (recent[0].0.as_str(), recent[0].1.name.as_str()),
             ("s-1", "span-4")
         );
-        assert_eq!(s.spans[1].class, SpanClass::Model);
-        assert_eq!(s.spans[1].parent_id, Some([1u8; 8]));
+        assert_eq!(records[1].class, SpanClass::Model);
+        assert_eq!(records[1].parent_id, Some([1u8; 8]));
         // As JSON: ids in hex, the class by name, attributes an object of texts.
-        let j = s.spans[1].to_json();
+        let j = records[1].to_json();
         assert_eq!(j["parent_id"], hex::encode([1u8; 8]));
         assert_eq!(j["trace_id"], hex::encode([7u8; 16]));
         assert_eq!(j["class"], "model");
@@ -1238,7 +1447,7 @@ mod tests {
             "anthropic.claude-3-haiku"
         );
         assert_eq!(j["input_tokens"], 2000);
-        assert_eq!(s.spans[0].to_json()["parent_id"], "");
+        assert_eq!(records[0].to_json()["parent_id"], "");
     }
 
     #[test]
@@ -1288,7 +1497,8 @@ mod tests {
         };
         st.ingest(&batch(Some("c"), vec![own_trace(3)]), 3 * SEC);
         // A fourth session evicts the least recently updated (the trace-id one).
-        let got = st.ingest(&batch(Some("d"), vec![own_trace(4)]), 4 * SEC);
+        let fourth = batch(Some("d"), vec![own_trace(4)]);
+        let got = st.ingest(&fourth, 4 * SEC);
         assert_eq!(
             got.evicted,
             1,
@@ -1440,7 +1650,7 @@ mod tests {
             .map(|s| {
                 let held = st.get(&s.session_id).unwrap();
                 SESSION_BYTES
-                    + held.spans.iter().map(|r| r.bytes()).sum::<usize>()
+                    + held.spans.bytes()
                     + held.events.iter().map(|r| r.bytes()).sum::<usize>()
             })
             .sum()
@@ -1458,7 +1668,7 @@ mod tests {
         s.name = big.clone();
         st.ingest(&batch(None, vec![s]), SEC);
         // session.id is past the first 64 attributes: keyed by it, not kept as a record attribute.
-        let rec = &st.get("big").unwrap().spans[0];
+        let rec = &st.records(st.get("big").unwrap()).next().unwrap();
         assert!(rec.name.len() <= MAX_VALUE_BYTES);
         let attrs = rec.attribute_pairs();
         assert_eq!(attrs.len(), MAX_ATTRIBUTES);
@@ -1471,7 +1681,7 @@ mod tests {
         s.name = nasty.clone();
         s.trace_id = vec![3; 16];
         st.ingest(&batch(Some("nasty"), vec![s]), SEC);
-        let rec = &st.get("nasty").unwrap().spans[0];
+        let rec = &st.records(st.get("nasty").unwrap()).next().unwrap();
         assert!(rec.bytes() <= MAX_RECORD_BYTES);
         let j = rec.to_json();
         assert_eq!(j["name"].as_str().unwrap(), rec.name);
