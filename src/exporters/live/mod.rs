@@ -211,14 +211,14 @@ fn query(q: Option<&str>) -> Vec<(String, String)> {
         .collect()
 }
 
-/// `{"type":KIND,"session_id":…,KIND:[records…]}` frames, each with at
-/// most [`FRAME_BYTES`] of records (at least one), in order.
+/// `{"type":KIND,"session_id":…,KIND:[records…]}` frames, each closed
+/// once it holds [`FRAME_BYTES`] or more (at least one record, at least one
+/// frame), in order.
 fn chunked<T>(
     kind: &str,
     session: &str,
-    records: &[Arc<T>],
-    size: impl Fn(&T) -> usize,
-    write: impl Fn(&T, &mut String),
+    items: impl IntoIterator<Item = T>,
+    mut write: impl FnMut(T, &mut String),
 ) -> Vec<Utf8Bytes> {
     let open = |buf: &mut String| {
         buf.push_str("{\"type\":\"");
@@ -232,24 +232,24 @@ fn chunked<T>(
     let mut out = Vec::new();
     let mut buf = String::new();
     open(&mut buf);
-    let (mut bytes, mut n) = (0, 0);
-    for r in records {
-        let size = size(r);
-        if n > 0 && bytes + size > FRAME_BYTES {
-            buf.push_str("]}");
-            out.push(Utf8Bytes::from(std::mem::take(&mut buf)));
-            open(&mut buf);
-            (bytes, n) = (0, 0);
-        }
+    let mut n = 0;
+    for item in items {
         if n > 0 {
             buf.push(',');
         }
-        write(r, &mut buf);
-        bytes += size;
+        write(item, &mut buf);
         n += 1;
+        if buf.len() >= FRAME_BYTES {
+            buf.push_str("]}");
+            out.push(Utf8Bytes::from(std::mem::take(&mut buf)));
+            open(&mut buf);
+            n = 0;
+        }
     }
-    buf.push_str("]}");
-    out.push(Utf8Bytes::from(buf));
+    if n > 0 || out.is_empty() {
+        buf.push_str("]}");
+        out.push(Utf8Bytes::from(buf));
+    }
     out
 }
 
@@ -270,9 +270,11 @@ const FRAME_BYTES: usize = 128 << 10;
 enum EventKind {
     Spans {
         session: String,
-        records: Vec<Arc<store::SpanRecord>>,
+        /// The session's new spans as JSON frames (only made when a
+        /// WebSocket or SSE subscriber watches it).
+        json: Vec<Utf8Bytes>,
         /// The session's new spans as encoded OTLP `ResourceSpans` (only
-        /// made when a gRPC subscriber is connected).
+        /// made when a gRPC subscriber watches it).
         otlp: Vec<Bytes>,
     },
     Events {
@@ -286,41 +288,36 @@ enum EventKind {
 impl Event {
     fn new(kind: EventKind) -> Arc<Event> {
         let records = match &kind {
-            EventKind::Spans { records, otlp, .. } => {
-                records.iter().map(|r| r.bytes()).sum::<usize>()
+            EventKind::Spans { json, otlp, .. } => {
+                json.iter().map(|f| f.len()).sum::<usize>()
                     + otlp.iter().map(|b| b.len()).sum::<usize>()
             }
-            EventKind::Events { records, .. } => records.iter().map(|r| r.bytes()).sum(),
+            // Records, and as much again for their JSON.
+            EventKind::Events { records, .. } => {
+                2 * records.iter().map(|r| r.bytes()).sum::<usize>()
+            }
             EventKind::Summary(_) | EventKind::Lagged(_) => 512,
         };
         Arc::new(Event {
             kind,
             json: std::sync::OnceLock::new(),
-            size: 2 * records,
+            size: records,
         })
     }
 
-    /// The event as JSON frames (WebSocket messages, SSE events), made
-    /// once and shared by every subscriber: span and GenAI event batches
-    /// in chunks of at most [`FRAME_BYTES`] of records, in order.
+    /// The event as JSON frames (WebSocket messages, SSE events), shared
+    /// by every subscriber: span batches as made with the event, GenAI
+    /// event batches made when first needed, in chunks of about
+    /// [`FRAME_BYTES`], in order.
     fn frames(&self) -> &[Utf8Bytes] {
+        if let EventKind::Spans { json, .. } = &self.kind {
+            return json;
+        }
         self.json.get_or_init(|| match &self.kind {
-            EventKind::Spans {
-                session, records, ..
-            } => chunked(
-                "spans",
-                session,
-                records,
-                store::SpanRecord::bytes,
-                |r, out| r.write_json(out),
-            ),
-            EventKind::Events { session, records } => chunked(
-                "events",
-                session,
-                records,
-                store::EventRecord::bytes,
-                |r, out| r.write_json(out),
-            ),
+            EventKind::Spans { json, .. } => json.clone(),
+            EventKind::Events { session, records } => {
+                chunked("events", session, records, |r, out| r.write_json(out))
+            }
             EventKind::Summary(s) => vec![Utf8Bytes::from(summary_json(s).to_string())],
             EventKind::Lagged(n) => vec![Utf8Bytes::from(
                 serde_json::json!({"type": "lagged", "dropped": n}).to_string(),
@@ -691,22 +688,24 @@ impl Export for LiveExporter {
             // only: someone watches it.
             let (kind, has_error) = match new {
                 New::Spans(spans) => {
-                    let records: Vec<_> = spans
-                        .iter()
-                        .map(|at| Arc::new(store.record(at.span)))
-                        .collect();
-                    let grpc = matched
-                        .iter()
-                        .any(|id| subs.all.get(id).is_some_and(|s| s.grpc));
-                    let has_error = records.iter().any(|r| r.error);
+                    let (mut grpc, mut json) = (false, false);
+                    for id in &matched {
+                        if let Some(s) = subs.all.get(id) {
+                            grpc |= s.grpc;
+                            json |= !s.grpc;
+                        }
+                    }
+                    let has_error = spans.iter().any(|at| store::is_error(at.span));
                     let kind = EventKind::Spans {
-                        session: session.clone(),
-                        records,
-                        otlp: if grpc {
-                            spans_as_otlp(&spans)
+                        json: if json {
+                            chunked("spans", &session, &spans, |at, out| {
+                                store.write_span_json(at.span, out)
+                            })
                         } else {
                             Vec::new()
                         },
+                        otlp: if grpc { spans_as_otlp(&spans) } else { Vec::new() },
+                        session: session.clone(),
                     };
                     (kind, has_error)
                 }
@@ -1006,23 +1005,23 @@ fn register(shared: &Arc<Shared>, filter: Filter, grpc: bool) -> Subscription {
     let mut hub = shared.lock();
     if let Some(id) = &filter.session {
         if let Some(s) = hub.store.get(id) {
-            let (spans, records): (Vec<_>, Vec<_>) = s
+            let spans: Vec<_> = s
                 .spans
                 .spans()
-                .map(|span| {
-                    let record = Arc::new(hub.store.record(&span));
-                    (span, record)
-                })
-                .filter(|(_, r)| !filter.errors || r.error)
-                .unzip();
-            let otlp = if grpc {
-                vec![held_as_otlp(spans)]
+                .filter(|span| !filter.errors || store::is_error(span))
+                .collect();
+            let (json, otlp) = if grpc {
+                (Vec::new(), vec![held_as_otlp(spans)])
             } else {
-                Vec::new()
+                let store = &hub.store;
+                let json = chunked("spans", id, &spans, |span, out| {
+                    store.write_span_json(span, out)
+                });
+                (json, Vec::new())
             };
             snapshot(Event::new(EventKind::Spans {
                 session: id.clone(),
-                records,
+                json,
                 otlp,
             }));
             if !s.events.is_empty() && !filter.errors {
@@ -1319,13 +1318,12 @@ mod tests {
         }];
         let got = store.ingest(&batch, 1);
         let (session, spans) = got.by_session.into_iter().next().unwrap();
-        let records = spans
-            .iter()
-            .map(|at| Arc::new(store.record(at.span)))
-            .collect();
+        let json = chunked("spans", &session, &spans, |at, out| {
+            store.write_span_json(at.span, out)
+        });
         let event = Event::new(EventKind::Spans {
             session,
-            records,
+            json,
             otlp: Vec::new(),
         });
         let frames = event.frames();

@@ -161,6 +161,62 @@ fn hex_into(out: &mut String, bytes: &[u8]) {
     }
 }
 
+/// A span record's fields but its attributes, borrowed: what a record
+/// holds, or what a span gives when it is written straight to JSON.
+struct RecordFields<'a> {
+    trace_id: [u8; 16],
+    span_id: [u8; 8],
+    parent_id: Option<[u8; 8]>,
+    name: &'a str,
+    class: SpanClass,
+    start_ns: u64,
+    end_ns: u64,
+    error: bool,
+    message: &'a str,
+    guardrail_intervened: bool,
+    input_tokens: u64,
+    output_tokens: u64,
+    cost: f64,
+}
+
+impl RecordFields<'_> {
+    /// Appends the JSON object of a record, its attributes by `attributes`.
+    fn write_json(&self, out: &mut String, attributes: impl FnOnce(&mut String)) {
+        use std::fmt::Write;
+        out.push_str("{\"trace_id\":\"");
+        hex_into(out, &self.trace_id);
+        out.push_str("\",\"span_id\":\"");
+        hex_into(out, &self.span_id);
+        out.push_str("\",\"parent_id\":\"");
+        if let Some(p) = &self.parent_id {
+            hex_into(out, p);
+        }
+        out.push_str("\",\"name\":");
+        crate::convert::json::escape(out, self.name);
+        let _ = write!(
+            out,
+            ",\"class\":\"{}\",\"start_ns\":{},\"end_ns\":{},\"error\":{},\"message\":",
+            self.class.as_str(),
+            self.start_ns,
+            self.end_ns,
+            self.error
+        );
+        crate::convert::json::escape(out, self.message);
+        let cost = if self.cost.is_finite() {
+            self.cost
+        } else {
+            0.0
+        };
+        let _ = write!(
+            out,
+            ",\"guardrail_intervened\":{},\"input_tokens\":{},\"output_tokens\":{},\"cost\":{cost:?},\"attributes\":",
+            self.guardrail_intervened, self.input_tokens, self.output_tokens
+        );
+        attributes(out);
+        out.push('}');
+    }
+}
+
 impl SpanClass {
     /// Its name in JSON.
     pub fn as_str(self) -> &'static str {
@@ -179,38 +235,22 @@ impl SpanRecord {
     /// Appends the record as a JSON object: ids in hex (`parent_id` empty
     /// for a root), `class` by name, `attributes` as an object of texts.
     pub fn write_json(&self, out: &mut String) {
-        use std::fmt::Write;
-        out.push_str("{\"trace_id\":\"");
-        hex_into(out, &self.trace_id);
-        out.push_str("\",\"span_id\":\"");
-        hex_into(out, &self.span_id);
-        out.push_str("\",\"parent_id\":\"");
-        if let Some(p) = &self.parent_id {
-            hex_into(out, p);
-        }
-        out.push_str("\",\"name\":");
-        crate::convert::json::escape(out, &self.name);
-        let _ = write!(
-            out,
-            ",\"class\":\"{}\",\"start_ns\":{},\"end_ns\":{},\"error\":{},\"message\":",
-            self.class.as_str(),
-            self.start_ns,
-            self.end_ns,
-            self.error
-        );
-        crate::convert::json::escape(out, &self.message);
-        let cost = if self.cost.is_finite() {
-            self.cost
-        } else {
-            0.0
+        let fields = RecordFields {
+            trace_id: self.trace_id,
+            span_id: self.span_id,
+            parent_id: self.parent_id,
+            name: &self.name,
+            class: self.class,
+            start_ns: self.start_ns,
+            end_ns: self.end_ns,
+            error: self.error,
+            message: &self.message,
+            guardrail_intervened: self.guardrail_intervened,
+            input_tokens: self.input_tokens,
+            output_tokens: self.output_tokens,
+            cost: self.cost,
         };
-        let _ = write!(
-            out,
-            ",\"guardrail_intervened\":{},\"input_tokens\":{},\"output_tokens\":{},\"cost\":{cost:?},\"attributes\":",
-            self.guardrail_intervened, self.input_tokens, self.output_tokens
-        );
-        out.push_str(&self.attributes);
-        out.push('}');
+        fields.write_json(out, |out| out.push_str(&self.attributes));
     }
 
     /// The record as a JSON value (for tests and the rare snapshot paths).
@@ -279,16 +319,58 @@ fn pairs(json: &str) -> Vec<(String, String)> {
 /// A session's own bytes before any record (its summary's sets and maps).
 const SESSION_BYTES: usize = 1024;
 
-/// A session's kept spans, in arrival order, in one buffer: each span
-/// encoded as an OTLP `Span` (ids, name, kind, times, status and at most
-/// [`MAX_ATTRIBUTES`] attributes, values cut to [`MAX_VALUE_BYTES`]; no
-/// span events or links) behind its length (4 bytes, little-endian). Filing
-/// a span is one copy into the buffer, with no allocation of its own;
-/// records and JSON are made only when someone reads the session.
+/// Bytes in one chunk of a session's [`SpanLog`].
+pub const CHUNK_BYTES: usize = 8 << 10;
+
+/// A session's kept spans, in arrival order: each span encoded as an OTLP
+/// `Span` (ids, name, kind, times, status and at most [`MAX_ATTRIBUTES`]
+/// attributes, values cut to [`MAX_VALUE_BYTES`]; no span events or links)
+/// behind its length (4 bytes, little-endian), written end to end into
+/// chunks of [`CHUNK_BYTES`] (a span may run on into the next chunk).
+/// Chunks come from the store's [`ChunkPool`] and go back to it when the
+/// session goes, so filing a span allocates nothing, and a busy store
+/// reuses its memory instead of churning the allocator. Records and JSON
+/// are made only when someone reads the session.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SpanLog {
-    buf: Vec<u8>,
+    chunks: Vec<Box<[u8]>>,
+    /// Bytes written into the last chunk.
+    used: usize,
     len: usize,
+}
+
+/// Chunks that sessions gave back, for the next ones to take: at most
+/// `max_free` of them are kept; the rest go back to the allocator.
+#[derive(Debug, Default)]
+pub struct ChunkPool {
+    free: Vec<Box<[u8]>>,
+    max_free: usize,
+}
+
+impl ChunkPool {
+    /// A pool that keeps at most `max_bytes` of free chunks.
+    fn new(max_bytes: usize) -> ChunkPool {
+        ChunkPool {
+            free: Vec::new(),
+            max_free: max_bytes / CHUNK_BYTES,
+        }
+    }
+
+    fn take(&mut self) -> Box<[u8]> {
+        self.free
+            .pop()
+            .unwrap_or_else(|| vec![0u8; CHUNK_BYTES].into_boxed_slice())
+    }
+
+    fn give(&mut self, chunks: Vec<Box<[u8]>>) {
+        let room = self.max_free.saturating_sub(self.free.len());
+        self.free.extend(chunks.into_iter().take(room));
+    }
+
+    /// Bytes held free.
+    pub fn bytes(&self) -> usize {
+        self.free.len() * CHUNK_BYTES
+    }
 }
 
 impl SpanLog {
@@ -302,20 +384,80 @@ impl SpanLog {
         self.len == 0
     }
 
-    /// Bytes it holds in memory (its buffer's capacity).
+    /// Bytes it holds in memory (its chunks).
     pub fn bytes(&self) -> usize {
-        self.buf.capacity()
+        self.chunks.len() * CHUNK_BYTES
     }
 
-    /// The encoded spans, in arrival order.
-    fn frames(&self) -> impl Iterator<Item = &[u8]> + '_ {
-        let mut at = 0usize;
+    /// Appends `bytes`, taking chunks from `pool` as it needs them.
+    fn write(&mut self, mut bytes: &[u8], pool: &mut ChunkPool) {
+        while !bytes.is_empty() {
+            if self.chunks.is_empty() || self.used == CHUNK_BYTES {
+                self.chunks.push(pool.take());
+                self.used = 0;
+            }
+            let Some(last) = self.chunks.last_mut() else {
+                return;
+            };
+            let n = bytes.len().min(CHUNK_BYTES - self.used);
+            last[self.used..self.used + n].copy_from_slice(&bytes[..n]);
+            self.used += n;
+            bytes = &bytes[n..];
+        }
+    }
+
+    /// Appends one encoded span.
+    fn push_frame(&mut self, frame: &[u8], pool: &mut ChunkPool) {
+        self.write(&(frame.len() as u32).to_le_bytes(), pool);
+        self.write(frame, pool);
+        self.len += 1;
+    }
+
+    /// Appends `span`, within the bounds (encoded into `scratch` first).
+    fn push(&mut self, span: &Span, pool: &mut ChunkPool, scratch: &mut Vec<u8>) {
+        scratch.clear();
+        encode_span(span, scratch);
+        self.push_frame(scratch, pool);
+    }
+
+    /// The encoded spans, in arrival order: borrowed when a span lies in
+    /// one chunk, gathered when it runs on into the next.
+    fn frames(&self) -> impl Iterator<Item = std::borrow::Cow<'_, [u8]>> + '_ {
+        use std::borrow::Cow;
+        let (mut chunk, mut at) = (0usize, 0usize);
+        // `n` bytes from the cursor, moving it on.
+        let mut read = move |n: usize| -> Option<Cow<'_, [u8]>> {
+            if chunk + 1 == self.chunks.len() && at + n > self.used {
+                return None;
+            }
+            let first = self.chunks.get(chunk)?;
+            if at + n <= CHUNK_BYTES {
+                let out = &first[at..at + n];
+                at += n;
+                return Some(Cow::Borrowed(out));
+            }
+            let mut out = Vec::with_capacity(n);
+            while out.len() < n {
+                if at == CHUNK_BYTES {
+                    chunk += 1;
+                    at = 0;
+                }
+                let c = self.chunks.get(chunk)?;
+                let k = (n - out.len()).min(CHUNK_BYTES - at);
+                out.extend_from_slice(&c[at..at + k]);
+                at += k;
+            }
+            Some(Cow::Owned(out))
+        };
+        let mut left = self.len;
         std::iter::from_fn(move || {
-            let head = self.buf.get(at..at + 4)?;
+            if left == 0 {
+                return None;
+            }
+            left -= 1;
+            let head = read(4)?;
             let n = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
-            let frame = self.buf.get(at + 4..at + 4 + n)?;
-            at += 4 + n;
-            Some(frame)
+            read(n)
         })
     }
 
@@ -323,26 +465,14 @@ impl SpanLog {
     pub fn spans(&self) -> impl Iterator<Item = Span> + '_ {
         use prost::Message;
         // The store wrote every frame, so none fails to decode.
-        self.frames().filter_map(|f| Span::decode(f).ok())
+        self.frames().filter_map(|f| Span::decode(f.as_ref()).ok())
     }
+}
 
-    /// Appends one encoded span.
-    fn push_frame(&mut self, frame: &[u8]) {
-        self.buf
-            .extend_from_slice(&(frame.len() as u32).to_le_bytes());
-        self.buf.extend_from_slice(frame);
-        self.len += 1;
-    }
-
-    /// Appends `span`, within the bounds.
-    fn push(&mut self, span: &Span) {
-        let start = self.buf.len();
-        self.buf.extend_from_slice(&[0; 4]);
-        encode_span(span, &mut self.buf);
-        let n = (self.buf.len() - start - 4) as u32;
-        self.buf[start..start + 4].copy_from_slice(&n.to_le_bytes());
-        self.len += 1;
-    }
+/// Free chunks a store keeps for reuse: a sixteenth of its bound, at most
+/// 4 MiB.
+pub fn free_chunk_bytes(max_bytes: usize) -> usize {
+    (max_bytes / 16).min(4 << 20)
 }
 
 /// Appends a length-delimited field.
@@ -580,6 +710,10 @@ pub struct Store {
     /// The last [`RECENT_ERRORS`] error spans, newest last, with their
     /// sessions.
     recent_errors: std::collections::VecDeque<(String, Arc<SpanRecord>)>,
+    /// Span log chunks given back by sessions that went.
+    pool: ChunkPool,
+    /// Where a span is encoded before it is filed.
+    scratch: Vec<u8>,
 }
 
 /// Error spans remembered for "recent failures", whatever their sessions.
@@ -692,8 +826,6 @@ fn cut_str(s: &str, max: usize) -> &str {
 /// Attributes as a JSON object of texts: at most [`MAX_ATTRIBUTES`], keys
 /// and values cut to [`MAX_VALUE_BYTES`], maps and lists as JSON text.
 fn attributes_json(attrs: &[KeyValue]) -> String {
-    use crate::convert::json::escape;
-    use std::fmt::Write;
     // Sized once (keys and string values plus quotes and separators; other
     // values and escapes rarely add more): no regrowth, and no copy.
     let want: usize = attrs
@@ -708,6 +840,14 @@ fn attributes_json(attrs: &[KeyValue]) -> String {
         })
         .sum();
     let mut out = String::with_capacity(2 + want);
+    write_attributes(&mut out, attrs);
+    out
+}
+
+/// Appends attributes as [`attributes_json`] renders them.
+fn write_attributes(out: &mut String, attrs: &[KeyValue]) {
+    use crate::convert::json::escape;
+    use std::fmt::Write;
     out.push('{');
     let mut first = true;
     for kv in attrs.iter().take(MAX_ATTRIBUTES) {
@@ -718,28 +858,26 @@ fn attributes_json(attrs: &[KeyValue]) -> String {
             out.push(',');
         }
         first = false;
-        escape(&mut out, cut_str(&kv.key, MAX_VALUE_BYTES));
+        escape(out, cut_str(&kv.key, MAX_VALUE_BYTES));
         out.push(':');
         match v {
-            any_value::Value::StringValue(s) => escape(&mut out, cut_str(s, MAX_VALUE_BYTES)),
+            any_value::Value::StringValue(s) => escape(out, cut_str(s, MAX_VALUE_BYTES)),
             any_value::Value::IntValue(i) => {
                 let _ = write!(out, "\"{i}\"");
             }
             other => {
                 let t = text(Some(other)).unwrap_or_default();
-                escape(&mut out, cut_str(&t, MAX_VALUE_BYTES));
+                escape(out, cut_str(&t, MAX_VALUE_BYTES));
             }
         }
     }
     out.push('}');
-    out
 }
 
 impl Store {
     /// An empty store.
     pub fn new(limits: Limits) -> Store {
         Store {
-            limits,
             sessions: HashMap::new(),
             order: BTreeMap::new(),
             position: HashMap::new(),
@@ -748,6 +886,9 @@ impl Store {
             trace_order: std::collections::VecDeque::new(),
             bytes: 0,
             recent_errors: std::collections::VecDeque::new(),
+            pool: ChunkPool::new(free_chunk_bytes(limits.max_bytes)),
+            scratch: Vec::new(),
+            limits,
         }
     }
 
@@ -779,6 +920,7 @@ impl Store {
         };
         self.position.remove(&oldest);
         if let Some(s) = self.drop_session(&oldest) {
+            self.pool.give(s.spans.chunks);
             out.push(s.summary);
         }
         true
@@ -952,7 +1094,7 @@ impl Store {
                     let cost = cost(&self.limits.pricing, &picked);
                     add(&mut session.summary, &picked, span, error, cost, now_ns);
                     if session.spans.len() < max_spans {
-                        session.spans.push(span);
+                        session.spans.push(span, &mut self.pool, &mut self.scratch);
                     } else {
                         session.summary.spans_not_kept += 1;
                         out.not_kept += 1;
@@ -1080,29 +1222,56 @@ impl Store {
         out
     }
 
-    /// A span as the record a live view shows.
-    pub fn record(&self, span: &Span) -> SpanRecord {
+    /// What a record of `span` holds but its attributes.
+    fn fields<'s>(&self, span: &'s Span) -> RecordFields<'s> {
         let p = Picked::from(&span.attributes);
         let message = match &span.status {
             Some(s) if s.code == StatusCode::Error as i32 => cut_str(&s.message, MAX_VALUE_BYTES),
             _ => "",
         };
-        SpanRecord {
+        RecordFields {
             trace_id: id(&span.trace_id),
             span_id: id(&span.span_id),
             parent_id: (!span.parent_span_id.is_empty()).then(|| id(&span.parent_span_id)),
-            name: cut_str(&span.name, MAX_VALUE_BYTES).to_string(),
+            name: cut_str(&span.name, MAX_VALUE_BYTES),
             class: p.class(&span.name),
             start_ns: span.start_time_unix_nano,
             end_ns: span.end_time_unix_nano,
             error: is_error(span),
-            message: message.to_string(),
+            message,
             guardrail_intervened: p.guardrail_action.is_some_and(|a| a != "NONE"),
             input_tokens: p.input_tokens,
             output_tokens: p.output_tokens,
             cost: cost(&self.limits.pricing, &p),
+        }
+    }
+
+    /// A span as the record a live view shows.
+    pub fn record(&self, span: &Span) -> SpanRecord {
+        let f = self.fields(span);
+        SpanRecord {
+            trace_id: f.trace_id,
+            span_id: f.span_id,
+            parent_id: f.parent_id,
+            name: f.name.to_string(),
+            class: f.class,
+            start_ns: f.start_ns,
+            end_ns: f.end_ns,
+            error: f.error,
+            message: f.message.to_string(),
+            guardrail_intervened: f.guardrail_intervened,
+            input_tokens: f.input_tokens,
+            output_tokens: f.output_tokens,
+            cost: f.cost,
             attributes: attributes_json(&span.attributes),
         }
+    }
+
+    /// Appends `span` as the JSON of its record ([`SpanRecord::write_json`]),
+    /// written straight from the span.
+    pub fn write_span_json(&self, span: &Span, out: &mut String) {
+        self.fields(span)
+            .write_json(out, |out| write_attributes(out, &span.attributes));
     }
 
     /// Moves session `from` into `into` (created if new): spans (within
@@ -1147,12 +1316,13 @@ impl Store {
         let before = dst.spans.bytes();
         for frame in src.spans.frames() {
             if dst.spans.len() < max {
-                dst.spans.push_frame(frame);
+                dst.spans.push_frame(&frame, &mut self.pool);
             } else {
                 dst.summary.spans_not_kept += 1;
             }
         }
         added += dst.spans.bytes() - before;
+        self.pool.give(src.spans.chunks);
         let max_events = self.limits.max_events_per_session;
         for e in src.events {
             if dst.events.len() < max_events {
@@ -1176,7 +1346,9 @@ impl Store {
             }
             if let Some((_, id)) = self.order.pop_first() {
                 self.position.remove(&id);
-                self.drop_session(&id);
+                if let Some(s) = self.drop_session(&id) {
+                    self.pool.give(s.spans.chunks);
+                }
                 n += 1;
             }
         }
@@ -1198,11 +1370,11 @@ impl Store {
         let mut out = String::from("{\"summary\":");
         out.push_str(&serde_json::to_string(&session.summary).unwrap_or_default());
         out.push_str(",\"spans\":[");
-        for (i, r) in self.records(session).enumerate() {
+        for (i, span) in session.spans.spans().enumerate() {
             if i > 0 {
                 out.push(',');
             }
-            r.write_json(&mut out);
+            self.write_span_json(&span, &mut out);
         }
         out.push_str("],\"events\":[");
         for (i, e) in session.events.iter().enumerate() {
@@ -1228,12 +1400,14 @@ impl Store {
 
     /// Forgets a session (a client deleted it, or a test).
     pub fn forget(&mut self, id: &str) {
-        let _ = self.remove(id);
+        if let Some(s) = self.remove(id) {
+            self.pool.give(s.spans.chunks);
+        }
     }
 }
 
 /// Whether a span has an error status.
-fn is_error(span: &Span) -> bool {
+pub fn is_error(span: &Span) -> bool {
     span.status
         .as_ref()
         .is_some_and(|s| s.code == StatusCode::Error as i32)
@@ -1447,6 +1621,13 @@ mod tests {
             "anthropic.claude-3-haiku"
         );
         assert_eq!(j["input_tokens"], 2000);
+        // Written straight from a span, the JSON is the record's.
+        for (span, record) in s.spans.spans().zip(&records) {
+            let (mut direct, mut via) = (String::new(), String::new());
+            st.write_span_json(&span, &mut direct);
+            record.write_json(&mut via);
+            assert_eq!(direct, via);
+        }
         assert_eq!(records[0].to_json()["parent_id"], "");
     }
 
@@ -1482,6 +1663,8 @@ mod tests {
         assert!(st.get(&hex::encode([5u8; 16])).is_none());
         let late = st.get("late").unwrap();
         assert_eq!((late.spans.len(), late.summary.span_count), (2, 2));
+        let names: Vec<String> = st.records(late).map(|r| r.name).collect();
+        assert_eq!(names, ["span-20", "span-21"], "moved whole, in order");
         assert_eq!(counted(&st), st.bytes(), "merges move the bytes too");
         st.forget("named");
         st.forget("late");
@@ -1654,6 +1837,51 @@ mod tests {
                     + held.events.iter().map(|r| r.bytes()).sum::<usize>()
             })
             .sum()
+    }
+
+    #[test]
+    fn span_logs_round_trip_across_chunks_and_reuse_them() {
+        let mut pool = ChunkPool::new(1 << 20);
+        let mut scratch = Vec::new();
+        let mut log = SpanLog::default();
+        let mut want = Vec::new();
+        for i in 0..300u32 {
+            let mut sp = span(
+                (i % 250) as u8 + 1,
+                1,
+                vec![string_attribute("v", "x".repeat(i as usize * 37 % 1000))],
+            );
+            sp.name = format!("span {i}");
+            sp.status = (i % 7 == 0).then(|| Status {
+                code: StatusCode::Error as i32,
+                message: format!("failed {i}"),
+            });
+            want.push(sp);
+        }
+        // Bigger than a chunk: it runs on over two more.
+        let attrs = (0..64)
+            .map(|i| string_attribute(&format!("k{i}"), "é".repeat(500)))
+            .collect();
+        want.insert(150, span(9, 0, attrs));
+        for sp in &want {
+            log.push(sp, &mut pool, &mut scratch);
+        }
+        assert_eq!(log.len(), want.len());
+        assert!(log.bytes() > 10 * CHUNK_BYTES, "{} bytes", log.bytes());
+        let got: Vec<Span> = log.spans().collect();
+        assert_eq!(got, want, "every span comes back whole, in order");
+        // A log's chunks go back to the pool, and the next log takes them.
+        let n = log.chunks.len();
+        pool.give(std::mem::take(&mut log.chunks));
+        assert_eq!(pool.bytes(), n * CHUNK_BYTES);
+        let mut again = SpanLog::default();
+        again.push(&want[0], &mut pool, &mut scratch);
+        assert_eq!(pool.bytes(), (n - 1) * CHUNK_BYTES);
+        assert_eq!(again.spans().collect::<Vec<_>>(), vec![want[0].clone()]);
+        // The pool keeps no more than it was given room for.
+        let mut small = ChunkPool::new(2 * CHUNK_BYTES);
+        small.give(vec![vec![0u8; CHUNK_BYTES].into_boxed_slice(); 5]);
+        assert_eq!(small.bytes(), 2 * CHUNK_BYTES);
     }
 
     #[test]
