@@ -704,7 +704,11 @@ impl Export for LiveExporter {
                         } else {
                             Vec::new()
                         },
-                        otlp: if grpc { spans_as_otlp(&spans) } else { Vec::new() },
+                        otlp: if grpc {
+                            spans_as_otlp(&spans)
+                        } else {
+                            Vec::new()
+                        },
                         session: session.clone(),
                     };
                     (kind, has_error)
