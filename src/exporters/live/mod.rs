@@ -81,8 +81,8 @@ pub struct LiveExporterConfig {
     /// A session idle this long is forgotten.
     #[serde(default = "default_retention", with = "duration")]
     pub retention: Duration,
-    /// The store's records at most, in MiB (estimated; the least recently
-    /// updated sessions are evicted first).
+    /// What the store holds at most, in MiB: its span log chunks and event
+    /// records (the least recently updated sessions are evicted first).
     #[serde(default = "default_max_memory")]
     pub max_memory_mib: usize,
     /// Per-model prices per 1,000 tokens: `{model: {input, output}}`.
@@ -92,7 +92,8 @@ pub struct LiveExporterConfig {
     #[serde(default = "default_queue")]
     pub subscriber_queue: usize,
     /// What the events queued for one subscriber may hold, in MiB (their
-    /// records, counted twice for their JSON).
+    /// JSON frames and OTLP bytes; GenAI event records counted twice, for
+    /// their JSON).
     #[serde(default = "default_buffer")]
     pub subscriber_buffer_mib: usize,
 }
@@ -156,18 +157,22 @@ impl LiveExporterConfig {
     }
 
     /// The store's bound in bytes: `max_memory_mib`, or less when sessions
-    /// × (spans × record + events × event record) is less.
+    /// × (spans × kept span + a chunk + events × event record) is less, plus
+    /// the free chunks it keeps for reuse.
     pub fn memory_bound(&self) -> usize {
         let per_session = self
             .max_spans_per_session
-            .saturating_mul(store::MAX_RECORD_BYTES)
+            .saturating_mul(store::MAX_SPAN_BYTES + 4)
+            .saturating_add(store::CHUNK_BYTES)
             .saturating_add(
                 self.max_events_per_session
                     .saturating_mul(store::MAX_EVENT_BYTES),
             );
+        let max = self.max_memory_mib.saturating_mul(1 << 20);
         self.max_sessions
             .saturating_mul(per_session)
-            .min(self.max_memory_mib.saturating_mul(1 << 20))
+            .min(max)
+            .saturating_add(store::free_chunk_bytes(max))
     }
 }
 
@@ -262,9 +267,9 @@ pub struct Event {
     size: usize,
 }
 
-/// Records per JSON frame at most, by their estimated size: a batch of
+/// A JSON frame is closed once it holds this many bytes: a batch of
 /// thousands of spans goes as several frames, each well under a
-/// WebSocket's unsent-bytes bound even when escaping grows it.
+/// WebSocket's unsent-bytes bound.
 const FRAME_BYTES: usize = 128 << 10;
 
 enum EventKind {

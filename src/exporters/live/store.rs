@@ -12,10 +12,14 @@
 //!   trace's root named a session move into that session when it does.
 //! - Per session: agents (`gen_ai.agent.name`), models
 //!   (`gen_ai.request.model`, `gen_ai.response.model`), first start and last
-//!   end, spans (as records, in arrival order, with parent ids for the
-//!   tree), token sums by type (`gen_ai.usage.*_tokens`), tool calls,
-//!   retrievals, guardrail interventions, error spans, and cost from the
-//!   `pricing` table (per model, per 1,000 input and output tokens).
+//!   end, token sums by type (`gen_ai.usage.*_tokens`), tool calls,
+//!   retrievals, guardrail interventions, error spans, cost from the
+//!   `pricing` table (per model, per 1,000 input and output tokens), and the
+//!   spans themselves in arrival order, each encoded as OTLP in the
+//!   session's [`SpanLog`] (with parent ids for the tree). Filing a span is
+//!   one read of its attributes for the totals and one copy into the log;
+//!   a [`SpanRecord`] (and its JSON) is made only for a reader: a watched
+//!   session's new spans, a snapshot, the API, recent failures.
 //! - GenAI events (OTLP log records whose event name, the record's
 //!   `event_name` or its `event.name` attribute, starts with `gen_ai.`:
 //!   `gen_ai.user.message`, `gen_ai.choice`, …) join the session of their
@@ -23,17 +27,17 @@
 //!   trace id), kept in arrival order with their span id, bounded by
 //!   `max_events_per_session`. Other log records are not a session's.
 //! - Bounds: at most `max_sessions` (the least recently updated is evicted
-//!   first), `max_spans_per_session` records per session (later spans are
+//!   first), `max_spans_per_session` spans per session (later spans are
 //!   counted in the summary but not kept), sessions idle for `retention`
 //!   expire; every attribute value kept is cut to [`MAX_VALUE_BYTES`] and a
-//!   record keeps at most [`MAX_ATTRIBUTES`] attributes, so a record is at
-//!   most ~[`MAX_RECORD_BYTES`] (an event, with its body cut to
-//!   [`MAX_BODY_BYTES`], at most ~[`MAX_EVENT_BYTES`]) and the store at most
-//!   `max_sessions × (max_spans_per_session × MAX_RECORD_BYTES +
-//!   max_events_per_session × MAX_EVENT_BYTES)` plus small per-session
-//!   totals, and never more than `max_bytes` of records by their estimated
-//!   size ([`SpanRecord::bytes`], [`EventRecord::bytes`]): past it the least
-//!   recently updated sessions are evicted, whatever arrives.
+//!   span keeps at most [`MAX_ATTRIBUTES`] attributes, so a kept span is at
+//!   most [`MAX_SPAN_BYTES`] encoded (an event record, with its body cut to
+//!   [`MAX_BODY_BYTES`], at most ~[`MAX_EVENT_BYTES`]). The store holds at
+//!   most `max_bytes` of span log chunks ([`CHUNK_BYTES`] each), event
+//!   records ([`EventRecord::bytes`]) and small per-session totals: past it
+//!   the least recently updated sessions are evicted, whatever arrives. Their
+//!   chunks are kept for reuse up to [`free_chunk_bytes`] (a sixteenth of
+//!   `max_bytes`, at most 4 MiB); the rest go back to the allocator.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -48,11 +52,16 @@ use opentelemetry_proto::tonic::trace::v1::{status::StatusCode, ResourceSpans, S
 pub const MAX_VALUE_BYTES: usize = 1024;
 /// Most attributes kept per record.
 pub const MAX_ATTRIBUTES: usize = 64;
-/// The bound of one span record: its struct, name, message and attributes
-/// as JSON (keys and values escaped: at most six bytes for one, for
+/// The bound of one span record (what a reader gets): its struct, name,
+/// message and attributes as JSON (keys and values escaped: at most six bytes for one, for
 /// control characters).
 pub const MAX_RECORD_BYTES: usize =
     MAX_ATTRIBUTES * (2 * 6 * MAX_VALUE_BYTES + 8) + 2 * MAX_VALUE_BYTES + 256;
+/// The bound of one kept span, encoded: per attribute a key and value
+/// within [`MAX_VALUE_BYTES`] (a list or map within twice that) and their
+/// framing, the name and status message, ids, times and kind.
+pub const MAX_SPAN_BYTES: usize =
+    MAX_ATTRIBUTES * (3 * MAX_VALUE_BYTES + 16) + 2 * MAX_VALUE_BYTES + 128;
 /// Longest event body kept, in bytes (cut on a character boundary).
 pub const MAX_BODY_BYTES: usize = 4 * MAX_VALUE_BYTES;
 /// The bound of one event record: its attributes, body, name and ids.
@@ -1868,6 +1877,7 @@ mod tests {
         }
         assert_eq!(log.len(), want.len());
         assert!(log.bytes() > 10 * CHUNK_BYTES, "{} bytes", log.bytes());
+        assert!(log.frames().all(|f| f.len() <= MAX_SPAN_BYTES));
         let got: Vec<Span> = log.spans().collect();
         assert_eq!(got, want, "every span comes back whole, in order");
         // A log's chunks go back to the pool, and the next log takes them.
