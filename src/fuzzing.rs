@@ -111,6 +111,36 @@ pub fn config(data: &[u8]) {
     }
 }
 
+/// The one-pass index of OTLP trace request bytes: it accepts exactly what
+/// the decoder accepts, and what it accepts has as many resources, scopes
+/// and spans as the decoded request, each part decoding to the decoder's.
+pub fn otlp_index(data: &[u8]) {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::trace::v1::Span;
+    use prost::Message;
+    let ours = crate::convert::otlp_index::index_traces(data);
+    let theirs = ExportTraceServiceRequest::decode(data);
+    assert_eq!(ours.is_ok(), theirs.is_ok(), "{ours:?} against {theirs:?}");
+    let (Ok(ix), Ok(req)) = (ours, theirs) else {
+        return;
+    };
+    let spans: Vec<&Span> = req
+        .resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .flat_map(|s| &s.spans)
+        .collect();
+    assert_eq!(ix.resources.len(), req.resource_spans.len());
+    assert_eq!(ix.spans.len(), spans.len());
+    for (range, span) in ix.spans.iter().zip(spans) {
+        // The field's key and length, then the span.
+        let mut field = &data[range.clone()];
+        let _key = prost::encoding::decode_varint(&mut field);
+        let _len = prost::encoding::decode_varint(&mut field);
+        assert_eq!(Span::decode(field).ok().as_ref(), Some(span));
+    }
+}
+
 /// OTLP protobuf spans (as the receivers decode them) to X-Ray documents:
 /// each document is JSON whose `id` is the document's id. Whatever decodes
 /// (as spans, and as logs) also re-encodes with the one-pass encoder to

@@ -134,3 +134,28 @@ fn otlp_proto_xray() {
         fuzzing::otlp_proto_xray(&c);
     }
 }
+
+#[test]
+fn otlp_index() {
+    use prost::Message;
+    let mut n = 0;
+    for p in files(&fixtures().join("bedrock")) {
+        let events =
+            spanwire::convert::bedrock::parse_events(&std::fs::read_to_string(p).unwrap()).unwrap();
+        let c = spanwire::convert::bedrock::convert(&events, &Default::default());
+        let bytes = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
+            resource_spans: c.resource_spans,
+        }
+        .encode_to_vec();
+        fuzzing::otlp_index(&bytes);
+        // Every prefix: cut anywhere, it is refused or indexed as decoded.
+        for cut in 0..bytes.len() {
+            fuzzing::otlp_index(&bytes[..cut]);
+        }
+        n += 1;
+    }
+    assert!(n > 0, "no Bedrock fixtures");
+    for c in crashes("otlp_index") {
+        fuzzing::otlp_index(&c);
+    }
+}

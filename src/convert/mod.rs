@@ -7,6 +7,7 @@ pub mod ecs_stats;
 pub mod emf;
 pub(crate) mod json;
 pub mod log_events;
+pub mod otlp_index;
 pub mod otlp_json;
 pub mod otlp_proto;
 pub mod prometheus;

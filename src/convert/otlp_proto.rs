@@ -412,4 +412,4 @@ fn key_value_list(buf: &mut Vec<u8>, tag: u32, l: &KeyValueList) {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

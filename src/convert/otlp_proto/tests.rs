@@ -45,7 +45,7 @@ fn assert_logs_match(v: Vec<ResourceLogs>) {
 
 /// Random data that reaches every field, every oneof member, negative
 /// enums and ints, empty and long strings, and nested arrays and lists.
-struct Gen(StdRng);
+pub(crate) struct Gen(pub(crate) StdRng);
 
 impl Gen {
     fn coin(&mut self) -> bool {
@@ -208,7 +208,7 @@ impl Gen {
         }
     }
 
-    fn traces(&mut self) -> Vec<ResourceSpans> {
+    pub(crate) fn traces(&mut self) -> Vec<ResourceSpans> {
         (0..self.0.random_range(0..4))
             .map(|_| ResourceSpans {
                 resource: self.resource(),

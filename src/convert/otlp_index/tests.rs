@@ -1,0 +1,203 @@
+use super::*;
+use crate::convert::otlp_proto::tests::Gen;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use prost::Message;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+fn encode(v: Vec<ResourceSpans>) -> Vec<u8> {
+    ExportTraceServiceRequest { resource_spans: v }.encode_to_vec()
+}
+
+fn decodes(b: &[u8]) -> bool {
+    ExportTraceServiceRequest::decode(b).is_ok()
+}
+
+/// The body of a length-delimited field (its key and length skipped).
+fn body(field: &[u8]) -> &[u8] {
+    let mut r = Reader { buf: field, at: 0 };
+    r.key().unwrap();
+    r.delimited().unwrap().1
+}
+
+#[test]
+fn random_requests_are_indexed_part_by_part() {
+    let mut g = Gen(StdRng::seed_from_u64(21));
+    for _ in 0..300 {
+        let v = g.traces();
+        let bytes = encode(v.clone());
+        let ix = index_traces(&bytes).unwrap();
+        assert_eq!(ix.resources.len(), v.len());
+        let scopes: Vec<&ScopeSpans> = v.iter().flat_map(|r| &r.scope_spans).collect();
+        let spans: Vec<&Span> = scopes.iter().flat_map(|s| &s.spans).collect();
+        assert_eq!(ix.scopes.len(), scopes.len());
+        assert_eq!(ix.spans.len(), spans.len());
+        // Each part is its own message, whole, and the parts nest.
+        for (part, rs) in ix.resources.iter().zip(&v) {
+            let got = ResourceSpans::decode(body(&bytes[part.field.clone()])).unwrap();
+            assert_eq!(&got, rs);
+            assert_eq!(part.children.len(), rs.scope_spans.len());
+        }
+        for (part, ss) in ix.scopes.iter().zip(&scopes) {
+            let got = ScopeSpans::decode(body(&bytes[part.field.clone()])).unwrap();
+            assert_eq!(&got, *ss);
+            assert_eq!(part.children.len(), ss.spans.len());
+        }
+        for (range, span) in ix.spans.iter().zip(&spans) {
+            assert_eq!(&Span::decode(body(&bytes[range.clone()])).unwrap(), *span);
+        }
+        // The resources are the request: concatenated, they are its bytes.
+        let joined: Vec<u8> = ix
+            .resources
+            .iter()
+            .flat_map(|p| bytes[p.field.clone()].iter().copied())
+            .collect();
+        assert_eq!(joined, bytes);
+    }
+}
+
+/// Damage of every kind: flipped bits, bytes overwritten with values that
+/// make keys, lengths and varints go wrong, cuts, inserts and swaps.
+fn damage(rng: &mut StdRng, mut b: Vec<u8>) -> Vec<u8> {
+    let n = rng.random_range(1..4);
+    for _ in 0..n {
+        if b.is_empty() {
+            b.push(rng.random());
+            continue;
+        }
+        let at = rng.random_range(0..b.len());
+        match rng.random_range(0..7) {
+            0 => b[at] ^= 1 << rng.random_range(0..8),
+            1 => {
+                const EDGES: [u8; 12] = [0, 1, 2, 0x7f, 0x80, 0xff, 3, 4, 0x0b, 0x0c, 0xc0, 0xfe];
+                b[at] = EDGES[rng.random_range(0..EDGES.len())];
+            }
+            2 => b.truncate(at),
+            3 => {
+                let extra: Vec<u8> = (0..rng.random_range(1..6)).map(|_| rng.random()).collect();
+                b.splice(at..at, extra);
+            }
+            4 => b[at] = rng.random(),
+            5 => {
+                let other = rng.random_range(0..b.len());
+                b.swap(at, other);
+            }
+            _ => {
+                // A UTF-8 breaker inside whatever string is there.
+                b[at] = 0xc3;
+            }
+        }
+    }
+    b
+}
+
+#[test]
+fn damaged_requests_are_refused_exactly_when_the_decoder_refuses_them() {
+    let mut g = Gen(StdRng::seed_from_u64(5));
+    let mut rng = StdRng::seed_from_u64(99);
+    let (mut accepted, mut refused) = (0, 0);
+    for _ in 0..400 {
+        let bytes = encode(g.traces());
+        for _ in 0..50 {
+            let bad = damage(&mut rng, bytes.clone());
+            let ours = index_traces(&bad);
+            assert_eq!(
+                ours.is_ok(),
+                decodes(&bad),
+                "{ours:?} for {}",
+                hex::encode(&bad)
+            );
+            if ours.is_ok() {
+                accepted += 1;
+            } else {
+                refused += 1;
+            }
+        }
+    }
+    // Both kinds were tried many times.
+    assert!(accepted > 1000 && refused > 1000, "{accepted} / {refused}");
+}
+
+/// A key for `tag` and wire type `wire`.
+fn key(tag: u32, wire: u8) -> Vec<u8> {
+    let mut out = Vec::new();
+    prost::encoding::encode_varint(u64::from(tag) << 3 | u64::from(wire), &mut out);
+    out
+}
+
+/// `body` as a length-delimited field `tag`.
+fn field(tag: u32, body: &[u8]) -> Vec<u8> {
+    let mut out = key(tag, 2);
+    prost::encoding::encode_varint(body.len() as u64, &mut out);
+    out.extend_from_slice(body);
+    out
+}
+
+/// A request with one span whose one attribute is `levels` arrays deep.
+fn nested(levels: usize) -> Vec<u8> {
+    let mut any = field(1, b"leaf"); // AnyValue.string_value
+    for _ in 0..levels {
+        any = field(5, &field(1, &any)); // AnyValue.array_value.values
+    }
+    let kv = [field(1, b"k"), field(2, &any)].concat();
+    let span = field(9, &kv);
+    field(1, &field(2, &field(2, &span)))
+}
+
+#[test]
+fn the_recursion_limit_is_the_decoders() {
+    let mut seen = (false, false);
+    for levels in 40..60 {
+        let bytes = nested(levels);
+        let ours = index_traces(&bytes);
+        assert_eq!(ours.is_ok(), decodes(&bytes), "{levels} levels");
+        match ours {
+            Ok(_) => seen.0 = true,
+            Err(e) => {
+                assert_eq!(e, Invalid::Depth);
+                seen.1 = true;
+            }
+        }
+    }
+    assert_eq!(seen, (true, true), "the limit falls inside the range tried");
+}
+
+#[test]
+fn each_kind_of_fault_is_named() {
+    let span = |b: &[u8]| field(1, &field(2, &field(2, b)));
+    let cases: Vec<(Vec<u8>, Invalid)> = vec![
+        (span(&field(5, &[0x66, 0xff])), Invalid::Utf8),
+        (span(&[key(5, 0), vec![1]].concat()), Invalid::WireType),
+        (span(&[0x80; 11]), Invalid::Varint),
+        (span(&[key(0, 0), vec![1]].concat()), Invalid::Key),
+        (span(&[0x0e]), Invalid::Key),
+        (span(&[key(1, 2), vec![5, 1]].concat()), Invalid::Truncated),
+        (span(&key(40, 4)), Invalid::Group),
+        (span(&[key(40, 3), key(41, 4)].concat()), Invalid::Group),
+    ];
+    for (bytes, want) in cases {
+        assert_eq!(index_traces(&bytes), Err(want), "{}", hex::encode(&bytes));
+        assert!(!decodes(&bytes), "the decoder refuses it too");
+    }
+    // Unknown fields of every wire type, a group with a nested group among
+    // them, are skipped by both.
+    let unknown = [
+        key(40, 0),
+        vec![0x96, 0x01],
+        key(41, 1),
+        vec![0; 8],
+        key(42, 5),
+        vec![0; 4],
+        field(43, b"\xff\xfe"),
+        key(44, 3),
+        key(45, 3),
+        key(45, 4),
+        key(44, 4),
+    ]
+    .concat();
+    let bytes = span(&[unknown, field(5, b"ok")].concat());
+    let ix = index_traces(&bytes).unwrap();
+    assert_eq!(ix.spans.len(), 1);
+    assert!(decodes(&bytes));
+}
