@@ -31,6 +31,15 @@ fn decode_batch_encode(c: &mut Criterion) {
             }
         })
     });
+    // The one-pass check and index of the same bytes (no structs).
+    g.bench_function("index", |b| {
+        b.iter(|| {
+            for body in &bodies {
+                let ix = spanwire::convert::otlp_index::index_traces(body).expect("valid");
+                std::hint::black_box(ix);
+            }
+        })
+    });
     for max in [512usize, 1024] {
         g.bench_with_input(
             BenchmarkId::new("decode_batch_encode", max),

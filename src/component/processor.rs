@@ -6,6 +6,7 @@
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::task::JoinHandle;
@@ -14,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::factory::{any_factory, Configured, Definition, Factory};
 use super::id::ComponentId;
 use crate::consumer::{AckOutcome, Acks, BoxConsumer, ConsumeError, Consumer, StartError};
-use crate::signal::{Metadata, Signal, Telemetry};
+use crate::signal::{EncodedBatch, Metadata, Signal, Telemetry};
 use crate::telemetry::SignalCounters;
 
 /// What a processor is built with, in one pipeline.
@@ -96,6 +97,19 @@ pub trait SyncProcessor: Send + Sync + 'static {
     /// Transforms `data`, or refuses it (handing it back). `metadata` is
     /// the client metadata that came with it (see `include_metadata`).
     fn process(&self, data: Telemetry, metadata: &Metadata) -> Result<Telemetry, ConsumeError>;
+
+    /// Whether it lets OTLP request bytes through as they are: true for a
+    /// processor that only admits or refuses data (`memory_limiter`), which
+    /// says so in [`SyncProcessor::admit`].
+    fn passes_encoded(&self) -> bool {
+        false
+    }
+
+    /// For one that passes bytes: whether to take data now, else why not
+    /// and when to retry.
+    fn admit(&self) -> Result<(), (String, Duration)> {
+        Ok(())
+    }
 }
 
 /// Runs a [`SyncProcessor`] and passes its output on.
@@ -145,5 +159,20 @@ impl Consumer for ProcessorStage {
             return Ok(());
         }
         self.next.consume(out, acks).await
+    }
+
+    fn takes_encoded(&self) -> bool {
+        self.processor.passes_encoded() && self.next.takes_encoded()
+    }
+
+    async fn consume_encoded(
+        &self,
+        data: EncodedBatch,
+        acks: Acks,
+    ) -> Result<(), ConsumeError<EncodedBatch>> {
+        if let Err((reason, retry_after)) = self.processor.admit() {
+            return Err(ConsumeError::refused(reason, retry_after, data, acks));
+        }
+        self.next.consume_encoded(data, acks).await
     }
 }

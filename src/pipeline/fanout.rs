@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 
 use crate::consumer::{Acks, BoxConsumer, ConsumeError, Consumer};
-use crate::signal::Telemetry;
+use crate::signal::{EncodedBatch, Telemetry};
 
 /// Feeds several pipelines from one receiver: every pipeline gets a copy.
 ///
@@ -35,6 +35,28 @@ impl Consumer for PipelineFanout {
             };
             let Some(copy) = copy else { break };
             if let Err(e) = t.consume(copy, acks.clone()).await {
+                first_error.get_or_insert(e);
+            }
+        }
+        match first_error {
+            None => Ok(()),
+            Some(e) => Err(e),
+        }
+    }
+
+    fn takes_encoded(&self) -> bool {
+        self.targets.iter().all(|t| t.takes_encoded())
+    }
+
+    async fn consume_encoded(
+        &self,
+        data: EncodedBatch,
+        acks: Acks,
+    ) -> Result<(), ConsumeError<EncodedBatch>> {
+        // Each pipeline gets the same bytes (shared, not copied).
+        let mut first_error = None;
+        for t in &self.targets {
+            if let Err(e) = t.consume_encoded(data.clone(), acks.clone()).await {
                 first_error.get_or_insert(e);
             }
         }

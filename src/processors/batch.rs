@@ -90,37 +90,85 @@ impl BatchConfig {
     }
 }
 
+/// A request as the batcher receives it: structs, or (when everything after
+/// it sends OTLP as is) a request's bytes as they came.
+#[derive(Debug)]
+enum Input {
+    Structs(Telemetry),
+    Encoded(EncodedBatch),
+}
+
+impl Input {
+    fn item_count(&self) -> usize {
+        match self {
+            Input::Structs(t) => t.item_count(),
+            Input::Encoded(e) => e.items,
+        }
+    }
+}
+
 /// The consumer side of a running batcher.
 pub struct BatchInput {
-    tx: mpsc::Sender<(Telemetry, Acks)>,
+    tx: mpsc::Sender<(Input, Acks)>,
     pending: Arc<AtomicU64>,
     name: String,
+    /// Everything after it sends OTLP protobuf as is.
+    encoded: bool,
+}
+
+impl BatchInput {
+    /// Hands `input` to the batcher, or gives it back with the reason and
+    /// how long to wait.
+    fn offer(&self, input: Input, acks: Acks) -> Result<(), (String, u64, Input, Acks)> {
+        // Counted before the hand-off, so the batcher never subtracts first.
+        let n = input.item_count() as u64;
+        self.pending.fetch_add(n, Ordering::Relaxed);
+        let (why, retry, (input, acks)) = match self.tx.try_send((input, acks)) {
+            Ok(()) => return Ok(()),
+            Err(mpsc::error::TrySendError::Full(item)) => ("pipeline is full", 1, item),
+            Err(mpsc::error::TrySendError::Closed(item)) => ("shutting down", 5, item),
+        };
+        self.pending.fetch_sub(n, Ordering::Relaxed);
+        Err((format!("{}: {why}", self.name), retry, input, acks))
+    }
 }
 
 #[async_trait]
 impl Consumer for BatchInput {
     async fn consume(&self, data: Telemetry, acks: Acks) -> Result<(), ConsumeError> {
-        // Counted before the hand-off, so the batcher never subtracts first.
-        let n = data.item_count() as u64;
-        self.pending.fetch_add(n, Ordering::Relaxed);
-        let refused = |reason: String, retry: u64, (data, acks): (Telemetry, Acks)| {
-            self.pending.fetch_sub(n, Ordering::Relaxed);
-            Err(ConsumeError::refused(
-                reason,
-                Duration::from_secs(retry),
-                data,
-                acks,
-            ))
-        };
-        match self.tx.try_send((data, acks)) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(item)) => {
-                refused(format!("{}: pipeline is full", self.name), 1, item)
-            }
-            Err(mpsc::error::TrySendError::Closed(item)) => {
-                refused(format!("{}: shutting down", self.name), 5, item)
-            }
-        }
+        self.offer(Input::Structs(data), acks)
+            .map_err(|(reason, retry, input, acks)| {
+                let data = match input {
+                    Input::Structs(t) => t,
+                    // Never: what was offered comes back.
+                    Input::Encoded(_) => Telemetry::Traces(Vec::new()),
+                };
+                ConsumeError::refused(reason, Duration::from_secs(retry), data, acks)
+            })
+    }
+
+    fn takes_encoded(&self) -> bool {
+        self.encoded
+    }
+
+    async fn consume_encoded(
+        &self,
+        data: EncodedBatch,
+        acks: Acks,
+    ) -> Result<(), ConsumeError<EncodedBatch>> {
+        self.offer(Input::Encoded(data), acks)
+            .map_err(|(reason, retry, input, acks)| {
+                let data = match input {
+                    Input::Encoded(e) => e,
+                    // Never: what was offered comes back.
+                    Input::Structs(t) => EncodedBatch {
+                        signal: t.signal(),
+                        items: 0,
+                        bytes: Default::default(),
+                    },
+                };
+                ConsumeError::refused(reason, Duration::from_secs(retry), data, acks)
+            })
     }
 }
 
@@ -171,6 +219,7 @@ pub fn spawn(
     stop: CancellationToken,
 ) -> RunningBatch {
     let (tx, rx) = mpsc::channel(INPUT_CAPACITY);
+    let encoded = next.takes_encoded();
     let pending = Arc::new(AtomicU64::new(0));
     let dropped = SignalCounters::new("spanwire_processor_dropped", labels);
     let label_list: Vec<metrics::Label> = labels
@@ -199,6 +248,7 @@ pub fn spawn(
             tx,
             pending: pending.clone(),
             name,
+            encoded,
         }),
         task,
         pending,
@@ -207,7 +257,7 @@ pub fn spawn(
 
 async fn run(
     cfg: BatchConfig,
-    mut rx: mpsc::Receiver<(Telemetry, Acks)>,
+    mut rx: mpsc::Receiver<(Input, Acks)>,
     next: BoxConsumer,
     counters: Counters,
     name: String,
@@ -341,7 +391,39 @@ impl Shard {
     }
 
     /// Adds a request, passing on every full batch.
-    async fn add(&mut self, mut data: Telemetry, acks: Acks, sender: &Sender, l: Limits) {
+    async fn add(&mut self, input: Input, acks: Acks, sender: &Sender, l: Limits) {
+        let mut data = match input {
+            Input::Structs(t) => t,
+            Input::Encoded(e) => {
+                let whole = l.max == 0 || self.count + e.items <= l.max;
+                match self.encoded.as_mut() {
+                    // Bytes in, bytes out: requests concatenate.
+                    Some(enc) if whole => {
+                        self.acks.extend(acks);
+                        self.count += e.items;
+                        enc.push_bytes(e.signal, &e.bytes);
+                        drop(e);
+                        if self.count >= l.target {
+                            let batch = enc.take(self.count);
+                            self.count = 0;
+                            sender.send(batch, self.acks.take()).await;
+                        }
+                        return;
+                    }
+                    // To be cut at `send_batch_max_size` (or, never, a
+                    // batcher sending structs): decoded once, here. The
+                    // receiver checked it, so it decodes.
+                    _ => match crate::convert::otlp_proto::decode_request(e.signal, &e.bytes) {
+                        Ok(t) => t,
+                        Err(err) => {
+                            tracing::error!(error = %err, "batch: an encoded request does not decode; dropped");
+                            acks.mark(crate::consumer::AckOutcome::Dropped);
+                            return;
+                        }
+                    },
+                }
+            }
+        };
         self.acks.extend(acks);
         match self.encoded.as_mut() {
             Some(enc) => {
@@ -432,11 +514,21 @@ impl EncodedBuf {
     }
 
     fn push(&mut self, data: &Telemetry) {
+        self.start(data.signal());
+        crate::convert::otlp_proto::encode_request(data, &mut self.bytes);
+    }
+
+    /// Appends a request's bytes as they are.
+    fn push_bytes(&mut self, signal: Signal, bytes: &[u8]) {
+        self.start(signal);
+        self.bytes.extend_from_slice(bytes);
+    }
+
+    fn start(&mut self, signal: Signal) {
         if self.bytes.is_empty() {
-            self.signal = data.signal();
+            self.signal = signal;
             self.bytes.reserve(self.next_capacity);
         }
-        crate::convert::otlp_proto::encode_request(data, &mut self.bytes);
     }
 
     /// Hands out what was pushed (`items` of them) and starts over.
@@ -862,6 +954,44 @@ mod tests {
             a_done.try_outcome(),
             Some(crate::consumer::AckOutcome::Delivered)
         );
+
+        // Requests that arrive as bytes (a receiver's bytes-first path):
+        // joined as they are, and cut (decoded first) only where
+        // send_batch_max_size falls inside one. The same batches again.
+        let sink = CollectEncoded::refusing(1);
+        let running = start(cfg_bytes(), sink.clone());
+        assert!(running.input.takes_encoded());
+        for r in requests() {
+            let mut b = Vec::new();
+            crate::convert::otlp_proto::encode_request(&r, &mut b);
+            let e = EncodedBatch {
+                signal: Signal::Traces,
+                items: r.item_count(),
+                bytes: b.into(),
+            };
+            running
+                .input
+                .consume_encoded(e, Acks::none())
+                .await
+                .unwrap();
+        }
+        drop(running.input);
+        running.task.await.unwrap();
+        assert_eq!(running.pending.load(Ordering::Relaxed), 0);
+        let got = std::mem::take(&mut *sink.got.lock().unwrap());
+        let sizes: Vec<usize> = got.iter().map(|b| b.items).collect();
+        assert_eq!(sizes, [12, 12, 12, 12, 4]);
+        let bytes: Vec<Vec<u8>> = got.iter().map(|b| b.bytes.to_vec()).collect();
+        assert_eq!(bytes, expected, "bytes in, the same bytes out");
+    }
+
+    fn cfg_bytes() -> BatchConfig {
+        BatchConfig {
+            send_batch_size: 10,
+            send_batch_max_size: 12,
+            timeout: Duration::from_secs(30),
+            ..Default::default()
+        }
     }
 
     #[tokio::test]

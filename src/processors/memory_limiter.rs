@@ -204,9 +204,20 @@ fn check(state: &State, name: &str) {
 
 impl SyncProcessor for MemoryLimiter {
     fn process(&self, data: Telemetry, _: &Metadata) -> Result<Telemetry, ConsumeError> {
+        match self.admit() {
+            Ok(()) => Ok(data),
+            Err((reason, retry)) => Err(ConsumeError::refused_without_acks(reason, retry, data)),
+        }
+    }
+
+    fn passes_encoded(&self) -> bool {
+        true
+    }
+
+    fn admit(&self) -> Result<(), (String, Duration)> {
         if self.state.over.load(Ordering::Relaxed) {
             let rss = self.state.last_rss.load(Ordering::Relaxed);
-            return Err(ConsumeError::refused_without_acks(
+            return Err((
                 format!(
                     "{}: memory {} MiB is above the soft limit {} MiB",
                     self.name,
@@ -214,10 +225,9 @@ impl SyncProcessor for MemoryLimiter {
                     self.state.soft / MIB
                 ),
                 Duration::from_secs(1),
-                data,
             ));
         }
-        Ok(data)
+        Ok(())
     }
 }
 

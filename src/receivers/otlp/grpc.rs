@@ -12,12 +12,13 @@ use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::
 use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
+use std::sync::Arc;
+
+use bytes::{Buf, Bytes};
+use prost::Message;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::codec::CompressionEncoding;
@@ -28,7 +29,7 @@ use tonic::{Request, Response, Status};
 use super::config::GrpcConfig;
 use super::intake::{metadata_of, Intake, Rejection};
 use crate::consumer::{BoxConsumer, StartError};
-use crate::signal::{Metadata, Signal, Telemetry};
+use crate::signal::{EncodedBatch, Metadata, Signal, Telemetry};
 
 #[derive(Clone)]
 struct Svc {
@@ -52,29 +53,160 @@ impl Svc {
         self.intake
             .deliver(&self.consumer, data, metadata)
             .await
-            .map_err(|r| match r {
-                Rejection::Unavailable {
-                    reason,
-                    retry_after,
-                } => crate::rpc::unavailable(&reason, retry_after),
-                Rejection::Failed(reason) => Status::internal(reason),
-            })
+            .map_err(rejection_status)
     }
 }
 
-#[tonic::async_trait]
-impl TraceService for Svc {
-    async fn export(
+impl Svc {
+    /// A trace export request as its bytes. When everything after the
+    /// receiver sends OTLP as is, the bytes are checked in one pass
+    /// ([`crate::convert::otlp_index`]) and passed on as they are; else, or
+    /// when the check refuses them, they are decoded (so a bad request gets
+    /// the decoder's own error, as before).
+    async fn export_traces(
         &self,
-        request: Request<ExportTraceServiceRequest>,
+        request: Request<Bytes>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
         let metadata = self.metadata(&request);
-        self.handle(
-            Telemetry::Traces(request.into_inner().resource_spans),
-            metadata,
-        )
-        .await?;
+        let bytes = request.into_inner();
+        if self.consumer.takes_encoded() {
+            if let Ok(ix) = crate::convert::otlp_index::index_traces(&bytes) {
+                let data = EncodedBatch {
+                    signal: Signal::Traces,
+                    items: ix.spans.len(),
+                    bytes,
+                };
+                self.intake
+                    .deliver_encoded(&self.consumer, data, metadata)
+                    .await
+                    .map_err(rejection_status)?;
+                return Ok(Response::new(ExportTraceServiceResponse::default()));
+            }
+        }
+        // As tonic's prost codec answers a request that does not decode.
+        let request = ExportTraceServiceRequest::decode(bytes)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        self.handle(Telemetry::Traces(request.resource_spans), metadata)
+            .await?;
         Ok(Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+fn rejection_status(r: Rejection) -> Status {
+    match r {
+        Rejection::Unavailable {
+            reason,
+            retry_after,
+        } => crate::rpc::unavailable(&reason, retry_after),
+        Rejection::Failed(reason) => Status::internal(reason),
+    }
+}
+
+/// The trace service's path.
+const TRACE_EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+/// The OTLP trace service, taking each request as its bytes (after gRPC
+/// decompression) rather than decoded: the generated server's routing and
+/// limits, with [`RawCodec`] in place of prost's.
+#[derive(Clone)]
+struct TraceBytesServer {
+    svc: Arc<Svc>,
+    max_decoding: usize,
+}
+
+impl tonic::server::NamedService for TraceBytesServer {
+    const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+}
+
+impl<B> tonic::codegen::Service<http::Request<B>> for TraceBytesServer
+where
+    B: tonic::codegen::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = tonic::codegen::BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let me = self.clone();
+        Box::pin(async move {
+            if req.uri().path() != TRACE_EXPORT {
+                return Ok(Status::unimplemented("").into_http());
+            }
+            let mut accept = tonic::codec::EnabledCompressionEncodings::default();
+            accept.enable(CompressionEncoding::Gzip);
+            accept.enable(CompressionEncoding::Zstd);
+            let mut grpc = tonic::server::Grpc::new(RawCodec)
+                .apply_compression_config(accept, Default::default())
+                .apply_max_message_size_config(Some(me.max_decoding), None);
+            Ok(grpc.unary(ExportBytes(me.svc), req).await)
+        })
+    }
+}
+
+/// One export call on [`TraceBytesServer`].
+struct ExportBytes(Arc<Svc>);
+
+impl tonic::server::UnaryService<Bytes> for ExportBytes {
+    type Response = ExportTraceServiceResponse;
+    type Future = tonic::codegen::BoxFuture<Response<Self::Response>, Status>;
+
+    fn call(&mut self, request: Request<Bytes>) -> Self::Future {
+        let svc = self.0.clone();
+        Box::pin(async move { svc.export_traces(request).await })
+    }
+}
+
+/// Requests as their bytes, responses encoded by prost.
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = ExportTraceServiceResponse;
+    type Decode = Bytes;
+    type Encoder = ResponseEncoder;
+    type Decoder = RawDecoder;
+
+    fn encoder(&mut self) -> ResponseEncoder {
+        ResponseEncoder
+    }
+
+    fn decoder(&mut self) -> RawDecoder {
+        RawDecoder
+    }
+}
+
+struct ResponseEncoder;
+
+impl tonic::codec::Encoder for ResponseEncoder {
+    type Item = ExportTraceServiceResponse;
+    type Error = Status;
+
+    fn encode(
+        &mut self,
+        item: ExportTraceServiceResponse,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), Status> {
+        item.encode(dst)
+            .map_err(|e| Status::internal(e.to_string()))
+    }
+}
+
+struct RawDecoder;
+
+impl tonic::codec::Decoder for RawDecoder {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        let n = src.remaining();
+        Ok(Some(src.copy_to_bytes(n)))
     }
 }
 
@@ -141,10 +273,10 @@ pub(super) async fn start(
     };
     let traces = svc(Signal::Traces).map(|s| {
         InterceptedService::new(
-            TraceServiceServer::new(s)
-                .max_decoding_message_size(limit)
-                .accept_compressed(CompressionEncoding::Gzip)
-                .accept_compressed(CompressionEncoding::Zstd),
+            TraceBytesServer {
+                svc: Arc::new(s),
+                max_decoding: limit,
+            },
             check.clone(),
         )
     });

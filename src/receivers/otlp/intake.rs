@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::component::ComponentId;
 use crate::consumer::{Ack, AckOutcome, AckWaiter, Acks, BoxConsumer, ConsumeError, Consumers};
-use crate::signal::{Metadata, Signal, Telemetry};
+use crate::signal::{EncodedBatch, Metadata, Signal, Telemetry};
 
 /// Client metadata from request headers (names lower-cased; values that are
 /// not text are left out).
@@ -39,6 +39,8 @@ pub(crate) struct Intake {
     accepted: SignalCounters,
     refused: SignalCounters,
     unauthenticated: metrics::Counter,
+    /// Requests passed on as their bytes, never decoded.
+    bytes_first: metrics::Counter,
 }
 
 impl Intake {
@@ -58,6 +60,11 @@ impl Intake {
             accepted: SignalCounters::new("spanwire_receiver_accepted", &labels),
             refused: SignalCounters::new("spanwire_receiver_refused", &labels),
             unauthenticated: crate::telemetry::unauthenticated_counter(&labels),
+            bytes_first: metrics::counter!(
+                "spanwire_receiver_bytes_first_requests_total",
+                "receiver" => id.to_string(),
+                "transport" => transport.to_string()
+            ),
         }
     }
 
@@ -78,8 +85,43 @@ impl Intake {
         data: Telemetry,
         metadata: Metadata,
     ) -> Result<(), Rejection> {
-        let signal = data.signal();
-        let n = data.item_count();
+        let (signal, n) = (data.signal(), data.item_count());
+        self.hand_on(signal, n, metadata, |acks| consumer.consume(data, acks))
+            .await
+    }
+
+    /// Hands a checked request's bytes on as they are (the consumer takes
+    /// encoded batches), as [`Intake::deliver`] does structs.
+    pub(super) async fn deliver_encoded(
+        &self,
+        consumer: &BoxConsumer,
+        data: EncodedBatch,
+        metadata: Metadata,
+    ) -> Result<(), Rejection> {
+        let (signal, n) = (data.signal, data.items);
+        let done = self
+            .hand_on(signal, n, metadata, |acks| {
+                consumer.consume_encoded(data, acks)
+            })
+            .await;
+        if done.is_ok() {
+            self.bytes_first.increment(1);
+        }
+        done
+    }
+
+    /// Hands `n` items of `signal` on by `consume`, counts them, and waits
+    /// for their delivery if `wait_for_delivery` asks.
+    async fn hand_on<T: std::fmt::Debug, F>(
+        &self,
+        signal: Signal,
+        n: usize,
+        metadata: Metadata,
+        consume: impl FnOnce(Acks) -> F,
+    ) -> Result<(), Rejection>
+    where
+        F: std::future::Future<Output = Result<(), ConsumeError<T>>>,
+    {
         if n == 0 {
             return Ok(());
         }
@@ -90,7 +132,7 @@ impl Intake {
             }
             None => (Acks::none(), None),
         };
-        match consumer.consume(data, acks.with_metadata(metadata)).await {
+        match consume(acks.with_metadata(metadata)).await {
             Ok(()) => {
                 self.accepted.add(signal, n);
                 match (waiter, self.wait) {
