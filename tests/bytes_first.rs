@@ -1,4 +1,4 @@
-//! The bytes-first path: an OTLP/gRPC trace request that only travels on to
+//! The bytes-first path: an OTLP trace request (gRPC or HTTP protobuf) that only travels on to
 //! OTLP exporters is checked in one pass and forwarded as its bytes, never
 //! decoded. It must deliver exactly what the decode path delivers, and a
 //! request the check refuses gets the decode path's own error.
@@ -24,7 +24,8 @@ use spanwire::signal::Signal;
 
 /// A daemon whose traces go `otlp → memory_limiter → batch → otlp`
 /// (bytes-first), or with an `attributes` processor in the way (decoded).
-fn config(grpc: u16, health: u16, telemetry: u16, sink: &Sink, decoded: bool) -> String {
+fn config(ports: (u16, u16, u16, u16), sink: &Sink, decoded: bool) -> String {
+    let (grpc, http, health, telemetry) = ports;
     let (processors, extra) = if decoded {
         (
             "[memory_limiter, attributes, batch]",
@@ -39,6 +40,7 @@ receivers:
   otlp:
     protocols:
       grpc: {{endpoint: "127.0.0.1:{grpc}"}}
+      http: {{endpoint: "127.0.0.1:{http}"}}
 processors:
   memory_limiter: {{check_interval: 1s, limit_mib: 1024}}
   batch: {{send_batch_size: 50, timeout: 50ms}}
@@ -182,28 +184,44 @@ struct Run {
     daemon: Daemon,
     sink: Sink,
     grpc: u16,
+    http: u16,
     telemetry: u16,
 }
 
 async fn run(decoded: bool) -> Run {
     let sink = Sink::start().await;
-    let (grpc, health, telemetry) = (free_port(), free_port(), free_port());
-    let daemon = Daemon::start(&config(grpc, health, telemetry, &sink, decoded), health);
+    let ports = (free_port(), free_port(), free_port(), free_port());
+    let daemon = Daemon::start(&config(ports, &sink, decoded), ports.2);
     Run {
         daemon,
         sink,
-        grpc,
-        telemetry,
+        grpc: ports.0,
+        http: ports.1,
+        telemetry: ports.3,
     }
 }
 
-async fn bytes_first_requests(port: u16) -> f64 {
+/// Requests passed on as bytes, over `transport`.
+async fn bytes_first_requests(port: u16, transport: &str) -> f64 {
     let m = http_request("GET", port, "/metrics", &[], Vec::new()).await;
     common::metric(
         &String::from_utf8_lossy(&m.body),
         "spanwire_receiver_bytes_first_requests_total",
-        &[],
+        &[&format!("transport=\"{transport}\"")],
     )
+}
+
+/// POSTs a protobuf trace request body; the status and body.
+async fn post(port: u16, body: Vec<u8>) -> (u16, String) {
+    let r = http_request(
+        "POST",
+        port,
+        "/v1/traces",
+        &[("content-type", "application/x-protobuf")],
+        body,
+    )
+    .await;
+    (r.status, String::from_utf8_lossy(&r.body).into_owned())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -218,8 +236,13 @@ async fn bytes_first_delivers_what_decoding_delivers_and_refuses_alike() {
     let mut got = Vec::new();
     for decoded in [false, true] {
         let r = run(decoded).await;
-        for req in &reqs {
-            send_raw(r.grpc, req.encode_to_vec()).await.unwrap();
+        // Every other request over OTLP/HTTP.
+        for (i, req) in reqs.iter().enumerate() {
+            if i % 2 == 0 {
+                send_raw(r.grpc, req.encode_to_vec()).await.unwrap();
+            } else {
+                assert_eq!(post(r.http, req.encode_to_vec()).await.0, 200);
+            }
         }
         let n = r
             .sink
@@ -227,11 +250,19 @@ async fn bytes_first_delivers_what_decoding_delivers_and_refuses_alike() {
             .await;
         assert_eq!(n, want, "decoded={decoded}:\n{}", r.daemon.logs());
         // The path taken: bytes-first only without the attributes processor.
-        let passed = bytes_first_requests(r.telemetry).await;
+        let passed = (
+            bytes_first_requests(r.telemetry, "grpc").await,
+            bytes_first_requests(r.telemetry, "http").await,
+        );
         if decoded {
-            assert_eq!(passed, 0.0, "a pipeline that needs structs decodes");
+            assert_eq!(passed, (0.0, 0.0), "a pipeline that needs structs decodes");
         } else {
-            assert_eq!(passed, reqs.len() as f64, "every request went as bytes");
+            let (grpc, http) = (reqs.len().div_ceil(2), reqs.len() / 2);
+            assert_eq!(
+                passed,
+                (grpc as f64, http as f64),
+                "every request went as bytes"
+            );
         }
         // A request the check refuses: the decoder's own error, either way.
         let mut bad = agent_spans(1, "bad").encode_to_vec();
@@ -240,7 +271,8 @@ async fn bytes_first_delivers_what_decoding_delivers_and_refuses_alike() {
             .position(|w| w == b"invoke")
             .expect("a span name to break");
         bad[name] = 0xff;
-        let err = send_raw(r.grpc, bad).await.unwrap_err();
+        let err = send_raw(r.grpc, bad.clone()).await.unwrap_err();
+        let http_err = post(r.http, bad).await;
         // Nothing more arrives, and the daemon still serves.
         send_raw(r.grpc, agent_spans(2, "after").encode_to_vec())
             .await
@@ -250,7 +282,7 @@ async fn bytes_first_delivers_what_decoding_delivers_and_refuses_alike() {
             .await;
         let mut spans = r.sink.spans();
         spans.sort_by(|a, b| (&a.trace_id, &a.span_id).cmp(&(&b.trace_id, &b.span_id)));
-        got.push((spans, err.code(), err.message().to_string()));
+        got.push((spans, err.code(), err.message().to_string(), http_err));
     }
     let (bytes_first, decoded) = (&got[0], &got[1]);
     assert_eq!(bytes_first.0.len(), want + 2);
@@ -265,4 +297,6 @@ async fn bytes_first_delivers_what_decoding_delivers_and_refuses_alike() {
         "the same error both ways"
     );
     assert!(bytes_first.2.contains("UTF-8"), "{}", bytes_first.2);
+    assert_eq!(bytes_first.3 .0, 400, "{:?}", bytes_first.3);
+    assert_eq!(bytes_first.3, decoded.3, "the same HTTP answer both ways");
 }
