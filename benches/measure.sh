@@ -5,13 +5,15 @@
 #   benches/measure.sh http         # saturation over OTLP/HTTP protobuf
 #   benches/measure.sh otlphttp     # saturation, exporting with otlphttp (gzip), unsigned
 #   benches/measure.sh sigv4        # the same, every request signed by sigv4auth
+#   benches/measure.sh attributes   # saturation with an `attributes` processor (decoded path)
 #   benches/measure.sh live         # saturation with the `live` exporter beside the
 #                                   # otlp one, 100 WebSocket subscribers (10 never
 #                                   # reading; WATCH_ARGS adds to `spanwire-loadgen watch`)
 # The daemon is pinned to CPU 0 and the load generator and sink to CPU 1, so the
 # daemon's numbers are not disturbed by its load (the machine has 2 cores).
 # Extra arguments go to `spanwire-loadgen send`.
-# BATCH=N sends N spans per request (default 100).
+# BATCH=N sends N spans per request (default 100); SENDERS=N sets the load
+# generator's concurrent senders at saturation (default 8).
 # SPANWIRE_BIN=DIR runs the binaries in DIR instead of building this tree
 # (benches/ab.sh uses it to alternate two builds).
 set -euo pipefail
@@ -32,6 +34,7 @@ case "$mode" in
   otlphttp) config=benches/bench-otlphttp.yaml ;;
   sigv4) config=benches/bench-sigv4.yaml ;;
   live) config=benches/bench-live.yaml ;;
+  attributes) config=benches/bench-attributes.yaml ;;
 esac
 taskset -c 1 $bin/spanwire-loadgen sink --listen 127.0.0.1:14317 --http-listen 127.0.0.1:14318 2>/tmp/spanwire-bench-sink.log &
 sink=$!
@@ -51,9 +54,9 @@ if [ "$mode" = live ]; then
   sleep 1
 fi
 case "$mode" in
-  saturation|otlphttp|sigv4|live) taskset -c 1 $bin/spanwire-loadgen send --grpc 127.0.0.1:4317 --concurrency 8 --batch ${BATCH:-100} --duration 20 --pid $daemon "$@" ;;
+  saturation|otlphttp|sigv4|live|attributes) taskset -c 1 $bin/spanwire-loadgen send --grpc 127.0.0.1:4317 --concurrency ${SENDERS:-8} --batch ${BATCH:-100} --duration 20 --pid $daemon "$@" ;;
   fixed)      taskset -c 1 $bin/spanwire-loadgen send --grpc 127.0.0.1:4317 --concurrency 1 --batch ${BATCH:-100} --rate 10000 --duration 30 --pid $daemon "$@" ;;
-  http)       taskset -c 1 $bin/spanwire-loadgen send --http http://127.0.0.1:4318 --concurrency 8 --batch ${BATCH:-100} --duration 20 --pid $daemon "$@" ;;
+  http)       taskset -c 1 $bin/spanwire-loadgen send --http http://127.0.0.1:4318 --concurrency ${SENDERS:-8} --batch ${BATCH:-100} --duration 20 --pid $daemon "$@" ;;
   *) echo "unknown mode $mode" >&2; exit 2 ;;
 esac
 sleep 1
