@@ -213,14 +213,7 @@ async fn bytes_first_requests(port: u16, transport: &str) -> f64 {
 
 /// POSTs a protobuf trace request body; the status and body.
 async fn post(port: u16, body: Vec<u8>) -> (u16, String) {
-    let r = http_request(
-        "POST",
-        port,
-        "/v1/traces",
-        &[("content-type", "application/x-protobuf")],
-        body,
-    )
-    .await;
+    let r = common::post_traces(port, body).await;
     (r.status, String::from_utf8_lossy(&r.body).into_owned())
 }
 

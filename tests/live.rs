@@ -88,15 +88,7 @@ fn subscribed(
 }
 
 async fn post(port: u16, body: Vec<u8>) {
-    let r = http_request(
-        "POST",
-        port,
-        "/v1/traces",
-        &[("content-type", "application/x-protobuf")],
-        body,
-    )
-    .await;
-    assert_eq!(r.status, 200);
+    assert_eq!(common::post_traces(port, body).await.status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -98,15 +98,6 @@ enum Input {
     Encoded(EncodedBatch),
 }
 
-impl Input {
-    fn item_count(&self) -> usize {
-        match self {
-            Input::Structs(t) => t.item_count(),
-            Input::Encoded(e) => e.items,
-        }
-    }
-}
-
 /// The consumer side of a running batcher.
 pub struct BatchInput {
     tx: mpsc::Sender<(Input, Acks)>,
@@ -117,34 +108,40 @@ pub struct BatchInput {
 }
 
 impl BatchInput {
-    /// Hands `input` to the batcher, or gives it back with the reason and
-    /// how long to wait.
-    fn offer(&self, input: Input, acks: Acks) -> Result<(), (String, u64, Input, Acks)> {
-        // Counted before the hand-off, so the batcher never subtracts first.
-        let n = input.item_count() as u64;
-        self.pending.fetch_add(n, Ordering::Relaxed);
-        let (why, retry, (input, acks)) = match self.tx.try_send((input, acks)) {
-            Ok(()) => return Ok(()),
-            Err(mpsc::error::TrySendError::Full(item)) => ("pipeline is full", 1, item),
-            Err(mpsc::error::TrySendError::Closed(item)) => ("shutting down", 5, item),
+    /// Hands `data` (made an [`Input`] by `wrap`) to the batcher, or gives
+    /// it back with the reason. A place in the queue is taken first, so a
+    /// refusal hands back exactly what was offered.
+    fn offer<T: std::fmt::Debug>(
+        &self,
+        data: T,
+        items: usize,
+        acks: Acks,
+        wrap: impl FnOnce(T) -> Input,
+    ) -> Result<(), ConsumeError<T>> {
+        let (why, retry) = match self.tx.try_reserve() {
+            Ok(permit) => {
+                // Counted before the hand-off, so the batcher never subtracts first.
+                self.pending.fetch_add(items as u64, Ordering::Relaxed);
+                permit.send((wrap(data), acks));
+                return Ok(());
+            }
+            Err(mpsc::error::TrySendError::Full(())) => ("pipeline is full", 1),
+            Err(mpsc::error::TrySendError::Closed(())) => ("shutting down", 5),
         };
-        self.pending.fetch_sub(n, Ordering::Relaxed);
-        Err((format!("{}: {why}", self.name), retry, input, acks))
+        Err(ConsumeError::refused(
+            format!("{}: {why}", self.name),
+            Duration::from_secs(retry),
+            data,
+            acks,
+        ))
     }
 }
 
 #[async_trait]
 impl Consumer for BatchInput {
     async fn consume(&self, data: Telemetry, acks: Acks) -> Result<(), ConsumeError> {
-        self.offer(Input::Structs(data), acks)
-            .map_err(|(reason, retry, input, acks)| {
-                let data = match input {
-                    Input::Structs(t) => t,
-                    // Never: what was offered comes back.
-                    Input::Encoded(_) => Telemetry::Traces(Vec::new()),
-                };
-                ConsumeError::refused(reason, Duration::from_secs(retry), data, acks)
-            })
+        let n = data.item_count();
+        self.offer(data, n, acks, Input::Structs)
     }
 
     fn takes_encoded(&self) -> bool {
@@ -156,19 +153,8 @@ impl Consumer for BatchInput {
         data: EncodedBatch,
         acks: Acks,
     ) -> Result<(), ConsumeError<EncodedBatch>> {
-        self.offer(Input::Encoded(data), acks)
-            .map_err(|(reason, retry, input, acks)| {
-                let data = match input {
-                    Input::Encoded(e) => e,
-                    // Never: what was offered comes back.
-                    Input::Structs(t) => EncodedBatch {
-                        signal: t.signal(),
-                        items: 0,
-                        bytes: Default::default(),
-                    },
-                };
-                ConsumeError::refused(reason, Duration::from_secs(retry), data, acks)
-            })
+        let n = data.items;
+        self.offer(data, n, acks, Input::Encoded)
     }
 }
 

@@ -732,17 +732,22 @@ pub async fn http_request(
     }
 }
 
-/// POSTs `n` agent spans tagged `tag` as OTLP/HTTP protobuf to `/v1/traces`.
-pub async fn post_spans(port: u16, n: usize, tag: &str) -> Reply {
-    use prost::Message;
+/// POSTs an OTLP/HTTP protobuf trace request body to `/v1/traces`.
+pub async fn post_traces(port: u16, body: Vec<u8>) -> Reply {
     http_request(
         "POST",
         port,
         "/v1/traces",
         &[("content-type", "application/x-protobuf")],
-        agent_spans(n, tag).encode_to_vec(),
+        body,
     )
     .await
+}
+
+/// POSTs `n` agent spans tagged `tag` as OTLP/HTTP protobuf to `/v1/traces`.
+pub async fn post_spans(port: u16, n: usize, tag: &str) -> Reply {
+    use prost::Message;
+    post_traces(port, agent_spans(n, tag).encode_to_vec()).await
 }
 
 /// An export request of `n` agent-like spans (one trace, parent/child ids, gen_ai attributes).

@@ -1369,11 +1369,6 @@ impl Store {
         self.sessions.get(id)
     }
 
-    /// A session's kept spans as records, in arrival order.
-    pub fn records<'s>(&'s self, session: &'s Session) -> impl Iterator<Item = SpanRecord> + 's {
-        session.spans.spans().map(|span| self.record(&span))
-    }
-
     /// A session as JSON: `{"summary", "spans", "events"}`.
     pub fn session_json(&self, session: &Session) -> String {
         let mut out = String::from("{\"summary\":");
@@ -1521,6 +1516,11 @@ mod tests {
         }
     }
 
+    /// A session's kept spans as records, in arrival order.
+    fn records(st: &Store, session: &Session) -> Vec<SpanRecord> {
+        session.spans.spans().map(|span| st.record(&span)).collect()
+    }
+
     fn span(id: u8, parent: u8, attrs: Vec<KeyValue>) -> Span {
         Span {
             trace_id: vec![7; 16],
@@ -1599,7 +1599,7 @@ mod tests {
             "a fifth span is past max_spans_per_session"
         );
         let s = st.get("s-1").unwrap();
-        let records: Vec<SpanRecord> = st.records(s).collect();
+        let records: Vec<SpanRecord> = records(&st, s);
         let sum = &s.summary;
         assert_eq!(sum.span_count, 5);
         assert_eq!(s.spans.len(), 4);
@@ -1672,7 +1672,7 @@ mod tests {
         assert!(st.get(&hex::encode([5u8; 16])).is_none());
         let late = st.get("late").unwrap();
         assert_eq!((late.spans.len(), late.summary.span_count), (2, 2));
-        let names: Vec<String> = st.records(late).map(|r| r.name).collect();
+        let names: Vec<String> = records(&st, late).into_iter().map(|r| r.name).collect();
         assert_eq!(names, ["span-20", "span-21"], "moved whole, in order");
         assert_eq!(counted(&st), st.bytes(), "merges move the bytes too");
         st.forget("named");
@@ -1906,7 +1906,7 @@ mod tests {
         s.name = big.clone();
         st.ingest(&batch(None, vec![s]), SEC);
         // session.id is past the first 64 attributes: keyed by it, not kept as a record attribute.
-        let rec = &st.records(st.get("big").unwrap()).next().unwrap();
+        let rec = &records(&st, st.get("big").unwrap())[0];
         assert!(rec.name.len() <= MAX_VALUE_BYTES);
         let attrs = rec.attribute_pairs();
         assert_eq!(attrs.len(), MAX_ATTRIBUTES);
@@ -1919,7 +1919,7 @@ mod tests {
         s.name = nasty.clone();
         s.trace_id = vec![3; 16];
         st.ingest(&batch(Some("nasty"), vec![s]), SEC);
-        let rec = &st.records(st.get("nasty").unwrap()).next().unwrap();
+        let rec = &records(&st, st.get("nasty").unwrap())[0];
         assert!(rec.bytes() <= MAX_RECORD_BYTES);
         let j = rec.to_json();
         assert_eq!(j["name"].as_str().unwrap(), rec.name);

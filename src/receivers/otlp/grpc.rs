@@ -27,9 +27,9 @@ use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
 use super::config::GrpcConfig;
-use super::intake::{metadata_of, Intake, Rejection};
+use super::intake::{bytes_first, metadata_of, Intake, Rejection};
 use crate::consumer::{BoxConsumer, StartError};
-use crate::signal::{EncodedBatch, Metadata, Signal, Telemetry};
+use crate::signal::{Metadata, Signal, Telemetry};
 
 #[derive(Clone)]
 struct Svc {
@@ -58,30 +58,20 @@ impl Svc {
 }
 
 impl Svc {
-    /// A trace export request as its bytes. When everything after the
-    /// receiver sends OTLP as is, the bytes are checked in one pass
-    /// ([`crate::convert::otlp_index`]) and passed on as they are; else, or
-    /// when the check refuses them, they are decoded (so a bad request gets
-    /// the decoder's own error, as before).
+    /// A trace export request as its bytes: passed on as they are when
+    /// [`bytes_first`] says so, else decoded as before.
     async fn export_traces(
         &self,
         request: Request<Bytes>,
     ) -> Result<Response<ExportTraceServiceResponse>, Status> {
         let metadata = self.metadata(&request);
         let bytes = request.into_inner();
-        if self.consumer.takes_encoded() {
-            if let Ok(ix) = crate::convert::otlp_index::index_traces(&bytes) {
-                let data = EncodedBatch {
-                    signal: Signal::Traces,
-                    items: ix.spans.len(),
-                    bytes,
-                };
-                self.intake
-                    .deliver_encoded(&self.consumer, data, metadata)
-                    .await
-                    .map_err(rejection_status)?;
-                return Ok(Response::new(ExportTraceServiceResponse::default()));
-            }
+        if let Some(data) = bytes_first(&self.consumer, Signal::Traces, &bytes) {
+            self.intake
+                .deliver_encoded(&self.consumer, data, metadata)
+                .await
+                .map_err(rejection_status)?;
+            return Ok(Response::new(ExportTraceServiceResponse::default()));
         }
         // As tonic's prost codec answers a request that does not decode.
         let request = ExportTraceServiceRequest::decode(bytes)

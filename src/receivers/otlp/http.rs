@@ -17,7 +17,7 @@ use super::intake::{Intake, Rejection};
 use crate::consumer::StartError;
 use crate::net::{self, Body};
 use crate::rpc::RpcStatus;
-use crate::signal::{EncodedBatch, Signal, Telemetry};
+use crate::signal::{Signal, Telemetry};
 
 #[derive(Clone, Copy, PartialEq)]
 enum Encoding {
@@ -179,21 +179,11 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
         Ok(b) => b,
         Err(e) => return status_body(Some(enc), e.status(), &e.to_string()),
     };
-    // Bytes first (as the gRPC service): a protobuf trace request that only
-    // travels on to OTLP exporters is checked and passed on undecoded.
-    let bytes_first =
-        (enc == Encoding::Proto && signal == Signal::Traces && consumer.takes_encoded())
-            .then(|| crate::convert::otlp_index::index_traces(&body).ok())
-            .flatten();
+    let bytes_first = (enc == Encoding::Proto)
+        .then(|| super::intake::bytes_first(consumer, signal, &body))
+        .flatten();
     let delivered = match bytes_first {
-        Some(ix) => {
-            let data = EncodedBatch {
-                signal,
-                items: ix.spans.len(),
-                bytes: body,
-            };
-            state.intake.deliver_encoded(consumer, data, metadata).await
-        }
+        Some(data) => state.intake.deliver_encoded(consumer, data, metadata).await,
         None => {
             let data = match decode(signal, enc, &body) {
                 Ok(d) => d,

@@ -155,6 +155,27 @@ impl Intake {
     }
 }
 
+/// A protobuf request to pass on as its bytes, never decoded: when
+/// `consumer` takes encoded batches (every stage after the receiver sends
+/// OTLP as is) and the one-pass check ([`crate::convert::otlp_index`])
+/// accepts it. None: decode it instead (a request the check refuses then
+/// gets the decoder's own error). Traces only, so far.
+pub(super) fn bytes_first(
+    consumer: &BoxConsumer,
+    signal: Signal,
+    body: &bytes::Bytes,
+) -> Option<EncodedBatch> {
+    if signal != Signal::Traces || !consumer.takes_encoded() {
+        return None;
+    }
+    let ix = crate::convert::otlp_index::index_traces(body).ok()?;
+    Some(EncodedBatch {
+        signal,
+        items: ix.spans.len(),
+        bytes: body.clone(),
+    })
+}
+
 /// Waits for the data's acknowledgement and says how to answer.
 async fn delivery_result(waiter: AckWaiter, timeout: Duration) -> Result<(), Rejection> {
     match tokio::time::timeout(timeout, waiter.wait()).await {
