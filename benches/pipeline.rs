@@ -547,6 +547,7 @@ fn disk_queue(c: &mut Criterion) {
             fsync,
             memory_batches,
             read_encoded: enc,
+            role: Default::default(),
         };
         let (q, _) = DiskQueue::open(cfg, "bench").expect("open");
         let none = spanwire::signal::Metadata::default();

@@ -46,17 +46,29 @@ impl AckOutcome {
     }
 }
 
+/// Who learns the outcome.
+enum Settle {
+    /// An [`AckWaiter`].
+    Waiter(oneshot::Sender<AckOutcome>),
+    /// A function, called where the last clone is dropped.
+    Call(Box<dyn FnOnce(AckOutcome) + Send>),
+}
+
 struct AckState {
     worst: AtomicU8,
-    tx: Mutex<Option<oneshot::Sender<AckOutcome>>>,
+    tx: Mutex<Option<Settle>>,
 }
 
 impl Drop for AckState {
     fn drop(&mut self) {
         let outcome = AckOutcome::from_u8(self.worst.load(Ordering::Acquire));
         if let Ok(tx) = self.tx.get_mut() {
-            if let Some(tx) = tx.take() {
-                let _ = tx.send(outcome);
+            match tx.take() {
+                Some(Settle::Waiter(tx)) => {
+                    let _ = tx.send(outcome);
+                }
+                Some(Settle::Call(f)) => f(outcome),
+                None => {}
             }
         }
     }
@@ -80,13 +92,21 @@ impl Ack {
     /// A new acknowledgement and the waiter that learns its outcome.
     pub fn new() -> (Ack, AckWaiter) {
         let (tx, rx) = oneshot::channel();
-        (
-            Ack(Arc::new(AckState {
-                worst: AtomicU8::new(AckOutcome::Delivered as u8),
-                tx: Mutex::new(Some(tx)),
-            })),
-            AckWaiter(rx),
-        )
+        (Ack::settled_by(Settle::Waiter(tx)), AckWaiter(rx))
+    }
+
+    /// A new acknowledgement that calls `f` with its outcome, on the thread
+    /// that drops its last clone (so `f` must be quick and not block), with
+    /// no task waiting for it.
+    pub fn on_settled(f: impl FnOnce(AckOutcome) + Send + 'static) -> Ack {
+        Ack::settled_by(Settle::Call(Box::new(f)))
+    }
+
+    fn settled_by(settle: Settle) -> Ack {
+        Ack(Arc::new(AckState {
+            worst: AtomicU8::new(AckOutcome::Delivered as u8),
+            tx: Mutex::new(Some(settle)),
+        }))
     }
 
     /// Records an outcome; the worst one recorded wins.
@@ -201,5 +221,19 @@ mod tests {
         let (ack, waiter) = Ack::new();
         drop(ack);
         assert_eq!(waiter.wait().await, AckOutcome::Delivered);
+    }
+
+    #[test]
+    fn a_callback_learns_the_worst_outcome_once() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        let a = Acks::one(Ack::on_settled(move |o| s.lock().unwrap().push(o)));
+        let b = a.clone();
+        b.mark(AckOutcome::Abandoned);
+        drop(b);
+        assert!(seen.lock().unwrap().is_empty(), "a clone is still held");
+        a.mark(AckOutcome::Delivered);
+        drop(a);
+        assert_eq!(*seen.lock().unwrap(), vec![AckOutcome::Abandoned]);
     }
 }

@@ -56,7 +56,7 @@ use tokio_util::sync::CancellationToken;
 use crate::convert::otlp_proto;
 use crate::settings::types::{FsyncPolicy, QueueConfig, WhenFull};
 use crate::signal::{EncodedBatch, Metadata, Payload, Signal, Telemetry};
-use crate::telemetry::{exporter_counter, gauge};
+use crate::telemetry::gauge;
 
 const SEGMENT_MAGIC: &[u8; 4] = b"SWQ1";
 const RECORD_MAGIC: &[u8; 4] = b"SWR1";
@@ -105,6 +105,65 @@ pub struct DiskConfig {
     /// ([`Payload::Encoded`], not decoded) — for exporters that send OTLP
     /// protobuf as is. Otherwise they are decoded into structs.
     pub read_encoded: bool,
+    /// Whose queue it is, for the names of its self-metrics.
+    pub role: Role,
+}
+
+/// Whose queue a [`DiskQueue`] is: its self-metrics are named for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Role {
+    /// An exporter's `sending_queue`: `spanwire_exporter_disk_queue_*{exporter}`.
+    #[default]
+    Exporter,
+    /// A receiver's write-ahead log: `spanwire_receiver_wal_*{receiver}`.
+    ReceiverWal,
+}
+
+impl Role {
+    /// The label naming the component.
+    fn label(self) -> &'static str {
+        match self {
+            Role::Exporter => "exporter",
+            Role::ReceiverWal => "receiver",
+        }
+    }
+
+    /// The self-metric for `what`.
+    fn metric(self, what: Metric) -> &'static str {
+        use Metric::*;
+        match (self, what) {
+            (Role::Exporter, Bytes) => "spanwire_exporter_disk_queue_bytes",
+            (Role::Exporter, Batches) => "spanwire_exporter_disk_queue_batches",
+            (Role::Exporter, Capacity) => "spanwire_exporter_disk_queue_capacity_bytes",
+            (Role::Exporter, Dropped) => "spanwire_exporter_disk_queue_dropped_items_total",
+            (Role::Exporter, CorruptBytes) => "spanwire_exporter_disk_queue_corrupt_bytes_total",
+            (Role::Exporter, CorruptItems) => "spanwire_exporter_disk_queue_corrupt_items_total",
+            (Role::ReceiverWal, Bytes) => "spanwire_receiver_wal_bytes",
+            (Role::ReceiverWal, Batches) => "spanwire_receiver_wal_requests",
+            (Role::ReceiverWal, Capacity) => "spanwire_receiver_wal_capacity_bytes",
+            (Role::ReceiverWal, Dropped) => "spanwire_receiver_wal_dropped_items_total",
+            (Role::ReceiverWal, CorruptBytes) => "spanwire_receiver_wal_corrupt_bytes_total",
+            (Role::ReceiverWal, CorruptItems) => "spanwire_receiver_wal_corrupt_items_total",
+        }
+    }
+
+    fn counter(self, what: Metric, name: &str, reason: &'static str) -> Counter {
+        let mut labels = vec![(self.label(), name.to_string())];
+        if !reason.is_empty() {
+            labels.push(("reason", reason.to_string()));
+        }
+        crate::telemetry::counter(self.metric(what), &labels)
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Metric {
+    Bytes,
+    Batches,
+    Capacity,
+    Dropped,
+    CorruptBytes,
+    CorruptItems,
 }
 
 impl DiskConfig {
@@ -124,6 +183,7 @@ impl DiskConfig {
             fsync: queue.fsync,
             memory_batches: queue.queue_size,
             read_encoded: false,
+            role: Role::Exporter,
         }
     }
 }
@@ -312,6 +372,9 @@ pub struct Recovered {
     pub items: u64,
     /// Unreadable bytes skipped.
     pub corrupt_bytes: u64,
+    /// The seq the next appended batch gets: recovered batches are numbered
+    /// below it (see [`DiskQueue::take_recovered`]).
+    pub end_seq: u64,
 }
 
 fn signal_byte(s: Signal) -> u8 {
@@ -501,7 +564,8 @@ impl DiskQueue {
         }
         seg_files.sort();
         let (mut cursor, done) = read_cursor(&cfg.dir);
-        let labels = [("exporter", name.to_string())];
+        let role = cfg.role;
+        let labels = [(role.label(), name.to_string())];
         let mut recovered = Recovered::default();
         let mut segments = VecDeque::new();
         let mut used = 0u64;
@@ -540,6 +604,7 @@ impl DiskQueue {
             cursor = next_seq;
         }
         let done: BTreeSet<u64> = done.into_iter().filter(|s| *s >= cursor).collect();
+        recovered.end_seq = next_seq;
         for seg in &segments {
             for (i, r) in seg.records.iter().enumerate() {
                 let seq = seg.first_seq + i as u64;
@@ -570,38 +635,23 @@ impl DiskQueue {
             dirty: std::sync::atomic::AtomicBool::new(false),
             notify: Notify::new(),
             _lock: lock,
-            bytes_gauge: gauge("spanwire_exporter_disk_queue_bytes", &labels),
-            records_gauge: gauge("spanwire_exporter_disk_queue_batches", &labels),
-            dropped_oldest: exporter_counter(
-                "spanwire_exporter_disk_queue_dropped_items_total",
-                name,
-                "drop_oldest",
-            ),
-            dropped_newest: exporter_counter(
-                "spanwire_exporter_disk_queue_dropped_items_total",
-                name,
-                "drop_newest",
-            ),
-            corrupt_bytes: exporter_counter(
-                "spanwire_exporter_disk_queue_corrupt_bytes_total",
-                name,
-                "",
-            ),
-            corrupt_items: exporter_counter(
-                "spanwire_exporter_disk_queue_corrupt_items_total",
-                name,
-                "",
-            ),
+            bytes_gauge: gauge(role.metric(Metric::Bytes), &labels),
+            records_gauge: gauge(role.metric(Metric::Batches), &labels),
+            dropped_oldest: role.counter(Metric::Dropped, name, "drop_oldest"),
+            dropped_newest: role.counter(Metric::Dropped, name, "drop_newest"),
+            corrupt_bytes: role.counter(Metric::CorruptBytes, name, ""),
+            corrupt_items: role.counter(Metric::CorruptItems, name, ""),
             cfg,
         };
         q.corrupt_bytes.increment(recovered.corrupt_bytes);
-        gauge("spanwire_exporter_disk_queue_capacity_bytes", &labels).set(q.cfg.max_bytes as f64);
+        gauge(role.metric(Metric::Capacity), &labels).set(q.cfg.max_bytes as f64);
         {
             let mut st = q.lock();
             q.write_cursor(&mut st);
             q.update_gauges(&st);
         }
-        if recovered.batches > 0 {
+        // A receiver's log says it itself, in its own words.
+        if recovered.batches > 0 && role == Role::Exporter {
             tracing::info!(queue = %dir_display, batches = recovered.batches, items = recovered.items,
                 "disk queue: resuming data queued by a previous run");
         }
@@ -665,11 +715,26 @@ impl DiskQueue {
         data: &Payload,
         metadata: &Metadata,
     ) -> Result<Appended, DiskQueueError> {
+        Ok(match self.append_numbered(res, record, data, metadata)? {
+            Some(_) => Appended::Queued,
+            None => Appended::Dropped,
+        })
+    }
+
+    /// [`DiskQueue::append`], giving the seq the batch got (None: dropped
+    /// as `when_full: drop_newest` says).
+    pub fn append_numbered(
+        &self,
+        res: Reservation,
+        record: &Record,
+        data: &Payload,
+        metadata: &Metadata,
+    ) -> Result<Option<u64>, DiskQueueError> {
         let items = u64::from(record.items());
         if res.drop {
             self.dropped_newest.increment(items);
             tracing::warn!(queue = %self.dir_display, items, "disk queue full; dropping the newest batch (when_full: drop_newest)");
-            return Ok(Appended::Dropped);
+            return Ok(None);
         }
         let len = record.len() as u64;
         let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
@@ -740,7 +805,7 @@ impl DiskQueue {
         drop(st);
         drop(w);
         self.notify.notify_waiters();
-        Ok(Appended::Queued)
+        Ok(Some(seq))
     }
 
     fn io_err(&self, what: &str, source: std::io::Error) -> DiskQueueError {
@@ -770,6 +835,12 @@ impl DiskQueue {
             .map_err(|e| self.io_err("create segment", e))?;
         f.write_all(SEGMENT_MAGIC)
             .map_err(|e| self.io_err("write segment", e))?;
+        if self.cfg.fsync != FsyncPolicy::Never {
+            // The new file's name must be on the device before records in it are.
+            File::open(&self.cfg.dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| self.io_err("fsync directory", e))?;
+        }
         st.segments.push_back(Segment {
             first_seq: st.next_seq,
             path,
@@ -830,7 +901,7 @@ impl DiskQueue {
             notified.as_mut().enable();
             let found = {
                 let mut st = self.lock();
-                match self.take_next(&mut st) {
+                match self.take_next(&mut st, u64::MAX) {
                     Some(found) => Some(found),
                     None if st.closed => return None,
                     None => None,
@@ -868,14 +939,16 @@ impl DiskQueue {
         }
     }
 
-    /// Picks the next seq to hand out: its cached data, or where to read it.
+    /// Picks the next seq below `limit` to hand out: its cached data, or
+    /// where to read it.
     #[allow(clippy::type_complexity)]
     fn take_next(
         &self,
         st: &mut State,
+        limit: u64,
     ) -> Option<(u64, Option<(Payload, Metadata)>, RecordMeta, PathBuf)> {
         loop {
-            if st.read_seq >= st.next_seq {
+            if st.read_seq >= st.next_seq.min(limit) {
                 return None;
             }
             let seq = st.read_seq;
@@ -1015,13 +1088,58 @@ impl DiskQueue {
 
     /// Flushes written data to the device (for `fsync: interval`).
     pub fn sync(&self) {
-        if !self.dirty.swap(false, std::sync::atomic::Ordering::Relaxed) {
-            return;
+        if let Err(e) = self.sync_checked() {
+            tracing::warn!(queue = %self.dir_display, error = %e, "disk queue: fsync failed");
         }
+    }
+
+    /// Flushes what was appended since the last flush to the device, saying
+    /// if that failed (a caller that promised durability must then not).
+    pub fn sync_checked(&self) -> Result<(), DiskQueueError> {
         let w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(f) = w.as_ref() {
-            if let Err(e) = f.sync_data() {
-                tracing::warn!(queue = %self.dir_display, error = %e, "disk queue: fsync failed");
+        if !self.dirty.swap(false, std::sync::atomic::Ordering::AcqRel) {
+            return Ok(());
+        }
+        match w.as_ref() {
+            Some(f) => f.sync_data().map_err(|e| {
+                // Try again next time rather than believe it is on the device.
+                self.dirty.store(true, std::sync::atomic::Ordering::Release);
+                self.io_err("fsync", e)
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// The next batch recovered at start (numbered below `end`, the
+    /// [`Recovered::end_seq`] of [`DiskQueue::open`]) not yet handed out, read
+    /// back at once; None once all are. For a queue whose appends are not
+    /// read back by [`DiskQueue::next`] (a receiver's write-ahead log
+    /// replays only what a previous run left).
+    pub fn take_recovered(&self, end: u64) -> Option<Entry> {
+        loop {
+            let found = self.take_next(&mut self.lock(), end)?;
+            let (seq, cached, meta, path) = found;
+            if let Some((data, metadata)) = cached {
+                return Some(Entry {
+                    seq,
+                    data,
+                    metadata,
+                });
+            }
+            match self.read_back(&path, meta) {
+                Ok((data, metadata)) => {
+                    return Some(Entry {
+                        seq,
+                        data,
+                        metadata,
+                    })
+                }
+                Err(reason) => {
+                    tracing::error!(queue = %self.dir_display, seq, items = meta.items, %reason,
+                        "a recovered batch could not be read back; skipping it");
+                    self.corrupt_items.increment(meta.items as u64);
+                    self.done(seq);
+                }
             }
         }
     }

@@ -399,3 +399,38 @@ impl AuthConfig {
         }
     }
 }
+
+/// `wal` of a receiver that can answer `wait_for_delivery: durable`: where
+/// and how big its write-ahead log is.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WalConfig {
+    /// A directory for the log (one subdirectory per receiver). Required
+    /// when a protocol answers `durable`.
+    pub directory: Option<std::path::PathBuf>,
+    /// Most disk space the log may use, in MiB; when it is full, requests
+    /// are refused as retryable until exporters catch up.
+    pub max_size_mib: u64,
+    /// Size of one segment file, in MiB (at most a quarter of `max_size_mib`).
+    pub segment_size_mib: u64,
+}
+
+impl Default for WalConfig {
+    fn default() -> Self {
+        WalConfig {
+            directory: None,
+            max_size_mib: 1024,
+            segment_size_mib: 8,
+        }
+    }
+}
+
+impl WalConfig {
+    /// Checks values serde cannot (the directory is checked by whoever needs it).
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_size_mib == 0 || self.segment_size_mib == 0 {
+            return Err("wal.max_size_mib and wal.segment_size_mib must be at least 1".into());
+        }
+        Ok(())
+    }
+}

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::common::{free_port, http_request, metric, post_spans, Daemon, Sink};
-use crate::missing_and_duplicates;
+use crate::{missing_and_duplicates, post_spans_raw};
 use spanwire::signal::Signal;
 
 struct Ports {
@@ -217,20 +217,6 @@ async fn kill_9_then_restart_delivers_every_acknowledged_span() {
         "{}",
         daemon.logs()
     );
-}
-
-/// POSTs `n` spans; the status, or None if the connection failed.
-async fn post_spans_raw(port: u16, n: usize, tag: &str) -> Option<u16> {
-    use prost::Message;
-    let body = crate::common::agent_spans(n, tag).encode_to_vec();
-    let client: hyper_util::client::legacy::Client<_, http_body_util::Full<bytes::Bytes>> =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build_http();
-    let req = hyper::Request::post(format!("http://127.0.0.1:{port}/v1/traces"))
-        .header("content-type", "application/x-protobuf")
-        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
-        .unwrap();
-    client.request(req).await.ok().map(|r| r.status().as_u16())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

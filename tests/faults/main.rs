@@ -4,6 +4,7 @@
 //! - `disk_queue`: the export target down for 60 s under load; `kill -9` and
 //!   restart; SIGTERM while retrying; a full disk queue pushing back.
 //! - `delivery`: `wait_for_delivery` answers only after delivery.
+//! - `durable`: `wait_for_delivery: durable` through an outage and `kill -9`.
 //! - `backpressure`: full queues and the memory limiter push back on senders;
 //!   10× overload keeps RSS under the limit.
 //! - `shutdown`: SIGTERM flushes batches, keeps retrying to the deadline, and
@@ -22,6 +23,7 @@ mod backpressure;
 mod cloudwatch;
 mod delivery;
 mod disk_queue;
+mod durable;
 mod kinesis_throttle;
 mod shutdown;
 mod xray;
@@ -52,4 +54,18 @@ pub fn missing_and_duplicates(
         }
     }
     (missing, dup)
+}
+
+/// POSTs `n` spans; the status, or None if the connection failed.
+pub async fn post_spans_raw(port: u16, n: usize, tag: &str) -> Option<u16> {
+    use prost::Message;
+    let body = common::agent_spans(n, tag).encode_to_vec();
+    let client: hyper_util::client::legacy::Client<_, http_body_util::Full<bytes::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
+    let req = hyper::Request::post(format!("http://127.0.0.1:{port}/v1/traces"))
+        .header("content-type", "application/x-protobuf")
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .unwrap();
+    client.request(req).await.ok().map(|r| r.status().as_u16())
 }

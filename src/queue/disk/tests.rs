@@ -38,6 +38,7 @@ fn cfg(dir: &Path, max_bytes: u64, segment_bytes: u64, when_full: WhenFull) -> D
         fsync: FsyncPolicy::Always,
         memory_batches: 0,
         read_encoded: false,
+        role: Role::Exporter,
     }
 }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 use crate::settings::de::DeError;
-use crate::settings::types::{check_listen_endpoint, AuthConfig, TlsServerConfig};
+use crate::settings::types::{check_listen_endpoint, AuthConfig, TlsServerConfig, WalConfig};
 
 /// `receivers.otlp`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -13,6 +13,54 @@ use crate::settings::types::{check_listen_endpoint, AuthConfig, TlsServerConfig}
 pub struct OtlpReceiverConfig {
     /// The protocols to serve; a protocol key present (even empty) enables it.
     pub protocols: Protocols,
+    /// The write-ahead log of `wait_for_delivery: durable`.
+    #[serde(default)]
+    pub wal: WalConfig,
+}
+
+/// `wait_for_delivery`: when a request is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WaitFor {
+    /// `false`: once the pipeline has taken it (it may still be in a batch
+    /// or an exporter's memory queue).
+    #[default]
+    Accepted,
+    /// `true` (or `delivered`): once every exporter has delivered it or
+    /// queued it on disk, waiting at most `delivery_timeout`.
+    Delivered,
+    /// `durable`: once it is in the receiver's write-ahead log on the
+    /// device (`wal`); it leaves the log when every exporter has delivered
+    /// it, and is replayed after a crash.
+    Durable,
+}
+
+impl<'de> Deserialize<'de> for WaitFor {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<WaitFor, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = WaitFor;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("`false`, `true` (= `delivered`) or `durable`")
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<WaitFor, E> {
+                Ok(if v {
+                    WaitFor::Delivered
+                } else {
+                    WaitFor::Accepted
+                })
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<WaitFor, E> {
+                match v {
+                    "delivered" => Ok(WaitFor::Delivered),
+                    "durable" => Ok(WaitFor::Durable),
+                    other => Err(E::custom(format!(
+                        "wait_for_delivery: `{other}` is not one of `false`, `true` (= `delivered`) or `durable`"
+                    ))),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// `receivers.otlp.protocols`.
@@ -46,10 +94,11 @@ pub struct GrpcConfig {
     pub auth: Option<AuthConfig>,
     /// Serve TLS with these certificates.
     pub tls: Option<TlsServerConfig>,
-    /// Answer only once the data is delivered by every exporter (or durably
-    /// queued on disk), instead of when the pipeline accepts it.
-    pub wait_for_delivery: bool,
-    /// With `wait_for_delivery`, how long to wait before answering
+    /// When to answer: `false` when the pipeline accepts the data, `true`
+    /// once every exporter delivered it (or durably queued it on disk),
+    /// `durable` once it is in the write-ahead log.
+    pub wait_for_delivery: WaitFor,
+    /// With `wait_for_delivery: true`, how long to wait before answering
     /// `UNAVAILABLE` (the data may still be delivered; a retry may duplicate it).
     #[serde(with = "crate::settings::types::duration")]
     pub delivery_timeout: Duration,
@@ -67,7 +116,7 @@ impl Default for GrpcConfig {
             max_concurrent_streams: None,
             auth: None,
             tls: None,
-            wait_for_delivery: false,
+            wait_for_delivery: WaitFor::Accepted,
             delivery_timeout: DEFAULT_DELIVERY_TIMEOUT,
             include_metadata: false,
         }
@@ -95,10 +144,9 @@ pub struct HttpConfig {
     pub auth: Option<AuthConfig>,
     /// Serve HTTPS with these certificates.
     pub tls: Option<TlsServerConfig>,
-    /// Answer only once the data is delivered by every exporter (or durably
-    /// queued on disk), instead of when the pipeline accepts it.
-    pub wait_for_delivery: bool,
-    /// With `wait_for_delivery`, how long to wait before answering 503 (the
+    /// When to answer (see the gRPC side).
+    pub wait_for_delivery: WaitFor,
+    /// With `wait_for_delivery: true`, how long to wait before answering 503 (the
     /// data may still be delivered; a retry may duplicate it).
     #[serde(with = "crate::settings::types::duration")]
     pub delivery_timeout: Duration,
@@ -117,7 +165,7 @@ impl Default for HttpConfig {
             logs_url_path: "/v1/logs".into(),
             auth: None,
             tls: None,
-            wait_for_delivery: false,
+            wait_for_delivery: WaitFor::Accepted,
             delivery_timeout: DEFAULT_DELIVERY_TIMEOUT,
             include_metadata: false,
         }
@@ -131,6 +179,12 @@ impl OtlpReceiverConfig {
         if self.protocols.grpc.is_none() && self.protocols.http.is_none() {
             return Err(DeError::custom(
                 "protocols: enable at least one of `grpc` or `http` (an empty `grpc:` uses the defaults)",
+            ));
+        }
+        self.wal.validate().map_err(DeError::custom)?;
+        if self.durable() && self.wal.directory.is_none() {
+            return Err(DeError::custom(
+                "wait_for_delivery: durable needs `wal.directory` (where this receiver keeps its write-ahead log)",
             ));
         }
         if let Some(g) = &self.protocols.grpc {
@@ -175,6 +229,14 @@ impl OtlpReceiverConfig {
             }
         }
         Ok(())
+    }
+
+    /// Whether a protocol answers `wait_for_delivery: durable` (so the
+    /// receiver keeps a write-ahead log).
+    pub fn durable(&self) -> bool {
+        let g = self.protocols.grpc.as_ref().map(|g| g.wait_for_delivery);
+        let h = self.protocols.http.as_ref().map(|h| h.wait_for_delivery);
+        [g, h].contains(&Some(WaitFor::Durable))
     }
 
     /// Addresses it listens on.

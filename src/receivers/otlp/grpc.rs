@@ -49,9 +49,14 @@ impl Svc {
         }
     }
 
-    async fn handle(&self, data: Telemetry, metadata: Metadata) -> Result<(), Status> {
+    async fn handle(
+        &self,
+        data: Telemetry,
+        proto: Option<Bytes>,
+        metadata: Metadata,
+    ) -> Result<(), Status> {
         self.intake
-            .deliver(&self.consumer, data, metadata)
+            .deliver(&self.consumer, data, proto, metadata)
             .await
             .map_err(rejection_status)
     }
@@ -74,10 +79,14 @@ impl Svc {
             return Ok(Response::new(ExportTraceServiceResponse::default()));
         }
         // As tonic's prost codec answers a request that does not decode.
-        let request = ExportTraceServiceRequest::decode(bytes)
+        let request = ExportTraceServiceRequest::decode(bytes.clone())
             .map_err(|e| Status::internal(e.to_string()))?;
-        self.handle(Telemetry::Traces(request.resource_spans), metadata)
-            .await?;
+        self.handle(
+            Telemetry::Traces(request.resource_spans),
+            Some(bytes),
+            metadata,
+        )
+        .await?;
         Ok(Response::new(ExportTraceServiceResponse::default()))
     }
 }
@@ -209,6 +218,7 @@ impl MetricsService for Svc {
         let metadata = self.metadata(&request);
         self.handle(
             Telemetry::Metrics(request.into_inner().resource_metrics),
+            None,
             metadata,
         )
         .await?;
@@ -225,6 +235,7 @@ impl LogsService for Svc {
         let metadata = self.metadata(&request);
         self.handle(
             Telemetry::Logs(request.into_inner().resource_logs),
+            None,
             metadata,
         )
         .await?;

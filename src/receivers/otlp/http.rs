@@ -189,7 +189,8 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
                 Ok(d) => d,
                 Err(message) => return status_body(Some(enc), StatusCode::BAD_REQUEST, &message),
             };
-            state.intake.deliver(consumer, data, metadata).await
+            let proto = (enc == Encoding::Proto).then_some(body);
+            state.intake.deliver(consumer, data, proto, metadata).await
         }
     };
     match delivered {

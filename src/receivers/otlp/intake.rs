@@ -1,11 +1,14 @@
 //! What the gRPC and HTTP sides of the OTLP receiver share: handing
-//! decoded data to the pipelines, counting it, and (with
-//! `wait_for_delivery`) answering once it is delivered.
+//! data to the pipelines, counting it, and answering when
+//! `wait_for_delivery` says: once it is delivered, or once it is in the
+//! write-ahead log.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::component::ComponentId;
 use crate::consumer::{Ack, AckOutcome, AckWaiter, Acks, BoxConsumer, ConsumeError, Consumers};
+use crate::queue::wal::Wal;
 use crate::signal::{EncodedBatch, Metadata, Signal, Telemetry};
 
 /// Client metadata from request headers (names lower-cased; values that are
@@ -30,12 +33,22 @@ pub(crate) enum Rejection {
     Failed(String),
 }
 
-/// Hands decoded data to the pipelines and counts it.
+/// When a request is answered (`wait_for_delivery`).
+#[derive(Clone)]
+pub(crate) enum Answer {
+    /// Once the pipeline takes it.
+    Accepted,
+    /// Once it is delivered, waiting at most this long.
+    Delivered(Duration),
+    /// Once it is in this write-ahead log.
+    Durable(Arc<Wal>),
+}
+
+/// Hands data to the pipelines and counts it.
 #[derive(Clone)]
 pub(crate) struct Intake {
     consumers: Consumers,
-    /// `wait_for_delivery`: answer after delivery, waiting at most this long.
-    wait: Option<Duration>,
+    answer: Answer,
     accepted: SignalCounters,
     refused: SignalCounters,
     unauthenticated: metrics::Counter,
@@ -48,7 +61,7 @@ impl Intake {
         id: &ComponentId,
         transport: &str,
         consumers: Consumers,
-        wait: Option<Duration>,
+        answer: Answer,
     ) -> Intake {
         let labels = [
             ("receiver", id.to_string()),
@@ -56,7 +69,7 @@ impl Intake {
         ];
         Intake {
             consumers,
-            wait,
+            answer,
             accepted: SignalCounters::new("spanwire_receiver_accepted", &labels),
             refused: SignalCounters::new("spanwire_receiver_refused", &labels),
             unauthenticated: crate::telemetry::unauthenticated_counter(&labels),
@@ -77,17 +90,34 @@ impl Intake {
         self.consumers.get(signal)
     }
 
-    /// Hands `data` on, with the client `metadata` kept from its request
-    /// (empty without `include_metadata`).
+    /// Hands decoded `data` on, with the client `metadata` kept from its
+    /// request (empty without `include_metadata`). `proto`: the request's
+    /// protobuf bytes, if it came as protobuf (the write-ahead log keeps
+    /// them; otherwise it encodes `data` once).
     pub(super) async fn deliver(
         &self,
         consumer: &BoxConsumer,
         data: Telemetry,
+        proto: Option<bytes::Bytes>,
         metadata: Metadata,
     ) -> Result<(), Rejection> {
         let (signal, n) = (data.signal(), data.item_count());
-        self.hand_on(signal, n, metadata, |acks| consumer.consume(data, acks))
-            .await
+        let log = self.is_durable().then(|| match proto {
+            Some(bytes) => EncodedBatch {
+                signal,
+                items: n,
+                bytes,
+            },
+            None => crate::convert::otlp_proto::encode_batch(&data),
+        });
+        self.hand_on(signal, n, metadata, log, |acks| {
+            consumer.consume(data, acks)
+        })
+        .await
+    }
+
+    fn is_durable(&self) -> bool {
+        matches!(self.answer, Answer::Durable(_))
     }
 
     /// Hands a checked request's bytes on as they are (the consumer takes
@@ -99,8 +129,9 @@ impl Intake {
         metadata: Metadata,
     ) -> Result<(), Rejection> {
         let (signal, n) = (data.signal, data.items);
+        let log = self.is_durable().then(|| data.clone());
         let done = self
-            .hand_on(signal, n, metadata, |acks| {
+            .hand_on(signal, n, metadata, log, |acks| {
                 consumer.consume_encoded(data, acks)
             })
             .await;
@@ -110,13 +141,15 @@ impl Intake {
         done
     }
 
-    /// Hands `n` items of `signal` on by `consume`, counts them, and waits
-    /// for their delivery if `wait_for_delivery` asks.
+    /// Hands `n` items of `signal` on by `consume`, counts them, and
+    /// answers as `wait_for_delivery` asks: `log` is the request to append
+    /// to the write-ahead log first (with `durable`).
     async fn hand_on<T: std::fmt::Debug, F>(
         &self,
         signal: Signal,
         n: usize,
         metadata: Metadata,
+        log: Option<EncodedBatch>,
         consume: impl FnOnce(Acks) -> F,
     ) -> Result<(), Rejection>
     where
@@ -125,19 +158,31 @@ impl Intake {
         if n == 0 {
             return Ok(());
         }
-        let (acks, waiter) = match self.wait {
-            Some(_) => {
+        let (acks, waiter) = match (&self.answer, log) {
+            (Answer::Delivered(timeout), _) => {
                 let (ack, waiter) = Ack::new();
-                (Acks::one(ack), Some(waiter))
+                (Acks::one(ack), Some((waiter, *timeout)))
             }
-            None => (Acks::none(), None),
+            (Answer::Durable(wal), Some(log)) => match wal.append(&log, &metadata).await {
+                // The record leaves the log once the ack is settled; if the
+                // pipeline refuses the data, at once (the sender retries).
+                Ok(ack) => (Acks::one(ack), None),
+                Err(e) => {
+                    self.refused.add(signal, n);
+                    return Err(Rejection::Unavailable {
+                        reason: e.to_string(),
+                        retry_after: Duration::from_secs(1),
+                    });
+                }
+            },
+            _ => (Acks::none(), None),
         };
         match consume(acks.with_metadata(metadata)).await {
             Ok(()) => {
                 self.accepted.add(signal, n);
-                match (waiter, self.wait) {
-                    (Some(w), Some(timeout)) => delivery_result(w, timeout).await,
-                    _ => Ok(()),
+                match waiter {
+                    Some((w, timeout)) => delivery_result(w, timeout).await,
+                    None => Ok(()),
                 }
             }
             Err(ConsumeError::Refused(r)) => {
