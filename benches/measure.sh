@@ -6,6 +6,9 @@
 #   benches/measure.sh otlphttp     # saturation, exporting with otlphttp (gzip), unsigned
 #   benches/measure.sh sigv4        # the same, every request signed by sigv4auth
 #   benches/measure.sh attributes   # saturation with an `attributes` processor (decoded path)
+#   benches/measure.sh durable      # wait_for_delivery: durable, 5k spans/s from 2 senders:
+#                                   # sender latency with an fsync per group (BENCH_WAIT=true:
+#                                   # answer after delivery instead; RATE=0: as fast as possible)
 #   benches/measure.sh live         # saturation with the `live` exporter beside the
 #                                   # otlp one, 100 WebSocket subscribers (10 never
 #                                   # reading; WATCH_ARGS adds to `spanwire-loadgen watch`)
@@ -35,6 +38,7 @@ case "$mode" in
   sigv4) config=benches/bench-sigv4.yaml ;;
   live) config=benches/bench-live.yaml ;;
   attributes) config=benches/bench-attributes.yaml ;;
+  durable) config=benches/bench-durable.yaml; rm -rf /tmp/spanwire-bench-wal ;;
 esac
 taskset -c 1 $bin/spanwire-loadgen sink --listen 127.0.0.1:14317 --http-listen 127.0.0.1:14318 2>/tmp/spanwire-bench-sink.log &
 sink=$!
@@ -56,6 +60,8 @@ fi
 case "$mode" in
   saturation|otlphttp|sigv4|live|attributes) taskset -c 1 $bin/spanwire-loadgen send --grpc 127.0.0.1:4317 --concurrency ${SENDERS:-8} --batch ${BATCH:-100} --duration 20 --pid $daemon "$@" ;;
   fixed)      taskset -c 1 $bin/spanwire-loadgen send --grpc 127.0.0.1:4317 --concurrency 1 --batch ${BATCH:-100} --rate 10000 --duration 30 --pid $daemon "$@" ;;
+  durable)    taskset -c 1 $bin/spanwire-loadgen send --grpc 127.0.0.1:4317 --concurrency ${SENDERS:-2} --batch ${BATCH:-100} --rate ${RATE:-5000} --duration 30 --pid $daemon "$@"
+              curl -s http://127.0.0.1:8888/metrics | grep -E '^spanwire_receiver_wal_(appends|fsyncs)_total' || true ;;
   http)       taskset -c 1 $bin/spanwire-loadgen send --http http://127.0.0.1:4318 --concurrency ${SENDERS:-8} --batch ${BATCH:-100} --duration 20 --pid $daemon "$@" ;;
   *) echo "unknown mode $mode" >&2; exit 2 ;;
 esac

@@ -111,9 +111,10 @@ pub fn config(data: &[u8]) {
     }
 }
 
-/// The one-pass index of OTLP trace request bytes: it accepts exactly what
-/// the decoder accepts, and what it accepts has as many resources, scopes
-/// and spans as the decoded request, each part decoding to the decoder's.
+/// The one-pass index of OTLP request bytes: it accepts exactly what the
+/// decoder accepts, and what it accepts has as many resources, scopes and
+/// spans as the decoded request, each part decoding to the decoder's (and,
+/// read as metrics or logs, as many items).
 pub fn otlp_index(data: &[u8]) {
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::trace::v1::Span;
@@ -131,13 +132,27 @@ pub fn otlp_index(data: &[u8]) {
         .flat_map(|s| &s.spans)
         .collect();
     assert_eq!(ix.resources.len(), req.resource_spans.len());
-    assert_eq!(ix.spans.len(), spans.len());
-    for (range, span) in ix.spans.iter().zip(spans) {
+    assert_eq!(ix.items.len(), spans.len());
+    for (range, span) in ix.items.iter().zip(spans) {
         // The field's key and length, then the span.
         let mut field = &data[range.clone()];
         let _key = prost::encoding::decode_varint(&mut field);
         let _len = prost::encoding::decode_varint(&mut field);
         assert_eq!(Span::decode(field).ok().as_ref(), Some(span));
+    }
+    // The same bytes as a metrics and a logs request: accepted exactly when
+    // the decoder accepts them, with the items the decoded structs count.
+    for signal in [Signal::Metrics, Signal::Logs] {
+        let ours = crate::convert::otlp_index::index_request(signal, data);
+        let theirs = crate::convert::otlp_proto::decode_request(signal, data);
+        assert_eq!(
+            ours.is_ok(),
+            theirs.is_ok(),
+            "{signal}: {ours:?} against {theirs:?}"
+        );
+        if let (Ok(ix), Ok(t)) = (ours, theirs) {
+            assert_eq!(ix.item_count(), t.item_count(), "{signal}");
+        }
     }
 }
 

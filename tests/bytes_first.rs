@@ -1,4 +1,4 @@
-//! The bytes-first path: an OTLP trace request (gRPC or HTTP protobuf) that only travels on to
+//! The bytes-first path: an OTLP request (gRPC or HTTP protobuf; traces, metrics or logs) that only travels on to
 //! OTLP exporters is checked in one pass and forwarded as its bytes, never
 //! decoded. It must deliver exactly what the decode path delivers, and a
 //! request the check refuses gets the decode path's own error.
@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use common::{agent_spans, free_port, http_request, Daemon, Sink};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
@@ -20,7 +22,7 @@ use opentelemetry_proto::tonic::common::v1::{
 };
 use opentelemetry_proto::tonic::trace::v1::{span, Span, Status};
 use prost::Message;
-use spanwire::signal::Signal;
+use spanwire::signal::{Signal, Telemetry};
 
 /// A daemon whose traces go `otlp → memory_limiter → batch → otlp`
 /// (bytes-first), or with an `attributes` processor in the way (decoded).
@@ -34,6 +36,11 @@ fn config(ports: (u16, u16, u16, u16), sink: &Sink, decoded: bool) -> String {
     } else {
         ("[memory_limiter, batch]", "")
     };
+    let pipelines = format!(
+        "    traces: {{receivers: [otlp], processors: {processors}, exporters: [otlp]}}
+    metrics: {{receivers: [otlp], processors: {processors}, exporters: [otlp]}}
+    logs: {{receivers: [otlp], processors: {processors}, exporters: [otlp]}}"
+    );
     format!(
         r#"
 receivers:
@@ -55,7 +62,7 @@ service:
   telemetry:
     metrics: {{address: "127.0.0.1:{telemetry}"}}
   pipelines:
-    traces: {{receivers: [otlp], processors: {processors}, exporters: [otlp]}}
+{pipelines}
 "#,
         sink = sink.grpc_port
     )
@@ -122,6 +129,16 @@ fn requests() -> Vec<ExportTraceServiceRequest> {
 /// Sends request bodies as they are (the generated client encodes structs,
 /// and cannot send bytes that are not a valid request).
 async fn send_raw(port: u16, body: Vec<u8>) -> Result<ExportTraceServiceResponse, tonic::Status> {
+    send_raw_to(port, Signal::Traces, body).await
+}
+
+/// [`send_raw`] to the service of `signal` (every export response is read
+/// as a trace response: all are empty here).
+async fn send_raw_to(
+    port: u16,
+    signal: Signal,
+    body: Vec<u8>,
+) -> Result<ExportTraceServiceResponse, tonic::Status> {
     let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))
         .unwrap()
         .connect()
@@ -129,9 +146,11 @@ async fn send_raw(port: u16, body: Vec<u8>) -> Result<ExportTraceServiceResponse
         .unwrap();
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.unwrap();
-    let path = http::uri::PathAndQuery::from_static(
-        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
-    );
+    let path = http::uri::PathAndQuery::from_static(match signal {
+        Signal::Traces => "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+        Signal::Metrics => "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+        Signal::Logs => "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+    });
     grpc.unary(tonic::Request::new(Bytes::from(body)), path, RawCodec)
         .await
         .map(|r| r.into_inner())
@@ -292,4 +311,237 @@ async fn bytes_first_delivers_what_decoding_delivers_and_refuses_alike() {
     assert!(bytes_first.2.contains("UTF-8"), "{}", bytes_first.2);
     assert_eq!(bytes_first.3 .0, 400, "{:?}", bytes_first.3);
     assert_eq!(bytes_first.3, decoded.3, "the same HTTP answer both ways");
+}
+
+/// Metrics of every kind of data (with exemplars and packed counts) and
+/// logs with every kind of body, `n` of each, tagged.
+fn metrics_and_logs(
+    n: usize,
+    tag: &str,
+) -> (ExportMetricsServiceRequest, ExportLogsServiceRequest) {
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    use opentelemetry_proto::tonic::metrics::v1::{
+        exponential_histogram_data_point::Buckets, metric::Data, number_data_point,
+        summary_data_point::ValueAtQuantile, Exemplar, ExponentialHistogram,
+        ExponentialHistogramDataPoint, Gauge, Histogram, HistogramDataPoint, Metric,
+        NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, Summary, SummaryDataPoint,
+    };
+    let attr = |k: &str, v: &str| KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v.into())),
+        }),
+        ..Default::default()
+    };
+    let number = |i: usize| NumberDataPoint {
+        attributes: vec![attr("gen_ai.request.model", "claude ✓")],
+        time_unix_nano: 1_000 + i as u64,
+        exemplars: vec![Exemplar {
+            span_id: vec![1; 8],
+            trace_id: vec![2; 16],
+            value: Some(opentelemetry_proto::tonic::metrics::v1::exemplar::Value::AsInt(-3)),
+            ..Default::default()
+        }],
+        value: Some(number_data_point::Value::AsDouble(i as f64 / 3.0)),
+        ..Default::default()
+    };
+    let metrics = (0..n)
+        .map(|i| {
+            let data = match i % 5 {
+                0 => Data::Gauge(Gauge {
+                    data_points: vec![number(i), number(i + 1)],
+                }),
+                1 => Data::Sum(Sum {
+                    data_points: vec![number(i)],
+                    aggregation_temporality: 2,
+                    is_monotonic: true,
+                }),
+                2 => Data::Histogram(Histogram {
+                    data_points: vec![HistogramDataPoint {
+                        count: 6,
+                        bucket_counts: vec![1, 2, 3],
+                        explicit_bounds: vec![0.5, 1.5],
+                        sum: Some(4.5),
+                        min: Some(0.1),
+                        ..Default::default()
+                    }],
+                    aggregation_temporality: 1,
+                }),
+                3 => Data::ExponentialHistogram(ExponentialHistogram {
+                    data_points: vec![ExponentialHistogramDataPoint {
+                        scale: -2,
+                        positive: Some(Buckets {
+                            offset: -1,
+                            bucket_counts: vec![300, 0, 7],
+                        }),
+                        ..Default::default()
+                    }],
+                    aggregation_temporality: 2,
+                }),
+                _ => Data::Summary(Summary {
+                    data_points: vec![SummaryDataPoint {
+                        count: 2,
+                        quantile_values: vec![ValueAtQuantile {
+                            quantile: 0.99,
+                            value: 12.0,
+                        }],
+                        ..Default::default()
+                    }],
+                }),
+            };
+            Metric {
+                name: format!("{tag}-{i}"),
+                unit: "ms".into(),
+                data: Some(data),
+                ..Default::default()
+            }
+        })
+        .collect();
+    let logs = (0..n)
+        .map(|i| LogRecord {
+            time_unix_nano: i as u64,
+            severity_number: 9,
+            event_name: format!("{tag}-{i}"),
+            body: Some(AnyValue {
+                value: Some(match i % 3 {
+                    0 => any_value::Value::StringValue("héllo 日本".into()),
+                    1 => any_value::Value::KvlistValue(KeyValueList {
+                        values: vec![attr("k", "")],
+                    }),
+                    _ => any_value::Value::BytesValue(vec![0, 255]),
+                }),
+            }),
+            attributes: vec![attr("session.id", tag)],
+            trace_id: vec![3; 16],
+            ..Default::default()
+        })
+        .collect();
+    (
+        ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                scope_metrics: vec![ScopeMetrics {
+                    metrics,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        },
+        ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                scope_logs: vec![ScopeLogs {
+                    log_records: logs,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        },
+    )
+}
+
+/// Every metric and log record the sink got, each encoded, sorted.
+fn delivered(sink: &Sink) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let (mut metrics, mut logs) = (Vec::new(), Vec::new());
+    for t in sink.received.lock().unwrap().iter() {
+        match t {
+            Telemetry::Metrics(rm) => metrics.extend(
+                rm.iter()
+                    .flat_map(|r| &r.scope_metrics)
+                    .flat_map(|s| &s.metrics)
+                    .map(|m| m.encode_to_vec()),
+            ),
+            Telemetry::Logs(rl) => logs.extend(
+                rl.iter()
+                    .flat_map(|r| &r.scope_logs)
+                    .flat_map(|s| &s.log_records)
+                    .map(|l| l.encode_to_vec()),
+            ),
+            Telemetry::Traces(_) => {}
+        }
+    }
+    metrics.sort();
+    logs.sort();
+    (metrics, logs)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_logs_go_as_bytes_and_arrive_as_decoding_delivers_them() {
+    let mut got = Vec::new();
+    for decoded in [false, true] {
+        let r = run(decoded).await;
+        let mut points = 0;
+        for i in 0..4 {
+            let (m, l) = metrics_and_logs(10, &format!("r{i}"));
+            points += Telemetry::Metrics(m.resource_metrics.clone()).item_count();
+            if i % 2 == 0 {
+                send_raw_to(r.grpc, Signal::Metrics, m.encode_to_vec())
+                    .await
+                    .unwrap();
+                send_raw_to(r.grpc, Signal::Logs, l.encode_to_vec())
+                    .await
+                    .unwrap();
+            } else {
+                for (path, body) in [
+                    ("/v1/metrics", m.encode_to_vec()),
+                    ("/v1/logs", l.encode_to_vec()),
+                ] {
+                    let reply = http_request(
+                        "POST",
+                        r.http,
+                        path,
+                        &[("content-type", "application/x-protobuf")],
+                        body,
+                    )
+                    .await;
+                    assert_eq!(reply.status, 200, "{path}");
+                }
+            }
+        }
+        assert_eq!(points, 4 * 12, "a gauge here has two points");
+        let m = r
+            .sink
+            .wait_for(Signal::Metrics, points, Duration::from_secs(20))
+            .await;
+        let l = r
+            .sink
+            .wait_for(Signal::Logs, 40, Duration::from_secs(20))
+            .await;
+        assert_eq!(
+            (m, l),
+            (points, 40),
+            "decoded={decoded}:\n{}",
+            r.daemon.logs()
+        );
+        let passed = (
+            bytes_first_requests(r.telemetry, "grpc").await,
+            bytes_first_requests(r.telemetry, "http").await,
+        );
+        if decoded {
+            assert_eq!(passed, (0.0, 0.0), "a pipeline that needs structs decodes");
+        } else {
+            assert_eq!(passed, (4.0, 4.0), "every request went as bytes");
+        }
+        // A metrics request the check refuses (a packed run cut short): the
+        // decoder's own error, either way.
+        let (m, _) = metrics_and_logs(4, "bad");
+        let mut bad = m.encode_to_vec();
+        let at = bad
+            .windows(4)
+            .position(|w| w == [0xac, 0x02, 0x00, 0x07])
+            .expect("the packed counts 300, 0, 7");
+        bad[at + 3] = 0x87; // the last varint now runs past the packed field
+        let err = send_raw_to(r.grpc, Signal::Metrics, bad).await.unwrap_err();
+        got.push((delivered(&r.sink), err.code(), err.message().to_string()));
+    }
+    let (bytes_first, decoded) = (&got[0], &got[1]);
+    assert_eq!(bytes_first.0 .0.len(), 40);
+    assert!(
+        bytes_first.0 == decoded.0,
+        "the same metrics and logs, field for field"
+    );
+    assert_eq!(bytes_first.1, tonic::Code::Internal);
+    assert_eq!(
+        (bytes_first.1, &bytes_first.2),
+        (decoded.1, &decoded.2),
+        "the same error"
+    );
 }

@@ -1,15 +1,17 @@
-//! One pass over the bytes of an OTLP `ExportTraceServiceRequest`: it checks
-//! them as the decoder (prost, which the receivers use) would, and records
-//! where each `ResourceSpans`, `ScopeSpans` and `Span` lies, so that a
-//! request can travel on as bytes and be cut or joined at those boundaries
-//! without being decoded.
+//! One pass over the bytes of an OTLP export request (traces, metrics or
+//! logs): it checks them as the decoder (prost, which the receivers use)
+//! would, and records where each resource part (`ResourceSpans`, …), scope
+//! part (`ScopeSpans`, …) and item (`Span`, `Metric`, `LogRecord`) lies, so
+//! that a request can travel on as bytes and be cut or joined at those
+//! boundaries without being decoded.
 //!
 //! It accepts exactly what the decoder accepts:
 //! - well-formed protobuf: keys (tag ≥ 1, wire types 0–5), varints of at
 //!   most ten bytes that fit 64 bits, lengths within their message, and
 //!   fields that end where their message ends;
-//! - every known field with its declared wire type, and UTF-8 in every
-//!   `string` field, as proto3 requires;
+//! - every known field with its declared wire type (a repeated number
+//!   field packed or not, a packed one ending on a value boundary), and
+//!   UTF-8 in every `string` field, as proto3 requires;
 //! - unknown fields skipped (groups matched to their end tag);
 //! - nesting no deeper than prost's recursion limit (100), counted as prost
 //!   counts it: each message entered, and each unknown field skipped, needs
@@ -17,9 +19,13 @@
 //!
 //! A request it refuses is one the decoder refuses too; the receiver then
 //! decodes it to report the decoder's own error. It allocates nothing per
-//! span: the index is three vectors that grow as a whole.
+//! item: the index is three vectors that grow as a whole. For metrics it also
+//! counts data points as the decoder's structs hold them (of a `Metric` with
+//! several kinds of data, the last kind's; two fields of the same kind merge).
 
 use std::ops::Range;
+
+use crate::signal::Signal;
 
 /// prost's recursion limit (`prost::RECURSION_LIMIT`).
 const RECURSION_LIMIT: u32 = 100;
@@ -50,38 +56,65 @@ pub enum Invalid {
     Group,
 }
 
-/// A `ResourceSpans` or `ScopeSpans` in a request.
+/// A resource or scope part (`ResourceSpans`, `ScopeLogs`, …) of a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Part {
     /// Its field's bytes in the request: key, length and body.
     pub field: Range<usize>,
-    /// Its children: a range of [`TracesIndex::scopes`] for a resource, of
-    /// [`TracesIndex::spans`] for a scope.
+    /// Its children: a range of [`RequestIndex::scopes`] for a resource, of
+    /// [`RequestIndex::items`] for a scope.
     pub children: Range<usize>,
 }
 
-/// Where the parts of a valid trace request lie, in request order.
+/// Where the parts of a valid request lie, in request order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TracesIndex {
-    /// Each `ResourceSpans`.
+pub struct RequestIndex {
+    /// Each `ResourceSpans`, `ResourceMetrics` or `ResourceLogs`.
     pub resources: Vec<Part>,
-    /// Each `ScopeSpans`.
+    /// Each `ScopeSpans`, `ScopeMetrics` or `ScopeLogs`.
     pub scopes: Vec<Part>,
-    /// Each `Span` field (key, length and body).
-    pub spans: Vec<Range<usize>>,
+    /// Each `Span`, `Metric` or `LogRecord` field (key, length and body).
+    pub items: Vec<Range<usize>>,
+    /// Metrics: the data points, as [`crate::signal::Telemetry::item_count`]
+    /// counts them once decoded.
+    pub points: usize,
+    signal: Option<Signal>,
+}
+
+impl RequestIndex {
+    /// What the pipeline counts of it: spans, data points or log records.
+    pub fn item_count(&self) -> usize {
+        match self.signal {
+            Some(Signal::Metrics) => self.points,
+            _ => self.items.len(),
+        }
+    }
 }
 
 /// Checks a trace export request and indexes it.
-pub fn index_traces(bytes: &[u8]) -> Result<TracesIndex, Invalid> {
-    let mut index = TracesIndex::default();
-    fields(Msg::Request, bytes, 0, RECURSION_LIMIT, &mut index)?;
+pub fn index_traces(bytes: &[u8]) -> Result<RequestIndex, Invalid> {
+    index_request(Signal::Traces, bytes)
+}
+
+/// Checks an export request of `signal` and indexes it.
+pub fn index_request(signal: Signal, bytes: &[u8]) -> Result<RequestIndex, Invalid> {
+    let mut index = RequestIndex {
+        signal: Some(signal),
+        ..RequestIndex::default()
+    };
+    let top = match signal {
+        Signal::Traces => Msg::TracesRequest,
+        Signal::Metrics => Msg::MetricsRequest,
+        Signal::Logs => Msg::LogsRequest,
+    };
+    fields(top, bytes, 0, RECURSION_LIMIT, &mut index)?;
     Ok(index)
 }
 
-/// The messages of a trace request.
+/// The messages of the three requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Msg {
-    Request,
+    TracesRequest,
     ResourceSpans,
     Resource,
     EntityRef,
@@ -95,6 +128,34 @@ enum Msg {
     AnyValue,
     ArrayValue,
     KvList,
+    LogsRequest,
+    ResourceLogs,
+    ScopeLogs,
+    LogRecord,
+    MetricsRequest,
+    ResourceMetrics,
+    ScopeMetrics,
+    Metric,
+    /// `Gauge`, `Sum`, `Histogram`, `ExponentialHistogram` or `Summary`:
+    /// field 1 holds its data points (of the kind named), field 2 and 3
+    /// are varints where they exist.
+    MetricData(Point),
+    NumberPoint,
+    HistogramPoint,
+    ExpHistogramPoint,
+    Buckets,
+    SummaryPoint,
+    ValueAtQuantile,
+    Exemplar,
+}
+
+/// The data point message of a kind of metric data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Point {
+    Number,
+    Histogram,
+    ExpHistogram,
+    Summary,
 }
 
 /// What a known field holds.
@@ -106,24 +167,31 @@ enum Kind {
     Str,
     Bytes,
     Message(Msg),
+    /// A repeated `fixed64`/`double`: one value, or packed values.
+    RepeatedFixed64,
+    /// A repeated `uint64`: one varint, or packed varints.
+    RepeatedVarint,
 }
 
 impl Kind {
-    fn wire_type(self) -> u64 {
+    /// Whether a field of this kind may come with wire type `wire`.
+    fn takes(self, wire: u64) -> bool {
         match self {
-            Kind::Varint => 0,
-            Kind::Fixed64 => 1,
-            Kind::Str | Kind::Bytes | Kind::Message(_) => 2,
-            Kind::Fixed32 => 5,
+            Kind::Varint => wire == 0,
+            Kind::Fixed64 => wire == 1,
+            Kind::Str | Kind::Bytes | Kind::Message(_) => wire == 2,
+            Kind::Fixed32 => wire == 5,
+            Kind::RepeatedFixed64 => wire == 1 || wire == 2,
+            Kind::RepeatedVarint => wire == 0 || wire == 2,
         }
     }
 }
 
 /// The fields of each message, as `opentelemetry-proto` declares them.
 fn kind(m: Msg, tag: u32) -> Option<Kind> {
-    use Kind::{Bytes, Fixed32, Fixed64, Message, Str, Varint};
+    use Kind::{Bytes, Fixed32, Fixed64, Message, RepeatedFixed64, RepeatedVarint, Str, Varint};
     Some(match (m, tag) {
-        (Msg::Request, 1) => Message(Msg::ResourceSpans),
+        (Msg::TracesRequest, 1) => Message(Msg::ResourceSpans),
         (Msg::ResourceSpans, 1) => Message(Msg::Resource),
         (Msg::ResourceSpans, 2) => Message(Msg::ScopeSpans),
         (Msg::ResourceSpans, 3) => Str,
@@ -168,6 +236,65 @@ fn kind(m: Msg, tag: u32) -> Option<Kind> {
         (Msg::AnyValue, 7) => Bytes,
         (Msg::ArrayValue, 1) => Message(Msg::AnyValue),
         (Msg::KvList, 1) => Message(Msg::KeyValue),
+        (Msg::LogsRequest, 1) => Message(Msg::ResourceLogs),
+        (Msg::ResourceLogs, 1) => Message(Msg::Resource),
+        (Msg::ResourceLogs, 2) => Message(Msg::ScopeLogs),
+        (Msg::ResourceLogs | Msg::ScopeLogs, 3) => Str,
+        (Msg::ScopeLogs, 1) => Message(Msg::Scope),
+        (Msg::ScopeLogs, 2) => Message(Msg::LogRecord),
+        (Msg::LogRecord, 1 | 11) => Fixed64,
+        (Msg::LogRecord, 2 | 7) => Varint,
+        (Msg::LogRecord, 3 | 12) => Str,
+        (Msg::LogRecord, 5) => Message(Msg::AnyValue),
+        (Msg::LogRecord, 6) => Message(Msg::KeyValue),
+        (Msg::LogRecord, 8) => Fixed32,
+        (Msg::LogRecord, 9 | 10) => Bytes,
+        (Msg::MetricsRequest, 1) => Message(Msg::ResourceMetrics),
+        (Msg::ResourceMetrics, 1) => Message(Msg::Resource),
+        (Msg::ResourceMetrics, 2) => Message(Msg::ScopeMetrics),
+        (Msg::ResourceMetrics | Msg::ScopeMetrics, 3) => Str,
+        (Msg::ScopeMetrics, 1) => Message(Msg::Scope),
+        (Msg::ScopeMetrics, 2) => Message(Msg::Metric),
+        (Msg::Metric, 1..=3) => Str,
+        (Msg::Metric, 5 | 7) => Message(Msg::MetricData(Point::Number)),
+        (Msg::Metric, 9) => Message(Msg::MetricData(Point::Histogram)),
+        (Msg::Metric, 10) => Message(Msg::MetricData(Point::ExpHistogram)),
+        (Msg::Metric, 11) => Message(Msg::MetricData(Point::Summary)),
+        (Msg::Metric, 12) => Message(Msg::KeyValue),
+        (Msg::MetricData(p), 1) => Message(match p {
+            Point::Number => Msg::NumberPoint,
+            Point::Histogram => Msg::HistogramPoint,
+            Point::ExpHistogram => Msg::ExpHistogramPoint,
+            Point::Summary => Msg::SummaryPoint,
+        }),
+        // Aggregation temporality; `is_monotonic` of a sum. (A gauge or
+        // summary has no field 2 or 3; an unknown varint is skipped the same.)
+        (Msg::MetricData(Point::Number | Point::Histogram | Point::ExpHistogram), 2) => Varint,
+        (Msg::MetricData(Point::Number), 3) => Varint,
+        (Msg::NumberPoint, 7) => Message(Msg::KeyValue),
+        (Msg::NumberPoint, 2..=4 | 6) => Fixed64,
+        (Msg::NumberPoint, 5) => Message(Msg::Exemplar),
+        (Msg::NumberPoint, 8) => Varint,
+        (Msg::HistogramPoint, 9) => Message(Msg::KeyValue),
+        (Msg::HistogramPoint, 2..=5 | 11 | 12) => Fixed64,
+        (Msg::HistogramPoint, 6 | 7) => RepeatedFixed64,
+        (Msg::HistogramPoint, 8) => Message(Msg::Exemplar),
+        (Msg::HistogramPoint, 10) => Varint,
+        (Msg::ExpHistogramPoint, 1) => Message(Msg::KeyValue),
+        (Msg::ExpHistogramPoint, 2..=5 | 7 | 12..=14) => Fixed64,
+        (Msg::ExpHistogramPoint, 6 | 10) => Varint,
+        (Msg::ExpHistogramPoint, 8 | 9) => Message(Msg::Buckets),
+        (Msg::ExpHistogramPoint, 11) => Message(Msg::Exemplar),
+        (Msg::Buckets, 1) => Varint,
+        (Msg::Buckets, 2) => RepeatedVarint,
+        (Msg::SummaryPoint, 7) => Message(Msg::KeyValue),
+        (Msg::SummaryPoint, 2..=5) => Fixed64,
+        (Msg::SummaryPoint, 6) => Message(Msg::ValueAtQuantile),
+        (Msg::SummaryPoint, 8) => Varint,
+        (Msg::ValueAtQuantile, 1 | 2) => Fixed64,
+        (Msg::Exemplar, 7) => Message(Msg::KeyValue),
+        (Msg::Exemplar, 2 | 3 | 6) => Fixed64,
+        (Msg::Exemplar, 4 | 5) => Bytes,
         _ => return None,
     })
 }
@@ -250,15 +377,19 @@ impl<'a> Reader<'a> {
 }
 
 /// Checks the fields of one `m` (its body `buf`, at `base` in the request,
-/// with `depth` levels left), indexing resources, scopes and spans.
+/// with `depth` levels left), indexing resource and scope parts and items.
+/// Returns the data points it holds (a `Metric`, or metric data).
 fn fields(
     m: Msg,
     buf: &[u8],
     base: usize,
     depth: u32,
-    index: &mut TracesIndex,
-) -> Result<(), Invalid> {
+    index: &mut RequestIndex,
+) -> Result<usize, Invalid> {
     let mut r = Reader { buf, at: 0 };
+    // A `Metric`'s points: of the kind of data last seen (its field tag).
+    let mut points = 0usize;
+    let mut data_tag = 0u32;
     while r.at < buf.len() {
         let start = r.at;
         let (tag, wire) = r.key()?;
@@ -266,7 +397,7 @@ fn fields(
             r.skip(tag, wire, depth)?;
             continue;
         };
-        if wire != k.wire_type() {
+        if !k.takes(wire) {
             return Err(Invalid::WireType);
         }
         match k {
@@ -286,30 +417,69 @@ fn fields(
                 let (_, s) = r.delimited()?;
                 std::str::from_utf8(s).map_err(|_| Invalid::Utf8)?;
             }
+            Kind::RepeatedFixed64 if wire == 1 => {
+                r.take(8)?;
+            }
+            Kind::RepeatedFixed64 => {
+                if r.delimited()?.1.len() % 8 != 0 {
+                    return Err(Invalid::Truncated);
+                }
+            }
+            Kind::RepeatedVarint if wire == 0 => {
+                r.varint()?;
+            }
+            Kind::RepeatedVarint => {
+                let (_, packed) = r.delimited()?;
+                let mut values = Reader { buf: packed, at: 0 };
+                while values.at < packed.len() {
+                    values.varint()?;
+                }
+            }
             Kind::Message(inner) => {
                 if depth == 0 {
                     return Err(Invalid::Depth);
                 }
                 let (at, body) = r.delimited()?;
-                let (scopes, spans) = (index.scopes.len(), index.spans.len());
-                fields(inner, body, base + at, depth - 1, index)?;
+                let (scopes, items) = (index.scopes.len(), index.items.len());
+                let inner_points = fields(inner, body, base + at, depth - 1, index)?;
                 let field = base + start..base + r.at;
                 match inner {
-                    Msg::ResourceSpans => index.resources.push(Part {
-                        field,
-                        children: scopes..index.scopes.len(),
-                    }),
-                    Msg::ScopeSpans => index.scopes.push(Part {
-                        field,
-                        children: spans..index.spans.len(),
-                    }),
-                    Msg::Span => index.spans.push(field),
+                    Msg::ResourceSpans | Msg::ResourceMetrics | Msg::ResourceLogs => {
+                        index.resources.push(Part {
+                            field,
+                            children: scopes..index.scopes.len(),
+                        })
+                    }
+                    Msg::ScopeSpans | Msg::ScopeMetrics | Msg::ScopeLogs => {
+                        index.scopes.push(Part {
+                            field,
+                            children: items..index.items.len(),
+                        })
+                    }
+                    Msg::Span | Msg::LogRecord => index.items.push(field),
+                    Msg::Metric => {
+                        index.items.push(field);
+                        index.points += inner_points;
+                    }
+                    // One of a `Metric`'s data: the same kind again merges
+                    // into it, another replaces it.
+                    Msg::MetricData(_) => {
+                        if tag != data_tag {
+                            points = 0;
+                        }
+                        data_tag = tag;
+                        points += inner_points;
+                    }
+                    Msg::NumberPoint
+                    | Msg::HistogramPoint
+                    | Msg::ExpHistogramPoint
+                    | Msg::SummaryPoint => points += 1,
                     _ => {}
                 }
             }
         }
     }
-    Ok(())
+    Ok(points)
 }
 
 #[cfg(test)]

@@ -32,7 +32,7 @@ fn random_requests_are_indexed_part_by_part() {
         let scopes: Vec<&ScopeSpans> = v.iter().flat_map(|r| &r.scope_spans).collect();
         let spans: Vec<&Span> = scopes.iter().flat_map(|s| &s.spans).collect();
         assert_eq!(ix.scopes.len(), scopes.len());
-        assert_eq!(ix.spans.len(), spans.len());
+        assert_eq!(ix.items.len(), spans.len());
         // Each part is its own message, whole, and the parts nest.
         for (part, rs) in ix.resources.iter().zip(&v) {
             let got = ResourceSpans::decode(body(&bytes[part.field.clone()])).unwrap();
@@ -44,7 +44,7 @@ fn random_requests_are_indexed_part_by_part() {
             assert_eq!(&got, *ss);
             assert_eq!(part.children.len(), ss.spans.len());
         }
-        for (range, span) in ix.spans.iter().zip(&spans) {
+        for (range, span) in ix.items.iter().zip(&spans) {
             assert_eq!(&Span::decode(body(&bytes[range.clone()])).unwrap(), *span);
         }
         // The resources are the request: concatenated, they are its bytes.
@@ -198,6 +198,144 @@ fn each_kind_of_fault_is_named() {
     .concat();
     let bytes = span(&[unknown, field(5, b"ok")].concat());
     let ix = index_traces(&bytes).unwrap();
-    assert_eq!(ix.spans.len(), 1);
+    assert_eq!(ix.items.len(), 1);
     assert!(decodes(&bytes));
+}
+
+/// Random logs and metrics requests: indexed part by part, counted as the
+/// decoded structs count, refused exactly when the decoder refuses them.
+#[test]
+fn logs_and_metrics_are_indexed_and_checked_as_the_decoder_does() {
+    use crate::convert::otlp_proto::decode_request;
+    use crate::signal::Telemetry;
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs};
+    use opentelemetry_proto::tonic::metrics::v1::{Metric, ResourceMetrics};
+    let mut g = Gen(StdRng::seed_from_u64(77));
+    let mut rng = StdRng::seed_from_u64(78);
+    let (mut accepted, mut refused, mut points) = (0, 0, 0);
+    for round in 0..400 {
+        let signal = if round % 2 == 0 {
+            Signal::Logs
+        } else {
+            Signal::Metrics
+        };
+        let (bytes, data) = match signal {
+            Signal::Logs => {
+                let v = g.logs();
+                let b = ExportLogsServiceRequest {
+                    resource_logs: v.clone(),
+                }
+                .encode_to_vec();
+                (b, Telemetry::Logs(v))
+            }
+            _ => {
+                let v = g.metrics();
+                let b = ExportMetricsServiceRequest {
+                    resource_metrics: v.clone(),
+                }
+                .encode_to_vec();
+                (b, Telemetry::Metrics(v))
+            }
+        };
+        let ix = index_request(signal, &bytes).unwrap();
+        assert_eq!(ix.item_count(), data.item_count());
+        points += ix.points;
+        match &data {
+            Telemetry::Logs(v) => {
+                assert_eq!(ix.resources.len(), v.len());
+                let records: Vec<&LogRecord> = v
+                    .iter()
+                    .flat_map(|r| &r.scope_logs)
+                    .flat_map(|s| &s.log_records)
+                    .collect();
+                assert_eq!(ix.items.len(), records.len());
+                for (range, rec) in ix.items.iter().zip(records) {
+                    assert_eq!(
+                        &LogRecord::decode(body(&bytes[range.clone()])).unwrap(),
+                        rec
+                    );
+                }
+                for (part, rl) in ix.resources.iter().zip(v) {
+                    let got = ResourceLogs::decode(body(&bytes[part.field.clone()])).unwrap();
+                    assert_eq!(&got, rl);
+                }
+            }
+            Telemetry::Metrics(v) => {
+                assert_eq!(ix.resources.len(), v.len());
+                let metrics: Vec<&Metric> = v
+                    .iter()
+                    .flat_map(|r| &r.scope_metrics)
+                    .flat_map(|s| &s.metrics)
+                    .collect();
+                assert_eq!(ix.items.len(), metrics.len());
+                for (range, m) in ix.items.iter().zip(metrics) {
+                    assert_eq!(&Metric::decode(body(&bytes[range.clone()])).unwrap(), m);
+                }
+                for (part, rm) in ix.resources.iter().zip(v) {
+                    let got = ResourceMetrics::decode(body(&bytes[part.field.clone()])).unwrap();
+                    assert_eq!(&got, rm);
+                    assert_eq!(part.children.len(), rm.scope_metrics.len());
+                }
+            }
+            Telemetry::Traces(_) => unreachable!(),
+        }
+        for _ in 0..50 {
+            let bad = damage(&mut rng, bytes.clone());
+            let ours = index_request(signal, &bad);
+            let theirs = decode_request(signal, &bad);
+            assert_eq!(
+                ours.is_ok(),
+                theirs.is_ok(),
+                "{signal}: {ours:?} for {}",
+                hex::encode(&bad)
+            );
+            match (ours, theirs) {
+                (Ok(ix), Ok(t)) => {
+                    accepted += 1;
+                    assert_eq!(ix.item_count(), t.item_count(), "{}", hex::encode(&bad));
+                }
+                _ => refused += 1,
+            }
+        }
+    }
+    assert!(points > 1000, "{points} data points");
+    assert!(accepted > 1000 && refused > 1000, "{accepted} / {refused}");
+}
+
+/// A `Metric` with two kinds of data keeps the last (the points counted are
+/// its); the same kind twice merges; packed and unpacked repeated numbers
+/// are both taken, and a packed run must end on a value.
+#[test]
+fn metric_data_counts_and_packed_fields_follow_the_decoder() {
+    use crate::convert::otlp_proto::decode_request;
+    let point = field(1, &[]); // an empty data point
+    let gauge = field(5, &[point.clone(), point.clone()].concat());
+    let sum = field(7, &point);
+    let check = |metric: Vec<u8>| {
+        let req = field(1, &field(2, &field(2, &metric)));
+        let ours = index_request(Signal::Metrics, &req);
+        let theirs = decode_request(Signal::Metrics, &req);
+        assert_eq!(ours.is_ok(), theirs.is_ok(), "{}", hex::encode(&req));
+        ours.ok().map(|ix| {
+            assert_eq!(ix.item_count(), theirs.map(|t| t.item_count()).unwrap_or(0));
+            ix.points
+        })
+    };
+    assert_eq!(check([gauge.clone(), sum.clone()].concat()), Some(1));
+    assert_eq!(check([sum.clone(), gauge.clone()].concat()), Some(2));
+    assert_eq!(check([gauge.clone(), gauge.clone()].concat()), Some(4));
+    assert_eq!(check([gauge.clone(), sum, gauge].concat()), Some(2));
+    // A histogram point's bucket_counts (6): one fixed64 or packed.
+    let hist = |counts: Vec<u8>| field(9, &field(1, &counts));
+    let mut one = key(6, 1);
+    one.extend([0; 8]);
+    assert_eq!(check(hist(one)), Some(1));
+    assert_eq!(check(hist(field(6, &[0; 16]))), Some(1));
+    assert_eq!(check(hist(field(6, &[0; 12]))), None);
+    // An exponential histogram's bucket counts: packed varints.
+    let exp = |counts: &[u8]| field(10, &field(1, &field(8, &field(2, counts))));
+    assert_eq!(check(exp(&[1, 0x80, 1, 5])), Some(1));
+    assert_eq!(check(exp(&[1, 0x80])), None);
 }

@@ -1,6 +1,7 @@
 use super::*;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::metrics::v1 as metrics_v1;
 use prost::Message;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -226,7 +227,7 @@ impl Gen {
             .collect()
     }
 
-    fn logs(&mut self) -> Vec<ResourceLogs> {
+    pub(crate) fn logs(&mut self) -> Vec<ResourceLogs> {
         (0..self.0.random_range(0..4))
             .map(|_| ResourceLogs {
                 resource: self.resource(),
@@ -250,6 +251,162 @@ impl Gen {
                                 trace_id: self.id(16),
                                 span_id: self.id(8),
                                 event_name: self.text(),
+                            })
+                            .collect(),
+                        schema_url: self.text(),
+                    })
+                    .collect(),
+                schema_url: self.text(),
+            })
+            .collect()
+    }
+
+    fn exemplars(&mut self) -> Vec<metrics_v1::Exemplar> {
+        use metrics_v1::exemplar::Value;
+        (0..self.0.random_range(0..3))
+            .map(|_| metrics_v1::Exemplar {
+                filtered_attributes: self.attrs(0, 2),
+                time_unix_nano: self.0.random(),
+                span_id: self.id(8),
+                trace_id: self.id(16),
+                value: match self.0.random_range(0..3) {
+                    0 => None,
+                    1 => Some(Value::AsDouble(self.0.random())),
+                    _ => Some(Value::AsInt(-self.0.random_range(0..i64::MAX))),
+                },
+            })
+            .collect()
+    }
+
+    fn counts(&mut self, n: usize) -> Vec<u64> {
+        (0..self.0.random_range(0..n))
+            .map(|_| {
+                if self.coin() {
+                    self.0.random_range(0..200)
+                } else {
+                    self.0.random()
+                }
+            })
+            .collect()
+    }
+
+    fn maybe_f64(&mut self) -> Option<f64> {
+        self.coin().then(|| self.0.random())
+    }
+
+    /// Every kind of metric data, with exemplars, packed counts and bounds.
+    fn metric_data(&mut self) -> Option<metrics_v1::metric::Data> {
+        use metrics_v1::metric::Data;
+        use metrics_v1::number_data_point::Value;
+        let n = self.0.random_range(0..4);
+        let number = |g: &mut Gen| metrics_v1::NumberDataPoint {
+            attributes: g.attrs(0, 4),
+            start_time_unix_nano: g.0.random(),
+            time_unix_nano: g.0.random(),
+            exemplars: g.exemplars(),
+            flags: g.small(),
+            value: match g.0.random_range(0..3) {
+                0 => None,
+                1 => Some(Value::AsDouble(g.0.random())),
+                _ => Some(Value::AsInt(g.0.random())),
+            },
+        };
+        Some(match self.0.random_range(0..6) {
+            0 => return None,
+            1 => Data::Gauge(metrics_v1::Gauge {
+                data_points: (0..n).map(|_| number(self)).collect(),
+            }),
+            2 => Data::Sum(metrics_v1::Sum {
+                data_points: (0..n).map(|_| number(self)).collect(),
+                aggregation_temporality: self.int32(),
+                is_monotonic: self.coin(),
+            }),
+            3 => Data::Histogram(metrics_v1::Histogram {
+                data_points: (0..n)
+                    .map(|_| metrics_v1::HistogramDataPoint {
+                        attributes: self.attrs(0, 4),
+                        start_time_unix_nano: self.0.random(),
+                        time_unix_nano: self.0.random(),
+                        count: self.0.random(),
+                        sum: self.maybe_f64(),
+                        bucket_counts: self.counts(12),
+                        explicit_bounds: (0..self.0.random_range(0..12))
+                            .map(|_| self.0.random())
+                            .collect(),
+                        exemplars: self.exemplars(),
+                        flags: self.small(),
+                        min: self.maybe_f64(),
+                        max: self.maybe_f64(),
+                    })
+                    .collect(),
+                aggregation_temporality: self.int32(),
+            }),
+            4 => Data::ExponentialHistogram(metrics_v1::ExponentialHistogram {
+                data_points: (0..n)
+                    .map(|_| {
+                        let buckets = |g: &mut Gen| {
+                            g.coin().then(|| {
+                                metrics_v1::exponential_histogram_data_point::Buckets {
+                                    offset: g.int32(),
+                                    bucket_counts: g.counts(20),
+                                }
+                            })
+                        };
+                        metrics_v1::ExponentialHistogramDataPoint {
+                            attributes: self.attrs(0, 4),
+                            start_time_unix_nano: self.0.random(),
+                            time_unix_nano: self.0.random(),
+                            count: self.0.random(),
+                            sum: self.maybe_f64(),
+                            scale: self.int32(),
+                            zero_count: self.0.random(),
+                            positive: buckets(self),
+                            negative: buckets(self),
+                            flags: self.small(),
+                            exemplars: self.exemplars(),
+                            min: self.maybe_f64(),
+                            max: self.maybe_f64(),
+                            zero_threshold: self.0.random(),
+                        }
+                    })
+                    .collect(),
+                aggregation_temporality: self.int32(),
+            }),
+            _ => Data::Summary(metrics_v1::Summary {
+                data_points: (0..n)
+                    .map(|_| metrics_v1::SummaryDataPoint {
+                        attributes: self.attrs(0, 4),
+                        start_time_unix_nano: self.0.random(),
+                        time_unix_nano: self.0.random(),
+                        count: self.0.random(),
+                        sum: self.0.random(),
+                        quantile_values: (0..self.0.random_range(0..4))
+                            .map(|_| metrics_v1::summary_data_point::ValueAtQuantile {
+                                quantile: self.0.random(),
+                                value: self.0.random(),
+                            })
+                            .collect(),
+                        flags: self.small(),
+                    })
+                    .collect(),
+            }),
+        })
+    }
+
+    pub(crate) fn metrics(&mut self) -> Vec<metrics_v1::ResourceMetrics> {
+        (0..self.0.random_range(0..4))
+            .map(|_| metrics_v1::ResourceMetrics {
+                resource: self.resource(),
+                scope_metrics: (0..self.0.random_range(0..4))
+                    .map(|_| metrics_v1::ScopeMetrics {
+                        scope: self.scope(),
+                        metrics: (0..self.0.random_range(0..5))
+                            .map(|_| metrics_v1::Metric {
+                                name: self.text(),
+                                description: self.text(),
+                                unit: self.text(),
+                                metadata: self.attrs(0, 2),
+                                data: self.metric_data(),
                             })
                             .collect(),
                         schema_url: self.text(),

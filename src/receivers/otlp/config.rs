@@ -50,8 +50,10 @@ impl<'de> Deserialize<'de> for WaitFor {
                 })
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<WaitFor, E> {
+                // Also as text, as an `${env:…}` substitution gives it.
                 match v {
-                    "delivered" => Ok(WaitFor::Delivered),
+                    "false" => Ok(WaitFor::Accepted),
+                    "true" | "delivered" => Ok(WaitFor::Delivered),
                     "durable" => Ok(WaitFor::Durable),
                     other => Err(E::custom(format!(
                         "wait_for_delivery: `{other}` is not one of `false`, `true` (= `delivered`) or `durable`"

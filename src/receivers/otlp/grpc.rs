@@ -1,20 +1,10 @@
-//! OTLP/gRPC: the three collector services on one tonic server.
+//! OTLP/gRPC: the three collector services on one tonic server, each taking
+//! requests as their bytes.
 
-use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
-    LogsService, LogsServiceServer,
-};
-use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsServiceRequest, ExportLogsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
-    MetricsService, MetricsServiceServer,
-};
-use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes};
@@ -33,6 +23,8 @@ use crate::signal::{Metadata, Signal, Telemetry};
 
 #[derive(Clone)]
 struct Svc {
+    /// The signal of its service.
+    signal: Signal,
     intake: Intake,
     consumer: BoxConsumer,
     /// `include_metadata`.
@@ -63,31 +55,27 @@ impl Svc {
 }
 
 impl Svc {
-    /// A trace export request as its bytes: passed on as they are when
+    /// An export request as its bytes: passed on as they are when
     /// [`bytes_first`] says so, else decoded as before.
-    async fn export_traces(
+    async fn export_bytes<R: Default>(
         &self,
         request: Request<Bytes>,
-    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
+    ) -> Result<Response<R>, Status> {
         let metadata = self.metadata(&request);
         let bytes = request.into_inner();
-        if let Some(data) = bytes_first(&self.consumer, Signal::Traces, &bytes) {
+        let signal = self.signal;
+        if let Some(data) = bytes_first(&self.consumer, signal, &bytes) {
             self.intake
                 .deliver_encoded(&self.consumer, data, metadata)
                 .await
                 .map_err(rejection_status)?;
-            return Ok(Response::new(ExportTraceServiceResponse::default()));
+            return Ok(Response::new(R::default()));
         }
         // As tonic's prost codec answers a request that does not decode.
-        let request = ExportTraceServiceRequest::decode(bytes.clone())
+        let data = crate::convert::otlp_proto::decode_request(signal, &bytes)
             .map_err(|e| Status::internal(e.to_string()))?;
-        self.handle(
-            Telemetry::Traces(request.resource_spans),
-            Some(bytes),
-            metadata,
-        )
-        .await?;
-        Ok(Response::new(ExportTraceServiceResponse::default()))
+        self.handle(data, Some(bytes), metadata).await?;
+        Ok(Response::new(R::default()))
     }
 }
 
@@ -101,24 +89,49 @@ fn rejection_status(r: Rejection) -> Status {
     }
 }
 
-/// The trace service's path.
-const TRACE_EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
-
-/// The OTLP trace service, taking each request as its bytes (after gRPC
-/// decompression) rather than decoded: the generated server's routing and
-/// limits, with [`RawCodec`] in place of prost's.
-#[derive(Clone)]
-struct TraceBytesServer {
+/// An OTLP export service (`R`: its response), taking each request as its
+/// bytes (after gRPC decompression) rather than decoded: the generated
+/// server's routing and limits, with [`RawCodec`] in place of prost's.
+struct BytesServer<R> {
     svc: Arc<Svc>,
     max_decoding: usize,
+    _response: PhantomData<fn() -> R>,
 }
 
-impl tonic::server::NamedService for TraceBytesServer {
+impl<R> Clone for BytesServer<R> {
+    fn clone(&self) -> Self {
+        BytesServer {
+            svc: self.svc.clone(),
+            max_decoding: self.max_decoding,
+            _response: PhantomData,
+        }
+    }
+}
+
+impl tonic::server::NamedService for BytesServer<ExportTraceServiceResponse> {
     const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
 }
 
-impl<B> tonic::codegen::Service<http::Request<B>> for TraceBytesServer
+impl tonic::server::NamedService for BytesServer<ExportMetricsServiceResponse> {
+    const NAME: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
+}
+
+impl tonic::server::NamedService for BytesServer<ExportLogsServiceResponse> {
+    const NAME: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
+}
+
+/// The one method of each service.
+fn export_path(signal: Signal) -> &'static str {
+    match signal {
+        Signal::Traces => "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+        Signal::Metrics => "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+        Signal::Logs => "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+    }
+}
+
+impl<R, B> tonic::codegen::Service<http::Request<B>> for BytesServer<R>
 where
+    R: Message + Default + Send + 'static,
     B: tonic::codegen::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<tonic::codegen::StdError> + Send + 'static,
 {
@@ -136,44 +149,44 @@ where
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let me = self.clone();
         Box::pin(async move {
-            if req.uri().path() != TRACE_EXPORT {
+            if req.uri().path() != export_path(me.svc.signal) {
                 return Ok(Status::unimplemented("").into_http());
             }
             let mut accept = tonic::codec::EnabledCompressionEncodings::default();
             accept.enable(CompressionEncoding::Gzip);
             accept.enable(CompressionEncoding::Zstd);
-            let mut grpc = tonic::server::Grpc::new(RawCodec)
+            let mut grpc = tonic::server::Grpc::new(RawCodec::<R>(PhantomData))
                 .apply_compression_config(accept, Default::default())
                 .apply_max_message_size_config(Some(me.max_decoding), None);
-            Ok(grpc.unary(ExportBytes(me.svc), req).await)
+            Ok(grpc.unary(ExportBytes::<R>(me.svc, PhantomData), req).await)
         })
     }
 }
 
-/// One export call on [`TraceBytesServer`].
-struct ExportBytes(Arc<Svc>);
+/// One export call on a [`BytesServer`].
+struct ExportBytes<R>(Arc<Svc>, PhantomData<fn() -> R>);
 
-impl tonic::server::UnaryService<Bytes> for ExportBytes {
-    type Response = ExportTraceServiceResponse;
-    type Future = tonic::codegen::BoxFuture<Response<Self::Response>, Status>;
+impl<R: Default + Send + 'static> tonic::server::UnaryService<Bytes> for ExportBytes<R> {
+    type Response = R;
+    type Future = tonic::codegen::BoxFuture<Response<R>, Status>;
 
     fn call(&mut self, request: Request<Bytes>) -> Self::Future {
         let svc = self.0.clone();
-        Box::pin(async move { svc.export_traces(request).await })
+        Box::pin(async move { svc.export_bytes::<R>(request).await })
     }
 }
 
-/// Requests as their bytes, responses encoded by prost.
-struct RawCodec;
+/// Requests as their bytes, responses (`R`) encoded by prost.
+struct RawCodec<R>(PhantomData<fn() -> R>);
 
-impl tonic::codec::Codec for RawCodec {
-    type Encode = ExportTraceServiceResponse;
+impl<R: Message + Send + 'static> tonic::codec::Codec for RawCodec<R> {
+    type Encode = R;
     type Decode = Bytes;
-    type Encoder = ResponseEncoder;
+    type Encoder = ResponseEncoder<R>;
     type Decoder = RawDecoder;
 
-    fn encoder(&mut self) -> ResponseEncoder {
-        ResponseEncoder
+    fn encoder(&mut self) -> ResponseEncoder<R> {
+        ResponseEncoder(PhantomData)
     }
 
     fn decoder(&mut self) -> RawDecoder {
@@ -181,17 +194,13 @@ impl tonic::codec::Codec for RawCodec {
     }
 }
 
-struct ResponseEncoder;
+struct ResponseEncoder<R>(PhantomData<fn() -> R>);
 
-impl tonic::codec::Encoder for ResponseEncoder {
-    type Item = ExportTraceServiceResponse;
+impl<R: Message> tonic::codec::Encoder for ResponseEncoder<R> {
+    type Item = R;
     type Error = Status;
 
-    fn encode(
-        &mut self,
-        item: ExportTraceServiceResponse,
-        dst: &mut tonic::codec::EncodeBuf<'_>,
-    ) -> Result<(), Status> {
+    fn encode(&mut self, item: R, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), Status> {
         item.encode(dst)
             .map_err(|e| Status::internal(e.to_string()))
     }
@@ -209,40 +218,6 @@ impl tonic::codec::Decoder for RawDecoder {
     }
 }
 
-#[tonic::async_trait]
-impl MetricsService for Svc {
-    async fn export(
-        &self,
-        request: Request<ExportMetricsServiceRequest>,
-    ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
-        let metadata = self.metadata(&request);
-        self.handle(
-            Telemetry::Metrics(request.into_inner().resource_metrics),
-            None,
-            metadata,
-        )
-        .await?;
-        Ok(Response::new(ExportMetricsServiceResponse::default()))
-    }
-}
-
-#[tonic::async_trait]
-impl LogsService for Svc {
-    async fn export(
-        &self,
-        request: Request<ExportLogsServiceRequest>,
-    ) -> Result<Response<ExportLogsServiceResponse>, Status> {
-        let metadata = self.metadata(&request);
-        self.handle(
-            Telemetry::Logs(request.into_inner().resource_logs),
-            None,
-            metadata,
-        )
-        .await?;
-        Ok(Response::new(ExportLogsServiceResponse::default()))
-    }
-}
-
 /// Binds and serves; services exist only for signals some pipeline takes
 /// (others answer `UNIMPLEMENTED`). Responses are tiny, so they are never compressed.
 pub(super) async fn start(
@@ -255,6 +230,7 @@ pub(super) async fn start(
     let limit = cfg.max_recv_msg_size_mib * 1024 * 1024;
     let svc = |signal: Signal| {
         intake.consumer(signal).map(|c| Svc {
+            signal,
             intake: intake.clone(),
             consumer: c.clone(),
             keep_metadata: cfg.include_metadata,
@@ -272,32 +248,27 @@ pub(super) async fn start(
             _ => Ok(req),
         }
     };
+    fn server<R>(s: Svc, max_decoding: usize) -> BytesServer<R> {
+        BytesServer {
+            svc: Arc::new(s),
+            max_decoding,
+            _response: PhantomData,
+        }
+    }
     let traces = svc(Signal::Traces).map(|s| {
         InterceptedService::new(
-            TraceBytesServer {
-                svc: Arc::new(s),
-                max_decoding: limit,
-            },
+            server::<ExportTraceServiceResponse>(s, limit),
             check.clone(),
         )
     });
     let metrics = svc(Signal::Metrics).map(|s| {
         InterceptedService::new(
-            MetricsServiceServer::new(s)
-                .max_decoding_message_size(limit)
-                .accept_compressed(CompressionEncoding::Gzip)
-                .accept_compressed(CompressionEncoding::Zstd),
+            server::<ExportMetricsServiceResponse>(s, limit),
             check.clone(),
         )
     });
     let logs = svc(Signal::Logs).map(|s| {
-        InterceptedService::new(
-            LogsServiceServer::new(s)
-                .max_decoding_message_size(limit)
-                .accept_compressed(CompressionEncoding::Gzip)
-                .accept_compressed(CompressionEncoding::Zstd),
-            check.clone(),
-        )
+        InterceptedService::new(server::<ExportLogsServiceResponse>(s, limit), check.clone())
     });
     let router = tonic::transport::Server::builder()
         .tcp_nodelay(true)

@@ -204,19 +204,19 @@ impl Intake {
 /// `consumer` takes encoded batches (every stage after the receiver sends
 /// OTLP as is) and the one-pass check ([`crate::convert::otlp_index`])
 /// accepts it. None: decode it instead (a request the check refuses then
-/// gets the decoder's own error). Traces only, so far.
+/// gets the decoder's own error).
 pub(super) fn bytes_first(
     consumer: &BoxConsumer,
     signal: Signal,
     body: &bytes::Bytes,
 ) -> Option<EncodedBatch> {
-    if signal != Signal::Traces || !consumer.takes_encoded() {
+    if !consumer.takes_encoded() {
         return None;
     }
-    let ix = crate::convert::otlp_index::index_traces(body).ok()?;
+    let ix = crate::convert::otlp_index::index_request(signal, body).ok()?;
     Some(EncodedBatch {
         signal,
-        items: ix.spans.len(),
+        items: ix.item_count(),
         bytes: body.clone(),
     })
 }
