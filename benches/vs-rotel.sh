@@ -5,8 +5,10 @@
 # one collector after the other. The collector is pinned to CPU 0, the load
 # generator and the sink to CPU 1.
 #
-#   benches/vs-rotel.sh            # saturation (8 and 64 senders), fixed 10k spans/s,
-#                                  # and the decode-only ceiling
+#   benches/vs-rotel.sh            # saturation at 4 senders x 100 spans, 1 x 1000 and
+#                                  # 64 x 100, and a fixed 10k spans/s (1 sender), each
+#                                  # for spanwire, rotel and the decode-only ceiling
+#   MODES="saturation fixed" benches/vs-rotel.sh   # a subset (saturation = 8 x 100)
 #   ROTEL_AGENT=/path/to/rotel-agent benches/vs-rotel.sh
 #
 # Prints one line per run and a summary table (see BENCHMARKS.md).
@@ -81,6 +83,8 @@ run() {
   sleep 1
   case "$mode" in
     saturation) out=$(taskset -c 1 $bin/spanwire-loadgen send --grpc 127.0.0.1:4317 --concurrency 8 --batch 100 --duration "$secs" --pid "$cpid") ;;
+    4x100) out=$(taskset -c 1 $bin/spanwire-loadgen send --grpc 127.0.0.1:4317 --concurrency 4 --batch 100 --duration "$secs" --pid "$cpid") ;;
+    1x1000) out=$(taskset -c 1 $bin/spanwire-loadgen send --grpc 127.0.0.1:4317 --concurrency 1 --batch 1000 --duration "$secs" --pid "$cpid") ;;
     saturation64) out=$(taskset -c 1 $bin/spanwire-loadgen send --grpc 127.0.0.1:4317 --concurrency 64 --batch 100 --duration "$secs" --pid "$cpid") ;;
     fixed)      out=$(taskset -c 1 $bin/spanwire-loadgen send --grpc 127.0.0.1:4317 --concurrency 1 --batch 100 --rate 10000 --duration "$secs" --pid "$cpid") ;;
   esac
@@ -90,29 +94,27 @@ run() {
   [ "$name" = ceiling ] && sunk=$(grep -o 'sink: [0-9]* spans total' /tmp/vs-ceiling.log | tail -n 1 | grep -o '[0-9]*' || echo 0)
   kill "$cpid" "$spid" 2>/dev/null || true
   wait "$cpid" "$spid" 2>/dev/null || true
-  local rate cpu rss p50
+  local rate cpu rss p50 p99
   rate=$(echo "$out" | grep -o '= [0-9]* spans/s' | grep -o '[0-9]*')
   p50=$(echo "$out" | grep -o 'p50 [0-9.]*' | grep -o '[0-9.]*$')
+  p99=$(echo "$out" | grep -o 'p99 [0-9.]*' | grep -o '[0-9.]*$')
   cpu=$(echo "$out" | grep -o 'cpu [0-9.]*%' | grep -o '[0-9.]*')
   rss=$(echo "$out" | grep -o 'peak RSS [0-9.]* MiB' | grep -o '[0-9.]*')
-  echo "$name $mode: sent $rate spans/s, p50 $p50 ms, cpu $cpu%, peak RSS $rss MiB, received by the sink $sunk" >&2
-  echo "$name $mode $rate $p50 $cpu $rss $sunk"
+  echo "$name $mode: sent $rate spans/s, p50 $p50 ms, p99 $p99 ms, cpu $cpu%, peak RSS $rss MiB, received by the sink $sunk" >&2
+  echo "$name $mode $rate $p50 $p99 $cpu $rss $sunk"
 }
 
 results=()
-for mode in saturation saturation64; do
+for mode in ${MODES:-4x100 1x1000 saturation64 fixed}; do
   for name in spanwire rotel ceiling; do
     results+=("$(run "$name" "$mode")")
   done
 done
-for name in spanwire rotel; do
-  results+=("$(run "$name" fixed)")
-done
 
 echo
-echo "| run | spans/s sent | p50 latency ms | CPU (one core) | peak RSS MiB | spans at the sink |"
+echo "| run | spans/s sent | p50 / p99 ms | CPU (one core) | peak RSS MiB | spans at the sink |"
 echo "|---|---|---|---|---|---|"
 for r in "${results[@]}"; do
   set -- $r
-  echo "| $1 $2 | $3 | $4 | $5% | $6 | $7 |"
+  echo "| $1 $2 | $3 | $4 / $5 | $6% | $7 | $8 |"
 done

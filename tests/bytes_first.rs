@@ -545,3 +545,145 @@ async fn metrics_and_logs_go_as_bytes_and_arrive_as_decoding_delivers_them() {
         "the same error"
     );
 }
+
+/// A receiver feeding a pipeline whose exporters mix an OTLP one (bytes)
+/// and a `file` one (structs), and a second pipeline whose `attributes`
+/// processor needs structs: requests still go on as bytes, each batch is
+/// decoded once for those that need it, and every destination gets every
+/// span as the decode path would give it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_pipelines_take_bytes_and_decode_once_for_those_that_need_structs() {
+    let (a, b) = (Sink::start().await, Sink::start().await);
+    let (grpc, http, health, telemetry) = (free_port(), free_port(), free_port(), free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("spans.jsonl");
+    let cfg = format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      grpc: {{endpoint: "127.0.0.1:{grpc}"}}
+      http: {{endpoint: "127.0.0.1:{http}"}}
+processors:
+  batch: {{send_batch_size: 50, timeout: 50ms}}
+  attributes:
+    actions: [{{key: pipeline, value: decoded, action: insert}}]
+exporters:
+  otlp:
+    endpoint: "http://127.0.0.1:{a}"
+    tls: {{insecure: true}}
+  otlp/decoded:
+    endpoint: "http://127.0.0.1:{b}"
+    tls: {{insecure: true}}
+  file:
+    path: "{file}"
+extensions:
+  health_check: {{endpoint: "127.0.0.1:{health}"}}
+service:
+  extensions: [health_check]
+  telemetry:
+    metrics: {{address: "127.0.0.1:{telemetry}"}}
+  pipelines:
+    traces: {{receivers: [otlp], processors: [batch], exporters: [otlp, file]}}
+    traces/decoded: {{receivers: [otlp], processors: [attributes], exporters: [otlp/decoded]}}
+"#,
+        a = a.grpc_port,
+        b = b.grpc_port,
+        file = file.display()
+    );
+    let daemon = Daemon::start(&cfg, health);
+    let reqs = requests();
+    let mut want: Vec<Span> = reqs
+        .iter()
+        .flat_map(|r| &r.resource_spans)
+        .flat_map(|r| &r.scope_spans)
+        .flat_map(|s| s.spans.clone())
+        .collect();
+    for (i, req) in reqs.iter().enumerate() {
+        if i % 2 == 0 {
+            send_raw(grpc, req.encode_to_vec()).await.unwrap();
+        } else {
+            assert_eq!(post(http, req.encode_to_vec()).await.0, 200);
+        }
+    }
+    let n = want.len();
+    assert_eq!(
+        a.wait_for(Signal::Traces, n, Duration::from_secs(20)).await,
+        n
+    );
+    assert_eq!(
+        b.wait_for(Signal::Traces, n, Duration::from_secs(20)).await,
+        n,
+        "{}",
+        daemon.logs()
+    );
+    let by_id = |v: &mut Vec<Span>| {
+        v.sort_by(|x, y| {
+            (&x.trace_id, &x.span_id, &x.name).cmp(&(&y.trace_id, &y.span_id, &y.name))
+        })
+    };
+    by_id(&mut want);
+    let mut got_a = a.spans();
+    by_id(&mut got_a);
+    assert!(
+        got_a == want,
+        "the bytes pipeline's OTLP exporter: the spans as sent"
+    );
+    // The file exporter (structs, decoded from the same batch).
+    let mut from_file = Vec::new();
+    assert!(
+        common::wait_until(Duration::from_secs(10), || {
+            from_file = std::fs::read_to_string(&file)
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| {
+                    spanwire::convert::otlp_json::decode(Signal::Traces, l.as_bytes()).ok()
+                })
+                .flat_map(|t| match t {
+                    Telemetry::Traces(rs) => rs
+                        .into_iter()
+                        .flat_map(|r| r.scope_spans)
+                        .flat_map(|s| s.spans)
+                        .collect::<Vec<_>>(),
+                    _ => Vec::new(),
+                })
+                .collect();
+            from_file.len() == n
+        })
+        .await,
+        "{} spans in the file",
+        from_file.len()
+    );
+    by_id(&mut from_file);
+    assert!(from_file == want, "the file exporter: the same spans");
+    // The decoded pipeline: the same spans, each with the attribute added.
+    let mut got_b = b.spans();
+    by_id(&mut got_b);
+    let added = KeyValue {
+        key: "pipeline".into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue("decoded".into())),
+        }),
+        ..Default::default()
+    };
+    assert_eq!(got_b.len(), want.len());
+    for (got, sent) in got_b.iter().zip(&want) {
+        assert!(got.attributes.contains(&added), "{got:?}");
+        // Without what the processor added, the span as sent.
+        let mut stripped = got.clone();
+        stripped.attributes.retain(|kv| kv != &added);
+        for e in &mut stripped.events {
+            e.attributes.retain(|kv| kv != &added);
+        }
+        assert!(stripped == *sent, "{got:?}");
+    }
+    // Every request went on as bytes: the fan-outs decoded for the others.
+    let passed = (
+        bytes_first_requests(telemetry, "grpc").await,
+        bytes_first_requests(telemetry, "http").await,
+    );
+    assert_eq!(
+        passed,
+        (reqs.len().div_ceil(2) as f64, (reqs.len() / 2) as f64)
+    );
+}

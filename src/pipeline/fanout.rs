@@ -44,20 +44,53 @@ impl Consumer for PipelineFanout {
         }
     }
 
+    /// True when some pipeline takes bytes: the others then share one
+    /// decode (see [`Consumer::consume_encoded`]).
     fn takes_encoded(&self) -> bool {
-        self.targets.iter().all(|t| t.takes_encoded())
+        self.targets.iter().any(|t| t.takes_encoded())
     }
 
+    /// Pipelines that take bytes get the same bytes (shared, not copied);
+    /// the batch is decoded once, only if some pipeline needs structs, and
+    /// each of those gets a copy of it, as [`Consumer::consume`] gives them.
     async fn consume_encoded(
         &self,
         data: EncodedBatch,
         acks: Acks,
     ) -> Result<(), ConsumeError<EncodedBatch>> {
-        // Each pipeline gets the same bytes (shared, not copied).
         let mut first_error = None;
+        let mut structs = Vec::new();
         for t in &self.targets {
-            if let Err(e) = t.consume_encoded(data.clone(), acks.clone()).await {
+            if !t.takes_encoded() {
+                structs.push(t);
+            } else if let Err(e) = t.consume_encoded(data.clone(), acks.clone()).await {
                 first_error.get_or_insert(e);
+            }
+        }
+        if let Some((last, rest)) = structs.split_last() {
+            let decoded = match crate::convert::otlp_proto::decode_request(data.signal, &data.bytes)
+            {
+                Ok(t) => t,
+                Err(e) => {
+                    return Err(ConsumeError::Failed(format!(
+                        "an encoded batch does not decode: {e}"
+                    )))
+                }
+            };
+            // A refusal gives back the bytes, for the sender to retry.
+            let as_bytes = |e: ConsumeError| match e {
+                ConsumeError::Refused(r) => {
+                    ConsumeError::refused(r.reason, r.retry_after, data.clone(), r.acks)
+                }
+                ConsumeError::Failed(f) => ConsumeError::Failed(f),
+            };
+            for t in rest {
+                if let Err(e) = t.consume(decoded.clone(), acks.clone()).await {
+                    first_error.get_or_insert(as_bytes(e));
+                }
+            }
+            if let Err(e) = last.consume(decoded, acks.clone()).await {
+                first_error.get_or_insert(as_bytes(e));
             }
         }
         match first_error {

@@ -21,6 +21,7 @@ pub mod wal;
 use self::disk::{Appended, DiskConfig, DiskQueue, DiskQueueError};
 use crate::component::{Connector, DynExport, ExportError};
 use crate::consumer::{AckOutcome, Acks, ConsumeError, Consumer};
+use crate::convert::otlp_proto;
 use crate::settings::types::RetryConfig;
 use crate::signal::{EncodedBatch, Metadata, Payload, Signal, Telemetry};
 use crate::telemetry::{gauge, SignalCounters};
@@ -272,14 +273,15 @@ impl ExporterFanout {
         Ok((slots, record))
     }
 
-    /// Hands `payload` to every reserved slot: disk queues first (a failed
-    /// write refuses the batch before any memory queue has it), then memory
-    /// queues, then each queue-less target in turn. `record` is the
-    /// payload's disk record when a slot is on disk.
+    /// Hands the batch to every reserved slot, each target getting it as
+    /// `payload` says: disk queues first (a failed write refuses the batch
+    /// before any memory queue has it), then memory queues, then each
+    /// queue-less target in turn. `record` is the batch's disk record when a
+    /// slot is on disk.
     async fn dispatch(
         &self,
         slots: Vec<Slot<'_>>,
-        payload: Payload,
+        payload: impl Fn(&ExporterInput) -> Payload,
         record: Option<disk::Record>,
         acks: Acks,
     ) -> Result<(), Dispatch> {
@@ -297,7 +299,7 @@ impl ExporterFanout {
                             t.shared.name
                         )));
                     };
-                    if let Err(e) = t.append_disk(res, record, payload.clone(), &acks).await {
+                    if let Err(e) = t.append_disk(res, record, payload(t), &acks).await {
                         tracing::error!(exporter = %t.shared.name, error = %e, "could not write to the disk queue; refusing the batch");
                         return Err(Dispatch::DiskWrite(format!(
                             "exporter {}: {e}",
@@ -308,23 +310,12 @@ impl ExporterFanout {
             }
         }
         for (t, p) in memory {
-            t.send_reserved(p, payload.clone(), acks.clone());
+            t.send_reserved(p, payload(t), acks.clone());
         }
-        Self::send_direct_all(direct, payload, acks)
-            .await
-            .map_err(Dispatch::Failed)
-    }
-
-    /// Exports `data` through each queue-less target in turn.
-    async fn send_direct_all(
-        direct: Vec<&Arc<ExporterInput>>,
-        data: Payload,
-        acks: Acks,
-    ) -> Result<(), String> {
         let mut result = Ok(());
         for t in direct {
-            if let Err(e) = t.send_direct(data.clone(), acks.clone()).await {
-                result = Err(e);
+            if let Err(e) = t.send_direct(payload(t), acks.clone()).await {
+                result = Err(Dispatch::Failed(e));
             }
         }
         result
@@ -343,7 +334,7 @@ impl Consumer for ExporterFanout {
         // Exporters only read the batch, so they share one copy.
         let data = Arc::new(data);
         let payload = Payload::Structs(data.clone());
-        self.dispatch(slots, payload, record, acks.clone())
+        self.dispatch(slots, |_| payload.clone(), record, acks.clone())
             .await
             .map_err(|e| {
                 e.into_consume_error(
@@ -353,21 +344,30 @@ impl Consumer for ExporterFanout {
             })
     }
 
+    /// True when some exporter sends the bytes as they are: the others
+    /// then share one decoded copy (see [`Consumer::consume_encoded`]).
     fn takes_encoded(&self) -> bool {
-        !self.targets.is_empty() && self.targets.iter().all(|t| t.encoded)
+        self.targets.iter().any(|t| t.encoded)
     }
 
+    /// Exporters that send OTLP as is get the bytes; the others share the
+    /// batch decoded once, here, only if there are any.
     async fn consume_encoded(
         &self,
         data: EncodedBatch,
         acks: Acks,
     ) -> Result<(), ConsumeError<EncodedBatch>> {
-        if let Some(t) = self.targets.iter().find(|t| !t.encoded) {
-            return Err(ConsumeError::Failed(format!(
-                "exporter {} does not take encoded batches",
-                t.shared.name
-            )));
-        }
+        let structs = match self.targets.iter().all(|t| t.encoded) {
+            true => None,
+            false => match otlp_proto::decode_request(data.signal, &data.bytes) {
+                Ok(t) => Some(Payload::Structs(Arc::new(t))),
+                Err(e) => {
+                    return Err(ConsumeError::Failed(format!(
+                        "an encoded batch does not decode: {e}"
+                    )))
+                }
+            },
+        };
         // A disk queue writes the batch's bytes as they are, after a header.
         let (slots, record) = match self
             .reserve_all(|| disk::encoded_record(&data, acks.metadata()))
@@ -375,7 +375,11 @@ impl Consumer for ExporterFanout {
             Ok(r) => r,
             Err(reason) => return Err(ConsumeError::refused(reason, REFUSED_RETRY, data, acks)),
         };
-        let payload = Payload::Encoded(data.clone());
+        let encoded = Payload::Encoded(data.clone());
+        let payload = |t: &ExporterInput| match (&structs, t.encoded) {
+            (Some(s), false) => s.clone(),
+            _ => encoded.clone(),
+        };
         self.dispatch(slots, payload, record, acks.clone())
             .await
             .map_err(|e| e.into_consume_error(|| data, acks))
