@@ -34,7 +34,7 @@ pub use extension::{ExtensionContext, ExtensionDef, ExtensionFactory, Health, St
 pub use factory::{find, names, AnyFactory, Configured, Definition, Factories, Factory};
 pub use id::ComponentId;
 pub use processor::{
-    ProcessorContext, ProcessorDef, ProcessorFactory, ProcessorStage, Stage, StageTask,
+    Admit, ProcessorContext, ProcessorDef, ProcessorFactory, ProcessorStage, Stage, StageTask,
     SyncProcessor,
 };
 pub use receiver::{ReceiverContext, ReceiverDef, ReceiverFactory};

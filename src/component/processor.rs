@@ -98,18 +98,29 @@ pub trait SyncProcessor: Send + Sync + 'static {
     /// the client metadata that came with it (see `include_metadata`).
     fn process(&self, data: Telemetry, metadata: &Metadata) -> Result<Telemetry, ConsumeError>;
 
-    /// Whether it lets OTLP request bytes through as they are: true for a
-    /// processor that only admits or refuses data (`memory_limiter`), which
-    /// says so in [`SyncProcessor::admit`].
+    /// Whether it can judge OTLP request bytes as they are
+    /// ([`SyncProcessor::admit`]): true for a processor that only admits or
+    /// refuses data (`memory_limiter`), or that can tell from the bytes that
+    /// it would change nothing (`limits`).
     fn passes_encoded(&self) -> bool {
         false
     }
 
-    /// For one that passes bytes: whether to take data now, else why not
-    /// and when to retry.
-    fn admit(&self) -> Result<(), (String, Duration)> {
-        Ok(())
+    /// For one that passes bytes: what to do with `data`.
+    fn admit(&self, _data: &EncodedBatch) -> Admit {
+        Admit::Pass
     }
+}
+
+/// What a processor that passes bytes does with an encoded batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admit {
+    /// Pass the bytes on as they are: processing would change nothing.
+    Pass,
+    /// Decode it and [`SyncProcessor::process`] it.
+    Decode,
+    /// Not now: why, and when to retry.
+    Refuse(String, Duration),
 }
 
 /// Runs a [`SyncProcessor`] and passes its output on.
@@ -170,9 +181,29 @@ impl Consumer for ProcessorStage {
         data: EncodedBatch,
         acks: Acks,
     ) -> Result<(), ConsumeError<EncodedBatch>> {
-        if let Err((reason, retry_after)) = self.processor.admit() {
-            return Err(ConsumeError::refused(reason, retry_after, data, acks));
+        match self.processor.admit(&data) {
+            Admit::Pass => self.next.consume_encoded(data, acks).await,
+            Admit::Refuse(reason, retry_after) => {
+                Err(ConsumeError::refused(reason, retry_after, data, acks))
+            }
+            Admit::Decode => {
+                let decoded =
+                    match crate::convert::otlp_proto::decode_request(data.signal, &data.bytes) {
+                        Ok(t) => t,
+                        Err(e) => {
+                            return Err(ConsumeError::Failed(format!(
+                                "an encoded batch does not decode: {e}"
+                            )))
+                        }
+                    };
+                // A refusal gives back the bytes, for the sender to retry.
+                self.consume(decoded, acks).await.map_err(|e| match e {
+                    ConsumeError::Refused(r) => {
+                        ConsumeError::refused(r.reason, r.retry_after, data, r.acks)
+                    }
+                    ConsumeError::Failed(f) => ConsumeError::Failed(f),
+                })
+            }
         }
-        self.next.consume_encoded(data, acks).await
     }
 }

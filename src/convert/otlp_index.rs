@@ -78,7 +78,27 @@ pub struct RequestIndex {
     /// Metrics: the data points, as [`crate::signal::Telemetry::item_count`]
     /// counts them once decoded.
     pub points: usize,
+    /// The largest counts in it, for the `limits` processor.
+    pub shape: Shape,
     signal: Option<Signal>,
+}
+
+/// The largest counts in a request: if they are within the `limits`
+/// processor's limits, it would change nothing. Each is an upper bound of
+/// what the processor looks at (it counts over every message of a kind,
+/// not only those the processor bounds).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Shape {
+    /// Most `KeyValue`s in one attribute list (any message's, but a map value's).
+    pub attributes: usize,
+    /// Longest string or bytes value (`AnyValue`), in bytes, anywhere.
+    pub value_len: usize,
+    /// Most elements in one array value or entries in one map value.
+    pub elements: usize,
+    /// Most events of one span.
+    pub events: usize,
+    /// Most links of one span.
+    pub links: usize,
 }
 
 impl RequestIndex {
@@ -390,6 +410,8 @@ fn fields(
     // A `Metric`'s points: of the kind of data last seen (its field tag).
     let mut points = 0usize;
     let mut data_tag = 0u32;
+    // Repeated fields of this message, for the shape.
+    let (mut key_values, mut values, mut events, mut links) = (0usize, 0usize, 0usize, 0usize);
     while r.at < buf.len() {
         let start = r.at;
         let (tag, wire) = r.key()?;
@@ -411,11 +433,17 @@ fn fields(
                 r.take(4)?;
             }
             Kind::Bytes => {
-                r.delimited()?;
+                let (_, b) = r.delimited()?;
+                if m == Msg::AnyValue {
+                    index.shape.value_len = index.shape.value_len.max(b.len());
+                }
             }
             Kind::Str => {
                 let (_, s) = r.delimited()?;
                 std::str::from_utf8(s).map_err(|_| Invalid::Utf8)?;
+                if m == Msg::AnyValue {
+                    index.shape.value_len = index.shape.value_len.max(s.len());
+                }
             }
             Kind::RepeatedFixed64 if wire == 1 => {
                 r.take(8)?;
@@ -443,6 +471,13 @@ fn fields(
                 let (scopes, items) = (index.scopes.len(), index.items.len());
                 let inner_points = fields(inner, body, base + at, depth - 1, index)?;
                 let field = base + start..base + r.at;
+                match (m, inner) {
+                    (_, Msg::KeyValue) => key_values += 1,
+                    (Msg::ArrayValue, Msg::AnyValue) => values += 1,
+                    (Msg::Span, Msg::Event) => events += 1,
+                    (Msg::Span, Msg::Link) => links += 1,
+                    _ => {}
+                }
                 match inner {
                     Msg::ResourceSpans | Msg::ResourceMetrics | Msg::ResourceLogs => {
                         index.resources.push(Part {
@@ -479,6 +514,14 @@ fn fields(
             }
         }
     }
+    let shape = &mut index.shape;
+    match m {
+        Msg::KvList => shape.elements = shape.elements.max(key_values),
+        _ => shape.attributes = shape.attributes.max(key_values),
+    }
+    shape.elements = shape.elements.max(values);
+    shape.events = shape.events.max(events);
+    shape.links = shape.links.max(links);
     Ok(points)
 }
 

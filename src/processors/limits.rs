@@ -9,10 +9,11 @@ use metrics::Counter;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
 use serde::Deserialize;
 
-use crate::component::{Factory, ProcessorContext, ProcessorFactory, Stage, SyncProcessor};
+use crate::component::{Admit, Factory, ProcessorContext, ProcessorFactory, Stage, SyncProcessor};
 use crate::consumer::{ConsumeError, StartError};
+use crate::convert::otlp_index::Shape;
 use crate::settings::de::DeError;
-use crate::signal::{Metadata, Telemetry};
+use crate::signal::{EncodedBatch, Metadata, Telemetry};
 
 /// `processors.limits`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -135,6 +136,20 @@ impl Limits {
     }
 }
 
+impl Limits {
+    /// Whether data of this `shape` is within every limit, so that
+    /// processing it would change nothing.
+    fn within(&self, shape: &Shape) -> bool {
+        let values_within =
+            |max: usize| max == 0 || (shape.value_len <= max && shape.elements <= max);
+        shape.attributes <= self.cfg.max_attributes
+            && shape.events <= self.cfg.max_span_events
+            && shape.links <= self.cfg.max_span_links
+            && values_within(self.cfg.max_attribute_value_length)
+            && values_within(self.cfg.max_log_body_length)
+    }
+}
+
 /// Bounds one value to `max` bytes (strings on a character boundary) or
 /// `max` elements (arrays, maps), recursively; returns how many values were cut.
 fn cut_value(v: &mut AnyValue, max: usize) -> u64 {
@@ -177,6 +192,18 @@ fn cut_value(v: &mut AnyValue, max: usize) -> u64 {
 }
 
 impl SyncProcessor for Limits {
+    fn passes_encoded(&self) -> bool {
+        true
+    }
+
+    /// Bytes within every limit go on as they are; the rest are decoded and cut.
+    fn admit(&self, data: &EncodedBatch) -> Admit {
+        match crate::convert::otlp_index::index_request(data.signal, &data.bytes) {
+            Ok(ix) if self.within(&ix.shape) => Admit::Pass,
+            _ => Admit::Decode,
+        }
+    }
+
     fn process(&self, mut data: Telemetry, _: &Metadata) -> Result<Telemetry, ConsumeError> {
         match &mut data {
             Telemetry::Traces(v) => {
@@ -247,10 +274,12 @@ impl SyncProcessor for Limits {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::consumer::Acks;
     use opentelemetry_proto::tonic::common::v1::ArrayValue;
     use opentelemetry_proto::tonic::resource::v1::Resource;
     use opentelemetry_proto::tonic::trace::v1::span::Event;
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    use std::sync::Arc;
 
     fn kv(k: &str, v: any_value::Value) -> KeyValue {
         KeyValue {
@@ -414,5 +443,96 @@ mod tests {
             &kv.value.as_ref().unwrap().value,
             Some(any_value::Value::StringValue(s)) if s.len() == 8
         )));
+    }
+
+    /// Takes bytes, and records what it was given.
+    #[derive(Default)]
+    struct Capture {
+        got: std::sync::Mutex<Vec<Result<Vec<u8>, Telemetry>>>,
+    }
+
+    #[async_trait::async_trait]
+    impl crate::consumer::Consumer for Capture {
+        async fn consume(&self, data: Telemetry, _: Acks) -> Result<(), ConsumeError> {
+            self.got.lock().unwrap().push(Err(data));
+            Ok(())
+        }
+        fn takes_encoded(&self) -> bool {
+            true
+        }
+        async fn consume_encoded(
+            &self,
+            data: EncodedBatch,
+            _: Acks,
+        ) -> Result<(), ConsumeError<EncodedBatch>> {
+            self.got.lock().unwrap().push(Ok(data.bytes.to_vec()));
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn bytes_within_the_limits_pass_as_they_are_and_the_rest_are_cut() {
+        use crate::component::ProcessorStage;
+        use crate::consumer::Consumer;
+        use crate::signal::Signal;
+        use prost::Message;
+        let cfg = LimitsConfig {
+            max_attributes: 4,
+            max_attribute_value_length: 8,
+            max_span_events: 1,
+            ..LimitsConfig::default()
+        };
+        let next = Arc::new(Capture::default());
+        let stage = ProcessorStage::new(Arc::new(Limits::new(&cfg, &[])), next.clone(), &[]);
+        assert!(stage.takes_encoded());
+        let request = |attrs: usize, text: &str, events: usize| {
+            let span = Span {
+                attributes: (0..attrs)
+                    .map(|i| kv(&format!("k{i}"), any_value::Value::StringValue(text.into())))
+                    .collect(),
+                events: (0..events).map(|_| Event::default()).collect(),
+                ..Default::default()
+            };
+            let rs = vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![span],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }];
+            let bytes =
+                opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
+                    resource_spans: rs.clone(),
+                }
+                .encode_to_vec();
+            (rs, bytes)
+        };
+        // At every limit exactly: passed on as the same bytes.
+        let (_, fits) = request(4, "12345678", 1);
+        // One over each limit in turn: decoded and cut as `process` cuts.
+        let over = [
+            request(5, "1234", 0),
+            request(1, "123456789", 0),
+            request(1, "", 2),
+        ];
+        for bytes in std::iter::once(&fits).chain(over.iter().map(|(_, b)| b)) {
+            let batch = EncodedBatch {
+                signal: Signal::Traces,
+                items: 1,
+                bytes: bytes.clone().into(),
+            };
+            stage.consume_encoded(batch, Acks::none()).await.unwrap();
+        }
+        let got = std::mem::take(&mut *next.got.lock().unwrap());
+        assert_eq!(got.len(), 4);
+        assert_eq!(got[0].as_ref().ok(), Some(&fits));
+        let reference = Limits::new(&cfg, &[]);
+        for (g, (rs, _)) in got[1..].iter().zip(&over) {
+            let want = reference
+                .process(Telemetry::Traces(rs.clone()), &Metadata::default())
+                .unwrap();
+            assert_eq!(g.as_ref().err(), Some(&want));
+            assert_ne!(want, Telemetry::Traces(rs.clone()), "something was cut");
+        }
     }
 }

@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::component::{Factory, ProcessorContext, ProcessorFactory, Stage, SyncProcessor};
+use crate::component::{Admit, Factory, ProcessorContext, ProcessorFactory, Stage, SyncProcessor};
 use crate::consumer::{ConsumeError, StartError};
 use crate::settings::de::DeError;
 use crate::settings::types::duration;
-use crate::signal::{Metadata, Telemetry};
+use crate::signal::{EncodedBatch, Metadata, Telemetry};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -204,7 +204,7 @@ fn check(state: &State, name: &str) {
 
 impl SyncProcessor for MemoryLimiter {
     fn process(&self, data: Telemetry, _: &Metadata) -> Result<Telemetry, ConsumeError> {
-        match self.admit() {
+        match self.check() {
             Ok(()) => Ok(data),
             Err((reason, retry)) => Err(ConsumeError::refused_without_acks(reason, retry, data)),
         }
@@ -214,7 +214,17 @@ impl SyncProcessor for MemoryLimiter {
         true
     }
 
-    fn admit(&self) -> Result<(), (String, Duration)> {
+    fn admit(&self, _data: &EncodedBatch) -> Admit {
+        match self.check() {
+            Ok(()) => Admit::Pass,
+            Err((reason, retry)) => Admit::Refuse(reason, retry),
+        }
+    }
+}
+
+impl MemoryLimiter {
+    /// Whether to take data now, else why not and when to retry.
+    fn check(&self) -> Result<(), (String, Duration)> {
         if self.state.over.load(Ordering::Relaxed) {
             let rss = self.state.last_rss.load(Ordering::Relaxed);
             return Err((

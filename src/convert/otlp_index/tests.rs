@@ -339,3 +339,71 @@ fn metric_data_counts_and_packed_fields_follow_the_decoder() {
     assert_eq!(check(exp(&[1, 0x80, 1, 5])), Some(1));
     assert_eq!(check(exp(&[1, 0x80])), None);
 }
+
+/// The shape the `limits` processor reads, counted from the structs the
+/// decoder gives, as the index defines it.
+fn shape_of(v: &[ResourceSpans]) -> Shape {
+    use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
+    fn value(v: &AnyValue, s: &mut Shape) {
+        match &v.value {
+            Some(Value::StringValue(t)) => s.value_len = s.value_len.max(t.len()),
+            Some(Value::BytesValue(b)) => s.value_len = s.value_len.max(b.len()),
+            Some(Value::ArrayValue(a)) => {
+                s.elements = s.elements.max(a.values.len());
+                a.values.iter().for_each(|e| value(e, s));
+            }
+            Some(Value::KvlistValue(l)) => {
+                s.elements = s.elements.max(l.values.len());
+                l.values
+                    .iter()
+                    .filter_map(|kv| kv.value.as_ref())
+                    .for_each(|e| value(e, s));
+            }
+            _ => {}
+        }
+    }
+    fn attrs(list: &[KeyValue], s: &mut Shape) {
+        s.attributes = s.attributes.max(list.len());
+        list.iter()
+            .filter_map(|kv| kv.value.as_ref())
+            .for_each(|v| value(v, s));
+    }
+    let mut s = Shape::default();
+    for rs in v {
+        if let Some(r) = &rs.resource {
+            attrs(&r.attributes, &mut s);
+        }
+        for ss in &rs.scope_spans {
+            if let Some(sc) = &ss.scope {
+                attrs(&sc.attributes, &mut s);
+            }
+            for sp in &ss.spans {
+                attrs(&sp.attributes, &mut s);
+                s.events = s.events.max(sp.events.len());
+                s.links = s.links.max(sp.links.len());
+                sp.events.iter().for_each(|e| attrs(&e.attributes, &mut s));
+                sp.links.iter().for_each(|l| attrs(&l.attributes, &mut s));
+            }
+        }
+    }
+    s
+}
+
+#[test]
+fn the_shape_is_the_largest_counts_of_the_decoded_request() {
+    let mut g = Gen(StdRng::seed_from_u64(31));
+    let mut seen = Shape::default();
+    for _ in 0..300 {
+        let v = g.traces();
+        let ix = index_traces(&encode(v.clone())).unwrap();
+        assert_eq!(ix.shape, shape_of(&v));
+        seen.attributes = seen.attributes.max(ix.shape.attributes);
+        seen.value_len = seen.value_len.max(ix.shape.value_len);
+        seen.events = seen.events.max(ix.shape.events);
+    }
+    // The generator reached non-trivial shapes.
+    assert!(
+        seen.attributes >= 6 && seen.value_len > 16_000 && seen.events >= 2,
+        "{seen:?}"
+    );
+}
