@@ -525,5 +525,143 @@ fn fields(
     Ok(points)
 }
 
+/// Cuts a traces or logs request (`bytes`, indexed as `ix`) after its first
+/// `n` items, as [`crate::convert::split::split_front`] cuts the decoded
+/// request: whole resources while they fit, then whole scopes of the next
+/// resource, then the first items of the next scope; a resource or scope
+/// that is cut goes to both halves with its other fields. The halves are
+/// built from the request's own bytes, never decoded; a request encoded in
+/// field order gives the bytes the cut structs encode to. None for metrics
+/// (their items are data points, which a cut may split inside a metric).
+pub fn split_request(bytes: &[u8], ix: &RequestIndex, n: usize) -> Option<(Vec<u8>, Vec<u8>)> {
+    if ix.signal == Some(Signal::Metrics) {
+        return None;
+    }
+    let items_of = |p: &Part| -> usize {
+        ix.scopes[p.children.clone()]
+            .iter()
+            .map(|s| s.children.len())
+            .sum()
+    };
+    let (mut head, mut tail) = (Vec::with_capacity(bytes.len()), Vec::new());
+    let mut budget = n;
+    let mut r = 0;
+    while let Some(res) = ix.resources.get(r) {
+        let size = items_of(res);
+        if size > budget {
+            break;
+        }
+        budget -= size;
+        head.extend_from_slice(&bytes[res.field.clone()]);
+        r += 1;
+    }
+    if let Some(res) = ix.resources.get(r).filter(|_| budget > 0) {
+        let (mut head_scopes, mut tail_scopes) = (Vec::new(), Vec::new());
+        let mut s = res.children.start;
+        while let Some(scope) = ix.scopes.get(s).filter(|_| s < res.children.end) {
+            if scope.children.len() > budget {
+                break;
+            }
+            budget -= scope.children.len();
+            head_scopes.push(scope.field.clone());
+            s += 1;
+        }
+        let (mut head_cut, mut tail_cut) = (Vec::new(), Vec::new());
+        if let Some(scope) = ix
+            .scopes
+            .get(s)
+            .filter(|_| s < res.children.end && budget > 0)
+        {
+            let items = &ix.items[scope.children.clone()];
+            let (first, rest) = items.split_at(budget);
+            rebuild(bytes, &scope.field, items, first, &mut head_cut);
+            rebuild(bytes, &scope.field, items, rest, &mut tail_cut);
+            s += 1;
+        }
+        tail_scopes.extend(
+            ix.scopes[s..res.children.end]
+                .iter()
+                .map(|p| p.field.clone()),
+        );
+        let children: Vec<Range<usize>> = ix.scopes[res.children.clone()]
+            .iter()
+            .map(|p| p.field.clone())
+            .collect();
+        // The resource's halves: its other fields, and its scopes of each half.
+        let mut body = Vec::new();
+        for r in &head_scopes {
+            body.extend_from_slice(&bytes[r.clone()]);
+        }
+        body.extend_from_slice(&head_cut);
+        wrap(bytes, &res.field, &children, &body, &mut head);
+        body.clear();
+        body.extend_from_slice(&tail_cut);
+        for r in &tail_scopes {
+            body.extend_from_slice(&bytes[r.clone()]);
+        }
+        wrap(bytes, &res.field, &children, &body, &mut tail);
+        r += 1;
+    }
+    for res in &ix.resources[r..] {
+        tail.extend_from_slice(&bytes[res.field.clone()]);
+    }
+    Some((head, tail))
+}
+
+/// Writes the message field `field` again with `selected` (some of its
+/// `children`, whole fields) in place of all its children: its key, a new
+/// length, and its body with every other field kept.
+fn rebuild(
+    bytes: &[u8],
+    field: &Range<usize>,
+    children: &[Range<usize>],
+    selected: &[Range<usize>],
+    out: &mut Vec<u8>,
+) {
+    let mut body = Vec::new();
+    for r in selected {
+        body.extend_from_slice(&bytes[r.clone()]);
+    }
+    wrap(bytes, field, children, &body, out);
+}
+
+/// Writes message field `field` with `children` (whole fields inside it)
+/// replaced by `body`: the fields before the first child, then `body`, then
+/// every other field after it, in order.
+fn wrap(
+    bytes: &[u8],
+    field: &Range<usize>,
+    children: &[Range<usize>],
+    body: &[u8],
+    out: &mut Vec<u8>,
+) {
+    let whole = &bytes[field.clone()];
+    let mut r = Reader { buf: whole, at: 0 };
+    // The field was checked when indexed: its key and length read back.
+    let key_at = r.at;
+    let _ = r.key();
+    let key = &whole[key_at..r.at];
+    let _ = r.varint();
+    let body_start = field.start + r.at;
+    let first = children.first().map_or(field.end, |c| c.start);
+    let mut kept = Vec::with_capacity(body.len() + 64);
+    kept.extend_from_slice(&bytes[body_start..first]);
+    kept.extend_from_slice(body);
+    let mut at = first;
+    for c in children {
+        kept.extend_from_slice(&bytes[at..c.start]);
+        at = c.end;
+    }
+    kept.extend_from_slice(&bytes[at.max(first)..field.end]);
+    out.extend_from_slice(key);
+    let mut len = kept.len() as u64;
+    while len >= 0x80 {
+        out.push((len as u8) | 0x80);
+        len >>= 7;
+    }
+    out.push(len as u8);
+    out.extend_from_slice(&kept);
+}
+
 #[cfg(test)]
 mod tests;

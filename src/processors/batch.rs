@@ -378,7 +378,7 @@ impl Shard {
 
     /// Adds a request, passing on every full batch.
     async fn add(&mut self, input: Input, acks: Acks, sender: &Sender, l: Limits) {
-        let mut data = match input {
+        let data = match input {
             Input::Structs(t) => t,
             Input::Encoded(e) => {
                 let whole = l.max == 0 || self.count + e.items <= l.max;
@@ -396,10 +396,32 @@ impl Shard {
                         }
                         return;
                     }
-                    // To be cut at `send_batch_max_size` (or, never, a
-                    // batcher sending structs): decoded once, here. The
-                    // receiver checked it, so it decodes.
-                    _ => match crate::convert::otlp_proto::decode_request(e.signal, &e.bytes) {
+                    // To be cut at `send_batch_max_size`: traces and logs
+                    // are cut as bytes, at span and record boundaries.
+                    Some(enc) => {
+                        match cut_bytes(enc, &mut self.count, &mut self.acks, e, acks, sender, l)
+                            .await
+                        {
+                            Ok(()) => return,
+                            Err((e, acks)) => {
+                                match crate::convert::otlp_proto::decode_request(e.signal, &e.bytes)
+                                {
+                                    Ok(t) => {
+                                        self.acks.extend(acks);
+                                        return self.add_structs(t, sender, l).await;
+                                    }
+                                    Err(err) => {
+                                        tracing::error!(error = %err, "batch: an encoded request does not decode; dropped");
+                                        acks.mark(crate::consumer::AckOutcome::Dropped);
+                                        return;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    // A batcher sending structs (never, with bytes coming in):
+                    // decoded once, here. The receiver checked it, so it decodes.
+                    None => match crate::convert::otlp_proto::decode_request(e.signal, &e.bytes) {
                         Ok(t) => t,
                         Err(err) => {
                             tracing::error!(error = %err, "batch: an encoded request does not decode; dropped");
@@ -411,9 +433,14 @@ impl Shard {
             }
         };
         self.acks.extend(acks);
+        self.add_structs(data, sender, l).await
+    }
+
+    /// Adds decoded data (its acks already held), passing on every full batch.
+    async fn add_structs(&mut self, mut data: Telemetry, sender: &Sender, l: Limits) {
         match self.encoded.as_mut() {
             Some(enc) => {
-                // Cut at `send_batch_max_size` before encoding: bytes cannot be split.
+                // Cut at `send_batch_max_size` before encoding.
                 let mut n = data.item_count();
                 while l.max > 0 && self.count + n > l.max {
                     let take = l.max - self.count;
@@ -475,6 +502,56 @@ impl Shard {
             sender.send_split(b, l.max, self.acks.take()).await;
         }
     }
+}
+
+/// Cuts a request that arrived as bytes (traces or logs) at
+/// `send_batch_max_size` without decoding it: the pieces go into `enc`
+/// (holding `count` items, with the shard's `held` acks) as bytes, and full
+/// batches go on. Gives the request back if it cannot be cut so (metrics,
+/// whose points a cut may split inside a metric).
+async fn cut_bytes(
+    enc: &mut EncodedBuf,
+    count: &mut usize,
+    held: &mut Acks,
+    e: EncodedBatch,
+    acks: Acks,
+    sender: &Sender,
+    l: Limits,
+) -> Result<(), (EncodedBatch, Acks)> {
+    use crate::convert::otlp_index::{index_request, split_request};
+    let signal = e.signal;
+    let Ok(mut ix) = index_request(signal, &e.bytes) else {
+        return Err((e, acks));
+    };
+    let mut rest = e.bytes.to_vec();
+    let (mut now, mut n) = (*count, e.items);
+    let mut full = Vec::new();
+    while now + n > l.max {
+        let take = l.max - now;
+        let Some((head, tail)) = split_request(&rest, &ix, take) else {
+            return Err((e, acks));
+        };
+        let Ok(tail_ix) = index_request(signal, &tail) else {
+            return Err((e, acks));
+        };
+        full.push(head);
+        (rest, ix) = (tail, tail_ix);
+        now = 0;
+        n -= take;
+    }
+    held.extend(acks);
+    for head in full {
+        enc.push_bytes(signal, &head);
+        sender.send(enc.take(l.max), held.clone()).await;
+    }
+    *count = now + n;
+    enc.push_bytes(signal, &rest);
+    if *count >= l.target {
+        let batch = enc.take(*count);
+        *count = 0;
+        sender.send(batch, held.take()).await;
+    }
+    Ok(())
 }
 
 /// The batch being built in encoded mode: OTLP request bytes.
@@ -969,6 +1046,75 @@ mod tests {
         assert_eq!(sizes, [12, 12, 12, 12, 4]);
         let bytes: Vec<Vec<u8>> = got.iter().map(|b| b.bytes.to_vec()).collect();
         assert_eq!(bytes, expected, "bytes in, the same bytes out");
+    }
+
+    /// For random valid requests of traces and logs, the bytes-first path
+    /// (requests in as bytes, joined and cut as bytes) and the decode path
+    /// (requests in as structs) deliver the same batches: decoded, the same
+    /// data; as bytes, the same bytes.
+    #[tokio::test]
+    async fn random_requests_as_bytes_and_as_structs_give_the_same_batches() {
+        use crate::convert::otlp_proto::tests::Gen;
+        use rand::{Rng, SeedableRng};
+        let mut g = Gen(rand::rngs::StdRng::seed_from_u64(4));
+        let mut sizes = rand::rngs::StdRng::seed_from_u64(5);
+        let mut batches = 0;
+        for round in 0..40 {
+            let target = sizes.random_range(1..20);
+            let cfg = BatchConfig {
+                send_batch_size: target,
+                send_batch_max_size: target + sizes.random_range(0..8),
+                timeout: Duration::from_secs(30),
+                ..Default::default()
+            };
+            let reqs: Vec<Telemetry> = (0..8)
+                .map(|_| match round % 2 {
+                    0 => Telemetry::Traces(g.traces()),
+                    _ => Telemetry::Logs(g.logs()),
+                })
+                .collect();
+            let mut out = Vec::new();
+            for as_bytes in [true, false] {
+                let sink = CollectEncoded::refusing(0);
+                let running = start(cfg.clone(), sink.clone());
+                for r in &reqs {
+                    if as_bytes {
+                        let e = crate::convert::otlp_proto::encode_batch(r);
+                        running
+                            .input
+                            .consume_encoded(e, Acks::none())
+                            .await
+                            .unwrap();
+                    } else {
+                        running
+                            .input
+                            .consume(r.clone(), Acks::none())
+                            .await
+                            .unwrap();
+                    }
+                }
+                drop(running.input);
+                running.task.await.unwrap();
+                let got = std::mem::take(&mut *sink.got.lock().unwrap());
+                out.push(got);
+            }
+            let (bytes_path, struct_path) = (&out[0], &out[1]);
+            assert_eq!(bytes_path.len(), struct_path.len(), "round {round}");
+            for (a, b) in bytes_path.iter().zip(struct_path) {
+                assert_eq!(a.items, b.items);
+                assert!(a.items <= cfg.send_batch_max_size);
+                let (da, db) = (
+                    crate::convert::otlp_proto::decode_batch(a).unwrap(),
+                    crate::convert::otlp_proto::decode_batch(b).unwrap(),
+                );
+                assert_eq!(da, db, "round {round}: the same data");
+                assert_eq!(a.bytes, b.bytes, "round {round}: the same bytes");
+            }
+            let sent: usize = reqs.iter().map(|r| r.item_count()).sum();
+            assert_eq!(bytes_path.iter().map(|b| b.items).sum::<usize>(), sent);
+            batches += bytes_path.len();
+        }
+        assert!(batches > 100, "{batches} batches");
     }
 
     fn cfg_bytes() -> BatchConfig {

@@ -889,7 +889,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_fanout_takes_encoded_batches_only_if_every_exporter_does() {
+    async fn a_fanout_takes_encoded_batches_if_some_exporter_does_and_decodes_once_for_the_rest() {
         let flaky = Arc::new(Flaky {
             fail_first: 0,
             calls: AtomicUsize::new(0),
@@ -906,19 +906,39 @@ mod tests {
             ..Default::default()
         };
         let stop = CancellationToken::new();
-        let a = spawn("structs", flaky, &q, RetryConfig::default(), stop.clone()).unwrap();
+        let a = spawn(
+            "structs",
+            flaky.clone(),
+            &q,
+            RetryConfig::default(),
+            stop.clone(),
+        )
+        .unwrap();
         let b = spawn("enc", enc.clone(), &q, RetryConfig::default(), stop.clone()).unwrap();
         let mixed = ExporterFanout::new(vec![b.input.clone(), a.input.clone()]);
-        assert!(!mixed.takes_encoded());
-        let err = mixed
-            .consume_encoded(
-                crate::convert::otlp_proto::encode_batch(&one_span()),
-                Acks::none(),
-            )
+        assert!(mixed.takes_encoded());
+        let batch = crate::convert::otlp_proto::encode_batch(&one_span());
+        mixed
+            .consume_encoded(batch.clone(), Acks::none())
             .await
-            .unwrap_err();
-        assert!(err.to_string().contains("exporter structs"), "{err}");
+            .unwrap();
+        // The bytes to the one that sends them; the decoded batch to the other.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while flaky.delivered.load(Ordering::SeqCst) == 0 || enc.got.lock().unwrap().is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "not delivered to both"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(*enc.got.lock().unwrap(), vec![batch]);
+        assert_eq!(
+            flaky.delivered.load(Ordering::SeqCst),
+            one_span().item_count()
+        );
+        enc.got.lock().unwrap().clear();
         assert!(!ExporterFanout::new(Vec::new()).takes_encoded());
+        assert!(!ExporterFanout::new(vec![a.input.clone()]).takes_encoded());
         // A disk queue takes what its exporter takes.
         let dir = tempfile::tempdir().unwrap();
         let disk = QueueConfig {

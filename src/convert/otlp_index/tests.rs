@@ -407,3 +407,46 @@ fn the_shape_is_the_largest_counts_of_the_decoded_request() {
         "{seen:?}"
     );
 }
+
+/// Cut as bytes, a request decodes to what cutting its structs gives, for
+/// every cut point of random traces and logs requests; and a request in
+/// field order is cut to the very bytes the cut structs encode to.
+#[test]
+fn requests_cut_as_bytes_match_the_cut_structs() {
+    use crate::convert::otlp_proto::{decode_request, encode_request};
+    use crate::convert::split::split_front;
+    use crate::signal::Telemetry;
+    let mut g = Gen(StdRng::seed_from_u64(12));
+    let mut cuts = 0;
+    for round in 0..200 {
+        let data = if round % 2 == 0 {
+            Telemetry::Traces(g.traces())
+        } else {
+            Telemetry::Logs(g.logs())
+        };
+        let signal = data.signal();
+        let mut bytes = Vec::new();
+        encode_request(&data, &mut bytes);
+        let ix = index_request(signal, &bytes).unwrap();
+        for n in 0..=data.item_count() {
+            let (head, tail) = split_request(&bytes, &ix, n).unwrap();
+            let mut rest = data.clone();
+            let front = split_front(&mut rest, n);
+            let enc = |t: &Telemetry| {
+                let mut b = Vec::new();
+                encode_request(t, &mut b);
+                b
+            };
+            assert_eq!(decode_request(signal, &head).unwrap(), front, "n={n}");
+            assert_eq!(decode_request(signal, &tail).unwrap(), rest, "n={n}");
+            assert_eq!(head, enc(&front), "the bytes the cut structs encode to");
+            assert_eq!(tail, enc(&rest));
+            cuts += 1;
+        }
+    }
+    assert!(cuts > 1000, "{cuts} cuts");
+    assert_eq!(
+        split_request(&[], &index_request(Signal::Metrics, &[]).unwrap(), 0),
+        None
+    );
+}
