@@ -326,7 +326,13 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    #[inline]
     fn varint(&mut self) -> Result<u64, Invalid> {
+        // Most keys and lengths are one byte.
+        if let Some(&b) = self.buf.get(self.at).filter(|b| **b < 0x80) {
+            self.at += 1;
+            return Ok(u64::from(b));
+        }
         let mut value = 0u64;
         for i in 0..10 {
             let b = *self.buf.get(self.at).ok_or(Invalid::Varint)?;
@@ -440,7 +446,10 @@ fn fields(
             }
             Kind::Str => {
                 let (_, s) = r.delimited()?;
-                std::str::from_utf8(s).map_err(|_| Invalid::Utf8)?;
+                // ASCII (most keys and values) is UTF-8; check the rest in full.
+                if !s.is_ascii() {
+                    std::str::from_utf8(s).map_err(|_| Invalid::Utf8)?;
+                }
                 if m == Msg::AnyValue {
                     index.shape.value_len = index.shape.value_len.max(s.len());
                 }
