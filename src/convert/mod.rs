@@ -10,6 +10,7 @@ pub mod log_events;
 pub mod otlp_index;
 pub mod otlp_json;
 pub mod otlp_proto;
+pub mod otlp_view;
 pub mod prometheus;
 pub mod prometheus_remote_write;
 pub mod split;

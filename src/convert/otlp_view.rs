@@ -1,0 +1,225 @@
+//! Reading one encoded OTLP `Span` (a field [`crate::convert::otlp_index`]
+//! found) without decoding it: its ids, name, kind, times and status in one
+//! pass, and its attributes as typed values, lazily. For a consumer that
+//! needs a few fields of each span and then hands the bytes on (the live
+//! session store).
+//!
+//! The bytes must have passed the index's check; on bytes that did not, the
+//! view reads what it can and stops at the first fault. It reads what the
+//! decoder reads: a singular field given twice keeps its last value, as
+//! proto3 decoders do.
+
+use std::ops::Range;
+
+/// The fields of one span read from its bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SpanView<'a> {
+    /// The span's message body.
+    body: &'a [u8],
+    /// `trace_id`.
+    pub trace_id: &'a [u8],
+    /// `span_id`.
+    pub span_id: &'a [u8],
+    /// `parent_span_id`.
+    pub parent_span_id: &'a [u8],
+    /// `name`.
+    pub name: &'a str,
+    /// `kind` (the enum's number).
+    pub kind: i32,
+    /// `start_time_unix_nano`.
+    pub start_time_unix_nano: u64,
+    /// `end_time_unix_nano`.
+    pub end_time_unix_nano: u64,
+    /// `status.code` (0 when there is no status).
+    pub status_code: i32,
+    /// `status.message`.
+    pub status_message: &'a str,
+}
+
+/// An attribute value read from bytes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Value<'a> {
+    /// No value set.
+    Empty,
+    /// `string_value`.
+    Str(&'a str),
+    /// `bool_value`.
+    Bool(bool),
+    /// `int_value`.
+    Int(i64),
+    /// `double_value`.
+    Double(f64),
+    /// `bytes_value`.
+    Bytes(&'a [u8]),
+    /// `array_value`, `kvlist_value`, `string_value_strindex`: the encoded
+    /// `AnyValue`, to decode if needed.
+    Other(&'a [u8]),
+}
+
+/// One field: its tag and what it holds.
+enum Field<'a> {
+    Varint(u64),
+    Fixed64(u64),
+    Fixed32,
+    Delimited(&'a [u8]),
+}
+
+/// The fields of a message body, in order; stops at the first fault.
+struct Fields<'a> {
+    buf: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Fields<'a> {
+    fn varint(&mut self) -> Option<u64> {
+        let mut value = 0u64;
+        for i in 0..10 {
+            let b = *self.buf.get(self.at)?;
+            self.at += 1;
+            value |= u64::from(b & 0x7f) << (7 * i);
+            if b < 0x80 {
+                return Some(value);
+            }
+        }
+        None
+    }
+
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let out = self.buf.get(self.at..self.at.checked_add(n)?)?;
+        self.at += n;
+        Some(out)
+    }
+}
+
+impl<'a> Iterator for Fields<'a> {
+    type Item = (u32, Field<'a>);
+
+    fn next(&mut self) -> Option<(u32, Field<'a>)> {
+        if self.at >= self.buf.len() {
+            return None;
+        }
+        let key = self.varint()?;
+        let tag = u32::try_from(key >> 3).ok()?;
+        let field = match key & 7 {
+            0 => Field::Varint(self.varint()?),
+            1 => Field::Fixed64(u64::from_le_bytes(self.take(8)?.try_into().ok()?)),
+            2 => {
+                let n = usize::try_from(self.varint()?).ok()?;
+                Field::Delimited(self.take(n)?)
+            }
+            5 => {
+                self.take(4)?;
+                Field::Fixed32
+            }
+            // Groups are not in OTLP; a checked request skipped them, a view stops.
+            _ => return None,
+        };
+        Some((tag, field))
+    }
+}
+
+fn fields(buf: &[u8]) -> Fields<'_> {
+    Fields { buf, at: 0 }
+}
+
+fn text(b: &[u8]) -> &str {
+    std::str::from_utf8(b).unwrap_or_default()
+}
+
+/// The body of a length-delimited field (its key and length skipped): what
+/// [`crate::convert::otlp_index::RequestIndex::items`] ranges hold.
+pub fn field_body(field: &[u8]) -> Option<&[u8]> {
+    let mut f = fields(field);
+    match f.next()? {
+        (_, Field::Delimited(body)) => Some(body),
+        _ => None,
+    }
+}
+
+impl<'a> SpanView<'a> {
+    /// Reads the span whose whole field (key, length, body) is
+    /// `request[range]`, one of an index's `items`.
+    pub fn of_field(request: &'a [u8], range: Range<usize>) -> Option<SpanView<'a>> {
+        request
+            .get(range)
+            .and_then(field_body)
+            .map(SpanView::of_body)
+    }
+
+    /// Reads the span whose message body is `body`.
+    pub fn of_body(body: &'a [u8]) -> SpanView<'a> {
+        let mut v = SpanView {
+            body,
+            ..SpanView::default()
+        };
+        for (tag, f) in fields(body) {
+            match (tag, f) {
+                (1, Field::Delimited(b)) => v.trace_id = b,
+                (2, Field::Delimited(b)) => v.span_id = b,
+                (4, Field::Delimited(b)) => v.parent_span_id = b,
+                (5, Field::Delimited(b)) => v.name = text(b),
+                (6, Field::Varint(k)) => v.kind = k as i32,
+                (7, Field::Fixed64(t)) => v.start_time_unix_nano = t,
+                (8, Field::Fixed64(t)) => v.end_time_unix_nano = t,
+                // A status given twice merges, as the decoder merges it.
+                (15, Field::Delimited(b)) => {
+                    for (tag, f) in fields(b) {
+                        match (tag, f) {
+                            (2, Field::Delimited(m)) => v.status_message = text(m),
+                            (3, Field::Varint(c)) => v.status_code = c as i32,
+                            _ => {}
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        v
+    }
+
+    /// The span's attributes, in order: each key and its value.
+    pub fn attributes(&self) -> impl Iterator<Item = (&'a str, Value<'a>)> + 'a {
+        fields(self.body).filter_map(|(tag, f)| match (tag, f) {
+            (9, Field::Delimited(kv)) => Some(key_value(kv)),
+            _ => None,
+        })
+    }
+
+    /// The first attribute named `key`, if any.
+    pub fn attribute(&self, key: &str) -> Option<Value<'a>> {
+        self.attributes().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+}
+
+/// A `KeyValue`: its key and value.
+fn key_value(kv: &[u8]) -> (&str, Value<'_>) {
+    let (mut key, mut value) = ("", Value::Empty);
+    for (tag, f) in fields(kv) {
+        match (tag, f) {
+            (1, Field::Delimited(k)) => key = text(k),
+            (2, Field::Delimited(v)) => value = any_value(v),
+            _ => {}
+        }
+    }
+    (key, value)
+}
+
+/// An `AnyValue`: its last value field, as the decoder keeps it.
+fn any_value(v: &[u8]) -> Value<'_> {
+    let mut out = Value::Empty;
+    for (tag, f) in fields(v) {
+        out = match (tag, f) {
+            (1, Field::Delimited(s)) => Value::Str(text(s)),
+            (2, Field::Varint(b)) => Value::Bool(b != 0),
+            (3, Field::Varint(i)) => Value::Int(i as i64),
+            (4, Field::Fixed64(d)) => Value::Double(f64::from_bits(d)),
+            (7, Field::Delimited(b)) => Value::Bytes(b),
+            (5 | 6, Field::Delimited(_)) | (8, Field::Varint(_)) => Value::Other(v),
+            _ => continue,
+        };
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;
