@@ -100,6 +100,9 @@ pub struct EncodedBatch {
     pub items: usize,
     /// The request body.
     pub bytes: bytes::Bytes,
+    /// Its largest counts, when the receiver's one-pass check read them
+    /// (None: whoever needs them reads the bytes again).
+    pub shape: Option<crate::convert::otlp_index::Shape>,
 }
 
 impl Telemetry {

@@ -14,7 +14,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::factory::{any_factory, Configured, Definition, Factory};
 use super::id::ComponentId;
-use crate::consumer::{AckOutcome, Acks, BoxConsumer, ConsumeError, Consumer, StartError};
+use crate::consumer::{
+    decode_for_structs, AckOutcome, Acks, BoxConsumer, ConsumeError, Consumer, StartError,
+};
 use crate::signal::{EncodedBatch, Metadata, Signal, Telemetry};
 use crate::telemetry::SignalCounters;
 
@@ -187,22 +189,10 @@ impl Consumer for ProcessorStage {
                 Err(ConsumeError::refused(reason, retry_after, data, acks))
             }
             Admit::Decode => {
-                let decoded =
-                    match crate::convert::otlp_proto::decode_request(data.signal, &data.bytes) {
-                        Ok(t) => t,
-                        Err(e) => {
-                            return Err(ConsumeError::Failed(format!(
-                                "an encoded batch does not decode: {e}"
-                            )))
-                        }
-                    };
-                // A refusal gives back the bytes, for the sender to retry.
-                self.consume(decoded, acks).await.map_err(|e| match e {
-                    ConsumeError::Refused(r) => {
-                        ConsumeError::refused(r.reason, r.retry_after, data, r.acks)
-                    }
-                    ConsumeError::Failed(f) => ConsumeError::Failed(f),
-                })
+                let decoded = decode_for_structs(&data)?;
+                self.consume(decoded, acks)
+                    .await
+                    .map_err(|e| e.for_bytes(data))
             }
         }
     }

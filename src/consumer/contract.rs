@@ -77,6 +77,27 @@ impl ConsumeError {
     }
 }
 
+impl ConsumeError {
+    /// This error of a stage that took `data` decoded, for the stage that
+    /// was handed `data` as bytes: a refusal gives back the bytes (and its
+    /// acks), for the sender to retry.
+    pub fn for_bytes(self, data: EncodedBatch) -> ConsumeError<EncodedBatch> {
+        match self {
+            ConsumeError::Refused(r) => {
+                ConsumeError::refused(r.reason, r.retry_after, data, r.acks)
+            }
+            ConsumeError::Failed(f) => ConsumeError::Failed(f),
+        }
+    }
+}
+
+/// Decodes a batch handed on as bytes for a stage that needs structs; one
+/// that does not decode fails (the receiver checked it, so it does).
+pub fn decode_for_structs(data: &EncodedBatch) -> Result<Telemetry, ConsumeError<EncodedBatch>> {
+    crate::convert::otlp_proto::decode_batch(data)
+        .map_err(|e| ConsumeError::Failed(format!("an encoded batch does not decode: {e}")))
+}
+
 impl<T: std::fmt::Debug> ConsumeError<T> {
     /// Builds a refusal that hands `data` and its `acks` back.
     pub fn refused(

@@ -11,5 +11,7 @@ mod contract;
 mod retry;
 
 pub use ack::{Ack, AckOutcome, AckWaiter, Acks};
-pub use contract::{BoxConsumer, ConsumeError, Consumer, Consumers, Refused, StartError};
+pub use contract::{
+    decode_for_structs, BoxConsumer, ConsumeError, Consumer, Consumers, Refused, StartError,
+};
 pub use retry::{offer_until_taken, Backoff, Offered};

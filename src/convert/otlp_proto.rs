@@ -47,6 +47,7 @@ pub fn encode_batch(data: &Telemetry) -> EncodedBatch {
         signal: data.signal(),
         items: data.item_count(),
         bytes: buf.into(),
+        shape: None,
     }
 }
 

@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 
-use crate::consumer::{Acks, BoxConsumer, ConsumeError, Consumer};
+use crate::consumer::{decode_for_structs, Acks, BoxConsumer, ConsumeError, Consumer};
 use crate::signal::{EncodedBatch, Telemetry};
 
 /// Feeds several pipelines from one receiver: every pipeline gets a copy.
@@ -68,29 +68,14 @@ impl Consumer for PipelineFanout {
             }
         }
         if let Some((last, rest)) = structs.split_last() {
-            let decoded = match crate::convert::otlp_proto::decode_request(data.signal, &data.bytes)
-            {
-                Ok(t) => t,
-                Err(e) => {
-                    return Err(ConsumeError::Failed(format!(
-                        "an encoded batch does not decode: {e}"
-                    )))
-                }
-            };
-            // A refusal gives back the bytes, for the sender to retry.
-            let as_bytes = |e: ConsumeError| match e {
-                ConsumeError::Refused(r) => {
-                    ConsumeError::refused(r.reason, r.retry_after, data.clone(), r.acks)
-                }
-                ConsumeError::Failed(f) => ConsumeError::Failed(f),
-            };
+            let decoded = decode_for_structs(&data)?;
             for t in rest {
                 if let Err(e) = t.consume(decoded.clone(), acks.clone()).await {
-                    first_error.get_or_insert(as_bytes(e));
+                    first_error.get_or_insert(e.for_bytes(data.clone()));
                 }
             }
             if let Err(e) = last.consume(decoded, acks.clone()).await {
-                first_error.get_or_insert(as_bytes(e));
+                first_error.get_or_insert(e.for_bytes(data.clone()));
             }
         }
         match first_error {

@@ -602,6 +602,7 @@ impl EncodedBuf {
             signal: self.signal,
             items,
             bytes: bytes.into(),
+            shape: None,
         }
     }
 }
@@ -1031,6 +1032,7 @@ mod tests {
                 signal: Signal::Traces,
                 items: r.item_count(),
                 bytes: b.into(),
+                shape: None,
             };
             running
                 .input

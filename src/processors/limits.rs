@@ -198,8 +198,15 @@ impl SyncProcessor for Limits {
 
     /// Bytes within every limit go on as they are; the rest are decoded and cut.
     fn admit(&self, data: &EncodedBatch) -> Admit {
-        match crate::convert::otlp_index::index_request(data.signal, &data.bytes) {
-            Ok(ix) if self.within(&ix.shape) => Admit::Pass,
+        // As the receiver's check read it; read again only for bytes that
+        // did not come from there (a batch, a disk queue).
+        let shape = match data.shape {
+            Some(s) => Ok(s),
+            None => crate::convert::otlp_index::index_request(data.signal, &data.bytes)
+                .map(|ix| ix.shape),
+        };
+        match shape {
+            Ok(s) if self.within(&s) => Admit::Pass,
             _ => Admit::Decode,
         }
     }
@@ -515,11 +522,21 @@ mod tests {
             request(1, "123456789", 0),
             request(1, "", 2),
         ];
-        for bytes in std::iter::once(&fits).chain(over.iter().map(|(_, b)| b)) {
+        for (i, bytes) in std::iter::once(&fits)
+            .chain(over.iter().map(|(_, b)| b))
+            .enumerate()
+        {
+            // Every other one with the shape a receiver read, the rest read here.
+            let shape = (i % 2 == 0).then(|| {
+                crate::convert::otlp_index::index_traces(bytes)
+                    .map(|ix| ix.shape)
+                    .unwrap()
+            });
             let batch = EncodedBatch {
                 signal: Signal::Traces,
                 items: 1,
                 bytes: bytes.clone().into(),
+                shape,
             };
             stage.consume_encoded(batch, Acks::none()).await.unwrap();
         }

@@ -907,29 +907,10 @@ impl DiskQueue {
                     None => None,
                 }
             };
-            if let Some((seq, cached, meta, path)) = found {
-                if let Some((data, metadata)) = cached {
-                    return Some(Entry {
-                        seq,
-                        data,
-                        metadata,
-                    });
-                }
-                match self.read_back(&path, meta) {
-                    Ok((data, metadata)) => {
-                        return Some(Entry {
-                            seq,
-                            data,
-                            metadata,
-                        })
-                    }
-                    Err(reason) => {
-                        tracing::error!(queue = %self.dir_display, seq, items = meta.items, %reason,
-                            "disk queue: a queued batch could not be read back; skipping it");
-                        self.corrupt_items.increment(meta.items as u64);
-                        self.done(seq);
-                        continue;
-                    }
+            if let Some(found) = found {
+                match self.entry(found) {
+                    Some(entry) => return Some(entry),
+                    None => continue,
                 }
             }
             tokio::select! {
@@ -999,6 +980,7 @@ impl DiskQueue {
                     signal: m.signal,
                     items: m.items as usize,
                     bytes: Bytes::from(buf).slice(body_at..),
+                    shape: None,
                 }),
                 metadata,
             ));
@@ -1118,28 +1100,36 @@ impl DiskQueue {
     pub fn take_recovered(&self, end: u64) -> Option<Entry> {
         loop {
             let found = self.take_next(&mut self.lock(), end)?;
-            let (seq, cached, meta, path) = found;
-            if let Some((data, metadata)) = cached {
-                return Some(Entry {
-                    seq,
-                    data,
-                    metadata,
-                });
+            if let Some(entry) = self.entry(found) {
+                return Some(entry);
             }
-            match self.read_back(&path, meta) {
-                Ok((data, metadata)) => {
-                    return Some(Entry {
-                        seq,
-                        data,
-                        metadata,
-                    })
-                }
-                Err(reason) => {
-                    tracing::error!(queue = %self.dir_display, seq, items = meta.items, %reason,
-                        "a recovered batch could not be read back; skipping it");
-                    self.corrupt_items.increment(meta.items as u64);
-                    self.done(seq);
-                }
+        }
+    }
+
+    /// The entry [`DiskQueue::take_next`] picked: its cached data, or read
+    /// back. None if it cannot be read back: it is logged, counted, marked
+    /// done and skipped.
+    fn entry(
+        &self,
+        found: (u64, Option<(Payload, Metadata)>, RecordMeta, PathBuf),
+    ) -> Option<Entry> {
+        let (seq, cached, meta, path) = found;
+        let read = match cached {
+            Some(c) => Ok(c),
+            None => self.read_back(&path, meta),
+        };
+        match read {
+            Ok((data, metadata)) => Some(Entry {
+                seq,
+                data,
+                metadata,
+            }),
+            Err(reason) => {
+                tracing::error!(queue = %self.dir_display, seq, items = meta.items, %reason,
+                    "disk queue: a queued batch could not be read back; skipping it");
+                self.corrupt_items.increment(meta.items as u64);
+                self.done(seq);
+                None
             }
         }
     }

@@ -20,8 +20,7 @@ pub mod wal;
 
 use self::disk::{Appended, DiskConfig, DiskQueue, DiskQueueError};
 use crate::component::{Connector, DynExport, ExportError};
-use crate::consumer::{AckOutcome, Acks, ConsumeError, Consumer};
-use crate::convert::otlp_proto;
+use crate::consumer::{decode_for_structs, AckOutcome, Acks, ConsumeError, Consumer};
 use crate::settings::types::RetryConfig;
 use crate::signal::{EncodedBatch, Metadata, Payload, Signal, Telemetry};
 use crate::telemetry::{gauge, SignalCounters};
@@ -359,14 +358,7 @@ impl Consumer for ExporterFanout {
     ) -> Result<(), ConsumeError<EncodedBatch>> {
         let structs = match self.targets.iter().all(|t| t.encoded) {
             true => None,
-            false => match otlp_proto::decode_request(data.signal, &data.bytes) {
-                Ok(t) => Some(Payload::Structs(Arc::new(t))),
-                Err(e) => {
-                    return Err(ConsumeError::Failed(format!(
-                        "an encoded batch does not decode: {e}"
-                    )))
-                }
-            },
+            false => Some(Payload::Structs(Arc::new(decode_for_structs(&data)?))),
         };
         // A disk queue writes the batch's bytes as they are, after a header.
         let (slots, record) = match self

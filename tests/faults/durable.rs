@@ -3,7 +3,7 @@
 //! through an outage and a `kill -9`.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -57,23 +57,19 @@ service:
     )
 }
 
-/// `n` senders posting until told to stop or the daemon dies; the tags of
-/// the requests answered 200.
+/// `n` senders posting until the daemon dies; the tags of the requests
+/// answered 200.
 fn senders(
     n: usize,
     http: u16,
     prefix: &str,
-    stop: Arc<AtomicBool>,
 ) -> (Arc<Mutex<Vec<String>>>, Vec<tokio::task::JoinHandle<()>>) {
     let accepted = Arc::new(Mutex::new(Vec::<String>::new()));
     let tasks = (0..n)
         .map(|s| {
-            let (accepted, stop, prefix) = (accepted.clone(), stop.clone(), prefix.to_string());
+            let (accepted, prefix) = (accepted.clone(), prefix.to_string());
             tokio::spawn(async move {
                 for i in 0.. {
-                    if stop.load(Ordering::SeqCst) {
-                        break;
-                    }
                     let tag = format!("{prefix}{s}x{i}");
                     match tokio::time::timeout(
                         Duration::from_secs(5),
@@ -95,6 +91,36 @@ fn senders(
     (accepted, tasks)
 }
 
+/// A durable daemon in front of a sink, its log in a directory of its own.
+struct Run {
+    wal: tempfile::TempDir,
+    sink: Sink,
+    p: Ports,
+    cfg: String,
+    daemon: Daemon,
+}
+
+impl Run {
+    async fn start() -> Run {
+        let wal = tempfile::tempdir().unwrap();
+        let sink = Sink::start_on(0, 0, Arc::new(Mutex::new(Vec::new()))).await;
+        let p = Ports {
+            http: free_port(),
+            health: free_port(),
+            metrics: free_port(),
+        };
+        let cfg = config(&p, sink.grpc_port, wal.path());
+        let daemon = Daemon::start(&cfg, p.health);
+        Run {
+            wal,
+            sink,
+            p,
+            cfg,
+            daemon,
+        }
+    }
+}
+
 async fn scrape(port: u16) -> String {
     let r = http_request("GET", port, "/metrics", &[], Vec::new()).await;
     String::from_utf8_lossy(&r.body).to_string()
@@ -102,18 +128,14 @@ async fn scrape(port: u16) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outage_then_kill_9_delivers_every_acknowledged_span() {
-    let wal = tempfile::tempdir().unwrap();
-    let store = Arc::new(Mutex::new(Vec::new()));
-    let sink = Sink::start_on(0, 0, store.clone()).await;
-    let p = Ports {
-        http: free_port(),
-        health: free_port(),
-        metrics: free_port(),
-    };
-    let cfg = config(&p, sink.grpc_port, wal.path());
-    let mut daemon = Daemon::start(&cfg, p.health);
-    let stop = Arc::new(AtomicBool::new(false));
-    let (accepted, tasks) = senders(8, p.http, "D", stop.clone());
+    let Run {
+        wal,
+        sink,
+        p,
+        cfg,
+        mut daemon,
+    } = Run::start().await;
+    let (accepted, tasks) = senders(8, p.http, "D");
 
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let before_outage = sink.count(Signal::Traces);
@@ -186,18 +208,14 @@ async fn outage_then_kill_9_delivers_every_acknowledged_span() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_while_delivering_duplicates_at_most_what_was_in_flight() {
-    let wal = tempfile::tempdir().unwrap();
-    let store = Arc::new(Mutex::new(Vec::new()));
-    let sink = Sink::start_on(0, 0, store.clone()).await;
-    let p = Ports {
-        http: free_port(),
-        health: free_port(),
-        metrics: free_port(),
-    };
-    let cfg = config(&p, sink.grpc_port, wal.path());
-    let mut daemon = Daemon::start(&cfg, p.health);
-    let stop = Arc::new(AtomicBool::new(false));
-    let (accepted, tasks) = senders(8, p.http, "F", stop.clone());
+    let Run {
+        wal: _wal,
+        sink,
+        p,
+        cfg,
+        mut daemon,
+    } = Run::start().await;
+    let (accepted, tasks) = senders(8, p.http, "F");
     tokio::time::sleep(Duration::from_millis(2000)).await;
     daemon.kill_hard();
     for t in tasks {

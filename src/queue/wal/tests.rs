@@ -8,6 +8,7 @@ fn batch(tag: u8, items: usize) -> EncodedBatch {
         items,
         // Not decoded by the log: any bytes do.
         bytes: bytes::Bytes::from(vec![tag; 100 + tag as usize]),
+        shape: None,
     }
 }
 
@@ -107,6 +108,7 @@ async fn a_full_log_refuses_until_records_are_done() {
         signal: Signal::Logs,
         items: 1,
         bytes: bytes::Bytes::from(vec![7u8; 200 * 1024]),
+        shape: None,
     };
     let mut held = Vec::new();
     let refused = loop {

@@ -107,6 +107,7 @@ impl Intake {
                 signal,
                 items: n,
                 bytes,
+                shape: None,
             },
             None => crate::convert::otlp_proto::encode_batch(&data),
         });
@@ -218,6 +219,7 @@ pub(super) fn bytes_first(
         signal,
         items: ix.item_count(),
         bytes: body.clone(),
+        shape: Some(ix.shape),
     })
 }
 
