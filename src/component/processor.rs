@@ -14,9 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::factory::{any_factory, Configured, Definition, Factory};
 use super::id::ComponentId;
-use crate::consumer::{
-    decode_for_structs, AckOutcome, Acks, BoxConsumer, ConsumeError, Consumer, StartError,
-};
+use crate::consumer::{AckOutcome, Acks, BoxConsumer, ConsumeError, Consumer, StartError};
 use crate::signal::{EncodedBatch, Metadata, Signal, Telemetry};
 use crate::telemetry::SignalCounters;
 
@@ -189,7 +187,8 @@ impl Consumer for ProcessorStage {
                 Err(ConsumeError::refused(reason, retry_after, data, acks))
             }
             Admit::Decode => {
-                let decoded = decode_for_structs(&data)?;
+                let decoded = crate::convert::otlp_proto::decode_batch(&data)
+                    .map_err(ConsumeError::undecodable)?;
                 self.consume(decoded, acks)
                     .await
                     .map_err(|e| e.for_bytes(data))

@@ -91,14 +91,13 @@ impl ConsumeError {
     }
 }
 
-/// Decodes a batch handed on as bytes for a stage that needs structs; one
-/// that does not decode fails (the receiver checked it, so it does).
-pub fn decode_for_structs(data: &EncodedBatch) -> Result<Telemetry, ConsumeError<EncodedBatch>> {
-    crate::convert::otlp_proto::decode_batch(data)
-        .map_err(|e| ConsumeError::Failed(format!("an encoded batch does not decode: {e}")))
-}
-
 impl<T: std::fmt::Debug> ConsumeError<T> {
+    /// A batch handed on as bytes that does not decode, for a stage that
+    /// needs structs (the receiver checked it, so it does): failed for good.
+    pub fn undecodable(e: impl std::fmt::Display) -> ConsumeError<T> {
+        ConsumeError::Failed(format!("an encoded batch does not decode: {e}"))
+    }
+
     /// Builds a refusal that hands `data` and its `acks` back.
     pub fn refused(
         reason: impl Into<String>,

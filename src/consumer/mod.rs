@@ -11,7 +11,5 @@ mod contract;
 mod retry;
 
 pub use ack::{Ack, AckOutcome, AckWaiter, Acks};
-pub use contract::{
-    decode_for_structs, BoxConsumer, ConsumeError, Consumer, Consumers, Refused, StartError,
-};
+pub use contract::{BoxConsumer, ConsumeError, Consumer, Consumers, Refused, StartError};
 pub use retry::{offer_until_taken, Backoff, Offered};

@@ -83,23 +83,7 @@ pub struct RequestIndex {
     signal: Option<Signal>,
 }
 
-/// The largest counts in a request: if they are within the `limits`
-/// processor's limits, it would change nothing. Each is an upper bound of
-/// what the processor looks at (it counts over every message of a kind,
-/// not only those the processor bounds).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Shape {
-    /// Most `KeyValue`s in one attribute list (any message's, but a map value's).
-    pub attributes: usize,
-    /// Longest string or bytes value (`AnyValue`), in bytes, anywhere.
-    pub value_len: usize,
-    /// Most elements in one array value or entries in one map value.
-    pub elements: usize,
-    /// Most events of one span.
-    pub events: usize,
-    /// Most links of one span.
-    pub links: usize,
-}
+pub use crate::signal::Shape;
 
 impl RequestIndex {
     /// What the pipeline counts of it: spans, data points or log records.

@@ -2,7 +2,8 @@
 
 use async_trait::async_trait;
 
-use crate::consumer::{decode_for_structs, Acks, BoxConsumer, ConsumeError, Consumer};
+use crate::consumer::{Acks, BoxConsumer, ConsumeError, Consumer};
+use crate::convert::otlp_proto::decode_batch;
 use crate::signal::{EncodedBatch, Telemetry};
 
 /// Feeds several pipelines from one receiver: every pipeline gets a copy.
@@ -68,7 +69,7 @@ impl Consumer for PipelineFanout {
             }
         }
         if let Some((last, rest)) = structs.split_last() {
-            let decoded = decode_for_structs(&data)?;
+            let decoded = decode_batch(&data).map_err(ConsumeError::undecodable)?;
             for t in rest {
                 if let Err(e) = t.consume(decoded.clone(), acks.clone()).await {
                     first_error.get_or_insert(e.for_bytes(data.clone()));

@@ -20,7 +20,8 @@ pub mod wal;
 
 use self::disk::{Appended, DiskConfig, DiskQueue, DiskQueueError};
 use crate::component::{Connector, DynExport, ExportError};
-use crate::consumer::{decode_for_structs, AckOutcome, Acks, ConsumeError, Consumer};
+use crate::consumer::{AckOutcome, Acks, ConsumeError, Consumer};
+use crate::convert::otlp_proto::decode_batch;
 use crate::settings::types::RetryConfig;
 use crate::signal::{EncodedBatch, Metadata, Payload, Signal, Telemetry};
 use crate::telemetry::{gauge, SignalCounters};
@@ -358,7 +359,9 @@ impl Consumer for ExporterFanout {
     ) -> Result<(), ConsumeError<EncodedBatch>> {
         let structs = match self.targets.iter().all(|t| t.encoded) {
             true => None,
-            false => Some(Payload::Structs(Arc::new(decode_for_structs(&data)?))),
+            false => Some(Payload::Structs(Arc::new(
+                decode_batch(&data).map_err(ConsumeError::undecodable)?,
+            ))),
         };
         // A disk queue writes the batch's bytes as they are, after a header.
         let (slots, record) = match self
