@@ -87,6 +87,10 @@ enum Command {
         /// Index every attribute that can be an X-Ray annotation (`--to xray`).
         #[arg(long)]
         index_all_attributes: bool,
+        /// Exit 3 also when a Bedrock event holds a trace member this version
+        /// does not know (by default it becomes a span of its own, with a warning).
+        #[arg(long)]
+        strict: bool,
         /// Files: Bedrock trace events (a JSON array, one event, or NDJSON), or
         /// OTLP/JSON trace export requests (one per file or one per line).
         #[arg(required = true)]
@@ -152,6 +156,7 @@ fn main() -> ExitCode {
             service_name,
             indexed_attributes,
             index_all_attributes,
+            strict,
             files,
         } => match convert(ConvertArgs {
             from,
@@ -165,6 +170,7 @@ fn main() -> ExitCode {
                 ..Default::default()
             },
             files: &files,
+            strict,
         }) {
             Ok(code) => code,
             Err(e) => {
@@ -479,6 +485,7 @@ struct ConvertArgs<'a> {
     service_name: &'a str,
     xray: spanwire::convert::xray::Options,
     files: &'a [String],
+    strict: bool,
 }
 
 fn convert(args: ConvertArgs<'_>) -> anyhow::Result<ExitCode> {
@@ -519,6 +526,15 @@ fn convert(args: ConvertArgs<'_>) -> anyhow::Result<ExitCode> {
                     eprintln!("{file}: event {}: skipped: {}", e.index, e.message);
                 }
                 skipped += c.errors.len();
+                for m in &c.unknown_members {
+                    eprintln!("{file}: warning: the trace member `{m}` is unknown to this version; it became a span of its own (bedrock.trace.type = {m})");
+                }
+                if args.strict {
+                    skipped += c.unknown_members.len();
+                }
+                if c.duplicates > 0 {
+                    eprintln!("{file}: {} exact duplicate event(s) left out", c.duplicates);
+                }
                 let header = format!(
                     "# {file}: {} events, {} invocation(s)",
                     c.events, c.invocations

@@ -505,7 +505,7 @@ fn arbitrary_input_never_panics() {
             events.push(random_value(&mut rng, 0));
         }
         let c = bedrock::convert(&events, &Options::default());
-        assert_eq!(c.events + c.errors.len(), events.len());
+        assert_eq!(c.events + c.duplicates + c.errors.len(), events.len());
     }
 }
 
@@ -677,4 +677,196 @@ fn the_convert_command_writes_otlp_json_and_trees() {
         .unwrap();
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("event 0: skipped"));
+}
+
+/// Every span, keyed by (trace id, span id), for comparing conversions whole.
+fn keyed(v: Vec<Span>) -> Vec<(Vec<u8>, Vec<u8>, Span)> {
+    let mut out: Vec<_> = v
+        .into_iter()
+        .map(|s| (s.trace_id.clone(), s.span_id.clone(), s))
+        .collect();
+    out.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    out
+}
+
+#[test]
+fn replayed_and_interleaved_streams_give_the_spans_of_one_replay() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(22);
+    for (name, events) in all_fixtures() {
+        let once = keyed(spans(&events, &Options::default()));
+        let ids: HashSet<_> = once
+            .iter()
+            .map(|(t, s, _)| (t.clone(), s.clone()))
+            .collect();
+        assert_eq!(ids.len(), once.len(), "{name}: span ids are unique");
+        let twice: Vec<Value> = events.iter().chain(&events).cloned().collect();
+        let interleaved: Vec<Value> = events
+            .iter()
+            .zip(&events)
+            .flat_map(|(a, b)| [a.clone(), b.clone()])
+            .collect();
+        // The second copy starts halfway through the first, and a random
+        // merge of the two copies (each keeps its order).
+        let half = events.len() / 2;
+        let offset: Vec<Value> = events[..half]
+            .iter()
+            .chain(events[half..].iter().zip(&events).flat_map(|(a, b)| [a, b]))
+            .chain(&events[events.len() - half..])
+            .cloned()
+            .collect();
+        let (mut a, mut b) = (0, 0);
+        let mut merged = Vec::new();
+        while a < events.len() || b < events.len() {
+            if b == events.len() || (a < events.len() && rng.random_bool(0.5)) {
+                merged.push(events[a].clone());
+                a += 1;
+            } else {
+                merged.push(events[b].clone());
+                b += 1;
+            }
+        }
+        for (how, input) in [
+            ("twice", &twice),
+            ("interleaved", &interleaved),
+            ("offset", &offset),
+            ("merged", &merged),
+        ] {
+            let c = bedrock::convert(input, &Options::default());
+            assert_eq!(
+                c.duplicates,
+                input.len() - events.len(),
+                "{name} {how}: every second copy is a duplicate"
+            );
+            let got = keyed(
+                c.resource_spans
+                    .into_iter()
+                    .flat_map(|r| r.scope_spans)
+                    .flat_map(|s| s.spans)
+                    .collect(),
+            );
+            assert_eq!(got, once, "{name} {how}: the spans of one replay");
+        }
+    }
+}
+
+#[test]
+fn an_unknown_trace_member_becomes_a_span_of_its_own() {
+    let mut events = fixture("oi-py_action-group-function-lambda.json");
+    let step_id = events[0]["trace"]["orchestrationTrace"]["modelInvocationInput"]["traceId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let time = events[0]["eventTime"].clone();
+    let part = |trace: Value| {
+        let mut e = events[0].clone();
+        e["trace"] = trace;
+        e["eventTime"] = time.clone();
+        e
+    };
+    // A member with its own traceId, and one whose traceId is one level down.
+    let flat = part(serde_json::json!({"plannerTrace": {"traceId": step_id, "plan": ["a", "b"]}}));
+    let nested = part(serde_json::json!({
+        "memoryTrace": {"memoryWrite": {"traceId": step_id, "bytes": 12}}
+    }));
+    events.insert(1, flat);
+    events.insert(2, nested);
+    let c = bedrock::convert(&events, &Options::default());
+    assert!(c.errors.is_empty(), "{:?}", c.errors);
+    assert_eq!(c.unknown_members, vec!["plannerTrace", "memoryTrace"]);
+    let spans: Vec<Span> = c
+        .resource_spans
+        .into_iter()
+        .flat_map(|r| r.scope_spans)
+        .flat_map(|s| s.spans)
+        .collect();
+    let step = spans
+        .iter()
+        .find(|s| attr_str(s, "aws.bedrock.trace_id") == Some(step_id.as_str()))
+        .unwrap();
+    for (member, raw) in [
+        ("plannerTrace", r#"{"plan":["a","b"],"traceId":"#),
+        ("memoryTrace", r#"{"memoryWrite":{"bytes":12,"traceId":"#),
+    ] {
+        let s = spans.iter().find(|s| s.name == member).unwrap();
+        assert_eq!(attr_str(s, "bedrock.trace.type"), Some(member));
+        assert!(
+            attr_str(s, "bedrock.trace.raw").unwrap().starts_with(raw),
+            "{:?}",
+            attr_str(s, "bedrock.trace.raw")
+        );
+        assert_eq!(
+            s.parent_span_id, step.span_id,
+            "{member} sits under its step"
+        );
+    }
+    // Without content capture the member's JSON is not kept; the span is.
+    let opts = Options {
+        capture_content: CaptureContent::None,
+        ..Default::default()
+    };
+    let bare = spans_of(&events, &opts);
+    let s = bare.iter().find(|s| s.name == "plannerTrace").unwrap();
+    assert_eq!(attr_str(s, "bedrock.trace.raw"), None);
+    // Known spans keep their ids: the new member takes no ordinal from them.
+    let plain = spans_of(
+        &fixture("oi-py_action-group-function-lambda.json"),
+        &Options::default(),
+    );
+    let with: HashSet<_> = spans.iter().map(|s| s.span_id.clone()).collect();
+    assert!(plain.iter().all(|s| with.contains(&s.span_id)));
+    assert_eq!(with.len(), plain.len() + 2);
+}
+
+fn spans_of(events: &[Value], opts: &Options) -> Vec<Span> {
+    bedrock::convert(events, opts)
+        .resource_spans
+        .into_iter()
+        .flat_map(|r| r.scope_spans)
+        .flat_map(|s| s.spans)
+        .collect()
+}
+
+#[test]
+fn the_convert_command_warns_of_unknown_members_and_strict_fails() {
+    let mut events = fixture("oi-py_inline-agent.json");
+    let step_id =
+        events[0]["trace"]["orchestrationTrace"]["modelInvocationInput"]["traceId"].clone();
+    let mut e = events[0].clone();
+    e["trace"] = serde_json::json!({"futureTrace": {"traceId": step_id, "x": 1}});
+    events.push(e);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("future.json");
+    // Sent twice: the duplicates are left out.
+    let twice: Vec<Value> = events.iter().chain(&events).cloned().collect();
+    std::fs::write(&file, serde_json::to_string(&twice).unwrap()).unwrap();
+    let run = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_spanwire"))
+            .args(["convert", "--from", "bedrock"])
+            .args(extra)
+            .arg(&file)
+            .output()
+            .unwrap()
+    };
+    let out = run(&[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("warning: the trace member `futureTrace`"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{} exact duplicate event(s)", events.len())),
+        "{stderr}"
+    );
+    let decoded = spanwire::convert::otlp_json::decode(
+        spanwire::signal::Signal::Traces,
+        String::from_utf8(out.stdout).unwrap().trim().as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(
+        decoded.item_count(),
+        spans_of(&events, &Options::default()).len()
+    );
+    let strict = run(&["--strict"]);
+    assert_eq!(strict.status.code(), Some(3));
 }

@@ -226,3 +226,48 @@ async fn incomplete_invocations_are_converted_on_shutdown() {
         status.1.logs()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resent_stream_converts_once() {
+    let sink = Sink::start().await;
+    let (port, health) = (free_port(), free_port());
+    let daemon = Daemon::start(&config(port, health, &sink), health);
+    let json = ("content-type", "application/json");
+    let events = fixture("oi-py_multi-agent-3-level-supervisor.json");
+    let expected: std::collections::HashSet<Vec<u8>> =
+        bedrock::convert(&events, &bedrock::Options::default())
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .flat_map(|s| &s.spans)
+            .map(|s| s.span_id.clone())
+            .collect();
+    // The stream interleaved with itself in one post, then re-sent whole
+    // after the tree was released (an at-least-once sender retrying).
+    let interleaved: Vec<Value> = events
+        .iter()
+        .zip(&events)
+        .flat_map(|(a, b)| [a.clone(), b.clone()])
+        .collect();
+    let (status, v) = post(port, &[json], serde_json::to_string(&interleaved).unwrap()).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["duplicates"], events.len());
+    assert_eq!(
+        sink.wait_for(Signal::Traces, expected.len(), Duration::from_secs(10))
+            .await,
+        expected.len(),
+        "{}",
+        daemon.logs()
+    );
+    let (status, v) = post(port, &[json], serde_json::to_string(&events).unwrap()).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["duplicates"], events.len(), "the re-sent stream is known");
+    // Longer than idle_timeout: anything buffered would have been released.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let got: Vec<Vec<u8>> = sink.spans().iter().map(|s| s.span_id.clone()).collect();
+    assert_eq!(got.len(), expected.len(), "{}", daemon.logs());
+    assert_eq!(
+        got.into_iter().collect::<std::collections::HashSet<_>>(),
+        expected
+    );
+}

@@ -135,6 +135,7 @@ struct State {
     epoch: Instant,
     accepted_events: metrics::Counter,
     refused_events: metrics::Counter,
+    duplicate_events: metrics::Counter,
     auth: Option<net::BearerAuth>,
     unauthenticated: metrics::Counter,
 }
@@ -210,6 +211,10 @@ async fn start(
             "spanwire_receiver_refused_bedrock_events_total",
             &labels
         ),
+        duplicate_events: metrics::counter!(
+            "spanwire_receiver_duplicate_bedrock_events_total",
+            &labels
+        ),
         auth,
         unauthenticated: crate::telemetry::unauthenticated_counter(&labels),
     });
@@ -269,9 +274,10 @@ async fn start(
             .collect(),
     };
     let counters = SignalCounters::new("spanwire_receiver_accepted", &labels);
+    let unknown = metrics::counter!("spanwire_receiver_unknown_bedrock_members_total", &labels);
     drop(state);
     tasks.push(tokio::spawn(sender(
-        rx, consumer, opts_base, counters, stop,
+        rx, consumer, opts_base, counters, unknown, stop,
     )));
     Ok(tasks)
 }
@@ -281,6 +287,7 @@ async fn sender(
     consumer: BoxConsumer,
     base: Options,
     accepted: SignalCounters,
+    unknown: metrics::Counter,
     stop: CancellationToken,
 ) {
     while let Some(r) = rx.recv().await {
@@ -292,6 +299,10 @@ async fn sender(
                 .push(string_attribute(k, v.as_str()));
         }
         let c = bedrock::convert(&r.events, &opts);
+        if !c.unknown_members.is_empty() {
+            unknown.increment(c.unknown_members.len() as u64);
+            tracing::warn!(members = ?c.unknown_members, "bedrock receiver: trace members this version does not know; each became a span of its own (bedrock.trace.type)");
+        }
         let data = Telemetry::Traces(c.resource_spans);
         let n = data.item_count();
         if n == 0 {
@@ -425,6 +436,7 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
     let mut accepted = 0usize;
     let mut rejected = Vec::new();
     let mut released = Vec::new();
+    let duplicates;
     {
         let now = state.now_ms();
         let Ok(mut a) = state.assembler.lock() else {
@@ -433,6 +445,7 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
                 serde_json::json!({"error": "internal state poisoned"}),
             );
         };
+        let before = a.duplicates();
         for (i, e) in events.into_iter().enumerate() {
             match a.push(e, now, &ctx) {
                 Ok(r) => {
@@ -442,7 +455,9 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
                 Err(message) => rejected.push(serde_json::json!({"index": i, "error": message})),
             }
         }
+        duplicates = a.duplicates() - before;
     }
+    state.duplicate_events.increment(duplicates);
     for r in released {
         // Capacity was checked; this waits only if several requests raced for the last slots.
         let _ = state.out.send(r).await;
@@ -456,7 +471,7 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
     }
     reply(
         StatusCode::OK,
-        serde_json::json!({"accepted": accepted, "rejected": rejected}),
+        serde_json::json!({"accepted": accepted, "duplicates": duplicates, "rejected": rejected}),
     )
 }
 

@@ -11,12 +11,18 @@
 //! Anything that saw no event for `idle` is released as it is. The number of
 //! buffered events is bounded: past the bound the oldest invocations are
 //! released early rather than dropped.
+//!
+//! Exact duplicates (the same event JSON) are left out and counted: of an
+//! event still buffered, and of the most recently released events (as many
+//! as the buffer holds), so a stream re-sent by an at-least-once sender
+//! converts once.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use serde_json::Value;
 
 use super::event::{invocation_key, read_event, Stage};
+use super::event_digest;
 
 /// Facts about one event that assembly needs.
 struct Facts {
@@ -65,6 +71,7 @@ fn facts(v: &Value) -> Result<Facts, String> {
 
 struct Pending<C> {
     events: Vec<Value>,
+    digests: Vec<[u8; 16]>,
     caller_chain: Vec<String>,
     calls: Vec<String>,
     /// When the final response arrived, if nothing came after it.
@@ -89,6 +96,11 @@ pub struct Assembler<C> {
     buffered: usize,
     max_events: usize,
     final_grace_ms: u64,
+    /// Digests of the buffered events and of the last `max_events` released
+    /// ones (oldest first in `released`).
+    seen: HashSet<[u8; 16]>,
+    released: VecDeque<[u8; 16]>,
+    duplicates: u64,
 }
 
 impl<C: Clone> Assembler<C> {
@@ -100,7 +112,15 @@ impl<C: Clone> Assembler<C> {
             buffered: 0,
             max_events: max_events.max(1),
             final_grace_ms,
+            seen: HashSet::new(),
+            released: VecDeque::new(),
+            duplicates: 0,
         }
+    }
+
+    /// Exact duplicate events left out so far.
+    pub fn duplicates(&self) -> u64 {
+        self.duplicates
     }
 
     /// Events buffered now.
@@ -112,11 +132,17 @@ impl<C: Clone> Assembler<C> {
     /// invocation trees that are now complete. `Err` says why the event was not used.
     pub fn push(&mut self, event: Value, now_ms: u64, ctx: &C) -> Result<Vec<Released<C>>, String> {
         let f = facts(&event)?;
+        let digest = event_digest(&event);
+        if !self.seen.insert(digest) {
+            self.duplicates += 1;
+            return Ok(Vec::new());
+        }
         let p = self
             .pending
             .entry(f.key.clone())
             .or_insert_with(|| Pending {
                 events: Vec::new(),
+                digests: Vec::new(),
                 caller_chain: f.caller_chain.clone(),
                 calls: Vec::new(),
                 final_ms: None,
@@ -128,6 +154,7 @@ impl<C: Clone> Assembler<C> {
             p.caller_chain = f.caller_chain.clone();
         }
         p.events.push(event);
+        p.digests.push(digest);
         p.last_ms = now_ms;
         if let Some(id) = f.client_request_id {
             p.calls.push(id);
@@ -250,6 +277,13 @@ impl<C: Clone> Assembler<C> {
                     ctx = Some(p.ctx);
                 }
                 events.extend(p.events);
+                self.released.extend(p.digests);
+            }
+        }
+        // Released digests are remembered as long as the buffer is large.
+        while self.released.len() > self.max_events {
+            if let Some(d) = self.released.pop_front() {
+                self.seen.remove(&d);
             }
         }
         ctx.map(|ctx| Released { events, ctx })
@@ -285,6 +319,52 @@ mod tests {
         ))
         .unwrap();
         super::super::parse_events(&text).unwrap()
+    }
+
+    #[test]
+    fn exact_duplicates_are_left_out_while_buffered_and_after_release() {
+        let events = fixture("oi-py_action-group-function-lambda.json");
+        let n = events.len();
+        let mut a: Assembler<u32> = Assembler::new(2 * n, 0);
+        let mut released = Vec::new();
+        for (i, e) in events.iter().enumerate() {
+            released.extend(a.push(e.clone(), i as u64, &1).unwrap());
+            // The same event again, at once.
+            released.extend(a.push(e.clone(), i as u64, &1).unwrap());
+        }
+        assert_eq!(released.len(), 1);
+        assert_eq!(released[0].events, events);
+        assert_eq!(a.duplicates(), n as u64);
+        // Re-sent after its release: still known, nothing is buffered.
+        for e in &events {
+            assert!(a.push(e.clone(), 100, &1).unwrap().is_empty());
+        }
+        assert_eq!(a.buffered(), 0);
+        assert_eq!(a.duplicates(), 2 * n as u64);
+        // The memory of released events is bounded by the buffer's size: once
+        // more than that was released since, the stream is new again.
+        let mut other = fixture("oi-py_knowledge-base-lookup.json");
+        other.extend(fixture("oi-py_inline-agent.json"));
+        let later: Vec<Value> = (0..3)
+            .flat_map(|k| {
+                other.iter().map(move |e| {
+                    let mut e = e.clone();
+                    e["eventTime"] = Value::from(format!("2030-01-0{}T00:00:00Z", k + 1));
+                    e
+                })
+            })
+            .collect();
+        assert!(later.len() > 2 * n);
+        for e in later {
+            let _ = a.push(e, 200, &1).unwrap();
+        }
+        let _ = a.expire(10_000, 0);
+        assert!(a.released.len() <= 2 * n);
+        let again: usize = events
+            .iter()
+            .map(|e| a.push(e.clone(), 20_000, &1).unwrap().len())
+            .sum();
+        assert_eq!(again, 1, "released once more");
     }
 
     #[test]

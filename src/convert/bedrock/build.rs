@@ -315,7 +315,7 @@ fn invocation<'a>(
         step_of: HashMap::new(),
         open_model: HashMap::new(),
         pending: HashMap::new(),
-        counter: 0,
+        ordinals: HashMap::new(),
     };
     for e in events {
         walk.event(e);
@@ -333,18 +333,27 @@ struct Walk<'a, 'b, 'o> {
     open_model: HashMap<usize, usize>,
     /// Tool calls of a step waiting for their output, by kind, oldest first.
     pending: HashMap<(usize, ToolKind), VecDeque<usize>>,
-    counter: usize,
+    /// How many nodes of each role each step (trace id) has made so far.
+    ordinals: HashMap<(String, &'a str), usize>,
 }
 
-/// A node key unique in the invocation: `what:trace_id:n`.
-fn node_key(counter: &mut usize, what: &str, trace_id: &str) -> String {
-    *counter += 1;
-    format!("{what}:{trace_id}:{counter}")
+/// A node key unique in the invocation and a function of the event's
+/// identity: `role:trace_id:n`, the n-th node of that role in that step.
+/// Exact duplicate events are left out before building, so a stream sent
+/// twice, or interleaved with itself, makes the same keys (and span ids).
+fn node_key<'a>(
+    ordinals: &mut HashMap<(String, &'a str), usize>,
+    what: &str,
+    trace_id: &'a str,
+) -> String {
+    let n = ordinals.entry((what.to_string(), trace_id)).or_insert(0);
+    *n += 1;
+    format!("{what}:{trace_id}:{n}")
 }
 
 impl<'a> Walk<'a, '_, '_> {
-    fn next_key(&mut self, what: &str, trace_id: &str) -> String {
-        node_key(&mut self.counter, what, trace_id)
+    fn next_key(&mut self, what: &str, trace_id: &'a str) -> String {
+        node_key(&mut self.ordinals, what, trace_id)
     }
 
     fn event(&mut self, e: Event<'a>) {
@@ -357,6 +366,7 @@ impl<'a> Walk<'a, '_, '_> {
                 self.bld.nodes[step].children.push(node);
             }
             (Stage::Failure, _) => self.failure(step, &e),
+            (Stage::Unknown, key) => self.unknown_member(step, &e, key),
             (_, "modelInvocationInput") => {
                 let k = self.next_key("model", e.trace_id);
                 let node = self.bld.add(Node {
@@ -430,6 +440,28 @@ impl<'a> Walk<'a, '_, '_> {
         step
     }
 
+    /// A trace member this converter does not know: a span of its own under
+    /// its step, named after the member, with its JSON (within the content
+    /// limit) so nothing AWS adds is lost.
+    fn unknown_member(&mut self, step: usize, e: &Event<'a>, key: &str) {
+        let mut attrs = vec![s("bedrock.trace.type", key)];
+        let raw = json_text(&Value::Object(e.body.clone()));
+        if let Some(t) = content(self.bld.opts.capture_content, &raw) {
+            attrs.push(s("bedrock.trace.raw", t));
+        }
+        let node_key = self.next_key(&format!("unknown.{key}"), e.trace_id);
+        let node = self.bld.add(Node {
+            key: node_key,
+            name: key.to_string(),
+            kind: KIND_INTERNAL,
+            times: e.time.into_iter().collect(),
+            attrs,
+            ..Default::default()
+        });
+        self.bld.set_exact(node, get_obj(e.body, "metadata"));
+        self.bld.nodes[step].children.push(node);
+    }
+
     fn failure(&mut self, step: usize, e: &Event<'a>) {
         let body = e.body;
         let code = body.get("failureCode").and_then(Value::as_i64);
@@ -488,9 +520,10 @@ impl<'a> Walk<'a, '_, '_> {
                 .attrs
                 .push(s("aws.bedrock.invocation_type", t));
         }
-        let counter = &mut self.counter;
-        let mut next_key = |what: &str, trace_id: &str| node_key(counter, what, trace_id);
-        let made = tool_input(self.bld, body, e.time, &mut next_key, e.trace_id);
+        let ordinals = &mut self.ordinals;
+        let trace_id = e.trace_id;
+        let mut next_key = |what: &str| node_key(ordinals, what, trace_id);
+        let made = tool_input(self.bld, body, e.time, &mut next_key);
         if let Some((kind, node, call)) = made {
             self.bld.nodes[step].children.push(node);
             self.pending
@@ -830,13 +863,12 @@ fn tool_input(
     bld: &mut Builder<'_>,
     body: &Map<String, Value>,
     time: Option<u64>,
-    next_key: &mut impl FnMut(&str, &str) -> String,
-    trace_id: &str,
+    next_key: &mut impl FnMut(&str) -> String,
 ) -> Option<ToolMade> {
     let capture = bld.opts.capture_content;
     if let Some(ag) = get_obj(body, "actionGroupInvocationInput") {
         let node = bld.add(Node {
-            key: next_key("tool", trace_id),
+            key: next_key("tool"),
             kind: KIND_INTERNAL,
             times: time.into_iter().collect(),
             ..Default::default()
@@ -882,7 +914,7 @@ fn tool_input(
     }
     if let Some(kb) = get_obj(body, "knowledgeBaseLookupInput") {
         let node = bld.add(Node {
-            key: next_key("retrieval", trace_id),
+            key: next_key("retrieval"),
             kind: KIND_CLIENT,
             times: time.into_iter().collect(),
             ..Default::default()
@@ -905,7 +937,7 @@ fn tool_input(
     }
     if let Some(ci) = get_obj(body, "codeInterpreterInvocationInput") {
         let node = bld.add(Node {
-            key: next_key("tool", trace_id),
+            key: next_key("tool"),
             kind: KIND_INTERNAL,
             times: time.into_iter().collect(),
             ..Default::default()
@@ -926,7 +958,7 @@ fn tool_input(
     }
     if let Some(ac) = get_obj(body, "agentCollaboratorInvocationInput") {
         let node = bld.add(Node {
-            key: next_key("collaborator", trace_id),
+            key: next_key("collaborator"),
             kind: KIND_CLIENT,
             times: time.into_iter().collect(),
             ..Default::default()

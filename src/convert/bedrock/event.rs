@@ -80,6 +80,11 @@ pub struct Conversion {
     pub errors: Vec<EventError>,
     /// Events that were read.
     pub events: usize,
+    /// Exact duplicates of an earlier event (same JSON), left out.
+    pub duplicates: usize,
+    /// Trace members this converter does not know (their keys, one per
+    /// event); each became a span of its own.
+    pub unknown_members: Vec<String>,
     /// Top-level invocations found.
     pub invocations: usize,
 }
@@ -94,6 +99,9 @@ pub(crate) enum Stage {
     Guardrail,
     Failure,
     CustomOrchestration,
+    /// A member this converter does not know (AWS adds some over time):
+    /// the event's `member` is its key and `body` its object.
+    Unknown,
 }
 
 impl Stage {
@@ -193,15 +201,10 @@ pub(crate) fn read_event(v: &Value) -> Result<Event<'_>, String> {
         .get("trace")
         .and_then(Value::as_object)
         .ok_or("no `trace` object in the event")?;
-    let (key, stage_obj) = trace
-        .iter()
-        .find(|(k, _)| Stage::from_key(k).is_some())
-        .ok_or_else(|| {
-            format!(
-                "the trace holds none of the known trace types (found: {})",
-                trace.keys().cloned().collect::<Vec<_>>().join(", ")
-            )
-        })?;
+    let known = trace.iter().find(|(k, _)| Stage::from_key(k).is_some());
+    let Some((key, stage_obj)) = known else {
+        return unknown_member(part, trace);
+    };
     let stage = Stage::from_key(key).ok_or("unknown trace type")?;
     let stage_obj = stage_obj
         .as_object()
@@ -225,6 +228,44 @@ pub(crate) fn read_event(v: &Value) -> Result<Event<'_>, String> {
         part,
         stage,
         member,
+        body,
+        trace_id,
+        time: parse_time(part.get("eventTime")),
+    })
+}
+
+/// An event whose trace holds only members this converter does not know:
+/// the first one whose value is an object becomes the event, as long as a
+/// `traceId` can be found in it or in one of its member objects.
+fn unknown_member<'a>(
+    part: &'a Map<String, Value>,
+    trace: &'a Map<String, Value>,
+) -> Result<Event<'a>, String> {
+    let found = || trace.keys().cloned().collect::<Vec<_>>().join(", ");
+    let (key, body) = trace
+        .iter()
+        .filter(|(k, _)| k.as_str() != "__type")
+        .find_map(|(k, v)| v.as_object().map(|o| (k.as_str(), o)))
+        .ok_or_else(|| {
+            format!(
+                "the trace holds none of the known trace types, and no member object (found: {})",
+                found()
+            )
+        })?;
+    let own = body.get("traceId").and_then(Value::as_str);
+    let nested = || {
+        body.values()
+            .filter_map(Value::as_object)
+            .find_map(|o| o.get("traceId").and_then(Value::as_str))
+    };
+    let trace_id = own
+        .or_else(nested)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| format!("the unknown trace member `{key}` has no traceId"))?;
+    Ok(Event {
+        part,
+        stage: Stage::Unknown,
+        member: key,
         body,
         trace_id,
         time: parse_time(part.get("eventTime")),

@@ -15,17 +15,50 @@ mod event;
 use event::{invocation_key, read_event, Event};
 pub use event::{CaptureContent, Conversion, EventError, Options, TraceParent};
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde_json::Value;
 
+/// The identity of an event for de-duplication: a digest of its JSON
+/// (object keys sorted, so key order does not matter).
+pub(crate) fn event_digest(v: &Value) -> [u8; 16] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    // Writing a `Value` to a Vec cannot fail; an empty text would only
+    // merge events that could not be written, and there are none.
+    h.update(serde_json::to_vec(v).unwrap_or_default());
+    let d = h.finalize();
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&d[..16]);
+    out
+}
+
 /// Converts trace events (in stream order; invocations may be interleaved).
+///
+/// Idempotent: an event that is an exact duplicate of an earlier one (a
+/// re-sent event, or a whole stream sent twice or interleaved with itself)
+/// is left out and counted, and span ids are a function of the invocation
+/// and of each event's identity (its step's trace id and its role in the
+/// step), so the same events give the same spans and ids whenever they
+/// are converted.
 pub fn convert(events: &[Value], opts: &Options) -> Conversion {
     let mut read = Vec::with_capacity(events.len());
     let mut errors = Vec::new();
+    let mut seen = HashSet::with_capacity(events.len());
+    let mut duplicates = 0;
+    let mut unknown_members = Vec::new();
     for (i, v) in events.iter().enumerate() {
         match read_event(v) {
-            Ok(e) => read.push(e),
+            Ok(e) => {
+                if !seen.insert(event_digest(v)) {
+                    duplicates += 1;
+                    continue;
+                }
+                if e.stage == event::Stage::Unknown {
+                    unknown_members.push(e.member.to_string());
+                }
+                read.push(e);
+            }
             Err(message) => errors.push(EventError { index: i, message }),
         }
     }
@@ -45,6 +78,8 @@ pub fn convert(events: &[Value], opts: &Options) -> Conversion {
         resource_spans,
         errors,
         events: n,
+        duplicates,
+        unknown_members,
         invocations,
     }
 }
