@@ -191,6 +191,26 @@ impl<'a> SpanView<'a> {
     }
 }
 
+/// The attributes (`KeyValue` fields numbered `tag`) of a message body:
+/// field 1 of a `Resource` or an `InstrumentationScope`, for instance.
+pub fn attributes_in(body: &[u8], tag: u32) -> impl Iterator<Item = (&str, Value<'_>)> + '_ {
+    fields(body).filter_map(move |(t, f)| match (t, f) {
+        (t, Field::Delimited(kv)) if t == tag => Some(key_value(kv)),
+        _ => None,
+    })
+}
+
+/// The body of the last message field numbered `tag` in a message body
+/// (the `resource` of a `ResourceSpans`, say); None if it has none.
+pub fn message_in(body: &[u8], tag: u32) -> Option<&[u8]> {
+    fields(body)
+        .filter_map(|(t, f)| match f {
+            Field::Delimited(b) if t == tag => Some(b),
+            _ => None,
+        })
+        .last()
+}
+
 /// A `KeyValue`: its key and value.
 fn key_value(kv: &[u8]) -> (&str, Value<'_>) {
     let (mut key, mut value) = ("", Value::Empty);

@@ -12,6 +12,7 @@ pub mod limits;
 pub mod memory_limiter;
 pub mod metricstransform;
 pub mod resourcedetection;
+pub mod tail_sampling;
 
 use crate::component::{Factories, ProcessorDef};
 
@@ -25,4 +26,5 @@ pub static FACTORIES: Factories<dyn ProcessorDef> = &[
     &resourcedetection::ResourceDetectionFactory,
     &filter::FilterFactory,
     &metricstransform::MetricsTransformFactory,
+    &tail_sampling::TailSamplingFactory,
 ];

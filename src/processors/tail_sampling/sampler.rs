@@ -1,0 +1,775 @@
+//! The buffer of `tail_sampling`: spans held per trace (or per session)
+//! as their OTLP bytes until the trace is decided, then written out as one
+//! request or forgotten. Pure: time is passed in, nothing is read or
+//! written but memory.
+//!
+//! - Intake reads each request once ([`crate::convert::otlp_index`] and
+//!   [`crate::convert::otlp_view`]): per span its trace id, times, status
+//!   and attributes, which update its group's [`Summary`]; the span's bytes
+//!   are copied into the group. A resource and scope pair is kept once
+//!   (interned) and shared by the spans that came with it.
+//! - A trace is decided `wait` after its first span; a session `wait`
+//!   after its last (it is idle). Groups over `max_groups`, or bytes over
+//!   `max_bytes`, decide the oldest early (counted). Spans of a decided
+//!   group that come later follow the cached decision.
+//! - Sessions: a span's session is the first of `session_keys` on the
+//!   span, then on its resource; a span naming none joins the session its
+//!   trace named (the last `4 × max_groups` traces are remembered), else
+//!   is held under its trace id, and that trace's spans join the session
+//!   when a later span of the trace names one, as long as neither was
+//!   decided.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
+
+use super::policy::{combine, Policies, Summary};
+use crate::consumer::Acks;
+use crate::convert::otlp_index::{self, Invalid};
+use crate::convert::otlp_view::{self, SpanView, Value};
+use crate::signal::Signal;
+
+/// What a group is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupBy {
+    /// One trace (the Collector's behaviour).
+    Trace,
+    /// One agent session.
+    Session,
+}
+
+/// The buffer's settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Traces or sessions.
+    pub group_by: GroupBy,
+    /// Attributes that name a session, in order.
+    pub session_keys: Vec<String>,
+    /// `decision_wait` (traces) or `session_idle` (sessions), in ms.
+    pub wait_ms: u64,
+    /// `num_traces` or `max_sessions`.
+    pub max_groups: usize,
+    /// Bytes of buffered spans at most.
+    pub max_bytes: usize,
+    /// Decisions to keep sampling later spans by.
+    pub sampled_cache: usize,
+    /// Decisions to keep dropping later spans by.
+    pub non_sampled_cache: usize,
+    /// Add `tailsampling.policy` (the first policy that kept it) to kept spans.
+    pub record_policy: bool,
+}
+
+/// Counts of what the buffer did (monotonic; the task publishes them).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Stats {
+    /// Per top-level policy: groups it sampled, groups it did not.
+    pub per_policy: Vec<(u64, u64)>,
+    /// Groups kept and dropped.
+    pub kept: u64,
+    /// Groups dropped.
+    pub dropped: u64,
+    /// Spans sent on, of decided groups.
+    pub spans_kept: u64,
+    /// Spans dropped with their groups.
+    pub spans_dropped: u64,
+    /// Groups decided before their time because a bound was reached.
+    pub early: u64,
+    /// Spans of kept groups that came after the decision (sent on).
+    pub late_kept: u64,
+    /// Spans of dropped groups that came after the decision.
+    pub late_dropped: u64,
+    /// Traces that joined a session named after their first spans.
+    pub merged: u64,
+    /// Groups given up at shutdown, to be delivered again.
+    pub abandoned: u64,
+}
+
+/// Spans to send on: OTLP `ExportTraceServiceRequest` bytes, their count,
+/// and the acknowledgements of the requests they came in.
+#[derive(Debug, Default)]
+pub struct Output {
+    /// Request bytes (a sequence of `resource_spans` fields).
+    pub bytes: Vec<u8>,
+    /// Spans in it.
+    pub spans: usize,
+    /// Acknowledgements to settle once they are delivered.
+    pub acks: Acks,
+}
+
+/// A resource and scope pair, with what is known of the resource.
+#[derive(Debug)]
+struct Header {
+    /// The `ResourceSpans` body without its `scope_spans`.
+    resource: Vec<u8>,
+    /// The `ScopeSpans` body without its `spans`.
+    scope: Vec<u8>,
+    /// Attribute tests its resource's attributes pass.
+    matched: u64,
+    /// The session its resource names.
+    session: Option<Box<[u8]>>,
+}
+
+#[derive(Debug)]
+struct Group {
+    summary: Summary,
+    /// Span fields (key, length, body), back to back.
+    spans: Vec<u8>,
+    /// Per span: its header and the end of its bytes in `spans`.
+    entries: Vec<(Arc<Header>, u32)>,
+    acks: Acks,
+    /// Which intake last added acks.
+    intake: u64,
+    /// Its live deadline entry in the queue.
+    seq: u64,
+    bytes: usize,
+}
+
+/// A fast hash for keys that are trace ids or short names (no need to
+/// resist chosen keys more than FNV does: the map is bounded).
+#[derive(Default)]
+struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<Fnv>>;
+type Key = Box<[u8]>;
+
+/// Bytes a group costs beyond its spans: its map entry, summary and
+/// deadline entry, and its key (a trace id, or a session name cut to
+/// [`MAX_SESSION_KEY`] bytes).
+pub const GROUP_OVERHEAD: usize = 256 + MAX_SESSION_KEY;
+
+/// Trace-to-session links remembered per group (`max_sessions` of them);
+/// each costs at most [`TRACE_LINK_BYTES`].
+pub const TRACE_LINKS_PER_GROUP: usize = 4;
+
+/// The bound of one trace-to-session link: two keys and map overhead.
+pub const TRACE_LINK_BYTES: usize = 96 + MAX_SESSION_KEY;
+
+/// The longest session name kept in a key, in bytes.
+pub const MAX_SESSION_KEY: usize = 256;
+
+/// Remembered decisions, oldest forgotten first.
+#[derive(Debug, Default)]
+struct Decided {
+    map: FastMap<Key, bool>,
+    sampled: VecDeque<Key>,
+    dropped: VecDeque<Key>,
+}
+
+/// The tail sampler's buffer.
+pub struct Sampler {
+    cfg: Settings,
+    policies: Policies,
+    groups: FastMap<Key, Group>,
+    /// (deadline ms, seq, key), deadlines in order.
+    queue: VecDeque<(u64, u64, Key)>,
+    traces: FastMap<Key, Key>,
+    trace_order: VecDeque<Key>,
+    decided: Decided,
+    headers: FastMap<Key, Arc<Header>>,
+    bytes: usize,
+    seq: u64,
+    intake: u64,
+    stats: Stats,
+}
+
+impl Sampler {
+    /// An empty buffer.
+    pub fn new(cfg: Settings, policies: Policies) -> Sampler {
+        let stats = Stats {
+            per_policy: vec![(0, 0); policies.names().count()],
+            ..Stats::default()
+        };
+        Sampler {
+            cfg,
+            policies,
+            groups: FastMap::default(),
+            queue: VecDeque::new(),
+            traces: FastMap::default(),
+            trace_order: VecDeque::new(),
+            decided: Decided::default(),
+            headers: FastMap::default(),
+            bytes: 0,
+            seq: 0,
+            intake: 0,
+            stats,
+        }
+    }
+
+    /// What it did so far.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The policies' names, in order (for self-metrics).
+    pub fn policy_names(&self) -> Vec<String> {
+        self.policies.names().map(String::from).collect()
+    }
+
+    /// Groups held.
+    pub fn groups(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// Bytes held (spans and per-group bookkeeping).
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Spans held.
+    pub fn spans(&self) -> u64 {
+        self.groups.values().map(|g| g.entries.len() as u64).sum()
+    }
+
+    /// Takes one trace export request. Spans of groups decided earlier
+    /// follow their decision: kept ones are written to `late` (with `acks`).
+    pub fn intake(
+        &mut self,
+        request: &[u8],
+        acks: &Acks,
+        now_ms: u64,
+        late: &mut Output,
+    ) -> Result<(), Invalid> {
+        let ix = otlp_index::index_request(Signal::Traces, request)?;
+        self.intake += 1;
+        let mut late_added = false;
+        let mut touched: Vec<(Key, bool)> = Vec::new();
+        for res in &ix.resources {
+            let res_body = otlp_view::field_body(&request[res.field.clone()]).unwrap_or_default();
+            let res_start = res.field.end - res_body.len();
+            for scope in &ix.scopes[res.children.clone()] {
+                let header = self.header(request, res, res_start, res_body, scope, &ix);
+                for item in &ix.items[scope.children.clone()] {
+                    let field = &request[item.clone()];
+                    let Some(body) = otlp_view::field_body(field) else {
+                        continue;
+                    };
+                    let view = SpanView::of_body(body);
+                    let (summary, named) = self.read_span(&view, &header);
+                    let named = named.map(str::as_bytes).or(header.session.as_deref());
+                    let key = self.key_of(&view, named);
+                    match self.decided.map.get(&key) {
+                        Some(true) => {
+                            self.stats.late_kept += 1;
+                            write_block(&mut late.bytes, &header, &[field], None);
+                            late.spans += 1;
+                            late_added = true;
+                            continue;
+                        }
+                        Some(false) => {
+                            self.stats.late_dropped += 1;
+                            continue;
+                        }
+                        None => {}
+                    }
+                    self.add(key, summary, field, &header, acks, &mut touched);
+                }
+            }
+        }
+        if late_added {
+            late.acks.extend(acks.clone());
+        }
+        // A trace is decided `wait` after its first span, a session `wait`
+        // after its last: a new deadline per group made (traces) or
+        // touched (sessions) by this request; older entries go stale.
+        let deadline = now_ms + self.cfg.wait_ms;
+        for (key, created) in touched {
+            if !created && self.cfg.group_by == GroupBy::Trace {
+                continue;
+            }
+            self.seq += 1;
+            if let Some(g) = self.groups.get_mut(&key) {
+                g.seq = self.seq;
+                self.queue.push_back((deadline, self.seq, key));
+            }
+        }
+        if self.headers.len() > 4096 {
+            self.headers.retain(|_, h| Arc::strong_count(h) > 1);
+        }
+        Ok(())
+    }
+
+    /// The interned header of one resource and scope of a request.
+    fn header(
+        &mut self,
+        request: &[u8],
+        res: &otlp_index::Part,
+        res_start: usize,
+        res_body: &[u8],
+        scope: &otlp_index::Part,
+        ix: &otlp_index::RequestIndex,
+    ) -> Arc<Header> {
+        let scopes: Vec<std::ops::Range<usize>> = ix.scopes[res.children.clone()]
+            .iter()
+            .map(|p| p.field.clone())
+            .collect();
+        let resource = without(request, res_start, res.field.end, &scopes);
+        let scope_body = otlp_view::field_body(&request[scope.field.clone()]).unwrap_or_default();
+        let scope_start = scope.field.end - scope_body.len();
+        let spans = &ix.items[scope.children.clone()];
+        let scope_fields = without(request, scope_start, scope.field.end, spans);
+        let mut key = Vec::with_capacity(4 + resource.len() + scope_fields.len());
+        key.extend_from_slice(&(resource.len() as u32).to_le_bytes());
+        key.extend_from_slice(&resource);
+        key.extend_from_slice(&scope_fields);
+        if let Some(h) = self.headers.get(key.as_slice()) {
+            return h.clone();
+        }
+        let mut matched = 0u64;
+        let mut session: Option<(usize, &str)> = None;
+        let attrs = otlp_view::message_in(res_body, 1).unwrap_or_default();
+        for (k, v) in otlp_view::attributes_in(attrs, 1) {
+            for (i, t) in self.policies.tests.iter().enumerate() {
+                if t.key == k && t.matches(&v) {
+                    matched |= 1 << i;
+                }
+            }
+            if let Value::Str(s) = v {
+                note_session(&self.cfg.session_keys, k, s, &mut session);
+            }
+        }
+        let h = Arc::new(Header {
+            resource,
+            scope: scope_fields,
+            matched,
+            session: session.map(|(_, s)| s.as_bytes().into()),
+        });
+        self.headers.insert(key.into(), h.clone());
+        h
+    }
+
+    /// One span's contribution to its group, and the session it names.
+    fn read_span<'a>(&self, view: &SpanView<'a>, header: &Header) -> (Summary, Option<&'a str>) {
+        let mut s = Summary {
+            spans: 1,
+            start_ns: view.start_time_unix_nano,
+            end_ns: view.end_time_unix_nano,
+            status_bits: match view.status_code {
+                1 => 2,
+                2 => 4,
+                _ => 1,
+            },
+            matched: header.matched,
+            ..Summary::default()
+        };
+        let mut error = view.status_code == 2;
+        let (mut input, mut output) = (0u64, 0u64);
+        let (mut model, mut op) = (None, "");
+        let mut session: Option<(usize, &'a str)> = None;
+        for (k, v) in view.attributes() {
+            match k {
+                "error.type" => error = true,
+                "aws.bedrock.guardrail.action" => {
+                    if let Value::Str(a) = v {
+                        s.guardrail |= !a.is_empty() && a != "NONE";
+                    }
+                }
+                "gen_ai.usage.input_tokens" => input = count(&v),
+                "gen_ai.usage.output_tokens" => output = count(&v),
+                "gen_ai.request.model" => {
+                    if let Value::Str(m) = v {
+                        model = Some(m);
+                    }
+                }
+                "gen_ai.response.model" => {
+                    if let (Value::Str(m), None) = (v, model) {
+                        model = Some(m);
+                    }
+                }
+                "gen_ai.operation.name" => {
+                    if let Value::Str(o) = v {
+                        op = o;
+                    }
+                }
+                _ => {}
+            }
+            for (i, t) in self.policies.tests.iter().enumerate() {
+                if t.key == k && t.matches(&v) {
+                    s.matched |= 1 << i;
+                }
+            }
+            if self.cfg.group_by == GroupBy::Session {
+                if let Value::Str(text) = v {
+                    note_session(&self.cfg.session_keys, k, text, &mut session);
+                }
+            }
+        }
+        s.agent_error = error;
+        s.tool_failed = error && matches!(op, "execute_tool" | "code_interpreter" | "function");
+        s.tokens = input + output;
+        if let Some(price) = model.and_then(|m| self.policies.pricing.get(m)) {
+            s.cost = input as f64 / 1000.0 * price.input + output as f64 / 1000.0 * price.output;
+        }
+        (s, session.map(|(_, s)| s))
+    }
+
+    /// The group of a span (see the module doc); links its trace to the
+    /// session it names, and moves the trace's spans held so far.
+    fn key_of(&mut self, view: &SpanView<'_>, named: Option<&[u8]>) -> Key {
+        if self.cfg.group_by == GroupBy::Trace {
+            return view.trace_id.into();
+        }
+        let trace_key = || -> Key {
+            let mut k = Vec::with_capacity(1 + view.trace_id.len());
+            k.push(b't');
+            k.extend_from_slice(view.trace_id);
+            k.into()
+        };
+        match named {
+            Some(s) => {
+                let name = &s[..s.len().min(MAX_SESSION_KEY)];
+                let mut k = Vec::with_capacity(1 + name.len());
+                k.push(b's');
+                k.extend_from_slice(name);
+                let session: Key = k.into();
+                if !self.traces.contains_key(view.trace_id) {
+                    self.link(view.trace_id, session.clone());
+                    // The trace's earlier spans join the session.
+                    let tk = trace_key();
+                    if self.groups.contains_key(&tk) && !self.decided.map.contains_key(&session) {
+                        self.merge(&tk, &session);
+                    }
+                }
+                session
+            }
+            None => match self.traces.get(view.trace_id) {
+                Some(s) => s.clone(),
+                None => trace_key(),
+            },
+        }
+    }
+
+    fn link(&mut self, trace: &[u8], session: Key) {
+        let t: Key = trace.into();
+        self.traces.insert(t.clone(), session);
+        self.trace_order.push_back(t);
+        let cap = self
+            .cfg
+            .max_groups
+            .saturating_mul(TRACE_LINKS_PER_GROUP)
+            .max(16);
+        while self.trace_order.len() > cap {
+            if let Some(old) = self.trace_order.pop_front() {
+                self.traces.remove(&old);
+            }
+        }
+    }
+
+    /// Moves group `from` into group `to` (made if need be).
+    fn merge(&mut self, from: &Key, to: &Key) {
+        let Some(g) = self.groups.remove(from) else {
+            return;
+        };
+        self.stats.merged += 1;
+        match self.groups.get_mut(to) {
+            Some(t) => {
+                t.summary.merge(&g.summary);
+                let base = t.spans.len() as u32;
+                t.spans.extend_from_slice(&g.spans);
+                t.entries
+                    .extend(g.entries.into_iter().map(|(h, end)| (h, end + base)));
+                t.acks.extend(g.acks);
+                // The moved group's bookkeeping is gone; its bytes stay counted in `t`.
+                t.bytes += g.bytes - GROUP_OVERHEAD;
+                self.bytes -= GROUP_OVERHEAD;
+            }
+            None => {
+                let mut g = g;
+                // Not yet touched by this request: it gets a deadline of its own.
+                g.intake = 0;
+                self.groups.insert(to.clone(), g);
+            }
+        }
+    }
+
+    fn add(
+        &mut self,
+        key: Key,
+        summary: Summary,
+        field: &[u8],
+        header: &Arc<Header>,
+        acks: &Acks,
+        touched: &mut Vec<(Key, bool)>,
+    ) {
+        let intake = self.intake;
+        let created = !self.groups.contains_key(&key);
+        let g = match self.groups.get_mut(&key) {
+            Some(g) => g,
+            None => {
+                self.bytes += GROUP_OVERHEAD;
+                self.groups.entry(key.clone()).or_insert(Group {
+                    summary: Summary::default(),
+                    spans: Vec::new(),
+                    entries: Vec::new(),
+                    acks: Acks::none(),
+                    intake: 0,
+                    seq: 0,
+                    bytes: GROUP_OVERHEAD,
+                })
+            }
+        };
+        g.summary.merge(&summary);
+        g.spans.extend_from_slice(field);
+        g.entries.push((header.clone(), g.spans.len() as u32));
+        let added = field.len() + 16;
+        g.bytes += added;
+        self.bytes += added;
+        if g.intake != intake {
+            g.intake = intake;
+            g.acks.extend(acks.clone());
+            touched.push((key, created));
+        }
+    }
+
+    /// Decides every group whose time has come at `now_ms` (`now_s`: the
+    /// wall-clock second, for rate limits), then the oldest ones while a
+    /// bound is exceeded; kept spans go to `out`.
+    pub fn expire(&mut self, now_ms: u64, now_s: u64, out: &mut Output) {
+        // Deadlines are in order; an entry whose group was touched again,
+        // merged or decided since is stale and skipped.
+        while let Some((deadline, seq, key)) = self.queue.front() {
+            let live = self.groups.get(key).is_some_and(|g| g.seq == *seq);
+            if live && *deadline > now_ms {
+                break;
+            }
+            if let Some((_, _, key)) = self.queue.pop_front() {
+                if live {
+                    self.decide(&key, now_s, out);
+                }
+            }
+        }
+        while self.groups.len() > self.cfg.max_groups || self.bytes > self.cfg.max_bytes {
+            let Some((_, seq, key)) = self.queue.pop_front() else {
+                break;
+            };
+            if self.groups.get(&key).is_some_and(|g| g.seq == seq) {
+                self.stats.early += 1;
+                self.decide(&key, now_s, out);
+            }
+        }
+    }
+
+    /// Empties the buffer at shutdown. A group that someone can deliver
+    /// again (it holds acknowledgements: a Kinesis record not yet
+    /// checkpointed, a request whose sender waits) is given up, its
+    /// acknowledgements marked abandoned so it is read again whole (by
+    /// another replica, after a restart); any other group is decided now.
+    pub fn drain(&mut self, now_s: u64, out: &mut Output) {
+        self.queue.clear();
+        let keys: Vec<Key> = self.groups.keys().cloned().collect();
+        for key in keys {
+            let redeliverable = self.groups.get(&key).is_some_and(|g| !g.acks.is_empty());
+            if redeliverable {
+                if let Some(g) = self.groups.remove(&key) {
+                    self.bytes -= g.bytes;
+                    self.stats.abandoned += 1;
+                    g.acks.mark(crate::consumer::AckOutcome::Abandoned);
+                }
+            } else {
+                self.decide(&key, now_s, out);
+            }
+        }
+    }
+
+    fn decide(&mut self, key: &Key, now_s: u64, out: &mut Output) {
+        let Some(g) = self.groups.remove(key) else {
+            return;
+        };
+        self.bytes -= g.bytes;
+        let hash_key = match self.cfg.group_by {
+            GroupBy::Trace => &key[..],
+            GroupBy::Session => &key[1..],
+        };
+        let decisions = self.policies.evaluate(&g.summary, hash_key, now_s);
+        for (i, d) in decisions.iter().enumerate() {
+            if let Some(c) = self.stats.per_policy.get_mut(i) {
+                if d.keeps() {
+                    c.0 += 1;
+                } else {
+                    c.1 += 1;
+                }
+            }
+        }
+        let (keep, first) = combine(&decisions);
+        let spans = g.entries.len() as u64;
+        if keep {
+            self.stats.kept += 1;
+            self.stats.spans_kept += spans;
+            let policy_kv = match (self.cfg.record_policy, first) {
+                (true, Some(i)) => self.policies.names().nth(i).map(policy_attribute),
+                _ => None,
+            };
+            let mut start = 0usize;
+            let mut run: Vec<&[u8]> = Vec::new();
+            let mut current: Option<&Arc<Header>> = None;
+            for (h, end) in &g.entries {
+                let field = &g.spans[start..*end as usize];
+                start = *end as usize;
+                if let Some(c) = current {
+                    if !Arc::ptr_eq(c, h) {
+                        write_block(&mut out.bytes, c, &run, policy_kv.as_deref());
+                        run.clear();
+                    }
+                }
+                current = Some(h);
+                run.push(field);
+            }
+            if let Some(c) = current {
+                write_block(&mut out.bytes, c, &run, policy_kv.as_deref());
+            }
+            out.spans += g.entries.len();
+            out.acks.extend(g.acks);
+        } else {
+            self.stats.dropped += 1;
+            self.stats.spans_dropped += spans;
+            // The acknowledgements go with the group: dropped by policy is done.
+        }
+        remember(&mut self.decided, key.clone(), keep, &self.cfg);
+    }
+}
+
+fn remember(d: &mut Decided, key: Key, keep: bool, cfg: &Settings) {
+    let (fifo, cap) = if keep {
+        (&mut d.sampled, cfg.sampled_cache)
+    } else {
+        (&mut d.dropped, cfg.non_sampled_cache)
+    };
+    if cap == 0 {
+        return;
+    }
+    if d.map.insert(key.clone(), keep).is_none() {
+        fifo.push_back(key);
+    }
+    while fifo.len() > cap {
+        if let Some(old) = fifo.pop_front() {
+            if d.map.get(&old) == Some(&keep) {
+                d.map.remove(&old);
+            }
+        }
+    }
+}
+
+/// Keeps the better-ranked session key.
+fn note_session<'a>(keys: &[String], k: &str, v: &'a str, best: &mut Option<(usize, &'a str)>) {
+    if v.is_empty() {
+        return;
+    }
+    if let Some(rank) = keys.iter().position(|s| s == k) {
+        if best.is_none_or(|(r, _)| rank < r) {
+            *best = Some((rank, v));
+        }
+    }
+}
+
+fn count(v: &Value<'_>) -> u64 {
+    match v {
+        Value::Int(i) => (*i).max(0) as u64,
+        Value::Double(d) if *d > 0.0 => *d as u64,
+        Value::Str(s) => s.parse().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// `bytes[start..end]` without the fields `skip` (ranges inside it, in order).
+fn without(bytes: &[u8], start: usize, end: usize, skip: &[std::ops::Range<usize>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut at = start;
+    for r in skip {
+        if r.start >= at {
+            out.extend_from_slice(&bytes[at..r.start]);
+            at = r.end;
+        }
+    }
+    if at < end {
+        out.extend_from_slice(&bytes[at..end]);
+    }
+    out
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn varint_len(v: u64) -> usize {
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+/// A `KeyValue` field (tag 9 of a span) `tailsampling.policy` = `name`.
+fn policy_attribute(name: &str) -> Vec<u8> {
+    let key = b"tailsampling.policy";
+    let mut any = vec![0x0a];
+    put_varint(&mut any, name.len() as u64);
+    any.extend_from_slice(name.as_bytes());
+    let mut kv = vec![0x0a];
+    put_varint(&mut kv, key.len() as u64);
+    kv.extend_from_slice(key);
+    kv.push(0x12);
+    put_varint(&mut kv, any.len() as u64);
+    kv.extend_from_slice(&any);
+    let mut field = vec![0x4a];
+    put_varint(&mut field, kv.len() as u64);
+    field.extend_from_slice(&kv);
+    field
+}
+
+/// Writes one `resource_spans` field: `header`'s resource with one scope
+/// holding `spans` (whole span fields), each with `extra` (a whole
+/// attribute field) appended to its body when given.
+fn write_block(out: &mut Vec<u8>, header: &Header, spans: &[&[u8]], extra: Option<&[u8]>) {
+    let span_len = |f: &[u8]| -> usize {
+        match extra {
+            None => f.len(),
+            Some(x) => {
+                let body = otlp_view::field_body(f).map_or(0, <[u8]>::len) + x.len();
+                1 + varint_len(body as u64) + body
+            }
+        }
+    };
+    let spans_total: usize = spans.iter().map(|f| span_len(f)).sum();
+    let scope_body = header.scope.len() + spans_total;
+    let scope_field = 1 + varint_len(scope_body as u64) + scope_body;
+    let res_body = header.resource.len() + scope_field;
+    out.reserve(1 + 10 + res_body);
+    out.push(0x0a);
+    put_varint(out, res_body as u64);
+    out.extend_from_slice(&header.resource);
+    out.push(0x12);
+    put_varint(out, scope_body as u64);
+    out.extend_from_slice(&header.scope);
+    for f in spans {
+        match extra {
+            None => out.extend_from_slice(f),
+            Some(x) => {
+                let body = otlp_view::field_body(f).unwrap_or_default();
+                out.push(0x12);
+                put_varint(out, (body.len() + x.len()) as u64);
+                out.extend_from_slice(body);
+                out.extend_from_slice(x);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
