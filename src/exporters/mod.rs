@@ -7,6 +7,7 @@
 
 pub mod awscloudwatchlogs;
 pub mod awsemf;
+pub mod awskinesis;
 pub mod awsxray;
 pub mod cwlogs;
 pub mod debug;
@@ -33,4 +34,5 @@ pub static FACTORIES: Factories<dyn ExporterDef> = &[
     &awscloudwatchlogs::AwsCloudWatchLogsFactory,
     &prometheusremotewrite::PrometheusRemoteWriteFactory,
     &live::LiveFactory,
+    &awskinesis::AwsKinesisExporterFactory,
 ];

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::decode::Format;
+use super::decode::{Format, RecordEncoding};
 use crate::settings::de::DeError;
 use crate::settings::types::duration;
 use crate::signal::Signal;
@@ -124,6 +124,18 @@ fn yes() -> bool {
     true
 }
 
+/// The signal of a stream of OTLP records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamSignal {
+    /// Trace export requests.
+    Traces,
+    /// Metrics export requests.
+    Metrics,
+    /// Logs export requests.
+    Logs,
+}
+
 /// `receivers.awskinesis`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -143,7 +155,13 @@ pub struct AwsKinesisReceiverConfig {
     /// Role to assume.
     #[serde(default)]
     pub role_arn: Option<String>,
-    /// `auto` (default), `aws_spans` or `cloudwatch_logs`.
+    /// `cloudwatch` (default: subscription envelopes), `otlp_proto` or `otlp_json`.
+    #[serde(default)]
+    pub encoding: RecordEncoding,
+    /// With an OTLP encoding: the signal the stream carries (default traces).
+    #[serde(default)]
+    pub signal: Option<StreamSignal>,
+    /// `auto` (default), `aws_spans` or `cloudwatch_logs` (envelopes).
     #[serde(default)]
     pub format: Format,
     /// `trim_horizon` (default), `latest` or `at_timestamp`.
@@ -225,6 +243,19 @@ impl AwsKinesisReceiverConfig {
                 "poll_interval and shard_discovery_interval must be more than 0",
             ));
         }
+        match (self.encoding, self.signal, self.format) {
+            (RecordEncoding::Cloudwatch, Some(_), _) => {
+                return Err(DeError::custom(
+                    "signal is for encoding otlp_proto or otlp_json; cloudwatch records say what they hold",
+                ))
+            }
+            (RecordEncoding::OtlpProto | RecordEncoding::OtlpJson, _, f) if f != Format::Auto => {
+                return Err(DeError::custom(
+                    "format is for encoding cloudwatch (subscription envelopes)",
+                ))
+            }
+            _ => {}
+        }
         match (self.start_position, &self.start_timestamp) {
             (StartPosition::AtTimestamp, None) => {
                 return Err(DeError::custom(
@@ -243,10 +274,26 @@ impl AwsKinesisReceiverConfig {
 
     /// Signals the receiver produces.
     pub fn signals(&self) -> &'static [Signal] {
+        if self.encoding != RecordEncoding::Cloudwatch {
+            return match self.otlp_signal() {
+                Signal::Traces => &[Signal::Traces],
+                Signal::Metrics => &[Signal::Metrics],
+                Signal::Logs => &[Signal::Logs],
+            };
+        }
         match self.format {
             Format::AwsSpans => &[Signal::Traces],
             Format::CloudwatchLogs => &[Signal::Logs],
             Format::Auto => &[Signal::Traces, Signal::Logs],
+        }
+    }
+
+    /// The signal of OTLP records (`signal`, default traces).
+    pub fn otlp_signal(&self) -> Signal {
+        match self.signal {
+            None | Some(StreamSignal::Traces) => Signal::Traces,
+            Some(StreamSignal::Metrics) => Signal::Metrics,
+            Some(StreamSignal::Logs) => Signal::Logs,
         }
     }
 

@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use crate::convert::aws_spans::{self, PushStats, SpanRecord, SpanStream};
 use crate::convert::cwl;
+use crate::signal::{Signal, Telemetry};
 
 /// How record contents are read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -21,6 +22,20 @@ pub enum Format {
     CloudwatchLogs,
 }
 
+/// What records hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordEncoding {
+    /// CloudWatch Logs subscription envelopes (gzip JSON), read per `format`.
+    #[default]
+    Cloudwatch,
+    /// OTLP protobuf export requests of `signal` (as the `awskinesis`
+    /// exporter and the Collector's write them), optionally gzipped.
+    OtlpProto,
+    /// OTLP/JSON export requests of `signal`, optionally gzipped.
+    OtlpJson,
+}
+
 /// What one batch of records gave.
 #[derive(Default)]
 pub struct Decoded {
@@ -30,6 +45,8 @@ pub struct Decoded {
     pub spans: Vec<SpanRecord>,
     /// Log records ready to send.
     pub logs: Vec<ResourceLogs>,
+    /// OTLP data read from OTLP-encoded records.
+    pub otlp: Option<Telemetry>,
     /// Kinesis records that could not be read at all.
     pub bad_records: u64,
     /// Log events that were not a convertible span.
@@ -105,4 +122,66 @@ pub fn record(
             }
         }
     }
+}
+
+/// Reads one Kinesis record of OTLP export requests (KPL-aggregated or
+/// not, each optionally gzipped) into `out.otlp`.
+pub fn otlp_record(
+    data: &[u8],
+    shard: &str,
+    sequence: &str,
+    encoding: RecordEncoding,
+    signal: Signal,
+    max_bytes: usize,
+    out: &mut Decoded,
+) {
+    let parts = match cwl::deaggregate(data) {
+        Ok(p) => p,
+        Err(e) => {
+            out.bad_records += 1;
+            tracing::warn!(shard, sequence, error = %e, "skipping a Kinesis record");
+            return;
+        }
+    };
+    for part in parts {
+        let read = gunzip_if_gzip(&part, max_bytes).and_then(|bytes| {
+            let decoded = match encoding {
+                RecordEncoding::OtlpJson => crate::convert::otlp_json::decode(signal, &bytes)
+                    .map_err(|e| e.to_string()),
+                _ => crate::convert::otlp_proto::decode_request(signal, &bytes)
+                    .map_err(|e| e.to_string()),
+            };
+            decoded.map_err(|e| format!("not an OTLP {} request: {e}", signal.item_name()))
+        });
+        match read {
+            Ok(t) => {
+                out.events += 1;
+                match &mut out.otlp {
+                    Some(acc) => crate::convert::split::append(acc, t),
+                    None => out.otlp = Some(t),
+                }
+            }
+            Err(e) => {
+                out.bad_records += 1;
+                tracing::warn!(shard, sequence, error = %e, "skipping a Kinesis user record");
+            }
+        }
+    }
+}
+
+/// `data` gunzipped if it starts with the gzip magic, within `max_bytes`.
+fn gunzip_if_gzip(data: &[u8], max_bytes: usize) -> Result<std::borrow::Cow<'_, [u8]>, String> {
+    use std::io::Read;
+    if !data.starts_with(&[0x1f, 0x8b]) {
+        return Ok(std::borrow::Cow::Borrowed(data));
+    }
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(data)
+        .take(max_bytes as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| format!("bad gzip: {e}"))?;
+    if out.len() > max_bytes {
+        return Err(format!("larger than max_record_bytes ({max_bytes}) once gunzipped"));
+    }
+    Ok(std::borrow::Cow::Owned(out))
 }

@@ -277,11 +277,20 @@ impl Reader {
     async fn dispatch(&self, decoded: Decoded) -> Option<AckWaiter> {
         let mut spans = decoded.spans;
         let logs = decoded.logs;
-        if spans.is_empty() && logs.is_empty() {
+        let otlp = decoded.otlp.filter(|t| t.item_count() > 0);
+        if spans.is_empty() && logs.is_empty() && otlp.is_none() {
             return None;
         }
         let (ack, waiter) = Ack::new();
         let acks = Acks::one(ack);
+        if let Some(data) = otlp {
+            let signal = data.signal();
+            match self.shared.consumers.get(signal) {
+                Some(c) => self.send(c, data, acks.clone()).await,
+                None => tracing::warn!(receiver = %self.shared.name, %signal,
+                    "data read but no pipeline of its signal uses this receiver; dropped"),
+            }
+        }
         if !spans.is_empty() {
             match &self.shared.consumers.traces {
                 Some(c) => {
@@ -476,15 +485,26 @@ impl Reader {
         for rec in records {
             let data = rec.data().as_ref();
             bytes += data.len();
-            decode::record(
-                data,
-                &self.shard,
-                rec.sequence_number(),
-                shared.cfg.format,
-                shared.cfg.max_record_bytes,
-                now_ns,
-                &mut decoded,
-            );
+            match shared.cfg.encoding {
+                decode::RecordEncoding::Cloudwatch => decode::record(
+                    data,
+                    &self.shard,
+                    rec.sequence_number(),
+                    shared.cfg.format,
+                    shared.cfg.max_record_bytes,
+                    now_ns,
+                    &mut decoded,
+                ),
+                encoding => decode::otlp_record(
+                    data,
+                    &self.shard,
+                    rec.sequence_number(),
+                    encoding,
+                    shared.cfg.otlp_signal(),
+                    shared.cfg.max_record_bytes,
+                    &mut decoded,
+                ),
+            }
         }
         match shared.spans.lock() {
             Ok(mut g) => decoded.settle(&mut g, now_ms),
