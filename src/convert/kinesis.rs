@@ -99,7 +99,9 @@ pub struct ShardMap {
 
 impl ShardMap {
     /// A map from `(starting, ending hash key as decimal text, shard id)`.
-    pub fn new(ranges: impl IntoIterator<Item = (String, String, String)>) -> Result<ShardMap, String> {
+    pub fn new(
+        ranges: impl IntoIterator<Item = (String, String, String)>,
+    ) -> Result<ShardMap, String> {
         let mut shards = Vec::new();
         for (start, end, id) in ranges {
             let s: u128 = start
@@ -246,8 +248,15 @@ pub fn partition(
                                 }
                             }
                         };
-                        let k = cut_key(if k.is_empty() { fallback.to_string() } else { k });
-                        let Telemetry::Traces(out) = slot(&mut parts, &mut order, k.clone(), || Telemetry::Traces(Vec::new()))
+                        let k = cut_key(if k.is_empty() {
+                            fallback.to_string()
+                        } else {
+                            k
+                        });
+                        let Telemetry::Traces(out) =
+                            slot(&mut parts, &mut order, k.clone(), || {
+                                Telemetry::Traces(Vec::new())
+                            })
                         else {
                             continue;
                         };
@@ -286,8 +295,9 @@ pub fn partition(
                         }
                         .unwrap_or_else(|| fallback.to_string());
                         let k = cut_key(k);
-                        let Telemetry::Logs(out) = slot(&mut parts, &mut order, k.clone(), || Telemetry::Logs(Vec::new()))
-                        else {
+                        let Telemetry::Logs(out) = slot(&mut parts, &mut order, k.clone(), || {
+                            Telemetry::Logs(Vec::new())
+                        }) else {
                             continue;
                         };
                         let i = *here.entry(k).or_insert_with(|| {
@@ -315,7 +325,9 @@ pub fn partition(
                     _ => None,
                 }
                 .unwrap_or_else(|| fallback.to_string());
-                if let Telemetry::Metrics(out) = slot(&mut parts, &mut order, cut_key(k), || Telemetry::Metrics(Vec::new())) {
+                if let Telemetry::Metrics(out) = slot(&mut parts, &mut order, cut_key(k), || {
+                    Telemetry::Metrics(Vec::new())
+                }) {
                     out.push(rm.clone());
                 }
             }
@@ -524,7 +536,10 @@ pub fn aggregate(
             Agg::new(shard)
         });
         // The aggregate's partition key is its first record's.
-        let first_key_len = agg.records.first().map_or(r.key.len(), |(_, f)| f.key.len());
+        let first_key_len = agg
+            .records
+            .first()
+            .map_or(r.key.len(), |(_, f)| f.key.len());
         if !agg.records.is_empty() && agg.with(&r).0 + first_key_len > max_bytes {
             let full = std::mem::replace(agg, Agg::new(shard));
             out.extend(full.finish());
@@ -626,7 +641,10 @@ mod tests {
         assert_eq!(
             got,
             vec![
-                ("A".to_string(), vec!["s1.1".to_string(), "s1.2".to_string()]),
+                (
+                    "A".to_string(),
+                    vec!["s1.1".to_string(), "s1.2".to_string()]
+                ),
                 (hex::encode([2u8; 16]), vec!["s2.1".to_string()]),
                 ("B".to_string(), vec!["s3.1".to_string()]),
             ]
@@ -634,7 +652,12 @@ mod tests {
         // A later batch: trace 1's spans still go to A.
         let parts = partition(&batch(vec![span(1, 3, None)]), &key, &mut links, "fb");
         assert_eq!(parts[0].0, "A");
-        let by_trace = partition(&batch(vec![span(1, 3, Some("A"))]), &PartitionKey::TraceId, &mut links, "fb");
+        let by_trace = partition(
+            &batch(vec![span(1, 3, Some("A"))]),
+            &PartitionKey::TraceId,
+            &mut links,
+            "fb",
+        );
         assert_eq!(by_trace[0].0, hex::encode([1u8; 16]));
     }
 
@@ -644,7 +667,11 @@ mod tests {
         let half = u128::MAX / 2;
         let map = ShardMap::new([
             ("0".to_string(), half.to_string(), "shard-0".to_string()),
-            ((half + 1).to_string(), u128::MAX.to_string(), "shard-1".to_string()),
+            (
+                (half + 1).to_string(),
+                u128::MAX.to_string(),
+                "shard-1".to_string(),
+            ),
         ])
         .unwrap();
         let users: Vec<UserRecord> = (0..200)
@@ -691,8 +718,16 @@ mod tests {
         let h = hash_key("a");
         assert_eq!(h >> 120, 0x0c);
         let map = ShardMap::new([
-            ("0".to_string(), (u128::MAX / 2).to_string(), "lo".to_string()),
-            ((u128::MAX / 2 + 1).to_string(), u128::MAX.to_string(), "hi".to_string()),
+            (
+                "0".to_string(),
+                (u128::MAX / 2).to_string(),
+                "lo".to_string(),
+            ),
+            (
+                (u128::MAX / 2 + 1).to_string(),
+                u128::MAX.to_string(),
+                "hi".to_string(),
+            ),
         ])
         .unwrap();
         assert_eq!(map.shard_of("a"), Some(0));
@@ -703,10 +738,13 @@ mod tests {
     fn oversized_parts_are_halved_and_single_giants_dropped() {
         let mut spans: Vec<Span> = (0..40).map(|i| span(1, i, Some("A"))).collect();
         for s in &mut spans {
-            s.attributes.push(crate::signal::string_attribute("blob", "x".repeat(1000)));
+            s.attributes
+                .push(crate::signal::string_attribute("blob", "x".repeat(1000)));
         }
         let mut giant = span(1, 99, Some("A"));
-        giant.attributes.push(crate::signal::string_attribute("blob", "y".repeat(20_000)));
+        giant
+            .attributes
+            .push(crate::signal::string_attribute("blob", "y".repeat(20_000)));
         spans.push(giant);
         let (records, dropped) = user_records(
             vec![("A".into(), batch(spans))],
@@ -725,8 +763,11 @@ mod tests {
             MAX_RECORD_BYTES,
         );
         let mut text = String::new();
-        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&gz[0].data[..]), &mut text)
-            .unwrap();
+        std::io::Read::read_to_string(
+            &mut flate2::read::GzDecoder::new(&gz[0].data[..]),
+            &mut text,
+        )
+        .unwrap();
         assert!(text.contains("\"resourceSpans\""), "{text}");
     }
 
@@ -741,10 +782,15 @@ mod tests {
         };
         let many: Vec<Record> = (0..1200).map(|_| rec(10)).collect();
         let c = calls(many, 500);
-        assert_eq!(c.iter().map(Vec::len).collect::<Vec<_>>(), vec![500, 500, 200]);
+        assert_eq!(
+            c.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![500, 500, 200]
+        );
         let big: Vec<Record> = (0..12).map(|_| rec(1024 * 1024 - 1)).collect();
         let c = calls(big, 500);
-        assert!(c.iter().all(|c| c.iter().map(Record::size).sum::<usize>() <= MAX_CALL_BYTES));
+        assert!(c
+            .iter()
+            .all(|c| c.iter().map(Record::size).sum::<usize>() <= MAX_CALL_BYTES));
         assert_eq!(c.len(), 3);
     }
 }

@@ -188,7 +188,12 @@ impl AwsKinesisExporterConfig {
             self.timeout,
             self.max_concurrent_requests,
         )
-        .map_err(|e| DeError::custom(e.replace("role_arn", "aws.role").replace("endpoint `", "aws.kinesis_endpoint `")))?;
+        .map_err(|e| {
+            DeError::custom(
+                e.replace("role_arn", "aws.role")
+                    .replace("endpoint `", "aws.kinesis_endpoint `"),
+            )
+        })?;
         self.partition().map_err(DeError::custom)?;
         if !(1024..=kinesis::MAX_RECORD_BYTES).contains(&self.max_record_size) {
             return Err(DeError::custom(
@@ -365,7 +370,10 @@ enum CallResult {
         throttled: bool,
     },
     /// Refused as invalid: dropped.
-    Invalid { records: Vec<Record>, reason: String },
+    Invalid {
+        records: Vec<Record>,
+        reason: String,
+    },
 }
 
 impl AwsKinesisExporter {
@@ -420,13 +428,19 @@ impl AwsKinesisExporter {
     }
 
     /// Builds a batch's records.
-    fn records(&self, data: &Telemetry, map: Option<&ShardMap>, pending: &mut Pending) -> Vec<Record> {
+    fn records(
+        &self,
+        data: &Telemetry,
+        map: Option<&ShardMap>,
+        pending: &mut Pending,
+    ) -> Vec<Record> {
         let fallback = format!("{:032x}", rand::random::<u128>());
         let parts = match self.links.lock() {
             Ok(mut links) => kinesis::partition(data, &self.partition, &mut links, &fallback),
             Err(p) => kinesis::partition(data, &self.partition, &mut p.into_inner(), &fallback),
         };
-        let (users, too_large) = kinesis::user_records(parts, self.encoding, self.gzip, self.max_record);
+        let (users, too_large) =
+            kinesis::user_records(parts, self.encoding, self.gzip, self.max_record);
         if too_large > 0 {
             self.counters.dropped_too_large.increment(too_large as u64);
             pending.dropped += too_large;
@@ -450,7 +464,9 @@ impl AwsKinesisExporter {
         let (byte_rate, record_rate) = self.rates;
         loop {
             let wait = {
-                let Ok(mut b) = self.budget.lock() else { return };
+                let Ok(mut b) = self.budget.lock() else {
+                    return;
+                };
                 let now = Instant::now();
                 let mut wait = 0f64;
                 for (shard, (bytes, records)) in &need {
@@ -684,7 +700,9 @@ impl Export for AwsKinesisExporter {
                         self.counters
                             .retried_throttled
                             .increment(throttled.len() as u64);
-                        self.counters.retried_internal.increment(failed.len() as u64);
+                        self.counters
+                            .retried_internal
+                            .increment(failed.len() as u64);
                         any_throttled |= !throttled.is_empty();
                         notes.push(format!(
                             "{} throttled, {} failed ({})",
@@ -703,11 +721,16 @@ impl Export for AwsKinesisExporter {
                 } => {
                     if throttled {
                         any_throttled = true;
-                        self.counters.retried_throttled.increment(records.len() as u64);
+                        self.counters
+                            .retried_throttled
+                            .increment(records.len() as u64);
                     } else {
                         self.counters.retried_call.increment(records.len() as u64);
                     }
-                    notes.push(format!("a call of {} records failed: {reason}", records.len()));
+                    notes.push(format!(
+                        "a call of {} records failed: {reason}",
+                        records.len()
+                    ));
                     again.extend(records);
                 }
                 CallResult::Invalid { records, reason } => {

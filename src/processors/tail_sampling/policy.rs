@@ -587,7 +587,7 @@ fn compile(
             }
             Rule::Probabilistic {
                 salt: c.hash_salt.as_bytes().to_vec(),
-                threshold: (c.sampling_percentage / 100.0 * u64::MAX as f64) as u64,
+                threshold: sampling_threshold(c.sampling_percentage),
             }
         }
         PolicyType::RateLimiting => {
@@ -708,8 +708,19 @@ fn compile(
     })
 }
 
-/// FNV-1a over the salt and the key: the same everywhere and in every
-/// version, so replicas (and a replay) decide alike.
+/// The `probabilistic` policy keeps a trace (session) when
+/// `sampling_hash(hash_salt, key) <= sampling_threshold(sampling_percentage)`,
+/// `key` being the trace id's bytes (the session name).
+pub fn sampling_threshold(percentage: f64) -> u64 {
+    (percentage / 100.0 * u64::MAX as f64) as u64
+}
+
+/// FNV-1a over the salt and the key, then a 64-bit finaliser: the same
+/// everywhere and in every version, so replicas (and a replay) decide alike.
+pub fn sampling_hash(salt: &[u8], key: &[u8]) -> u64 {
+    hash(salt, key)
+}
+
 fn hash(salt: &[u8], key: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in salt.iter().chain(key) {

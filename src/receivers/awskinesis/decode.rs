@@ -146,8 +146,9 @@ pub fn otlp_record(
     for part in parts {
         let read = gunzip_if_gzip(&part, max_bytes).and_then(|bytes| {
             let decoded = match encoding {
-                RecordEncoding::OtlpJson => crate::convert::otlp_json::decode(signal, &bytes)
-                    .map_err(|e| e.to_string()),
+                RecordEncoding::OtlpJson => {
+                    crate::convert::otlp_json::decode(signal, &bytes).map_err(|e| e.to_string())
+                }
                 _ => crate::convert::otlp_proto::decode_request(signal, &bytes)
                     .map_err(|e| e.to_string()),
             };
@@ -181,7 +182,9 @@ fn gunzip_if_gzip(data: &[u8], max_bytes: usize) -> Result<std::borrow::Cow<'_, 
         .read_to_end(&mut out)
         .map_err(|e| format!("bad gzip: {e}"))?;
     if out.len() > max_bytes {
-        return Err(format!("larger than max_record_bytes ({max_bytes}) once gunzipped"));
+        return Err(format!(
+            "larger than max_record_bytes ({max_bytes}) once gunzipped"
+        ));
     }
     Ok(std::borrow::Cow::Owned(out))
 }

@@ -15,7 +15,8 @@
 //! for `failover_time` (as this instance observed it) or that has no owner is
 //! expired; an instance below its fair share (shards not ended ÷ live
 //! instances, rounded up) takes expired leases, or else asks the instance
-//! holding the most above its share to hand one over (`pendingOwner`); that
+//! holding the most to hand one over (`pendingOwner`) if that one is above
+//! its share, or at it while the asker is two or more below; that
 //! instance stops reading the shard, checkpoints, and passes the lease on.
 
 use std::collections::{HashMap, HashSet};
@@ -446,14 +447,20 @@ impl LeaseStore {
             }
         }
         want -= takes.len().min(want);
-        // Still short: ask the busiest instance above its share for one lease.
+        // Still short: ask the busiest instance for one lease, if it is
+        // above its share, or at it while this one is two or more below (as
+        // the KCL does: 4 shards on 3 instances settle at 2 + 1 + 1, not
+        // 2 + 2 + 0; one below the share is balanced enough).
+        let short = mine + takes.len();
         let ask = (want > 0 && st.asked.is_empty())
             .then(|| {
                 owners
                     .iter()
                     .filter(|(o, _)| **o != self.owner.as_str())
                     .max_by_key(|(_, c)| **c)
-                    .filter(|(_, count)| **count > target)
+                    .filter(|(_, count)| {
+                        **count > target || (**count == target && short + 1 < target)
+                    })
                     .and_then(|(busiest, _)| {
                         open.iter()
                             .find(|l| l.owner.as_deref() == Some(*busiest))
