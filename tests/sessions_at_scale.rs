@@ -16,7 +16,8 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use aws_sdk_kinesis::types::{ShardIteratorType, StreamStatus};
+use aws_sdk_kinesis::types::StreamStatus;
+use common::kinesis::read_stream;
 use common::{
     aws_test_env, aws_test_sdk_config, free_port, post_traces, wait_until, Daemon, Kinesalite,
     Moto, Sink,
@@ -257,58 +258,6 @@ async fn lease_owners(ddb: &aws_sdk_dynamodb::Client) -> HashMap<String, Option<
         .collect()
 }
 
-/// Every record of every shard, de-aggregated and decoded: per shard, the
-/// spans in it; also the number of Kinesis records and of user records.
-async fn read_stream(k: &aws_sdk_kinesis::Client) -> (HashMap<String, Vec<Span>>, usize, usize) {
-    let mut out = HashMap::new();
-    let (mut records, mut users) = (0, 0);
-    let shards = k.list_shards().stream_name(STREAM).send().await.unwrap();
-    for s in shards.shards() {
-        let mut it = k
-            .get_shard_iterator()
-            .stream_name(STREAM)
-            .shard_id(s.shard_id())
-            .shard_iterator_type(ShardIteratorType::TrimHorizon)
-            .send()
-            .await
-            .unwrap()
-            .shard_iterator()
-            .map(String::from);
-        let spans: &mut Vec<Span> = out.entry(s.shard_id().to_string()).or_default();
-        while let Some(i) = it {
-            let r = k
-                .get_records()
-                .shard_iterator(i)
-                .limit(1000)
-                .send()
-                .await
-                .unwrap();
-            for rec in r.records() {
-                records += 1;
-                let parts = spanwire::convert::cwl::deaggregate(rec.data().as_ref()).unwrap();
-                for p in parts {
-                    users += 1;
-                    let Telemetry::Traces(rs) =
-                        spanwire::convert::otlp_proto::decode_request(Signal::Traces, &p).unwrap()
-                    else {
-                        panic!("not traces")
-                    };
-                    spans.extend(
-                        rs.into_iter()
-                            .flat_map(|r| r.scope_spans)
-                            .flat_map(|s| s.spans),
-                    );
-                }
-            }
-            if r.records().is_empty() && r.millis_behind_latest() == Some(0) {
-                break;
-            }
-            it = r.next_shard_iterator().map(String::from);
-        }
-    }
-    (out, records, users)
-}
-
 fn attr<'a>(s: &'a Span, k: &str) -> Option<&'a str> {
     s.attributes.iter().find(|kv| kv.key == k).and_then(|kv| {
         match kv.value.as_ref()?.value.as_ref()? {
@@ -443,7 +392,7 @@ async fn sessions_stay_whole_across_replicas_and_a_kill() {
     );
 
     // The stream holds every span once, each session on one shard, aggregated.
-    let (by_shard, records, user_records) = read_stream(&k).await;
+    let (by_shard, records, user_records) = read_stream(&k, STREAM).await;
     let mut shard_of: HashMap<String, HashSet<String>> = HashMap::new();
     let mut in_stream = HashSet::new();
     for (shard, spans) in &by_shard {

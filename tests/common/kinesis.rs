@@ -1,11 +1,13 @@
 //! Kinesis and CloudWatch Logs helpers for the `awskinesis` tests: a stream
 //! fed by a real `aws/spans` subscription filter on moto.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_sdk_cloudwatchlogs::types::InputLogEvent;
 use opentelemetry_proto::tonic::trace::v1::Span;
+use spanwire::signal::{Signal, Telemetry};
 
 use super::{aws_test_sdk_config, Moto, Sink};
 
@@ -146,4 +148,59 @@ pub async fn stream_arn(kinesis: &aws_sdk_kinesis::Client) -> String {
         .unwrap()
         .stream_arn()
         .to_string()
+}
+
+/// Every record of every shard, de-aggregated and decoded: per shard, the
+/// spans in it; also the number of Kinesis records and of user records.
+pub async fn read_stream(
+    k: &aws_sdk_kinesis::Client,
+    stream: &str,
+) -> (HashMap<String, Vec<Span>>, usize, usize) {
+    let mut out = HashMap::new();
+    let (mut records, mut users) = (0, 0);
+    let shards = k.list_shards().stream_name(stream).send().await.unwrap();
+    for s in shards.shards() {
+        let mut it = k
+            .get_shard_iterator()
+            .stream_name(stream)
+            .shard_id(s.shard_id())
+            .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::TrimHorizon)
+            .send()
+            .await
+            .unwrap()
+            .shard_iterator()
+            .map(String::from);
+        let spans: &mut Vec<Span> = out.entry(s.shard_id().to_string()).or_default();
+        while let Some(i) = it {
+            let r = k
+                .get_records()
+                .shard_iterator(i)
+                .limit(1000)
+                .send()
+                .await
+                .unwrap();
+            for rec in r.records() {
+                records += 1;
+                let parts = spanwire::convert::cwl::deaggregate(rec.data().as_ref()).unwrap();
+                for p in parts {
+                    users += 1;
+                    let Telemetry::Traces(rs) =
+                        spanwire::convert::otlp_proto::decode_request(Signal::Traces, &p).unwrap()
+                    else {
+                        panic!("not traces")
+                    };
+                    spans.extend(
+                        rs.into_iter()
+                            .flat_map(|r| r.scope_spans)
+                            .flat_map(|s| s.spans),
+                    );
+                }
+            }
+            if r.records().is_empty() && r.millis_behind_latest() == Some(0) {
+                break;
+            }
+            it = r.next_shard_iterator().map(String::from);
+        }
+    }
+    (out, records, users)
 }

@@ -12,6 +12,7 @@
 //! - `xray`: throttling, 5xx and UnprocessedTraceSegments storms.
 //! - `cloudwatch`: throttling, 5xx, invalid and expired events.
 //! - `kinesis_throttle`: ProvisionedThroughputExceeded storms on GetRecords.
+//! - `kinesis_export`: PutRecords partial failures and throttling.
 
 // Test code: an unwrap or expect that fails is the test failing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -24,6 +25,7 @@ mod cloudwatch;
 mod delivery;
 mod disk_queue;
 mod durable;
+mod kinesis_export;
 mod kinesis_throttle;
 mod shutdown;
 mod xray;
