@@ -230,8 +230,8 @@ fn kubernetes_manifests_validate_and_their_pipelines_too() {
         .partition(|p| p.file_name().unwrap() == "kustomization.yaml");
     assert_eq!(
         kustomizations.len(),
-        5,
-        "base, sidecar, kinesis-consumer and the opt-in live-sidecar, live-daemonset components"
+        6,
+        "base, sidecar, kinesis-consumer, gateway-kinesis and the opt-in live-sidecar, live-daemonset components"
     );
 
     // Every kustomization lists files that exist, and every file is listed.
@@ -308,7 +308,7 @@ fn kubernetes_manifests_validate_and_their_pipelines_too() {
             configs.insert(name, y["data"]["config.yaml"].as_str().unwrap().to_string());
         }
     }
-    assert_eq!(configs.len(), 5);
+    assert_eq!(configs.len(), 7);
     for (name, text) in &configs {
         let f = dir.path().join(format!("{name}.yaml"));
         std::fs::write(&f, text).unwrap();
@@ -374,7 +374,7 @@ fn kubernetes_manifests_validate_and_their_pipelines_too() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 3, "DaemonSet, sidecar, Kinesis consumer");
+    assert_eq!(checked, 4, "DaemonSet, sidecar, Kinesis consumer, sessions gateway");
     // The DaemonSet is reachable node-locally and tells spanwire its node.
     let svc = load(&root().join("deploy/kubernetes/base/service.yaml"));
     assert_eq!(svc["spec"]["internalTrafficPolicy"].as_str(), Some("Local"));
@@ -392,6 +392,24 @@ fn kubernetes_manifests_validate_and_their_pipelines_too() {
     let kc = load(&root().join("deploy/kubernetes/kinesis-consumer/deployment.yaml"));
     assert!(kc["spec"]["replicas"].as_i64().unwrap() >= 2);
     assert!(configs["spanwire-kinesis"].contains("store: dynamodb"));
+    // The sessions gateway: replicas share leases and sample whole sessions;
+    // the sidecars' side partitions by session.
+    let gw = load(&root().join("deploy/kubernetes/gateway-kinesis/deployment.yaml"));
+    assert!(gw["spec"]["replicas"].as_i64().unwrap() >= 2);
+    let gw_cfg = &configs["spanwire-gateway-kinesis"];
+    assert!(gw_cfg.contains("store: dynamodb") && gw_cfg.contains("group_by: session"));
+    assert!(configs["spanwire-sidecar-kinesis"].contains("partition_key: session"));
+    // The ConfigMaps are the pipelines/ files, not copies drifting apart.
+    for (cm, file) in [
+        ("spanwire-gateway-kinesis", "pipelines/gateway-kinesis.yaml"),
+        ("spanwire-sidecar-kinesis", "pipelines/sidecar-kinesis.yaml"),
+    ] {
+        assert_eq!(
+            configs[cm].trim_end(),
+            std::fs::read_to_string(root().join(file)).unwrap().trim_end(),
+            "{cm}"
+        );
+    }
 
     // The live components: each JSON patch lands on the spanwire container
     // of its target, on fields that exist there; the sidecar's view stays on
@@ -444,7 +462,27 @@ fn kubernetes_manifests_validate_and_their_pipelines_too() {
 
 #[test]
 fn iam_policies_are_least_privilege_and_the_template_lints_clean() {
-    let expected: [(&str, &[&str]); 4] = [
+    let expected: [(&str, &[&str]); 6] = [
+        (
+            "kinesis-producer.json",
+            &["kinesis:ListShards", "kinesis:PutRecords"],
+        ),
+        (
+            "kinesis-gateway.json",
+            &[
+                "dynamodb:CreateTable",
+                "dynamodb:DescribeTable",
+                "dynamodb:GetItem",
+                "dynamodb:PutItem",
+                "dynamodb:Scan",
+                "dynamodb:UpdateItem",
+                "kinesis:DescribeStreamSummary",
+                "kinesis:GetRecords",
+                "kinesis:GetShardIterator",
+                "kinesis:ListShards",
+                "xray:PutTraceSegments",
+            ],
+        ),
         (
             "otlp-endpoints.json",
             &[
