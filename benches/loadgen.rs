@@ -61,6 +61,11 @@ enum Cmd {
         /// least this many distinct requests are cycled.
         #[arg(long, default_value_t = 97)]
         sessions: u64,
+        /// Fresh trace ids on every request, this many spans per trace
+        /// (0: the cycled requests keep theirs, one trace each). For the
+        /// tail sampler, which holds each trace until it is decided.
+        #[arg(long, default_value_t = 0)]
+        trace_spans: usize,
     },
     /// Count spans received over OTLP/gRPC.
     Sink {
@@ -94,6 +99,26 @@ enum Cmd {
         #[arg(long, default_value_t = 25)]
         duration: u64,
     },
+}
+
+/// The offsets of the 16 trace id bytes of every span in a trace export
+/// request: each span's first field, as prost writes it.
+fn trace_id_offsets(body: &[u8]) -> anyhow::Result<Vec<usize>> {
+    let ix = spanwire::convert::otlp_index::index_traces(body)
+        .map_err(|e| anyhow::anyhow!("a generated request does not index: {e}"))?;
+    let mut out = Vec::new();
+    for item in &ix.items {
+        let field = &body[item.clone()];
+        let span = spanwire::convert::otlp_view::field_body(field)
+            .ok_or_else(|| anyhow::anyhow!("a span field without a body"))?;
+        let start = item.end - span.len();
+        anyhow::ensure!(
+            span.len() > 18 && span[0] == 0x0a && span[1] == 16,
+            "a span that does not start with its trace id"
+        );
+        out.push(start + 2);
+    }
+    Ok(out)
 }
 
 /// Holds the subscribers for `duration` and prints what the readers got.
@@ -241,6 +266,7 @@ async fn send(
     batch: usize,
     pid: Option<u32>,
     sessions: u64,
+    trace_spans: usize,
 ) -> anyhow::Result<()> {
     let target = match (grpc, http_url) {
         (Some(g), None) => {
@@ -270,6 +296,17 @@ async fn send(
             .map(|i| Bytes::from(agent_request_in(i + 1, batch, sessions).encode_to_vec()))
             .collect(),
     );
+    // Where each body's span trace ids are (field 1 of each span, written
+    // first by prost): rewritten per request with --trace-spans.
+    let trace_offsets: Arc<Vec<Vec<usize>>> = Arc::new(if trace_spans > 0 {
+        bodies
+            .iter()
+            .map(|b| trace_id_offsets(b))
+            .collect::<anyhow::Result<_>>()?
+    } else {
+        Vec::new()
+    });
+    let next_trace = Arc::new(AtomicU64::new(1));
     let sent = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let before = pid.and_then(proc_stat);
@@ -283,6 +320,8 @@ async fn send(
         let bodies = bodies.clone();
         let sent = sent.clone();
         let errors = errors.clone();
+        let trace_offsets = trace_offsets.clone();
+        let next_trace = next_trace.clone();
         workers.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             let mut tick = per_worker_interval.map(|d| {
@@ -298,7 +337,19 @@ async fn send(
                 if let Some(t) = tick.as_mut() {
                     t.tick().await;
                 }
-                let body = bodies[i % bodies.len()].clone();
+                let mut body = bodies[i % bodies.len()].clone();
+                if let Some(offsets) = trace_offsets.get(i % bodies.len()) {
+                    let traces = offsets.len().div_ceil(trace_spans) as u64;
+                    let first = next_trace.fetch_add(traces, Ordering::Relaxed);
+                    let mut b = body.to_vec();
+                    for (k, off) in offsets.iter().enumerate() {
+                        let id = first + (k / trace_spans) as u64;
+                        b[*off..*off + 8].copy_from_slice(&id.to_be_bytes());
+                        b[*off + 8..*off + 16]
+                            .copy_from_slice(&id.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_be_bytes());
+                    }
+                    body = Bytes::from(b);
+                }
                 i += concurrency;
                 let t0 = Instant::now();
                 match send_one(&target, body).await {
@@ -582,6 +633,7 @@ async fn main() -> anyhow::Result<()> {
             batch,
             pid,
             sessions,
+            trace_spans,
         } => {
             send(
                 grpc,
@@ -592,6 +644,7 @@ async fn main() -> anyhow::Result<()> {
                 batch,
                 pid,
                 sessions,
+                trace_spans,
             )
             .await
         }

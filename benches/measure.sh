@@ -9,6 +9,9 @@
 #   benches/measure.sh durable      # wait_for_delivery: durable, 5k spans/s from 2 senders:
 #                                   # sender latency with an fsync per group (BENCH_WAIT=true:
 #                                   # answer after delivery instead; RATE=0: as fast as possible)
+#   benches/measure.sh tail         # saturation through tail_sampling (fresh trace ids,
+#                                   # 10 spans per trace, ~100k traces held; TRACE_SPANS=N)
+#   benches/measure.sh direct       # the same load without it (OTLP in -> OTLP out)
 #   benches/measure.sh live         # saturation with the `live` exporter beside the
 #                                   # otlp one, 100 WebSocket subscribers (10 never
 #                                   # reading; WATCH_ARGS adds to `spanwire-loadgen watch`)
@@ -39,6 +42,8 @@ case "$mode" in
   live) config=benches/bench-live.yaml ;;
   attributes) config=benches/bench-attributes.yaml ;;
   durable) config=benches/bench-durable.yaml; rm -rf /tmp/spanwire-bench-wal ;;
+  tail) config=benches/bench-tail.yaml ;;
+  direct) config=benches/bench-direct.yaml ;;
 esac
 taskset -c 1 $bin/spanwire-loadgen sink --listen 127.0.0.1:14317 --http-listen 127.0.0.1:14318 2>/tmp/spanwire-bench-sink.log &
 sink=$!
@@ -58,6 +63,8 @@ if [ "$mode" = live ]; then
   sleep 1
 fi
 case "$mode" in
+  tail|direct) taskset -c 1 $bin/spanwire-loadgen send --grpc 127.0.0.1:4317 --concurrency ${SENDERS:-8} --batch ${BATCH:-100} --duration 20 --trace-spans ${TRACE_SPANS:-10} --pid $daemon "$@"
+              curl -s http://127.0.0.1:8888/metrics | grep -E '^spanwire_processor_tail_sampling_(held|held_bytes|decisions_total|early_decisions_total)' || true ;;
   saturation|otlphttp|sigv4|live|attributes) taskset -c 1 $bin/spanwire-loadgen send --grpc 127.0.0.1:4317 --concurrency ${SENDERS:-8} --batch ${BATCH:-100} --duration 20 --pid $daemon "$@" ;;
   fixed)      taskset -c 1 $bin/spanwire-loadgen send --grpc 127.0.0.1:4317 --concurrency 1 --batch ${BATCH:-100} --rate 10000 --duration 30 --pid $daemon "$@" ;;
   durable)    taskset -c 1 $bin/spanwire-loadgen send --grpc 127.0.0.1:4317 --concurrency ${SENDERS:-2} --batch ${BATCH:-100} --rate ${RATE:-5000} --duration 30 --pid $daemon "$@"

@@ -374,7 +374,10 @@ fn kubernetes_manifests_validate_and_their_pipelines_too() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 4, "DaemonSet, sidecar, Kinesis consumer, sessions gateway");
+    assert_eq!(
+        checked, 4,
+        "DaemonSet, sidecar, Kinesis consumer, sessions gateway"
+    );
     // The DaemonSet is reachable node-locally and tells spanwire its node.
     let svc = load(&root().join("deploy/kubernetes/base/service.yaml"));
     assert_eq!(svc["spec"]["internalTrafficPolicy"].as_str(), Some("Local"));
@@ -406,7 +409,9 @@ fn kubernetes_manifests_validate_and_their_pipelines_too() {
     ] {
         assert_eq!(
             configs[cm].trim_end(),
-            std::fs::read_to_string(root().join(file)).unwrap().trim_end(),
+            std::fs::read_to_string(root().join(file))
+                .unwrap()
+                .trim_end(),
             "{cm}"
         );
     }

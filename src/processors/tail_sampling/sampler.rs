@@ -19,6 +19,7 @@
 //!   when a later span of the trace names one, as long as neither was
 //!   decided.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
@@ -185,6 +186,8 @@ pub struct Sampler {
     decided: Decided,
     headers: FastMap<Key, Arc<Header>>,
     bytes: usize,
+    /// Spans held.
+    held_spans: u64,
     seq: u64,
     intake: u64,
     stats: Stats,
@@ -207,6 +210,7 @@ impl Sampler {
             decided: Decided::default(),
             headers: FastMap::default(),
             bytes: 0,
+            held_spans: 0,
             seq: 0,
             intake: 0,
             stats,
@@ -235,7 +239,7 @@ impl Sampler {
 
     /// Spans held.
     pub fn spans(&self) -> u64 {
-        self.groups.values().map(|g| g.entries.len() as u64).sum()
+        self.held_spans
     }
 
     /// Takes one trace export request. Spans of groups decided earlier
@@ -265,7 +269,7 @@ impl Sampler {
                     let (summary, named) = self.read_span(&view, &header);
                     let named = named.map(str::as_bytes).or(header.session.as_deref());
                     let key = self.key_of(&view, named);
-                    match self.decided.map.get(&key) {
+                    match self.decided.map.get(&key[..]) {
                         Some(true) => {
                             self.stats.late_kept += 1;
                             write_block(&mut late.bytes, &header, &[field], None);
@@ -422,9 +426,9 @@ impl Sampler {
 
     /// The group of a span (see the module doc); links its trace to the
     /// session it names, and moves the trace's spans held so far.
-    fn key_of(&mut self, view: &SpanView<'_>, named: Option<&[u8]>) -> Key {
+    fn key_of<'v>(&mut self, view: &SpanView<'v>, named: Option<&[u8]>) -> Cow<'v, [u8]> {
         if self.cfg.group_by == GroupBy::Trace {
-            return view.trace_id.into();
+            return Cow::Borrowed(view.trace_id);
         }
         let trace_key = || -> Key {
             let mut k = Vec::with_capacity(1 + view.trace_id.len());
@@ -447,12 +451,15 @@ impl Sampler {
                         self.merge(&tk, &session);
                     }
                 }
-                session
+                Cow::Owned(session.into_vec())
             }
-            None => match self.traces.get(view.trace_id) {
-                Some(s) => s.clone(),
-                None => trace_key(),
-            },
+            None => Cow::Owned(
+                match self.traces.get(view.trace_id) {
+                    Some(s) => s.clone(),
+                    None => trace_key(),
+                }
+                .into_vec(),
+            ),
         }
     }
 
@@ -501,7 +508,7 @@ impl Sampler {
 
     fn add(
         &mut self,
-        key: Key,
+        key: Cow<'_, [u8]>,
         summary: Summary,
         field: &[u8],
         header: &Arc<Header>,
@@ -509,12 +516,13 @@ impl Sampler {
         touched: &mut Vec<(Key, bool)>,
     ) {
         let intake = self.intake;
-        let created = !self.groups.contains_key(&key);
-        let g = match self.groups.get_mut(&key) {
+        let created = !self.groups.contains_key(&key[..]);
+        let g = match self.groups.get_mut(&key[..]) {
             Some(g) => g,
             None => {
                 self.bytes += GROUP_OVERHEAD;
-                self.groups.entry(key.clone()).or_insert(Group {
+                let owned: Key = key.to_vec().into_boxed_slice();
+                self.groups.entry(owned).or_insert(Group {
                     summary: Summary::default(),
                     spans: Vec::new(),
                     entries: Vec::new(),
@@ -531,10 +539,11 @@ impl Sampler {
         let added = field.len() + 16;
         g.bytes += added;
         self.bytes += added;
+        self.held_spans += 1;
         if g.intake != intake {
             g.intake = intake;
             g.acks.extend(acks.clone());
-            touched.push((key, created));
+            touched.push((key.to_vec().into_boxed_slice(), created));
         }
     }
 
@@ -579,6 +588,7 @@ impl Sampler {
             if redeliverable {
                 if let Some(g) = self.groups.remove(&key) {
                     self.bytes -= g.bytes;
+                    self.held_spans -= g.entries.len() as u64;
                     self.stats.abandoned += 1;
                     g.acks.mark(crate::consumer::AckOutcome::Abandoned);
                 }
@@ -593,6 +603,7 @@ impl Sampler {
             return;
         };
         self.bytes -= g.bytes;
+        self.held_spans -= g.entries.len() as u64;
         let hash_key = match self.cfg.group_by {
             GroupBy::Trace => &key[..],
             GroupBy::Session => &key[1..],

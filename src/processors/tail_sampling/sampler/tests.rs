@@ -150,6 +150,7 @@ fn whole_traces_are_kept_or_dropped_after_the_wait() {
     assert_eq!(st.per_policy, vec![(1, 2), (1, 2)]);
     assert_eq!(s.groups(), 0);
     assert_eq!(s.bytes(), 0);
+    assert_eq!(s.spans(), 0);
 
     // Late spans follow the decision.
     let c = request(
