@@ -79,6 +79,11 @@ enum Cmd {
         /// Also take OTLP/HTTP protobuf (`POST /v1/traces`, gzip or not) here.
         #[arg(long)]
         http_listen: Option<String>,
+        /// Also stand in for Kinesis here: `ListShards` (4 shards over the
+        /// hash space) and `PutRecords` (every record accepted; its spans,
+        /// KPL-aggregated or not, counted).
+        #[arg(long)]
+        kinesis_listen: Option<String>,
     },
     /// Subscribe to a `live` exporter's `/api/live` over WebSocket.
     Watch {
@@ -541,6 +546,91 @@ impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::Tra
 }
 
 /// Counts the spans of OTLP/HTTP protobuf requests (gunzipped first).
+/// Answers one Kinesis JSON call: ListShards or PutRecords.
+fn kinesis_answer(target: &str, body: &[u8], count: &AtomicU64) -> (http::StatusCode, String) {
+    use base64::Engine;
+    if target.ends_with(".ListShards") {
+        let step = u128::MAX / 4;
+        let shards: Vec<serde_json::Value> = (0..4u128)
+            .map(|i| {
+                let end = if i == 3 { u128::MAX } else { (i + 1) * step - 1 };
+                serde_json::json!({
+                    "ShardId": format!("shardId-{i:012}"),
+                    "HashKeyRange": {"StartingHashKey": (i * step).to_string(), "EndingHashKey": end.to_string()},
+                    "SequenceNumberRange": {"StartingSequenceNumber": "1"}
+                })
+            })
+            .collect();
+        return (
+            http::StatusCode::OK,
+            serde_json::json!({"Shards": shards}).to_string(),
+        );
+    }
+    if !target.ends_with(".PutRecords") {
+        return (
+            http::StatusCode::BAD_REQUEST,
+            format!("{{\"__type\":\"UnknownOperationException\",\"message\":\"{target}\"}}"),
+        );
+    }
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return (http::StatusCode::BAD_REQUEST, "{}".into());
+    };
+    let records = v["Records"].as_array().cloned().unwrap_or_default();
+    let mut out = Vec::with_capacity(records.len());
+    for r in &records {
+        let data = base64::engine::general_purpose::STANDARD
+            .decode(r["Data"].as_str().unwrap_or_default())
+            .unwrap_or_default();
+        let parts = spanwire::convert::cwl::deaggregate(&data).unwrap_or_default();
+        for p in parts {
+            if let Ok(ix) = spanwire::convert::otlp_index::index_traces(&p) {
+                count.fetch_add(ix.items.len() as u64, Ordering::Relaxed);
+            }
+        }
+        out.push(serde_json::json!({"SequenceNumber": "49590338271490256608559692538361571095921575989136588898", "ShardId": "shardId-000000000000"}));
+    }
+    (
+        http::StatusCode::OK,
+        serde_json::json!({"FailedRecordCount": 0, "Records": out}).to_string(),
+    )
+}
+
+/// A Kinesis stand-in for the `awskinesis` exporter's benchmark.
+async fn kinesis_sink(listen: String, count: Arc<AtomicU64>) -> anyhow::Result<()> {
+    let listener = spanwire::net::bind(&listen).await?;
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let served = spanwire::net::serve_http(
+        listener,
+        None,
+        move |req: http::Request<hyper::body::Incoming>| {
+            let count = count.clone();
+            async move {
+                let target = req
+                    .headers()
+                    .get("x-amz-target")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
+                let (status, text) = match spanwire::net::read_body(req, 64 << 20).await {
+                    Ok(body) => kinesis_answer(&target, &body, &count),
+                    Err(e) => (e.status(), String::new()),
+                };
+                let mut r = http::Response::new(http_body_util::Full::new(Bytes::from(text)));
+                *r.status_mut() = status;
+                r.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("application/x-amz-json-1.1"),
+                );
+                r
+            }
+        },
+        cancel,
+        Duration::from_secs(1),
+    );
+    served.await?;
+    Ok(())
+}
+
 async fn http_sink(listen: String, count: Arc<AtomicU64>) -> anyhow::Result<()> {
     let listener = spanwire::net::bind(&listen).await?;
     let cancel = tokio_util::sync::CancellationToken::new();
@@ -578,8 +668,21 @@ async fn http_sink(listen: String, count: Arc<AtomicU64>) -> anyhow::Result<()> 
     Ok(())
 }
 
-async fn sink(listen: String, decode: bool, http_listen: Option<String>) -> anyhow::Result<()> {
+async fn sink(
+    listen: String,
+    decode: bool,
+    http_listen: Option<String>,
+    kinesis_listen: Option<String>,
+) -> anyhow::Result<()> {
     let count = Arc::new(AtomicU64::new(0));
+    if let Some(k) = kinesis_listen {
+        let c = count.clone();
+        tokio::spawn(async move {
+            if let Err(e) = kinesis_sink(k, c).await {
+                eprintln!("sink: kinesis: {e}");
+            }
+        });
+    }
     if let Some(h) = http_listen {
         let c = count.clone();
         tokio::spawn(async move {
@@ -652,7 +755,8 @@ async fn main() -> anyhow::Result<()> {
             listen,
             decode,
             http_listen,
-        } => sink(listen, decode, http_listen).await,
+            kinesis_listen,
+        } => sink(listen, decode, http_listen, kinesis_listen).await,
         Cmd::Watch {
             live,
             subscribers,

@@ -12,6 +12,8 @@
 #   benches/measure.sh tail         # saturation through tail_sampling (fresh trace ids,
 #                                   # 10 spans per trace, ~100k traces held; TRACE_SPANS=N)
 #   benches/measure.sh direct       # the same load without it (OTLP in -> OTLP out)
+#   benches/measure.sh kinesis      # saturation exporting with awskinesis (session keys, KPL)
+#                                   # to the load generator's Kinesis stand-in
 #   benches/measure.sh live         # saturation with the `live` exporter beside the
 #                                   # otlp one, 100 WebSocket subscribers (10 never
 #                                   # reading; WATCH_ARGS adds to `spanwire-loadgen watch`)
@@ -32,7 +34,7 @@ else
   cargo build --release --bins --locked -q
   bin=target/release
 fi
-for port in 4317 4321 14317 14318 13133; do
+for port in 4317 4321 14317 14318 14319 13133; do
   if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then echo "port $port is busy" >&2; exit 1; fi
 done
 config=benches/bench.yaml
@@ -44,8 +46,9 @@ case "$mode" in
   durable) config=benches/bench-durable.yaml; rm -rf /tmp/spanwire-bench-wal ;;
   tail) config=benches/bench-tail.yaml ;;
   direct) config=benches/bench-direct.yaml ;;
+  kinesis) config=benches/bench-kinesis.yaml ;;
 esac
-taskset -c 1 $bin/spanwire-loadgen sink --listen 127.0.0.1:14317 --http-listen 127.0.0.1:14318 2>/tmp/spanwire-bench-sink.log &
+taskset -c 1 $bin/spanwire-loadgen sink --listen 127.0.0.1:14317 --http-listen 127.0.0.1:14318 --kinesis-listen 127.0.0.1:14319 2>/tmp/spanwire-bench-sink.log &
 sink=$!
 # Static credentials for sigv4auth; nothing is sent to AWS.
 AWS_ACCESS_KEY_ID=AKIDBENCH AWS_SECRET_ACCESS_KEY=bench-secret AWS_EC2_METADATA_DISABLED=true \
@@ -65,6 +68,8 @@ fi
 case "$mode" in
   tail|direct) taskset -c 1 $bin/spanwire-loadgen send --grpc 127.0.0.1:4317 --concurrency ${SENDERS:-8} --batch ${BATCH:-100} --duration 20 --trace-spans ${TRACE_SPANS:-10} --pid $daemon "$@"
               curl -s http://127.0.0.1:8888/metrics | grep -E '^spanwire_processor_tail_sampling_(held|held_bytes|decisions_total|early_decisions_total)' || true ;;
+  kinesis) taskset -c 1 $bin/spanwire-loadgen send --grpc 127.0.0.1:4317 --concurrency ${SENDERS:-8} --batch ${BATCH:-100} --duration 20 --pid $daemon "$@"
+              curl -s http://127.0.0.1:8888/metrics | grep -E '^spanwire_kinesis_(records|user_records|bytes)_put_total|^spanwire_kinesis_records_retried_total' || true ;;
   saturation|otlphttp|sigv4|live|attributes) taskset -c 1 $bin/spanwire-loadgen send --grpc 127.0.0.1:4317 --concurrency ${SENDERS:-8} --batch ${BATCH:-100} --duration 20 --pid $daemon "$@" ;;
   fixed)      taskset -c 1 $bin/spanwire-loadgen send --grpc 127.0.0.1:4317 --concurrency 1 --batch ${BATCH:-100} --rate 10000 --duration 30 --pid $daemon "$@" ;;
   durable)    taskset -c 1 $bin/spanwire-loadgen send --grpc 127.0.0.1:4317 --concurrency ${SENDERS:-2} --batch ${BATCH:-100} --rate ${RATE:-5000} --duration 30 --pid $daemon "$@"

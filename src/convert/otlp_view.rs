@@ -191,6 +191,24 @@ impl<'a> SpanView<'a> {
     }
 }
 
+/// The fields of a message body as they are: each one's tag, its whole
+/// bytes (key, length or value), and the body of a length-delimited one.
+/// Stops at the first fault, as the rest of this module does: for bytes a
+/// decoder or [`crate::convert::otlp_index`] already accepted.
+pub fn raw_fields(body: &[u8]) -> impl Iterator<Item = (u32, &[u8], Option<&[u8]>)> + '_ {
+    let mut f = fields(body);
+    std::iter::from_fn(move || {
+        let start = f.at;
+        let (tag, field) = f.next()?;
+        let whole = f.buf.get(start..f.at)?;
+        let inner = match field {
+            Field::Delimited(b) => Some(b),
+            _ => None,
+        };
+        Some((tag, whole, inner))
+    })
+}
+
 /// The attributes (`KeyValue` fields numbered `tag`) of a message body:
 /// field 1 of a `Resource` or an `InstrumentationScope`, for instance.
 pub fn attributes_in(body: &[u8], tag: u32) -> impl Iterator<Item = (&str, Value<'_>)> + '_ {

@@ -242,8 +242,12 @@ impl Sampler {
         self.held_spans
     }
 
-    /// Takes one trace export request. Spans of groups decided earlier
-    /// follow their decision: kept ones are written to `late` (with `acks`).
+    /// Takes one trace export request (bytes an OTLP decoder or
+    /// [`otlp_index`] accepted: the receiver checked them, or they were
+    /// encoded from structs). Spans of groups decided earlier follow their
+    /// decision: kept ones are written to `late` (with `acks`). Bytes that
+    /// are not a request of spans (or use the deprecated group wire type)
+    /// are refused whole.
     pub fn intake(
         &mut self,
         request: &[u8],
@@ -251,20 +255,43 @@ impl Sampler {
         now_ms: u64,
         late: &mut Output,
     ) -> Result<(), Invalid> {
-        let ix = otlp_index::index_request(Signal::Traces, request)?;
+        // A cheap shape check: the request's fields must read to the end.
+        let read: usize = otlp_view::raw_fields(request)
+            .map(|(_, w, _)| w.len())
+            .sum();
+        if read != request.len() {
+            return Err(otlp_index::index_request(Signal::Traces, request)
+                .err()
+                .unwrap_or(Invalid::Truncated));
+        }
         self.intake += 1;
         let mut late_added = false;
         let mut touched: Vec<(Key, bool)> = Vec::new();
-        for res in &ix.resources {
-            let res_body = otlp_view::field_body(&request[res.field.clone()]).unwrap_or_default();
-            let res_start = res.field.end - res_body.len();
-            for scope in &ix.scopes[res.children.clone()] {
-                let header = self.header(request, res, res_start, res_body, scope, &ix);
-                for item in &ix.items[scope.children.clone()] {
-                    let field = &request[item.clone()];
-                    let Some(body) = otlp_view::field_body(field) else {
-                        continue;
-                    };
+        let mut res_fields = Vec::new();
+        let mut scopes: Vec<&[u8]> = Vec::new();
+        let mut scope_fields = Vec::new();
+        let mut spans: Vec<(&[u8], &[u8])> = Vec::new();
+        for (tag, _, rs) in otlp_view::raw_fields(request) {
+            let (1, Some(rs)) = (tag, rs) else { continue };
+            res_fields.clear();
+            scopes.clear();
+            for (t, whole, inner) in otlp_view::raw_fields(rs) {
+                match (t, inner) {
+                    (2, Some(ss)) => scopes.push(ss),
+                    _ => res_fields.extend_from_slice(whole),
+                }
+            }
+            for ss in &scopes {
+                scope_fields.clear();
+                spans.clear();
+                for (t, whole, inner) in otlp_view::raw_fields(ss) {
+                    match (t, inner) {
+                        (2, Some(body)) => spans.push((whole, body)),
+                        _ => scope_fields.extend_from_slice(whole),
+                    }
+                }
+                let header = self.header(rs, &res_fields, &scope_fields);
+                for (field, body) in &spans {
                     let view = SpanView::of_body(body);
                     let (summary, named) = self.read_span(&view, &header);
                     let named = named.map(str::as_bytes).or(header.session.as_deref());
@@ -310,35 +337,20 @@ impl Sampler {
         Ok(())
     }
 
-    /// The interned header of one resource and scope of a request.
-    fn header(
-        &mut self,
-        request: &[u8],
-        res: &otlp_index::Part,
-        res_start: usize,
-        res_body: &[u8],
-        scope: &otlp_index::Part,
-        ix: &otlp_index::RequestIndex,
-    ) -> Arc<Header> {
-        let scopes: Vec<std::ops::Range<usize>> = ix.scopes[res.children.clone()]
-            .iter()
-            .map(|p| p.field.clone())
-            .collect();
-        let resource = without(request, res_start, res.field.end, &scopes);
-        let scope_body = otlp_view::field_body(&request[scope.field.clone()]).unwrap_or_default();
-        let scope_start = scope.field.end - scope_body.len();
-        let spans = &ix.items[scope.children.clone()];
-        let scope_fields = without(request, scope_start, scope.field.end, spans);
-        let mut key = Vec::with_capacity(4 + resource.len() + scope_fields.len());
+    /// The interned header of one resource (`rs`: its `ResourceSpans` body,
+    /// `resource`: that body without its scopes) and scope (`scope`: its
+    /// `ScopeSpans` body without its spans).
+    fn header(&mut self, rs: &[u8], resource: &[u8], scope: &[u8]) -> Arc<Header> {
+        let mut key = Vec::with_capacity(4 + resource.len() + scope.len());
         key.extend_from_slice(&(resource.len() as u32).to_le_bytes());
-        key.extend_from_slice(&resource);
-        key.extend_from_slice(&scope_fields);
+        key.extend_from_slice(resource);
+        key.extend_from_slice(scope);
         if let Some(h) = self.headers.get(key.as_slice()) {
             return h.clone();
         }
         let mut matched = 0u64;
         let mut session: Option<(usize, &str)> = None;
-        let attrs = otlp_view::message_in(res_body, 1).unwrap_or_default();
+        let attrs = otlp_view::message_in(rs, 1).unwrap_or_default();
         for (k, v) in otlp_view::attributes_in(attrs, 1) {
             for (i, t) in self.policies.tests.iter().enumerate() {
                 if t.key == k && t.matches(&v) {
@@ -350,8 +362,8 @@ impl Sampler {
             }
         }
         let h = Arc::new(Header {
-            resource,
-            scope: scope_fields,
+            resource: resource.to_vec(),
+            scope: scope.to_vec(),
             matched,
             session: session.map(|(_, s)| s.as_bytes().into()),
         });
@@ -696,22 +708,6 @@ fn count(v: &Value<'_>) -> u64 {
         Value::Str(s) => s.parse().unwrap_or(0),
         _ => 0,
     }
-}
-
-/// `bytes[start..end]` without the fields `skip` (ranges inside it, in order).
-fn without(bytes: &[u8], start: usize, end: usize, skip: &[std::ops::Range<usize>]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut at = start;
-    for r in skip {
-        if r.start >= at {
-            out.extend_from_slice(&bytes[at..r.start]);
-            at = r.end;
-        }
-    }
-    if at < end {
-        out.extend_from_slice(&bytes[at..end]);
-    }
-    out
 }
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
