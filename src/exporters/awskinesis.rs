@@ -767,3 +767,58 @@ impl Export for AwsKinesisExporter {
             .map(|r| r.iter().map(|r| r.items).sum())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::{de::from_node, yaml::parse};
+
+    fn cfg(text: &str) -> Result<AwsKinesisExporterConfig, DeError> {
+        let (n, _) = parse("t", text, &|_| None).unwrap();
+        from_node::<AwsKinesisExporterConfig>(&n).and_then(|c| c.validate().map(|_| c))
+    }
+
+    #[test]
+    fn the_collectors_keys_read_and_bad_values_are_named() {
+        let c = cfg(
+            "aws: {stream_name: s, region: eu-west-1, role: 'arn:aws:iam::1:role/r'}\n\
+             encoding: {name: otlp_json, compression: gzip}\npartition_key: 'attribute:tenant'",
+        )
+        .unwrap();
+        assert_eq!(
+            c.partition().unwrap(),
+            PartitionKey::Attribute("tenant".into())
+        );
+        assert_eq!(c.encoding.compression, RecordCompression::Gzip);
+        assert_eq!(
+            cfg("aws: {stream_name: s}").unwrap().partition().unwrap(),
+            PartitionKey::Session(vec!["session.id".into(), "gen_ai.conversation.id".into()])
+        );
+        for (text, want) in [
+            (
+                "aws: {stream_name: s}\npartition_key: span",
+                "partition_key `span`",
+            ),
+            (
+                "aws: {stream_name: s}\nmax_record_size: 2000000",
+                "max_record_size",
+            ),
+            (
+                "aws: {stream_name: s}\nmax_records_per_batch: 501",
+                "max_records_per_batch",
+            ),
+            ("aws: {stream_name: s, role: r}", "aws.role `r`"),
+            (
+                "aws: {stream_name: s, kinesis_endpoint: localhost}",
+                "aws.kinesis_endpoint",
+            ),
+            ("aws: {stream_name: s}\nencoding: {name: avro}", "avro"),
+            ("aws: {}", "stream_name"),
+        ] {
+            let e = cfg(text)
+                .err()
+                .unwrap_or_else(|| panic!("{text} was accepted"));
+            assert!(e.to_string().contains(want), "{text}: {e}");
+        }
+    }
+}

@@ -505,9 +505,9 @@ impl Sampler {
                 t.entries
                     .extend(g.entries.into_iter().map(|(h, end)| (h, end + base)));
                 t.acks.extend(g.acks);
-                // The moved group's bookkeeping is gone; its bytes stay counted in `t`.
-                t.bytes += g.bytes - GROUP_OVERHEAD;
-                self.bytes -= GROUP_OVERHEAD;
+                self.bytes -= t.bytes + g.bytes;
+                t.bytes = cost(t);
+                self.bytes += t.bytes;
             }
             None => {
                 let mut g = g;
@@ -548,9 +548,10 @@ impl Sampler {
         g.summary.merge(&summary);
         g.spans.extend_from_slice(field);
         g.entries.push((header.clone(), g.spans.len() as u32));
-        let added = field.len() + 16;
-        g.bytes += added;
-        self.bytes += added;
+        // What the group has allocated, not what it holds: growth slack counts.
+        let old = g.bytes;
+        g.bytes = cost(g);
+        self.bytes = self.bytes + g.bytes - old;
         self.held_spans += 1;
         if g.intake != intake {
             g.intake = intake;
@@ -666,6 +667,14 @@ impl Sampler {
         }
         remember(&mut self.decided, key.clone(), keep, &self.cfg);
     }
+}
+
+/// The bytes a group has allocated: its bookkeeping, and its buffers'
+/// capacities.
+fn cost(g: &Group) -> usize {
+    GROUP_OVERHEAD
+        + g.spans.capacity()
+        + g.entries.capacity() * std::mem::size_of::<(Arc<Header>, u32)>()
 }
 
 fn remember(d: &mut Decided, key: Key, keep: bool, cfg: &Settings) {
