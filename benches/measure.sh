@@ -10,7 +10,7 @@
 #                                   # sender latency with an fsync per group (BENCH_WAIT=true:
 #                                   # answer after delivery instead; RATE=0: as fast as possible)
 #   benches/measure.sh tail         # saturation through tail_sampling (fresh trace ids,
-#                                   # 10 spans per trace, ~100k traces held; TRACE_SPANS=N)
+#                                   # 10 spans per trace, >100k traces held; TRACE_SPANS=N)
 #   benches/measure.sh direct       # the same load without it (OTLP in -> OTLP out)
 #   benches/measure.sh kinesis      # saturation exporting with awskinesis (session keys, KPL)
 #                                   # to the load generator's Kinesis stand-in

@@ -29,10 +29,13 @@ use opentelemetry_proto::tonic::trace::v1::{status, ResourceSpans, ScopeSpans, S
 use prost::Message;
 use rand::{Rng, SeedableRng};
 use spanwire::processors::tail_sampling::policy::{sampling_hash, sampling_threshold};
-use spanwire::signal::{string_attribute, Signal, Telemetry};
+use spanwire::signal::string_attribute;
 
 const STREAM: &str = "agent-sessions";
 const SESSIONS: usize = 1000;
+
+/// A span's (trace id, span id).
+type SpanKey = (Vec<u8>, Vec<u8>);
 
 /// One synthetic session, and the truth about it.
 struct Plan {
@@ -45,19 +48,25 @@ struct Plan {
 }
 
 impl Plan {
+    /// What each policy (in the consumers' order) says of it on its own.
+    fn verdicts(&self) -> [(&'static str, bool); 4] {
+        [
+            ("errors", self.error_trace.is_some()),
+            ("guardrails", self.guardrail_trace.is_some()),
+            ("expensive", self.expensive),
+            (
+                "sample",
+                sampling_hash(b"", self.id.as_bytes()) <= sampling_threshold(10.0),
+            ),
+        ]
+    }
+
     /// The first policy (in the consumers' order) that keeps it.
     fn truth(&self) -> Option<&'static str> {
-        if self.error_trace.is_some() {
-            Some("errors")
-        } else if self.guardrail_trace.is_some() {
-            Some("guardrails")
-        } else if self.expensive {
-            Some("expensive")
-        } else if sampling_hash(b"", self.id.as_bytes()) <= sampling_threshold(10.0) {
-            Some("sample")
-        } else {
-            None
-        }
+        self.verdicts()
+            .into_iter()
+            .find(|(_, keeps)| *keeps)
+            .map(|(name, _)| name)
     }
 
     /// The spans of trace `t`: an `invoke_agent` root and its `chat` child,
@@ -422,7 +431,7 @@ async fn sessions_stay_whole_across_replicas_and_a_kill() {
     let got = sink.spans();
     let mut seen: HashMap<(Vec<u8>, Vec<u8>), usize> = HashMap::new();
     let mut first_policy: HashMap<String, String> = HashMap::new();
-    let mut sessions_got: HashMap<String, HashSet<(Vec<u8>, Vec<u8>)>> = HashMap::new();
+    let mut sessions_got: HashMap<String, HashSet<SpanKey>> = HashMap::new();
     for s in &got {
         *seen
             .entry((s.trace_id.clone(), s.span_id.clone()))
@@ -494,25 +503,51 @@ async fn sessions_stay_whole_across_replicas_and_a_kill() {
         dups.len(),
         killed_at
     );
-    // The survivors' self-metrics count their decisions per policy.
-    let mut decided = 0.0;
+    // The survivors' self-metrics count every policy's verdicts. They
+    // decided every session on the shards they held all along, and of the
+    // killed replica's sessions those after its last checkpoint, each once
+    // (no shard moves between survivors: 2 + 2 after the kill). So each
+    // count lies between the generator's truth for the survivors' own
+    // sessions and its truth for all sessions.
+    let mut survivors_text = String::new();
     for (i, port) in metrics_ports.iter().enumerate() {
-        if i == victim {
-            continue;
+        if i != victim {
+            survivors_text.push_str(&String::from_utf8_lossy(
+                &common::http_request("GET", *port, "/metrics", &[], Vec::new())
+                    .await
+                    .body,
+            ));
         }
-        let text = String::from_utf8_lossy(
-            &common::http_request("GET", *port, "/metrics", &[], Vec::new())
-                .await
-                .body,
-        )
-        .to_string();
-        decided += common::metric(
-            &text,
-            "spanwire_processor_tail_sampling_policy_decisions_total",
-            &["policy=\"errors\""],
-        );
     }
-    assert!(decided > 0.0, "the survivors decided sessions");
+    let on_survivors = |p: &Plan| {
+        shard_of[&p.id]
+            .iter()
+            .all(|shard| !victim_shards.contains(shard))
+    };
+    for (k, (policy, _)) in plans[0].verdicts().iter().enumerate() {
+        for (decision, keeps) in [("sampled", true), ("not_sampled", false)] {
+            let count = |only_survivors: bool| {
+                plans
+                    .iter()
+                    .filter(|p| !only_survivors || on_survivors(p))
+                    .filter(|p| p.verdicts()[k].1 == keeps)
+                    .count() as f64
+            };
+            let (low, high) = (count(true), count(false));
+            let got = common::metric(
+                &survivors_text,
+                "spanwire_processor_tail_sampling_policy_decisions_total",
+                &[
+                    &format!("policy=\"{policy}\""),
+                    &format!("decision=\"{decision}\""),
+                ],
+            );
+            assert!(
+                low <= got && got <= high,
+                "{policy} {decision}: the survivors counted {got}, truth {low}..={high}"
+            );
+        }
+    }
     drop(side);
 }
 

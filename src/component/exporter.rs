@@ -71,18 +71,26 @@ pub trait Export: Send + Sync + 'static {
         false
     }
 
-    /// Sends a batch already encoded as an OTLP export request, whole; may be
-    /// called again to retry. Only called when [`Export::takes_encoded`] is true.
+    /// Sends a batch already encoded as an OTLP export request; may be
+    /// called again with the same data and `progress` to retry, as
+    /// [`Export::export`]. Only called when [`Export::takes_encoded`] is true.
     async fn export_encoded(
         &self,
         data: &EncodedBatch,
         _metadata: &Metadata,
+        _progress: &mut Self::Progress,
     ) -> Result<ExportOk, ExportError> {
         Err(ExportError::Permanent(format!(
             "this exporter does not send encoded batches ({} {})",
             data.items,
             data.signal.item_name()
         )))
+    }
+
+    /// [`Export::pending`] for an encoded batch; `None` (all of it) unless
+    /// the exporter sends encoded batches in parts.
+    fn pending_encoded(&self, _data: &EncodedBatch, _progress: &Self::Progress) -> Option<usize> {
+        None
     }
 
     /// Flushes and closes, after the last export.
@@ -96,8 +104,7 @@ pub trait Delivery: Send {
     /// One attempt at sending what is still unsent.
     async fn attempt(&mut self) -> Result<ExportOk, ExportError>;
 
-    /// Items still undelivered (`None`: all of them). Encoded batches are
-    /// sent whole, so for them it is all or nothing.
+    /// Items still undelivered (`None`: all of them).
     fn pending(&self) -> Option<usize>;
 }
 
@@ -117,14 +124,18 @@ impl<E: Export> Delivery for TypedDelivery<E> {
                     .export(d, &self.metadata, &mut self.progress)
                     .await
             }
-            Payload::Encoded(e) => self.export.export_encoded(e, &self.metadata).await,
+            Payload::Encoded(e) => {
+                self.export
+                    .export_encoded(e, &self.metadata, &mut self.progress)
+                    .await
+            }
         }
     }
 
     fn pending(&self) -> Option<usize> {
         match &self.data {
             Payload::Structs(d) => self.export.pending(d, &self.progress),
-            Payload::Encoded(_) => None,
+            Payload::Encoded(e) => self.export.pending_encoded(e, &self.progress),
         }
     }
 }

@@ -25,6 +25,7 @@ use opentelemetry_proto::tonic::logs::v1::{ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
 
 use super::cwl::KPL_MAGIC;
+use super::otlp_view::{self, Value};
 use crate::signal::Telemetry;
 
 /// The largest record Kinesis takes: data and partition key, in bytes.
@@ -348,12 +349,17 @@ fn encode(data: &Telemetry, encoding: Encoding, gzip: bool) -> Vec<u8> {
         }
         Encoding::OtlpJson => super::otlp_json::encode_to_vec(data),
     };
-    if !gzip {
-        return raw;
+    if gzip {
+        gzip_bytes(&raw)
+    } else {
+        raw
     }
+}
+
+fn gzip_bytes(raw: &[u8]) -> Vec<u8> {
     let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     // Writing to a Vec does not fail.
-    let _ = z.write_all(&raw);
+    let _ = z.write_all(raw);
     z.finish().unwrap_or_default()
 }
 
@@ -395,15 +401,215 @@ pub fn user_records(
 }
 
 fn varint_len(v: usize) -> usize {
-    ((usize::BITS - (v | 1).leading_zeros()) as usize).div_ceil(7)
+    otlp_view::varint_len(v as u64)
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: usize) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
+fn put_varint(out: &mut Vec<u8>, v: usize) {
+    otlp_view::put_varint(out, v as u64);
+}
+
+/// A value as partition key text: what [`text`] makes of the same value
+/// decoded.
+fn view_text(v: &Value<'_>) -> Option<String> {
+    match v {
+        Value::Str(s) if !s.is_empty() => Some((*s).to_string()),
+        Value::Int(i) => Some(i.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Double(d) => Some(d.to_string()),
+        _ => None,
     }
-    out.push(v as u8);
+}
+
+/// The first of `keys` on the span (`attrs`: its attribute fields), then on
+/// its resource, as [`first_of`] reads decoded attributes.
+fn first_of_view(
+    keys: &[String],
+    attrs: &[(&str, Value<'_>)],
+    res: &[(&str, Value<'_>)],
+) -> Option<String> {
+    keys.iter().find_map(|k| {
+        attrs
+            .iter()
+            .chain(res)
+            .find(|(name, _)| *name == k)
+            .and_then(|(_, v)| view_text(v))
+    })
+}
+
+/// An encoded traces request split by partition key, as [`partition`]
+/// splits structs, without decoding it: each span stays its bytes.
+#[derive(Debug, Default)]
+pub struct EncodedParts<'a> {
+    /// Per resource and scope: the `ResourceSpans` fields but its scopes,
+    /// and the `ScopeSpans` fields but its spans.
+    blocks: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Per key, in first-seen order: its spans.
+    parts: Vec<(String, Vec<SpanRef<'a>>)>,
+}
+
+/// One span of an encoded request: its block's index and its whole field.
+type SpanRef<'a> = (usize, &'a [u8]);
+
+impl EncodedParts<'_> {
+    /// The partition keys, in first-seen order, and each one's span count.
+    pub fn keys(&self) -> impl Iterator<Item = (&str, usize)> {
+        self.parts.iter().map(|(k, s)| (k.as_str(), s.len()))
+    }
+
+    /// Writes `spans` as an export request body.
+    fn encode(&self, spans: &[SpanRef<'_>], out: &mut Vec<u8>) {
+        let mut run: Vec<&[u8]> = Vec::new();
+        let mut current = None;
+        for (b, field) in spans {
+            if current.is_some_and(|c| c != *b) {
+                self.write_run(current, &run, out);
+                run.clear();
+            }
+            current = Some(*b);
+            run.push(field);
+        }
+        self.write_run(current, &run, out);
+    }
+
+    fn write_run(&self, block: Option<usize>, run: &[&[u8]], out: &mut Vec<u8>) {
+        if let Some((resource, scope)) = block.and_then(|b| self.blocks.get(b)) {
+            otlp_view::write_block(out, resource, scope, run, None);
+        }
+    }
+}
+
+/// Splits the body of an `ExportTraceServiceRequest` (one a receiver has
+/// checked) by partition key, as [`partition`] does decoded traces.
+pub fn partition_encoded<'a>(
+    request: &'a [u8],
+    key: &PartitionKey,
+    links: &mut SessionLinks,
+    fallback: &str,
+) -> EncodedParts<'a> {
+    let mut out = EncodedParts::default();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    let mut res_fields = Vec::new();
+    let mut scope_fields = Vec::new();
+    let mut scopes: Vec<&[u8]> = Vec::new();
+    let mut spans: Vec<(&[u8], &[u8])> = Vec::new();
+    let keys: &[String] = match key {
+        PartitionKey::Session(keys) => keys,
+        PartitionKey::Attribute(a) => std::slice::from_ref(a),
+        PartitionKey::TraceId => &[],
+    };
+    for (tag, _, rs) in otlp_view::raw_fields(request) {
+        let (1, Some(rs)) = (tag, rs) else { continue };
+        res_fields.clear();
+        scopes.clear();
+        for (t, whole, inner) in otlp_view::raw_fields(rs) {
+            match (t, inner) {
+                (2, Some(ss)) => scopes.push(ss),
+                _ => res_fields.extend_from_slice(whole),
+            }
+        }
+        let res_attrs: Vec<(&str, Value<'_>)> = if keys.is_empty() {
+            Vec::new()
+        } else {
+            otlp_view::attributes_in(otlp_view::message_in(rs, 1).unwrap_or_default(), 1)
+                .filter(|(k, _)| keys.iter().any(|w| w == k))
+                .collect()
+        };
+        for ss in &scopes {
+            scope_fields.clear();
+            spans.clear();
+            for (t, whole, inner) in otlp_view::raw_fields(ss) {
+                match (t, inner) {
+                    (2, Some(body)) => spans.push((whole, body)),
+                    _ => scope_fields.extend_from_slice(whole),
+                }
+            }
+            let block = out.blocks.len();
+            out.blocks.push((res_fields.clone(), scope_fields.clone()));
+            for (field, body) in &spans {
+                let view = otlp_view::SpanView::of_body(body);
+                let attrs: Vec<(&str, Value<'_>)> = if keys.is_empty() {
+                    Vec::new()
+                } else {
+                    view.attributes()
+                        .filter(|(k, _)| keys.iter().any(|w| w == k))
+                        .collect()
+                };
+                let k = match key {
+                    PartitionKey::TraceId => hex::encode(view.trace_id),
+                    PartitionKey::Attribute(_) => first_of_view(keys, &attrs, &res_attrs)
+                        .unwrap_or_else(|| fallback.to_string()),
+                    PartitionKey::Session(_) => match first_of_view(keys, &attrs, &res_attrs) {
+                        Some(s) => {
+                            links.link(view.trace_id, &s);
+                            s
+                        }
+                        None => links
+                            .map
+                            .get(view.trace_id)
+                            .cloned()
+                            .unwrap_or_else(|| hex::encode(view.trace_id)),
+                    },
+                };
+                let k = cut_key(if k.is_empty() {
+                    fallback.to_string()
+                } else {
+                    k
+                });
+                let i = match index.get(&k) {
+                    Some(i) => *i,
+                    None => {
+                        index.insert(k.clone(), out.parts.len());
+                        out.parts.push((k, Vec::new()));
+                        out.parts.len() - 1
+                    }
+                };
+                if let Some((_, list)) = out.parts.get_mut(i) {
+                    list.push((block, *field));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// [`user_records`] for an encoded request's parts (OTLP protobuf).
+pub fn user_records_encoded(
+    parts: EncodedParts<'_>,
+    gzip: bool,
+    max_bytes: usize,
+) -> (Vec<UserRecord>, usize) {
+    let mut out = Vec::new();
+    let mut dropped = 0;
+    let mut todo: Vec<(String, &[SpanRef<'_>])> = parts
+        .parts
+        .iter()
+        .rev()
+        .map(|(k, s)| (k.clone(), s.as_slice()))
+        .collect();
+    while let Some((key, spans)) = todo.pop() {
+        if spans.is_empty() {
+            continue;
+        }
+        let mut raw = Vec::new();
+        parts.encode(spans, &mut raw);
+        let bytes = if gzip { gzip_bytes(&raw) } else { raw };
+        if bytes.len() + key.len() <= max_bytes {
+            out.push(UserRecord {
+                key,
+                data: bytes,
+                items: spans.len(),
+            });
+            continue;
+        }
+        if spans.len() == 1 {
+            dropped += 1;
+            continue;
+        }
+        let (head, rest) = spans.split_at(spans.len() / 2);
+        todo.push((key.clone(), rest));
+        todo.push((key, head));
+    }
+    (out, dropped)
 }
 
 /// One aggregated record being filled.
@@ -661,6 +867,127 @@ mod tests {
         assert_eq!(by_trace[0].0, hex::encode([1u8; 16]));
     }
 
+    /// A batch of two resources (one naming session C), two scopes, spans
+    /// naming sessions A and B or none, ints and empty values.
+    fn mixed_batch() -> Telemetry {
+        let mut t = batch(vec![
+            span(1, 1, Some("A")),
+            span(2, 1, None),
+            span(1, 2, None),
+            span(3, 1, Some("B")),
+            span(4, 1, Some("")),
+        ]);
+        if let Telemetry::Traces(rss) = &mut t {
+            let mut other = rss[0].clone();
+            other.resource = Some(Resource {
+                attributes: vec![crate::signal::string_attribute("session.id", "C")],
+                ..Default::default()
+            });
+            other.scope_spans[0].spans = vec![span(5, 1, None), span(3, 2, Some("B"))];
+            let mut second = other.scope_spans[0].clone();
+            second.scope = Some(Default::default());
+            second.schema_url = "s".into();
+            second.spans = vec![span(6, 1, None)];
+            other.scope_spans.push(second);
+            rss.push(other);
+            rss[0].scope_spans[0].spans[1]
+                .attributes
+                .push(crate::signal::attribute(
+                    "tenant",
+                    any_value::Value::IntValue(7),
+                ));
+        }
+        t
+    }
+
+    #[test]
+    fn an_encoded_request_splits_into_the_same_records_as_its_structs() {
+        let data = mixed_batch();
+        let mut bytes = Vec::new();
+        crate::convert::otlp_proto::encode_request(&data, &mut bytes);
+        for key in [
+            PartitionKey::Session(vec!["session.id".into()]),
+            PartitionKey::TraceId,
+            PartitionKey::Attribute("tenant".into()),
+        ] {
+            // Whole, and halved until each fits 120 bytes (down to one span).
+            for max in [MAX_RECORD_BYTES, 120] {
+                let (mut l1, mut l2) = (SessionLinks::new(10), SessionLinks::new(10));
+                let from_structs = user_records(
+                    partition(&data, &key, &mut l1, "fb"),
+                    Encoding::OtlpProto,
+                    false,
+                    max,
+                );
+                let parts = partition_encoded(&bytes, &key, &mut l2, "fb");
+                let keys: Vec<String> = parts.keys().map(|(k, _)| k.to_string()).collect();
+                let from_bytes = user_records_encoded(parts, false, max);
+                // The same records, but for field order inside a scope
+                // (the bytes keep the sender's).
+                let decoded = |r: &(Vec<UserRecord>, usize)| {
+                    let records: Vec<_> =
+                        r.0.iter()
+                            .map(|u| {
+                                let t = crate::convert::otlp_proto::decode_request(
+                                    crate::signal::Signal::Traces,
+                                    &u.data,
+                                )
+                                .unwrap();
+                                (u.key.clone(), t, u.items, u.data.len())
+                            })
+                            .collect();
+                    (records, r.1)
+                };
+                assert_eq!(
+                    decoded(&from_bytes),
+                    decoded(&from_structs),
+                    "{key:?}, {max} bytes"
+                );
+                let mut want: Vec<String> = from_structs.0.iter().map(|r| r.key.clone()).collect();
+                want.dedup();
+                assert_eq!(keys, want);
+                assert_eq!(l1.map, l2.map, "the same trace links");
+            }
+        }
+        // The session split: A (with its unnamed trace-1 span), trace 2's
+        // own key, B, an empty name as none (trace 4's key), C from the
+        // resource.
+        let (users, _) = user_records_encoded(
+            partition_encoded(
+                &bytes,
+                &PartitionKey::Session(vec!["session.id".into()]),
+                &mut SessionLinks::new(10),
+                "fb",
+            ),
+            false,
+            MAX_RECORD_BYTES,
+        );
+        let got: Vec<(String, usize)> = users.iter().map(|r| (r.key.clone(), r.items)).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("A".to_string(), 2),
+                (hex::encode([2u8; 16]), 1),
+                ("B".to_string(), 2),
+                (hex::encode([4u8; 16]), 1),
+                ("C".to_string(), 2),
+            ]
+        );
+        // One span over the limit alone is dropped and counted, as for structs.
+        let (users, dropped) = user_records_encoded(
+            partition_encoded(
+                &bytes,
+                &PartitionKey::TraceId,
+                &mut SessionLinks::new(10),
+                "fb",
+            ),
+            false,
+            40,
+        );
+        assert!(users.is_empty());
+        assert_eq!(dropped, 8);
+    }
+
     #[test]
     fn records_are_aggregated_per_shard_and_unpack_to_the_user_records() {
         // Two shards splitting the hash space in half, as CreateStream makes them.
@@ -754,7 +1081,7 @@ mod tests {
         );
         assert_eq!(dropped, 1);
         assert_eq!(records.iter().map(|r| r.items).sum::<usize>(), 40);
-        assert!(records.iter().all(|r| r.data.len() + 1 <= 10_000));
+        assert!(records.iter().all(|r| r.data.len() < 10_000));
         // Each decodes to its spans; gzip round-trips.
         let (gz, _) = user_records(
             vec![("A".into(), batch(vec![span(1, 1, None)]))],

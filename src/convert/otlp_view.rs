@@ -261,3 +261,64 @@ fn any_value(v: &[u8]) -> Value<'_> {
 
 #[cfg(test)]
 mod tests;
+
+/// Appends `v` as a protobuf varint.
+pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// The bytes `v` takes as a protobuf varint.
+pub fn varint_len(v: u64) -> usize {
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+/// Appends one `resource_spans` (`resource_logs`) field of an export
+/// request: `resource` (the `ResourceSpans` fields but its scopes) with one
+/// scope, `scope` (the `ScopeSpans` fields but its spans), holding `items`
+/// (whole span or log record fields, tag 2 as both messages number them),
+/// each with `extra` (a whole attribute field) appended to its body when
+/// given. Concatenated blocks are a request body.
+pub fn write_block(
+    out: &mut Vec<u8>,
+    resource: &[u8],
+    scope: &[u8],
+    items: &[&[u8]],
+    extra: Option<&[u8]>,
+) {
+    let item_len = |f: &[u8]| -> usize {
+        match extra {
+            None => f.len(),
+            Some(x) => {
+                let body = field_body(f).map_or(0, <[u8]>::len) + x.len();
+                1 + varint_len(body as u64) + body
+            }
+        }
+    };
+    let items_total: usize = items.iter().map(|f| item_len(f)).sum();
+    let scope_body = scope.len() + items_total;
+    let scope_field = 1 + varint_len(scope_body as u64) + scope_body;
+    let res_body = resource.len() + scope_field;
+    out.reserve(1 + 10 + res_body);
+    out.push(0x0a);
+    put_varint(out, res_body as u64);
+    out.extend_from_slice(resource);
+    out.push(0x12);
+    put_varint(out, scope_body as u64);
+    out.extend_from_slice(scope);
+    for f in items {
+        match extra {
+            None => out.extend_from_slice(f),
+            Some(x) => {
+                let body = field_body(f).unwrap_or_default();
+                out.push(0x12);
+                put_varint(out, (body.len() + x.len()) as u64);
+                out.extend_from_slice(body);
+                out.extend_from_slice(x);
+            }
+        }
+    }
+}

@@ -28,9 +28,10 @@ use crate::component::{
 };
 use crate::consumer::StartError;
 use crate::convert::kinesis::{self, Encoding, PartitionKey, Record, SessionLinks, ShardMap};
+use crate::convert::otlp_proto;
 use crate::settings::de::DeError;
 use crate::settings::types::{duration, QueueConfig, RetryConfig};
-use crate::signal::{Metadata, Signal, Telemetry};
+use crate::signal::{EncodedBatch, Metadata, Signal, Telemetry};
 
 /// `aws:`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -427,27 +428,54 @@ impl AwsKinesisExporter {
         map
     }
 
-    /// Builds a batch's records.
+    /// Builds a batch's records. An encoded traces batch is split as it
+    /// is (OTLP protobuf out); other encoded batches are decoded first.
     fn records(
         &self,
-        data: &Telemetry,
+        data: Batch<'_>,
         map: Option<&ShardMap>,
         pending: &mut Pending,
-    ) -> Vec<Record> {
+    ) -> Result<Vec<Record>, ExportError> {
         let fallback = format!("{:032x}", rand::random::<u128>());
-        let parts = match self.links.lock() {
-            Ok(mut links) => kinesis::partition(data, &self.partition, &mut links, &fallback),
-            Err(p) => kinesis::partition(data, &self.partition, &mut p.into_inner(), &fallback),
+        let mut links = match self.links.lock() {
+            Ok(l) => l,
+            Err(p) => p.into_inner(),
         };
-        let (users, too_large) =
-            kinesis::user_records(parts, self.encoding, self.gzip, self.max_record);
+        let (users, too_large) = match data {
+            Batch::Encoded(e)
+                if e.signal == Signal::Traces && self.encoding == Encoding::OtlpProto =>
+            {
+                let parts =
+                    kinesis::partition_encoded(&e.bytes, &self.partition, &mut links, &fallback);
+                drop(links);
+                kinesis::user_records_encoded(parts, self.gzip, self.max_record)
+            }
+            Batch::Encoded(e) => {
+                let decoded = otlp_proto::decode_request(e.signal, &e.bytes).map_err(|err| {
+                    ExportError::Permanent(format!("an encoded batch does not decode: {err}"))
+                })?;
+                let parts = kinesis::partition(&decoded, &self.partition, &mut links, &fallback);
+                drop(links);
+                kinesis::user_records(parts, self.encoding, self.gzip, self.max_record)
+            }
+            Batch::Structs(data) => {
+                let parts = kinesis::partition(data, &self.partition, &mut links, &fallback);
+                drop(links);
+                kinesis::user_records(parts, self.encoding, self.gzip, self.max_record)
+            }
+        };
         if too_large > 0 {
             self.counters.dropped_too_large.increment(too_large as u64);
             pending.dropped += too_large;
             tracing::error!(exporter = %self.name, items = too_large, max = self.max_record,
                 "an item alone is larger than a Kinesis record; dropped");
         }
-        kinesis::aggregate(users, map, self.aggregation, self.max_record)
+        Ok(kinesis::aggregate(
+            users,
+            map,
+            self.aggregation,
+            self.max_record,
+        ))
     }
 
     /// Waits until the shards of `call` have the budget for it, then takes it.
@@ -660,11 +688,57 @@ impl Export for AwsKinesisExporter {
         _metadata: &Metadata,
         progress: &mut Pending,
     ) -> Result<ExportOk, ExportError> {
+        self.deliver(Batch::Structs(data), progress).await
+    }
+
+    fn takes_encoded(&self) -> bool {
+        true
+    }
+
+    async fn export_encoded(
+        &self,
+        data: &EncodedBatch,
+        _metadata: &Metadata,
+        progress: &mut Pending,
+    ) -> Result<ExportOk, ExportError> {
+        self.deliver(Batch::Encoded(data), progress).await
+    }
+
+    fn pending(&self, _data: &Telemetry, progress: &Pending) -> Option<usize> {
+        progress.pending()
+    }
+
+    fn pending_encoded(&self, _data: &EncodedBatch, progress: &Pending) -> Option<usize> {
+        progress.pending()
+    }
+}
+
+/// A batch as the pipeline handed it over.
+enum Batch<'a> {
+    Structs(&'a Telemetry),
+    Encoded(&'a EncodedBatch),
+}
+
+impl Pending {
+    fn pending(&self) -> Option<usize> {
+        self.records
+            .as_ref()
+            .map(|r| r.iter().map(|r| r.items).sum())
+    }
+}
+
+impl AwsKinesisExporter {
+    /// Sends what of `data` `progress` has not seen accepted.
+    async fn deliver(
+        &self,
+        data: Batch<'_>,
+        progress: &mut Pending,
+    ) -> Result<ExportOk, ExportError> {
         let client = self.client().await?;
         let map = self.shard_map(&client).await;
         let records = match progress.records.take() {
             Some(r) => r,
-            None => self.records(data, map.as_deref(), progress),
+            None => self.records(data, map.as_deref(), progress)?,
         };
         // Shards may have changed since the records were made (a reshard):
         // place them on the current map for the budget.
@@ -758,13 +832,6 @@ impl Export for AwsKinesisExporter {
             reason: format!("{n} of {total} records not accepted: {}", notes.join("; ")),
             retry_after: None,
         })
-    }
-
-    fn pending(&self, _data: &Telemetry, progress: &Pending) -> Option<usize> {
-        progress
-            .records
-            .as_ref()
-            .map(|r| r.iter().map(|r| r.items).sum())
     }
 }
 

@@ -346,6 +346,7 @@ impl Export for OtlpExporter {
         &self,
         data: &EncodedBatch,
         metadata: &Metadata,
+        _progress: &mut (),
     ) -> Result<ExportOk, ExportError> {
         self.send(data.signal, data.bytes.clone(), metadata).await
     }

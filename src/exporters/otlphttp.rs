@@ -456,6 +456,7 @@ impl Export for OtlpHttpExporter {
         &self,
         data: &EncodedBatch,
         metadata: &Metadata,
+        _progress: &mut Option<Requests>,
     ) -> Result<ExportOk, ExportError> {
         if self.encoding != HttpEncoding::Proto {
             return Err(ExportError::Permanent(

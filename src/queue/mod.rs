@@ -823,6 +823,7 @@ mod tests {
             &self,
             data: &EncodedBatch,
             _metadata: &Metadata,
+            _progress: &mut (),
         ) -> Result<ExportOk, ExportError> {
             if self.fail_first.load(Ordering::SeqCst) > 0 {
                 self.fail_first.fetch_sub(1, Ordering::SeqCst);

@@ -271,6 +271,12 @@ service:
     assert_eq!(distinct.len(), n, "every span in the stream");
     assert_eq!(names.len(), n, "and none twice");
 
+    let text = String::from_utf8_lossy(
+        &http_request("GET", metrics, "/metrics", &[], Vec::new())
+            .await
+            .body,
+    )
+    .to_string();
     let log = proxy.log.lock().unwrap();
     assert!(
         log.throttled_calls >= 2,
@@ -299,12 +305,6 @@ service:
         records,
         "the stream holds every record once"
     );
-    let text = String::from_utf8_lossy(
-        &http_request("GET", metrics, "/metrics", &[], Vec::new())
-            .await
-            .body,
-    )
-    .to_string();
     assert_eq!(
         metric(&text, "spanwire_kinesis_records_retried_total", &[]),
         log.failed_instances as f64,

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use super::policy::{combine, Policies, Summary};
 use crate::consumer::Acks;
 use crate::convert::otlp_index::{self, Invalid};
-use crate::convert::otlp_view::{self, SpanView, Value};
+use crate::convert::otlp_view::{self, put_varint, SpanView, Value};
 use crate::signal::Signal;
 
 /// What a group is.
@@ -719,18 +719,6 @@ fn count(v: &Value<'_>) -> u64 {
     }
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn varint_len(v: u64) -> usize {
-    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
-}
-
 /// A `KeyValue` field (tag 9 of a span) `tailsampling.policy` = `name`.
 fn policy_attribute(name: &str) -> Vec<u8> {
     let key = b"tailsampling.policy";
@@ -750,41 +738,9 @@ fn policy_attribute(name: &str) -> Vec<u8> {
 }
 
 /// Writes one `resource_spans` field: `header`'s resource with one scope
-/// holding `spans` (whole span fields), each with `extra` (a whole
-/// attribute field) appended to its body when given.
+/// holding `spans` (whole span fields), each with `extra` appended.
 fn write_block(out: &mut Vec<u8>, header: &Header, spans: &[&[u8]], extra: Option<&[u8]>) {
-    let span_len = |f: &[u8]| -> usize {
-        match extra {
-            None => f.len(),
-            Some(x) => {
-                let body = otlp_view::field_body(f).map_or(0, <[u8]>::len) + x.len();
-                1 + varint_len(body as u64) + body
-            }
-        }
-    };
-    let spans_total: usize = spans.iter().map(|f| span_len(f)).sum();
-    let scope_body = header.scope.len() + spans_total;
-    let scope_field = 1 + varint_len(scope_body as u64) + scope_body;
-    let res_body = header.resource.len() + scope_field;
-    out.reserve(1 + 10 + res_body);
-    out.push(0x0a);
-    put_varint(out, res_body as u64);
-    out.extend_from_slice(&header.resource);
-    out.push(0x12);
-    put_varint(out, scope_body as u64);
-    out.extend_from_slice(&header.scope);
-    for f in spans {
-        match extra {
-            None => out.extend_from_slice(f),
-            Some(x) => {
-                let body = otlp_view::field_body(f).unwrap_or_default();
-                out.push(0x12);
-                put_varint(out, (body.len() + x.len()) as u64);
-                out.extend_from_slice(body);
-                out.extend_from_slice(x);
-            }
-        }
-    }
+    otlp_view::write_block(out, &header.resource, &header.scope, spans, extra);
 }
 
 #[cfg(test)]
