@@ -447,6 +447,9 @@ pub struct EncodedParts<'a> {
     parts: Vec<(String, Vec<SpanRef<'a>>)>,
 }
 
+/// The attributes of a span or resource that name a key, as read.
+type KeyAttrs<'a> = Vec<(&'a str, Value<'a>)>;
+
 /// One span of an encoded request: its block's index and its whole field.
 type SpanRef<'a> = (usize, &'a [u8]);
 
@@ -488,87 +491,79 @@ pub fn partition_encoded<'a>(
 ) -> EncodedParts<'a> {
     let mut out = EncodedParts::default();
     let mut index: HashMap<String, usize> = HashMap::new();
-    let mut res_fields = Vec::new();
-    let mut scope_fields = Vec::new();
-    let mut scopes: Vec<&[u8]> = Vec::new();
-    let mut spans: Vec<(&[u8], &[u8])> = Vec::new();
     let keys: &[String] = match key {
         PartitionKey::Session(keys) => keys,
         PartitionKey::Attribute(a) => std::slice::from_ref(a),
         PartitionKey::TraceId => &[],
     };
-    for (tag, _, rs) in otlp_view::raw_fields(request) {
-        let (1, Some(rs)) = (tag, rs) else { continue };
-        res_fields.clear();
-        scopes.clear();
-        for (t, whole, inner) in otlp_view::raw_fields(rs) {
-            match (t, inner) {
-                (2, Some(ss)) => scopes.push(ss),
-                _ => res_fields.extend_from_slice(whole),
-            }
+    let mut last_resource: Option<(&[u8], KeyAttrs<'_>)> = None;
+    otlp_view::for_each_scope(request, |scope| {
+        // The resource's key attributes, read once per resource.
+        let here = scope.resource_body;
+        if last_resource
+            .as_ref()
+            .is_none_or(|(r, _)| !std::ptr::eq(*r, here))
+        {
+            let attrs = if keys.is_empty() {
+                Vec::new()
+            } else {
+                let resource = otlp_view::message_in(scope.resource_body, 1).unwrap_or_default();
+                otlp_view::attributes_in(resource, 1)
+                    .filter(|(k, _)| keys.iter().any(|w| w == k))
+                    .collect()
+            };
+            last_resource = Some((here, attrs));
         }
-        let res_attrs: Vec<(&str, Value<'_>)> = if keys.is_empty() {
-            Vec::new()
-        } else {
-            otlp_view::attributes_in(otlp_view::message_in(rs, 1).unwrap_or_default(), 1)
-                .filter(|(k, _)| keys.iter().any(|w| w == k))
-                .collect()
-        };
-        for ss in &scopes {
-            scope_fields.clear();
-            spans.clear();
-            for (t, whole, inner) in otlp_view::raw_fields(ss) {
-                match (t, inner) {
-                    (2, Some(body)) => spans.push((whole, body)),
-                    _ => scope_fields.extend_from_slice(whole),
+        let res_attrs = last_resource
+            .as_ref()
+            .map_or(&[][..], |(_, a)| a.as_slice());
+        let block = out.blocks.len();
+        out.blocks
+            .push((scope.resource_fields.to_vec(), scope.scope_fields.to_vec()));
+        for (field, body) in scope.items {
+            let view = otlp_view::SpanView::of_body(body);
+            let attrs: KeyAttrs<'_> = if keys.is_empty() {
+                Vec::new()
+            } else {
+                view.attributes()
+                    .filter(|(k, _)| keys.iter().any(|w| w == k))
+                    .collect()
+            };
+            let k = match key {
+                PartitionKey::TraceId => hex::encode(view.trace_id),
+                PartitionKey::Attribute(_) => {
+                    first_of_view(keys, &attrs, res_attrs).unwrap_or_else(|| fallback.to_string())
                 }
-            }
-            let block = out.blocks.len();
-            out.blocks.push((res_fields.clone(), scope_fields.clone()));
-            for (field, body) in &spans {
-                let view = otlp_view::SpanView::of_body(body);
-                let attrs: Vec<(&str, Value<'_>)> = if keys.is_empty() {
-                    Vec::new()
-                } else {
-                    view.attributes()
-                        .filter(|(k, _)| keys.iter().any(|w| w == k))
-                        .collect()
-                };
-                let k = match key {
-                    PartitionKey::TraceId => hex::encode(view.trace_id),
-                    PartitionKey::Attribute(_) => first_of_view(keys, &attrs, &res_attrs)
-                        .unwrap_or_else(|| fallback.to_string()),
-                    PartitionKey::Session(_) => match first_of_view(keys, &attrs, &res_attrs) {
-                        Some(s) => {
-                            links.link(view.trace_id, &s);
-                            s
-                        }
-                        None => links
-                            .map
-                            .get(view.trace_id)
-                            .cloned()
-                            .unwrap_or_else(|| hex::encode(view.trace_id)),
-                    },
-                };
-                let k = cut_key(if k.is_empty() {
-                    fallback.to_string()
-                } else {
-                    k
-                });
-                let i = match index.get(&k) {
-                    Some(i) => *i,
-                    None => {
-                        index.insert(k.clone(), out.parts.len());
-                        out.parts.push((k, Vec::new()));
-                        out.parts.len() - 1
+                PartitionKey::Session(_) => match first_of_view(keys, &attrs, res_attrs) {
+                    Some(s) => {
+                        links.link(view.trace_id, &s);
+                        s
                     }
-                };
-                if let Some((_, list)) = out.parts.get_mut(i) {
-                    list.push((block, *field));
+                    None => links
+                        .map
+                        .get(view.trace_id)
+                        .cloned()
+                        .unwrap_or_else(|| hex::encode(view.trace_id)),
+                },
+            };
+            let k = cut_key(if k.is_empty() {
+                fallback.to_string()
+            } else {
+                k
+            });
+            let i = match index.get(&k) {
+                Some(i) => *i,
+                None => {
+                    index.insert(k.clone(), out.parts.len());
+                    out.parts.push((k, Vec::new()));
+                    out.parts.len() - 1
                 }
+            };
+            if let Some((_, list)) = out.parts.get_mut(i) {
+                list.push((block, *field));
             }
         }
-    }
+    });
     out
 }
 

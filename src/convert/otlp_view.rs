@@ -322,3 +322,52 @@ pub fn write_block(
         }
     }
 }
+
+/// One scope of an encoded export request, as [`for_each_scope`] finds it.
+#[derive(Debug, Clone, Copy)]
+pub struct Scope<'a, 'b> {
+    /// The `ResourceSpans` (`ResourceLogs`) body it is in.
+    pub resource_body: &'a [u8],
+    /// That body's fields but its scopes.
+    pub resource_fields: &'b [u8],
+    /// The `ScopeSpans` (`ScopeLogs`) fields but its items.
+    pub scope_fields: &'b [u8],
+    /// Its spans (log records): each one's whole field and its body.
+    pub items: &'b [(&'a [u8], &'a [u8])],
+}
+
+/// Calls `f` with each scope of a traces (logs) export request body, in
+/// order: the pieces [`write_block`] puts together again.
+pub fn for_each_scope<'a>(request: &'a [u8], mut f: impl FnMut(Scope<'a, '_>)) {
+    let mut resource_fields = Vec::new();
+    let mut scope_fields = Vec::new();
+    let mut scopes: Vec<&[u8]> = Vec::new();
+    let mut items: Vec<(&[u8], &[u8])> = Vec::new();
+    for (tag, _, rs) in raw_fields(request) {
+        let (1, Some(rs)) = (tag, rs) else { continue };
+        resource_fields.clear();
+        scopes.clear();
+        for (t, whole, inner) in raw_fields(rs) {
+            match (t, inner) {
+                (2, Some(ss)) => scopes.push(ss),
+                _ => resource_fields.extend_from_slice(whole),
+            }
+        }
+        for ss in &scopes {
+            scope_fields.clear();
+            items.clear();
+            for (t, whole, inner) in raw_fields(ss) {
+                match (t, inner) {
+                    (2, Some(body)) => items.push((whole, body)),
+                    _ => scope_fields.extend_from_slice(whole),
+                }
+            }
+            f(Scope {
+                resource_body: rs,
+                resource_fields: &resource_fields,
+                scope_fields: &scope_fields,
+                items: &items,
+            });
+        }
+    }
+}

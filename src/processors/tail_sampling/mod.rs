@@ -485,7 +485,7 @@ impl Sender {
         };
         let next = self.next.as_ref();
         let result = if next.takes_encoded() {
-            match offer_until_taken(
+            let offered = offer_until_taken(
                 batch,
                 out.acks,
                 backoff,
@@ -493,15 +493,8 @@ impl Sender {
                 |d, a| next.consume_encoded(d, a),
                 |_| {},
             )
-            .await
-            {
-                Offered::Taken => Ok(()),
-                Offered::Failed(r) => Err(r),
-                Offered::Stopped(r) => {
-                    r.acks.mark(AckOutcome::Abandoned);
-                    Err(format!("shutdown deadline: {}", r.reason))
-                }
-            }
+            .await;
+            settle(offered)
         } else {
             let data = match crate::convert::otlp_proto::decode_batch(&batch) {
                 Ok(d) => d,
@@ -512,7 +505,7 @@ impl Sender {
                     return;
                 }
             };
-            match offer_until_taken(
+            let offered = offer_until_taken(
                 data,
                 out.acks,
                 backoff,
@@ -520,18 +513,24 @@ impl Sender {
                 |d, a| next.consume(d, a),
                 |_| {},
             )
-            .await
-            {
-                Offered::Taken => Ok(()),
-                Offered::Failed(r) => Err(r),
-                Offered::Stopped(r) => {
-                    r.acks.mark(AckOutcome::Abandoned);
-                    Err(format!("shutdown deadline: {}", r.reason))
-                }
-            }
+            .await;
+            settle(offered)
         };
         if let Err(reason) = result {
             tracing::error!(processor = %self.name, spans = n, %reason, "kept spans were not passed on");
+        }
+    }
+}
+
+/// What an offer came to: the spans given up at the shutdown deadline are
+/// marked abandoned (a Kinesis consumer reads them again).
+fn settle<T: std::fmt::Debug>(offered: Offered<T>) -> Result<(), String> {
+    match offered {
+        Offered::Taken => Ok(()),
+        Offered::Failed(r) => Err(r),
+        Offered::Stopped(r) => {
+            r.acks.mark(AckOutcome::Abandoned);
+            Err(format!("shutdown deadline: {}", r.reason))
         }
     }
 }

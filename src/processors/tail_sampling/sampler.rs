@@ -267,53 +267,34 @@ impl Sampler {
         self.intake += 1;
         let mut late_added = false;
         let mut touched: Vec<(Key, bool)> = Vec::new();
-        let mut res_fields = Vec::new();
-        let mut scopes: Vec<&[u8]> = Vec::new();
-        let mut scope_fields = Vec::new();
-        let mut spans: Vec<(&[u8], &[u8])> = Vec::new();
-        for (tag, _, rs) in otlp_view::raw_fields(request) {
-            let (1, Some(rs)) = (tag, rs) else { continue };
-            res_fields.clear();
-            scopes.clear();
-            for (t, whole, inner) in otlp_view::raw_fields(rs) {
-                match (t, inner) {
-                    (2, Some(ss)) => scopes.push(ss),
-                    _ => res_fields.extend_from_slice(whole),
-                }
-            }
-            for ss in &scopes {
-                scope_fields.clear();
-                spans.clear();
-                for (t, whole, inner) in otlp_view::raw_fields(ss) {
-                    match (t, inner) {
-                        (2, Some(body)) => spans.push((whole, body)),
-                        _ => scope_fields.extend_from_slice(whole),
+        otlp_view::for_each_scope(request, |scope| {
+            let header = self.header(
+                scope.resource_body,
+                scope.resource_fields,
+                scope.scope_fields,
+            );
+            for (field, body) in scope.items {
+                let view = SpanView::of_body(body);
+                let (summary, named) = self.read_span(&view, &header);
+                let named = named.map(str::as_bytes).or(header.session.as_deref());
+                let key = self.key_of(&view, named);
+                match self.decided.map.get(&key[..]) {
+                    Some(true) => {
+                        self.stats.late_kept += 1;
+                        write_block(&mut late.bytes, &header, &[field], None);
+                        late.spans += 1;
+                        late_added = true;
+                        continue;
                     }
-                }
-                let header = self.header(rs, &res_fields, &scope_fields);
-                for (field, body) in &spans {
-                    let view = SpanView::of_body(body);
-                    let (summary, named) = self.read_span(&view, &header);
-                    let named = named.map(str::as_bytes).or(header.session.as_deref());
-                    let key = self.key_of(&view, named);
-                    match self.decided.map.get(&key[..]) {
-                        Some(true) => {
-                            self.stats.late_kept += 1;
-                            write_block(&mut late.bytes, &header, &[field], None);
-                            late.spans += 1;
-                            late_added = true;
-                            continue;
-                        }
-                        Some(false) => {
-                            self.stats.late_dropped += 1;
-                            continue;
-                        }
-                        None => {}
+                    Some(false) => {
+                        self.stats.late_dropped += 1;
+                        continue;
                     }
-                    self.add(key, summary, field, &header, acks, &mut touched);
+                    None => {}
                 }
+                self.add(key, summary, field, &header, acks, &mut touched);
             }
-        }
+        });
         if late_added {
             late.acks.extend(acks.clone());
         }

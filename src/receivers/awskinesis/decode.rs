@@ -80,13 +80,8 @@ pub fn record(
     now_unix_nano: u64,
     out: &mut Decoded,
 ) {
-    let parts = match cwl::deaggregate(data) {
-        Ok(p) => p,
-        Err(e) => {
-            out.bad_records += 1;
-            tracing::warn!(shard, sequence, error = %e, "skipping a Kinesis record");
-            return;
-        }
+    let Some(parts) = user_records(data, shard, sequence, out) else {
+        return;
     };
     for part in parts {
         let env = match cwl::decode_envelope(&part, max_bytes) {
@@ -124,6 +119,24 @@ pub fn record(
     }
 }
 
+/// A record's user records (KPL-aggregated or not); a record that does
+/// not unpack is counted and skipped.
+fn user_records<'a>(
+    data: &'a [u8],
+    shard: &str,
+    sequence: &str,
+    out: &mut Decoded,
+) -> Option<Vec<std::borrow::Cow<'a, [u8]>>> {
+    match cwl::deaggregate(data) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            out.bad_records += 1;
+            tracing::warn!(shard, sequence, error = %e, "skipping a Kinesis record");
+            None
+        }
+    }
+}
+
 /// Reads one Kinesis record of OTLP export requests (KPL-aggregated or
 /// not, each optionally gzipped) into `out.otlp`.
 pub fn otlp_record(
@@ -135,13 +148,8 @@ pub fn otlp_record(
     max_bytes: usize,
     out: &mut Decoded,
 ) {
-    let parts = match cwl::deaggregate(data) {
-        Ok(p) => p,
-        Err(e) => {
-            out.bad_records += 1;
-            tracing::warn!(shard, sequence, error = %e, "skipping a Kinesis record");
-            return;
-        }
+    let Some(parts) = user_records(data, shard, sequence, out) else {
+        return;
     };
     for part in parts {
         let read = gunzip_if_gzip(&part, max_bytes).and_then(|bytes| {
