@@ -665,7 +665,9 @@ impl Agg {
                 shard,
             });
         }
+        // Magic, body, then the body's MD5: written in place, one copy.
         let mut body = Vec::with_capacity(self.size);
+        body.extend_from_slice(&KPL_MAGIC);
         for k in &self.keys {
             body.push(0x0a);
             put_varint(&mut body, k.len());
@@ -683,11 +685,9 @@ impl Agg {
             put_varint(&mut body, r.data.len());
             body.extend_from_slice(&r.data);
         }
-        let digest = Md5::digest(&body);
-        let mut data = Vec::with_capacity(body.len() + 20);
-        data.extend_from_slice(&KPL_MAGIC);
-        data.extend_from_slice(&body);
-        data.extend_from_slice(&digest);
+        let digest = Md5::digest(&body[KPL_MAGIC.len()..]);
+        body.extend_from_slice(&digest);
+        let data = body;
         let partition_key = records.swap_remove(0).1.key;
         Some(Record {
             partition_key,
