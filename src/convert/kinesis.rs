@@ -16,6 +16,7 @@
 //!    which the `awskinesis` receiver and every KCL consumer unpack. Without
 //!    a shard map, only user records of the same key are packed together.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 
@@ -189,14 +190,18 @@ fn first_of(keys: &[String], attrs: &[KeyValue], res: &[KeyValue]) -> Option<Str
 
 /// `s` cut to a valid partition key (1–256 bytes on a character boundary).
 fn cut_key(mut s: String) -> String {
-    if s.len() > MAX_PARTITION_KEY {
-        let mut end = MAX_PARTITION_KEY;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-    }
+    let end = cut_str(&s).len();
+    s.truncate(end);
     s
+}
+
+/// `s` cut to at most [`MAX_PARTITION_KEY`] bytes on a character boundary.
+fn cut_str(s: &str) -> &str {
+    let mut end = s.len().min(MAX_PARTITION_KEY);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// Splits a batch by partition key, keeping each item's resource and
@@ -409,24 +414,24 @@ fn put_varint(out: &mut Vec<u8>, v: usize) {
 }
 
 /// A value as partition key text: what [`text`] makes of the same value
-/// decoded.
-fn view_text(v: &Value<'_>) -> Option<String> {
+/// decoded (a string borrowed from the request).
+fn view_text<'a>(v: &Value<'a>) -> Option<Cow<'a, str>> {
     match v {
-        Value::Str(s) if !s.is_empty() => Some((*s).to_string()),
-        Value::Int(i) => Some(i.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        Value::Double(d) => Some(d.to_string()),
+        Value::Str(s) if !s.is_empty() => Some(Cow::Borrowed(*s)),
+        Value::Int(i) => Some(Cow::Owned(i.to_string())),
+        Value::Bool(b) => Some(Cow::Owned(b.to_string())),
+        Value::Double(d) => Some(Cow::Owned(d.to_string())),
         _ => None,
     }
 }
 
 /// The first of `keys` on the span (`attrs`: its attribute fields), then on
 /// its resource, as [`first_of`] reads decoded attributes.
-fn first_of_view(
+fn first_of_view<'a>(
     keys: &[String],
-    attrs: &[(&str, Value<'_>)],
-    res: &[(&str, Value<'_>)],
-) -> Option<String> {
+    attrs: &[(&'a str, Value<'a>)],
+    res: &[(&'a str, Value<'a>)],
+) -> Option<Cow<'a, str>> {
     keys.iter().find_map(|k| {
         attrs
             .iter()
@@ -454,11 +459,6 @@ type KeyAttrs<'a> = Vec<(&'a str, Value<'a>)>;
 type SpanRef<'a> = (usize, &'a [u8]);
 
 impl EncodedParts<'_> {
-    /// The partition keys, in first-seen order, and each one's span count.
-    pub fn keys(&self) -> impl Iterator<Item = (&str, usize)> {
-        self.parts.iter().map(|(k, s)| (k.as_str(), s.len()))
-    }
-
     /// Writes `spans` as an export request body.
     fn encode(&self, spans: &[SpanRef<'_>], out: &mut Vec<u8>) {
         let mut run: Vec<&[u8]> = Vec::new();
@@ -496,66 +496,55 @@ pub fn partition_encoded<'a>(
         PartitionKey::Attribute(a) => std::slice::from_ref(a),
         PartitionKey::TraceId => &[],
     };
-    let mut last_resource: Option<(&[u8], KeyAttrs<'_>)> = None;
+    // The key attributes of the current resource and span (buffers reused).
+    let mut res_attrs: KeyAttrs<'a> = Vec::new();
+    let mut attrs: KeyAttrs<'a> = Vec::new();
     otlp_view::for_each_scope(request, |scope| {
-        // The resource's key attributes, read once per resource.
-        let here = scope.resource_body;
-        if last_resource
-            .as_ref()
-            .is_none_or(|(r, _)| !std::ptr::eq(*r, here))
-        {
-            let attrs = if keys.is_empty() {
-                Vec::new()
-            } else {
+        if scope.first_in_resource {
+            res_attrs.clear();
+            if !keys.is_empty() {
                 let resource = otlp_view::message_in(scope.resource_body, 1).unwrap_or_default();
-                otlp_view::attributes_in(resource, 1)
-                    .filter(|(k, _)| keys.iter().any(|w| w == k))
-                    .collect()
-            };
-            last_resource = Some((here, attrs));
+                res_attrs.extend(
+                    otlp_view::attributes_in(resource, 1)
+                        .filter(|(k, _)| keys.iter().any(|w| w == k)),
+                );
+            }
         }
-        let res_attrs = last_resource
-            .as_ref()
-            .map_or(&[][..], |(_, a)| a.as_slice());
         let block = out.blocks.len();
         out.blocks
             .push((scope.resource_fields.to_vec(), scope.scope_fields.to_vec()));
         for (field, body) in scope.items {
             let view = otlp_view::SpanView::of_body(body);
-            let attrs: KeyAttrs<'_> = if keys.is_empty() {
-                Vec::new()
-            } else {
-                view.attributes()
-                    .filter(|(k, _)| keys.iter().any(|w| w == k))
-                    .collect()
-            };
-            let k = match key {
-                PartitionKey::TraceId => hex::encode(view.trace_id),
+            attrs.clear();
+            if !keys.is_empty() {
+                attrs.extend(
+                    view.attributes()
+                        .filter(|(k, _)| keys.iter().any(|w| w == k)),
+                );
+            }
+            let k: Cow<'_, str> = match key {
+                PartitionKey::TraceId => Cow::Owned(hex::encode(view.trace_id)),
                 PartitionKey::Attribute(_) => {
-                    first_of_view(keys, &attrs, res_attrs).unwrap_or_else(|| fallback.to_string())
+                    first_of_view(keys, &attrs, &res_attrs).unwrap_or(Cow::Borrowed(fallback))
                 }
-                PartitionKey::Session(_) => match first_of_view(keys, &attrs, res_attrs) {
+                PartitionKey::Session(_) => match first_of_view(keys, &attrs, &res_attrs) {
                     Some(s) => {
                         links.link(view.trace_id, &s);
                         s
                     }
-                    None => links
-                        .map
-                        .get(view.trace_id)
-                        .cloned()
-                        .unwrap_or_else(|| hex::encode(view.trace_id)),
+                    None => match links.map.get(view.trace_id) {
+                        Some(s) => Cow::Borrowed(s.as_str()),
+                        None => Cow::Owned(hex::encode(view.trace_id)),
+                    },
                 },
             };
-            let k = cut_key(if k.is_empty() {
-                fallback.to_string()
-            } else {
-                k
-            });
-            let i = match index.get(&k) {
+            // The key as `partition` makes it; allocated once per new key.
+            let k = cut_str(if k.is_empty() { fallback } else { &k });
+            let i = match index.get(k) {
                 Some(i) => *i,
                 None => {
-                    index.insert(k.clone(), out.parts.len());
-                    out.parts.push((k, Vec::new()));
+                    index.insert(k.to_string(), out.parts.len());
+                    out.parts.push((k.to_string(), Vec::new()));
                     out.parts.len() - 1
                 }
             };
@@ -915,7 +904,7 @@ mod tests {
                     max,
                 );
                 let parts = partition_encoded(&bytes, &key, &mut l2, "fb");
-                let keys: Vec<String> = parts.keys().map(|(k, _)| k.to_string()).collect();
+                let keys: Vec<String> = parts.parts.iter().map(|(k, _)| k.clone()).collect();
                 let from_bytes = user_records_encoded(parts, false, max);
                 // The same records, but for field order inside a scope
                 // (the bytes keep the sender's).

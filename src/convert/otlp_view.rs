@@ -328,6 +328,8 @@ pub fn write_block(
 pub struct Scope<'a, 'b> {
     /// The `ResourceSpans` (`ResourceLogs`) body it is in.
     pub resource_body: &'a [u8],
+    /// Whether it is the first scope of that resource.
+    pub first_in_resource: bool,
     /// That body's fields but its scopes.
     pub resource_fields: &'b [u8],
     /// The `ScopeSpans` (`ScopeLogs`) fields but its items.
@@ -353,7 +355,7 @@ pub fn for_each_scope<'a>(request: &'a [u8], mut f: impl FnMut(Scope<'a, '_>)) {
                 _ => resource_fields.extend_from_slice(whole),
             }
         }
-        for ss in &scopes {
+        for (n, ss) in scopes.iter().enumerate() {
             scope_fields.clear();
             items.clear();
             for (t, whole, inner) in raw_fields(ss) {
@@ -364,6 +366,7 @@ pub fn for_each_scope<'a>(request: &'a [u8], mut f: impl FnMut(Scope<'a, '_>)) {
             }
             f(Scope {
                 resource_body: rs,
+                first_in_resource: n == 0,
                 resource_fields: &resource_fields,
                 scope_fields: &scope_fields,
                 items: &items,

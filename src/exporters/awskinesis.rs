@@ -31,7 +31,7 @@ use crate::convert::kinesis::{self, Encoding, PartitionKey, Record, SessionLinks
 use crate::convert::otlp_proto;
 use crate::settings::de::DeError;
 use crate::settings::types::{duration, QueueConfig, RetryConfig};
-use crate::signal::{EncodedBatch, Metadata, Signal, Telemetry};
+use crate::signal::{EncodedBatch, Metadata, Payload, Signal, Telemetry};
 
 /// `aws:`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -432,7 +432,7 @@ impl AwsKinesisExporter {
     /// is (OTLP protobuf out); other encoded batches are decoded first.
     fn records(
         &self,
-        data: Batch<'_>,
+        data: &Payload,
         map: Option<&ShardMap>,
         pending: &mut Pending,
     ) -> Result<Vec<Record>, ExportError> {
@@ -442,7 +442,7 @@ impl AwsKinesisExporter {
             Err(p) => p.into_inner(),
         };
         let (users, too_large) = match data {
-            Batch::Encoded(e)
+            Payload::Encoded(e)
                 if e.signal == Signal::Traces && self.encoding == Encoding::OtlpProto =>
             {
                 let parts =
@@ -450,16 +450,21 @@ impl AwsKinesisExporter {
                 drop(links);
                 kinesis::user_records_encoded(parts, self.gzip, self.max_record)
             }
-            Batch::Encoded(e) => {
-                let decoded = otlp_proto::decode_request(e.signal, &e.bytes).map_err(|err| {
-                    ExportError::Permanent(format!("an encoded batch does not decode: {err}"))
-                })?;
-                let parts = kinesis::partition(&decoded, &self.partition, &mut links, &fallback);
-                drop(links);
-                kinesis::user_records(parts, self.encoding, self.gzip, self.max_record)
-            }
-            Batch::Structs(data) => {
-                let parts = kinesis::partition(data, &self.partition, &mut links, &fallback);
+            _ => {
+                let decoded;
+                let structs = match data {
+                    Payload::Structs(d) => &**d,
+                    Payload::Encoded(e) => {
+                        decoded =
+                            otlp_proto::decode_request(e.signal, &e.bytes).map_err(|err| {
+                                ExportError::Permanent(format!(
+                                    "an encoded batch does not decode: {err}"
+                                ))
+                            })?;
+                        &decoded
+                    }
+                };
+                let parts = kinesis::partition(structs, &self.partition, &mut links, &fallback);
                 drop(links);
                 kinesis::user_records(parts, self.encoding, self.gzip, self.max_record)
             }
@@ -688,7 +693,8 @@ impl Export for AwsKinesisExporter {
         _metadata: &Metadata,
         progress: &mut Pending,
     ) -> Result<ExportOk, ExportError> {
-        self.deliver(Batch::Structs(data), progress).await
+        self.deliver(&Payload::Structs(data.clone()), progress)
+            .await
     }
 
     fn takes_encoded(&self) -> bool {
@@ -701,7 +707,8 @@ impl Export for AwsKinesisExporter {
         _metadata: &Metadata,
         progress: &mut Pending,
     ) -> Result<ExportOk, ExportError> {
-        self.deliver(Batch::Encoded(data), progress).await
+        self.deliver(&Payload::Encoded(data.clone()), progress)
+            .await
     }
 
     fn pending(&self, _data: &Telemetry, progress: &Pending) -> Option<usize> {
@@ -711,12 +718,6 @@ impl Export for AwsKinesisExporter {
     fn pending_encoded(&self, _data: &EncodedBatch, progress: &Pending) -> Option<usize> {
         progress.pending()
     }
-}
-
-/// A batch as the pipeline handed it over.
-enum Batch<'a> {
-    Structs(&'a Telemetry),
-    Encoded(&'a EncodedBatch),
 }
 
 impl Pending {
@@ -731,7 +732,7 @@ impl AwsKinesisExporter {
     /// Sends what of `data` `progress` has not seen accepted.
     async fn deliver(
         &self,
-        data: Batch<'_>,
+        data: &Payload,
         progress: &mut Pending,
     ) -> Result<ExportOk, ExportError> {
         let client = self.client().await?;
