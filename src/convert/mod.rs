@@ -5,6 +5,7 @@ pub mod bedrock;
 pub mod cwl;
 pub mod ecs_stats;
 pub mod emf;
+pub mod genai;
 pub(crate) mod json;
 pub mod kinesis;
 pub mod log_events;
