@@ -23,18 +23,22 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use opentelemetry_proto::tonic::common::v1::{any_value, KeyValue};
+use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::metrics::v1::{
     metric::Data, number_data_point, AggregationTemporality, Gauge, Histogram, HistogramDataPoint,
     Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, status::StatusCode, Span};
+use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, Span};
 use serde::Deserialize;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::component::{ComponentId, Connector, ConnectorFactory, Factory};
+use crate::convert::genai::{
+    self, Attribution, FailureKind, Keys, Outcome, Price, Pricing, Role, Settled, TraceNumbers,
+    Tracker, TrackerLimits,
+};
 use crate::consumer::{Acks, BoxConsumer, Consumers, StartError};
 use crate::settings::de::DeError;
 use crate::settings::types::duration;
@@ -86,10 +90,35 @@ pub struct AgentMetricsConfig {
     /// Also count spans that are not GenAI spans (`span.calls`, `span.duration`).
     #[serde(default = "yes")]
     pub generic_span_metrics: bool,
-    /// Per-model prices per 1,000 tokens (`{model: {input, output}}`, as the
-    /// `live` exporter's): `agent.cost` sums them per agent and model.
+    /// Per-model prices per 1,000 tokens (`{model: {input, output,
+    /// cache_read, cache_write}}`), over the built-in Bedrock table:
+    /// `agent.cost` sums them per agent and model.
     #[serde(default)]
-    pub pricing: BTreeMap<String, crate::exporters::live::store::Price>,
+    pub pricing: BTreeMap<String, Price>,
+    /// Attribute keys that name a session (span, then resource), first
+    /// found wins.
+    #[serde(default = "crate::convert::genai::default_session_keys")]
+    pub session_keys: Vec<String>,
+    /// A trace's numbers are counted once it has had no new span for this
+    /// long (spans of a trace arrive in any order and across batches).
+    #[serde(default = "default_trace_idle", with = "duration")]
+    pub trace_idle: Duration,
+    /// Traces held until they settle at most (the oldest settle early).
+    #[serde(default = "default_max_traces")]
+    pub max_traces: usize,
+    /// Memory for traces until they settle, in MiB (the oldest settle early).
+    #[serde(default = "default_max_memory_mib")]
+    pub max_memory_mib: usize,
+}
+
+fn default_trace_idle() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_max_traces() -> usize {
+    50_000
+}
+fn default_max_memory_mib() -> usize {
+    64
 }
 
 impl AgentMetricsConfig {
@@ -112,6 +141,14 @@ impl AgentMetricsConfig {
         if self.max_series == 0 {
             return Err(DeError::custom("max_series must be at least 1"));
         }
+        if self.max_traces == 0 || self.max_memory_mib == 0 {
+            return Err(DeError::custom(
+                "max_traces and max_memory_mib must be at least 1",
+            ));
+        }
+        if self.dimensions.len() > 32 {
+            return Err(DeError::custom("at most 32 dimensions"));
+        }
         Ok(())
     }
 }
@@ -123,6 +160,7 @@ enum Kind {
     Duration,
     Errors,
     Throttles,
+    Retries,
     Tokens,
     Cost,
     SpanCalls,
@@ -136,6 +174,7 @@ impl Kind {
             Kind::Duration => "agent.duration",
             Kind::Errors => "agent.errors",
             Kind::Throttles => "agent.throttles",
+            Kind::Retries => "agent.retries",
             Kind::Tokens => "agent.tokens",
             Kind::Cost => "agent.cost",
             Kind::SpanCalls => "span.calls",
@@ -145,11 +184,12 @@ impl Kind {
     fn description(self) -> &'static str {
         match self {
             Kind::Invocations => {
-                "GenAI operations (agent invocations, model calls, tool calls, retrievals)"
+                "GenAI operations: agent invocations, model requests (each once, however many spans report it), tool calls"
             }
             Kind::Duration => "Duration of GenAI operations",
-            Kind::Errors => "GenAI operations that failed",
-            Kind::Throttles => "GenAI operations that were throttled",
+            Kind::Errors => "Failures: failed invocations, failed tool calls, unrecovered model calls, guardrail interventions",
+            Kind::Throttles => "Model calls that were throttled",
+            Kind::Retries => "Model call attempts that a retry recovered, and retries inside one call",
             Kind::Tokens => "Tokens used, by type",
             Kind::Cost => "Estimated cost of the tokens used, from `pricing`",
             Kind::SpanCalls => "Spans that are not GenAI operations",
@@ -195,9 +235,9 @@ struct Session {
     last_ms: u64,
 }
 
-#[derive(Default)]
 struct State {
     series: HashMap<Key, Value>,
+    tracker: Tracker,
     /// (service, agent) -> session id -> last seen.
     sessions: HashMap<(String, String), HashMap<String, Session>>,
     session_count: usize,
@@ -213,81 +253,19 @@ pub struct AgentMetrics {
     start_unix_nano: u64,
     overflow: metrics::Counter,
     epoch: std::time::Instant,
+    keys: Keys,
+    model: ModelCounters,
 }
 
-fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a any_value::Value> {
-    attrs
-        .iter()
-        .find(|kv| kv.key == key)?
-        .value
-        .as_ref()?
-        .value
-        .as_ref()
-}
-
-fn attr_str<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
-    match attr(attrs, key)? {
-        any_value::Value::StringValue(s) if !s.is_empty() => Some(s),
-        _ => None,
-    }
-}
-
-fn attr_int(attrs: &[KeyValue], key: &str) -> Option<i64> {
-    match attr(attrs, key)? {
-        any_value::Value::IntValue(i) => Some(*i),
-        any_value::Value::DoubleValue(d) => Some(*d as i64),
-        any_value::Value::StringValue(s) => s.parse().ok(),
-        _ => None,
-    }
-}
-
-fn display(v: &any_value::Value) -> String {
-    match v {
-        any_value::Value::StringValue(s) => s.clone(),
-        any_value::Value::IntValue(i) => i.to_string(),
-        any_value::Value::DoubleValue(d) => d.to_string(),
-        any_value::Value::BoolValue(b) => b.to_string(),
-        _ => String::new(),
-    }
-}
-
-/// The GenAI operation of a span, if it is one.
-fn operation(span: &Span) -> Option<String> {
-    if let Some(op) = attr_str(&span.attributes, "gen_ai.operation.name") {
-        return Some(op.to_string());
-    }
-    // Older instrumentations name only the system or the kind of span.
-    if attr_str(&span.attributes, "gen_ai.system").is_some()
-        || attr_str(&span.attributes, "gen_ai.provider.name").is_some()
-    {
-        return Some(match attr_str(&span.attributes, "gen_ai.tool.name") {
-            Some(_) => "execute_tool".into(),
-            None => "chat".into(),
-        });
-    }
-    None
-}
-
-fn throttled(span: &Span) -> bool {
-    let status = attr_int(&span.attributes, "http.response.status_code")
-        .or_else(|| attr_int(&span.attributes, "http.status_code"));
-    status == Some(429)
-        || attr_str(&span.attributes, "error.type").is_some_and(|t| {
-            let t = t.to_ascii_lowercase();
-            t.contains("throttl") || t.contains("toomanyrequests") || t.contains("rate")
-        })
-}
-
-fn failed(span: &Span) -> bool {
-    let status_error = span
-        .status
-        .as_ref()
-        .is_some_and(|s| s.code == StatusCode::Error as i32);
-    let http = attr_int(&span.attributes, "http.response.status_code")
-        .or_else(|| attr_int(&span.attributes, "http.status_code"));
-    status_error
-        || http.is_some_and(|c| c >= 500)
-        || attr_str(&span.attributes, "error.type").is_some()
+/// The model's self-metrics (`spanwire_connector_agent_*`).
+struct ModelCounters {
+    settled: metrics::Counter,
+    early: metrics::Counter,
+    late: metrics::Counter,
+    cycles: metrics::Counter,
+    invalid_usage: metrics::Counter,
+    corrections: metrics::Counter,
+    pending: metrics::Gauge,
 }
 
 fn kind_name(k: i32) -> &'static str {
@@ -304,12 +282,38 @@ fn kind_name(k: i32) -> &'static str {
 impl AgentMetrics {
     /// A connector with `cfg`.
     pub fn new(cfg: AgentMetricsConfig, name: &str) -> AgentMetrics {
+        let limits = TrackerLimits {
+            idle_ms: cfg.trace_idle.as_millis() as u64,
+            max_traces: cfg.max_traces,
+            max_bytes: cfg.max_memory_mib.saturating_mul(1 << 20),
+            ..TrackerLimits::default()
+        };
+        let tracker = Tracker::new(limits, Pricing::new(cfg.pricing.clone()));
+        let c = |n: &'static str| metrics::counter!(n, "connector" => name.to_string());
         AgentMetrics {
+            keys: Keys {
+                session: cfg.session_keys.clone(),
+                carry: cfg.dimensions.clone(),
+            },
             cfg,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                series: HashMap::new(),
+                tracker,
+                sessions: HashMap::new(),
+                session_count: 0,
+            }),
             start_unix_nano: crate::telemetry::unix_nanos_now(),
-            overflow: metrics::counter!("spanwire_connector_series_overflow_total", "connector" => name.to_string()),
+            overflow: c("spanwire_connector_series_overflow_total"),
             epoch: std::time::Instant::now(),
+            model: ModelCounters {
+                settled: c("spanwire_connector_agent_traces_settled_total"),
+                early: c("spanwire_connector_agent_traces_settled_early_total"),
+                late: c("spanwire_connector_agent_late_spans_total"),
+                cycles: c("spanwire_connector_agent_parent_cycles_total"),
+                invalid_usage: c("spanwire_connector_agent_invalid_usage_total"),
+                corrections: c("spanwire_connector_agent_corrections_dropped_total"),
+                pending: metrics::gauge!("spanwire_connector_agent_traces_pending", "connector" => name.to_string()),
+            },
         }
     }
 
@@ -384,7 +388,21 @@ impl AgentMetrics {
         );
     }
 
-    /// Adds a batch of spans to the aggregates.
+    fn add_cost(&self, st: &mut State, key: Key, usd: f64) {
+        self.add(
+            st,
+            key,
+            |v| {
+                if let Value::Cost(c) = v {
+                    *c += usd;
+                }
+            },
+            || Value::Cost(0.0),
+        );
+    }
+
+    /// Adds a batch of spans: GenAI spans go to the agent-trace model
+    /// (counted when their trace settles), others to `span.calls` at once.
     pub fn record(&self, data: &Telemetry) {
         let Telemetry::Traces(rs) = data else { return };
         let now = self.now_ms();
@@ -392,28 +410,223 @@ impl AgentMetrics {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
-        let trace_agents = trace_agents(rs);
+        let mut settled = Vec::new();
         for r in rs {
-            let res: &[KeyValue] = r
-                .resource
-                .as_ref()
-                .map(|r| r.attributes.as_slice())
-                .unwrap_or(&[]);
-            let service = attr_str(res, "service.name").unwrap_or("unknown_service");
+            let origin = genai::span::struct_origin(r.resource.as_ref(), &self.keys.session);
+            let service = origin.service.as_deref().unwrap_or("unknown_service");
             for span in r.scope_spans.iter().flat_map(|s| &s.spans) {
-                match operation(span) {
-                    Some(op) => self.record_genai(&mut st, span, service, op, &trace_agents, now),
-                    None if self.cfg.generic_span_metrics => {
-                        self.record_generic(&mut st, span, service)
-                    }
-                    None => {}
+                let facts = genai::span::read_struct(span, &origin, &self.keys);
+                if facts.role == Role::Other && self.cfg.generic_span_metrics {
+                    self.record_generic(&mut st, span, service);
                 }
+                st.tracker
+                    .offer(genai::trace_id(&span.trace_id), facts, now, &mut settled);
             }
         }
+        for s in &settled {
+            self.apply(&mut st, s, now);
+        }
+        self.model.pending.set(st.tracker.pending() as f64);
         // Bounded memory: forget sessions past the window, then the oldest.
         if st.session_count > self.cfg.max_sessions {
             let window = self.cfg.session_window.as_millis() as u64;
             prune_sessions(&mut st, now, window, self.cfg.max_sessions);
+        }
+    }
+
+    /// Counts the traces settled by `now` (all of them when `all`).
+    fn settle(&self, st: &mut State, now: u64, all: bool) {
+        let mut settled = Vec::new();
+        if all {
+            st.tracker.drain(&mut settled);
+        } else {
+            st.tracker.settle_due(now, &mut settled);
+        }
+        for s in &settled {
+            self.apply(st, s, now);
+        }
+        self.model.pending.set(st.tracker.pending() as f64);
+    }
+
+    /// Adds a settled trace's numbers (less what was counted for it
+    /// before, for a trace a late span reopened).
+    fn apply(&self, st: &mut State, s: &Settled, now: u64) {
+        let stats = st.tracker.stats().clone();
+        self.model.settled.absolute(stats.settled);
+        self.model.early.absolute(stats.early);
+        self.model.late.absolute(stats.late_spans);
+        self.model.cycles.absolute(stats.cycles);
+        self.model.invalid_usage.absolute(stats.invalid_usage);
+        let mut counts: HashMap<Key, i128> = HashMap::new();
+        let mut costs: HashMap<Key, f64> = HashMap::new();
+        let mut durations: Vec<(Key, f64)> = Vec::new();
+        self.contributions(&s.numbers, 1, &mut counts, &mut costs, &mut durations, None);
+        if let Some(prev) = &s.previous {
+            let mut seen_durations = Vec::new();
+            self.contributions(prev, -1, &mut counts, &mut costs, &mut seen_durations, None);
+            // Durations are observed once per span: only new spans add.
+            let before: std::collections::HashSet<u64> = prev
+                .calls
+                .iter()
+                .map(|c| c.span_id)
+                .chain(prev.invocations.iter().map(|i| i.span_id))
+                .chain(prev.tools.iter().map(|t| t.span_id))
+                .collect();
+            durations.clear();
+            self.contributions(&s.numbers, 0, &mut counts, &mut costs, &mut durations, Some(&before));
+        }
+        for (k, n) in counts {
+            match u64::try_from(n) {
+                Ok(n) if n > 0 => self.count(st, k, n),
+                Ok(_) => {}
+                Err(_) => self.model.corrections.increment(1),
+            }
+        }
+        for (k, c) in costs {
+            if c > 0.0 {
+                self.add_cost(st, k, c);
+            } else if c < -1e-12 {
+                self.model.corrections.increment(1);
+            }
+        }
+        for (k, secs) in durations {
+            self.observe(st, k, secs);
+        }
+        // Active sessions: the sessions of the trace's invocations and calls.
+        let numbers = &s.numbers;
+        let at = numbers
+            .invocations
+            .iter()
+            .map(|i| &i.at)
+            .chain(numbers.calls.iter().map(|c| &c.at));
+        let mut seen: Vec<(String, String, String)> = Vec::new();
+        for a in at {
+            let Some(sid) = a.session.as_deref() else { continue };
+            let svc = a.service.as_deref().unwrap_or("unknown_service").to_string();
+            let agent = a.agent.as_deref().unwrap_or("").to_string();
+            let k = (svc, agent, sid.to_string());
+            if !seen.contains(&k) {
+                seen.push(k);
+            }
+        }
+        for (svc, agent, sid) in seen {
+            let sessions = st.sessions.entry((svc, agent)).or_default();
+            if sessions.insert(sid, Session { last_ms: now }).is_none() {
+                st.session_count += 1;
+            }
+        }
+    }
+
+    /// The series a trace's numbers add to, times `sign` (0: durations
+    /// only, of spans not in `skip`).
+    fn contributions(
+        &self,
+        n: &TraceNumbers,
+        sign: i128,
+        counts: &mut HashMap<Key, i128>,
+        costs: &mut HashMap<Key, f64>,
+        durations: &mut Vec<(Key, f64)>,
+        skip: Option<&std::collections::HashSet<u64>>,
+    ) {
+        let key = |kind: Kind, a: &Attribution, dims: Vec<(&'static str, String)>| Key {
+            kind,
+            service: a
+                .service
+                .as_deref()
+                .unwrap_or("unknown_service")
+                .to_string(),
+            dims,
+            extra: self
+                .cfg
+                .dimensions
+                .iter()
+                .enumerate()
+                .map(|(i, d)| {
+                    let v = a
+                        .carried
+                        .iter()
+                        .find(|(j, _)| usize::from(*j) == i)
+                        .map(|(_, v)| v.to_string())
+                        .unwrap_or_default();
+                    (d.clone(), v)
+                })
+                .collect(),
+        };
+        let text = |s: &Option<Arc<str>>| s.as_deref().unwrap_or("").to_string();
+        let op_dims = |a: &Attribution, op: &str, tool: &str| {
+            vec![
+                ("gen_ai.agent.name", text(&a.agent)),
+                ("gen_ai.operation.name", op.to_string()),
+                ("gen_ai.request.model", text(&a.model)),
+                ("gen_ai.tool.name", tool.to_string()),
+            ]
+        };
+        let mut bump = |k: Key, by: u64| {
+            if sign != 0 && by > 0 {
+                *counts.entry(k).or_default() += sign * i128::from(by);
+            }
+        };
+        let mut time = |k: Key, span: u64, secs: f64| {
+            let new = skip.is_none_or(|s| !s.contains(&span));
+            if (sign > 0 && skip.is_none()) || (sign == 0 && new) {
+                durations.push((k, secs));
+            }
+        };
+        for i in &n.invocations {
+            let d = op_dims(&i.at, "invoke_agent", "");
+            bump(key(Kind::Invocations, &i.at, d.clone()), 1);
+            time(key(Kind::Duration, &i.at, d), i.span_id, i.seconds);
+        }
+        for c in &n.calls {
+            let d = op_dims(&c.at, &c.operation, "");
+            bump(key(Kind::Invocations, &c.at, d.clone()), u64::from(c.requests));
+            time(key(Kind::Duration, &c.at, d.clone()), c.span_id, c.seconds);
+            let retried = matches!(c.outcome, Outcome::Retried { .. });
+            bump(
+                key(Kind::Retries, &c.at, d.clone()),
+                u64::from(c.requests - 1) + u64::from(retried),
+            );
+            if c.throttled {
+                bump(key(Kind::Throttles, &c.at, d), 1);
+            }
+        }
+        for t in &n.tools {
+            let d = op_dims(&t.at, "execute_tool", t.tool.as_deref().unwrap_or(""));
+            bump(key(Kind::Invocations, &t.at, d.clone()), 1);
+            time(key(Kind::Duration, &t.at, d), t.span_id, t.seconds);
+        }
+        for f in &n.failures {
+            let (op, tool) = match f.kind {
+                FailureKind::Invocation => ("invoke_agent", String::new()),
+                FailureKind::Tool => (
+                    "execute_tool",
+                    n.tools
+                        .iter()
+                        .find(|t| t.span_id == f.span_id)
+                        .and_then(|t| t.tool.as_deref())
+                        .unwrap_or("")
+                        .to_string(),
+                ),
+                FailureKind::Model => ("chat", String::new()),
+                FailureKind::Guardrail => ("guardrail", String::new()),
+            };
+            let mut d = op_dims(&f.at, op, &tool);
+            d.push(("error.type", f.error.as_deref().unwrap_or("_OTHER").to_string()));
+            bump(key(Kind::Errors, &f.at, d), 1);
+        }
+        for u in &n.usage {
+            let base = vec![
+                ("gen_ai.agent.name", text(&u.at.agent)),
+                ("gen_ai.request.model", text(&u.at.model)),
+            ];
+            for (token_type, count) in u.tokens.by_type() {
+                let mut d = base.clone();
+                d.push(("gen_ai.token.type", token_type.to_string()));
+                bump(key(Kind::Tokens, &u.at, d), count);
+            }
+            if let (Some(c), true) = (u.cost, sign != 0) {
+                *costs.entry(key(Kind::Cost, &u.at, base)).or_default() += sign as f64 * c;
+            }
         }
     }
 
@@ -440,106 +653,18 @@ impl AgentMetrics {
         self.observe(st, key(Kind::SpanDuration), span_seconds(span));
     }
 
-    /// Invocations, duration, throttles, errors, tokens and the session of
-    /// one GenAI operation span.
-    fn record_genai(
-        &self,
-        st: &mut State,
-        span: &Span,
-        service: &str,
-        op: String,
-        trace_agents: &HashMap<&[u8], &str>,
-        now: u64,
-    ) {
-        let a = &span.attributes;
-        let agent = attr_str(a, "gen_ai.agent.name")
-            .or_else(|| attr_str(a, "gen_ai.agent.id"))
-            .or_else(|| trace_agents.get(span.trace_id.as_slice()).copied())
-            .unwrap_or("")
-            .to_string();
-        let model = attr_str(a, "gen_ai.request.model")
-            .or_else(|| attr_str(a, "gen_ai.response.model"))
-            .unwrap_or("")
-            .to_string();
-        let tool = attr_str(a, "gen_ai.tool.name").unwrap_or("").to_string();
-        let extra: Vec<(String, String)> = self
-            .cfg
-            .dimensions
-            .iter()
-            .map(|k| (k.clone(), attr(a, k).map(display).unwrap_or_default()))
-            .collect();
-        let dims = vec![
-            ("gen_ai.agent.name", agent.clone()),
-            ("gen_ai.operation.name", op),
-            ("gen_ai.request.model", model.clone()),
-            ("gen_ai.tool.name", tool),
-        ];
-        let key = |kind, dims: &Vec<(&'static str, String)>| Key {
-            kind,
-            service: service.to_string(),
-            dims: dims.clone(),
-            extra: extra.clone(),
+    /// Counts every trace held now, settled or not (at shutdown).
+    pub fn settle_all(&self) {
+        let now = self.now_ms();
+        let mut st = match self.state.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
         };
-        self.count(st, key(Kind::Invocations, &dims), 1);
-        self.observe(st, key(Kind::Duration, &dims), span_seconds(span));
-        if throttled(span) {
-            self.count(st, key(Kind::Throttles, &dims), 1);
-        }
-        if failed(span) {
-            let mut d = dims.clone();
-            d.push((
-                "error.type",
-                attr_str(a, "error.type").unwrap_or("_OTHER").to_string(),
-            ));
-            self.count(st, key(Kind::Errors, &d), 1);
-        }
-        let mut cost = 0.0;
-        let price = self.cfg.pricing.get(&model).copied();
-        for (token_type, n) in token_counts(a) {
-            let d = vec![
-                ("gen_ai.agent.name", agent.clone()),
-                ("gen_ai.request.model", model.clone()),
-                ("gen_ai.token.type", token_type.to_string()),
-            ];
-            self.count(st, key(Kind::Tokens, &d), n);
-            if let Some(p) = price {
-                cost += n as f64 / 1000.0
-                    * match token_type {
-                        "input" => p.input,
-                        "output" => p.output,
-                        _ => 0.0,
-                    };
-            }
-        }
-        if price.is_some() {
-            let d = vec![
-                ("gen_ai.agent.name", agent.clone()),
-                ("gen_ai.request.model", model.clone()),
-            ];
-            self.add(
-                st,
-                key(Kind::Cost, &d),
-                |v| {
-                    if let Value::Cost(c) = v {
-                        *c += cost;
-                    }
-                },
-                || Value::Cost(0.0),
-            );
-        }
-        let session = attr_str(a, "gen_ai.conversation.id").or_else(|| attr_str(a, "session.id"));
-        if let Some(sid) = session {
-            let sessions = st.sessions.entry((service.to_string(), agent)).or_default();
-            if sessions
-                .insert(sid.to_string(), Session { last_ms: now })
-                .is_none()
-            {
-                st.session_count += 1;
-            }
-        }
+        self.settle(&mut st, now, true);
     }
 
-    /// The aggregates as OTLP metrics (cumulative since start), one resource per service.
+    /// The aggregates as OTLP metrics (cumulative since start), one
+    /// resource per service; traces due to settle are counted first.
     pub fn snapshot(&self) -> Vec<ResourceMetrics> {
         let now_ns = crate::telemetry::unix_nanos_now();
         let now_ms = self.now_ms();
@@ -547,6 +672,7 @@ impl AgentMetrics {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
+        self.settle(&mut st, now_ms, false);
         prune_sessions(
             &mut st,
             now_ms,
@@ -695,72 +821,10 @@ impl AgentMetrics {
     }
 }
 
-/// A span without its own agent name counts for the agent of its trace
-/// (the invoke_agent span's), when that span is in the batch: model and
-/// tool calls rarely repeat the agent's name.
-fn trace_agents(rs: &[crate::signal::ResourceSpans]) -> HashMap<&[u8], &str> {
-    let mut trace_agents: HashMap<&[u8], &str> = HashMap::new();
-    for span in rs
-        .iter()
-        .flat_map(|r| &r.scope_spans)
-        .flat_map(|s| &s.spans)
-    {
-        if let Some(a) = attr_str(&span.attributes, "gen_ai.agent.name")
-            .or_else(|| attr_str(&span.attributes, "gen_ai.agent.id"))
-        {
-            trace_agents.entry(span.trace_id.as_slice()).or_insert(a);
-        }
-    }
-    trace_agents
-}
-
 fn span_seconds(span: &Span) -> f64 {
     span.end_time_unix_nano
         .saturating_sub(span.start_time_unix_nano) as f64
         / 1e9
-}
-
-/// Token counts by type. Each type once, from the first of its names
-/// present (some instrumentations write both the current and the old name).
-fn token_counts(a: &[KeyValue]) -> Vec<(&'static str, u64)> {
-    const TYPES: [(&[&str], &str); 4] = [
-        (
-            &["gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens"],
-            "input",
-        ),
-        (
-            &[
-                "gen_ai.usage.output_tokens",
-                "gen_ai.usage.completion_tokens",
-            ],
-            "output",
-        ),
-        (
-            &[
-                "gen_ai.usage.cache_read_input_tokens",
-                "gen_ai.usage.cache_read.input_tokens",
-            ],
-            "cache_read",
-        ),
-        (
-            &[
-                "gen_ai.usage.cache_creation_input_tokens",
-                "gen_ai.usage.cache_creation.input_tokens",
-                "gen_ai.usage.cache_write_input_tokens",
-            ],
-            "cache_write",
-        ),
-    ];
-    TYPES
-        .iter()
-        .filter_map(|(names, token_type)| {
-            let n = names
-                .iter()
-                .find_map(|k| attr_int(a, k))
-                .filter(|n| *n > 0)?;
-            Some((*token_type, n as u64))
-        })
-        .collect()
 }
 
 fn prune_sessions(st: &mut State, now_ms: u64, window_ms: u64, max: usize) {
@@ -858,6 +922,9 @@ pub fn start_emitter(
                 _ = tick.tick() => false,
                 _ = cancel.cancelled() => true,
             };
+            if stopping {
+                conn.settle_all();
+            }
             let snapshot = conn.snapshot();
             if !snapshot.is_empty() {
                 if let Err(e) = next
@@ -878,16 +945,34 @@ pub fn start_emitter(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use opentelemetry_proto::tonic::common::v1::any_value;
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Status};
 
     fn cfg() -> AgentMetricsConfig {
         serde_json::from_str::<AgentMetricsConfig>("{}").unwrap()
     }
 
+    fn attr_str<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
+        attrs.iter().find(|kv| kv.key == key).and_then(|kv| {
+            match kv.value.as_ref()?.value.as_ref()? {
+                any_value::Value::StringValue(s) => Some(s.as_str()),
+                _ => None,
+            }
+        })
+    }
+
+    fn display(v: &any_value::Value) -> String {
+        crate::signal::value_text(Some(v))
+    }
+
+    /// A span of a trace of its own (tests put spans in one trace by
+    /// setting the same trace id).
     fn span(attrs: Vec<KeyValue>, secs: f64, status: i32) -> Span {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Span {
-            trace_id: vec![1; 16],
-            span_id: vec![2; 8],
+            trace_id: [n.to_be_bytes(), [1; 8]].concat(),
+            span_id: n.to_be_bytes().to_vec(),
             name: "s".into(),
             start_time_unix_nano: 1_000_000_000,
             end_time_unix_nano: 1_000_000_000 + (secs * 1e9) as u64,
@@ -954,6 +1039,7 @@ mod tests {
             0,
         );
         c.record(&batch(vec![chat, root, lone]));
+        c.settle_all();
         let m = c.snapshot();
         let Some(Data::Sum(inv)) = &find(&m, "agent.invocations").data else {
             panic!()
@@ -1002,6 +1088,7 @@ mod tests {
             chat("claude"),
             chat("unpriced"),
         ]));
+        c.settle_all();
         let m = c.snapshot();
         let Some(Data::Sum(cost)) = &find(&m, "agent.cost").data else {
             panic!()
@@ -1050,6 +1137,7 @@ mod tests {
             ),
             span(vec![string_attribute("http.route", "/health")], 0.001, 0),
         ]));
+        c.settle_all();
         let m = c.snapshot();
         let Some(Data::Sum(inv)) = &find(&m, "agent.invocations").data else {
             panic!()
@@ -1138,6 +1226,7 @@ mod tests {
             })
             .collect();
         c.record(&batch(spans));
+        c.settle_all();
         let m = c.snapshot();
         let Some(Data::Sum(inv)) = &find(&m, "agent.invocations").data else {
             panic!()

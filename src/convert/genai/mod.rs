@@ -31,7 +31,7 @@
 //! - **Failures as a person means them**: a failed attempt followed by an
 //!   answered attempt under the same parent is a retry (a throttle when
 //!   the error says so), not a failure. Failures are: failed invocations
-//!   (the outermost failed `invoke_agent`, else the failed root), failed
+//!   (the outermost failed `invoke_agent`, else a failed workflow or chain root), failed
 //!   tool calls, unrecovered model calls outside a failed invocation, and
 //!   guardrail interventions; each names the innermost failing span
 //!   beneath it as its cause.
@@ -70,7 +70,7 @@ pub mod trace;
 pub mod tracker;
 
 pub use pricing::{Price, Pricing};
-pub use span::{Origin, Role, SpanFacts, Usage};
+pub use span::{Keys, Origin, Role, SpanFacts, Usage};
 pub use trace::{
     evaluate, Attribution, Failure, FailureKind, Invocation, ModelCall, Outcome, Tokens,
     ToolCall, TraceNumbers, UsageRecord, UsageSource,

@@ -112,6 +112,9 @@ pub struct SpanFacts {
     pub guardrail_intervened: bool,
     /// Retries made inside this one span (botocore's `retry_attempts`).
     pub retries: u32,
+    /// Values of the attributes a consumer asked to carry (by their index
+    /// in its list), as text.
+    pub carried: Vec<(u8, Arc<str>)>,
 }
 
 /// What a span says of itself outside its attributes.
@@ -252,8 +255,10 @@ pub fn read<'a>(
     head: &SpanHead<'_>,
     attrs: impl Iterator<Item = (&'a str, Value<'a>)>,
     origin: &Origin,
-    session_keys: &[String],
+    keys: &Keys,
 ) -> SpanFacts {
+    let session_keys = &keys.session;
+    let mut carried: Vec<(u8, Arc<str>)> = Vec::new();
     let mut usage = [None::<(u8, u64)>; 4];
     let mut invalid = 0u32;
     let (mut op, mut oi_kind, mut tl_kind, mut llm_type) = (None, None, None, None);
@@ -264,6 +269,13 @@ pub fn read<'a>(
     let (mut guardrail, mut guardrail_named, mut retries) = (false, false, 0u32);
     let mut entity = None;
     for (k, v) in attrs {
+        if !keys.carry.is_empty() {
+            if let Some(i) = keys.carry.iter().position(|c| c == k) {
+                if let Some(t) = scalar_text(&v) {
+                    carried.push((i as u8, text(&t)));
+                }
+            }
+        }
         if let Some((slot, rank)) = usage_slot(k) {
             match token_count(&v) {
                 Some(n) => {
@@ -418,14 +430,45 @@ pub fn read<'a>(
         tool: tool.map(text),
         guardrail_intervened: guardrail,
         retries,
+        carried,
     }
+}
+
+/// What a consumer reads besides the model's own attributes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Keys {
+    /// Attribute keys that name a session, in order of preference.
+    pub session: Vec<String>,
+    /// Attribute keys whose values are carried with the span (at most 255).
+    pub carry: Vec<String>,
+}
+
+impl Keys {
+    /// Session keys only.
+    pub fn sessions(session: Vec<String>) -> Keys {
+        Keys {
+            session,
+            carry: Vec::new(),
+        }
+    }
+}
+
+/// A scalar value as text.
+fn scalar_text(v: &Value<'_>) -> Option<String> {
+    Some(match *v {
+        Value::Str(s) => s.to_string(),
+        Value::Int(i) => i.to_string(),
+        Value::Double(d) => d.to_string(),
+        Value::Bool(b) => b.to_string(),
+        _ => return None,
+    })
 }
 
 /// Reads a decoded span (the struct path), with its resource's origin.
 pub fn read_struct(
     span: &opentelemetry_proto::tonic::trace::v1::Span,
     origin: &Origin,
-    session_keys: &[String],
+    keys: &Keys,
 ) -> SpanFacts {
     let status = span.status.as_ref();
     let head = SpanHead {
@@ -438,7 +481,7 @@ pub fn read_struct(
         status_code: status.map_or(0, |s| s.code),
         status_message: status.map_or("", |s| s.message.as_str()),
     };
-    read(&head, struct_attributes(&span.attributes), origin, session_keys)
+    read(&head, struct_attributes(&span.attributes), origin, keys)
 }
 
 /// Decoded attributes as the model reads them (the byte path's values).
@@ -475,7 +518,7 @@ pub fn struct_origin(
 pub fn read_view(
     view: &crate::convert::otlp_view::SpanView<'_>,
     origin: &Origin,
-    session_keys: &[String],
+    keys: &Keys,
 ) -> SpanFacts {
     let head = SpanHead {
         span_id: view.span_id,
@@ -487,7 +530,7 @@ pub fn read_view(
         status_code: view.status_code,
         status_message: view.status_message,
     };
-    read(&head, view.attributes(), origin, session_keys)
+    read(&head, view.attributes(), origin, keys)
 }
 
 impl SpanFacts {
@@ -504,6 +547,7 @@ impl SpanFacts {
             self.tool.as_ref(),
         ];
         std::mem::size_of::<SpanFacts>()
+            + self.carried.iter().map(|(_, s)| s.len() + 24).sum::<usize>()
             + strings
                 .iter()
                 .flatten()

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::span::{read, Origin, SpanHead};
+use super::span::{read, Keys, Origin, SpanHead};
 use super::*;
 use crate::convert::otlp_view::Value;
 
@@ -26,7 +26,7 @@ fn sp(id: u64, parent: u64, name: &str, kind: i32, status: i32, msg: &str, attrs
         service: Some("travel-svc".into()),
         session: None,
     };
-    read(&head, attrs.iter().copied(), &origin, &default_session_keys())
+    read(&head, attrs.iter().copied(), &origin, &Keys::sessions(default_session_keys()))
 }
 
 const MODEL: &str = "us.anthropic.claude-3-5-haiku-20241022-v1:0";

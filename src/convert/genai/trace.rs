@@ -72,6 +72,8 @@ pub struct Attribution {
     pub model: Option<Arc<str>>,
     /// The service of its resource.
     pub service: Option<Arc<str>>,
+    /// The attributes carried with the span ([`super::span::Keys::carry`]).
+    pub carried: Vec<(u8, Arc<str>)>,
 }
 
 /// One usage record: the tokens of one model call, counted once.
@@ -120,11 +122,14 @@ pub struct ModelCall {
     pub seconds: f64,
     /// Its error type, if it failed.
     pub error_type: Option<Arc<str>>,
+    /// It (or a span of the same call above it) was throttled.
+    pub throttled: bool,
     /// Agent, session, model, service.
     pub at: Attribution,
 }
 
-/// One agent invocation (an agent span; the root when a trace has none).
+/// One agent invocation (an agent span; a workflow or chain root when a
+/// trace has none).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Invocation {
     /// The span.
@@ -436,6 +441,7 @@ pub fn evaluate(spans: &[SpanFacts], pricing: &Pricing) -> TraceNumbers {
             .and_then(|a| kept[a].model.clone())
             .or_else(|| kept[i].model.clone()),
         service: kept[i].service.clone(),
+        carried: kept[i].carried.clone(),
     };
     // The outermost inference span of each inference chain, and the group
     // its attempts are retried in (that span's parent).
@@ -529,22 +535,22 @@ pub fn evaluate(spans: &[SpanFacts], pricing: &Pricing) -> TraceNumbers {
         }
         match s.role {
             Role::Inference if !has_inference_below[i] => {
+                // Throttled here or in a span of the same call above.
+                let mut throttled = s.throttled;
+                let mut at = parent[i];
+                let mut steps = 0;
+                while let (Some(p), true) = (at, steps <= n) {
+                    if role(p) != Role::Inference {
+                        break;
+                    }
+                    throttled |= kept[p].throttled;
+                    at = parent[p];
+                    steps += 1;
+                }
                 let outcome = if !s.error {
                     Outcome::Ok
                 } else if recovered(i) {
                     retried[i] = true;
-                    // Throttled here or in a span of the same call above.
-                    let mut throttled = s.throttled;
-                    let mut at = parent[i];
-                    let mut steps = 0;
-                    while let (Some(p), true) = (at, steps <= n) {
-                        if role(p) != Role::Inference {
-                            break;
-                        }
-                        throttled |= kept[p].throttled;
-                        at = parent[p];
-                        steps += 1;
-                    }
                     Outcome::Retried { throttled }
                 } else {
                     Outcome::Failed
@@ -556,6 +562,7 @@ pub fn evaluate(spans: &[SpanFacts], pricing: &Pricing) -> TraceNumbers {
                     outcome,
                     seconds: seconds(s),
                     error_type: s.error.then(|| s.error_type.clone()).flatten(),
+                    throttled: s.error && throttled,
                     at: attribution(i),
                 });
             }
@@ -579,11 +586,13 @@ pub fn evaluate(spans: &[SpanFacts], pricing: &Pricing) -> TraceNumbers {
     }
     out.start_ns = if start_ns == u64::MAX { 0 } else { start_ns };
     out.end_ns = end_ns;
-    // Invocations: agent spans; a trace with none has its GenAI root as one.
-    let has_genai = kept.iter().any(|s| s.role != Role::Other);
+    // Invocations: agent spans; a trace with none has its workflow or
+    // chain roots as its invocations.
     let mut invocation_spans: Vec<usize> = (0..n).filter(|i| role(*i) == Role::Agent).collect();
-    if invocation_spans.is_empty() && has_genai {
-        invocation_spans = (0..n).filter(|i| parent[*i].is_none()).collect();
+    if invocation_spans.is_empty() {
+        invocation_spans = (0..n)
+            .filter(|i| parent[*i].is_none() && role(*i) == Role::Rollup)
+            .collect();
     }
     let above = |i: usize| parent[i].and_then(|p| agent_span[p]);
     // The innermost failing span beneath each span that no retry

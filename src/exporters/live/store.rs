@@ -67,17 +67,7 @@ pub const MAX_BODY_BYTES: usize = 4 * MAX_VALUE_BYTES;
 /// The bound of one event record: its attributes, body, name and ids.
 pub const MAX_EVENT_BYTES: usize = MAX_RECORD_BYTES + MAX_BODY_BYTES;
 
-/// Prices of one model, per 1,000 tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Price {
-    /// Per 1,000 input tokens.
-    #[serde(default)]
-    pub input: f64,
-    /// Per 1,000 output tokens.
-    #[serde(default)]
-    pub output: f64,
-}
+pub use crate::convert::genai::Price;
 
 /// How sessions are keyed and bounded.
 #[derive(Debug, Clone, PartialEq)]
@@ -1510,6 +1500,7 @@ mod tests {
                 Price {
                     input: 0.25,
                     output: 1.25,
+                    ..Price::default()
                 },
             )]
             .into(),

@@ -803,6 +803,7 @@ mod tests {
             Price {
                 input: 1.0,
                 output: 2.0,
+                ..Price::default()
             },
         );
         Policies::compile(&cfgs, &pricing)
