@@ -101,7 +101,15 @@ class Handler(BaseHTTPRequestHandler):
         body = json.loads(raw or b"{}")
         messages = body.get("messages", [])
         text = last_user_text(messages)
-        entry = {"model": model, "op": op, "messages": len(messages)}
+        first = ""
+        for c in (messages[0].get("content", []) if messages else []):
+            if "text" in c:
+                first = c["text"]
+                break
+        # The session a request belongs to: the first word of the
+        # conversation's first prompt (the tests start each with it).
+        tag = first.split(" ", 1)[0].rstrip(":")
+        entry = {"model": model, "op": op, "messages": len(messages), "session": tag}
         if "invalid" in model:
             entry.update(status=400, input=0, output=0)
             self.log(entry)

@@ -1,0 +1,329 @@
+//! Real agent software from PyPI against spanwire, with the model's own
+//! usage log as the truth: a Strands Agents agent (strands-agents) with two
+//! tools, instrumented as AWS documents for AgentCore observability (ADOT
+//! Python's `opentelemetry-instrument`, `AGENT_OBSERVABILITY_ENABLED`, the
+//! botocore instrumentation, the session id as baggage), calling a local
+//! Bedrock Runtime stand-in (`tests/python/bedrock_runtime.py`: moto has no
+//! Bedrock Runtime) that throttles and refuses an invalid model id. One
+//! agent sends over OTLP/HTTP, another over OTLP/gRPC.
+//!
+//! Prometheus (`agentmetrics` → `prometheus`) must show exactly the tokens
+//! and model requests the stand-in logged, per agent, with throttles
+//! counted on their own and failures as a person means them.
+
+// Test code: an unwrap or expect that fails is the test failing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{free_port, http_request, Daemon};
+
+/// The virtualenv with the agent frameworks (installed by `scripts/test`).
+fn agents_python(bin: &str) -> PathBuf {
+    let dir = std::env::var("SPANWIRE_AGENTS_VENV").map_or_else(
+        |_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv-agents"),
+        PathBuf::from,
+    );
+    let p = dir.join("bin").join(bin);
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/test, which installs tests/requirements-agents.txt",
+        p.display()
+    );
+    p
+}
+
+/// The Bedrock Runtime stand-in, on a free port; its log is the truth.
+struct BedrockRuntime {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl BedrockRuntime {
+    fn start() -> BedrockRuntime {
+        let dir = tempfile::tempdir().unwrap();
+        let (port_file, log) = (dir.path().join("port"), dir.path().join("usage.jsonl"));
+        let child = Command::new(agents_python("python"))
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/bedrock_runtime.py"))
+            .args([&port_file, &log])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let port = loop {
+            if let Ok(t) = std::fs::read_to_string(&port_file) {
+                if let Ok(p) = t.trim().parse() {
+                    break p;
+                }
+            }
+            assert!(Instant::now() < deadline, "the Bedrock stand-in did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        BedrockRuntime {
+            child,
+            port,
+            log,
+            _dir: dir,
+        }
+    }
+
+    fn entries(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+impl Drop for BedrockRuntime {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `tests/python/strands_agent.py` under `opentelemetry-instrument`
+/// (ADOT), sending OTLP over `protocol` to `endpoint`.
+fn run_strands(bedrock: u16, protocol: &str, endpoint: &str, plan: &serde_json::Value) -> String {
+    let out = Command::new(agents_python("opentelemetry-instrument"))
+        .arg(agents_python("python"))
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/strands_agent.py"))
+        .arg(format!("http://127.0.0.1:{bedrock}"))
+        .arg(plan.to_string())
+        .env("OTEL_PYTHON_DISTRO", "aws_distro")
+        .env("OTEL_PYTHON_CONFIGURATOR", "aws_configurator")
+        .env("AGENT_OBSERVABILITY_ENABLED", "true")
+        .env("OTEL_TRACES_EXPORTER", "otlp")
+        .env("OTEL_METRICS_EXPORTER", "none")
+        .env("OTEL_LOGS_EXPORTER", "none")
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
+        .env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", endpoint)
+        .env("OTEL_BSP_SCHEDULE_DELAY", "200")
+        .env(
+            "OTEL_RESOURCE_ATTRIBUTES",
+            format!("service.name={}-svc", plan["agent"].as_str().unwrap()),
+        )
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env_remove("AWS_PROFILE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "the Strands agent failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// Prometheus samples: (name, labels, value), parsed from the text format.
+fn samples(text: &str) -> Vec<(String, BTreeMap<String, String>, f64)> {
+    let mut out = Vec::new();
+    for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        let (head, value) = line.rsplit_once(' ').unwrap();
+        let (name, labels) = match head.split_once('{') {
+            Some((n, rest)) => (n, rest.trim_end_matches('}')),
+            None => (head, ""),
+        };
+        let mut map = BTreeMap::new();
+        // Label values here hold no `",` (model ids, agent names, types).
+        for pair in labels.split("\",").filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once("=\"").unwrap();
+            map.insert(k.to_string(), v.trim_end_matches('"').to_string());
+        }
+        out.push((name.to_string(), map, value.parse().unwrap()));
+    }
+    out
+}
+
+fn sum(s: &[(String, BTreeMap<String, String>, f64)], name: &str, filter: &[(&str, &str)]) -> f64 {
+    s.iter()
+        .filter(|(n, l, _)| {
+            n == name
+                && filter
+                    .iter()
+                    .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|(_, _, v)| v)
+        .sum()
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+struct Truth {
+    input: f64,
+    output: f64,
+    requests: f64,
+    throttled: f64,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strands_with_adot_and_botocore_numbers_equal_the_models_usage() {
+    let bedrock = BedrockRuntime::start();
+    let (grpc, http, prom, health) = (free_port(), free_port(), free_port(), free_port());
+    let config = format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      grpc: {{endpoint: "127.0.0.1:{grpc}"}}
+      http: {{endpoint: "127.0.0.1:{http}"}}
+processors:
+  batch: {{timeout: 100ms}}
+connectors:
+  agentmetrics:
+    metrics_flush_interval: 200ms
+    trace_idle: 1s
+    generic_span_metrics: false
+exporters:
+  prometheus:
+    endpoint: "127.0.0.1:{prom}"
+    namespace: ""
+extensions:
+  health_check: {{endpoint: "127.0.0.1:{health}"}}
+service:
+  extensions: [health_check]
+  telemetry: {{metrics: {{address: ""}}}}
+  pipelines:
+    traces: {{receivers: [otlp], processors: [batch], exporters: [agentmetrics]}}
+    metrics: {{receivers: [agentmetrics], exporters: [prometheus]}}
+"#
+    );
+    let daemon = Daemon::start(&config, health);
+    let model = "us.anthropic.claude-3-5-haiku-20241022-v1:0";
+    // Each prompt starts with its session id: the stand-in logs requests by it.
+    let travel = serde_json::json!({"agent": "travel", "model": model, "sessions": [
+        {"id": "t1", "prompts": ["t1: weather lookup_weather Paris", "t1: and lookup_weather Rome THROTTLE1", "t1: thanks"]},
+        {"id": "t2", "prompts": ["t2: is it in stock flaky_inventory", "t2: ok lookup_weather Lima"]},
+        {"id": "t3", "prompts": ["t3: hello THROTTLE2", "t3: lookup_weather Oslo THROTTLE1"]},
+        {"id": "t4", "model": "invalid-model-id", "prompts": ["t4: hi"]},
+    ]});
+    let support = serde_json::json!({"agent": "support", "model": model, "sessions": [
+        {"id": "u1", "streaming": false, "prompts": ["u1: lookup_weather Cairo THROTTLE1", "u1: flaky_inventory please"]},
+        {"id": "u2", "prompts": ["u2: hi there", "u2: lookup_weather Quito", "u2: bye THROTTLE1"]},
+        {"id": "u3", "model": "invalid-model-id", "prompts": ["u3: hi"]},
+    ]});
+    let agent_of = |s: &str| if s.starts_with('t') { "travel" } else { "support" };
+    let out_http = run_strands(
+        bedrock.port,
+        "http/protobuf",
+        &format!("http://127.0.0.1:{http}/v1/traces"),
+        &travel,
+    );
+    let out_grpc = run_strands(
+        bedrock.port,
+        "grpc",
+        &format!("http://127.0.0.1:{grpc}"),
+        &support,
+    );
+    let failed_invocations = format!("{out_http}{out_grpc}")
+        .lines()
+        .filter(|l| l.contains("\"ok\": false"))
+        .count() as f64;
+    assert_eq!(failed_invocations, 2.0, "{out_http}{out_grpc}");
+
+    // The truth: what the model was asked and billed.
+    let mut truth: BTreeMap<&str, Truth> = BTreeMap::new();
+    let entries = bedrock.entries();
+    for e in &entries {
+        let t = truth.entry(agent_of(e["session"].as_str().unwrap())).or_default();
+        t.requests += 1.0;
+        t.input += e["input"].as_f64().unwrap();
+        t.output += e["output"].as_f64().unwrap();
+        t.throttled += f64::from(e["status"] == 429);
+    }
+    eprintln!("the model's usage log, per agent: {truth:?}");
+    let throttles: f64 = truth.values().map(|t| t.throttled).sum();
+    assert!(throttles >= 6.0, "the plan throttles: {entries:?}");
+
+    // Prometheus, until the numbers settle (trace_idle 1s, flush 200ms).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (text, s) = loop {
+        let r = http_request("GET", prom, "/metrics", &[], Vec::new()).await;
+        let text = String::from_utf8_lossy(&r.body).to_string();
+        let s = samples(&text);
+        let requests = sum(&s, "agent_invocations_total", &[("gen_ai_operation_name", "chat")]);
+        let want: f64 = truth.values().map(|t| t.requests).sum();
+        if requests >= want || Instant::now() > deadline {
+            // One more flush, so nothing is half-counted.
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            let r = http_request("GET", prom, "/metrics", &[], Vec::new()).await;
+            let text = String::from_utf8_lossy(&r.body).to_string();
+            break (text.clone(), samples(&text));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for (agent, t) in &truth {
+        let a = [("gen_ai_agent_name", *agent)];
+        let tok = |ty: &str| {
+            sum(
+                &s,
+                "agent_tokens_total",
+                &[("gen_ai_agent_name", agent), ("gen_ai_token_type", ty)],
+            )
+        };
+        assert_eq!(
+            (tok("input"), tok("output")),
+            (t.input, t.output),
+            "tokens of {agent}: Prometheus vs the model's usage log\n{text}"
+        );
+        let calls = sum(
+            &s,
+            "agent_invocations_total",
+            &[("gen_ai_agent_name", agent), ("gen_ai_operation_name", "chat")],
+        );
+        assert_eq!(calls, t.requests, "model requests of {agent}\n{text}");
+        assert_eq!(
+            sum(&s, "agent_throttles_total", &a),
+            t.throttled,
+            "throttles of {agent}\n{text}"
+        );
+        // Every throttle here was recovered by Strands' retry.
+        assert_eq!(sum(&s, "agent_retries_total", &a), t.throttled, "{text}");
+        // Failures: one failing tool call and one invocation on an invalid
+        // model id per agent; no throttle is a failure.
+        assert_eq!(
+            sum(&s, "agent_errors_total", &a),
+            2.0,
+            "failures of {agent}\n{text}"
+        );
+        assert_eq!(
+            sum(
+                &s,
+                "agent_errors_total",
+                &[("gen_ai_agent_name", agent), ("gen_ai_operation_name", "execute_tool")]
+            ),
+            1.0
+        );
+    }
+    // Cost from the built-in table (Claude 3.5 Haiku through a US profile).
+    let cost = sum(&s, "agent_cost_USD_total", &[]) + sum(&s, "agent_cost_total", &[]);
+    let (tin, tout): (f64, f64) = truth
+        .values()
+        .fold((0.0, 0.0), |(i, o), t| (i + t.input, o + t.output));
+    let want_cost = (tin * 0.0008 + tout * 0.004) / 1000.0;
+    assert!(
+        (cost - want_cost).abs() < 1e-9,
+        "cost {cost} vs {want_cost}\n{text}"
+    );
+    // No agent series without its agent.
+    let orphans: Vec<_> = s
+        .iter()
+        .filter(|(n, l, _)| n.starts_with("agent_") && l.get("gen_ai_agent_name").is_some_and(|a| a.is_empty()))
+        .collect();
+    assert!(orphans.is_empty(), "series without an agent: {orphans:?}");
+    drop(daemon);
+}
