@@ -174,6 +174,7 @@ struct Truth {
 async fn strands_with_adot_and_botocore_numbers_equal_the_models_usage() {
     let bedrock = BedrockRuntime::start();
     let (grpc, http, prom, health) = (free_port(), free_port(), free_port(), free_port());
+    let live = free_port();
     let config = format!(
         r#"
 receivers:
@@ -192,13 +193,15 @@ exporters:
   prometheus:
     endpoint: "127.0.0.1:{prom}"
     namespace: ""
+  live:
+    endpoint: "127.0.0.1:{live}"
 extensions:
   health_check: {{endpoint: "127.0.0.1:{health}"}}
 service:
   extensions: [health_check]
   telemetry: {{metrics: {{address: ""}}}}
   pipelines:
-    traces: {{receivers: [otlp], processors: [batch], exporters: [agentmetrics]}}
+    traces: {{receivers: [otlp], processors: [batch], exporters: [agentmetrics, live]}}
     metrics: {{receivers: [agentmetrics], exporters: [prometheus]}}
 "#
     );
@@ -237,8 +240,16 @@ service:
 
     // The truth: what the model was asked and billed.
     let mut truth: BTreeMap<&str, Truth> = BTreeMap::new();
+    let mut per_session: BTreeMap<String, Truth> = BTreeMap::new();
     let entries = bedrock.entries();
     for e in &entries {
+        let t = per_session
+            .entry(e["session"].as_str().unwrap().to_string())
+            .or_default();
+        t.requests += 1.0;
+        t.input += e["input"].as_f64().unwrap();
+        t.output += e["output"].as_f64().unwrap();
+        t.throttled += f64::from(e["status"] == 429);
         let t = truth.entry(agent_of(e["session"].as_str().unwrap())).or_default();
         t.requests += 1.0;
         t.input += e["input"].as_f64().unwrap();
@@ -325,5 +336,32 @@ service:
         .filter(|(n, l, _)| n.starts_with("agent_") && l.get("gen_ai_agent_name").is_some_and(|a| a.is_empty()))
         .collect();
     assert!(orphans.is_empty(), "series without an agent: {orphans:?}");
+
+    // The live API: each session's numbers equal the model's for it.
+    let r = http_request("GET", live, "/api/sessions", &[], Vec::new()).await;
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let sessions = v["sessions"].as_array().unwrap();
+    for (sid, t) in &per_session {
+        let s = sessions
+            .iter()
+            .find(|s| s["session_id"] == sid.as_str())
+            .unwrap_or_else(|| panic!("no session {sid}: {v}"));
+        let n = |k: &str| s[k].as_f64().unwrap_or(0.0);
+        let tok = |k: &str| s["tokens"][k].as_f64().unwrap_or(0.0);
+        assert_eq!(
+            (tok("input"), tok("output"), n("model_calls"), n("throttles")),
+            (t.input, t.output, t.requests, t.throttled),
+            "session {sid} on the live API vs the model's usage log: {s}"
+        );
+        // Failures: a failing tool in t2 and u1, an invalid model in t4
+        // and u3; recovered throttles are not failures.
+        let want_errors = f64::from(["t2", "t4", "u1", "u3"].contains(&sid.as_str()));
+        assert_eq!(n("errors"), want_errors, "session {sid}: {s}");
+        assert_eq!(
+            s["agents"].as_array().map(Vec::len),
+            Some(1),
+            "every session has its agent: {s}"
+        );
+    }
     drop(daemon);
 }

@@ -283,6 +283,11 @@ impl Tracker {
         self.queue.clear();
     }
 
+    /// Whether it holds the trace (unsettled, or remembered).
+    pub fn knows(&self, trace: &TraceId) -> bool {
+        self.pending.contains_key(trace) || self.remembered.contains_key(trace)
+    }
+
     /// The numbers of a trace as they stand (unsettled, or remembered).
     pub fn peek(&self, trace: &TraceId) -> Option<TraceNumbers> {
         if let Some(p) = self.pending.get(trace) {

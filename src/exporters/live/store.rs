@@ -44,6 +44,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use opentelemetry_proto::tonic::common::v1::{any_value, KeyValue};
+
+use crate::convert::genai::{
+    self, FailureKind, Keys, Pricing, Tokens, TraceId, TraceNumbers, Tracker, TrackerLimits,
+};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs};
 use opentelemetry_proto::tonic::trace::v1::{status::StatusCode, ResourceSpans, ScopeSpans, Span};
 
@@ -594,10 +598,19 @@ pub struct Summary {
     pub spans_not_kept: u64,
     /// GenAI events seen (kept or not).
     pub events: u64,
-    /// Error spans.
+    /// Failures as the agent-trace model counts them: failed invocations,
+    /// failed tool calls, unrecovered model calls, guardrail interventions
+    /// (a throttle a retry recovered is not one).
     pub errors: u64,
-    /// Tokens by type (`input`, `output`).
+    /// Tokens by type (`input`, `output`, `cache_read`, `cache_write`),
+    /// each model call counted once.
     pub tokens: BTreeMap<String, u64>,
+    /// Model requests (each once, however many spans report it).
+    pub model_calls: u64,
+    /// Model calls that were throttled.
+    pub throttles: u64,
+    /// Failed attempts a retry recovered, and retries inside one call.
+    pub retries: u64,
     /// Tool calls.
     pub tool_calls: u64,
     /// Retrievals.
@@ -621,6 +634,89 @@ pub struct Session {
     pub events: Vec<Arc<EventRecord>>,
     /// The estimated bytes of its records and itself.
     bytes: usize,
+    /// What each of its traces adds to the totals, as the model last said.
+    traces: HashMap<TraceId, Contribution>,
+}
+
+/// What one trace adds to its session's totals (from the agent-trace
+/// model; replaced whenever the trace's numbers change).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Contribution {
+    tokens: Tokens,
+    cost: f64,
+    errors: u64,
+    tools: u64,
+    retrievals: u64,
+    guardrails: u64,
+    calls: u64,
+    throttles: u64,
+    retries: u64,
+}
+
+impl Contribution {
+    fn of(n: &TraceNumbers) -> Contribution {
+        let (retries, _) = n.retries();
+        Contribution {
+            tokens: n.tokens(),
+            cost: n.cost(),
+            errors: n.failures.len() as u64,
+            tools: n.tools.len() as u64,
+            retrievals: n.retrievals,
+            guardrails: n.failed(FailureKind::Guardrail) as u64,
+            calls: n.requests(),
+            throttles: n.calls.iter().filter(|c| c.throttled).count() as u64,
+            retries,
+        }
+    }
+
+    /// The two added up.
+    fn plus(&self, o: &Contribution) -> Contribution {
+        let mut tokens = self.tokens;
+        tokens.add(&o.tokens);
+        Contribution {
+            tokens,
+            cost: self.cost + o.cost,
+            errors: self.errors + o.errors,
+            tools: self.tools + o.tools,
+            retrievals: self.retrievals + o.retrievals,
+            guardrails: self.guardrails + o.guardrails,
+            calls: self.calls + o.calls,
+            throttles: self.throttles + o.throttles,
+            retries: self.retries + o.retries,
+        }
+    }
+
+    /// Adds (`sign` 1) or takes away (-1) this from a summary.
+    fn apply(&self, sum: &mut Summary, sign: i64) {
+        let f = |v: &mut u64, by: u64| {
+            *v = if sign > 0 {
+                v.saturating_add(by)
+            } else {
+                v.saturating_sub(by)
+            }
+        };
+        for (kind, n) in self.tokens.by_type() {
+            match sum.tokens.get_mut(kind) {
+                Some(t) => f(t, n),
+                None if sign > 0 => {
+                    sum.tokens.insert(kind.into(), n);
+                }
+                None => {}
+            }
+        }
+        sum.tokens.retain(|_, v| *v > 0);
+        f(&mut sum.errors, self.errors);
+        f(&mut sum.tool_calls, self.tools);
+        f(&mut sum.retrievals, self.retrievals);
+        f(&mut sum.guardrail_interventions, self.guardrails);
+        f(&mut sum.model_calls, self.calls);
+        f(&mut sum.throttles, self.throttles);
+        f(&mut sum.retries, self.retries);
+        sum.cost += sign as f64 * self.cost;
+        if sum.cost.abs() < 1e-12 {
+            sum.cost = 0.0;
+        }
+    }
 }
 
 impl Session {
@@ -637,6 +733,9 @@ impl Session {
                 events: 0,
                 errors: 0,
                 tokens: BTreeMap::new(),
+                model_calls: 0,
+                throttles: 0,
+                retries: 0,
                 tool_calls: 0,
                 retrievals: 0,
                 guardrail_interventions: 0,
@@ -647,6 +746,7 @@ impl Session {
             events: Vec::new(),
             // Counted by whoever inserts it.
             bytes: 0,
+            traces: HashMap::new(),
         }
     }
 }
@@ -713,6 +813,9 @@ pub struct Store {
     pool: ChunkPool,
     /// Where a span is encoded before it is filed.
     scratch: Vec<u8>,
+    /// The agent-trace model: every session's numbers come from it.
+    model: Tracker,
+    keys: Keys,
 }
 
 /// Error spans remembered for "recent failures", whatever their sessions.
@@ -887,6 +990,15 @@ impl Store {
             recent_errors: std::collections::VecDeque::new(),
             pool: ChunkPool::new(free_chunk_bytes(limits.max_bytes)),
             scratch: Vec::new(),
+            model: Tracker::new(
+                TrackerLimits {
+                    max_traces: limits.max_sessions.saturating_mul(16).max(1024),
+                    max_bytes: (limits.max_bytes / 8).max(1 << 20),
+                    ..TrackerLimits::default()
+                },
+                Pricing::new(limits.pricing.clone()),
+            ),
+            keys: Keys::sessions(limits.session_keys.clone()),
             limits,
         }
     }
@@ -1072,6 +1184,12 @@ impl Store {
             }
         }
         let mut errors: Vec<(usize, &Span)> = Vec::new();
+        let now_ms = now_ns / 1_000_000;
+        let mut settled = Vec::new();
+        self.model.settle_due(now_ms, &mut settled);
+        // (session, trace) pairs whose numbers may have changed.
+        let mut touched: Vec<(usize, TraceId)> = Vec::new();
+        let mut origin: Option<(*const ResourceSpans, genai::Origin)> = None;
         for (group, (id, spans)) in out.by_session.iter().enumerate() {
             let mut rest = spans.as_slice();
             while !rest.is_empty() {
@@ -1090,8 +1208,30 @@ impl Store {
                     let span = at.span;
                     let picked = Picked::from(&span.attributes);
                     let error = is_error(span);
-                    let cost = cost(&self.limits.pricing, &picked);
-                    add(&mut session.summary, &picked, span, error, cost, now_ns);
+                    add(&mut session.summary, &picked, span, now_ns);
+                    let resource: *const ResourceSpans = at.resource;
+                    if origin.as_ref().is_none_or(|(r, _)| *r != resource) {
+                        let o = genai::span::struct_origin(
+                            at.resource.resource.as_ref(),
+                            &self.keys.session,
+                        );
+                        origin = Some((resource, o));
+                    }
+                    if let Some((_, o)) = &origin {
+                        let trace = genai::trace_id(&span.trace_id);
+                        if !self.model.knows(&trace) {
+                            // A trace the model forgot: what it added stays.
+                            if let Some(c) = session.traces.remove(&trace) {
+                                let key = frozen_key(session.traces.len());
+                                session.traces.insert(key, c);
+                            }
+                        }
+                        let facts = genai::span::read_struct(span, o, &self.keys);
+                        self.model.offer(trace, facts, now_ms, &mut settled);
+                        if touched.last() != Some(&(group, trace)) {
+                            touched.push((group, trace));
+                        }
+                    }
                     if session.spans.len() < max_spans {
                         session.spans.push(span, &mut self.pool, &mut self.scratch);
                     } else {
@@ -1114,6 +1254,21 @@ impl Store {
                     self.enforce_bytes(&mut out.evicted_sessions);
                 }
             }
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        for (group, trace) in touched {
+            let Some(numbers) = self.model.peek(&trace) else {
+                continue;
+            };
+            let Some(session) = self.sessions.get_mut(out.by_session[group].0.as_str()) else {
+                continue;
+            };
+            let new = Contribution::of(&numbers);
+            if let Some(old) = session.traces.insert(trace, new) {
+                old.apply(&mut session.summary, -1);
+            }
+            new.apply(&mut session.summary, 1);
         }
         for (group, span) in errors {
             if self.recent_errors.len() >= RECENT_ERRORS {
@@ -1292,7 +1447,13 @@ impl Store {
                 spans: SpanLog::default(),
                 events: Vec::new(),
                 bytes: 0,
+                traces: HashMap::new(),
             });
+        // The traces' contributions move with the totals they are in.
+        for (t, c) in &src.traces {
+            let slot = dst.traces.entry(*t).or_default();
+            *slot = slot.plus(c);
+        }
         let mut added = if existed { 0 } else { SESSION_BYTES };
         if existed {
             let (d, s) = (&mut dst.summary, &src.summary);
@@ -1307,6 +1468,9 @@ impl Store {
             for (k, v) in &s.tokens {
                 *d.tokens.entry(k.clone()).or_default() += v;
             }
+            d.model_calls += s.model_calls;
+            d.throttles += s.throttles;
+            d.retries += s.retries;
             d.tool_calls += s.tool_calls;
             d.retrievals += s.retrievals;
             d.guardrail_interventions += s.guardrail_interventions;
@@ -1423,8 +1587,17 @@ fn cost(pricing: &BTreeMap<String, Price>, p: &Picked<'_>) -> f64 {
         })
 }
 
-/// Adds one span to a session's totals.
-fn add(sum: &mut Summary, p: &Picked<'_>, span: &Span, error: bool, cost: f64, now_ns: u64) {
+/// A key for a contribution whose trace the model forgot (it stays in
+/// the totals; a later span of the trace starts a new contribution).
+fn frozen_key(n: usize) -> TraceId {
+    let mut k = [0xffu8; 16];
+    k[..8].copy_from_slice(&(n as u64).to_be_bytes());
+    k
+}
+
+/// Adds one span to a session's span count, agents, models and times;
+/// its numbers come from the agent-trace model.
+fn add(sum: &mut Summary, p: &Picked<'_>, span: &Span, now_ns: u64) {
     sum.span_count += 1;
     sum.updated_ns = now_ns;
     if span.start_time_unix_nano > 0 {
@@ -1441,30 +1614,7 @@ fn add(sum: &mut Summary, p: &Picked<'_>, span: &Span, error: bool, cost: f64, n
             sum.models.insert(cut_str(m, MAX_VALUE_BYTES).to_string());
         }
     }
-    if error {
-        sum.errors += 1;
-    }
-    for (kind, n) in [("input", p.input_tokens), ("output", p.output_tokens)] {
-        if n == 0 {
-            continue;
-        }
-        // No key allocated once the type is there.
-        match sum.tokens.get_mut(kind) {
-            Some(t) => *t += n,
-            None => {
-                sum.tokens.insert(kind.into(), n);
-            }
-        }
-    }
-    match p.class(&span.name) {
-        SpanClass::Tool => sum.tool_calls += 1,
-        SpanClass::Retrieval => sum.retrievals += 1,
-        _ => {}
-    }
-    if p.guardrail_action.is_some_and(|a| a != "NONE") {
-        sum.guardrail_interventions += 1;
-    }
-    sum.cost += cost;
+
 }
 
 /// A log record's event name: its `event_name` field, else its
@@ -1598,7 +1748,10 @@ mod tests {
         assert_eq!(sum.models, ["anthropic.claude-3-haiku".to_string()].into());
         assert_eq!(sum.tokens["input"], 2000);
         assert_eq!(sum.tokens["output"], 400);
-        assert_eq!((sum.tool_calls, sum.retrievals, sum.errors), (1, 1, 1));
+        // Failures as the model counts them: the failed tool call and the
+        // guardrail intervention.
+        assert_eq!((sum.tool_calls, sum.retrievals, sum.errors), (1, 1, 2));
+        assert_eq!(sum.model_calls, 1);
         assert_eq!(sum.guardrail_interventions, 1);
         assert!((sum.cost - (2.0 * 0.25 + 0.4 * 1.25)).abs() < 1e-9);
         assert_eq!(records[3].message, "tool failed");
