@@ -51,7 +51,10 @@ impl BedrockRuntime {
         let dir = tempfile::tempdir().unwrap();
         let (port_file, log) = (dir.path().join("port"), dir.path().join("usage.jsonl"));
         let child = Command::new(agents_python("python"))
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/bedrock_runtime.py"))
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/python/bedrock_runtime.py"
+            ))
             .args([&port_file, &log])
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -64,7 +67,10 @@ impl BedrockRuntime {
                     break p;
                 }
             }
-            assert!(Instant::now() < deadline, "the Bedrock stand-in did not start");
+            assert!(
+                Instant::now() < deadline,
+                "the Bedrock stand-in did not start"
+            );
             std::thread::sleep(Duration::from_millis(50));
         };
         BedrockRuntime {
@@ -96,7 +102,10 @@ impl Drop for BedrockRuntime {
 fn run_strands(bedrock: u16, protocol: &str, endpoint: &str, plan: &serde_json::Value) -> String {
     let out = Command::new(agents_python("opentelemetry-instrument"))
         .arg(agents_python("python"))
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/strands_agent.py"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/python/strands_agent.py"
+        ))
         .arg(format!("http://127.0.0.1:{bedrock}"))
         .arg(plan.to_string())
         .env("OTEL_PYTHON_DISTRO", "aws_distro")
@@ -133,7 +142,10 @@ fn run_strands(bedrock: u16, protocol: &str, endpoint: &str, plan: &serde_json::
 /// Prometheus samples: (name, labels, value), parsed from the text format.
 fn samples(text: &str) -> Vec<(String, BTreeMap<String, String>, f64)> {
     let mut out = Vec::new();
-    for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
         let (head, value) = line.rsplit_once(' ').unwrap();
         let (name, labels) = match head.split_once('{') {
             Some((n, rest)) => (n, rest.trim_end_matches('}')),
@@ -219,7 +231,13 @@ service:
         {"id": "u2", "prompts": ["u2: hi there", "u2: lookup_weather Quito", "u2: bye THROTTLE1"]},
         {"id": "u3", "model": "invalid-model-id", "prompts": ["u3: hi"]},
     ]});
-    let agent_of = |s: &str| if s.starts_with('t') { "travel" } else { "support" };
+    let agent_of = |s: &str| {
+        if s.starts_with('t') {
+            "travel"
+        } else {
+            "support"
+        }
+    };
     let out_http = run_strands(
         bedrock.port,
         "http/protobuf",
@@ -250,7 +268,9 @@ service:
         t.input += e["input"].as_f64().unwrap();
         t.output += e["output"].as_f64().unwrap();
         t.throttled += f64::from(e["status"] == 429);
-        let t = truth.entry(agent_of(e["session"].as_str().unwrap())).or_default();
+        let t = truth
+            .entry(agent_of(e["session"].as_str().unwrap()))
+            .or_default();
         t.requests += 1.0;
         t.input += e["input"].as_f64().unwrap();
         t.output += e["output"].as_f64().unwrap();
@@ -266,7 +286,11 @@ service:
         let r = http_request("GET", prom, "/metrics", &[], Vec::new()).await;
         let text = String::from_utf8_lossy(&r.body).to_string();
         let s = samples(&text);
-        let requests = sum(&s, "agent_invocations_total", &[("gen_ai_operation_name", "chat")]);
+        let requests = sum(
+            &s,
+            "agent_invocations_total",
+            &[("gen_ai_operation_name", "chat")],
+        );
         let want: f64 = truth.values().map(|t| t.requests).sum();
         if requests >= want || Instant::now() > deadline {
             // One more flush, so nothing is half-counted.
@@ -294,7 +318,10 @@ service:
         let calls = sum(
             &s,
             "agent_invocations_total",
-            &[("gen_ai_agent_name", agent), ("gen_ai_operation_name", "chat")],
+            &[
+                ("gen_ai_agent_name", agent),
+                ("gen_ai_operation_name", "chat"),
+            ],
         );
         assert_eq!(calls, t.requests, "model requests of {agent}\n{text}");
         assert_eq!(
@@ -315,7 +342,10 @@ service:
             sum(
                 &s,
                 "agent_errors_total",
-                &[("gen_ai_agent_name", agent), ("gen_ai_operation_name", "execute_tool")]
+                &[
+                    ("gen_ai_agent_name", agent),
+                    ("gen_ai_operation_name", "execute_tool")
+                ]
             ),
             1.0
         );
@@ -333,7 +363,9 @@ service:
     // No agent series without its agent.
     let orphans: Vec<_> = s
         .iter()
-        .filter(|(n, l, _)| n.starts_with("agent_") && l.get("gen_ai_agent_name").is_some_and(|a| a.is_empty()))
+        .filter(|(n, l, _)| {
+            n.starts_with("agent_") && l.get("gen_ai_agent_name").is_some_and(|a| a.is_empty())
+        })
         .collect();
     assert!(orphans.is_empty(), "series without an agent: {orphans:?}");
 
@@ -349,7 +381,12 @@ service:
         let n = |k: &str| s[k].as_f64().unwrap_or(0.0);
         let tok = |k: &str| s["tokens"][k].as_f64().unwrap_or(0.0);
         assert_eq!(
-            (tok("input"), tok("output"), n("model_calls"), n("throttles")),
+            (
+                tok("input"),
+                tok("output"),
+                n("model_calls"),
+                n("throttles")
+            ),
             (t.input, t.output, t.requests, t.throttled),
             "session {sid} on the live API vs the model's usage log: {s}"
         );

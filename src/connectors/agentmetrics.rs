@@ -35,11 +35,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::component::{ComponentId, Connector, ConnectorFactory, Factory};
+use crate::consumer::{Acks, BoxConsumer, Consumers, StartError};
 use crate::convert::genai::{
     self, Attribution, FailureKind, Keys, Outcome, Price, Pricing, Role, Settled, TraceNumbers,
     Tracker, TrackerLimits,
 };
-use crate::consumer::{Acks, BoxConsumer, Consumers, StartError};
 use crate::settings::de::DeError;
 use crate::settings::types::duration;
 use crate::signal::{string_attribute, Signal, Telemetry};
@@ -416,7 +416,10 @@ impl AgentMetrics {
             let service = origin.service.as_deref().unwrap_or("unknown_service");
             for span in r.scope_spans.iter().flat_map(|s| &s.spans) {
                 let facts = genai::span::read_struct(span, &origin, &self.keys);
-                if facts.role == Role::Other && self.cfg.generic_span_metrics {
+                // Spans that no agent series counts (cycles, chains,
+                // guardrail checks that did not intervene, the rest).
+                let generic = matches!(facts.role, Role::Other | Role::Rollup | Role::Guardrail);
+                if generic && self.cfg.generic_span_metrics {
                     self.record_generic(&mut st, span, service);
                 }
                 st.tracker
@@ -471,9 +474,17 @@ impl AgentMetrics {
                 .map(|c| c.span_id)
                 .chain(prev.invocations.iter().map(|i| i.span_id))
                 .chain(prev.tools.iter().map(|t| t.span_id))
+                .chain(prev.retrievals.iter().map(|t| t.span_id))
                 .collect();
             durations.clear();
-            self.contributions(&s.numbers, 0, &mut counts, &mut costs, &mut durations, Some(&before));
+            self.contributions(
+                &s.numbers,
+                0,
+                &mut counts,
+                &mut costs,
+                &mut durations,
+                Some(&before),
+            );
         }
         for (k, n) in counts {
             match u64::try_from(n) {
@@ -501,8 +512,14 @@ impl AgentMetrics {
             .chain(numbers.calls.iter().map(|c| &c.at));
         let mut seen: Vec<(String, String, String)> = Vec::new();
         for a in at {
-            let Some(sid) = a.session.as_deref() else { continue };
-            let svc = a.service.as_deref().unwrap_or("unknown_service").to_string();
+            let Some(sid) = a.session.as_deref() else {
+                continue;
+            };
+            let svc = a
+                .service
+                .as_deref()
+                .unwrap_or("unknown_service")
+                .to_string();
             let agent = a.agent.as_deref().unwrap_or("").to_string();
             let k = (svc, agent, sid.to_string());
             if !seen.contains(&k) {
@@ -579,7 +596,10 @@ impl AgentMetrics {
         }
         for c in &n.calls {
             let d = op_dims(&c.at, &c.operation, "");
-            bump(key(Kind::Invocations, &c.at, d.clone()), u64::from(c.requests));
+            bump(
+                key(Kind::Invocations, &c.at, d.clone()),
+                u64::from(c.requests),
+            );
             time(key(Kind::Duration, &c.at, d.clone()), c.span_id, c.seconds);
             let retried = matches!(c.outcome, Outcome::Retried { .. });
             bump(
@@ -594,6 +614,11 @@ impl AgentMetrics {
             let d = op_dims(&t.at, "execute_tool", t.tool.as_deref().unwrap_or(""));
             bump(key(Kind::Invocations, &t.at, d.clone()), 1);
             time(key(Kind::Duration, &t.at, d), t.span_id, t.seconds);
+        }
+        for r in &n.retrievals {
+            let d = op_dims(&r.at, "retrieval", "");
+            bump(key(Kind::Invocations, &r.at, d.clone()), 1);
+            time(key(Kind::Duration, &r.at, d), r.span_id, r.seconds);
         }
         for f in &n.failures {
             let (op, tool) = match f.kind {
@@ -611,7 +636,10 @@ impl AgentMetrics {
                 FailureKind::Guardrail => ("guardrail", String::new()),
             };
             let mut d = op_dims(&f.at, op, &tool);
-            d.push(("error.type", f.error.as_deref().unwrap_or("_OTHER").to_string()));
+            d.push((
+                "error.type",
+                f.error.as_deref().unwrap_or("_OTHER").to_string(),
+            ));
             bump(key(Kind::Errors, &f.at, d), 1);
         }
         for u in &n.usage {

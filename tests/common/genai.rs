@@ -32,16 +32,41 @@ pub struct Expected {
 }
 
 pub fn expect(rs: &[ResourceSpans], e: &mut Expected) {
+    let ids: std::collections::HashSet<&[u8]> = rs
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .flat_map(|s| &s.spans)
+        .map(|s| s.span_id.as_slice())
+        .collect();
     for s in rs
         .iter()
         .flat_map(|r| &r.scope_spans)
         .flat_map(|s| &s.spans)
     {
-        match attr(&s.attributes, "gen_ai.operation.name") {
-            Some(any_value::Value::StringValue(op)) => {
+        // OpenLLMetry names tools and workflows by `traceloop.span.kind`:
+        // a tool is a tool call, a workflow root (no parent among the spans
+        // sent) an invocation (the model's dialect table).
+        let traceloop = match attr(&s.attributes, "traceloop.span.kind") {
+            Some(any_value::Value::StringValue(k)) if k == "tool" => Some("execute_tool"),
+            Some(any_value::Value::StringValue(k))
+                if k == "workflow" && !ids.contains(s.parent_span_id.as_slice()) =>
+            {
+                Some("invoke_agent")
+            }
+            _ => None,
+        };
+        match (attr(&s.attributes, "gen_ai.operation.name"), traceloop) {
+            (Some(any_value::Value::StringValue(op)), _) => {
                 *e.by_operation.entry(op.clone()).or_default() += 1.0;
                 e.input_tokens += int(&s.attributes, "gen_ai.usage.input_tokens") as f64;
                 e.output_tokens += int(&s.attributes, "gen_ai.usage.output_tokens") as f64;
+            }
+            (_, Some(op)) => {
+                *e.by_operation.entry(op.into()).or_default() += 1.0;
+                // A workflow is a rollup: also in `span.calls`.
+                if op == "invoke_agent" {
+                    e.other_spans += 1.0;
+                }
             }
             _ => e.other_spans += 1.0,
         }

@@ -72,8 +72,8 @@ pub mod tracker;
 pub use pricing::{Price, Pricing};
 pub use span::{Keys, Origin, Role, SpanFacts, Usage};
 pub use trace::{
-    evaluate, Attribution, Failure, FailureKind, Invocation, ModelCall, Outcome, Tokens,
-    ToolCall, TraceNumbers, UsageRecord, UsageSource,
+    evaluate, Attribution, Failure, FailureKind, Invocation, ModelCall, Outcome, Tokens, ToolCall,
+    TraceNumbers, UsageRecord, UsageSource,
 };
 pub use tracker::{trace_id, Settled, TraceId, Tracker, TrackerLimits, TrackerStats};
 

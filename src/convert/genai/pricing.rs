@@ -130,7 +130,9 @@ pub struct Pricing {
 /// profile's geography: `us.anthropic.claude-…` → `anthropic.claude-…`.
 pub fn base_model(model: &str) -> &str {
     let m = model.rsplit('/').next().unwrap_or(model);
-    for geo in ["us.", "eu.", "apac.", "global.", "jp.", "au.", "ca.", "us-gov."] {
+    for geo in [
+        "us.", "eu.", "apac.", "global.", "jp.", "au.", "ca.", "us-gov.",
+    ] {
         if let Some(rest) = m.strip_prefix(geo) {
             if rest.contains('.') {
                 return rest;
@@ -212,7 +214,9 @@ mod tests {
             Some(direct)
         );
         // The longest prefix: Opus 4.5 is not Opus 4.
-        let o45 = p.price("global.anthropic.claude-opus-4-5-20251101-v1:0").unwrap();
+        let o45 = p
+            .price("global.anthropic.claude-opus-4-5-20251101-v1:0")
+            .unwrap();
         let o4 = p.price("anthropic.claude-opus-4-20250514-v1:0").unwrap();
         assert_eq!(o45.input, 0.005);
         assert_eq!(o4.input, 0.015);
@@ -222,7 +226,10 @@ mod tests {
     #[test]
     fn overrides_win_by_exact_id_then_base_id() {
         let mut o = BTreeMap::new();
-        o.insert("anthropic.claude-3-5-haiku-20241022-v1:0".to_string(), Price::of(1.0, 2.0));
+        o.insert(
+            "anthropic.claude-3-5-haiku-20241022-v1:0".to_string(),
+            Price::of(1.0, 2.0),
+        );
         o.insert("custom".to_string(), Price::of(0.5, 0.5));
         let p = Pricing::new(o.clone());
         let t = Tokens {
@@ -230,7 +237,10 @@ mod tests {
             output: 1000,
             ..Tokens::default()
         };
-        assert_eq!(p.cost("us.anthropic.claude-3-5-haiku-20241022-v1:0", &t), Some(3.0));
+        assert_eq!(
+            p.cost("us.anthropic.claude-3-5-haiku-20241022-v1:0", &t),
+            Some(3.0)
+        );
         assert_eq!(p.cost("custom", &t), Some(1.0));
         let only = Pricing::only(o);
         assert_eq!(only.price("anthropic.claude-3-haiku-20240307-v1:0"), None);

@@ -229,7 +229,11 @@ fn role_of_operation(op: &str) -> Option<Role> {
         "chat" | "text_completion" | "completion" | "generate_content" | "generate"
         | "embeddings" | "embedding" => Role::Inference,
         "invoke_agent" | "create_agent" => Role::Agent,
-        "execute_event_loop_cycle" | "agent_step" | "invoke_workflow" | "workflow" | "task"
+        "execute_event_loop_cycle"
+        | "agent_step"
+        | "invoke_workflow"
+        | "workflow"
+        | "task"
         | "chain" => Role::Rollup,
         "execute_tool" | "code_interpreter" | "function" | "tool" => Role::Tool,
         "retrieval" | "retrieve" | "retriever" => Role::Retrieval,
@@ -382,7 +386,8 @@ pub fn read<'a>(
     });
     let status_error = head.status_code == 2;
     let error = status_error || error_type.is_some();
-    let message = (status_error && !head.status_message.is_empty()).then(|| text(head.status_message));
+    let message =
+        (status_error && !head.status_message.is_empty()).then(|| text(head.status_message));
     let throttled = error
         && (http_status == Some(429)
             || error_type.is_some_and(names_throttling)
@@ -547,7 +552,11 @@ impl SpanFacts {
             self.tool.as_ref(),
         ];
         std::mem::size_of::<SpanFacts>()
-            + self.carried.iter().map(|(_, s)| s.len() + 24).sum::<usize>()
+            + self
+                .carried
+                .iter()
+                .map(|(_, s)| s.len() + 24)
+                .sum::<usize>()
             + strings
                 .iter()
                 .flatten()

@@ -10,7 +10,15 @@ use crate::convert::otlp_view::Value;
 
 type Attrs<'a> = &'a [(&'a str, Value<'a>)];
 
-fn sp(id: u64, parent: u64, name: &str, kind: i32, status: i32, msg: &str, attrs: Attrs<'_>) -> SpanFacts {
+fn sp(
+    id: u64,
+    parent: u64,
+    name: &str,
+    kind: i32,
+    status: i32,
+    msg: &str,
+    attrs: Attrs<'_>,
+) -> SpanFacts {
     let (sid, pid) = (id.to_be_bytes(), parent.to_be_bytes());
     let head = SpanHead {
         span_id: &sid,
@@ -26,7 +34,12 @@ fn sp(id: u64, parent: u64, name: &str, kind: i32, status: i32, msg: &str, attrs
         service: Some("travel-svc".into()),
         session: None,
     };
-    read(&head, attrs.iter().copied(), &origin, &Keys::sessions(default_session_keys()))
+    read(
+        &head,
+        attrs.iter().copied(),
+        &origin,
+        &Keys::sessions(default_session_keys()),
+    )
 }
 
 const MODEL: &str = "us.anthropic.claude-3-5-haiku-20241022-v1:0";
@@ -45,10 +58,23 @@ fn strands_chat(id: u64, parent: u64, usage: Option<(i64, i64)>, err: Option<&st
         a.push(("gen_ai.usage.output_tokens", Value::Int(o)));
         a.push(("gen_ai.usage.total_tokens", Value::Int(i + o)));
     }
-    sp(id, parent, "chat", 1, if err.is_some() { 2 } else { 1 }, err.unwrap_or(""), &a)
+    sp(
+        id,
+        parent,
+        "chat",
+        1,
+        if err.is_some() { 2 } else { 1 },
+        err.unwrap_or(""),
+        &a,
+    )
 }
 
-fn botocore_chat(id: u64, parent: u64, usage: Option<(i64, i64)>, error_type: Option<&str>) -> SpanFacts {
+fn botocore_chat(
+    id: u64,
+    parent: u64,
+    usage: Option<(i64, i64)>,
+    error_type: Option<&str>,
+) -> SpanFacts {
     let mut a = vec![
         ("rpc.system", Value::Str("aws-api")),
         ("gen_ai.system", Value::Str("aws.bedrock")),
@@ -63,11 +89,22 @@ fn botocore_chat(id: u64, parent: u64, usage: Option<(i64, i64)>, error_type: Op
         a.push(("gen_ai.usage.output_tokens", Value::Int(o)));
     }
     if let Some(t) = error_type {
-        a.push(("http.status_code", Value::Int(if t == "ThrottlingException" { 429 } else { 400 })));
+        a.push((
+            "http.status_code",
+            Value::Int(if t == "ThrottlingException" { 429 } else { 400 }),
+        ));
         a.push(("error.type", Value::Str(t)));
     }
     let name = format!("chat {MODEL}");
-    sp(id, parent, &name, 3, if error_type.is_some() { 2 } else { 0 }, error_type.unwrap_or(""), &a)
+    sp(
+        id,
+        parent,
+        &name,
+        3,
+        if error_type.is_some() { 2 } else { 0 },
+        error_type.unwrap_or(""),
+        &a,
+    )
 }
 
 fn op(id: u64, parent: u64, operation: &str, status: i32, extra: Attrs<'_>) -> SpanFacts {
@@ -77,7 +114,15 @@ fn op(id: u64, parent: u64, operation: &str, status: i32, extra: Attrs<'_>) -> S
         ("gen_ai.system", Value::Str("strands-agents")),
     ];
     a.extend_from_slice(extra);
-    sp(id, parent, operation, 1, status, if status == 2 { "failed" } else { "" }, &a)
+    sp(
+        id,
+        parent,
+        operation,
+        1,
+        status,
+        if status == 2 { "failed" } else { "" },
+        &a,
+    )
 }
 
 /// One invocation of the shape a real Strands agent sent: a throttled
@@ -98,10 +143,23 @@ fn strands_invocation() -> Vec<SpanFacts> {
     );
     vec![
         botocore_chat(11, 10, None, Some("ThrottlingException")),
-        strands_chat(10, 2, None, Some("An error occurred (ThrottlingException) when calling the ConverseStream operation")),
+        strands_chat(
+            10,
+            2,
+            None,
+            Some(
+                "An error occurred (ThrottlingException) when calling the ConverseStream operation",
+            ),
+        ),
         botocore_chat(13, 12, Some((64, 31)), None),
         strands_chat(12, 2, Some((64, 31)), None),
-        op(14, 2, "execute_tool", 1, &[("gen_ai.tool.name", Value::Str("lookup_weather"))]),
+        op(
+            14,
+            2,
+            "execute_tool",
+            1,
+            &[("gen_ai.tool.name", Value::Str("lookup_weather"))],
+        ),
         op(2, 1, "execute_event_loop_cycle", 1, &[]),
         botocore_chat(21, 20, Some((119, 17)), None),
         strands_chat(20, 3, Some((119, 17)), None),
@@ -213,7 +271,13 @@ fn an_invalid_model_is_one_failed_invocation_caused_by_the_client_span() {
         botocore_chat(11, 10, None, Some("ValidationException")),
         strands_chat(10, 2, None, Some("An error occurred (ValidationException)")),
         op(2, 1, "execute_event_loop_cycle", 2, &[]),
-        op(1, 0, "invoke_agent", 2, &[("gen_ai.agent.name", Value::Str("travel"))]),
+        op(
+            1,
+            0,
+            "invoke_agent",
+            2,
+            &[("gen_ai.agent.name", Value::Str("travel"))],
+        ),
     ];
     let n = evaluate(&spans, &pricing());
     assert_eq!(n.failures.len(), 1, "{:?}", n.failures);
@@ -230,7 +294,13 @@ fn an_invalid_model_is_one_failed_invocation_caused_by_the_client_span() {
 #[test]
 fn a_failed_tool_is_one_failure_and_the_invocation_stays_ok() {
     let mut spans = strands_invocation();
-    spans.push(op(15, 3, "execute_tool", 2, &[("gen_ai.tool.name", Value::Str("flaky"))]));
+    spans.push(op(
+        15,
+        3,
+        "execute_tool",
+        2,
+        &[("gen_ai.tool.name", Value::Str("flaky"))],
+    ));
     let n = evaluate(&spans, &pricing());
     assert_eq!(n.failures.len(), 1);
     assert_eq!(n.failures[0].kind, FailureKind::Tool);
@@ -240,56 +310,181 @@ fn a_failed_tool_is_one_failure_and_the_invocation_stays_ok() {
 #[test]
 fn dialects_openinference_openllmetry_and_semconv_cache() {
     let oi = vec![
-        sp(1, 0, "Agent", 1, 0, "", &[("openinference.span.kind", Value::Str("AGENT")), ("llm.token_count.prompt", Value::Int(300))]),
-        sp(2, 1, "ChatBedrock", 1, 0, "", &[
-            ("openinference.span.kind", Value::Str("LLM")),
-            ("llm.model_name", Value::Str("anthropic.claude-3-haiku-20240307-v1:0")),
-            ("llm.token_count.prompt", Value::Int(100)),
-            ("llm.token_count.completion", Value::Int(20)),
-            ("llm.token_count.prompt_details.cache_read", Value::Int(40)),
-        ]),
+        sp(
+            1,
+            0,
+            "Agent",
+            1,
+            0,
+            "",
+            &[
+                ("openinference.span.kind", Value::Str("AGENT")),
+                ("llm.token_count.prompt", Value::Int(300)),
+            ],
+        ),
+        sp(
+            2,
+            1,
+            "ChatBedrock",
+            1,
+            0,
+            "",
+            &[
+                ("openinference.span.kind", Value::Str("LLM")),
+                (
+                    "llm.model_name",
+                    Value::Str("anthropic.claude-3-haiku-20240307-v1:0"),
+                ),
+                ("llm.token_count.prompt", Value::Int(100)),
+                ("llm.token_count.completion", Value::Int(20)),
+                ("llm.token_count.prompt_details.cache_read", Value::Int(40)),
+            ],
+        ),
     ];
     let n = evaluate(&oi, &pricing());
-    assert_eq!(n.tokens(), Tokens { input: 100, output: 20, cache_read: 40, cache_write: 0 });
+    assert_eq!(
+        n.tokens(),
+        Tokens {
+            input: 100,
+            output: 20,
+            cache_read: 40,
+            cache_write: 0
+        }
+    );
     assert_eq!(n.calls.len(), 1);
     let tl = vec![
-        sp(1, 0, "wf.workflow", 1, 0, "", &[("traceloop.span.kind", Value::Str("workflow"))]),
-        sp(2, 1, "bedrock.completion", 3, 0, "", &[
-            ("llm.request.type", Value::Str("chat")),
-            ("gen_ai.system", Value::Str("AWS")),
-            ("gen_ai.request.model", Value::Str("amazon.nova-lite-v1:0")),
-            ("gen_ai.usage.prompt_tokens", Value::Int(10)),
-            ("gen_ai.usage.completion_tokens", Value::Int(5)),
-        ]),
+        sp(
+            1,
+            0,
+            "wf.workflow",
+            1,
+            0,
+            "",
+            &[("traceloop.span.kind", Value::Str("workflow"))],
+        ),
+        sp(
+            2,
+            1,
+            "bedrock.completion",
+            3,
+            0,
+            "",
+            &[
+                ("llm.request.type", Value::Str("chat")),
+                ("gen_ai.system", Value::Str("AWS")),
+                ("gen_ai.request.model", Value::Str("amazon.nova-lite-v1:0")),
+                ("gen_ai.usage.prompt_tokens", Value::Int(10)),
+                ("gen_ai.usage.completion_tokens", Value::Int(5)),
+            ],
+        ),
     ];
     let n = evaluate(&tl, &pricing());
     assert_eq!(n.tokens().total(), 15);
     assert_eq!(n.calls[0].operation.as_ref(), "chat");
     // A leaf without cache counts takes them from the framework span above.
     let semconv = vec![
-        sp(1, 0, "chat", 1, 0, "", &[
-            ("gen_ai.operation.name", Value::Str("chat")),
-            ("gen_ai.usage.input_tokens", Value::Int(10)),
-            ("gen_ai.usage.cache_read.input_tokens", Value::Int(7)),
-        ]),
-        sp(2, 1, "chat m", 3, 0, "", &[
-            ("gen_ai.operation.name", Value::Str("chat")),
-            ("gen_ai.usage.input_tokens", Value::Int(3)),
-            ("gen_ai.usage.output_tokens", Value::Int(4)),
-        ]),
+        sp(
+            1,
+            0,
+            "chat",
+            1,
+            0,
+            "",
+            &[
+                ("gen_ai.operation.name", Value::Str("chat")),
+                ("gen_ai.usage.input_tokens", Value::Int(10)),
+                ("gen_ai.usage.cache_read.input_tokens", Value::Int(7)),
+            ],
+        ),
+        sp(
+            2,
+            1,
+            "chat m",
+            3,
+            0,
+            "",
+            &[
+                ("gen_ai.operation.name", Value::Str("chat")),
+                ("gen_ai.usage.input_tokens", Value::Int(3)),
+                ("gen_ai.usage.output_tokens", Value::Int(4)),
+            ],
+        ),
     ];
     let n = evaluate(&semconv, &pricing());
-    assert_eq!(n.tokens(), Tokens { input: 3, output: 4, cache_read: 7, cache_write: 0 });
+    assert_eq!(
+        n.tokens(),
+        Tokens {
+            input: 3,
+            output: 4,
+            cache_read: 7,
+            cache_write: 0
+        }
+    );
 }
 
 #[test]
 fn hostile_usage_is_refused_and_counted() {
     let spans = vec![
-        sp(1, 0, "chat", 3, 0, "", &[("gen_ai.operation.name", Value::Str("chat")), ("gen_ai.usage.input_tokens", Value::Str("100"))]),
-        sp(2, 0, "chat", 3, 0, "", &[("gen_ai.operation.name", Value::Str("chat")), ("gen_ai.usage.input_tokens", Value::Int(-5))]),
-        sp(3, 0, "chat", 3, 0, "", &[("gen_ai.operation.name", Value::Str("chat")), ("gen_ai.usage.output_tokens", Value::Int(i64::MAX))]),
-        sp(4, 0, "chat", 3, 0, "", &[("gen_ai.operation.name", Value::Str("chat")), ("gen_ai.usage.output_tokens", Value::Double(1.5))]),
-        sp(5, 0, "chat", 3, 0, "", &[("gen_ai.operation.name", Value::Str("chat")), ("gen_ai.usage.output_tokens", Value::Int(9))]),
+        sp(
+            1,
+            0,
+            "chat",
+            3,
+            0,
+            "",
+            &[
+                ("gen_ai.operation.name", Value::Str("chat")),
+                ("gen_ai.usage.input_tokens", Value::Str("100")),
+            ],
+        ),
+        sp(
+            2,
+            0,
+            "chat",
+            3,
+            0,
+            "",
+            &[
+                ("gen_ai.operation.name", Value::Str("chat")),
+                ("gen_ai.usage.input_tokens", Value::Int(-5)),
+            ],
+        ),
+        sp(
+            3,
+            0,
+            "chat",
+            3,
+            0,
+            "",
+            &[
+                ("gen_ai.operation.name", Value::Str("chat")),
+                ("gen_ai.usage.output_tokens", Value::Int(i64::MAX)),
+            ],
+        ),
+        sp(
+            4,
+            0,
+            "chat",
+            3,
+            0,
+            "",
+            &[
+                ("gen_ai.operation.name", Value::Str("chat")),
+                ("gen_ai.usage.output_tokens", Value::Double(1.5)),
+            ],
+        ),
+        sp(
+            5,
+            0,
+            "chat",
+            3,
+            0,
+            "",
+            &[
+                ("gen_ai.operation.name", Value::Str("chat")),
+                ("gen_ai.usage.output_tokens", Value::Int(9)),
+            ],
+        ),
     ];
     let n = evaluate(&spans, &pricing());
     assert_eq!(n.invalid_usage, 4);
@@ -301,14 +496,23 @@ fn hostile_usage_is_refused_and_counted() {
 fn parent_cycles_are_cut_and_counted() {
     // 1 -> 2 -> 3 -> 1, and 4 under 3.
     let spans = vec![
-        op(1, 3, "invoke_agent", 0, &[("gen_ai.agent.name", Value::Str("a"))]),
+        op(
+            1,
+            3,
+            "invoke_agent",
+            0,
+            &[("gen_ai.agent.name", Value::Str("a"))],
+        ),
         op(2, 1, "execute_event_loop_cycle", 0, &[]),
         strands_chat(3, 2, Some((5, 5)), None),
         botocore_chat(4, 3, Some((5, 5)), None),
         sp(5, 5, "self", 1, 0, "", &[]),
     ];
     let n = evaluate(&spans, &pricing());
-    assert_eq!(n.cycles, 1, "one cycle of three spans (a span naming itself is no parent)");
+    assert_eq!(
+        n.cycles, 1,
+        "one cycle of three spans (a span naming itself is no parent)"
+    );
     assert_eq!(n.tokens().total(), 10);
     assert_eq!(n.calls.len(), 1);
 }
@@ -325,12 +529,20 @@ fn a_late_span_reopens_its_trace_and_the_difference_is_zero_for_a_swap() {
     assert_eq!(out[0].numbers.usage[0].span_id, 10);
     // The botocore span under it arrives late: swapped, same tokens.
     out.clear();
-    t.offer(id, botocore_chat(11, 10, Some((64, 31)), None), 11_000, &mut out);
+    t.offer(
+        id,
+        botocore_chat(11, 10, Some((64, 31)), None),
+        11_000,
+        &mut out,
+    );
     t.settle_due(20_000, &mut out);
     assert_eq!(out.len(), 1);
     let s = &out[0];
     assert_eq!(s.numbers.usage[0].span_id, 11);
-    assert_eq!(s.previous.as_ref().map(|p| p.tokens()), Some(s.numbers.tokens()));
+    assert_eq!(
+        s.previous.as_ref().map(|p| p.tokens()),
+        Some(s.numbers.tokens())
+    );
     assert_eq!(t.stats().late_spans, 1);
     assert_eq!(t.stats().reopened, 1);
 }
@@ -350,22 +562,38 @@ fn bounds_hold_for_a_million_traces_and_a_trace_that_never_ends() {
     for i in 0u64..1_000_000 {
         let mut id = [0u8; 16];
         id[..8].copy_from_slice(&i.to_be_bytes());
-        t.offer(id, botocore_chat(1, 0, Some((1, 1)), None), i / 1000, &mut out);
+        t.offer(
+            id,
+            botocore_chat(1, 0, Some((1, 1)), None),
+            i / 1000,
+            &mut out,
+        );
         assert!(t.pending() <= limits.max_traces);
         assert!(t.bytes() <= limits.max_bytes, "{} bytes", t.bytes());
         if out.len() > 10_000 {
-            tokens += out.drain(..).map(|s| s.numbers.tokens().total()).sum::<u64>();
+            tokens += out
+                .drain(..)
+                .map(|s| s.numbers.tokens().total())
+                .sum::<u64>();
         }
     }
     t.drain(&mut out);
-    tokens += out.drain(..).map(|s| s.numbers.tokens().total()).sum::<u64>();
+    tokens += out
+        .drain(..)
+        .map(|s| s.numbers.tokens().total())
+        .sum::<u64>();
     assert_eq!(tokens, 2_000_000, "every trace counted once");
     assert!(t.stats().early > 0);
     // One trace that never stops: segments, each counted once.
     let id = trace_id(&[9; 16]);
     let mut total = 0u64;
     for i in 1u64..=2_000 {
-        t.offer(id, botocore_chat(i, 0, Some((1, 0)), None), 2_000_000 + i, &mut out);
+        t.offer(
+            id,
+            botocore_chat(i, 0, Some((1, 0)), None),
+            2_000_000 + i,
+            &mut out,
+        );
         t.settle_due(2_000_000 + i, &mut out);
         assert!(t.bytes() <= limits.max_bytes);
     }

@@ -219,8 +219,8 @@ pub struct TraceNumbers {
     pub invocations: Vec<Invocation>,
     /// Tool calls.
     pub tools: Vec<ToolCall>,
-    /// Retrievals.
-    pub retrievals: u64,
+    /// Retrievals (as tool calls with no tool name).
+    pub retrievals: Vec<ToolCall>,
     /// Failures.
     pub failures: Vec<Failure>,
     /// The trace's session (its root's, else the first named).
@@ -290,7 +290,11 @@ fn seconds(s: &SpanFacts) -> f64 {
 /// For each span, the nearest span at or above it (following parents)
 /// that `has` picks, or none; a walk that meets a cycle stops there and
 /// counts it.
-fn nearest(parent: &[Option<usize>], has: impl Fn(usize) -> bool, cycles: &mut u64) -> Vec<Option<usize>> {
+fn nearest(
+    parent: &[Option<usize>],
+    has: impl Fn(usize) -> bool,
+    cycles: &mut u64,
+) -> Vec<Option<usize>> {
     const TODO: u8 = 0;
     const ON_PATH: u8 = 1;
     const DONE: u8 = 2;
@@ -464,7 +468,10 @@ pub fn evaluate(spans: &[SpanFacts], pricing: &Pricing) -> TraceNumbers {
     let mut answered: HashMap<Option<usize>, Vec<u64>> = HashMap::new();
     for i in 0..n {
         if role(i) == Role::Inference && outer_inference[i] == i && !kept[i].error {
-            answered.entry(parent[i]).or_default().push(kept[i].start_ns);
+            answered
+                .entry(parent[i])
+                .or_default()
+                .push(kept[i].start_ns);
         }
     }
     let recovered = |i: usize| -> bool {
@@ -517,10 +524,7 @@ pub fn evaluate(spans: &[SpanFacts], pricing: &Pricing) -> TraceNumbers {
                 cache_write: usage.cache_write.unwrap_or(0),
             };
             let at = attribution(i);
-            let cost = at
-                .model
-                .as_deref()
-                .and_then(|m| pricing.cost(m, &tokens));
+            let cost = at.model.as_deref().and_then(|m| pricing.cost(m, &tokens));
             out.usage.push(UsageRecord {
                 span_id: s.span_id,
                 source: if s.role == Role::Inference {
@@ -580,7 +584,13 @@ pub fn evaluate(spans: &[SpanFacts], pricing: &Pricing) -> TraceNumbers {
                 seconds: seconds(s),
                 at: attribution(i),
             }),
-            Role::Retrieval => out.retrievals += 1,
+            Role::Retrieval => out.retrievals.push(ToolCall {
+                span_id: s.span_id,
+                tool: None,
+                failed: s.error,
+                seconds: seconds(s),
+                at: attribution(i),
+            }),
             _ => {}
         }
     }

@@ -306,9 +306,8 @@ impl Tracker {
         // Invalid usage is counted once per span, when first settled.
         let before = p.previous.as_ref().map_or(0, |n| n.invalid_usage);
         self.stats.invalid_usage += numbers.invalid_usage.saturating_sub(before);
-        let keep = remember
-            && self.limits.remember > 0
-            && p.spans.len() < self.limits.max_spans_per_trace;
+        let keep =
+            remember && self.limits.remember > 0 && p.spans.len() < self.limits.max_spans_per_trace;
         if keep {
             self.remembered.insert(
                 trace,

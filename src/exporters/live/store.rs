@@ -661,7 +661,7 @@ impl Contribution {
             cost: n.cost(),
             errors: n.failures.len() as u64,
             tools: n.tools.len() as u64,
-            retrievals: n.retrievals,
+            retrievals: n.retrievals.len() as u64,
             guardrails: n.failed(FailureKind::Guardrail) as u64,
             calls: n.requests(),
             throttles: n.calls.iter().filter(|c| c.throttled).count() as u64,
@@ -1614,7 +1614,6 @@ fn add(sum: &mut Summary, p: &Picked<'_>, span: &Span, now_ns: u64) {
             sum.models.insert(cut_str(m, MAX_VALUE_BYTES).to_string());
         }
     }
-
 }
 
 /// A log record's event name: its `event_name` field, else its
