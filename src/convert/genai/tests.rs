@@ -1,6 +1,7 @@
-//! The model's rules on the span shapes real frameworks send (the Strands
-//! + ADOT + botocore shape below is the one a real Strands agent sent in
-//! `tests/agent_frameworks.rs`, attributes cut to what the model reads).
+//! The model's rules on the span shapes real frameworks send. The shape of
+//! Strands with ADOT and botocore below is the one a real Strands agent
+//! sent in `tests/agent_frameworks.rs`, attributes cut to what the model
+//! reads.
 
 use std::collections::BTreeMap;
 

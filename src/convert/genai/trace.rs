@@ -570,12 +570,8 @@ pub fn evaluate(spans: &[SpanFacts], pricing: &Pricing) -> TraceNumbers {
                     at: attribution(i),
                 });
             }
-            Role::Inference => {
-                // An outer span of a call: retried with it.
-                if s.error && recovered(i) {
-                    retried[i] = true;
-                }
-            }
+            // An outer span of a call: retried with it.
+            Role::Inference if s.error && recovered(i) => retried[i] = true,
             Role::Agent => {}
             Role::Tool => out.tools.push(ToolCall {
                 span_id: s.span_id,

@@ -85,18 +85,20 @@ pub enum PolicyType {
     And,
     /// Sub-policies in order, each within its share of a span rate.
     Composite,
-    /// spanwire: a span with status ERROR or an `error.type` attribute.
+    /// spanwire: a failure as the agent-trace model counts it (a failed
+    /// invocation, a failed tool call, an unrecovered model call, a
+    /// guardrail intervention); a throttle a retry recovered is none.
     AgentError,
     /// spanwire: a guardrail intervened (`aws.bedrock.guardrail.action`
     /// other than `NONE`).
     GuardrailIntervened,
-    /// spanwire: `gen_ai.usage.input_tokens` + `output_tokens` over all
-    /// spans at least `tokens`.
+    /// spanwire: input + output tokens, each model call counted once (the
+    /// agent-trace model), at least `tokens`.
     TokensOver,
-    /// spanwire: the cost from the processor's `pricing` at least `usd`.
+    /// spanwire: the cost of those tokens (the processor's `pricing` over
+    /// the built-in Bedrock table) at least `usd`.
     CostOver,
-    /// spanwire: a tool call (`gen_ai.operation.name` `execute_tool`,
-    /// `code_interpreter` or `function`) with status ERROR or `error.type`.
+    /// spanwire: a tool call failed.
     ToolFailed,
 }
 
@@ -279,15 +281,15 @@ pub struct Summary {
     pub end_ns: u64,
     /// Bit per status code seen (1 unset, 2 ok, 4 error).
     pub status_bits: u8,
-    /// A span with status ERROR or an `error.type` attribute.
+    /// A failure as the agent-trace model counts it (set at decision).
     pub agent_error: bool,
     /// A guardrail intervened.
     pub guardrail: bool,
     /// A tool call failed.
     pub tool_failed: bool,
-    /// Input plus output tokens.
+    /// Input plus output tokens, once per model call (set at decision).
     pub tokens: u64,
-    /// Cost from `pricing`.
+    /// Cost of those tokens (set at decision).
     pub cost: f64,
     /// Bit per attribute matcher that some span (or its resource) matched.
     pub matched: u64,

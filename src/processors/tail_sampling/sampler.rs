@@ -26,6 +26,7 @@ use std::sync::Arc;
 
 use super::policy::{combine, Policies, Summary};
 use crate::consumer::Acks;
+use crate::convert::genai::{self, FailureKind, Keys, Pricing, Role, SpanFacts, TraceId};
 use crate::convert::otlp_index::{self, Invalid};
 use crate::convert::otlp_view::{self, put_varint, SpanView, Value};
 use crate::signal::Signal;
@@ -108,11 +109,17 @@ struct Header {
     matched: u64,
     /// The session its resource names.
     session: Option<Box<[u8]>>,
+    /// What the agent-trace model reads of the resource.
+    origin: genai::Origin,
 }
 
 #[derive(Debug)]
 struct Group {
     summary: Summary,
+    /// The GenAI spans' facts, by trace, for the agent-trace model (its
+    /// numbers decide the agent policies).
+    facts: Vec<(TraceId, SpanFacts)>,
+    facts_bytes: usize,
     /// Span fields (key, length, body), back to back.
     spans: Vec<u8>,
     /// Per span: its header and the end of its bytes in `spans`.
@@ -178,6 +185,9 @@ struct Decided {
 pub struct Sampler {
     cfg: Settings,
     policies: Policies,
+    /// The policies' prices over the built-in table.
+    pricing: Pricing,
+    keys: Keys,
     groups: FastMap<Key, Group>,
     /// (deadline ms, seq, key), deadlines in order.
     queue: VecDeque<(u64, u64, Key)>,
@@ -201,6 +211,8 @@ impl Sampler {
             ..Stats::default()
         };
         Sampler {
+            pricing: Pricing::new(policies.pricing.clone()),
+            keys: Keys::sessions(cfg.session_keys.clone()),
             cfg,
             policies,
             groups: FastMap::default(),
@@ -276,6 +288,7 @@ impl Sampler {
             for (field, body) in scope.items {
                 let view = SpanView::of_body(body);
                 let (summary, named) = self.read_span(&view, &header);
+                let facts = genai::span::read_view(&view, &header.origin, &self.keys);
                 let named = named.map(str::as_bytes).or(header.session.as_deref());
                 let key = self.key_of(&view, named);
                 match self.decided.map.get(&key[..]) {
@@ -292,7 +305,9 @@ impl Sampler {
                     }
                     None => {}
                 }
-                self.add(key, summary, field, &header, acks, &mut touched);
+                let facts =
+                    (facts.role != Role::Other).then(|| (genai::trace_id(view.trace_id), facts));
+                self.add(key, summary, facts, field, &header, acks, &mut touched);
             }
         });
         if late_added {
@@ -342,11 +357,14 @@ impl Sampler {
                 note_session(&self.cfg.session_keys, k, s, &mut session);
             }
         }
+        let origin =
+            genai::Origin::read(otlp_view::attributes_in(attrs, 1), &self.cfg.session_keys);
         let h = Arc::new(Header {
             resource: resource.to_vec(),
             scope: scope.to_vec(),
             matched,
             session: session.map(|(_, s)| s.as_bytes().into()),
+            origin,
         });
         self.headers.insert(key.into(), h.clone());
         h
@@ -366,37 +384,8 @@ impl Sampler {
             matched: header.matched,
             ..Summary::default()
         };
-        let mut error = view.status_code == 2;
-        let (mut input, mut output) = (0u64, 0u64);
-        let (mut model, mut op) = (None, "");
         let mut session: Option<(usize, &'a str)> = None;
         for (k, v) in view.attributes() {
-            match k {
-                "error.type" => error = true,
-                "aws.bedrock.guardrail.action" => {
-                    if let Value::Str(a) = v {
-                        s.guardrail |= !a.is_empty() && a != "NONE";
-                    }
-                }
-                "gen_ai.usage.input_tokens" => input = count(&v),
-                "gen_ai.usage.output_tokens" => output = count(&v),
-                "gen_ai.request.model" => {
-                    if let Value::Str(m) = v {
-                        model = Some(m);
-                    }
-                }
-                "gen_ai.response.model" => {
-                    if let (Value::Str(m), None) = (v, model) {
-                        model = Some(m);
-                    }
-                }
-                "gen_ai.operation.name" => {
-                    if let Value::Str(o) = v {
-                        op = o;
-                    }
-                }
-                _ => {}
-            }
             for (i, t) in self.policies.tests.iter().enumerate() {
                 if t.key == k && t.matches(&v) {
                     s.matched |= 1 << i;
@@ -407,12 +396,6 @@ impl Sampler {
                     note_session(&self.cfg.session_keys, k, text, &mut session);
                 }
             }
-        }
-        s.agent_error = error;
-        s.tool_failed = error && matches!(op, "execute_tool" | "code_interpreter" | "function");
-        s.tokens = input + output;
-        if let Some(price) = model.and_then(|m| self.policies.pricing.get(m)) {
-            s.cost = input as f64 / 1000.0 * price.input + output as f64 / 1000.0 * price.output;
         }
         (s, session.map(|(_, s)| s))
     }
@@ -481,6 +464,8 @@ impl Sampler {
         match self.groups.get_mut(to) {
             Some(t) => {
                 t.summary.merge(&g.summary);
+                t.facts.extend(g.facts);
+                t.facts_bytes += g.facts_bytes;
                 let base = t.spans.len() as u32;
                 t.spans.extend_from_slice(&g.spans);
                 t.entries
@@ -499,10 +484,12 @@ impl Sampler {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn add(
         &mut self,
         key: Cow<'_, [u8]>,
         summary: Summary,
+        facts: Option<(TraceId, SpanFacts)>,
         field: &[u8],
         header: &Arc<Header>,
         acks: &Acks,
@@ -517,6 +504,8 @@ impl Sampler {
                 let owned: Key = key.to_vec().into_boxed_slice();
                 self.groups.entry(owned).or_insert(Group {
                     summary: Summary::default(),
+                    facts: Vec::new(),
+                    facts_bytes: 0,
                     spans: Vec::new(),
                     entries: Vec::new(),
                     acks: Acks::none(),
@@ -527,6 +516,10 @@ impl Sampler {
             }
         };
         g.summary.merge(&summary);
+        if let Some(f) = facts {
+            g.facts_bytes += f.1.bytes();
+            g.facts.push(f);
+        }
         g.spans.extend_from_slice(field);
         g.entries.push((header.clone(), g.spans.len() as u32));
         // What the group has allocated, not what it holds: growth slack counts.
@@ -602,7 +595,9 @@ impl Sampler {
             GroupBy::Trace => &key[..],
             GroupBy::Session => &key[1..],
         };
-        let decisions = self.policies.evaluate(&g.summary, hash_key, now_s);
+        let mut summary = g.summary.clone();
+        model_numbers(&mut summary, g.facts, &self.pricing);
+        let decisions = self.policies.evaluate(&summary, hash_key, now_s);
         for (i, d) in decisions.iter().enumerate() {
             if let Some(c) = self.stats.per_policy.get_mut(i) {
                 if d.keeps() {
@@ -650,10 +645,35 @@ impl Sampler {
     }
 }
 
+/// The agent policies' inputs from the agent-trace model: each trace of
+/// the group evaluated whole (tokens once per model call, failures as a
+/// person means them: a retried throttle is none).
+fn model_numbers(s: &mut Summary, mut facts: Vec<(TraceId, SpanFacts)>, pricing: &Pricing) {
+    facts.sort_by_key(|(t, _)| *t);
+    let mut spans: Vec<SpanFacts> = Vec::new();
+    let mut i = 0;
+    while i < facts.len() {
+        let trace = facts[i].0;
+        spans.clear();
+        while i < facts.len() && facts[i].0 == trace {
+            spans.push(facts[i].1.clone());
+            i += 1;
+        }
+        let n = genai::evaluate(&spans, pricing);
+        s.tokens = s.tokens.saturating_add(n.tokens().total());
+        s.cost += n.cost();
+        s.agent_error |= !n.failures.is_empty();
+        s.tool_failed |= n.failed(FailureKind::Tool) > 0;
+        s.guardrail |= n.failed(FailureKind::Guardrail) > 0;
+    }
+}
+
 /// The bytes a group has allocated: its bookkeeping, and its buffers'
 /// capacities.
 fn cost(g: &Group) -> usize {
     GROUP_OVERHEAD
+        + g.facts_bytes
+        + g.facts.capacity() * std::mem::size_of::<(TraceId, SpanFacts)>()
         + g.spans.capacity()
         + g.entries.capacity() * std::mem::size_of::<(Arc<Header>, u32)>()
 }
@@ -688,15 +708,6 @@ fn note_session<'a>(keys: &[String], k: &str, v: &'a str, best: &mut Option<(usi
         if best.is_none_or(|(r, _)| rank < r) {
             *best = Some((rank, v));
         }
-    }
-}
-
-fn count(v: &Value<'_>) -> u64 {
-    match v {
-        Value::Int(i) => (*i).max(0) as u64,
-        Value::Double(d) if *d > 0.0 => *d as u64,
-        Value::Str(s) => s.parse().unwrap_or(0),
-        _ => 0,
     }
 }
 

@@ -17,7 +17,11 @@ fn str_kv(k: &str, v: &str) -> KeyValue {
     kv(k, any_value::Value::StringValue(v.into()))
 }
 
-fn span(trace: u8, id: u8, attrs: Vec<KeyValue>, error: bool) -> Span {
+fn span(trace: u8, id: u8, mut attrs: Vec<KeyValue>, error: bool) -> Span {
+    if error || attrs.iter().any(|kv| kv.key == "error.type") {
+        // A failed agent invocation: a failure `agent_error` keeps.
+        attrs.push(str_kv("gen_ai.operation.name", "invoke_agent"));
+    }
     Span {
         trace_id: vec![trace; 16],
         span_id: vec![id; 8],
@@ -146,8 +150,9 @@ fn whole_traces_are_kept_or_dropped_after_the_wait() {
     let st = s.stats();
     assert_eq!((st.kept, st.dropped), (2, 1));
     assert_eq!((st.spans_kept, st.spans_dropped), (4, 2));
-    // errors: trace 1 yes, 2 and 3 no; guard: trace 3 yes.
-    assert_eq!(st.per_policy, vec![(1, 2), (1, 2)]);
+    // errors: trace 1 (a failed invocation) and trace 3 (a guardrail
+    // intervention is a failure to the model), not 2; guard: trace 3.
+    assert_eq!(st.per_policy, vec![(2, 1), (1, 2)]);
     assert_eq!(s.groups(), 0);
     assert_eq!(s.bytes(), 0);
     assert_eq!(s.spans(), 0);
