@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_port, http_request, Daemon};
+use common::{free_port, http_request, Daemon, Sink};
 
 /// The virtualenv with the agent frameworks (installed by `scripts/test`).
 fn agents_python(bin: &str) -> PathBuf {
@@ -174,6 +174,30 @@ fn sum(s: &[(String, BTreeMap<String, String>, f64)], name: &str, filter: &[(&st
         .sum()
 }
 
+/// `tokens_over` and `cost_over` lines: between the sessions' totals, so
+/// some sessions are kept and some are not (checked).
+const TOKENS_OVER: u64 = 400;
+const COST_OVER: f64 = 0.0005;
+
+/// Spans per session (by the `session.id` attribute ADOT copies from
+/// baggage onto every span).
+fn spans_by_session(sink: &Sink) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for s in sink.spans() {
+        let sid = s
+            .attributes
+            .iter()
+            .find(|kv| kv.key == "session.id")
+            .and_then(|kv| kv.value.as_ref()?.value.as_ref().cloned());
+        if let Some(opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(sid)) =
+            sid
+        {
+            *out.entry(sid).or_default() += 1;
+        }
+    }
+    out
+}
+
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
 struct Truth {
     input: f64,
@@ -185,6 +209,12 @@ struct Truth {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strands_with_adot_and_botocore_numbers_equal_the_models_usage() {
     let bedrock = BedrockRuntime::start();
+    // Sinks: every span, and what each tail-sampling policy keeps.
+    let (all, by_tokens, by_cost) = (
+        Sink::start().await,
+        Sink::start().await,
+        Sink::start().await,
+    );
     let (grpc, http, prom, health) = (free_port(), free_port(), free_port(), free_port());
     let live = free_port();
     let config = format!(
@@ -196,6 +226,14 @@ receivers:
       http: {{endpoint: "127.0.0.1:{http}"}}
 processors:
   batch: {{timeout: 100ms}}
+  tail_sampling/tokens:
+    group_by: session
+    session_idle: 1500ms
+    policies: [{{name: big, type: tokens_over, tokens_over: {{tokens: {TOKENS_OVER}}}}}]
+  tail_sampling/cost:
+    group_by: session
+    session_idle: 1500ms
+    policies: [{{name: dear, type: cost_over, cost_over: {{usd: {COST_OVER}}}}}]
 connectors:
   agentmetrics:
     metrics_flush_interval: 200ms
@@ -207,15 +245,21 @@ exporters:
     namespace: ""
   live:
     endpoint: "127.0.0.1:{live}"
+  otlp/all: {{endpoint: "http://127.0.0.1:{}"}}
+  otlp/tokens: {{endpoint: "http://127.0.0.1:{}"}}
+  otlp/cost: {{endpoint: "http://127.0.0.1:{}"}}
 extensions:
   health_check: {{endpoint: "127.0.0.1:{health}"}}
 service:
   extensions: [health_check]
   telemetry: {{metrics: {{address: ""}}}}
   pipelines:
-    traces: {{receivers: [otlp], processors: [batch], exporters: [agentmetrics, live]}}
+    traces: {{receivers: [otlp], processors: [batch], exporters: [agentmetrics, live, otlp/all]}}
+    traces/tokens: {{receivers: [otlp], processors: [tail_sampling/tokens], exporters: [otlp/tokens]}}
+    traces/cost: {{receivers: [otlp], processors: [tail_sampling/cost], exporters: [otlp/cost]}}
     metrics: {{receivers: [agentmetrics], exporters: [prometheus]}}
-"#
+"#,
+        all.grpc_port, by_tokens.grpc_port, by_cost.grpc_port,
     );
     let daemon = Daemon::start(&config, health);
     let model = "us.anthropic.claude-3-5-haiku-20241022-v1:0";
@@ -277,6 +321,7 @@ service:
         t.throttled += f64::from(e["status"] == 429);
     }
     eprintln!("the model's usage log, per agent: {truth:?}");
+    eprintln!("per session: {per_session:?}");
     let throttles: f64 = truth.values().map(|t| t.throttled).sum();
     assert!(throttles >= 6.0, "the plan throttles: {entries:?}");
 
@@ -399,6 +444,38 @@ service:
             Some(1),
             "every session has its agent: {s}"
         );
+    }
+
+    // Tail sampling by session keeps exactly the sessions over the line,
+    // whole (every span the unsampled pipeline delivered for them).
+    let everything = spans_by_session(&all);
+    for (sink, name, over) in [
+        (&by_tokens, "tokens_over", &|t: &Truth| {
+            t.input + t.output >= TOKENS_OVER as f64
+        }),
+        (&by_cost, "cost_over", &|t: &Truth| {
+            (t.input * 0.0008 + t.output * 0.004) / 1000.0 >= COST_OVER
+        }),
+    ] as [(&Sink, &str, &dyn Fn(&Truth) -> bool); 2]
+    {
+        let want: BTreeMap<String, usize> = per_session
+            .iter()
+            .filter(|(_, t)| over(t))
+            .map(|(sid, _)| (sid.clone(), everything.get(sid).copied().unwrap_or(0)))
+            .collect();
+        assert!(
+            !want.is_empty() && want.len() < per_session.len(),
+            "{name}: the line must split the sessions: {per_session:?}"
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let got = loop {
+            let got = spans_by_session(sink);
+            if got == want || Instant::now() > deadline {
+                break got;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert_eq!(got, want, "{name}: sessions kept and their spans");
     }
     drop(daemon);
 }

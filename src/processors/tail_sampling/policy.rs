@@ -697,13 +697,8 @@ fn compile(
         PolicyType::GuardrailIntervened => Rule::Guardrail,
         PolicyType::TokensOver => Rule::TokensOver(block(&p.tokens_over, p, "tokens_over")?.tokens),
         PolicyType::CostOver => {
+            // Priced by `pricing` over the built-in Bedrock table.
             let c = block(&p.cost_over, p, "cost_over")?;
-            if pricing.is_empty() {
-                return Err(err(format!(
-                    "policy `{}`: cost_over needs the processor's `pricing` table",
-                    p.name
-                )));
-            }
             Rule::CostOver(c.usd)
         }
         PolicyType::ToolFailed => Rule::ToolFailed,
