@@ -35,6 +35,10 @@ use opentelemetry_proto::tonic::trace::v1::{
     span::SpanKind, status::StatusCode, ResourceSpans, Span,
 };
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::convert::genai;
 use crate::convert::json::{self, Writer};
 use cause::Exception;
 
@@ -162,11 +166,24 @@ pub struct Converted {
 /// Converts every span of `data`.
 pub fn convert(data: &[ResourceSpans], opts: &Options) -> Converted {
     let mut out = Converted::default();
+    let marks = if opts.agent_annotations {
+        agent_marks(data)
+    } else {
+        HashMap::new()
+    };
     for rs in data {
         for ss in &rs.scope_spans {
             out.documents.reserve(ss.spans.len());
             for span in &ss.spans {
-                match span_to_document(span, rs.resource.as_ref(), opts) {
+                let m = (!marks.is_empty())
+                    .then(|| {
+                        marks.get(&(
+                            genai::trace_id(&span.trace_id),
+                            genai::span::id64(&span.span_id),
+                        ))
+                    })
+                    .flatten();
+                match span_to_document_with(span, rs.resource.as_ref(), opts, m) {
                     Ok(d) => out.documents.push(d),
                     Err(e) => out.errors.push(e),
                 }
@@ -371,7 +388,90 @@ pub fn span_to_document(
     resource: Option<&Resource>,
     opts: &Options,
 ) -> Result<Document, XrayError> {
-    let seg = build(span, resource, opts)?;
+    span_to_document_with(span, resource, opts, None)
+}
+
+/// What the agent-trace model says of one span, for its annotations.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AgentMarks {
+    /// The span reports usage: whether it is the report that counts
+    /// (`gen_ai_usage_counted`; only a counted span's `gen_ai.usage.*`
+    /// are annotations, the others go to metadata).
+    pub counted: Option<bool>,
+    /// The agent it is attributed to (annotated as `gen_ai_agent_name`
+    /// when the span names none).
+    pub agent: Option<Arc<str>>,
+    /// The session it is attributed to (`session_id`, likewise).
+    pub session: Option<Arc<str>>,
+}
+
+/// The agent-trace model over the traces of a batch (each trace as far as
+/// the batch holds it): marks by (trace, span).
+pub fn agent_marks(data: &[ResourceSpans]) -> HashMap<(genai::TraceId, u64), AgentMarks> {
+    let keys = genai::Keys::sessions(genai::default_session_keys());
+    let mut traces: HashMap<genai::TraceId, Vec<genai::SpanFacts>> = HashMap::new();
+    let mut any = false;
+    for rs in data {
+        let origin = genai::span::struct_origin(rs.resource.as_ref(), &keys.session);
+        for span in rs.scope_spans.iter().flat_map(|s| &s.spans) {
+            let f = genai::span::read_struct(span, &origin, &keys);
+            any |= f.role != genai::Role::Other;
+            traces
+                .entry(genai::trace_id(&span.trace_id))
+                .or_default()
+                .push(f);
+        }
+    }
+    let mut out = HashMap::new();
+    if !any {
+        return out;
+    }
+    let pricing = genai::Pricing::only(Default::default());
+    for (t, spans) in traces {
+        if spans.iter().all(|f| f.role == genai::Role::Other) {
+            continue;
+        }
+        let n = genai::evaluate(&spans, &pricing);
+        let counted: std::collections::HashSet<u64> = n.usage.iter().map(|u| u.span_id).collect();
+        let mut mark = |id: u64, at: &genai::Attribution| {
+            let m: &mut AgentMarks = out.entry((t, id)).or_default();
+            m.agent = at.agent.clone();
+            m.session = at.session.clone();
+        };
+        for c in &n.calls {
+            mark(c.span_id, &c.at);
+        }
+        for i in &n.invocations {
+            mark(i.span_id, &i.at);
+        }
+        for x in n.tools.iter().chain(&n.retrievals) {
+            mark(x.span_id, &x.at);
+        }
+        for u in &n.usage {
+            mark(u.span_id, &u.at);
+        }
+        for f in &spans {
+            let reports = f.usage.any()
+                && matches!(
+                    f.role,
+                    genai::Role::Inference | genai::Role::Agent | genai::Role::Rollup
+                );
+            if reports {
+                out.entry((t, f.span_id)).or_default().counted = Some(counted.contains(&f.span_id));
+            }
+        }
+    }
+    out
+}
+
+/// Converts one span with what the agent-trace model says of it.
+pub fn span_to_document_with(
+    span: &Span,
+    resource: Option<&Resource>,
+    opts: &Options,
+    marks: Option<&AgentMarks>,
+) -> Result<Document, XrayError> {
+    let seg = build(span, resource, opts, marks)?;
     Ok(finish(&seg, opts.max_document_bytes))
 }
 
@@ -379,6 +479,7 @@ fn build<'a>(
     span: &'a Span,
     resource: Option<&'a Resource>,
     opts: &'a Options,
+    marks: Option<&'a AgentMarks>,
 ) -> Result<Seg<'a>, XrayError> {
     let (trace_id, id, parent_id) = ids(span)?;
     let kind = SpanKind::try_from(span.kind).unwrap_or(SpanKind::Unspecified);
@@ -438,7 +539,8 @@ fn build<'a>(
             _ => false,
         })
         .collect();
-    let (annotations, annotated) = annotations(attrs, &consumed, scan.xray_annotations, opts);
+    let (annotations, annotated) =
+        annotations(attrs, &consumed, scan.xray_annotations, opts, marks);
     let metadata = metadata(span, res, &consumed, &annotated, is_segment);
 
     Ok(Seg {
@@ -744,11 +846,28 @@ fn annotations<'a>(
     consumed: &[bool],
     xray_annotations: Option<&'a [AnyValue]>,
     opts: &Options,
+    marks: Option<&'a AgentMarks>,
 ) -> (Vec<(String, Ann<'a>)>, Vec<bool>) {
     let mut annotations: Vec<(String, Ann<'a>)> = Vec::new();
     if opts.mark_exported {
         annotations.push((LOOP_MARKER.to_string(), Ann::Bool(true)));
     }
+    let has = |k: &str| attrs.iter().any(|kv| kv.key == k);
+    if let Some(m) = marks {
+        if let Some(c) = m.counted {
+            annotations.push(("gen_ai_usage_counted".into(), Ann::Bool(c)));
+        }
+        if let (Some(a), false) = (m.agent.as_deref(), has("gen_ai.agent.name")) {
+            annotations.push(("gen_ai_agent_name".into(), Ann::Str(a)));
+        }
+        let named = has("session.id") || has("gen_ai.conversation.id");
+        if let (Some(sid), false) = (m.session.as_deref(), named) {
+            annotations.push(("session_id".into(), Ann::Str(sid)));
+        }
+    }
+    // A usage report that does not count (the model counts another span's
+    // report of the same call) is metadata, not an annotation.
+    let uncounted = marks.is_some_and(|m| m.counted == Some(false));
     let mut annotated = vec![false; attrs.len()];
     let mut candidates: Vec<(u8, usize)> = Vec::new();
     for (i, kv) in attrs.iter().enumerate() {
@@ -759,6 +878,7 @@ fn annotations<'a>(
         let prio = if opts.agent_annotations
             && (k.starts_with("gen_ai.") || k == "session.id")
             && AGENT_ANNOTATIONS.contains(&k)
+            && !(uncounted && k.starts_with("gen_ai.usage."))
         {
             0
         } else if xray_annotations

@@ -720,3 +720,83 @@ fn convert_reports_bad_spans_and_keeps_the_rest() {
     // Deterministic: the same span gives the same bytes (retries are idempotent).
     assert_eq!(convert(&data, &plain()).documents, c.documents);
 }
+
+#[test]
+fn agent_annotations_follow_the_agent_trace_model() {
+    // Strands `chat` (INTERNAL) over botocore `chat <model>` (CLIENT), both
+    // with the call's usage, under `invoke_agent` with running totals.
+    let with = |mut s: Span, id: u8, parent: u8| {
+        s.span_id = vec![id; 8];
+        s.parent_span_id = if parent == 0 { vec![] } else { vec![parent; 8] };
+        s
+    };
+    let agent = with(
+        span(
+            "invoke_agent travel",
+            SpanKind::Internal,
+            false,
+            vec![
+                string_attribute("gen_ai.operation.name", "invoke_agent"),
+                string_attribute("gen_ai.agent.name", "travel"),
+                string_attribute("session.id", "s1"),
+                int("gen_ai.usage.input_tokens", 900),
+            ],
+        ),
+        1,
+        0,
+    );
+    let strands = with(
+        span(
+            "chat",
+            SpanKind::Internal,
+            true,
+            vec![
+                string_attribute("gen_ai.operation.name", "chat"),
+                int("gen_ai.usage.input_tokens", 64),
+            ],
+        ),
+        2,
+        1,
+    );
+    let botocore = with(
+        span(
+            "chat m",
+            SpanKind::Client,
+            true,
+            vec![
+                string_attribute("gen_ai.operation.name", "chat"),
+                string_attribute("gen_ai.system", "aws.bedrock"),
+                int("gen_ai.usage.input_tokens", 64),
+            ],
+        ),
+        3,
+        2,
+    );
+    let batch = vec![ResourceSpans {
+        scope_spans: vec![opentelemetry_proto::tonic::trace::v1::ScopeSpans {
+            spans: vec![botocore, strands, agent],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }];
+    let out = convert(&batch, &plain());
+    let docs: Vec<Value> = out
+        .documents
+        .iter()
+        .map(|d| serde_json::from_str(&d.json).unwrap())
+        .collect();
+    let by_id = |id: &str| docs.iter().find(|d| d["id"] == id).unwrap();
+    let client = by_id("0303030303030303");
+    assert_eq!(client["annotations"]["gen_ai_usage_counted"], true);
+    assert_eq!(client["annotations"]["gen_ai_usage_input_tokens"], 64);
+    assert_eq!(client["annotations"]["gen_ai_agent_name"], "travel");
+    assert_eq!(client["annotations"]["session_id"], "s1");
+    let framework = by_id("0202020202020202");
+    assert_eq!(framework["annotations"]["gen_ai_usage_counted"], false);
+    assert!(framework["annotations"]
+        .get("gen_ai_usage_input_tokens")
+        .is_none());
+    let root = by_id("0101010101010101");
+    assert_eq!(root["annotations"]["gen_ai_usage_counted"], false);
+    assert_eq!(root["annotations"]["gen_ai_agent_name"], "travel");
+}
