@@ -439,7 +439,7 @@ impl Policies {
             if !names.insert(p.name.as_str()) {
                 return Err(err(format!("two policies are named `{}`", p.name)));
             }
-            rules.push((p.name.clone(), compile(p, &mut tests, pricing, 0)?));
+            rules.push((p.name.clone(), compile(p, &mut tests, 0)?));
         }
         if tests.len() > 64 {
             return Err(err("at most 64 attribute policies"));
@@ -482,7 +482,6 @@ pub fn combine(decisions: &[Decision]) -> (bool, Option<usize>) {
 fn compile(
     p: &PolicyConfig,
     tests: &mut Vec<AttributeTest>,
-    pricing: &BTreeMap<String, Price>,
     depth: usize,
 ) -> Result<Rule, DeError> {
     let mut bit = |key: &str, matcher: Matcher| -> Result<u64, DeError> {
@@ -626,7 +625,7 @@ fn compile(
             }
             let mut subs = Vec::new();
             for s in &c.and_sub_policy {
-                subs.push(compile(s, tests, pricing, depth + 1)?);
+                subs.push(compile(s, tests, depth + 1)?);
             }
             Rule::And(subs)
         }
@@ -670,7 +669,7 @@ fn compile(
                         (a.percent / 100.0 * c.max_total_spans_per_second as f64) as u64
                     });
                 subs.push((
-                    compile(s, tests, pricing, depth + 1)?,
+                    compile(s, tests, depth + 1)?,
                     Bucket {
                         per_second: share,
                         ..Bucket::default()
