@@ -479,3 +479,169 @@ service:
     }
     drop(daemon);
 }
+
+/// Runs `tests/python/framework_agents.py` in `mode`, exporting to `otlp`.
+fn run_framework(mode: &str, bedrock: u16, otlp: &str, plan: &serde_json::Value) -> String {
+    let out = Command::new(agents_python("python"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/python/framework_agents.py"
+        ))
+        .args([mode, &format!("http://127.0.0.1:{bedrock}"), otlp])
+        .arg(plan.to_string())
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env_remove("AWS_PROFILE")
+        .env_remove("OTEL_SDK_DISABLED")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{mode} failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// OpenInference's Bedrock instrumentation, OpenLLMetry's, and LangChain
+/// (langchain-aws) under OpenInference's LangChain and Bedrock
+/// instrumentations together, where each call is reported by two sibling
+/// LLM spans: tokens and model calls exact per session (live API) and per
+/// service (Prometheus), against the stand-in's usage log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openinference_openllmetry_and_langchain_numbers_equal_the_models_usage() {
+    let bedrock = BedrockRuntime::start();
+    let (http, prom, live, health) = (free_port(), free_port(), free_port(), free_port());
+    let config = format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      http: {{endpoint: "127.0.0.1:{http}"}}
+processors:
+  batch: {{timeout: 100ms}}
+connectors:
+  agentmetrics:
+    metrics_flush_interval: 200ms
+    trace_idle: 1s
+exporters:
+  prometheus:
+    endpoint: "127.0.0.1:{prom}"
+    namespace: ""
+  live:
+    endpoint: "127.0.0.1:{live}"
+extensions:
+  health_check: {{endpoint: "127.0.0.1:{health}"}}
+service:
+  extensions: [health_check]
+  telemetry: {{metrics: {{address: ""}}}}
+  pipelines:
+    traces: {{receivers: [otlp], processors: [batch], exporters: [agentmetrics, live]}}
+    metrics: {{receivers: [agentmetrics], exporters: [prometheus]}}
+"#
+    );
+    let daemon = Daemon::start(&config, health);
+    let model = "us.anthropic.claude-3-5-haiku-20241022-v1:0";
+    let otlp = format!("http://127.0.0.1:{http}/v1/traces");
+    let modes = ["openinference", "openllmetry", "langchain"];
+    for (k, mode) in modes.iter().enumerate() {
+        let sessions: Vec<serde_json::Value> = (0..3)
+            .map(|i| {
+                let sid = format!("{}{k}{i}", &mode[..2]);
+                let prompts: Vec<String> = (0..=i)
+                    .map(|p| format!("{sid}: question {p} about the trip"))
+                    .collect();
+                serde_json::json!({"id": sid, "prompts": prompts})
+            })
+            .collect();
+        let plan = serde_json::json!({"model": model, "sessions": sessions});
+        let out = run_framework(mode, bedrock.port, &otlp, &plan);
+        assert!(!out.contains("\"ok\": false"), "{mode}: {out}");
+    }
+    let mut per_session: BTreeMap<String, Truth> = BTreeMap::new();
+    for e in bedrock.entries() {
+        let t = per_session
+            .entry(e["session"].as_str().unwrap().to_string())
+            .or_default();
+        t.requests += 1.0;
+        t.input += e["input"].as_f64().unwrap();
+        t.output += e["output"].as_f64().unwrap();
+    }
+    assert_eq!(per_session.len(), 9, "{per_session:?}");
+    // Prometheus per service (`job`), once every trace settled.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let want_calls: f64 = per_session.values().map(|t| t.requests).sum();
+    let (text, s) = loop {
+        let r = http_request("GET", prom, "/metrics", &[], Vec::new()).await;
+        let text = String::from_utf8_lossy(&r.body).to_string();
+        let s = samples(&text);
+        let calls = sum(
+            &s,
+            "agent_invocations_total",
+            &[("gen_ai_operation_name", "chat")],
+        );
+        if calls >= want_calls || Instant::now() > deadline {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            let r = http_request("GET", prom, "/metrics", &[], Vec::new()).await;
+            let text = String::from_utf8_lossy(&r.body).to_string();
+            break (text.clone(), samples(&text));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for (k, mode) in modes.iter().enumerate() {
+        let prefix = format!("{}{k}", &mode[..2]);
+        let t = per_session
+            .iter()
+            .filter(|(sid, _)| sid.starts_with(&prefix))
+            .fold(Truth::default(), |mut a, (_, t)| {
+                a.input += t.input;
+                a.output += t.output;
+                a.requests += t.requests;
+                a
+            });
+        let job = format!("{mode}-app");
+        let tok = |ty: &str| {
+            sum(
+                &s,
+                "agent_tokens_total",
+                &[("job", job.as_str()), ("gen_ai_token_type", ty)],
+            )
+        };
+        assert_eq!(
+            (tok("input"), tok("output")),
+            (t.input, t.output),
+            "{mode}: tokens in Prometheus vs the usage log\n{text}"
+        );
+        let calls = sum(
+            &s,
+            "agent_invocations_total",
+            &[("job", job.as_str()), ("gen_ai_operation_name", "chat")],
+        );
+        assert_eq!(calls, t.requests, "{mode}: model calls\n{text}");
+    }
+    // The live API, per session.
+    let r = http_request("GET", live, "/api/sessions", &[], Vec::new()).await;
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let sessions = v["sessions"].as_array().unwrap();
+    for (sid, t) in &per_session {
+        let s = sessions
+            .iter()
+            .find(|s| s["session_id"] == sid.as_str())
+            .unwrap_or_else(|| panic!("no session {sid}: {v}"));
+        let tok = |k: &str| s["tokens"][k].as_f64().unwrap_or(0.0);
+        assert_eq!(
+            (
+                tok("input"),
+                tok("output"),
+                s["model_calls"].as_f64().unwrap_or(0.0)
+            ),
+            (t.input, t.output, t.requests),
+            "session {sid} on the live API: {s}"
+        );
+        assert_eq!(s["errors"], 0, "{s}");
+    }
+    drop(daemon);
+}

@@ -21,7 +21,10 @@
 //!   `invoke_agent` or an event-loop cycle with running totals: only when
 //!   nothing beneath it reports usage (a fallback, `UsageSource::Rollup`).
 //!   A counted span lacking cache counts takes them from the inference
-//!   span above it. Input tokens are taken as the span reports them
+//!   span above it. A framework's inference span *beside* the client span
+//!   it wraps (same parent, starting no later and ending no earlier, the
+//!   same usage: LangChain's and the Bedrock client's under OpenInference)
+//!   counts as if the client span were beneath it. Input tokens are taken as the span reports them
 //!   (Bedrock's exclude cached tokens; nothing is subtracted).
 //! - **A model call** is an inference span with no inference span beneath
 //!   it, counted once in calls, durations and cost, with its requests

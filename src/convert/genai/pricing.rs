@@ -172,9 +172,16 @@ impl Pricing {
         if !self.built_in {
             return None;
         }
+        // A model named without its vendor (`claude-3-5-haiku-…`, as
+        // OpenLLMetry writes it) matches the entry without the vendor.
         BUILT_IN
             .iter()
-            .filter(|(prefix, _)| base.starts_with(prefix))
+            .filter(|(prefix, _)| {
+                base.starts_with(prefix)
+                    || prefix
+                        .split_once('.')
+                        .is_some_and(|(_, p)| !base.contains('.') && base.starts_with(p))
+            })
             .max_by_key(|(prefix, _)| prefix.len())
             .map(|(_, p)| *p)
     }
@@ -221,6 +228,8 @@ mod tests {
         assert_eq!(o45.input, 0.005);
         assert_eq!(o4.input, 0.015);
         assert_eq!(p.price("my-own-model"), None);
+        // Without its vendor, as OpenLLMetry names it.
+        assert_eq!(p.cost("claude-3-5-haiku-20241022-v1:0", &t), Some(direct));
     }
 
     #[test]

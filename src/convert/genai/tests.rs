@@ -606,3 +606,52 @@ fn bounds_hold_for_a_million_traces_and_a_trace_that_never_ends() {
     assert_eq!(total, 2_000);
     assert!(t.stats().segments >= 3);
 }
+
+#[test]
+fn a_framework_span_beside_the_client_span_it_wraps_is_the_same_call() {
+    // LangChain's LLM span and the Bedrock client's, siblings under the
+    // application's span (OpenInference's LangChain and Bedrock
+    // instrumentations together), both with the call's usage.
+    let llm = |id: u64, name: &str, start: u64, end: u64| {
+        let mut f = sp(
+            id,
+            1,
+            name,
+            1,
+            0,
+            "",
+            &[
+                ("openinference.span.kind", Value::Str("LLM")),
+                ("llm.model_name", Value::Str(MODEL)),
+                ("llm.token_count.prompt", Value::Int(57)),
+                ("llm.token_count.completion", Value::Int(14)),
+            ],
+        );
+        f.start_ns = start;
+        f.end_ns = end;
+        f
+    };
+    let spans = vec![
+        sp(
+            1,
+            0,
+            "handle",
+            1,
+            0,
+            "",
+            &[("session.id", Value::Str("o1"))],
+        ),
+        llm(2, "ChatBedrockConverse", 100, 900),
+        llm(3, "bedrock.converse", 200, 800),
+        // A second call of the same size later: not wrapped by either.
+        llm(4, "bedrock.converse", 1000, 1500),
+    ];
+    let n = evaluate(&spans, &pricing());
+    assert_eq!(n.tokens().total(), 2 * 71);
+    assert_eq!(n.calls.len(), 2);
+    assert_eq!(
+        n.usage.iter().map(|u| u.span_id).collect::<Vec<_>>(),
+        vec![3, 4]
+    );
+    assert_eq!(n.usage[0].at.session.as_deref(), Some("o1"));
+}

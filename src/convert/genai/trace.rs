@@ -280,6 +280,40 @@ impl TraceNumbers {
     }
 }
 
+/// Inference spans that wrap a sibling inference span of the same call
+/// (see [`evaluate`]): leaves only, grouped by parent.
+fn wrappers(kept: &[&SpanFacts], parent: &[Option<usize>], has_below: &[bool]) -> Vec<usize> {
+    let mut by_parent: HashMap<Option<usize>, Vec<usize>> = HashMap::new();
+    for i in 0..kept.len() {
+        if kept[i].role == Role::Inference && !has_below[i] {
+            by_parent.entry(parent[i]).or_default().push(i);
+        }
+    }
+    let mut out = Vec::new();
+    for (_, group) in by_parent {
+        if group.len() < 2 {
+            continue;
+        }
+        for &a in &group {
+            let (sa, ea) = (kept[a].start_ns, kept[a].end_ns);
+            let wraps = group.iter().any(|&b| {
+                let (sb, eb) = (kept[b].start_ns, kept[b].end_ns);
+                b != a
+                    && sa <= sb
+                    && eb <= ea
+                    && (sa, ea) != (sb, eb)
+                    && kept[a].usage.input == kept[b].usage.input
+                    && kept[a].usage.output == kept[b].usage.output
+                    && kept[a].error == kept[b].error
+            });
+            if wraps {
+                out.push(a);
+            }
+        }
+    }
+    out
+}
+
 /// How far up a failing span is looked for as the cause of a failure.
 const MAX_CAUSE_DEPTH: usize = 256;
 
@@ -409,8 +443,16 @@ pub fn evaluate(spans: &[SpanFacts], pricing: &Pricing) -> TraceNumbers {
     let reports = |i: usize| {
         matches!(role(i), Role::Inference | Role::Agent | Role::Rollup) && kept[i].usage.any()
     };
-    let covered = mark_ancestors(&parent, reports);
-    let has_inference_below = mark_ancestors(&parent, |i| role(i) == Role::Inference);
+    let mut covered = mark_ancestors(&parent, reports);
+    let mut has_inference_below = mark_ancestors(&parent, |i| role(i) == Role::Inference);
+    // Siblings that are one call: a framework's span beside (not above)
+    // the client span it wraps, as LangChain's and the Bedrock client's
+    // under OpenInference. The wrapper starts no later, ends no earlier and
+    // reports the same usage; it counts as if the client span were beneath it.
+    for w in wrappers(&kept, &parent, &has_inference_below) {
+        covered[w] = true;
+        has_inference_below[w] = true;
+    }
     // Every cycle of parent links, once.
     let _ = nearest(&parent, |_| false, &mut cycles);
     let mut again = 0u64;
