@@ -5,7 +5,10 @@
 //! botocore instrumentation, the session id as baggage), calling a local
 //! Bedrock Runtime stand-in (`tests/python/bedrock_runtime.py`: moto has no
 //! Bedrock Runtime) that throttles and refuses an invalid model id. One
-//! agent sends over OTLP/HTTP, another over OTLP/gRPC.
+//! agent sends over OTLP/HTTP with only ADOT's and botocore's
+//! instrumentation; another over OTLP/gRPC with every instrumentation in
+//! the virtualenv loaded (Traceloop's and OpenInference's Bedrock spans
+//! too: one model call reported by four spans).
 //!
 //! Prometheus (`agentmetrics` → `prometheus`) must show exactly the tokens
 //! and model requests the stand-in logged, per agent, with throttles
@@ -99,7 +102,13 @@ impl Drop for BedrockRuntime {
 
 /// Runs `tests/python/strands_agent.py` under `opentelemetry-instrument`
 /// (ADOT), sending OTLP over `protocol` to `endpoint`.
-fn run_strands(bedrock: u16, protocol: &str, endpoint: &str, plan: &serde_json::Value) -> String {
+fn run_strands(
+    bedrock: u16,
+    protocol: &str,
+    endpoint: &str,
+    plan: &serde_json::Value,
+    disabled: &str,
+) -> String {
     let out = Command::new(agents_python("opentelemetry-instrument"))
         .arg(agents_python("python"))
         .arg(concat!(
@@ -117,6 +126,7 @@ fn run_strands(bedrock: u16, protocol: &str, endpoint: &str, plan: &serde_json::
         .env("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
         .env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", endpoint)
         .env("OTEL_BSP_SCHEDULE_DELAY", "200")
+        .env("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", disabled)
         .env(
             "OTEL_RESOURCE_ATTRIBUTES",
             format!("service.name={}-svc", plan["agent"].as_str().unwrap()),
@@ -282,17 +292,23 @@ service:
             "support"
         }
     };
+    // As AWS documents it: ADOT and botocore's instrumentation only (the
+    // other Bedrock and LangChain instrumentations in the virtualenv off).
     let out_http = run_strands(
         bedrock.port,
         "http/protobuf",
         &format!("http://127.0.0.1:{http}/v1/traces"),
         &travel,
+        "boto3,bedrock,langchain",
     );
+    // Everything installed loads: Traceloop's and OpenInference's Bedrock
+    // spans beside and around botocore's, all under Strands' `chat`.
     let out_grpc = run_strands(
         bedrock.port,
         "grpc",
         &format!("http://127.0.0.1:{grpc}"),
         &support,
+        "",
     );
     let failed_invocations = format!("{out_http}{out_grpc}")
         .lines()

@@ -24,7 +24,13 @@
 //!   span above it. A framework's inference span *beside* the client span
 //!   it wraps (same parent, starting no later and ending no earlier, the
 //!   same usage: LangChain's and the Bedrock client's under OpenInference)
-//!   counts as if the client span were beneath it. Input tokens are taken as the span reports them
+//!   counts as if the client span were beneath it. Several instrumentations
+//!   of one client call side by side (Traceloop's and OpenInference's
+//!   Bedrock spans beside each other, botocore's under one of them, or
+//!   under a parent that never arrived) are one call when their usage,
+//!   outcome and model are the same, their times overlap, and they share
+//!   their outermost inference span, are named differently, or one hangs
+//!   under a parent that never arrived: the deepest report counts. Input tokens are taken as the span reports them
 //!   (Bedrock's exclude cached tokens; nothing is subtracted).
 //! - **A model call** is an inference span with no inference span beneath
 //!   it, counted once in calls, durations and cost, with its requests

@@ -655,3 +655,124 @@ fn a_framework_span_beside_the_client_span_it_wraps_is_the_same_call() {
     );
     assert_eq!(n.usage[0].at.session.as_deref(), Some("o1"));
 }
+
+#[test]
+fn three_instrumentations_of_one_streamed_call_are_one_call() {
+    // As a Strands agent under opentelemetry-instrument with OpenInference's
+    // and Traceloop's Bedrock instrumentations installed beside botocore's
+    // sent it: Strands `chat` over Traceloop's CLIENT span and
+    // OpenInference's LLM span, botocore's CLIENT span under the latter.
+    let with_time = |mut f: SpanFacts, s: u64, e: u64| {
+        f.start_ns = s;
+        f.end_ns = e;
+        f
+    };
+    let spans = vec![
+        op(
+            1,
+            0,
+            "invoke_agent",
+            1,
+            &[("gen_ai.agent.name", Value::Str("travel"))],
+        ),
+        op(2, 1, "execute_event_loop_cycle", 1, &[]),
+        with_time(strands_chat(10, 2, Some((64, 31)), None), 100, 900),
+        with_time(
+            sp(
+                11,
+                10,
+                "chat claude",
+                3,
+                0,
+                "",
+                &[
+                    ("gen_ai.provider.name", Value::Str("aws.bedrock")),
+                    ("gen_ai.operation.name", Value::Str("chat")),
+                    (
+                        "gen_ai.request.model",
+                        Value::Str("claude-3-5-haiku-20241022-v1:0"),
+                    ),
+                    ("gen_ai.usage.input_tokens", Value::Int(64)),
+                    ("gen_ai.usage.output_tokens", Value::Int(31)),
+                ],
+            ),
+            110,
+            850,
+        ),
+        with_time(
+            sp(
+                12,
+                10,
+                "bedrock.converse_stream",
+                1,
+                1,
+                "",
+                &[
+                    ("openinference.span.kind", Value::Str("LLM")),
+                    ("llm.token_count.prompt", Value::Int(64)),
+                    ("llm.token_count.completion", Value::Int(31)),
+                ],
+            ),
+            120,
+            860,
+        ),
+        with_time(botocore_chat(13, 12, Some((64, 31)), None), 130, 300),
+    ];
+    let n = evaluate(&spans, &pricing());
+    assert_eq!((n.tokens().input, n.tokens().output), (64, 31));
+    assert_eq!(n.calls.len(), 1);
+    assert_eq!(n.usage[0].span_id, 13, "botocore's report, the deepest");
+    assert_eq!(n.usage[0].at.agent.as_deref(), Some("travel"));
+}
+
+#[test]
+fn a_client_span_whose_parent_never_arrived_is_the_call_it_overlaps() {
+    // An invalid model id with every instrumentation loaded: OpenInference's
+    // span (botocore's parent) was never exported.
+    let with_time = |mut f: SpanFacts, s: u64, e: u64| {
+        f.start_ns = s;
+        f.end_ns = e;
+        f
+    };
+    let traceloop = sp(
+        12,
+        10,
+        "chat invalid-model-id",
+        3,
+        2,
+        "",
+        &[
+            ("gen_ai.provider.name", Value::Str("aws.bedrock")),
+            ("gen_ai.operation.name", Value::Str("chat")),
+            ("gen_ai.request.model", Value::Str("invalid-model-id")),
+            ("error.type", Value::Str("ValidationException")),
+        ],
+    );
+    let mut strands = strands_chat(10, 2, None, Some("An error occurred (ValidationException)"));
+    strands.model = Some("invalid-model-id".into());
+    let mut boto = botocore_chat(14, 13, None, Some("ValidationException"));
+    boto.model = Some("invalid-model-id".into());
+    // Both instrumentations name the span `chat <model>`.
+    boto.name = "chat invalid-model-id".into();
+    let spans = vec![
+        with_time(boto, 120, 300),
+        with_time(traceloop, 110, 350),
+        with_time(strands, 100, 400),
+        with_time(op(2, 1, "execute_event_loop_cycle", 2, &[]), 90, 450),
+        with_time(
+            op(
+                1,
+                0,
+                "invoke_agent",
+                2,
+                &[("gen_ai.agent.name", Value::Str("support"))],
+            ),
+            80,
+            500,
+        ),
+    ];
+    let n = evaluate(&spans, &pricing());
+    assert_eq!(n.calls.len(), 1, "{:?}", n.calls);
+    assert_eq!(n.failures.len(), 1, "{:?}", n.failures);
+    assert_eq!(n.failures[0].kind, FailureKind::Invocation);
+}

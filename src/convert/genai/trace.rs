@@ -314,6 +314,22 @@ fn wrappers(kept: &[&SpanFacts], parent: &[Option<usize>], has_below: &[bool]) -
     out
 }
 
+/// How many preferred reports a leaf is compared with to find its call.
+const MAX_SAME_CALL_CANDIDATES: usize = 64;
+
+/// Whether two model ids name the same model (as instrumentations write
+/// them: with or without a region profile and vendor), or either is none.
+fn same_model(a: &Option<Arc<str>>, b: &Option<Arc<str>>) -> bool {
+    let bare = |m: &str| {
+        let m = super::pricing::base_model(m);
+        m.split_once('.').map_or(m, |(_, rest)| rest).to_string()
+    };
+    match (a, b) {
+        (Some(a), Some(b)) => bare(a) == bare(b),
+        _ => true,
+    }
+}
+
 /// How far up a failing span is looked for as the cause of a failure.
 const MAX_CAUSE_DEPTH: usize = 256;
 
@@ -505,6 +521,69 @@ pub fn evaluate(spans: &[SpanFacts], pricing: &Pricing) -> TraceNumbers {
             at
         })
         .collect();
+    // Several instrumentations of one client call (Strands `chat` over
+    // Traceloop's and OpenInference's Bedrock spans and botocore's): leaves
+    // with the same usage, outcome and model whose times overlap, under the
+    // same outermost inference span, named differently (another
+    // instrumentation), or under a parent that never arrived, are one
+    // call. The deepest report stays (then a CLIENT span, the lowest id).
+    let depth: Vec<usize> = (0..n)
+        .map(|i| {
+            let mut d = 0;
+            let mut at = i;
+            while let (Some(p), true) = (parent[at], d <= n) {
+                if role(p) != Role::Inference {
+                    break;
+                }
+                at = p;
+                d += 1;
+            }
+            d
+        })
+        .collect();
+    // A span whose parent never arrived (it may belong to any call).
+    let orphan = |i: usize| parent[i].is_none() && kept[i].parent != 0;
+    let mut duplicate = vec![false; n];
+    {
+        // Candidates by usage and outcome; within each, the preferred first.
+        let mut groups: HashMap<(Option<u64>, Option<u64>, bool), Vec<usize>> = HashMap::new();
+        for i in 0..n {
+            if role(i) == Role::Inference && !has_inference_below[i] {
+                let u = kept[i].usage;
+                groups
+                    .entry((u.input, u.output, kept[i].error))
+                    .or_default()
+                    .push(i);
+            }
+        }
+        for (_, mut group) in groups {
+            if group.len() < 2 {
+                continue;
+            }
+            let rank = |i: usize| {
+                (
+                    std::cmp::Reverse(depth[i]),
+                    kept[i].kind != 3,
+                    kept[i].span_id,
+                )
+            };
+            group.sort_by_key(|i| rank(*i));
+            for k in 1..group.len() {
+                let i = group[k];
+                let from = k.saturating_sub(MAX_SAME_CALL_CANDIDATES);
+                duplicate[i] = group[from..k].iter().any(|&j| {
+                    !duplicate[j]
+                        && kept[i].start_ns <= kept[j].end_ns
+                        && kept[j].start_ns <= kept[i].end_ns
+                        && same_model(&kept[i].model, &kept[j].model)
+                        && (outer_inference[i] == outer_inference[j]
+                            || kept[i].name != kept[j].name
+                            || orphan(outer_inference[i])
+                            || orphan(outer_inference[j]))
+                });
+            }
+        }
+    }
     // Per retry group (parent of an outermost inference span): the starts
     // of the attempts that answered.
     let mut answered: HashMap<Option<usize>, Vec<u64>> = HashMap::new();
@@ -541,7 +620,7 @@ pub fn evaluate(spans: &[SpanFacts], pricing: &Pricing) -> TraceNumbers {
                 out.models.push(m.clone());
             }
         }
-        if reports(i) && !covered[i] {
+        if reports(i) && !covered[i] && !duplicate[i] {
             let mut usage = s.usage;
             // A counted inference span lacking cache counts takes them
             // from the nearest inference span above it that has them.
@@ -580,7 +659,7 @@ pub fn evaluate(spans: &[SpanFacts], pricing: &Pricing) -> TraceNumbers {
             });
         }
         match s.role {
-            Role::Inference if !has_inference_below[i] => {
+            Role::Inference if !has_inference_below[i] && !duplicate[i] => {
                 // Throttled here or in a span of the same call above.
                 let mut throttled = s.throttled;
                 let mut at = parent[i];
@@ -713,7 +792,11 @@ pub fn evaluate(spans: &[SpanFacts], pricing: &Pricing) -> TraceNumbers {
         match s.role {
             Role::Tool if s.error => out.failures.push(failure(FailureKind::Tool, i)),
             Role::Inference
-                if !has_inference_below[i] && s.error && !retried[i] && !in_failed(i) =>
+                if !has_inference_below[i]
+                    && !duplicate[i]
+                    && s.error
+                    && !retried[i]
+                    && !in_failed(i) =>
             {
                 out.failures.push(failure(FailureKind::Model, i))
             }
