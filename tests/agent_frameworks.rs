@@ -24,7 +24,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_port, http_request, Daemon, Sink};
+use common::{aws_test_env, aws_test_sdk_config, free_port, http_request, Daemon, Moto, Sink};
 
 /// The virtualenv with the agent frameworks (installed by `scripts/test`).
 fn agents_python(bin: &str) -> PathBuf {
@@ -219,6 +219,7 @@ struct Truth {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strands_with_adot_and_botocore_numbers_equal_the_models_usage() {
     let bedrock = BedrockRuntime::start();
+    let moto = Moto::start();
     // Sinks: every span, and what each tail-sampling policy keeps.
     let (all, by_tokens, by_cost) = (
         Sink::start().await,
@@ -255,6 +256,13 @@ exporters:
     namespace: ""
   live:
     endpoint: "127.0.0.1:{live}"
+  awsemf:
+    region: us-east-1
+    endpoint: "{}"
+    namespace: Agents
+    log_group_name: "/spanwire/{{ServiceName}}/metrics"
+    log_stream_name: "agentmetrics"
+    retry_on_failure: {{initial_interval: 50ms}}
   otlp/all: {{endpoint: "http://127.0.0.1:{}"}}
   otlp/tokens: {{endpoint: "http://127.0.0.1:{}"}}
   otlp/cost: {{endpoint: "http://127.0.0.1:{}"}}
@@ -267,11 +275,14 @@ service:
     traces: {{receivers: [otlp], processors: [batch], exporters: [agentmetrics, live, otlp/all]}}
     traces/tokens: {{receivers: [otlp], processors: [tail_sampling/tokens], exporters: [otlp/tokens]}}
     traces/cost: {{receivers: [otlp], processors: [tail_sampling/cost], exporters: [otlp/cost]}}
-    metrics: {{receivers: [agentmetrics], exporters: [prometheus]}}
+    metrics: {{receivers: [agentmetrics], exporters: [prometheus, awsemf]}}
 "#,
-        all.grpc_port, by_tokens.grpc_port, by_cost.grpc_port,
+        moto.endpoint(),
+        all.grpc_port,
+        by_tokens.grpc_port,
+        by_cost.grpc_port,
     );
-    let daemon = Daemon::start(&config, health);
+    let daemon = Daemon::start_with_env(&config, health, &aws_test_env());
     let model = "us.anthropic.claude-3-5-haiku-20241022-v1:0";
     // Each prompt starts with its session id: the stand-in logs requests by it.
     let travel = serde_json::json!({"agent": "travel", "model": model, "sessions": [
@@ -459,6 +470,42 @@ service:
             s["agents"].as_array().map(Vec::len),
             Some(1),
             "every session has its agent: {s}"
+        );
+    }
+
+    // EMF in CloudWatch Logs (moto): the cumulative series as deltas, one
+    // event per flush; they add up to the same exact numbers.
+    let logs = aws_sdk_cloudwatchlogs::Client::new(&aws_test_sdk_config(&moto.endpoint()));
+    for (agent, t) in &truth {
+        let group = format!("/spanwire/{agent}-svc/metrics");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let (input, output, calls) = loop {
+            let (mut input, mut output, mut calls) = (0.0, 0.0, 0.0);
+            for (_, m) in common::read_log_stream(&logs, &group, "agentmetrics").await {
+                let v: serde_json::Value = serde_json::from_str(&m).unwrap();
+                assert_eq!(v["gen_ai.agent.name"], *agent, "{v}");
+                if let Some(n) = v["agent.tokens"].as_f64() {
+                    match v["gen_ai.token.type"].as_str() {
+                        Some("input") => input += n,
+                        Some("output") => output += n,
+                        _ => {}
+                    }
+                }
+                if v["gen_ai.operation.name"] == "chat" {
+                    calls += v["agent.invocations"].as_f64().unwrap_or(0.0);
+                }
+            }
+            if (input, output, calls) == (t.input, t.output, t.requests)
+                || Instant::now() > deadline
+            {
+                break (input, output, calls);
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        };
+        assert_eq!(
+            (input, output, calls),
+            (t.input, t.output, t.requests),
+            "{agent}: EMF tokens and model calls vs the usage log"
         );
     }
 

@@ -26,39 +26,6 @@ use prost::Message;
 use serde_json::Value;
 use spanwire::signal::string_attribute;
 
-/// Every event of a log stream, oldest first (GetLogEvents, all pages).
-async fn read_stream(
-    client: &aws_sdk_cloudwatchlogs::Client,
-    group: &str,
-    stream: &str,
-) -> Vec<(i64, String)> {
-    let mut out = Vec::new();
-    let mut token: Option<String> = None;
-    loop {
-        let r = client
-            .get_log_events()
-            .log_group_name(group)
-            .log_stream_name(stream)
-            .start_from_head(true)
-            .set_next_token(token.clone())
-            .send()
-            .await;
-        let Ok(r) = r else { return out };
-        let n = r.events().len();
-        for e in r.events() {
-            out.push((
-                e.timestamp().unwrap_or(0),
-                e.message().unwrap_or("").to_string(),
-            ));
-        }
-        let next = r.next_forward_token().map(str::to_string);
-        if n == 0 || next.is_none() || next == token {
-            return out;
-        }
-        token = next;
-    }
-}
-
 /// Checks one event against the EMF specification: the `_aws` metadata, a
 /// namespace, at most 30 keys per dimension set, at most 100 metrics per
 /// directive, every dimension a string member and every metric a value.
@@ -153,7 +120,8 @@ service:
     let client = aws_sdk_cloudwatchlogs::Client::new(&aws_test_sdk_config(&moto.endpoint()));
     let deadline = Instant::now() + Duration::from_secs(30);
     let events = loop {
-        let events = read_stream(&client, "/spanwire/travel-app/metrics", "agentmetrics").await;
+        let events =
+            common::read_log_stream(&client, "/spanwire/travel-app/metrics", "agentmetrics").await;
         let got: f64 = events
             .iter()
             .filter_map(|(_, m)| serde_json::from_str::<Value>(m).ok())
@@ -425,9 +393,9 @@ service:
     let client = aws_sdk_cloudwatchlogs::Client::new(&aws_test_sdk_config(&moto.endpoint()));
     let deadline = Instant::now() + Duration::from_secs(40);
     let (emf, logs, raw) = loop {
-        let emf = read_stream(&client, "/spanwire/emf", "billing-billing-0").await;
-        let logs = read_stream(&client, "/spanwire/logs", "billing").await;
-        let raw = read_stream(&client, "/spanwire/logs", "raw").await;
+        let emf = common::read_log_stream(&client, "/spanwire/emf", "billing-billing-0").await;
+        let logs = common::read_log_stream(&client, "/spanwire/logs", "billing").await;
+        let raw = common::read_log_stream(&client, "/spanwire/logs", "raw").await;
         let gauges = emf.iter().filter(|(_, m)| m.contains("gauge.000")).count();
         if (gauges > 0 && logs.len() >= 12_001 && raw.len() >= 12_001) || Instant::now() > deadline
         {
@@ -605,8 +573,8 @@ service:
     let client = aws_sdk_cloudwatchlogs::Client::new(&aws_test_sdk_config(&moto.endpoint()));
     let deadline = Instant::now() + Duration::from_secs(30);
     let (alpha, beta) = loop {
-        let alpha = read_stream(&client, "/spanwire/emf", "py-agent-alpha").await;
-        let beta = read_stream(&client, "/spanwire/emf", "py-agent-beta").await;
+        let alpha = common::read_log_stream(&client, "/spanwire/emf", "py-agent-alpha").await;
+        let beta = common::read_log_stream(&client, "/spanwire/emf", "py-agent-beta").await;
         // Each agent sends four metrics (counter, histogram, up-down
         // counter, gauge), all with one attribute set.
         let names = |events: &[(i64, String)]| {

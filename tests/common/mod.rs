@@ -832,3 +832,36 @@ where
     });
     port
 }
+
+/// Every event of a log stream, oldest first (GetLogEvents, all pages).
+pub async fn read_log_stream(
+    client: &aws_sdk_cloudwatchlogs::Client,
+    group: &str,
+    stream: &str,
+) -> Vec<(i64, String)> {
+    let mut out = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let r = client
+            .get_log_events()
+            .log_group_name(group)
+            .log_stream_name(stream)
+            .start_from_head(true)
+            .set_next_token(token.clone())
+            .send()
+            .await;
+        let Ok(r) = r else { return out };
+        let n = r.events().len();
+        for e in r.events() {
+            out.push((
+                e.timestamp().unwrap_or(0),
+                e.message().unwrap_or("").to_string(),
+            ));
+        }
+        let next = r.next_forward_token().map(str::to_string);
+        if n == 0 || next.is_none() || next == token {
+            return out;
+        }
+        token = next;
+    }
+}
