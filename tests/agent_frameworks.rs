@@ -541,6 +541,100 @@ service:
         assert_eq!(got, want, "{name}: sessions kept and their spans");
     }
     drop(daemon);
+
+    // The same spans again, into a fresh spanwire: in reverse order, one
+    // trace's spans split over many requests (seven spans a request), give
+    // the same numbers per session.
+    let replay = replay_reversed(&all, 7).await;
+    for (sid, t) in &per_session {
+        let s = replay
+            .iter()
+            .find(|s| s["session_id"] == sid.as_str())
+            .unwrap_or_else(|| panic!("no session {sid} after the replay"));
+        let n = |k: &str| s[k].as_f64().unwrap_or(0.0);
+        let tok = |k: &str| s["tokens"][k].as_f64().unwrap_or(0.0);
+        assert_eq!(
+            (
+                tok("input"),
+                tok("output"),
+                n("model_calls"),
+                n("throttles")
+            ),
+            (t.input, t.output, t.requests, t.throttled),
+            "session {sid} replayed in reverse: {s}"
+        );
+    }
+}
+
+/// Posts every span `sink` received, last first, `per_request` spans a
+/// request (each with its resource and scope), to a fresh spanwire with
+/// `agentmetrics` and `live`; returns its `/api/sessions` once settled.
+async fn replay_reversed(sink: &Sink, per_request: usize) -> Vec<serde_json::Value> {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+    use prost::Message;
+    let mut flat: Vec<ResourceSpans> = Vec::new();
+    for t in sink.received.lock().unwrap().iter() {
+        let spanwire::signal::Telemetry::Traces(rs) = t else {
+            continue;
+        };
+        for r in rs {
+            for ss in &r.scope_spans {
+                for span in &ss.spans {
+                    flat.push(ResourceSpans {
+                        resource: r.resource.clone(),
+                        scope_spans: vec![ScopeSpans {
+                            scope: ss.scope.clone(),
+                            spans: vec![span.clone()],
+                            schema_url: ss.schema_url.clone(),
+                        }],
+                        schema_url: r.schema_url.clone(),
+                    });
+                }
+            }
+        }
+    }
+    assert!(flat.len() > 50, "{} spans", flat.len());
+    flat.reverse();
+    let (http, live, health) = (free_port(), free_port(), free_port());
+    let config = format!(
+        r#"
+receivers:
+  otlp:
+    protocols:
+      http: {{endpoint: "127.0.0.1:{http}"}}
+exporters:
+  live:
+    endpoint: "127.0.0.1:{live}"
+extensions:
+  health_check: {{endpoint: "127.0.0.1:{health}"}}
+service:
+  extensions: [health_check]
+  telemetry: {{metrics: {{address: ""}}}}
+  pipelines:
+    traces: {{receivers: [otlp], exporters: [live]}}
+"#
+    );
+    let daemon = Daemon::start(&config, health);
+    for chunk in flat.chunks(per_request) {
+        let body = ExportTraceServiceRequest {
+            resource_spans: chunk.to_vec(),
+        }
+        .encode_to_vec();
+        let r = http_request(
+            "POST",
+            http,
+            "/v1/traces",
+            &[("content-type", "application/x-protobuf")],
+            body,
+        )
+        .await;
+        assert_eq!(r.status, 200);
+    }
+    let r = http_request("GET", live, "/api/sessions", &[], Vec::new()).await;
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    drop(daemon);
+    v["sessions"].as_array().unwrap().clone()
 }
 
 /// Runs `tests/python/framework_agents.py` in `mode`, exporting to `otlp`.
