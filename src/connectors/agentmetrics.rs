@@ -103,6 +103,10 @@ pub struct AgentMetricsConfig {
     /// long (spans of a trace arrive in any order and across batches).
     #[serde(default = "default_trace_idle", with = "duration")]
     pub trace_idle: Duration,
+    /// A trace still receiving spans this long after its first is counted
+    /// anyway (a trace that never ends); later spans reopen it.
+    #[serde(default = "default_max_trace_duration", with = "duration")]
+    pub max_trace_duration: Duration,
     /// Traces held until they settle at most (the oldest settle early).
     #[serde(default = "default_max_traces")]
     pub max_traces: usize,
@@ -113,6 +117,9 @@ pub struct AgentMetricsConfig {
 
 fn default_trace_idle() -> Duration {
     Duration::from_secs(5)
+}
+fn default_max_trace_duration() -> Duration {
+    Duration::from_secs(300)
 }
 fn default_max_traces() -> usize {
     50_000
@@ -140,6 +147,11 @@ impl AgentMetricsConfig {
         }
         if self.max_series == 0 {
             return Err(DeError::custom("max_series must be at least 1"));
+        }
+        if self.trace_idle.is_zero() || self.max_trace_duration < self.trace_idle {
+            return Err(DeError::custom(
+                "trace_idle must be more than 0 and max_trace_duration at least trace_idle",
+            ));
         }
         if self.max_traces == 0 || self.max_memory_mib == 0 {
             return Err(DeError::custom(
@@ -265,7 +277,10 @@ struct ModelCounters {
     cycles: metrics::Counter,
     invalid_usage: metrics::Counter,
     corrections: metrics::Counter,
+    segments: metrics::Counter,
+    reopened: metrics::Counter,
     pending: metrics::Gauge,
+    bytes: metrics::Gauge,
 }
 
 fn kind_name(k: i32) -> &'static str {
@@ -284,6 +299,7 @@ impl AgentMetrics {
     pub fn new(cfg: AgentMetricsConfig, name: &str) -> AgentMetrics {
         let limits = TrackerLimits {
             idle_ms: cfg.trace_idle.as_millis() as u64,
+            max_age_ms: cfg.max_trace_duration.as_millis() as u64,
             max_traces: cfg.max_traces,
             max_bytes: cfg.max_memory_mib.saturating_mul(1 << 20),
             ..TrackerLimits::default()
@@ -312,6 +328,9 @@ impl AgentMetrics {
                 cycles: c("spanwire_connector_agent_parent_cycles_total"),
                 invalid_usage: c("spanwire_connector_agent_invalid_usage_total"),
                 corrections: c("spanwire_connector_agent_corrections_dropped_total"),
+                segments: c("spanwire_connector_agent_trace_segments_total"),
+                reopened: c("spanwire_connector_agent_traces_reopened_total"),
+                bytes: metrics::gauge!("spanwire_connector_agent_memory_bytes", "connector" => name.to_string()),
                 pending: metrics::gauge!("spanwire_connector_agent_traces_pending", "connector" => name.to_string()),
             },
         }
@@ -430,6 +449,7 @@ impl AgentMetrics {
             self.apply(&mut st, s, now);
         }
         self.model.pending.set(st.tracker.pending() as f64);
+        self.model.bytes.set(st.tracker.bytes() as f64);
         // Bounded memory: forget sessions past the window, then the oldest.
         if st.session_count > self.cfg.max_sessions {
             let window = self.cfg.session_window.as_millis() as u64;
@@ -449,6 +469,7 @@ impl AgentMetrics {
             self.apply(st, s, now);
         }
         self.model.pending.set(st.tracker.pending() as f64);
+        self.model.bytes.set(st.tracker.bytes() as f64);
     }
 
     /// Adds a settled trace's numbers (less what was counted for it
@@ -460,6 +481,8 @@ impl AgentMetrics {
         self.model.late.absolute(stats.late_spans);
         self.model.cycles.absolute(stats.cycles);
         self.model.invalid_usage.absolute(stats.invalid_usage);
+        self.model.segments.absolute(stats.segments);
+        self.model.reopened.absolute(stats.reopened);
         let mut counts: HashMap<Key, i128> = HashMap::new();
         let mut costs: HashMap<Key, f64> = HashMap::new();
         let mut durations: Vec<(Key, f64)> = Vec::new();

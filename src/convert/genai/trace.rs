@@ -401,7 +401,9 @@ fn mark_ancestors(parent: &[Option<usize>], from: impl Fn(usize) -> bool) -> Vec
         let mut at = parent[i];
         let mut steps = 0;
         while let Some(p) = at {
-            if marked[p] || steps > n {
+            // A cycle leads back to where the walk began: no span is its own
+            // ancestor.
+            if marked[p] || p == i || steps > n {
                 break;
             }
             marked[p] = true;

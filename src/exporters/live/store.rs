@@ -634,9 +634,15 @@ pub struct Session {
     pub events: Vec<Arc<EventRecord>>,
     /// The estimated bytes of its records and itself.
     bytes: usize,
-    /// What each of its traces adds to the totals, as the model last said.
+    /// What each of its traces adds to the totals, as the model last said
+    /// (at most [`MAX_TRACES_PER_SESSION`]).
     traces: HashMap<TraceId, Contribution>,
 }
+
+/// Traces whose contributions a session keeps apart (to replace them when
+/// their numbers change); past it, those of traces the model has forgotten
+/// are folded into the totals for good.
+pub const MAX_TRACES_PER_SESSION: usize = 4096;
 
 /// What one trace adds to its session's totals (from the agent-trace
 /// model; replaced whenever the trace's numbers change).
@@ -1220,11 +1226,9 @@ impl Store {
                     if let Some((_, o)) = &origin {
                         let trace = genai::trace_id(&span.trace_id);
                         if !self.model.knows(&trace) {
-                            // A trace the model forgot: what it added stays.
-                            if let Some(c) = session.traces.remove(&trace) {
-                                let key = frozen_key(session.traces.len());
-                                session.traces.insert(key, c);
-                            }
+                            // A trace the model forgot: what it added stays
+                            // in the totals; its new spans start anew.
+                            session.traces.remove(&trace);
                         }
                         let facts = genai::span::read_struct(span, o, &self.keys);
                         self.model.offer(trace, facts, now_ms, &mut settled);
@@ -1269,6 +1273,18 @@ impl Store {
                 old.apply(&mut session.summary, -1);
             }
             new.apply(&mut session.summary, 1);
+            if session.traces.len() > MAX_TRACES_PER_SESSION {
+                let model = &self.model;
+                session.traces.retain(|t, _| model.knows(t));
+                if session.traces.len() > MAX_TRACES_PER_SESSION {
+                    // Still over: the oldest part goes for good.
+                    let extra = session.traces.len() - MAX_TRACES_PER_SESSION / 2;
+                    let drop: Vec<TraceId> = session.traces.keys().take(extra).copied().collect();
+                    for t in drop {
+                        session.traces.remove(&t);
+                    }
+                }
+            }
         }
         for (group, span) in errors {
             if self.recent_errors.len() >= RECENT_ERRORS {
@@ -1585,14 +1601,6 @@ fn cost(pricing: &BTreeMap<String, Price>, p: &Picked<'_>) -> f64 {
             p.input_tokens as f64 / 1000.0 * price.input
                 + p.output_tokens as f64 / 1000.0 * price.output
         })
-}
-
-/// A key for a contribution whose trace the model forgot (it stays in
-/// the totals; a later span of the trace starts a new contribution).
-fn frozen_key(n: usize) -> TraceId {
-    let mut k = [0xffu8; 16];
-    k[..8].copy_from_slice(&(n as u64).to_be_bytes());
-    k
 }
 
 /// Adds one span to a session's span count, agents, models and times;
