@@ -14,6 +14,9 @@
 #   benches/measure.sh direct       # the same load without it (OTLP in -> OTLP out)
 #   benches/measure.sh kinesis      # saturation exporting with awskinesis (session keys, KPL)
 #                                   # to the load generator's Kinesis stand-in
+#   benches/measure.sh agentmetrics # saturation with the `agentmetrics` connector beside
+#                                   # the otlp exporter (the agent-trace model), metrics
+#                                   # served by a prometheus exporter
 #   benches/measure.sh live         # saturation with the `live` exporter beside the
 #                                   # otlp one, 100 WebSocket subscribers (10 never
 #                                   # reading; WATCH_ARGS adds to `spanwire-loadgen watch`)
@@ -42,6 +45,7 @@ case "$mode" in
   otlphttp) config=benches/bench-otlphttp.yaml ;;
   sigv4) config=benches/bench-sigv4.yaml ;;
   live) config=benches/bench-live.yaml ;;
+  agentmetrics) config=benches/bench-agentmetrics.yaml ;;
   attributes) config=benches/bench-attributes.yaml ;;
   durable) config=benches/bench-durable.yaml; rm -rf /tmp/spanwire-bench-wal ;;
   tail) config=benches/bench-tail.yaml ;;
@@ -70,7 +74,7 @@ case "$mode" in
               curl -s http://127.0.0.1:8888/metrics | grep -E '^spanwire_processor_tail_sampling_(held|held_bytes|decisions_total|early_decisions_total)' || true ;;
   kinesis) taskset -c 1 $bin/spanwire-loadgen send --grpc 127.0.0.1:4317 --concurrency ${SENDERS:-8} --batch ${BATCH:-100} --duration 20 --pid $daemon "$@"
               curl -s http://127.0.0.1:8888/metrics | grep -E '^spanwire_kinesis_(records|user_records|bytes)_put_total|^spanwire_kinesis_records_retried_total' || true ;;
-  saturation|otlphttp|sigv4|live|attributes) taskset -c 1 $bin/spanwire-loadgen send --grpc 127.0.0.1:4317 --concurrency ${SENDERS:-8} --batch ${BATCH:-100} --duration 20 --pid $daemon "$@" ;;
+  saturation|otlphttp|sigv4|live|attributes|agentmetrics) taskset -c 1 $bin/spanwire-loadgen send --grpc 127.0.0.1:4317 --concurrency ${SENDERS:-8} --batch ${BATCH:-100} --duration 20 --pid $daemon "$@" ;;
   fixed)      taskset -c 1 $bin/spanwire-loadgen send --grpc 127.0.0.1:4317 --concurrency 1 --batch ${BATCH:-100} --rate 10000 --duration 30 --pid $daemon "$@" ;;
   durable)    taskset -c 1 $bin/spanwire-loadgen send --grpc 127.0.0.1:4317 --concurrency ${SENDERS:-2} --batch ${BATCH:-100} --rate ${RATE:-5000} --duration 30 --pid $daemon "$@"
               curl -s http://127.0.0.1:8888/metrics | grep -E '^spanwire_receiver_wal_(appends|fsyncs)_total' || true ;;
@@ -79,6 +83,9 @@ case "$mode" in
 esac
 sleep 1
 echo "sink: $(tail -n 1 /tmp/spanwire-bench-sink.log)"
+if [ "$mode" = agentmetrics ]; then
+  curl -s http://127.0.0.1:9464/metrics | grep -E '^agent_(tokens|invocations)_total' | head -n 4 || true
+fi
 if [ -n "$watcher" ]; then
   wait $watcher || true
   curl -s http://127.0.0.1:8888/metrics | grep -E '^spanwire_live_(subscribers|sessions|store_bytes|subscribers_lagged_total|sessions_evicted_total)' || true

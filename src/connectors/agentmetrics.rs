@@ -2,21 +2,27 @@
 //! metrics out (as a receiver of a metrics pipeline), like the Collector's
 //! `spanmetrics`, with GenAI agents in mind.
 //!
-//! From spans with `gen_ai.*` attributes:
-//! - `agent.invocations` (count) and `agent.duration` (histogram, seconds) per
-//!   service, agent, operation, model and tool;
-//! - `agent.errors` (status ERROR, `error.type`, HTTP 5xx) and `agent.throttles`
-//!   (HTTP 429, `error.type` naming throttling) on the same dimensions;
+//! Every span goes to the agent-trace model ([`crate::convert::genai`]): a
+//! trace is counted once it has had no new span for `trace_idle`, and its
+//! numbers become the series:
+//! - `agent.invocations` (count) and `agent.duration` (histogram, seconds)
+//!   per service, agent, operation, model and tool: invocations, model
+//!   requests (each once, however many spans report it), tool calls,
+//!   retrievals;
+//! - `agent.errors` (failures as the model counts them), `agent.throttles`
+//!   and `agent.retries` on the same dimensions;
 //! - `agent.tokens` per service, agent, model and `gen_ai.token.type`
-//!   (`input`, `output`, `cache_read`, `cache_write`);
-//! - `agent.active_sessions` (gauge): distinct `gen_ai.conversation.id` /
-//!   `session.id` per service and agent seen within `session_window`.
+//!   (`input`, `output`, `cache_read`, `cache_write`), each call once;
+//! - `agent.cost` from `pricing` over the built-in Bedrock table;
+//! - `agent.active_sessions` (gauge): distinct sessions of invocations and
+//!   calls per service and agent seen within `session_window`.
 //!
-//! Other spans give `span.calls` and `span.duration` by service, span name,
-//! kind and status. All sums and histograms are cumulative since start.
-//! Series are capped at `max_series`; beyond it new combinations go to one
-//! series whose dimensions are `other`, counted in
-//! `spanwire_connector_series_overflow_total`.
+//! A trace reopened by a late span adds only the difference (a counter that
+//! would go down is left and counted). Spans no agent series counts give
+//! `span.calls` and `span.duration` by service, span name, kind and status.
+//! All sums and histograms are cumulative since start. Series are capped at
+//! `max_series`; beyond it new combinations go to one series whose
+//! dimensions are `other`, counted in `spanwire_connector_series_overflow_total`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};

@@ -12,10 +12,13 @@
 //!   trace's root named a session move into that session when it does.
 //! - Per session: agents (`gen_ai.agent.name`), models
 //!   (`gen_ai.request.model`, `gen_ai.response.model`), first start and last
-//!   end, token sums by type (`gen_ai.usage.*_tokens`), tool calls,
-//!   retrievals, guardrail interventions, error spans, cost from the
-//!   `pricing` table (per model, per 1,000 input and output tokens), and the
-//!   spans themselves in arrival order, each encoded as OTLP in the
+//!   end, and from the agent-trace model ([`crate::convert::genai`]): tokens
+//!   by type (each model call once), model calls, throttles, retries, tool
+//!   calls, retrievals, guardrail interventions, failures, cost (`pricing`
+//!   over the built-in table). Each trace's contribution is kept apart and
+//!   replaced when its numbers change (spans arrive in any order), at most
+//!   [`MAX_TRACES_PER_SESSION`] per session. And the spans themselves in
+//!   arrival order, each encoded as OTLP in the
 //!   session's [`SpanLog`] (with parent ids for the tree). Filing a span is
 //!   one read of its attributes for the totals and one copy into the log;
 //!   a [`SpanRecord`] (and its JSON) is made only for a reader: a watched
