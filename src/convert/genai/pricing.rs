@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::trace::Tokens;
+use super::span::Tokens;
 
 /// The day the built-in table was compiled.
 pub const TABLE_DATE: &str = "2026-12-07";

@@ -6,48 +6,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::pricing::Pricing;
+pub use super::span::Tokens;
 use super::span::{Role, SpanFacts};
-
-/// Tokens by type.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Tokens {
-    /// Input tokens.
-    pub input: u64,
-    /// Output tokens.
-    pub output: u64,
-    /// Cache-read input tokens.
-    pub cache_read: u64,
-    /// Cache-write input tokens.
-    pub cache_write: u64,
-}
-
-impl Tokens {
-    /// Input plus output.
-    pub fn total(&self) -> u64 {
-        self.input.saturating_add(self.output)
-    }
-
-    /// Adds `o`.
-    pub fn add(&mut self, o: &Tokens) {
-        self.input = self.input.saturating_add(o.input);
-        self.output = self.output.saturating_add(o.output);
-        self.cache_read = self.cache_read.saturating_add(o.cache_read);
-        self.cache_write = self.cache_write.saturating_add(o.cache_write);
-    }
-
-    /// The counts by type name (`input`, `output`, `cache_read`,
-    /// `cache_write`), zeros left out.
-    pub fn by_type(&self) -> impl Iterator<Item = (&'static str, u64)> {
-        [
-            ("input", self.input),
-            ("output", self.output),
-            ("cache_read", self.cache_read),
-            ("cache_write", self.cache_write),
-        ]
-        .into_iter()
-        .filter(|(_, n)| *n > 0)
-    }
-}
 
 /// Where a usage record's numbers come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
