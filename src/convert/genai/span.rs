@@ -223,12 +223,62 @@ pub fn id64(bytes: &[u8]) -> u64 {
     u64::from_be_bytes(b)
 }
 
+/// FNV-1a: a fast hash for the interner's short keys (it is bounded, so
+/// chosen keys cost at most a full table that is cleared).
+#[derive(Default)]
+struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+type Interned = std::collections::HashMap<Box<str>, Arc<str>, std::hash::BuildHasherDefault<Fnv>>;
+
+/// Texts interned per thread at most; past it the table starts afresh.
+const MAX_INTERNED: usize = 4096;
+/// Texts longer than this are not interned.
+const MAX_INTERNED_LEN: usize = 96;
+
+thread_local! {
+    /// Names, models, agents, sessions, operations repeat span after span:
+    /// each is allocated once per thread, then shared.
+    static INTERNED: std::cell::RefCell<Interned> = std::cell::RefCell::new(Interned::default());
+}
+
+/// `s` cut to [`MAX_TEXT`] on a character boundary, shared.
 fn text(s: &str) -> Arc<str> {
     let mut end = s.len().min(MAX_TEXT);
     while !s.is_char_boundary(end) {
         end -= 1;
     }
-    Arc::from(&s[..end])
+    let s = &s[..end];
+    if s.len() > MAX_INTERNED_LEN {
+        return Arc::from(s);
+    }
+    INTERNED.with(|cell| {
+        let Ok(mut m) = cell.try_borrow_mut() else {
+            return Arc::from(s);
+        };
+        if let Some(a) = m.get(s) {
+            return a.clone();
+        }
+        if m.len() >= MAX_INTERNED {
+            m.clear();
+        }
+        let a: Arc<str> = Arc::from(s);
+        m.insert(s.into(), a.clone());
+        a
+    })
 }
 
 /// Which token count an attribute holds, and its rank among the names for
@@ -433,15 +483,15 @@ pub fn read<'a>(
         && (http_status == Some(429)
             || error_type.is_some_and(names_throttling)
             || names_throttling(head.status_message));
-    let operation = op.map(str::to_string).or_else(|| match role {
+    let operation: Option<&str> = op.or(match role {
         Role::Inference => Some(match llm_type {
-            Some("embedding") => "embeddings".into(),
-            Some("completion") => "text_completion".into(),
-            _ => "chat".into(),
+            Some("embedding") => "embeddings",
+            Some("completion") => "text_completion",
+            _ => "chat",
         }),
-        Role::Agent => Some("invoke_agent".into()),
-        Role::Tool => Some("execute_tool".into()),
-        Role::Retrieval => Some("retrieval".into()),
+        Role::Agent => Some("invoke_agent"),
+        Role::Tool => Some("execute_tool"),
+        Role::Retrieval => Some("retrieval"),
         _ => None,
     });
     let lifetime_totals = role == Role::Agent && provider == Some("strands-agents");
@@ -468,7 +518,7 @@ pub fn read<'a>(
         },
         invalid_usage: invalid,
         lifetime_totals,
-        operation: operation.map(|o| text(&o)),
+        operation: operation.map(text),
         model: request_model.or(response_model).or(oi_model).map(text),
         agent: agent.map(text),
         session: session.map(text).or_else(|| origin.session.clone()),
