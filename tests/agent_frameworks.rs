@@ -667,10 +667,12 @@ fn run_framework(mode: &str, bedrock: u16, otlp: &str, plan: &serde_json::Value)
 /// (langchain-aws) under OpenInference's LangChain and Bedrock
 /// instrumentations together, where each call is reported by two sibling
 /// LLM spans: tokens and model calls exact per session (live API) and per
-/// service (Prometheus), against the stand-in's usage log.
+/// service (Prometheus, EMF in moto's CloudWatch Logs), against the
+/// stand-in's usage log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openinference_openllmetry_and_langchain_numbers_equal_the_models_usage() {
     let bedrock = BedrockRuntime::start();
+    let moto = Moto::start();
     let (http, prom, live, health) = (free_port(), free_port(), free_port(), free_port());
     let config = format!(
         r#"
@@ -690,6 +692,13 @@ exporters:
     namespace: ""
   live:
     endpoint: "127.0.0.1:{live}"
+  awsemf:
+    region: us-east-1
+    endpoint: "{emf}"
+    namespace: Agents
+    log_group_name: "/spanwire/{{ServiceName}}/metrics"
+    log_stream_name: "agentmetrics"
+    retry_on_failure: {{initial_interval: 50ms}}
 extensions:
   health_check: {{endpoint: "127.0.0.1:{health}"}}
 service:
@@ -697,10 +706,11 @@ service:
   telemetry: {{metrics: {{address: ""}}}}
   pipelines:
     traces: {{receivers: [otlp], processors: [batch], exporters: [agentmetrics, live]}}
-    metrics: {{receivers: [agentmetrics], exporters: [prometheus]}}
-"#
+    metrics: {{receivers: [agentmetrics], exporters: [prometheus, awsemf]}}
+"#,
+        emf = moto.endpoint()
     );
-    let daemon = Daemon::start(&config, health);
+    let daemon = Daemon::start_with_env(&config, health, &aws_test_env());
     let model = "us.anthropic.claude-3-5-haiku-20241022-v1:0";
     let otlp = format!("http://127.0.0.1:{http}/v1/traces");
     let modes = ["openinference", "openllmetry", "langchain"];
@@ -778,6 +788,37 @@ service:
             &[("job", job.as_str()), ("gen_ai_operation_name", "chat")],
         );
         assert_eq!(calls, t.requests, "{mode}: model calls\n{text}");
+        // EMF in CloudWatch Logs (moto) adds up to the same.
+        let logs = aws_sdk_cloudwatchlogs::Client::new(&aws_test_sdk_config(&moto.endpoint()));
+        let group = format!("/spanwire/{job}/metrics");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let got = loop {
+            let (mut input, mut output, mut calls) = (0.0, 0.0, 0.0);
+            for (_, m) in common::read_log_stream(&logs, &group, "agentmetrics").await {
+                let v: serde_json::Value = serde_json::from_str(&m).unwrap();
+                if let Some(n) = v["agent.tokens"].as_f64() {
+                    match v["gen_ai.token.type"].as_str() {
+                        Some("input") => input += n,
+                        Some("output") => output += n,
+                        _ => {}
+                    }
+                }
+                if v["gen_ai.operation.name"] == "chat" {
+                    calls += v["agent.invocations"].as_f64().unwrap_or(0.0);
+                }
+            }
+            if (input, output, calls) == (t.input, t.output, t.requests)
+                || Instant::now() > deadline
+            {
+                break (input, output, calls);
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        };
+        assert_eq!(
+            got,
+            (t.input, t.output, t.requests),
+            "{mode}: EMF tokens and model calls vs the usage log"
+        );
     }
     // The live API, per session.
     let r = http_request("GET", live, "/api/sessions", &[], Vec::new()).await;

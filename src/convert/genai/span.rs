@@ -114,8 +114,9 @@ pub struct SpanFacts {
     pub role: Role,
     /// Its OTLP span kind.
     pub kind: i32,
-    /// Its name (cut to [`MAX_TEXT`]).
-    pub name: Arc<str>,
+    /// Its name (cut to [`MAX_TEXT`]), kept for inference spans, errors and
+    /// guardrail interventions (where it tells calls and causes apart).
+    pub name: Option<Arc<str>>,
     /// Start, Unix ns.
     pub start_ns: u64,
     /// End, Unix ns (0: not ended, as an in-progress `aws/spans` copy).
@@ -223,17 +224,28 @@ pub fn id64(bytes: &[u8]) -> u64 {
     u64::from_be_bytes(b)
 }
 
-/// FNV-1a: a fast hash for the interner's short keys (it is bounded, so
-/// chosen keys cost at most a full table that is cleared).
+/// FNV-1a: a fast hash for the model's bounded maps (ids and short texts;
+/// chosen keys cost at most a full, bounded table).
 #[derive(Default)]
-struct Fnv(u64);
+pub struct Fnv(u64);
 
 impl std::hash::Hasher for Fnv {
     fn finish(&self) -> u64 {
         self.0
     }
+    fn write_u64(&mut self, v: u64) {
+        // Span ids are random already: one multiply spreads them.
+        self.0 = (self.0 ^ v).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+    fn write_usize(&mut self, v: usize) {
+        self.write_u64(v as u64);
+    }
     fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
         for b in bytes {
             h ^= u64::from(*b);
             h = h.wrapping_mul(0x0100_0000_01b3);
@@ -242,7 +254,11 @@ impl std::hash::Hasher for Fnv {
     }
 }
 
-type Interned = std::collections::HashMap<Box<str>, Arc<str>, std::hash::BuildHasherDefault<Fnv>>;
+/// A map keyed by ids or short texts, with a fast hash (FNV-1a for bytes,
+/// one multiply for numbers): the model's maps are bounded.
+pub type FastMap<K, V> = std::collections::HashMap<K, V, std::hash::BuildHasherDefault<Fnv>>;
+
+type Interned = FastMap<Box<str>, Arc<str>>;
 
 /// Texts interned per thread at most; past it the table starts afresh.
 const MAX_INTERNED: usize = 4096;
@@ -501,7 +517,7 @@ pub fn read<'a>(
         parent: id64(head.parent_span_id),
         role,
         kind: head.kind,
-        name: text(head.name),
+        name: (role == Role::Inference || error || guardrail).then(|| text(head.name)),
         start_ns: head.start_ns,
         end_ns: head.end_ns,
         error,
@@ -634,7 +650,7 @@ impl SpanFacts {
     /// counted where they were first read, at most [`MAX_TEXT`] each).
     pub fn bytes(&self) -> usize {
         let strings = [
-            Some(&self.name),
+            self.name.as_ref(),
             self.error_type.as_ref(),
             self.message.as_ref(),
             self.operation.as_ref(),

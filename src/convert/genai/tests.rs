@@ -753,7 +753,7 @@ fn a_client_span_whose_parent_never_arrived_is_the_call_it_overlaps() {
     let mut boto = botocore_chat(14, 13, None, Some("ValidationException"));
     boto.model = Some("invalid-model-id".into());
     // Both instrumentations name the span `chat <model>`.
-    boto.name = "chat invalid-model-id".into();
+    boto.name = Some("chat invalid-model-id".into());
     let spans = vec![
         with_time(boto, 120, 300),
         with_time(traceloop, 110, 350),

@@ -2,12 +2,11 @@
 //! calls, which failures a person would call failures. Pure and whole:
 //! [`evaluate`] reads every span of the trace it is given, in any order.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::pricing::Pricing;
 pub use super::span::Tokens;
-use super::span::{Role, SpanFacts};
+use super::span::{FastMap, Role, SpanFacts};
 
 /// Where a usage record's numbers come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,7 +156,7 @@ pub struct Failure {
     /// retry recovered (itself when there is none).
     pub cause_span_id: u64,
     /// The cause's name.
-    pub cause_name: Arc<str>,
+    pub cause_name: Option<Arc<str>>,
     /// The cause's error type or message.
     pub error: Option<Arc<str>>,
     /// The cause's status message.
@@ -243,7 +242,7 @@ impl TraceNumbers {
 /// Inference spans that wrap a sibling inference span of the same call
 /// (see [`evaluate`]): leaves only, grouped by parent.
 fn wrappers(kept: &[&SpanFacts], parent: &[Option<usize>], has_below: &[bool]) -> Vec<usize> {
-    let mut by_parent: HashMap<Option<usize>, Vec<usize>> = HashMap::new();
+    let mut by_parent: FastMap<Option<usize>, Vec<usize>> = FastMap::default();
     for i in 0..kept.len() {
         if kept[i].role == Role::Inference && !has_below[i] {
             by_parent.entry(parent[i]).or_default().push(i);
@@ -391,7 +390,8 @@ fn mark_ancestors(parent: &[Option<usize>], from: impl Fn(usize) -> bool) -> Vec
 pub fn evaluate(spans: &[SpanFacts], pricing: &Pricing) -> TraceNumbers {
     let mut out = TraceNumbers::default();
     // One copy per span id: the ended one, else the first.
-    let mut index: HashMap<u64, usize> = HashMap::with_capacity(spans.len());
+    let mut index: FastMap<u64, usize> =
+        FastMap::with_capacity_and_hasher(spans.len(), Default::default());
     let mut kept: Vec<&SpanFacts> = Vec::with_capacity(spans.len());
     for s in spans {
         match index.get(&s.span_id) {
@@ -508,7 +508,7 @@ pub fn evaluate(spans: &[SpanFacts], pricing: &Pricing) -> TraceNumbers {
     let mut duplicate = vec![false; n];
     {
         // Candidates by usage and outcome; within each, the preferred first.
-        let mut groups: HashMap<(Option<u64>, Option<u64>, bool), Vec<usize>> = HashMap::new();
+        let mut groups: FastMap<(Option<u64>, Option<u64>, bool), Vec<usize>> = FastMap::default();
         for i in 0..n {
             if role(i) == Role::Inference && !has_inference_below[i] {
                 let u = kept[i].usage;
@@ -548,7 +548,7 @@ pub fn evaluate(spans: &[SpanFacts], pricing: &Pricing) -> TraceNumbers {
     }
     // Per retry group (parent of an outermost inference span): the starts
     // of the attempts that answered.
-    let mut answered: HashMap<Option<usize>, Vec<u64>> = HashMap::new();
+    let mut answered: FastMap<Option<usize>, Vec<u64>> = FastMap::default();
     for i in 0..n {
         if role(i) == Role::Inference && outer_inference[i] == i && !kept[i].error {
             answered
@@ -565,6 +565,7 @@ pub fn evaluate(spans: &[SpanFacts], pricing: &Pricing) -> TraceNumbers {
             .is_some_and(|starts| starts.iter().any(|s| *s >= start))
     };
     let mut retried = vec![false; n];
+    let mut prices: Vec<(Arc<str>, Option<super::pricing::Price>)> = Vec::new();
     let mut start_ns = u64::MAX;
     let mut end_ns = 0u64;
     for i in 0..n {
@@ -607,7 +608,18 @@ pub fn evaluate(spans: &[SpanFacts], pricing: &Pricing) -> TraceNumbers {
                 cache_write: usage.cache_write.unwrap_or(0),
             };
             let at = attribution(i);
-            let cost = at.model.as_deref().and_then(|m| pricing.cost(m, &tokens));
+            // Prices looked up once per model of the trace.
+            let cost = at.model.as_ref().and_then(|m| {
+                let price = match prices.iter().find(|(k, _)| Arc::ptr_eq(k, m) || k == m) {
+                    Some((_, p)) => *p,
+                    None => {
+                        let p = pricing.price(m);
+                        prices.push((m.clone(), p));
+                        p
+                    }
+                };
+                price.map(|p| p.cost(&tokens))
+            });
             out.usage.push(UsageRecord {
                 span_id: s.span_id,
                 source: if s.role == Role::Inference {

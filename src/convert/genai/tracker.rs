@@ -15,10 +15,10 @@
 //!   record for another with the same tokens: a net change of zero).
 //!   A span of a trace forgotten since starts a new segment.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use super::pricing::Pricing;
-use super::span::SpanFacts;
+use super::span::{FastMap, SpanFacts};
 use super::trace::{evaluate, TraceNumbers};
 
 /// A trace id (zero-padded or cut to 16 bytes).
@@ -117,10 +117,10 @@ struct Remembered {
 pub struct Tracker {
     limits: TrackerLimits,
     pricing: Pricing,
-    pending: HashMap<TraceId, Pending>,
+    pending: FastMap<TraceId, Pending>,
     /// (deadline, seq, trace): an entry whose seq is not its trace's is stale.
     queue: VecDeque<(u64, u64, TraceId)>,
-    remembered: HashMap<TraceId, Remembered>,
+    remembered: FastMap<TraceId, Remembered>,
     remembered_order: VecDeque<TraceId>,
     seq: u64,
     bytes: usize,
@@ -136,9 +136,9 @@ impl Tracker {
         Tracker {
             limits,
             pricing,
-            pending: HashMap::new(),
+            pending: FastMap::default(),
             queue: VecDeque::new(),
-            remembered: HashMap::new(),
+            remembered: FastMap::default(),
             remembered_order: VecDeque::new(),
             seq: 0,
             bytes: 0,

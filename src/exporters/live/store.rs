@@ -1215,9 +1215,7 @@ impl Store {
                 for at in rest {
                     filed += 1;
                     let span = at.span;
-                    let picked = Picked::from(&span.attributes);
                     let error = is_error(span);
-                    add(&mut session.summary, &picked, span, now_ns);
                     let resource: *const ResourceSpans = at.resource;
                     if origin.as_ref().is_none_or(|(r, _)| *r != resource) {
                         let o = genai::span::struct_origin(
@@ -1234,6 +1232,7 @@ impl Store {
                             session.traces.remove(&trace);
                         }
                         let facts = genai::span::read_struct(span, o, &self.keys);
+                        add(&mut session.summary, &facts, span, now_ns);
                         self.model.offer(trace, facts, now_ms, &mut settled);
                         if touched.last() != Some(&(group, trace)) {
                             touched.push((group, trace));
@@ -1608,21 +1607,21 @@ fn cost(pricing: &BTreeMap<String, Price>, p: &Picked<'_>) -> f64 {
 
 /// Adds one span to a session's span count, agents, models and times;
 /// its numbers come from the agent-trace model.
-fn add(sum: &mut Summary, p: &Picked<'_>, span: &Span, now_ns: u64) {
+fn add(sum: &mut Summary, f: &genai::SpanFacts, span: &Span, now_ns: u64) {
     sum.span_count += 1;
     sum.updated_ns = now_ns;
     if span.start_time_unix_nano > 0 {
         sum.start_ns = sum.start_ns.min(span.start_time_unix_nano);
     }
     sum.end_ns = sum.end_ns.max(span.end_time_unix_nano);
-    if let Some(a) = p.agent {
+    if let Some(a) = f.agent.as_deref() {
         if sum.agents.len() < 64 && !sum.agents.contains(a) {
-            sum.agents.insert(cut_str(a, MAX_VALUE_BYTES).to_string());
+            sum.agents.insert(a.to_string());
         }
     }
-    for m in [p.request_model, p.response_model].into_iter().flatten() {
+    if let Some(m) = f.model.as_deref() {
         if sum.models.len() < 64 && !sum.models.contains(m) {
-            sum.models.insert(cut_str(m, MAX_VALUE_BYTES).to_string());
+            sum.models.insert(m.to_string());
         }
     }
 }
