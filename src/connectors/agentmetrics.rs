@@ -42,6 +42,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::component::{ComponentId, Connector, ConnectorFactory, Factory};
 use crate::consumer::{Acks, BoxConsumer, Consumers, StartError};
+use crate::convert::genai::span::FastMap;
 use crate::convert::genai::{
     self, Attribution, FailureKind, Keys, Outcome, Price, Pricing, Role, Settled, TraceNumbers,
     Tracker, TrackerLimits,
@@ -259,6 +260,39 @@ struct State {
     /// (service, agent) -> session id -> last seen.
     sessions: HashMap<(String, String), HashMap<String, Session>>,
     session_count: usize,
+}
+
+/// A GenAI operation's name: fixed, or as the span wrote it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Op {
+    None,
+    Static(&'static str),
+    Shared(Arc<str>),
+}
+
+impl Op {
+    fn as_str(&self) -> &str {
+        match self {
+            Op::None => "",
+            Op::Static(s) => s,
+            Op::Shared(s) => s,
+        }
+    }
+}
+
+/// A series before its strings are made: shared texts, hashed fast, so a
+/// trace's records fold into few series before a [`Key`] is built.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Light {
+    kind: Kind,
+    service: Option<Arc<str>>,
+    agent: Option<Arc<str>>,
+    op: Op,
+    model: Option<Arc<str>>,
+    tool: Option<Arc<str>>,
+    error: Option<Arc<str>>,
+    token: &'static str,
+    carried: Vec<(u8, Arc<str>)>,
 }
 
 /// Series of one service, by metric.
@@ -489,12 +523,12 @@ impl AgentMetrics {
         self.model.invalid_usage.absolute(stats.invalid_usage);
         self.model.segments.absolute(stats.segments);
         self.model.reopened.absolute(stats.reopened);
-        let mut counts: HashMap<Key, i128> = HashMap::new();
-        let mut costs: HashMap<Key, f64> = HashMap::new();
-        let mut durations: Vec<(Key, f64)> = Vec::new();
+        let mut counts: FastMap<Light, i128> = FastMap::default();
+        let mut costs: FastMap<Light, f64> = FastMap::default();
+        let mut durations: FastMap<Light, Vec<f64>> = FastMap::default();
         self.contributions(&s.numbers, 1, &mut counts, &mut costs, &mut durations, None);
         if let Some(prev) = &s.previous {
-            let mut seen_durations = Vec::new();
+            let mut seen_durations = FastMap::default();
             self.contributions(prev, -1, &mut counts, &mut costs, &mut seen_durations, None);
             // Durations are observed once per span: only new spans add.
             let before: std::collections::HashSet<u64> = prev
@@ -517,20 +551,23 @@ impl AgentMetrics {
         }
         for (k, n) in counts {
             match u64::try_from(n) {
-                Ok(n) if n > 0 => self.count(st, k, n),
+                Ok(n) if n > 0 => self.count(st, self.key_of(&k), n),
                 Ok(_) => {}
                 Err(_) => self.model.corrections.increment(1),
             }
         }
         for (k, c) in costs {
             if c > 0.0 {
-                self.add_cost(st, k, c);
+                self.add_cost(st, self.key_of(&k), c);
             } else if c < -1e-12 {
                 self.model.corrections.increment(1);
             }
         }
-        for (k, secs) in durations {
-            self.observe(st, k, secs);
+        for (k, all) in durations {
+            let key = self.key_of(&k);
+            for secs in all {
+                self.observe(st, key.clone(), secs);
+            }
         }
         // Active sessions: the sessions of the trace's invocations and calls.
         let numbers = &s.numbers;
@@ -569,14 +606,170 @@ impl AgentMetrics {
         &self,
         n: &TraceNumbers,
         sign: i128,
-        counts: &mut HashMap<Key, i128>,
-        costs: &mut HashMap<Key, f64>,
-        durations: &mut Vec<(Key, f64)>,
+        counts: &mut FastMap<Light, i128>,
+        costs: &mut FastMap<Light, f64>,
+        durations: &mut FastMap<Light, Vec<f64>>,
         skip: Option<&std::collections::HashSet<u64>>,
     ) {
-        let key = |kind: Kind, a: &Attribution, dims: Vec<(&'static str, String)>| Key {
+        let light = |kind: Kind, a: &Attribution, op: Op, tool: Option<&Arc<str>>| Light {
             kind,
-            service: a
+            service: a.service.clone(),
+            agent: a.agent.clone(),
+            op,
+            model: a.model.clone(),
+            tool: tool.cloned(),
+            error: None,
+            token: "",
+            carried: a.carried.clone(),
+        };
+        let mut bump = |k: Light, by: u64| {
+            if sign != 0 && by > 0 {
+                *counts.entry(k).or_default() += sign * i128::from(by);
+            }
+        };
+        let mut time = |k: Light, span: u64, secs: f64| {
+            let new = skip.is_none_or(|s| !s.contains(&span));
+            if (sign > 0 && skip.is_none()) || (sign == 0 && new) {
+                durations.entry(k).or_default().push(secs);
+            }
+        };
+        for i in &n.invocations {
+            let l = light(Kind::Invocations, &i.at, Op::Static("invoke_agent"), None);
+            time(
+                Light {
+                    kind: Kind::Duration,
+                    ..l.clone()
+                },
+                i.span_id,
+                i.seconds,
+            );
+            bump(l, 1);
+        }
+        for c in &n.calls {
+            let l = light(
+                Kind::Invocations,
+                &c.at,
+                Op::Shared(c.operation.clone()),
+                None,
+            );
+            time(
+                Light {
+                    kind: Kind::Duration,
+                    ..l.clone()
+                },
+                c.span_id,
+                c.seconds,
+            );
+            let retried = matches!(c.outcome, Outcome::Retried { .. });
+            bump(
+                Light {
+                    kind: Kind::Retries,
+                    ..l.clone()
+                },
+                u64::from(c.requests - 1) + u64::from(retried),
+            );
+            if c.throttled {
+                bump(
+                    Light {
+                        kind: Kind::Throttles,
+                        ..l.clone()
+                    },
+                    1,
+                );
+            }
+            bump(l, u64::from(c.requests));
+        }
+        for t in &n.tools {
+            let l = light(
+                Kind::Invocations,
+                &t.at,
+                Op::Static("execute_tool"),
+                t.tool.as_ref(),
+            );
+            time(
+                Light {
+                    kind: Kind::Duration,
+                    ..l.clone()
+                },
+                t.span_id,
+                t.seconds,
+            );
+            bump(l, 1);
+        }
+        for r in &n.retrievals {
+            let l = light(Kind::Invocations, &r.at, Op::Static("retrieval"), None);
+            time(
+                Light {
+                    kind: Kind::Duration,
+                    ..l.clone()
+                },
+                r.span_id,
+                r.seconds,
+            );
+            bump(l, 1);
+        }
+        for f in &n.failures {
+            let (op, tool) = match f.kind {
+                FailureKind::Invocation => ("invoke_agent", None),
+                FailureKind::Tool => (
+                    "execute_tool",
+                    n.tools
+                        .iter()
+                        .find(|t| t.span_id == f.span_id)
+                        .and_then(|t| t.tool.as_ref()),
+                ),
+                FailureKind::Model => ("chat", None),
+                FailureKind::Guardrail => ("guardrail", None),
+            };
+            let mut l = light(Kind::Errors, &f.at, Op::Static(op), tool);
+            l.error = Some(f.error.clone().unwrap_or_else(|| Arc::from("_OTHER")));
+            bump(l, 1);
+        }
+        for u in &n.usage {
+            let base = light(Kind::Tokens, &u.at, Op::None, None);
+            for (token_type, count) in u.tokens.by_type() {
+                bump(
+                    Light {
+                        token: token_type,
+                        ..base.clone()
+                    },
+                    count,
+                );
+            }
+            if let (Some(c), true) = (u.cost, sign != 0) {
+                *costs
+                    .entry(Light {
+                        kind: Kind::Cost,
+                        ..base
+                    })
+                    .or_default() += sign as f64 * c;
+            }
+        }
+    }
+
+    /// The series of a [`Light`] key.
+    fn key_of(&self, l: &Light) -> Key {
+        let text = |s: &Option<Arc<str>>| s.as_deref().unwrap_or("").to_string();
+        let mut dims = vec![("gen_ai.agent.name", text(&l.agent))];
+        match l.kind {
+            Kind::Tokens | Kind::Cost => {
+                dims.push(("gen_ai.request.model", text(&l.model)));
+                if l.kind == Kind::Tokens {
+                    dims.push(("gen_ai.token.type", l.token.to_string()));
+                }
+            }
+            _ => {
+                dims.push(("gen_ai.operation.name", l.op.as_str().to_string()));
+                dims.push(("gen_ai.request.model", text(&l.model)));
+                dims.push(("gen_ai.tool.name", text(&l.tool)));
+                if let Some(e) = &l.error {
+                    dims.push(("error.type", e.to_string()));
+                }
+            }
+        }
+        Key {
+            kind: l.kind,
+            service: l
                 .service
                 .as_deref()
                 .unwrap_or("unknown_service")
@@ -588,7 +781,7 @@ impl AgentMetrics {
                 .iter()
                 .enumerate()
                 .map(|(i, d)| {
-                    let v = a
+                    let v = l
                         .carried
                         .iter()
                         .find(|(j, _)| usize::from(*j) == i)
@@ -597,93 +790,6 @@ impl AgentMetrics {
                     (d.clone(), v)
                 })
                 .collect(),
-        };
-        let text = |s: &Option<Arc<str>>| s.as_deref().unwrap_or("").to_string();
-        let op_dims = |a: &Attribution, op: &str, tool: &str| {
-            vec![
-                ("gen_ai.agent.name", text(&a.agent)),
-                ("gen_ai.operation.name", op.to_string()),
-                ("gen_ai.request.model", text(&a.model)),
-                ("gen_ai.tool.name", tool.to_string()),
-            ]
-        };
-        let mut bump = |k: Key, by: u64| {
-            if sign != 0 && by > 0 {
-                *counts.entry(k).or_default() += sign * i128::from(by);
-            }
-        };
-        let mut time = |k: Key, span: u64, secs: f64| {
-            let new = skip.is_none_or(|s| !s.contains(&span));
-            if (sign > 0 && skip.is_none()) || (sign == 0 && new) {
-                durations.push((k, secs));
-            }
-        };
-        for i in &n.invocations {
-            let d = op_dims(&i.at, "invoke_agent", "");
-            bump(key(Kind::Invocations, &i.at, d.clone()), 1);
-            time(key(Kind::Duration, &i.at, d), i.span_id, i.seconds);
-        }
-        for c in &n.calls {
-            let d = op_dims(&c.at, &c.operation, "");
-            bump(
-                key(Kind::Invocations, &c.at, d.clone()),
-                u64::from(c.requests),
-            );
-            time(key(Kind::Duration, &c.at, d.clone()), c.span_id, c.seconds);
-            let retried = matches!(c.outcome, Outcome::Retried { .. });
-            bump(
-                key(Kind::Retries, &c.at, d.clone()),
-                u64::from(c.requests - 1) + u64::from(retried),
-            );
-            if c.throttled {
-                bump(key(Kind::Throttles, &c.at, d), 1);
-            }
-        }
-        for t in &n.tools {
-            let d = op_dims(&t.at, "execute_tool", t.tool.as_deref().unwrap_or(""));
-            bump(key(Kind::Invocations, &t.at, d.clone()), 1);
-            time(key(Kind::Duration, &t.at, d), t.span_id, t.seconds);
-        }
-        for r in &n.retrievals {
-            let d = op_dims(&r.at, "retrieval", "");
-            bump(key(Kind::Invocations, &r.at, d.clone()), 1);
-            time(key(Kind::Duration, &r.at, d), r.span_id, r.seconds);
-        }
-        for f in &n.failures {
-            let (op, tool) = match f.kind {
-                FailureKind::Invocation => ("invoke_agent", String::new()),
-                FailureKind::Tool => (
-                    "execute_tool",
-                    n.tools
-                        .iter()
-                        .find(|t| t.span_id == f.span_id)
-                        .and_then(|t| t.tool.as_deref())
-                        .unwrap_or("")
-                        .to_string(),
-                ),
-                FailureKind::Model => ("chat", String::new()),
-                FailureKind::Guardrail => ("guardrail", String::new()),
-            };
-            let mut d = op_dims(&f.at, op, &tool);
-            d.push((
-                "error.type",
-                f.error.as_deref().unwrap_or("_OTHER").to_string(),
-            ));
-            bump(key(Kind::Errors, &f.at, d), 1);
-        }
-        for u in &n.usage {
-            let base = vec![
-                ("gen_ai.agent.name", text(&u.at.agent)),
-                ("gen_ai.request.model", text(&u.at.model)),
-            ];
-            for (token_type, count) in u.tokens.by_type() {
-                let mut d = base.clone();
-                d.push(("gen_ai.token.type", token_type.to_string()));
-                bump(key(Kind::Tokens, &u.at, d), count);
-            }
-            if let (Some(c), true) = (u.cost, sign != 0) {
-                *costs.entry(key(Kind::Cost, &u.at, base)).or_default() += sign as f64 * c;
-            }
         }
     }
 
