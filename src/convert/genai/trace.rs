@@ -242,29 +242,35 @@ impl TraceNumbers {
 /// Inference spans that wrap a sibling inference span of the same call
 /// (see [`evaluate`]): leaves only, grouped by parent.
 fn wrappers(kept: &[&SpanFacts], parent: &[Option<usize>], has_below: &[bool]) -> Vec<usize> {
-    let mut by_parent: FastMap<Option<usize>, Vec<usize>> = FastMap::default();
+    // Candidates share a parent, a usage and an outcome: buckets of those.
+    type Bucket = (Option<usize>, Option<u64>, Option<u64>, bool);
+    let mut buckets: FastMap<Bucket, Vec<usize>> = FastMap::default();
     for i in 0..kept.len() {
         if kept[i].role == Role::Inference && !has_below[i] {
-            by_parent.entry(parent[i]).or_default().push(i);
+            let u = kept[i].usage;
+            buckets
+                .entry((parent[i], u.input, u.output, kept[i].error))
+                .or_default()
+                .push(i);
         }
     }
     let mut out = Vec::new();
-    for (_, group) in by_parent {
+    for (_, mut group) in buckets {
         if group.len() < 2 {
             continue;
         }
-        for &a in &group {
+        // By start, widest first: a span wraps those starting within it.
+        group.sort_by_key(|&i| (kept[i].start_ns, std::cmp::Reverse(kept[i].end_ns)));
+        for (k, &a) in group.iter().enumerate() {
             let (sa, ea) = (kept[a].start_ns, kept[a].end_ns);
-            let wraps = group.iter().any(|&b| {
-                let (sb, eb) = (kept[b].start_ns, kept[b].end_ns);
-                b != a
-                    && sa <= sb
-                    && eb <= ea
-                    && (sa, ea) != (sb, eb)
-                    && kept[a].usage.input == kept[b].usage.input
-                    && kept[a].usage.output == kept[b].usage.output
-                    && kept[a].error == kept[b].error
-            });
+            let wraps = group[k + 1..]
+                .iter()
+                .take_while(|&&b| kept[b].start_ns <= ea)
+                .take(MAX_SAME_CALL_CANDIDATES)
+                .any(|&b| {
+                    let (sb, eb) = (kept[b].start_ns, kept[b].end_ns);
+                    sa <= sb && eb <= ea && (sa, ea) != (sb, eb)
+                });
             if wraps {
                 out.push(a);
             }
