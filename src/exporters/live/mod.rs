@@ -689,6 +689,15 @@ impl Export for LiveExporter {
             if matched.is_empty() {
                 continue;
             }
+            // Someone watches it: its numbers counted before they go out.
+            store.refresh_session(&session);
+            let Some(held) = store
+                .get(&session)
+                .map(|s| &s.summary)
+                .or_else(|| evicted.get(&session))
+            else {
+                continue;
+            };
             // Records (and OTLP, for a gRPC subscriber) for this session
             // only: someone watches it.
             let (kind, has_error) = match new {
@@ -911,7 +920,8 @@ async fn handle(
                 .and_then(|s| s.parse::<u64>().ok())
                 .map(|ms| ms * 1_000_000);
             let now = crate::telemetry::unix_nanos_now();
-            let hub = shared.lock();
+            let mut hub = shared.lock();
+            hub.store.refresh();
             let list = hub.store.summaries(|s| {
                 agent.as_ref().is_none_or(|a| s.agents.contains(a))
                     && since_ns.is_none_or(|t| s.updated_ns >= t)
@@ -923,7 +933,8 @@ async fn handle(
         }
         p if p.starts_with("/api/sessions/") => {
             let id = crate::net::percent_decode(&p["/api/sessions/".len()..]);
-            let hub = shared.lock();
+            let mut hub = shared.lock();
+            hub.store.refresh_session(&id);
             match hub.store.get(&id) {
                 Some(s) => full(
                     StatusCode::OK,
@@ -1013,6 +1024,7 @@ fn register(shared: &Arc<Shared>, filter: Filter, grpc: bool) -> Subscription {
     };
     let mut hub = shared.lock();
     if let Some(id) = &filter.session {
+        hub.store.refresh_session(id);
         if let Some(s) = hub.store.get(id) {
             let spans: Vec<_> = s
                 .spans

@@ -825,7 +825,19 @@ pub struct Store {
     /// The agent-trace model: every session's numbers come from it.
     model: Tracker,
     keys: Keys,
+    /// Traces with spans not yet counted in their session's totals, and
+    /// their sessions: counted when read ([`Store::refresh`]) or when the
+    /// trace settles, whichever comes first.
+    dirty: genai::span::FastMap<TraceId, String>,
+    /// The same by session (entries already counted may stay behind, and
+    /// are dropped when they outnumber the live ones).
+    dirty_by_session: HashMap<String, Vec<TraceId>>,
+    /// Entries in `dirty_by_session`.
+    dirty_listed: usize,
 }
+
+/// Traces waiting to be counted at most; past it they are counted at once.
+pub const DIRTY_TRACES: usize = 8192;
 
 /// Error spans remembered for "recent failures", whatever their sessions.
 pub const RECENT_ERRORS: usize = 50;
@@ -1008,7 +1020,71 @@ impl Store {
                 Pricing::new(limits.pricing.clone()),
             ),
             keys: Keys::sessions(limits.session_keys.clone()),
+            dirty: Default::default(),
+            dirty_by_session: HashMap::new(),
+            dirty_listed: 0,
             limits,
+        }
+    }
+
+    /// Counts every trace with new spans into its session's totals (the
+    /// API and subscribers call it before they read).
+    pub fn refresh(&mut self) {
+        self.dirty_by_session.clear();
+        self.dirty_listed = 0;
+        let dirty = std::mem::take(&mut self.dirty);
+        for (trace, session) in dirty {
+            if let Some(n) = self.model.peek(&trace) {
+                self.set_contribution(&session, trace, &n);
+            }
+        }
+    }
+
+    /// [`Store::refresh`] for one session.
+    pub fn refresh_session(&mut self, id: &str) {
+        let Some(traces) = self.dirty_by_session.remove(id) else {
+            return;
+        };
+        self.dirty_listed = self.dirty_listed.saturating_sub(traces.len());
+        for trace in traces {
+            if self.dirty.remove(&trace).is_some() {
+                if let Some(n) = self.model.peek(&trace) {
+                    self.set_contribution(id, trace, &n);
+                }
+            }
+        }
+    }
+
+    /// Counts settled traces that were waiting to be counted.
+    fn apply_settled(&mut self, settled: Vec<genai::Settled>) {
+        for s in settled {
+            if let Some(session) = self.dirty.remove(&s.trace_id) {
+                self.set_contribution(&session, s.trace_id, &s.numbers);
+            }
+        }
+    }
+
+    /// Replaces what a trace adds to its session's totals.
+    fn set_contribution(&mut self, session: &str, trace: TraceId, numbers: &TraceNumbers) {
+        let model = &self.model;
+        let Some(session) = self.sessions.get_mut(session) else {
+            return;
+        };
+        let new = Contribution::of(numbers);
+        if let Some(old) = session.traces.insert(trace, new) {
+            old.apply(&mut session.summary, -1);
+        }
+        new.apply(&mut session.summary, 1);
+        if session.traces.len() > MAX_TRACES_PER_SESSION {
+            session.traces.retain(|t, _| model.knows(t) || *t == trace);
+            if session.traces.len() > MAX_TRACES_PER_SESSION {
+                // Still over: the oldest part goes for good.
+                let extra = session.traces.len() - MAX_TRACES_PER_SESSION / 2;
+                let drop: Vec<TraceId> = session.traces.keys().take(extra).copied().collect();
+                for t in drop {
+                    session.traces.remove(&t);
+                }
+            }
         }
     }
 
@@ -1264,29 +1340,26 @@ impl Store {
         touched.sort_unstable();
         touched.dedup();
         for (group, trace) in touched {
-            let Some(numbers) = self.model.peek(&trace) else {
-                continue;
-            };
-            let Some(session) = self.sessions.get_mut(out.by_session[group].0.as_str()) else {
-                continue;
-            };
-            let new = Contribution::of(&numbers);
-            if let Some(old) = session.traces.insert(trace, new) {
-                old.apply(&mut session.summary, -1);
+            let session = &out.by_session[group].0;
+            if self.dirty.insert(trace, session.clone()).is_none() {
+                self.dirty_by_session
+                    .entry(session.clone())
+                    .or_default()
+                    .push(trace);
+                self.dirty_listed += 1;
             }
-            new.apply(&mut session.summary, 1);
-            if session.traces.len() > MAX_TRACES_PER_SESSION {
-                let model = &self.model;
-                session.traces.retain(|t, _| model.knows(t));
-                if session.traces.len() > MAX_TRACES_PER_SESSION {
-                    // Still over: the oldest part goes for good.
-                    let extra = session.traces.len() - MAX_TRACES_PER_SESSION / 2;
-                    let drop: Vec<TraceId> = session.traces.keys().take(extra).copied().collect();
-                    for t in drop {
-                        session.traces.remove(&t);
-                    }
-                }
+        }
+        self.apply_settled(settled);
+        if self.dirty_listed > 2 * self.dirty.len() + 1024 {
+            // Rebuilt from the live entries: stale ones go.
+            self.dirty_by_session.clear();
+            for (t, s) in &self.dirty {
+                self.dirty_by_session.entry(s.clone()).or_default().push(*t);
             }
+            self.dirty_listed = self.dirty.len();
+        }
+        if self.dirty.len() > DIRTY_TRACES {
+            self.refresh();
         }
         for (group, span) in errors {
             if self.recent_errors.len() >= RECENT_ERRORS {
@@ -1467,6 +1540,18 @@ impl Store {
                 bytes: 0,
                 traces: HashMap::new(),
             });
+        // Traces waiting to be counted follow their session.
+        if let Some(list) = self.dirty_by_session.remove(from) {
+            for t in &list {
+                if let Some(s) = self.dirty.get_mut(t) {
+                    *s = into.to_string();
+                }
+            }
+            self.dirty_by_session
+                .entry(into.to_string())
+                .or_default()
+                .extend(list);
+        }
         // The traces' contributions move with the totals they are in.
         for (t, c) in &src.traces {
             let slot = dst.traces.entry(*t).or_default();
@@ -1748,6 +1833,7 @@ mod tests {
             got.not_kept, 1,
             "a fifth span is past max_spans_per_session"
         );
+        st.refresh();
         let s = st.get("s-1").unwrap();
         let records: Vec<SpanRecord> = records(&st, s);
         let sum = &s.summary;
