@@ -29,8 +29,9 @@
 //!   Bedrock spans beside each other, botocore's under one of them, or
 //!   under a parent that never arrived) are one call when their usage,
 //!   outcome and model are the same, their times overlap, and they share
-//!   their outermost inference span, are named differently, or one hangs
-//!   under a parent that never arrived: the deepest report counts. Input tokens are taken as the span reports them
+//!   their outermost inference span, are named differently (and both carry
+//!   usage or a model: concurrent calls with neither stay apart), or one
+//!   hangs under a parent that never arrived: the deepest report counts. Input tokens are taken as the span reports them
 //!   (Bedrock's exclude cached tokens; nothing is subtracted).
 //! - **A model call** is an inference span with no inference span beneath
 //!   it, counted once in calls, durations and cost, with its requests

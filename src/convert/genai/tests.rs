@@ -776,3 +776,32 @@ fn a_client_span_whose_parent_never_arrived_is_the_call_it_overlaps() {
     assert_eq!(n.failures.len(), 1, "{:?}", n.failures);
     assert_eq!(n.failures[0].kind, FailureKind::Invocation);
 }
+
+#[test]
+fn concurrent_calls_without_usage_or_model_stay_apart() {
+    // 29 overlapping calls under one invocation, each its own span name,
+    // no usage, no model: nothing says two are one call.
+    let mut spans = vec![op(
+        1,
+        0,
+        "invoke_agent",
+        0,
+        &[("gen_ai.agent.name", Value::Str("a"))],
+    )];
+    for i in 0..29u64 {
+        let mut f = sp(
+            10 + i,
+            1,
+            &format!("call-{i}"),
+            1,
+            0,
+            "",
+            &[("gen_ai.operation.name", Value::Str("chat"))],
+        );
+        f.start_ns = 1_000 + i;
+        f.end_ns = 1_500 + i;
+        spans.push(f);
+    }
+    let n = evaluate(&spans, &pricing());
+    assert_eq!(n.calls.len(), 29);
+}

@@ -269,7 +269,7 @@ fn wrappers(kept: &[&SpanFacts], parent: &[Option<usize>], has_below: &[bool]) -
                 .take(MAX_SAME_CALL_CANDIDATES)
                 .any(|&b| {
                     let (sb, eb) = (kept[b].start_ns, kept[b].end_ns);
-                    sa <= sb && eb <= ea && (sa, ea) != (sb, eb)
+                    sa <= sb && eb <= ea && (sa, ea) != (sb, eb) && evident(kept[a], kept[b])
                 });
             if wraps {
                 out.push(a);
@@ -277,6 +277,14 @@ fn wrappers(kept: &[&SpanFacts], parent: &[Option<usize>], has_below: &[bool]) -
         }
     }
     out
+}
+
+/// Whether two reports carry enough to be told for one call apart from
+/// two concurrent ones: usage, or the same named model (parallel calls
+/// with neither are never merged).
+fn evident(a: &SpanFacts, b: &SpanFacts) -> bool {
+    let usage = |f: &SpanFacts| f.usage.input.is_some() || f.usage.output.is_some();
+    (usage(a) && usage(b)) || (a.model.is_some() && b.model.is_some())
 }
 
 /// How many preferred reports a leaf is compared with to find its call.
@@ -545,7 +553,7 @@ pub fn evaluate(spans: &[SpanFacts], pricing: &Pricing) -> TraceNumbers {
                         && kept[j].start_ns <= kept[i].end_ns
                         && same_model(&kept[i].model, &kept[j].model)
                         && (outer_inference[i] == outer_inference[j]
-                            || kept[i].name != kept[j].name
+                            || (kept[i].name != kept[j].name && evident(kept[i], kept[j]))
                             || orphan(outer_inference[i])
                             || orphan(outer_inference[j]))
                 });
