@@ -208,6 +208,57 @@ fn spans_by_session(sink: &Sink) -> BTreeMap<String, usize> {
     out
 }
 
+/// Input and output tokens and model requests in a log group's EMF events
+/// (stream `agentmetrics`), summed over every flush.
+/// Also every agent name the events carry.
+async fn emf_numbers(
+    logs: &aws_sdk_cloudwatchlogs::Client,
+    group: &str,
+) -> ((f64, f64, f64), Vec<String>) {
+    let (mut input, mut output, mut calls) = (0.0, 0.0, 0.0);
+    let mut agents = Vec::new();
+    for (_, m) in common::read_log_stream(logs, group, "agentmetrics").await {
+        let v: serde_json::Value = serde_json::from_str(&m).unwrap();
+        let agent = v["gen_ai.agent.name"].as_str().unwrap_or("").to_string();
+        if !agents.contains(&agent) {
+            agents.push(agent);
+        }
+        if let Some(n) = v["agent.tokens"].as_f64() {
+            match v["gen_ai.token.type"].as_str() {
+                Some("input") => input += n,
+                Some("output") => output += n,
+                _ => {}
+            }
+        }
+        if v["gen_ai.operation.name"] == "chat" {
+            calls += v["agent.invocations"].as_f64().unwrap_or(0.0);
+        }
+    }
+    ((input, output, calls), agents)
+}
+
+/// Prometheus samples once `want` model requests are counted (or 30 s
+/// passed), and one flush later, so nothing is half-counted.
+async fn settled_samples(
+    prom: u16,
+    filter: &[(&str, &str)],
+    want: f64,
+) -> (String, Vec<(String, BTreeMap<String, String>, f64)>) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = http_request("GET", prom, "/metrics", &[], Vec::new()).await;
+        let s = samples(&String::from_utf8_lossy(&r.body));
+        if sum(&s, "agent_invocations_total", filter) >= want || Instant::now() > deadline {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            let r = http_request("GET", prom, "/metrics", &[], Vec::new()).await;
+            let text = String::from_utf8_lossy(&r.body).to_string();
+            let s = samples(&text);
+            return (text, s);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
 struct Truth {
     input: f64,
@@ -353,26 +404,8 @@ service:
     assert!(throttles >= 6.0, "the plan throttles: {entries:?}");
 
     // Prometheus, until the numbers settle (trace_idle 1s, flush 200ms).
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let (text, s) = loop {
-        let r = http_request("GET", prom, "/metrics", &[], Vec::new()).await;
-        let text = String::from_utf8_lossy(&r.body).to_string();
-        let s = samples(&text);
-        let requests = sum(
-            &s,
-            "agent_invocations_total",
-            &[("gen_ai_operation_name", "chat")],
-        );
-        let want: f64 = truth.values().map(|t| t.requests).sum();
-        if requests >= want || Instant::now() > deadline {
-            // One more flush, so nothing is half-counted.
-            tokio::time::sleep(Duration::from_millis(1500)).await;
-            let r = http_request("GET", prom, "/metrics", &[], Vec::new()).await;
-            let text = String::from_utf8_lossy(&r.body).to_string();
-            break (text.clone(), samples(&text));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let want: f64 = truth.values().map(|t| t.requests).sum();
+    let (text, s) = settled_samples(prom, &[("gen_ai_operation_name", "chat")], want).await;
     for (agent, t) in &truth {
         let a = [("gen_ai_agent_name", *agent)];
         let tok = |ty: &str| {
@@ -446,22 +479,8 @@ service:
     let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
     let sessions = v["sessions"].as_array().unwrap();
     for (sid, t) in &per_session {
-        let s = sessions
-            .iter()
-            .find(|s| s["session_id"] == sid.as_str())
-            .unwrap_or_else(|| panic!("no session {sid}: {v}"));
+        let s = session_matches(sessions, sid, t, "on the live API");
         let n = |k: &str| s[k].as_f64().unwrap_or(0.0);
-        let tok = |k: &str| s["tokens"][k].as_f64().unwrap_or(0.0);
-        assert_eq!(
-            (
-                tok("input"),
-                tok("output"),
-                n("model_calls"),
-                n("throttles")
-            ),
-            (t.input, t.output, t.requests, t.throttled),
-            "session {sid} on the live API vs the model's usage log: {s}"
-        );
         // Failures: a failing tool in t2 and u1, an invalid model in t4
         // and u3; recovered throttles are not failures.
         let want_errors = f64::from(["t2", "t4", "u1", "u3"].contains(&sid.as_str()));
@@ -479,29 +498,18 @@ service:
     for (agent, t) in &truth {
         let group = format!("/spanwire/{agent}-svc/metrics");
         let deadline = Instant::now() + Duration::from_secs(20);
-        let (input, output, calls) = loop {
-            let (mut input, mut output, mut calls) = (0.0, 0.0, 0.0);
-            for (_, m) in common::read_log_stream(&logs, &group, "agentmetrics").await {
-                let v: serde_json::Value = serde_json::from_str(&m).unwrap();
-                assert_eq!(v["gen_ai.agent.name"], *agent, "{v}");
-                if let Some(n) = v["agent.tokens"].as_f64() {
-                    match v["gen_ai.token.type"].as_str() {
-                        Some("input") => input += n,
-                        Some("output") => output += n,
-                        _ => {}
-                    }
-                }
-                if v["gen_ai.operation.name"] == "chat" {
-                    calls += v["agent.invocations"].as_f64().unwrap_or(0.0);
-                }
-            }
-            if (input, output, calls) == (t.input, t.output, t.requests)
-                || Instant::now() > deadline
-            {
-                break (input, output, calls);
+        let ((input, output, calls), agents) = loop {
+            let got = emf_numbers(&logs, &group).await;
+            if got.0 == (t.input, t.output, t.requests) || Instant::now() > deadline {
+                break got;
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
         };
+        assert_eq!(
+            agents,
+            vec![agent.to_string()],
+            "every EMF event names its agent"
+        );
         assert_eq!(
             (input, output, calls),
             (t.input, t.output, t.requests),
@@ -547,23 +555,35 @@ service:
     // the same numbers per session.
     let replay = replay_reversed(&all, 7).await;
     for (sid, t) in &per_session {
-        let s = replay
-            .iter()
-            .find(|s| s["session_id"] == sid.as_str())
-            .unwrap_or_else(|| panic!("no session {sid} after the replay"));
-        let n = |k: &str| s[k].as_f64().unwrap_or(0.0);
-        let tok = |k: &str| s["tokens"][k].as_f64().unwrap_or(0.0);
-        assert_eq!(
-            (
-                tok("input"),
-                tok("output"),
-                n("model_calls"),
-                n("throttles")
-            ),
-            (t.input, t.output, t.requests, t.throttled),
-            "session {sid} replayed in reverse: {s}"
-        );
+        session_matches(&replay, sid, t, "replayed in reverse");
     }
+}
+
+/// Checks one session of `/api/sessions` against the usage log: tokens,
+/// model calls, throttles. Returns it.
+fn session_matches<'a>(
+    sessions: &'a [serde_json::Value],
+    sid: &str,
+    t: &Truth,
+    what: &str,
+) -> &'a serde_json::Value {
+    let s = sessions
+        .iter()
+        .find(|s| s["session_id"] == sid)
+        .unwrap_or_else(|| panic!("no session {sid} {what}"));
+    let n = |k: &str| s[k].as_f64().unwrap_or(0.0);
+    let tok = |k: &str| s["tokens"][k].as_f64().unwrap_or(0.0);
+    assert_eq!(
+        (
+            tok("input"),
+            tok("output"),
+            n("model_calls"),
+            n("throttles")
+        ),
+        (t.input, t.output, t.requests, t.throttled),
+        "session {sid} {what} vs the model's usage log: {s}"
+    );
+    s
 }
 
 /// Posts every span `sink` received, last first, `per_request` spans a
@@ -739,25 +759,8 @@ service:
     }
     assert_eq!(per_session.len(), 9, "{per_session:?}");
     // Prometheus per service (`job`), once every trace settled.
-    let deadline = Instant::now() + Duration::from_secs(30);
     let want_calls: f64 = per_session.values().map(|t| t.requests).sum();
-    let (text, s) = loop {
-        let r = http_request("GET", prom, "/metrics", &[], Vec::new()).await;
-        let text = String::from_utf8_lossy(&r.body).to_string();
-        let s = samples(&text);
-        let calls = sum(
-            &s,
-            "agent_invocations_total",
-            &[("gen_ai_operation_name", "chat")],
-        );
-        if calls >= want_calls || Instant::now() > deadline {
-            tokio::time::sleep(Duration::from_millis(1500)).await;
-            let r = http_request("GET", prom, "/metrics", &[], Vec::new()).await;
-            let text = String::from_utf8_lossy(&r.body).to_string();
-            break (text.clone(), samples(&text));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let (text, s) = settled_samples(prom, &[("gen_ai_operation_name", "chat")], want_calls).await;
     for (k, mode) in modes.iter().enumerate() {
         let prefix = format!("{}{k}", &mode[..2]);
         let t = per_session
@@ -793,24 +796,9 @@ service:
         let group = format!("/spanwire/{job}/metrics");
         let deadline = Instant::now() + Duration::from_secs(20);
         let got = loop {
-            let (mut input, mut output, mut calls) = (0.0, 0.0, 0.0);
-            for (_, m) in common::read_log_stream(&logs, &group, "agentmetrics").await {
-                let v: serde_json::Value = serde_json::from_str(&m).unwrap();
-                if let Some(n) = v["agent.tokens"].as_f64() {
-                    match v["gen_ai.token.type"].as_str() {
-                        Some("input") => input += n,
-                        Some("output") => output += n,
-                        _ => {}
-                    }
-                }
-                if v["gen_ai.operation.name"] == "chat" {
-                    calls += v["agent.invocations"].as_f64().unwrap_or(0.0);
-                }
-            }
-            if (input, output, calls) == (t.input, t.output, t.requests)
-                || Instant::now() > deadline
-            {
-                break (input, output, calls);
+            let (got, _) = emf_numbers(&logs, &group).await;
+            if got == (t.input, t.output, t.requests) || Instant::now() > deadline {
+                break got;
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
         };

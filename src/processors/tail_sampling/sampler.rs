@@ -20,8 +20,7 @@
 //!   decided.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::policy::{combine, Policies, Summary};
@@ -132,30 +131,9 @@ struct Group {
     bytes: usize,
 }
 
-/// A fast hash for keys that are trace ids or short names (no need to
-/// resist chosen keys more than FNV does: the map is bounded).
-#[derive(Default)]
-struct Fnv(u64);
-
-impl Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
-        for b in bytes {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        self.0 = h;
-    }
-}
-
-type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<Fnv>>;
+/// The agent-trace model's fast map (FNV-1a for bytes): keys are trace ids
+/// or short names, and the maps are bounded.
+type FastMap<K, V> = crate::convert::genai::span::FastMap<K, V>;
 type Key = Box<[u8]>;
 
 /// Bytes a group costs beyond its spans: its map entry, summary and
