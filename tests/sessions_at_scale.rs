@@ -51,7 +51,12 @@ impl Plan {
     /// What each policy (in the consumers' order) says of it on its own.
     fn verdicts(&self) -> [(&'static str, bool); 4] {
         [
-            ("errors", self.error_trace.is_some()),
+            // The agent-trace model counts a guardrail intervention as a
+            // failure too (an unrecovered throttle is one as well).
+            (
+                "errors",
+                self.error_trace.is_some() || self.guardrail_trace.is_some(),
+            ),
             ("guardrails", self.guardrail_trace.is_some()),
             ("expensive", self.expensive),
             (

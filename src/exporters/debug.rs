@@ -209,8 +209,6 @@ pub fn tree(data: &Telemetry) -> String {
         let keep = [
             "gen_ai.agent.name",
             "gen_ai.request.model",
-            "gen_ai.usage.input_tokens",
-            "gen_ai.usage.output_tokens",
             "gen_ai.tool.name",
             "gen_ai.data_source.id",
             "aws.bedrock.guardrail.action",
@@ -219,7 +217,10 @@ pub fn tree(data: &Telemetry) -> String {
         let attrs: Vec<&KeyValue> = s
             .attributes
             .iter()
-            .filter(|kv| keep.contains(&kv.key.as_str()))
+            .filter(|kv| {
+                keep.contains(&kv.key.as_str())
+                    || crate::convert::genai::span::is_usage_attribute(&kv.key)
+            })
             .collect();
         let attrs: Vec<KeyValue> = attrs.into_iter().cloned().collect();
         let status = match &s.status {

@@ -319,6 +319,31 @@ fn usage_slot(key: &str) -> Option<(usize, u8)> {
     })
 }
 
+/// Whether an attribute is a token count the model reads (any dialect).
+pub fn is_usage_attribute(key: &str) -> bool {
+    usage_slot(key).is_some()
+}
+
+/// The usage one span reports, read as the model reads it (for a view of
+/// that one span; totals come from [`super::evaluate`]).
+pub fn usage_of<'a>(attrs: impl Iterator<Item = (&'a str, Value<'a>)>) -> Usage {
+    let mut usage = [None::<(u8, u64)>; 4];
+    for (k, v) in attrs {
+        if let (Some((slot, rank)), Some(n)) = (usage_slot(k), token_count(&v)) {
+            if usage[slot].is_none_or(|(r, _)| rank < r) {
+                usage[slot] = Some((rank, n));
+            }
+        }
+    }
+    let count = |i: usize| usage[i].map(|(_, n)| n);
+    Usage {
+        input: count(0),
+        output: count(1),
+        cache_read: count(2),
+        cache_write: count(3),
+    }
+}
+
 /// A token count, if the value is one: a non-negative integer (or an
 /// integral double) up to [`MAX_TOKENS`].
 fn token_count(v: &Value<'_>) -> Option<u64> {

@@ -886,15 +886,6 @@ struct Picked<'a> {
     output_tokens: u64,
 }
 
-fn count(v: Option<&any_value::Value>) -> u64 {
-    match v {
-        Some(any_value::Value::IntValue(i)) => (*i).max(0) as u64,
-        Some(any_value::Value::DoubleValue(d)) if *d > 0.0 => *d as u64,
-        Some(any_value::Value::StringValue(s)) => s.parse().unwrap_or(0),
-        _ => 0,
-    }
-}
-
 impl<'a> Picked<'a> {
     fn from(attrs: &'a [KeyValue]) -> Picked<'a> {
         let mut p = Picked::default();
@@ -912,11 +903,13 @@ impl<'a> Picked<'a> {
                 "aws.bedrock.guardrail.action" => {
                     p.guardrail_action = Some(s.unwrap_or(""));
                 }
-                "gen_ai.usage.input_tokens" => p.input_tokens = count(v),
-                "gen_ai.usage.output_tokens" => p.output_tokens = count(v),
                 _ => {}
             }
         }
+        // The span's own report, read as the agent-trace model reads it.
+        let u = genai::span::usage_of(genai::span::struct_attributes(attrs));
+        p.input_tokens = u.input.unwrap_or(0);
+        p.output_tokens = u.output.unwrap_or(0);
         p
     }
 
