@@ -488,8 +488,7 @@ impl AgentMetrics {
         for s in &settled {
             self.apply(&mut st, s, now);
         }
-        self.model.pending.set(st.tracker.pending() as f64);
-        self.model.bytes.set(st.tracker.bytes() as f64);
+        self.publish(&st);
         // Bounded memory: forget sessions past the window, then the oldest.
         if st.session_count > self.cfg.max_sessions {
             let window = self.cfg.session_window.as_millis() as u64;
@@ -508,14 +507,12 @@ impl AgentMetrics {
         for s in &settled {
             self.apply(st, s, now);
         }
-        self.model.pending.set(st.tracker.pending() as f64);
-        self.model.bytes.set(st.tracker.bytes() as f64);
+        self.publish(st);
     }
 
-    /// Adds a settled trace's numbers (less what was counted for it
-    /// before, for a trace a late span reopened).
-    fn apply(&self, st: &mut State, s: &Settled, now: u64) {
-        let stats = st.tracker.stats().clone();
+    /// The model's self-metrics, once per batch or settlement pass.
+    fn publish(&self, st: &State) {
+        let stats = st.tracker.stats();
         self.model.settled.absolute(stats.settled);
         self.model.early.absolute(stats.early);
         self.model.late.absolute(stats.late_spans);
@@ -523,6 +520,13 @@ impl AgentMetrics {
         self.model.invalid_usage.absolute(stats.invalid_usage);
         self.model.segments.absolute(stats.segments);
         self.model.reopened.absolute(stats.reopened);
+        self.model.pending.set(st.tracker.pending() as f64);
+        self.model.bytes.set(st.tracker.bytes() as f64);
+    }
+
+    /// Adds a settled trace's numbers (less what was counted for it
+    /// before, for a trace a late span reopened).
+    fn apply(&self, st: &mut State, s: &Settled, now: u64) {
         let mut counts: FastMap<Light, i128> = FastMap::default();
         let mut costs: FastMap<Light, f64> = FastMap::default();
         let mut durations: FastMap<Light, Vec<f64>> = FastMap::default();
