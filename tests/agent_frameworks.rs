@@ -109,8 +109,8 @@ fn run_strands(
     plan: &serde_json::Value,
     disabled: &str,
 ) -> String {
-    let out = Command::new(agents_python("opentelemetry-instrument"))
-        .arg(agents_python("python"))
+    let mut cmd = Command::new(agents_python("opentelemetry-instrument"));
+    cmd.arg(agents_python("python"))
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/tests/python/strands_agent.py"
@@ -131,10 +131,17 @@ fn run_strands(
             "OTEL_RESOURCE_ATTRIBUTES",
             format!("service.name={}-svc", plan["agent"].as_str().unwrap()),
         )
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_DEFAULT_REGION", "us-east-1");
+    run_agent(&mut cmd, "the Strands agent")
+}
+
+/// Runs agent software with the stand-in's test credentials, piped; its
+/// output, or the test fails with it.
+fn run_agent(cmd: &mut Command, what: &str) -> String {
+    let out = cmd
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_DEFAULT_REGION", "us-east-1")
         .env_remove("AWS_PROFILE")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -143,7 +150,7 @@ fn run_strands(
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
         out.status.success(),
-        "the Strands agent failed: {stdout}\n{}",
+        "{what} failed: {stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     stdout
@@ -659,28 +666,15 @@ service:
 
 /// Runs `tests/python/framework_agents.py` in `mode`, exporting to `otlp`.
 fn run_framework(mode: &str, bedrock: u16, otlp: &str, plan: &serde_json::Value) -> String {
-    let out = Command::new(agents_python("python"))
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/python/framework_agents.py"
-        ))
-        .args([mode, &format!("http://127.0.0.1:{bedrock}"), otlp])
-        .arg(plan.to_string())
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env_remove("AWS_PROFILE")
-        .env_remove("OTEL_SDK_DISABLED")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "{mode} failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    let mut cmd = Command::new(agents_python("python"));
+    cmd.arg(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/python/framework_agents.py"
+    ))
+    .args([mode, &format!("http://127.0.0.1:{bedrock}"), otlp])
+    .arg(plan.to_string())
+    .env_remove("OTEL_SDK_DISABLED");
+    run_agent(&mut cmd, mode)
 }
 
 /// OpenInference's Bedrock instrumentation, OpenLLMetry's, and LangChain
